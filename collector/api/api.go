@@ -1,0 +1,127 @@
+// Package api is the collector's wire contract: the request and response
+// bodies of /api/v1, shared by the collector's server, the sensor's shipper
+// and the CLI. openapi.yaml beside this file documents the same contract and
+// a test in collector/server keeps the two true to each other.
+package api
+
+import (
+	_ "embed"
+	"time"
+)
+
+// OpenAPI is the API description, served at /api/v1/openapi.yaml.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
+
+// Prefix is the path prefix of every versioned route.
+const Prefix = "/api/v1"
+
+// Routes.
+const (
+	PathEnroll    = Prefix + "/enroll"
+	PathEvents    = Prefix + "/events"
+	PathHeartbeat = Prefix + "/heartbeat"
+	PathAlerts    = Prefix + "/alerts"
+	PathHosts     = Prefix + "/hosts"
+	PathOpenAPI   = Prefix + "/openapi.yaml"
+	PathHealthz   = "/healthz"
+	PathMetrics   = "/metrics"
+)
+
+// Roles a token can hold.
+const (
+	RoleSensor    = "sensor"    // enrolment token: may only enrol
+	RoleAgent     = "agent"     // per-sensor credential issued at enrolment
+	RoleAnalyst   = "analyst"   // read alerts and hosts
+	RoleResponder = "responder" // analyst + kill-switch
+)
+
+// Limits the server enforces and clients respect.
+const (
+	MaxBatchBytes  = 8 << 20 // decoded ingest body
+	MaxBatchEvents = 5000
+	MaxEventBytes  = 256 << 10
+)
+
+// EnrollRequest is POSTed with an enrolment token (role sensor) as bearer.
+type EnrollRequest struct {
+	HostID       string            `json:"host_id"`
+	HostName     string            `json:"host_name"`
+	OS           string            `json:"os,omitempty"`
+	AgentVersion string            `json:"agent_version"`
+	Labels       map[string]string `json:"labels,omitempty"`
+}
+
+// EnrollResponse carries the sensor's own credential; the sensor keeps it in
+// its state dir and presents it as bearer token from then on.
+type EnrollResponse struct {
+	AgentID    string `json:"agent_id"`
+	HostID     string `json:"host_id"`
+	Credential string `json:"credential"`
+}
+
+// IngestResponse answers a batch (NDJSON body, optionally gzip-encoded).
+// Accepted counts events newly stored, Duplicates those already stored under
+// the same event.id; both are confirmed and may be dropped by the sender.
+// Rejected lists events that can never be stored (malformed); resending them
+// would not help.
+type IngestResponse struct {
+	Accepted   int         `json:"accepted"`
+	Duplicates int         `json:"duplicates"`
+	Rejected   []Rejection `json:"rejected,omitempty"`
+}
+
+// Rejection names one event of a batch the collector refused and why.
+type Rejection struct {
+	Line    int    `json:"line"`
+	EventID string `json:"event_id,omitempty"`
+	Error   string `json:"error"`
+}
+
+// Heartbeat is POSTed periodically by every sensor.
+type Heartbeat struct {
+	HostID       string            `json:"host_id"`
+	HostName     string            `json:"host_name,omitempty"`
+	AgentVersion string            `json:"agent_version"`
+	Mode         string            `json:"mode,omitempty"`
+	Health       map[string]string `json:"health,omitempty"` // component -> ok|degraded|failed
+	SentAt       time.Time         `json:"sent_at"`
+}
+
+// HeartbeatResponse tells the sensor the collector's clock and when to come back.
+type HeartbeatResponse struct {
+	ServerTime      time.Time `json:"server_time"`
+	IntervalSeconds int       `json:"interval_seconds"`
+}
+
+// Host is one enrolled sensor as the collector sees it.
+type Host struct {
+	HostID       string            `json:"host_id"`
+	HostName     string            `json:"host_name"`
+	AgentID      string            `json:"agent_id"`
+	AgentVersion string            `json:"agent_version"`
+	OS           string            `json:"os,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	Mode         string            `json:"mode,omitempty"`
+	Health       map[string]string `json:"health,omitempty"`
+	EnrolledAt   time.Time         `json:"enrolled_at"`
+	LastSeen     time.Time         `json:"last_seen"`
+	AlertCount   int64             `json:"alert_count"`
+}
+
+// HostsResponse answers GET /api/v1/hosts.
+type HostsResponse struct {
+	Hosts []Host `json:"hosts"`
+}
+
+// AlertsResponse answers GET /api/v1/alerts. Each alert is the ECS document
+// exactly as the sensor sent it (plus event.ingested), newest first.
+type AlertsResponse struct {
+	Alerts []map[string]any `json:"alerts"`
+}
+
+// Error is the body of every 4xx/5xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

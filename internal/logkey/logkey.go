@@ -1,0 +1,22 @@
+// Package logkey names the structured-log attribute keys used across
+// tillwatch, so that operators can grep and ship logs by stable keys.
+package logkey
+
+const (
+	Component = "component"
+	Stage     = "stage"
+	Error     = "err"
+	Path      = "path"
+	PID       = "pid"
+	HostID    = "host_id"
+	AgentID   = "agent_id"
+	EventID   = "event_id"
+	RuleID    = "rule_id"
+	URL       = "url"
+	Count     = "count"
+	Addr      = "addr"
+	Backend   = "backend"
+	Reason    = "reason"
+	Action    = "action"
+	Duration  = "duration"
+)
