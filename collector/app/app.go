@@ -1,0 +1,316 @@
+// Package app is tillwatch-collector's command line: it parses flags over
+// the config file, wires the PKI, store and server together and runs them.
+// cmd/tillwatch-collector only calls Main, so all of this is testable.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/config"
+	"github.com/tillwatch/tillwatch/collector/pki"
+	"github.com/tillwatch/tillwatch/collector/server"
+	"github.com/tillwatch/tillwatch/collector/store/sqlite"
+	"github.com/tillwatch/tillwatch/internal/buildinfo"
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+)
+
+// Name is the binary name used in messages.
+const Name = "tillwatch-collector"
+
+// Main runs the command line with args (without the program name) and
+// returns the exit code. SIGINT and SIGTERM stop `run` gracefully.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := Execute(ctx, args, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", Name, oneLine(err))
+	}
+	return exitCode(err)
+}
+
+// runtimeError marks an error returned by a command's own work; any other
+// error cobra returns (unknown command or flag, bad arguments) is usage.
+type runtimeError struct{ err error }
+
+func (e runtimeError) Error() string { return e.err.Error() }
+func (e runtimeError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	if err == nil {
+		return cfgfile.ExitOK
+	}
+	var ue *cfgfile.UsageError
+	if errors.As(err, &ue) {
+		return cfgfile.ExitUsage
+	}
+	var re runtimeError
+	if errors.As(err, &re) {
+		return cfgfile.ExitRuntime
+	}
+	return cfgfile.ExitUsage
+}
+
+// Execute runs the command line with ctx; it is Main without the signal
+// handling and exit code mapping.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// commandFunc adapts a command body so its non-usage errors are runtime.
+func commandFunc(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd, args)
+		var ue *cfgfile.UsageError
+		if err == nil || errors.As(err, &ue) {
+			return err
+		}
+		return runtimeError{err}
+	}
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   Name,
+		Short: "tillwatch collector: receives, stores and serves alerts from tillwatch sensors",
+		Long: `tillwatch-collector receives alert and telemetry batches from tillwatch sensors over HTTPS,
+stores them (embedded SQLite by default) and serves them to analysts.
+
+Start it with "tillwatch-collector run"; create an enrolment token for sensors with
+"tillwatch-collector token create --role sensor". Sensors and the CLI pin <data dir>/ca.pem.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Args stays nil: cobra then reports an unknown subcommand as an
+		// error instead of printing help and exiting 0.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cfgfile.Usage(err) })
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.AddCommand(newRun(stderr), newToken(stdout), newVersion(stdout))
+	return root
+}
+
+// common holds the flags shared by run and token create.
+type common struct {
+	configFile string
+	dataDir    string
+	store      string
+}
+
+func (c *common) register(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&c.configFile, "config", "c", "", "YAML config file")
+	cmd.Flags().StringVar(&c.dataDir, "data", "", "data dir for the CA, certificates and database (default "+config.DefaultDataDir+")")
+	cmd.Flags().StringVar(&c.store, "store", "", "store URL sqlite:PATH (default sqlite:<data>/"+config.DBFile+")")
+}
+
+// load reads the config file (if any) and applies the flags set on cmd.
+func (c *common) load(cmd *cobra.Command) (config.Config, error) {
+	cfg := config.Default()
+	if c.configFile != "" {
+		var err error
+		if cfg, err = config.Load(c.configFile); err != nil {
+			return config.Config{}, err
+		}
+	}
+	if cmd.Flags().Changed("data") {
+		cfg.DataDir = c.dataDir
+	}
+	if cmd.Flags().Changed("store") {
+		cfg.Store = c.store
+		cfg.Elasticsearch = "" // the flag picks the backend
+	}
+	return cfg, nil
+}
+
+func validate(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return cfgfile.Usage(err)
+	}
+	if cfg.Elasticsearch != "" {
+		return cfgfile.Usagef("elasticsearch: elasticsearch backend not built yet; remove elasticsearch (or --elasticsearch) to use the embedded SQLite store")
+	}
+	return nil
+}
+
+func newRun(stderr io.Writer) *cobra.Command {
+	var (
+		cm     common
+		listen string
+		es     string
+	)
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "serve the collector API over HTTPS",
+		Args:  cobra.NoArgs,
+	}
+	cm.register(cmd)
+	cmd.Flags().StringVar(&listen, "listen", "", "HTTPS listen address (default "+config.DefaultListen+")")
+	cmd.Flags().StringVar(&es, "elasticsearch", "", "store into the Elasticsearch cluster at URL instead of SQLite")
+	cmd.MarkFlagsMutuallyExclusive("store", "elasticsearch")
+	cmd.RunE = commandFunc(func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cm.load(cmd)
+		if err != nil {
+			return err
+		}
+		if cmd.Flags().Changed("listen") {
+			cfg.Listen = listen
+		}
+		if cmd.Flags().Changed("elasticsearch") {
+			cfg.Elasticsearch = es
+			cfg.Store = ""
+		}
+		if err := validate(cfg); err != nil {
+			return err
+		}
+		return Run(cmd.Context(), cfg, newLogger(stderr, cfg.Log))
+	})
+	return cmd
+}
+
+// newLogger builds the stderr logger; the config was validated.
+func newLogger(w io.Writer, lc config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(lc.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// Run starts the collector with a validated cfg and serves until ctx ends.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	log = log.With(logkey.Component, "collector")
+	bundle, err := pki.Ensure(cfg.DataDir, pki.Options{ExtraNames: cfg.TLS.ExtraSANs, Logger: log})
+	if err != nil {
+		return err
+	}
+	dbPath := cfg.SQLitePath()
+	st, err := sqlite.Open(dbPath, sqlite.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	srv, err := server.New(server.Options{
+		Store:             st,
+		Logger:            log,
+		Registry:          prometheus.NewRegistry(),
+		HeartbeatInterval: cfg.HeartbeatInterval,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another collector running? change listen or --listen)", cfg.Listen, err)
+	}
+	log.Info("collector listening",
+		logkey.Addr, ln.Addr().String(),
+		logkey.DataDir, cfg.DataDir,
+		logkey.CAFile, bundle.CAPath,
+		logkey.Store, "sqlite:"+dbPath,
+		"version", buildinfo.Version)
+	if err := srv.Serve(ctx, ln, bundle.TLSConfig()); err != nil {
+		return err
+	}
+	log.Info("collector stopped")
+	return nil
+}
+
+func newToken(stdout io.Writer) *cobra.Command {
+	tok := &cobra.Command{
+		Use:   "token",
+		Short: "manage API tokens",
+		Args:  cobra.NoArgs,
+	}
+	var (
+		cm   common
+		role string
+	)
+	create := &cobra.Command{
+		Use:   "create --role sensor|analyst|responder",
+		Short: "create a token and print it (the only time it is shown)",
+		Long: `Create a token and print it on one line. Roles:
+  sensor     enrolment token: sensors use it once to enrol and get their own credential
+  analyst    read alerts and hosts
+  responder  analyst plus kill-switch commands`,
+		Args: cobra.NoArgs,
+	}
+	cm.register(create)
+	create.Flags().StringVar(&role, "role", "", "sensor, analyst or responder (required)")
+	create.RunE = commandFunc(func(cmd *cobra.Command, _ []string) error {
+		switch role {
+		case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
+		case "":
+			return cfgfile.Usagef("--role is required: sensor, analyst or responder")
+		default:
+			return cfgfile.Usagef("--role %q must be sensor, analyst or responder (agent credentials are issued at enrolment)", role)
+		}
+		cfg, err := cm.load(cmd)
+		if err != nil {
+			return err
+		}
+		if err := validate(cfg); err != nil {
+			return err
+		}
+		// Created here if the collector never ran, so tokens can be made
+		// before first start; 0700 like pki does.
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+		st, err := sqlite.Open(cfg.SQLitePath(), sqlite.Options{})
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		t, err := st.CreateToken(cmd.Context(), role, "")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, t)
+		return err
+	})
+	tok.AddCommand(create)
+	return tok
+}
+
+func newVersion(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(stdout, buildinfo.String(Name))
+			return err
+		},
+	}
+}
+
+// oneLine folds a multi-line error (errors.Join, yaml) into one line.
+func oneLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.ReplaceAll(strings.Join(parts, "; "), ":; ", ": ")
+}

@@ -1,0 +1,82 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badCfg := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badCfg, []byte("listen: nowhere\nlog:\n  level: loud\n"), 0o600)
+	typoCfg := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typoCfg, []byte("data_dri: /x\n"), 0o600)
+	esCfg := filepath.Join(dir, "es.yaml")
+	os.WriteFile(esCfg, []byte("elasticsearch: http://127.0.0.1:9200\n"), 0o600)
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		stderr  string // substring
+		stdoutN int    // lines on stdout, -1 = don't care
+	}{
+		{"help", []string{"--help"}, 0, "", -1},
+		{"version", []string{"version"}, 0, "", 1},
+		{"unknown command", []string{"frobnicate"}, 2, "unknown command", 0},
+		{"unknown flag", []string{"run", "--nope"}, 2, "unknown flag: --nope", 0},
+		{"bad config", []string{"run", "-c", badCfg}, 2, "listen:", 0},
+		{"config typo", []string{"run", "-c", typoCfg}, 2, "data_dri", 0},
+		{"missing config", []string{"run", "-c", filepath.Join(dir, "nope.yaml")}, 2, "no such file", 0},
+		{"elasticsearch flag", []string{"run", "--data", dir, "--elasticsearch", "http://127.0.0.1:9200"}, 2, "elasticsearch backend not built yet", 0},
+		{"elasticsearch config", []string{"run", "-c", esCfg}, 2, "elasticsearch backend not built yet", 0},
+		{"store and es", []string{"run", "--store", "sqlite:x.db", "--elasticsearch", "http://x:9200"}, 2, "none of the others can be", 0},
+		{"bad store", []string{"run", "--store", "mysql://x"}, 2, "store:", 0},
+		{"token no role", []string{"token", "create", "--data", dir}, 2, "--role is required", 0},
+		{"token agent role", []string{"token", "create", "--role", "agent", "--data", dir}, 2, "issued at enrolment", 0},
+		{"token ok", []string{"token", "create", "--role", "analyst", "--data", dir}, 0, "", 1},
+		{"listen in use", []string{"run", "--data", filepath.Join(dir, "d2"), "--listen", "256.1.1.1:1"}, 1, "listen on 256.1.1.1:1", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errb bytes.Buffer
+			err := Execute(context.Background(), tt.args, &out, &errb)
+			if code := exitCode(err); code != tt.code {
+				t.Fatalf("exit %d (%v), want %d", code, err, tt.code)
+			}
+			if tt.stderr != "" && (err == nil || !strings.Contains(err.Error(), tt.stderr)) {
+				t.Errorf("error %v, want it to contain %q", err, tt.stderr)
+			}
+			if tt.stdoutN >= 0 {
+				if n := strings.Count(out.String(), "\n"); n != tt.stdoutN {
+					t.Errorf("stdout has %d lines, want %d: %q", n, tt.stdoutN, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestMainPrintsOneLine(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("listen: x\ndata_dir: \"\"\nheartbeat_interval: 1s\n"), 0o600)
+	var out, errb bytes.Buffer
+	code := Main([]string{"run", "-c", cfg}, &out, &errb)
+	if code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	s := errb.String()
+	if strings.Count(s, "\n") != 1 || !strings.HasPrefix(s, "tillwatch-collector: ") {
+		t.Fatalf("stderr %q, want one line starting with the binary name", s)
+	}
+	for _, key := range []string{"listen:", "data_dir:", "heartbeat_interval:"} {
+		if !strings.Contains(s, key) {
+			t.Errorf("stderr %q does not name %s", s, key)
+		}
+	}
+}

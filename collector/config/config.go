@@ -1,0 +1,209 @@
+// Package config is the collector's configuration: a typed struct with
+// defaults, loaded strictly from YAML and validated all at once so an
+// operator sees every mistake in one run.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
+)
+
+// Defaults. The listen address is loopback so a collector started without
+// a config file exposes nothing; set listen: ":8443" to serve the fleet.
+const (
+	DefaultListen            = "127.0.0.1:8443"
+	DefaultDataDir           = "./tillwatch-data"
+	DefaultHeartbeatInterval = 30 * time.Second
+	DBFile                   = "tillwatch.db"
+	SQLiteScheme             = "sqlite:"
+)
+
+// Config is the collector's configuration file.
+type Config struct {
+	// Listen is the HTTPS listen address (host:port).
+	Listen string `yaml:"listen"`
+	// DataDir holds the CA, server certificate and (by default) the database.
+	DataDir string `yaml:"data_dir"`
+	// Store is "sqlite:PATH"; empty means sqlite:<data_dir>/tillwatch.db.
+	Store string `yaml:"store"`
+	// Elasticsearch is the URL of an Elasticsearch cluster to store into
+	// instead of SQLite (mutually exclusive with store).
+	Elasticsearch string `yaml:"elasticsearch"`
+	TLS           TLS    `yaml:"tls"`
+	// HeartbeatInterval is the interval sensors are told to heartbeat at.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	Log               Log           `yaml:"log"`
+}
+
+// TLS configures the server certificate.
+type TLS struct {
+	// ExtraSANs are DNS names or IP addresses sensors use to reach the
+	// collector, added to the server certificate.
+	ExtraSANs []string `yaml:"extra_sans"`
+}
+
+// Log configures logging to stderr.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		Listen:            DefaultListen,
+		DataDir:           DefaultDataDir,
+		HeartbeatInterval: DefaultHeartbeatInterval,
+		Log:               Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads path over the defaults. Errors are usage errors (exit 2).
+func Load(path string) (Config, error) {
+	c := Default()
+	if err := cfgfile.Load(path, &c); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			err = nameKeys(path, te)
+		}
+		return Config{}, cfgfile.Usage(err)
+	}
+	return c, nil
+}
+
+// nameKeys rewrites yaml.v3's type errors, which name only a line, so each
+// names its key too ("heartbeat_interval (line 3): cannot unmarshal ...").
+func nameKeys(path string, te *yaml.TypeError) error {
+	keys := map[int]string{}
+	if raw, err := os.ReadFile(path); err == nil {
+		var root yaml.Node
+		if yaml.Unmarshal(raw, &root) == nil {
+			walkKeys(&root, "", keys)
+		}
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		var line int
+		if _, err := fmt.Sscanf(m, "line %d:", &line); err == nil && keys[line] != "" {
+			_, rest, _ := strings.Cut(m, ": ")
+			m = fmt.Sprintf("%s (line %d): %s", keys[line], line, rest)
+		}
+		msgs = append(msgs, m)
+	}
+	return fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
+}
+
+// walkKeys records the dotted key of every mapping value by its line.
+func walkKeys(n *yaml.Node, prefix string, keys map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			walkKeys(c, prefix, keys)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			full := k.Value
+			if prefix != "" {
+				full = prefix + "." + k.Value
+			}
+			keys[v.Line] = full
+			walkKeys(v, full, keys)
+		}
+	}
+}
+
+// Validate reports every problem, each naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf(key+": "+format, args...))
+	}
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen", "%q is not host:port (e.g. %s or :8443)", c.Listen, DefaultListen)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		bad("listen", "port %q is not a number from 0 to 65535", port)
+	} else if host != "" && net.ParseIP(host) == nil && !validDNSName(host) {
+		bad("listen", "host %q is neither an IP address nor a host name", host)
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if c.Store != "" {
+		path, ok := strings.CutPrefix(c.Store, SQLiteScheme)
+		if !ok {
+			bad("store", "%q must be sqlite:PATH (Elasticsearch is configured with elasticsearch: URL)", c.Store)
+		} else if strings.TrimSpace(path) == "" {
+			bad("store", "sqlite: needs a database path, e.g. sqlite:/var/lib/tillwatch/tillwatch.db")
+		}
+	}
+	if c.Elasticsearch != "" {
+		u, err := url.Parse(c.Elasticsearch)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("elasticsearch", "%q is not an http(s) URL like https://127.0.0.1:9200", c.Elasticsearch)
+		}
+		if c.Store != "" {
+			bad("elasticsearch", "set either store or elasticsearch, not both")
+		}
+	}
+	for i, n := range c.TLS.ExtraSANs {
+		if net.ParseIP(n) == nil && !validDNSName(n) {
+			bad(fmt.Sprintf("tls.extra_sans[%d]", i), "%q is neither an IP address nor a DNS name", n)
+		}
+	}
+	if c.HeartbeatInterval < 5*time.Second || c.HeartbeatInterval > time.Hour {
+		bad("heartbeat_interval", "%s must be between 5s and 1h", c.HeartbeatInterval)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// SQLitePath is the database file: the store path, or the default under
+// the data dir. Empty when Elasticsearch is configured.
+func (c Config) SQLitePath() string {
+	if c.Elasticsearch != "" {
+		return ""
+	}
+	if p, ok := strings.CutPrefix(c.Store, SQLiteScheme); ok && p != "" {
+		return p
+	}
+	return filepath.Join(c.DataDir, DBFile)
+}
+
+// validDNSName accepts host names and wildcard-free DNS names.
+func validDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

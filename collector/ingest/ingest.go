@@ -1,0 +1,264 @@
+// Package ingest turns an NDJSON batch from a sensor into documents ready to
+// store: it bounds what it reads, validates each line on its own, and reports
+// bad lines by number so the rest of the batch is still kept.
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/event"
+)
+
+// Batch-level failures; the server maps them to status codes.
+var (
+	ErrTooLarge      = fmt.Errorf("batch larger than %d bytes", api.MaxBatchBytes)
+	ErrTooManyEvents = fmt.Errorf("batch has more than %d events", api.MaxBatchEvents)
+	ErrEmpty         = errors.New("empty batch")
+)
+
+// maxIDLen bounds identifiers used as keys and filters.
+const maxIDLen = 256
+
+// kinds are the ECS event.kind values.
+var kinds = []string{event.KindAlert, event.KindEvent, event.KindState, "metric", "enrichment", "signal", "pipeline_error"}
+
+// Result is a parsed batch.
+type Result struct {
+	Docs     []store.Doc
+	Rejected []api.Rejection
+}
+
+// ParseBatch reads NDJSON from r, which must already be limited to
+// api.MaxBatchBytes+1 decoded bytes (reading more than MaxBatchBytes fails
+// with ErrTooLarge). Every non-blank line is one event for hostID; line
+// numbers count from 1 and include blank lines. Lines longer than
+// api.MaxEventBytes are rejected without being held in memory.
+func ParseBatch(r io.Reader, hostID string, now time.Time) (Result, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		res   Result
+		total int
+		lines int
+		seen  int
+		buf   []byte
+	)
+	for {
+		line, tooLong, n, err := readLine(br, &buf)
+		total += n
+		if total > api.MaxBatchBytes {
+			return Result{}, ErrTooLarge
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return Result{}, err
+		}
+		if n > 0 || !errors.Is(err, io.EOF) {
+			lines++
+		}
+		switch {
+		case tooLong:
+			seen++
+			res.Rejected = append(res.Rejected, api.Rejection{Line: lines,
+				Error: fmt.Sprintf("event larger than %d bytes", api.MaxEventBytes)})
+		case len(bytes.TrimSpace(line)) > 0:
+			seen++
+			doc, err := ParseLine(line, hostID, now)
+			if err != nil {
+				res.Rejected = append(res.Rejected, api.Rejection{Line: lines, EventID: doc.EventID, Error: err.Error()})
+			} else {
+				res.Docs = append(res.Docs, doc)
+			}
+		}
+		if seen > api.MaxBatchEvents {
+			return Result{}, ErrTooManyEvents
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+	}
+	if seen == 0 {
+		return Result{}, ErrEmpty
+	}
+	return res, nil
+}
+
+// readLine reads one line without its newline into *buf. A line beyond
+// api.MaxEventBytes is consumed and dropped (tooLong). n is the number of
+// bytes consumed, newline included.
+func readLine(br *bufio.Reader, buf *[]byte) (line []byte, tooLong bool, n int, err error) {
+	*buf = (*buf)[:0]
+	for {
+		chunk, err := br.ReadSlice('\n')
+		n += len(chunk)
+		if !tooLong {
+			if len(*buf)+len(chunk) > api.MaxEventBytes+1 { // +1: the newline
+				tooLong = true
+				*buf = (*buf)[:0]
+			} else {
+				*buf = append(*buf, chunk...)
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if n > api.MaxBatchBytes {
+				return nil, tooLong, n, nil // caller reports ErrTooLarge
+			}
+			continue
+		}
+		line = bytes.TrimSuffix(*buf, []byte("\n"))
+		if len(line) > api.MaxEventBytes {
+			return nil, true, n, err
+		}
+		return line, tooLong, n, err
+	}
+}
+
+// ParseLine validates one NDJSON line as an ECS document from hostID and
+// returns it ready to store, with event.ingested set to now. On error the
+// returned Doc carries EventID when one could be read, for the rejection.
+func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
+	var doc store.Doc
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber() // keep numbers exactly as sent
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return doc, fmt.Errorf("not a JSON object: %s", oneLine(err.Error()))
+	}
+	if m == nil {
+		return doc, errors.New("not a JSON object")
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return doc, errors.New("trailing data after the JSON object")
+	}
+
+	var errs []string
+	str := func(path string) string {
+		v, ok := lookup(m, path)
+		if !ok {
+			errs = append(errs, path+" is required")
+			return ""
+		}
+		s, ok := v.(string)
+		if !ok || s == "" {
+			errs = append(errs, path+" must be a non-empty string")
+			return ""
+		}
+		return s
+	}
+	doc.EventID = str("event.id")
+	if doc.EventID != "" && !validID(doc.EventID) {
+		errs = append(errs, fmt.Sprintf("event.id must be printable and at most %d bytes", maxIDLen))
+		doc.EventID = ""
+	}
+	doc.Kind = str("event.kind")
+	if doc.Kind != "" && !slices.Contains(kinds, doc.Kind) {
+		errs = append(errs, fmt.Sprintf("event.kind %q is not an ECS kind", truncate(doc.Kind)))
+	}
+	if ts := str("@timestamp"); ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			errs = append(errs, "@timestamp must be RFC 3339")
+		}
+		doc.Timestamp = t
+	}
+	doc.HostID = str("host.id")
+	if doc.HostID != "" && doc.HostID != hostID {
+		errs = append(errs, fmt.Sprintf("host.id %q does not match the credential's host", truncate(doc.HostID)))
+	}
+	if v, ok := lookup(m, "event.dataset"); ok {
+		doc.Dataset, _ = v.(string)
+	}
+	if v, ok := lookup(m, "event.severity"); ok {
+		if n, ok := v.(json.Number); ok {
+			if i, err := n.Int64(); err == nil && i >= 0 && i <= 100 {
+				doc.Severity = int(i)
+			}
+		}
+	}
+	if doc.Kind == event.KindAlert {
+		doc.RuleID = str("rule.id")
+		if doc.RuleID != "" && !validID(doc.RuleID) {
+			errs = append(errs, fmt.Sprintf("rule.id must be printable and at most %d bytes", maxIDLen))
+		}
+		doc.Ruleset = str("rule.ruleset")
+		if doc.Ruleset != "" && !slices.Contains(event.Rulesets, doc.Ruleset) {
+			errs = append(errs, "rule.ruleset must be one of "+strings.Join(event.Rulesets, ", "))
+		}
+	}
+	if len(errs) > 0 {
+		return doc, errors.New(strings.Join(errs, "; "))
+	}
+
+	doc.Ingested = now.UTC()
+	setIngested(m, doc.Ingested.Format(time.RFC3339Nano))
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false) // command lines keep their < > & readable
+	if err := enc.Encode(m); err != nil {
+		return doc, fmt.Errorf("re-encode: %w", err)
+	}
+	doc.JSON = bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+	return doc, nil
+}
+
+// lookup finds a dotted ECS path in a document that may use nested objects
+// ({"event":{"id":…}}), dotted keys ({"event.id":…}) or a mix of both.
+func lookup(m map[string]any, path string) (any, bool) {
+	if v, ok := m[path]; ok {
+		return v, true
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] != '.' {
+			continue
+		}
+		sub, ok := m[path[:i]].(map[string]any)
+		if !ok {
+			continue
+		}
+		if v, ok := lookup(sub, path[i+1:]); ok {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// setIngested sets event.ingested where the document keeps its event group.
+func setIngested(m map[string]any, ts string) {
+	if ev, ok := m["event"].(map[string]any); ok {
+		ev["ingested"] = ts
+		return
+	}
+	m["event.ingested"] = ts
+}
+
+func validID(s string) bool {
+	if len(s) > maxIDLen {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate keeps rejection messages short when a value is hostile.
+func truncate(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

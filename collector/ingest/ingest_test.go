@@ -1,0 +1,169 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+)
+
+var now = time.Date(2025, 5, 1, 10, 0, 0, 0, time.UTC)
+
+const goodAlert = `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":"a1","kind":"alert","severity":73},"host":{"id":"till-1"},"rule":{"id":"rmm.anydesk","ruleset":"rmm"},"process":{"command_line":"a < b && c"}}`
+
+func TestParseLine(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		line    string
+		wantErr string // substring; empty means valid
+	}{
+		{"alert", goodAlert, ""},
+		{"telemetry", `{"@timestamp":"2025-05-01T09:59:00.123456789+02:00","event":{"id":"e1","kind":"event","dataset":"tillwatch.process"},"host":{"id":"till-1"}}`, ""},
+		{"dotted keys", `{"@timestamp":"2025-05-01T09:59:00Z","event.id":"e2","event.kind":"state","host.id":"till-1"}`, ""},
+		{"not json", `hello`, "not a JSON object"},
+		{"array", `[1,2]`, "not a JSON object"},
+		{"null", `null`, "not a JSON object"},
+		{"trailing", `{"a":1} {"b":2}`, "trailing data"},
+		{"missing id", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"kind":"event"},"host":{"id":"till-1"}}`, "event.id is required"},
+		{"numeric id", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":5,"kind":"event"},"host":{"id":"till-1"}}`, "event.id must be a non-empty string"},
+		{"control char id", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":"a\u0007b","kind":"event"},"host":{"id":"till-1"}}`, "event.id must be printable"},
+		{"bad kind", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":"x","kind":"nope"},"host":{"id":"till-1"}}`, "not an ECS kind"},
+		{"bad timestamp", `{"@timestamp":"yesterday","event":{"id":"x","kind":"event"},"host":{"id":"till-1"}}`, "RFC 3339"},
+		{"missing timestamp", `{"event":{"id":"x","kind":"event"},"host":{"id":"till-1"}}`, "@timestamp is required"},
+		{"spoofed host", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":"x","kind":"event"},"host":{"id":"till-2"}}`, "does not match the credential"},
+		{"alert without rule", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":"x","kind":"alert"},"host":{"id":"till-1"}}`, "rule.id is required; rule.ruleset is required"},
+		{"alert bad ruleset", `{"@timestamp":"2025-05-01T09:59:00Z","event":{"id":"x","kind":"alert"},"host":{"id":"till-1"},"rule":{"id":"r","ruleset":"made-up"}}`, "rule.ruleset must be one of"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			doc, err := ParseLine([]byte(tt.line), "till-1", now)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(doc.JSON, &m); err != nil {
+				t.Fatalf("stored doc is not JSON: %v", err)
+			}
+			v, ok := lookup(m, "event.ingested")
+			if !ok || v != now.Format(time.RFC3339Nano) {
+				t.Errorf("event.ingested = %v", v)
+			}
+			if doc.HostID != "till-1" || doc.EventID == "" || doc.Timestamp.IsZero() {
+				t.Errorf("doc %+v", doc)
+			}
+		})
+	}
+}
+
+func TestParseLineKeepsDocument(t *testing.T) {
+	t.Parallel()
+	doc, err := ParseLine([]byte(goodAlert), "till-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc.RuleID != "rmm.anydesk" || doc.Ruleset != "rmm" || doc.Severity != 73 || doc.Kind != "alert" {
+		t.Errorf("doc %+v", doc)
+	}
+	if !bytes.Contains(doc.JSON, []byte(`"command_line":"a < b && c"`)) {
+		t.Errorf("document rewritten: %s", doc.JSON)
+	}
+}
+
+func TestParseBatch(t *testing.T) {
+	t.Parallel()
+	big := `{"pad":"` + strings.Repeat("x", api.MaxEventBytes) + `"}`
+	body := strings.Join([]string{
+		goodAlert, // 1
+		"",        // 2: blank lines are skipped but counted
+		"garbage", // 3
+		strings.Replace(goodAlert, `"a1"`, `"a2"`, 1), // 4
+		big, // 5
+		strings.Replace(goodAlert, `"till-1"`, `"till-9"`, 1), // 6
+	}, "\n") + "\n"
+	res, err := ParseBatch(strings.NewReader(body), "till-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Docs) != 2 || res.Docs[0].EventID != "a1" || res.Docs[1].EventID != "a2" {
+		t.Fatalf("docs %+v", res.Docs)
+	}
+	var lines []int
+	for _, r := range res.Rejected {
+		lines = append(lines, r.Line)
+	}
+	if len(lines) != 3 || lines[0] != 3 || lines[1] != 5 || lines[2] != 6 {
+		t.Fatalf("rejected lines %v (%+v)", lines, res.Rejected)
+	}
+	if res.Rejected[2].EventID != "a1" {
+		t.Errorf("rejection lost the event id: %+v", res.Rejected[2])
+	}
+}
+
+func TestParseBatchLimits(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		body io.Reader
+		want error
+	}{
+		{"empty", strings.NewReader(""), ErrEmpty},
+		{"blank", strings.NewReader("\n \n\n"), ErrEmpty},
+		{"too many", strings.NewReader(strings.Repeat("{}\n", api.MaxBatchEvents+1)), ErrTooManyEvents},
+		{"too large one line", io.LimitReader(zeros{}, api.MaxBatchBytes+1), ErrTooLarge},
+		{"too large many lines", strings.NewReader(strings.Repeat(strings.Repeat("x", 4000)+"\n", api.MaxBatchBytes/4000+1)), ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseBatch(tt.body, "h", now)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// Exactly the maximum number of events is fine.
+	res, err := ParseBatch(strings.NewReader(strings.Repeat("{}\n", api.MaxBatchEvents)), "h", now)
+	if err != nil || len(res.Rejected) != api.MaxBatchEvents {
+		t.Fatalf("max batch: %v, %d rejected", err, len(res.Rejected))
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func FuzzIngestLine(f *testing.F) {
+	f.Add([]byte(goodAlert))
+	f.Add([]byte(`{"@timestamp":"2025-05-01T09:59:00Z","event.id":"e2","event.kind":"state","host.id":"till-1"}`))
+	f.Add([]byte(`{"event":{"id":"x"},"event.id":"y","host":{"id":"till-1"}}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"a":1e400}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		doc, err := ParseLine(line, "till-1", now)
+		if err != nil {
+			return
+		}
+		// Whatever was accepted is a JSON object that satisfies the contract
+		// and parses again to the same identifiers.
+		again, err := ParseLine(doc.JSON, "till-1", now)
+		if err != nil {
+			t.Fatalf("stored doc does not re-parse: %v\n%s", err, doc.JSON)
+		}
+		if again.EventID != doc.EventID || again.HostID != "till-1" || again.Kind != doc.Kind || !again.Timestamp.Equal(doc.Timestamp) {
+			t.Fatalf("re-parse changed identity: %+v vs %+v", again, doc)
+		}
+	})
+}

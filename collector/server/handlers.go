@@ -1,0 +1,286 @@
+package server
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/ingest"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+)
+
+// Field limits for enrolment.
+const (
+	maxNameLen   = 256
+	maxLabels    = 64
+	maxLabelLen  = 256
+	maxHealthLen = 64
+)
+
+// decodeJSON reads a bounded JSON body into v. Unknown fields are allowed so
+// newer sensors can talk to an older collector.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxJSONBody))
+			return false
+		}
+		s.fail(w, r, http.StatusBadRequest, "body is not valid JSON: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// checkField validates a short identifier-like field.
+func checkField(name, v string, required bool) error {
+	if v == "" {
+		if required {
+			return fmt.Errorf("%s is required", name)
+		}
+		return nil
+	}
+	if len(v) > maxNameLen {
+		return fmt.Errorf("%s longer than %d bytes", name, maxNameLen)
+	}
+	for _, r := range v {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%s contains non-printable characters", name)
+		}
+	}
+	return nil
+}
+
+func checkMap(name string, m map[string]string, maxEntries int) error {
+	if len(m) > maxEntries {
+		return fmt.Errorf("%s has more than %d entries", name, maxEntries)
+	}
+	for k, v := range m {
+		if err := checkField(name+" key", k, true); err != nil {
+			return err
+		}
+		if len(v) > maxLabelLen {
+			return fmt.Errorf("%s.%s longer than %d bytes", name, k, maxLabelLen)
+		}
+	}
+	return nil
+}
+
+func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
+	var req api.EnrollRequest
+	if !s.decodeJSON(w, r, &req) {
+		return
+	}
+	if err := errors.Join(
+		checkField("host_id", req.HostID, true),
+		checkField("host_name", req.HostName, true),
+		checkField("os", req.OS, false),
+		checkField("agent_version", req.AgentVersion, false),
+		checkMap("labels", req.Labels, maxLabels),
+	); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	resp, err := s.st.Enroll(r.Context(), req)
+	if err != nil {
+		s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable; enrolment not recorded", err)
+		return
+	}
+	s.m.enrolments.Inc()
+	s.log.Info("host enrolled", logkey.HostID, resp.HostID, logkey.AgentID, resp.AgentID, logkey.Remote, r.RemoteAddr)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	// gzip never grows data by more than a few bytes per 32 KiB block, so
+	// the compressed body needs only a little headroom over the decoded cap.
+	body := io.Reader(http.MaxBytesReader(w, r.Body, api.MaxBatchBytes+64<<10))
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			if s.tooLarge(w, r, err) {
+				return
+			}
+			s.fail(w, r, http.StatusBadRequest, "body is not valid gzip: "+err.Error())
+			return
+		}
+		defer zr.Close()
+		body = zr
+	default:
+		s.fail(w, r, http.StatusUnsupportedMediaType, "unsupported Content-Encoding "+enc+"; send gzip or nothing")
+		return
+	}
+	// The decoded limit is what stops a gzip bomb: reading stops one byte
+	// past the cap, however much the compressed body would expand to.
+	res, err := ingest.ParseBatch(io.LimitReader(body, api.MaxBatchBytes+1), p.HostID, s.now())
+	switch {
+	case errors.Is(err, ingest.ErrEmpty):
+		s.fail(w, r, http.StatusBadRequest, "empty batch: send one ECS JSON event per line")
+		return
+	case errors.Is(err, ingest.ErrTooLarge), errors.Is(err, ingest.ErrTooManyEvents):
+		s.fail(w, r, http.StatusRequestEntityTooLarge, err.Error()+"; split the batch")
+		return
+	case err != nil:
+		if s.tooLarge(w, r, err) {
+			return
+		}
+		s.fail(w, r, http.StatusBadRequest, "unreadable body: "+err.Error())
+		return
+	}
+	resp := api.IngestResponse{Rejected: res.Rejected}
+	if len(res.Docs) > 0 {
+		resp.Accepted, resp.Duplicates, err = s.st.Ingest(r.Context(), res.Docs)
+		if err != nil {
+			s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable; retry the batch", err)
+			return
+		}
+	}
+	s.m.ingested.WithLabelValues("accepted").Add(float64(resp.Accepted))
+	s.m.ingested.WithLabelValues("duplicate").Add(float64(resp.Duplicates))
+	s.m.ingested.WithLabelValues("rejected").Add(float64(len(resp.Rejected)))
+	if len(resp.Rejected) > 0 {
+		first := resp.Rejected[0]
+		s.log.Warn("rejected events from sensor", logkey.HostID, p.HostID, logkey.Count, len(resp.Rejected),
+			"first_line", first.Line, logkey.Reason, first.Error)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// tooLarge answers 413 if err comes from the body limit.
+func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, err error) bool {
+	var mbe *http.MaxBytesError
+	if !errors.As(err, &mbe) {
+		return false
+	}
+	s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit))
+	return true
+}
+
+func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	var hb api.Heartbeat
+	if !s.decodeJSON(w, r, &hb) {
+		return
+	}
+	if hb.HostID == "" {
+		hb.HostID = p.HostID
+	}
+	if hb.HostID != p.HostID {
+		s.fail(w, r, http.StatusForbidden, "host_id does not match the credential's host")
+		return
+	}
+	if err := errors.Join(
+		checkField("host_name", hb.HostName, false),
+		checkField("agent_version", hb.AgentVersion, false),
+		checkField("mode", hb.Mode, false),
+		checkMap("health", hb.Health, maxHealthLen),
+	); err != nil {
+		s.fail(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	err := s.st.Heartbeat(r.Context(), p.HostID, hb)
+	switch {
+	case errors.Is(err, store.ErrUnknownHost):
+		s.fail(w, r, http.StatusForbidden, "host not enrolled; enrol again")
+		return
+	case err != nil:
+		s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.HeartbeatResponse{
+		ServerTime:      s.now().UTC(),
+		IntervalSeconds: int(s.interval / time.Second),
+	})
+}
+
+// alertsBody is api.AlertsResponse with the stored documents passed
+// through unparsed.
+type alertsBody struct {
+	Alerts []json.RawMessage `json:"alerts"`
+}
+
+func (s *Server) handleAlerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.AlertFilter{HostID: q.Get("host"), RuleID: q.Get("rule")}
+	if v := q.Get("since"); v != "" {
+		since, err := ParseSince(v, s.now())
+		if err != nil {
+			s.fail(w, r, http.StatusBadRequest, err.Error())
+			return
+		}
+		f.Since = since
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxAlertLimit {
+			s.fail(w, r, http.StatusBadRequest, fmt.Sprintf("limit must be an integer from 1 to %d", store.MaxAlertLimit))
+			return
+		}
+		f.Limit = n
+	}
+	docs, err := s.st.QueryAlerts(r.Context(), f)
+	if err != nil {
+		s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, alertsBody{Alerts: docs})
+}
+
+// ParseSince accepts an RFC 3339 time or a Go duration ("15m", "24h")
+// counted back from now.
+func ParseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("since %q is neither an RFC 3339 time nor a positive duration like 15m", v)
+	}
+	return now.Add(-d), nil
+}
+
+func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
+	hosts, err := s.st.Hosts(r.Context())
+	if err != nil {
+		s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.HostsResponse{Hosts: hosts})
+}
+
+func (s *Server) handleOpenAPI(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(api.OpenAPI)
+}
+
+func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.st.Ping(ctx); err != nil {
+		s.log.Warn("health check failed", logkey.Error, err)
+		if rec, ok := w.(*recorder); ok {
+			rec.errMsg = err.Error()
+		}
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": "store does not answer"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
+	s.metricsHandler.ServeHTTP(w, r)
+}

@@ -1,0 +1,223 @@
+package server_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/server"
+)
+
+// documented returns "METHOD path" -> response codes from openapi.yaml.
+func documented(t *testing.T) map[string][]int {
+	t.Helper()
+	var doc struct {
+		OpenAPI string                               `yaml:"openapi"`
+		Paths   map[string]map[string]map[string]any `yaml:"paths"`
+	}
+	if err := yaml.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.0") {
+		t.Fatalf("openapi version %q, want 3.0.x", doc.OpenAPI)
+	}
+	out := map[string][]int{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			if method == "parameters" {
+				continue
+			}
+			resp, ok := op["responses"].(map[string]any)
+			if !ok || len(resp) == 0 {
+				t.Errorf("%s %s documents no responses", method, path)
+				continue
+			}
+			key := strings.ToUpper(method) + " " + path
+			for code := range resp {
+				n, err := strconv.Atoi(code)
+				if err != nil {
+					t.Errorf("%s: response %q is not a status code", key, code)
+					continue
+				}
+				out[key] = append(out[key], n)
+			}
+			sort.Ints(out[key])
+		}
+	}
+	return out
+}
+
+// TestOpenAPIMatchesServer keeps openapi.yaml true: every route the server
+// registers is documented, every documented route exists, and every
+// documented response code is provoked against a real collector.
+func TestOpenAPIMatchesServer(t *testing.T) {
+	t.Parallel()
+	docs := documented(t)
+
+	registered := map[string]bool{}
+	for _, r := range server.Routes() {
+		key := r.Method + " " + r.Path
+		registered[key] = true
+		if _, ok := docs[key]; !ok {
+			t.Errorf("route %s is served but not in openapi.yaml", key)
+		}
+	}
+	for key := range docs {
+		if !registered[key] {
+			t.Errorf("openapi.yaml documents %s, which the server does not serve", key)
+		}
+	}
+
+	e := newEnv(t)
+	down := newEnv(t) // its store is closed: every store-backed route fails
+	downAnalyst := down.token(api.RoleAnalyst)
+	downAgent := down.enroll("till-down")
+	downSensor := down.token(api.RoleSensor)
+	down.st.Close()
+
+	sensor := e.token(api.RoleSensor)
+	analyst := e.token(api.RoleAnalyst)
+	agent := e.enroll("till-1")
+	hb := []byte(`{"host_id":"till-1","agent_version":"1.0.0","mode":"enforce","sent_at":"2025-05-01T10:00:00Z"}`)
+	enrol := []byte(`{"host_id":"till-2","host_name":"till-2","agent_version":"1.0.0"}`)
+	big := bytes.Repeat([]byte(" "), 70<<10)
+	gz := map[string]string{"Content-Encoding": "gzip"}
+
+	// provoke[key][code] sends a request that must answer code.
+	provoke := map[string]map[int]func() reply{
+		"POST " + api.PathEnroll: {
+			200: func() reply { return e.do("POST", api.PathEnroll, sensor, nil, enrol) },
+			400: func() reply { return e.do("POST", api.PathEnroll, sensor, nil, []byte(`{"host_id":""}`)) },
+			401: func() reply { return e.do("POST", api.PathEnroll, "", nil, enrol) },
+			403: func() reply { return e.do("POST", api.PathEnroll, analyst, nil, enrol) },
+			413: func() reply {
+				return e.do("POST", api.PathEnroll, sensor, nil, append([]byte(`{"host_id":"x","pad":"`), big...))
+			},
+			503: func() reply { return down.do("POST", api.PathEnroll, downSensor, nil, enrol) },
+		},
+		"POST " + api.PathEvents: {
+			200: func() reply {
+				return e.do("POST", api.PathEvents, agent, nil, ndjson(alertLine("oa-1", "till-1", "r", time.Now())))
+			},
+			400: func() reply { return e.do("POST", api.PathEvents, agent, nil, []byte{}) },
+			401: func() reply { return e.do("POST", api.PathEvents, "tw_unknown", nil, []byte("{}")) },
+			403: func() reply { return e.do("POST", api.PathEvents, analyst, nil, []byte("{}")) },
+			413: func() reply {
+				return e.do("POST", api.PathEvents, agent, nil, []byte(strings.Repeat("{}\n", api.MaxBatchEvents+1)))
+			},
+			415: func() reply {
+				return e.do("POST", api.PathEvents, agent, map[string]string{"Content-Encoding": "br"}, []byte("{}"))
+			},
+			503: func() reply { return down.do("POST", api.PathEvents, downAgent, gz, gzipped([]byte("{}"))) },
+		},
+		"POST " + api.PathHeartbeat: {
+			200: func() reply { return e.do("POST", api.PathHeartbeat, agent, nil, hb) },
+			400: func() reply { return e.do("POST", api.PathHeartbeat, agent, nil, []byte(`{"host_id":`)) },
+			401: func() reply { return e.do("POST", api.PathHeartbeat, "", nil, hb) },
+			403: func() reply {
+				return e.do("POST", api.PathHeartbeat, agent, nil, []byte(`{"host_id":"till-9","agent_version":"1"}`))
+			},
+			413: func() reply { return e.do("POST", api.PathHeartbeat, agent, nil, append([]byte(`{"mode":"`), big...)) },
+			503: func() reply { return down.do("POST", api.PathHeartbeat, downAgent, nil, hb) },
+		},
+		"GET " + api.PathAlerts: {
+			200: func() reply { return e.do("GET", api.PathAlerts+"?since=15m&limit=5", analyst, nil, nil) },
+			400: func() reply { return e.do("GET", api.PathAlerts+"?since=yesterday", analyst, nil, nil) },
+			401: func() reply { return e.do("GET", api.PathAlerts, "", nil, nil) },
+			403: func() reply { return e.do("GET", api.PathAlerts, agent, nil, nil) },
+			503: func() reply { return down.do("GET", api.PathAlerts, downAnalyst, nil, nil) },
+		},
+		"GET " + api.PathHosts: {
+			200: func() reply { return e.do("GET", api.PathHosts, analyst, nil, nil) },
+			401: func() reply { return e.do("GET", api.PathHosts, "nope", nil, nil) },
+			403: func() reply { return e.do("GET", api.PathHosts, sensor, nil, nil) },
+			503: func() reply { return down.do("GET", api.PathHosts, downAnalyst, nil, nil) },
+		},
+		"GET " + api.PathOpenAPI: {
+			200: func() reply { return e.do("GET", api.PathOpenAPI, "", nil, nil) },
+		},
+		"GET " + api.PathHealthz: {
+			200: func() reply { return e.do("GET", api.PathHealthz, "", nil, nil) },
+			503: func() reply { return down.do("GET", api.PathHealthz, "", nil, nil) },
+		},
+		"GET " + api.PathMetrics: {
+			200: func() reply { return e.do("GET", api.PathMetrics, "", nil, nil) },
+		},
+	}
+
+	keys := make([]string, 0, len(docs))
+	for k := range docs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		for _, code := range docs[key] {
+			fn := provoke[key][code]
+			if fn == nil {
+				t.Errorf("%s %d is documented but this test cannot provoke it; add a case", key, code)
+				continue
+			}
+			r := fn()
+			if r.code != code {
+				t.Errorf("%s: got %d (%s), want documented %d", key, r.code, r.body, code)
+				continue
+			}
+			ct := r.hdr.Get("Content-Type")
+			switch {
+			case code >= 400 && (r.errMsg() == "" || strings.Contains(r.errMsg(), "\n")):
+				t.Errorf("%s %d: error body %q is not a one-line api.Error", key, code, r.body)
+			case code >= 400 && ct != "application/json":
+				t.Errorf("%s %d: Content-Type %q", key, code, ct)
+			}
+		}
+		for code := range provoke[key] {
+			if !slices.Contains(docs[key], code) {
+				t.Errorf("%s answers %d, which openapi.yaml does not document", key, code)
+			}
+		}
+	}
+	if got := e.do("GET", api.PathOpenAPI, "", nil, nil); !bytes.Equal(got.body, api.OpenAPI) {
+		t.Error("served openapi.yaml differs from the embedded one")
+	}
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func TestWrongMethodAndUnknownRoute(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tests := []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, api.PathEnroll, http.StatusMethodNotAllowed},
+		{http.MethodDelete, api.PathAlerts, http.StatusMethodNotAllowed},
+		{http.MethodGet, "/api/v1/nope", http.StatusNotFound},
+		{http.MethodGet, "/", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.method, tt.path), func(t *testing.T) {
+			t.Parallel()
+			r := e.do(tt.method, tt.path, "", nil, nil)
+			if r.code != tt.want || r.errMsg() == "" {
+				t.Fatalf("got %d %s, want %d with a JSON error", r.code, r.body, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,210 @@
+// Package server is the collector's HTTPS API (collector/api is the wire
+// contract, openapi.yaml its description). It authenticates every request
+// by bearer token, validates what sensors send and hands it to a store.Store.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+)
+
+// DefaultHeartbeatInterval is what sensors are told when Options leaves it 0.
+const DefaultHeartbeatInterval = 30 * time.Second
+
+// Timeouts of the HTTP server. Slow clients (a till on a congested shop
+// link) get generous body timeouts; headers must arrive promptly.
+const (
+	ReadHeaderTimeout = 10 * time.Second
+	ReadTimeout       = 2 * time.Minute
+	WriteTimeout      = 2 * time.Minute
+	IdleTimeout       = 2 * time.Minute
+	MaxHeaderBytes    = 64 << 10
+	ShutdownTimeout   = 15 * time.Second
+)
+
+// maxJSONBody bounds the small JSON request bodies (enrol, heartbeat).
+const maxJSONBody = 64 << 10
+
+// Options configures a Server. Store is required; the rest may be zero.
+type Options struct {
+	Store store.Store
+	// Logger receives request logs (debug) and failures (warn); nil discards.
+	Logger *slog.Logger
+	// Registry receives the collector's metrics and is served at /metrics;
+	// nil creates a private one. Never the global registry, so several
+	// servers (tests) can coexist.
+	Registry *prometheus.Registry
+	// HeartbeatInterval is the interval sensors are told to use.
+	HeartbeatInterval time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server serves the collector API.
+type Server struct {
+	st       store.Store
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	m        *metrics
+	interval time.Duration
+	now      func() time.Time
+	handler  http.Handler
+
+	metricsHandler http.Handler
+}
+
+// New builds a Server. It registers metrics on opts.Registry, so one
+// registry serves at most one Server.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("server: no store")
+	}
+	s := &Server{
+		st:       opts.Store,
+		log:      opts.Logger,
+		reg:      opts.Registry,
+		interval: opts.HeartbeatInterval,
+		now:      opts.Now,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.log = s.log.With(logkey.Component, "server")
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	if s.interval <= 0 {
+		s.interval = DefaultHeartbeatInterval
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	m, err := newMetrics(s.reg, s.st)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	s.metricsHandler = promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the API as an http.Handler (for httptest or a custom
+// listener).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// HTTPServer returns an http.Server with the collector's timeouts, serving
+// the API with tlsCfg.
+func (s *Server) HTTPServer(tlsCfg *tls.Config) *http.Server {
+	return &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		// TLS handshake failures from scanners and mis-pinned sensors
+		// would flood warn; they belong at debug.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// Serve serves HTTPS on ln until ctx is cancelled, then shuts down
+// gracefully, letting in-flight requests finish for up to ShutdownTimeout.
+// It closes ln. A nil error means a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) error {
+	if tlsCfg == nil {
+		return errors.New("server: TLS configuration required")
+	}
+	srv := s.HTTPServer(tlsCfg)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("server: shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// Route is one documented API route.
+type Route struct {
+	Method string
+	Path   string
+	// Roles may call the route; nil means no authentication.
+	Roles []string
+}
+
+var readers = []string{api.RoleAnalyst, api.RoleResponder}
+
+// Routes lists every route the server registers; a test checks it against
+// openapi.yaml both ways.
+func Routes() []Route {
+	return []Route{
+		{http.MethodPost, api.PathEnroll, []string{api.RoleSensor}},
+		{http.MethodPost, api.PathEvents, []string{api.RoleAgent}},
+		{http.MethodPost, api.PathHeartbeat, []string{api.RoleAgent}},
+		{http.MethodGet, api.PathAlerts, readers},
+		{http.MethodGet, api.PathHosts, readers},
+		{http.MethodGet, api.PathOpenAPI, nil},
+		{http.MethodGet, api.PathHealthz, nil},
+		{http.MethodGet, api.PathMetrics, nil},
+	}
+}
+
+func (s *Server) routes() http.Handler {
+	handlers := map[string]http.HandlerFunc{
+		api.PathEnroll:    s.handleEnroll,
+		api.PathEvents:    s.handleEvents,
+		api.PathHeartbeat: s.handleHeartbeat,
+		api.PathAlerts:    s.handleAlerts,
+		api.PathHosts:     s.handleHosts,
+		api.PathOpenAPI:   s.handleOpenAPI,
+		api.PathHealthz:   s.handleHealthz,
+		api.PathMetrics:   s.handleMetrics,
+	}
+	mux := http.NewServeMux()
+	for _, rt := range Routes() {
+		h := handlers[rt.Path]
+		if rt.Roles != nil {
+			h = s.authed(rt.Roles, h)
+		}
+		mux.Handle(rt.Method+" "+rt.Path, h)
+		// The method-less pattern is less specific, so it only catches the
+		// wrong methods, answering in JSON like everything else.
+		allow := rt.Method
+		if rt.Method == http.MethodGet {
+			allow += ", " + http.MethodHead
+		}
+		mux.HandleFunc(rt.Path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			s.fail(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+rt.Method)
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, http.StatusNotFound, "no such route "+r.URL.Path+"; see "+api.PathOpenAPI)
+	})
+	return s.observe(mux)
+}

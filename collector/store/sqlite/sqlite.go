@@ -1,0 +1,529 @@
+// Package sqlite is the collector's embedded store: one SQLite database file
+// (pure Go, modernc.org/sqlite) in WAL mode. Writes go through a single
+// connection so concurrent ingest queues in Go instead of failing with
+// SQLITE_BUSY; reads use a small pool that WAL lets run beside the writer.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/event"
+)
+
+// TokenPrefix starts every token so secret scanners and humans recognise one.
+const TokenPrefix = "tw_"
+
+// busyTimeout covers other processes (tillwatch-collector token create)
+// writing while the collector runs; within this process writes never wait
+// on SQLite's lock because they share one connection.
+const busyTimeout = 10 * time.Second
+
+// Options tunes Open. The zero value is usable.
+type Options struct {
+	// Now is the clock for created_at, enrolled_at and last_seen; nil means
+	// time.Now.
+	Now func() time.Time
+	// Readers is the size of the read pool; 0 means 4.
+	Readers int
+}
+
+// Store implements store.Store on a SQLite file.
+type Store struct {
+	w   *sql.DB // exactly one connection: the writer
+	r   *sql.DB // readers (query_only)
+	now func() time.Time
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path and migrates its
+// schema to the current version.
+func Open(path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: empty database path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	readers := opts.Readers
+	if readers <= 0 {
+		readers = 4
+	}
+	w, err := sql.Open("sqlite", dsn(abs, false))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	s := &Store{w: w, now: now}
+	if err := s.migrate(context.Background()); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", abs, err)
+	}
+	r, err := sql.Open("sqlite", dsn(abs, true))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	r.SetMaxOpenConns(readers)
+	r.SetMaxIdleConns(readers)
+	s.r = r
+	return s, nil
+}
+
+// dsn builds a file: URI; the path is escaped because SQLite parses %, ? and
+// # in URIs.
+func dsn(path string, readOnly bool) string {
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(filepath.ToSlash(path))
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	// NORMAL is durable across process crashes in WAL mode; only a power
+	// loss can drop the last transactions, which sensors resend from their
+	// spool because they only drop events after our answer.
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		// Take the write lock at BEGIN so a transaction never has to
+		// upgrade (and fail) half way.
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + esc + "?" + q.Encode()
+}
+
+// migrations[i] moves the schema from user_version i to i+1.
+var migrations = []string{
+	`
+CREATE TABLE tokens (
+	hash       TEXT PRIMARY KEY,          -- hex sha256 of the plaintext token
+	role       TEXT NOT NULL,
+	host_id    TEXT NOT NULL DEFAULT '',  -- agent credentials only
+	created_at INTEGER NOT NULL,          -- unix nanoseconds, like every time column
+	expires_at INTEGER,
+	revoked    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tokens_agent_host ON tokens(host_id) WHERE role = 'agent';
+
+CREATE TABLE hosts (
+	host_id       TEXT PRIMARY KEY,
+	host_name     TEXT NOT NULL,
+	agent_id      TEXT NOT NULL,
+	agent_version TEXT NOT NULL DEFAULT '',
+	os            TEXT NOT NULL DEFAULT '',
+	labels        TEXT NOT NULL DEFAULT '{}',
+	mode          TEXT NOT NULL DEFAULT '',
+	health        TEXT NOT NULL DEFAULT '{}',
+	enrolled_at   INTEGER NOT NULL,
+	last_seen     INTEGER NOT NULL
+);
+
+CREATE TABLE alerts (
+	event_id     TEXT PRIMARY KEY,        -- dedup key
+	ts           INTEGER NOT NULL,        -- @timestamp
+	host_id      TEXT NOT NULL,
+	rule_id      TEXT NOT NULL,
+	rule_ruleset TEXT NOT NULL,
+	severity     INTEGER NOT NULL DEFAULT 0,
+	ingested_at  INTEGER NOT NULL,
+	doc          TEXT NOT NULL
+);
+CREATE INDEX alerts_ts ON alerts(ts);
+CREATE INDEX alerts_host_ts ON alerts(host_id, ts);
+CREATE INDEX alerts_rule_ts ON alerts(rule_id, ts);
+
+CREATE TABLE events (
+	event_id    TEXT PRIMARY KEY,
+	kind        TEXT NOT NULL,
+	dataset     TEXT NOT NULL DEFAULT '',
+	host_id     TEXT NOT NULL,
+	ts          INTEGER NOT NULL,
+	ingested_at INTEGER NOT NULL,
+	doc         TEXT NOT NULL
+);
+CREATE INDEX events_host_ts ON events(host_id, ts);
+`,
+}
+
+// SchemaVersion is the user_version this build migrates to.
+var SchemaVersion = len(migrations)
+
+func (s *Store) migrate(ctx context.Context) error {
+	var v int
+	if err := s.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this collector understands (%d); run a newer tillwatch-collector", v, len(migrations))
+	}
+	for ; v < len(migrations); v++ {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+		// PRAGMA takes no bound parameters; v is our own integer.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
+		}
+	}
+	return nil
+}
+
+func hashToken(tok string) []byte {
+	sum := sha256.Sum256([]byte(tok))
+	return []byte(hex.EncodeToString(sum[:]))
+}
+
+func newToken() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+func newAgentID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40 // UUID v4
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func validRole(role, hostID string) error {
+	switch role {
+	case api.RoleAgent:
+		if hostID == "" {
+			return fmt.Errorf("%w: agent credentials need a host id", store.ErrInvalidRole)
+		}
+	case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
+		if hostID != "" {
+			return fmt.Errorf("%w: only agent credentials are bound to a host", store.ErrInvalidRole)
+		}
+	default:
+		return fmt.Errorf("%w %q", store.ErrInvalidRole, role)
+	}
+	return nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string) (string, error) {
+	tok := newToken()
+	_, err := db.ExecContext(ctx,
+		`INSERT INTO tokens (hash, role, host_id, created_at) VALUES (?, ?, ?, ?)`,
+		string(hashToken(tok)), role, hostID, s.now().UnixNano())
+	if err != nil {
+		return "", fmt.Errorf("sqlite: store token: %w", err)
+	}
+	return tok, nil
+}
+
+// CreateToken implements store.Store.
+func (s *Store) CreateToken(ctx context.Context, role, hostID string) (string, error) {
+	if err := validRole(role, hostID); err != nil {
+		return "", err
+	}
+	return s.insertToken(ctx, s.w, role, hostID)
+}
+
+// Authenticate implements store.Store.
+func (s *Store) Authenticate(ctx context.Context, token string) (string, string, error) {
+	if !strings.HasPrefix(token, TokenPrefix) {
+		return "", "", store.ErrUnknownToken
+	}
+	want := hashToken(token)
+	var (
+		stored, role, hostID string
+		expires              sql.NullInt64
+		revoked              bool
+	)
+	err := s.r.QueryRowContext(ctx,
+		`SELECT hash, role, host_id, expires_at, revoked FROM tokens WHERE hash = ?`, string(want)).
+		Scan(&stored, &role, &hostID, &expires, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", store.ErrUnknownToken
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("sqlite: authenticate: %w", err)
+	}
+	// The index lookup already matched; the constant-time compare keeps the
+	// final decision free of early-exit timing whatever the index does.
+	if subtle.ConstantTimeCompare([]byte(stored), want) != 1 || revoked ||
+		(expires.Valid && s.now().UnixNano() >= expires.Int64) {
+		return "", "", store.ErrUnknownToken
+	}
+	return role, hostID, nil
+}
+
+func marshalMap(m map[string]string) string {
+	if m == nil {
+		return "{}"
+	}
+	b, _ := json.Marshal(m) // map[string]string always marshals
+	return string(b)
+}
+
+// Enroll implements store.Store.
+func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
+	if req.HostID == "" {
+		return api.EnrollResponse{}, errors.New("sqlite: enroll: empty host id")
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
+	}
+	defer tx.Rollback()
+
+	now := s.now().UnixNano()
+	agentID := newAgentID()
+	// Keep the agent id across re-enrolment: it is what alerts already
+	// stored carry in agent.id.
+	err = tx.QueryRowContext(ctx, `
+INSERT INTO hosts (host_id, host_name, agent_id, agent_version, os, labels, enrolled_at, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (host_id) DO UPDATE SET
+	host_name = excluded.host_name,
+	agent_version = excluded.agent_version,
+	os = excluded.os,
+	labels = excluded.labels,
+	enrolled_at = excluded.enrolled_at,
+	last_seen = excluded.last_seen
+RETURNING agent_id`,
+		req.HostID, req.HostName, agentID, req.AgentVersion, req.OS, marshalMap(req.Labels), now, now).Scan(&agentID)
+	if err != nil {
+		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
+	}
+	// Revoke (not delete) so the token table remains an audit trail.
+	if _, err := tx.ExecContext(ctx,
+		`UPDATE tokens SET revoked = 1 WHERE role = 'agent' AND host_id = ? AND revoked = 0`, req.HostID); err != nil {
+		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
+	}
+	tok, err := s.insertToken(ctx, tx, api.RoleAgent, req.HostID)
+	if err != nil {
+		return api.EnrollResponse{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
+	}
+	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok}, nil
+}
+
+// Ingest implements store.Store.
+func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) {
+	if len(docs) == 0 {
+		return 0, 0, nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
+	}
+	defer tx.Rollback()
+	alertStmt, err := tx.PrepareContext(ctx, `
+INSERT OR IGNORE INTO alerts (event_id, ts, host_id, rule_id, rule_ruleset, severity, ingested_at, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
+	}
+	defer alertStmt.Close()
+	eventStmt, err := tx.PrepareContext(ctx, `
+INSERT OR IGNORE INTO events (event_id, kind, dataset, host_id, ts, ingested_at, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
+	}
+	defer eventStmt.Close()
+
+	var accepted, dups int
+	hosts := map[string]bool{}
+	for _, d := range docs {
+		var res sql.Result
+		if d.Kind == event.KindAlert {
+			res, err = alertStmt.ExecContext(ctx, d.EventID, d.Timestamp.UnixNano(), d.HostID,
+				d.RuleID, d.Ruleset, d.Severity, d.Ingested.UnixNano(), string(d.JSON))
+		} else {
+			res, err = eventStmt.ExecContext(ctx, d.EventID, d.Kind, d.Dataset, d.HostID,
+				d.Timestamp.UnixNano(), d.Ingested.UnixNano(), string(d.JSON))
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("sqlite: ingest event %s: %w", d.EventID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			accepted++
+		} else {
+			dups++
+		}
+		hosts[d.HostID] = true
+	}
+	now := s.now().UnixNano()
+	for h := range hosts {
+		if _, err := tx.ExecContext(ctx,
+			`UPDATE hosts SET last_seen = max(last_seen, ?) WHERE host_id = ?`, now, h); err != nil {
+			return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
+	}
+	return accepted, dups, nil
+}
+
+// Heartbeat implements store.Store.
+func (s *Store) Heartbeat(ctx context.Context, hostID string, hb api.Heartbeat) error {
+	res, err := s.w.ExecContext(ctx, `
+UPDATE hosts SET
+	last_seen = ?,
+	health = ?,
+	agent_version = CASE WHEN ? <> '' THEN ? ELSE agent_version END,
+	mode = CASE WHEN ? <> '' THEN ? ELSE mode END,
+	host_name = CASE WHEN ? <> '' THEN ? ELSE host_name END
+WHERE host_id = ?`,
+		s.now().UnixNano(), marshalMap(hb.Health),
+		hb.AgentVersion, hb.AgentVersion, hb.Mode, hb.Mode, hb.HostName, hb.HostName, hostID)
+	if err != nil {
+		return fmt.Errorf("sqlite: heartbeat: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrUnknownHost
+	}
+	return nil
+}
+
+// QueryAlerts implements store.Store.
+func (s *Store) QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.RawMessage, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if !f.Since.IsZero() {
+		where = append(where, "ts >= ?")
+		args = append(args, f.Since.UnixNano())
+	}
+	if f.HostID != "" {
+		where = append(where, "host_id = ?")
+		args = append(args, f.HostID)
+	}
+	if f.RuleID != "" {
+		where = append(where, "rule_id = ?")
+		args = append(args, f.RuleID)
+	}
+	q := "SELECT doc FROM alerts"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY ts DESC, event_id DESC LIMIT ?"
+	args = append(args, f.EffectiveLimit())
+
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: query alerts: %w", err)
+	}
+	defer rows.Close()
+	out := []json.RawMessage{}
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return nil, fmt.Errorf("sqlite: query alerts: %w", err)
+		}
+		out = append(out, json.RawMessage(doc))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: query alerts: %w", err)
+	}
+	return out, nil
+}
+
+// Hosts implements store.Store.
+func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
+	rows, err := s.r.QueryContext(ctx, `
+SELECT h.host_id, h.host_name, h.agent_id, h.agent_version, h.os, h.labels, h.mode, h.health,
+       h.enrolled_at, h.last_seen,
+       (SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)
+FROM hosts h ORDER BY h.host_id`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: hosts: %w", err)
+	}
+	defer rows.Close()
+	out := []api.Host{}
+	for rows.Next() {
+		var (
+			h              api.Host
+			labels, health string
+			enrolled, seen int64
+		)
+		if err := rows.Scan(&h.HostID, &h.HostName, &h.AgentID, &h.AgentVersion, &h.OS, &labels, &h.Mode,
+			&health, &enrolled, &seen, &h.AlertCount); err != nil {
+			return nil, fmt.Errorf("sqlite: hosts: %w", err)
+		}
+		if err := unmarshalMap(labels, &h.Labels); err != nil {
+			return nil, fmt.Errorf("sqlite: host %s labels: %w", h.HostID, err)
+		}
+		if err := unmarshalMap(health, &h.Health); err != nil {
+			return nil, fmt.Errorf("sqlite: host %s health: %w", h.HostID, err)
+		}
+		h.EnrolledAt = time.Unix(0, enrolled).UTC()
+		h.LastSeen = time.Unix(0, seen).UTC()
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: hosts: %w", err)
+	}
+	return out, nil
+}
+
+func unmarshalMap(s string, dst *map[string]string) error {
+	if err := json.Unmarshal([]byte(s), dst); err != nil {
+		return err
+	}
+	if len(*dst) == 0 {
+		*dst = nil // omitted on the wire rather than "{}"
+	}
+	return nil
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	return errors.Join(s.r.Close(), s.w.Close())
+}
