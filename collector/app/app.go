@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,7 +37,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	err := Execute(ctx, args, stdout, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", Name, oneLine(err))
+		fmt.Fprintf(stderr, "%s: %s\n", Name, cfgfile.OneLine(err))
 	}
 	return exitCode(err)
 }
@@ -302,15 +301,4 @@ func newVersion(stdout io.Writer) *cobra.Command {
 			return err
 		},
 	}
-}
-
-// oneLine folds a multi-line error (errors.Join, yaml) into one line.
-func oneLine(err error) string {
-	var parts []string
-	for _, l := range strings.Split(err.Error(), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			parts = append(parts, l)
-		}
-	}
-	return strings.ReplaceAll(strings.Join(parts, "; "), ":; ", ": ")
 }

@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 )
@@ -73,55 +70,9 @@ func Default() Config {
 func Load(path string) (Config, error) {
 	c := Default()
 	if err := cfgfile.Load(path, &c); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			err = nameKeys(path, te)
-		}
 		return Config{}, cfgfile.Usage(err)
 	}
 	return c, nil
-}
-
-// nameKeys rewrites yaml.v3's type errors, which name only a line, so each
-// names its key too ("heartbeat_interval (line 3): cannot unmarshal ...").
-func nameKeys(path string, te *yaml.TypeError) error {
-	keys := map[int]string{}
-	if raw, err := os.ReadFile(path); err == nil {
-		var root yaml.Node
-		if yaml.Unmarshal(raw, &root) == nil {
-			walkKeys(&root, "", keys)
-		}
-	}
-	msgs := make([]string, 0, len(te.Errors))
-	for _, m := range te.Errors {
-		var line int
-		if _, err := fmt.Sscanf(m, "line %d:", &line); err == nil && keys[line] != "" {
-			_, rest, _ := strings.Cut(m, ": ")
-			m = fmt.Sprintf("%s (line %d): %s", keys[line], line, rest)
-		}
-		msgs = append(msgs, m)
-	}
-	return fmt.Errorf("config %s: %s", path, strings.Join(msgs, "; "))
-}
-
-// walkKeys records the dotted key of every mapping value by its line.
-func walkKeys(n *yaml.Node, prefix string, keys map[int]string) {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for _, c := range n.Content {
-			walkKeys(c, prefix, keys)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			full := k.Value
-			if prefix != "" {
-				full = prefix + "." + k.Value
-			}
-			keys[v.Line] = full
-			walkKeys(v, full, keys)
-		}
-	}
 }
 
 // Validate reports every problem, each naming its key.
