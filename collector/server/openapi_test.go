@@ -151,7 +151,9 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			503: func() reply { return down.do("GET", api.PathHealthz, "", nil, nil) },
 		},
 		"GET " + api.PathMetrics: {
-			200: func() reply { return e.do("GET", api.PathMetrics, "", nil, nil) },
+			200: func() reply { return e.do("GET", api.PathMetrics, analyst, nil, nil) },
+			401: func() reply { return e.do("GET", api.PathMetrics, "", nil, nil) },
+			403: func() reply { return e.do("GET", api.PathMetrics, agent, nil, nil) },
 		},
 	}
 

@@ -170,7 +170,7 @@ func Routes() []Route {
 		{http.MethodGet, api.PathHosts, readers},
 		{http.MethodGet, api.PathOpenAPI, nil},
 		{http.MethodGet, api.PathHealthz, nil},
-		{http.MethodGet, api.PathMetrics, nil},
+		{http.MethodGet, api.PathMetrics, readers},
 	}
 }
 

@@ -361,7 +361,7 @@ func TestHealthzAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.do("GET", api.PathHosts, "tw_bogus", nil, nil)
-	r = e.do("GET", api.PathMetrics, "", nil, nil)
+	r = e.do("GET", api.PathMetrics, e.token(api.RoleAnalyst), nil, nil)
 	if r.code != 200 {
 		t.Fatalf("metrics %d", r.code)
 	}
