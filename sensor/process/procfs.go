@@ -1,0 +1,241 @@
+package process
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tillwatch/tillwatch/sensor/proctree"
+)
+
+// userHZ is the unit of /proc/<pid>/stat times. It is USER_HZ, fixed at 100
+// by the kernel ABI on every architecture a till runs, independent of the
+// kernel's internal HZ.
+const userHZ = 100
+
+// procFS reads process details from a procfs tree rooted at root. It is plain
+// file parsing, so tests point it at a fake tree under testdata/ on any OS.
+type procFS struct {
+	root string
+	boot time.Time            // wall-clock time of boot, for start times
+	user func(uid int) string // uid to name; nil leaves names empty
+}
+
+// pids lists the process ids under root.
+func (f procFS) pids() ([]int, error) {
+	des, err := os.ReadDir(f.root)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", f.root, err)
+	}
+	var out []int
+	for _, de := range des {
+		if pid, err := strconv.Atoi(de.Name()); err == nil && pid > 0 && de.IsDir() {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// read returns what procfs says about pid. The error is non-nil only when
+// stat cannot be read or parsed, which means the process is gone (or pid is
+// not one); every other file is best effort, since kernel threads have no
+// exe, zombies no cmdline, and a process can exit between two reads.
+func (f procFS) read(pid int) (proctree.Proc, error) {
+	p, _, err := f.readState(pid)
+	return p, err
+}
+
+// readState is read that also reports whether the details are incomplete:
+// the process had already exited (a zombie, or still tearing down its
+// memory), so only stat is left, without executable or command line. A
+// kernel thread, which never has an executable, is not incomplete.
+func (f procFS) readState(pid int) (p proctree.Proc, incomplete bool, err error) {
+	dir := filepath.Join(f.root, strconv.Itoa(pid))
+	raw, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if err != nil {
+		return proctree.Proc{}, false, err
+	}
+	st, err := parseStat(raw)
+	if err != nil {
+		return proctree.Proc{}, false, fmt.Errorf("%s/stat: %w", dir, err)
+	}
+	p = proctree.Proc{PID: pid, PPID: st.ppid, UID: proctree.UnknownUID}
+	if !f.boot.IsZero() {
+		p.Start = f.boot.Add(time.Duration(st.startTicks) * (time.Second / userHZ))
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		p.Args = parseCmdline(b)
+		p.CommandLine = strings.Join(p.Args, " ")
+	}
+	// exe keeps a " (deleted)" suffix when the file was removed after
+	// exec; it is kept, since a payload deleting itself is worth seeing.
+	p.Executable, _ = os.Readlink(filepath.Join(dir, "exe"))
+	p.Cwd, _ = os.Readlink(filepath.Join(dir, "cwd"))
+	comm := st.comm
+	if b, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+		comm = strings.TrimSuffix(string(b), "\n")
+	}
+	p.Name = procName(comm, p.Executable, p.Args)
+	if b, err := os.ReadFile(filepath.Join(dir, "status")); err == nil {
+		if uid, err := parseStatusUID(b); err == nil {
+			p.UID = uid
+			if f.user != nil {
+				p.User = f.user(uid)
+			}
+		}
+	}
+	const pfKthread = 0x00200000 // PF_KTHREAD
+	incomplete = st.state == 'Z' || st.state == 'X' || (p.Executable == "" && st.flags&pfKthread == 0)
+	return p, incomplete, nil
+}
+
+// readAll reads every process under root, oldest first, skipping those that
+// vanish during the scan.
+func (f procFS) readAll() ([]proctree.Proc, error) {
+	pids, err := f.pids()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]proctree.Proc, 0, len(pids))
+	for _, pid := range pids {
+		if p, err := f.read(pid); err == nil {
+			out = append(out, p)
+		}
+	}
+	// Parents before children, so the table can record each child's
+	// parent start as it goes.
+	slices.SortStableFunc(out, func(a, b proctree.Proc) int { return a.Start.Compare(b.Start) })
+	return out, nil
+}
+
+// statFields is what the sensor uses from /proc/<pid>/stat.
+type statFields struct {
+	comm       string
+	state      byte
+	flags      uint64 // PF_* flags
+	ppid       int
+	startTicks uint64
+}
+
+// parseStat parses /proc/<pid>/stat. comm is taken between the first '('
+// and the last ')', since a process can put spaces and parentheses in its
+// own name to confuse naive parsers.
+func parseStat(b []byte) (statFields, error) {
+	var s statFields
+	open, closing := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || closing < open {
+		return s, errors.New("no (comm) field")
+	}
+	s.comm = string(b[open+1 : closing])
+	// After comm: state(3) ppid(4) ... starttime(22), 1-based per proc(5).
+	rest := strings.Fields(string(b[closing+1:]))
+	if len(rest) < 20 {
+		return s, fmt.Errorf("%d fields after comm, want at least 20", len(rest))
+	}
+	ppid, err := strconv.Atoi(rest[1])
+	if err != nil {
+		return s, fmt.Errorf("ppid: %w", err)
+	}
+	start, err := strconv.ParseUint(rest[19], 10, 64)
+	if err != nil {
+		return s, fmt.Errorf("starttime: %w", err)
+	}
+	flags, err := strconv.ParseUint(rest[6], 10, 64)
+	if err != nil {
+		return s, fmt.Errorf("flags: %w", err)
+	}
+	s.state, s.flags, s.ppid, s.startTicks = rest[0][0], flags, ppid, start
+	return s, nil
+}
+
+// parseStatusUID returns the effective uid from /proc/<pid>/status (the
+// second column of "Uid:"), which is the identity the process acts with.
+func parseStatusUID(b []byte) (int, error) {
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, "Uid:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) < 2 {
+			return 0, fmt.Errorf("short Uid line %q", strings.TrimSpace(line))
+		}
+		return strconv.Atoi(f[1])
+	}
+	return 0, errors.New("no Uid line")
+}
+
+// parseCmdline splits /proc/<pid>/cmdline (NUL-separated, NUL-terminated).
+// It returns nil for an empty cmdline (kernel threads, zombies).
+func parseCmdline(b []byte) []string {
+	b = bytes.TrimRight(b, "\x00")
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x00")
+}
+
+// procName picks process.name. comm is what the kernel calls the process
+// (what ps shows, and right for multi-call binaries like busybox), but it is
+// cut to 15 bytes; when it was cut, the executable's or argv[0]'s base name
+// that it is a prefix of is the full name.
+func procName(comm, exe string, args []string) string {
+	const commMax = 15 // TASK_COMM_LEN - 1
+	if len(comm) < commMax {
+		return comm
+	}
+	cands := []string{strings.TrimSuffix(filepath.Base(exe), " (deleted)")}
+	if len(args) > 0 {
+		cands = append(cands, filepath.Base(args[0]))
+	}
+	for _, c := range cands {
+		if len(c) > len(comm) && strings.HasPrefix(c, comm) {
+			return c
+		}
+	}
+	return comm
+}
+
+// readBootTime reads the boot time (btime, whole seconds) from root/stat.
+// It is the same value gopsutil's host.BootTime returns, but read under the
+// injected root.
+func readBootTime(root string) (time.Time, error) {
+	b, err := os.ReadFile(filepath.Join(root, "stat"))
+	if err != nil {
+		return time.Time{}, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("%s/stat btime: %w", root, err)
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s/stat: no btime line", root)
+}
+
+// bootTime returns when the machine whose procfs is at root booted. btime is
+// whole seconds, which would put /proc start times up to a second early and
+// make them disagree with the proc connector's nanosecond fork times; so
+// when this host's boot clock agrees with btime (root is this kernel's
+// procfs, not a fixture), the precise value is used.
+func bootTime(root string) (time.Time, error) {
+	bt, err := readBootTime(root)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if precise, err := preciseBootTime(); err == nil {
+		if d := precise.Sub(bt); d >= -time.Second && d <= 2*time.Second {
+			return precise, nil
+		}
+	}
+	return bt, nil
+}
