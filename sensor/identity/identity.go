@@ -1,0 +1,127 @@
+// Package identity keeps who this sensor is: its host id and, once
+// enrolled, its agent id and collector credential, in the state dir.
+package identity
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+)
+
+// File is the identity file's name in the state dir (mode 0600: it holds
+// the credential).
+const File = "identity.json"
+
+// Identity is what enrolment gave this sensor.
+type Identity struct {
+	HostID       string    `json:"host_id"`
+	AgentID      string    `json:"agent_id,omitempty"`
+	Credential   string    `json:"credential,omitempty"`
+	CollectorURL string    `json:"collector_url,omitempty"`
+	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
+}
+
+// Enrolled reports whether the identity holds a credential for url.
+func (id Identity) Enrolled(url string) bool {
+	return id.Credential != "" && id.CollectorURL == url
+}
+
+// Load reads the identity from stateDir; a missing file is an empty identity.
+func Load(stateDir string) (Identity, error) {
+	var id Identity
+	raw, err := os.ReadFile(filepath.Join(stateDir, File))
+	if errors.Is(err, os.ErrNotExist) {
+		return id, nil
+	}
+	if err != nil {
+		return id, fmt.Errorf("identity: %w", err)
+	}
+	if err := json.Unmarshal(raw, &id); err != nil {
+		return id, fmt.Errorf("identity %s is corrupt (%v): remove it to enrol again", filepath.Join(stateDir, File), err)
+	}
+	return id, nil
+}
+
+// Save writes the identity atomically with mode 0600.
+func Save(stateDir string, id Identity) error {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	raw, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(stateDir, File), raw, 0o600)
+}
+
+// WriteFileAtomic writes data to a temp file beside path, syncs it and
+// renames it over path, so a crash leaves the old or the new file, never half.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// HostID decides the host identity: the override if given, else the id
+// already kept in the state dir, else /etc/machine-id, else a new random id
+// (kept so it survives restarts).
+func HostID(stateDir, override, machineIDPath string) (string, error) {
+	if override != "" {
+		return override, nil
+	}
+	id, err := Load(stateDir)
+	if err != nil {
+		return "", err
+	}
+	if id.HostID != "" {
+		return id.HostID, nil
+	}
+	if raw, err := os.ReadFile(machineIDPath); err == nil {
+		if m := string(bytes.TrimSpace(raw)); len(m) >= 16 {
+			return m, nil
+		}
+	}
+	id.HostID = event.NewID()
+	if err := Save(stateDir, id); err != nil {
+		return "", err
+	}
+	return id.HostID, nil
+}
+
+// ReadToken reads a token file: one line, surrounding space ignored.
+func ReadToken(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("enroll token: %w", err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" || strings.ContainsAny(tok, " \n\t") {
+		return "", fmt.Errorf("enroll token %s: want one token on one line", path)
+	}
+	return tok, nil
+}

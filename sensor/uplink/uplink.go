@@ -1,0 +1,141 @@
+// Package uplink is the sensor's connection to the collector: it enrols
+// with the enrolment token (once; the credential is kept in the state dir),
+// presents the credential on every request, and enrols again when the
+// collector no longer knows it (a rebuilt collector) and a token is at hand.
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/sensor/identity"
+)
+
+// Options configure an Uplink.
+type Options struct {
+	Client    *client.Client // pinned to the collector's CA; token set per call
+	URL       string
+	StateDir  string
+	TokenFile string // enrolment token; may be empty once enrolled
+	Request   api.EnrollRequest
+	Log       *slog.Logger
+}
+
+// Uplink implements shipper.Sender and shipper.HeartbeatSender.
+type Uplink struct {
+	o  Options
+	mu sync.Mutex
+	id identity.Identity
+}
+
+// ErrNotEnrolled means there is no credential and no token to get one.
+var ErrNotEnrolled = errors.New("not enrolled and no enrolment token: give --enroll-token (create one with `tillwatch-collector token create --role sensor`)")
+
+// New loads the kept identity; it does not contact the collector.
+func New(o Options) (*Uplink, error) {
+	id, err := identity.Load(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if id.HostID != o.Request.HostID {
+		// Another host id (e.g. --host-id changed): that credential is not ours.
+		id = identity.Identity{HostID: o.Request.HostID}
+	}
+	return &Uplink{o: o, id: id}, nil
+}
+
+// Identity returns the current identity.
+func (u *Uplink) Identity() identity.Identity {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.id
+}
+
+// Enrolled reports whether a credential for this collector is held.
+func (u *Uplink) Enrolled() bool { return u.Identity().Enrolled(u.o.URL) }
+
+// Enroll obtains a credential if none is held (force: even if one is).
+func (u *Uplink) Enroll(ctx context.Context, force bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !force && u.id.Enrolled(u.o.URL) {
+		return nil
+	}
+	if u.o.TokenFile == "" {
+		return ErrNotEnrolled
+	}
+	tok, err := identity.ReadToken(u.o.TokenFile)
+	if err != nil {
+		return err
+	}
+	resp, err := u.o.Client.WithToken(tok).Enroll(ctx, u.o.Request)
+	var he *client.HTTPError
+	if errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusForbidden) {
+		return fmt.Errorf("enrolment with %s: %w; create a token with `tillwatch-collector token create --role sensor`", u.o.TokenFile, err)
+	}
+	if err != nil {
+		return fmt.Errorf("enrolment: %w", err)
+	}
+	u.id = identity.Identity{
+		HostID: resp.HostID, AgentID: resp.AgentID, Credential: resp.Credential,
+		CollectorURL: u.o.URL, EnrolledAt: time.Now().UTC(),
+	}
+	if err := identity.Save(u.o.StateDir, u.id); err != nil {
+		return fmt.Errorf("enrolled but could not keep the credential: %w", err)
+	}
+	u.o.Log.Info("enrolled with the collector", logkey.URL, u.o.URL, logkey.HostID, resp.HostID, logkey.AgentID, resp.AgentID)
+	return nil
+}
+
+// do runs call with the credential, enrolling first if needed and once more
+// if the collector says it does not know the credential.
+func (u *Uplink) do(ctx context.Context, call func(c *client.Client) error) error {
+	if err := u.Enroll(ctx, false); err != nil {
+		return err
+	}
+	err := call(u.o.Client.WithToken(u.Identity().Credential))
+	var he *client.HTTPError
+	if errors.As(err, &he) && he.StatusCode == http.StatusUnauthorized && u.o.TokenFile != "" {
+		u.o.Log.Warn("collector no longer knows this sensor's credential; enrolling again", logkey.URL, u.o.URL)
+		if eerr := u.Enroll(ctx, true); eerr != nil {
+			return errors.Join(err, eerr)
+		}
+		err = call(u.o.Client.WithToken(u.Identity().Credential))
+	}
+	return err
+}
+
+// SendEvents implements shipper.Sender.
+func (u *Uplink) SendEvents(ctx context.Context, ndjson []byte) (api.IngestResponse, error) {
+	var resp api.IngestResponse
+	err := u.do(ctx, func(c *client.Client) error {
+		var err error
+		resp, err = c.SendEvents(ctx, ndjson)
+		return err
+	})
+	return resp, err
+}
+
+// Heartbeat implements shipper.HeartbeatSender.
+func (u *Uplink) Heartbeat(ctx context.Context, hb api.Heartbeat) (api.HeartbeatResponse, error) {
+	var resp api.HeartbeatResponse
+	err := u.do(ctx, func(c *client.Client) error {
+		var err error
+		resp, err = c.Heartbeat(ctx, hb)
+		return err
+	})
+	return resp, err
+}
+
+// Permanent reports errors that retrying soon will not fix.
+func Permanent(err error) bool {
+	return errors.Is(err, ErrNotEnrolled) || client.IsPermanent(err)
+}
