@@ -1,0 +1,265 @@
+// Package agent wires the sensor from its configuration: sources,
+// detectors, enrichment, response and sinks into a pipeline, plus the
+// collector uplink, heartbeats and the metrics endpoint. cmd/tillwatch-sensor
+// is a thin main around it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/internal/buildinfo"
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/rules"
+	"github.com/tillwatch/tillwatch/sensor/config"
+	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
+	"github.com/tillwatch/tillwatch/sensor/enrich"
+	"github.com/tillwatch/tillwatch/sensor/identity"
+	"github.com/tillwatch/tillwatch/sensor/pipeline"
+	"github.com/tillwatch/tillwatch/sensor/privilege"
+	"github.com/tillwatch/tillwatch/sensor/process"
+	"github.com/tillwatch/tillwatch/sensor/proctree"
+	"github.com/tillwatch/tillwatch/sensor/response"
+	"github.com/tillwatch/tillwatch/sensor/shipper"
+	"github.com/tillwatch/tillwatch/sensor/sink/ndjson"
+	"github.com/tillwatch/tillwatch/sensor/uplink"
+)
+
+// MachineIDPath is where the host identity is read from when not overridden.
+const MachineIDPath = "/etc/machine-id"
+
+// Sensor is a wired, not yet running sensor.
+type Sensor struct {
+	cfg      config.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	pipe     *pipeline.Pipeline
+	uplink   *uplink.Uplink
+	shipper  *shipper.Shipper
+	hostID   string
+	hostName string
+}
+
+// New checks privileges, loads rules, prepares the state dir and wires the
+// pipeline. Configuration and privilege problems come back as
+// cfgfile.UsageError (exit 2); it does not contact the collector.
+func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, cfgfile.Usage(err)
+	}
+	if err := checkPrivileges(cfg); err != nil {
+		return nil, cfgfile.Usage(err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, cfgfile.Usagef("state_dir: %v", err)
+	}
+	hostID, err := identity.HostID(cfg.StateDir, cfg.HostID, MachineIDPath)
+	if err != nil {
+		return nil, cfgfile.Usagef("state_dir: %v", err)
+	}
+	hostName := cfg.HostName
+	if hostName == "" {
+		hostName, _ = os.Hostname()
+	}
+	execRules, err := loadExecRules(cfg.Rules)
+	if err != nil {
+		return nil, cfgfile.Usage(err)
+	}
+
+	s := &Sensor{cfg: cfg, log: log, reg: prometheus.NewRegistry(), hostID: hostID, hostName: hostName}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if !cfg.Collector.Disabled {
+		c, err := client.New(client.Config{URL: cfg.Collector.URL, CAFile: cfg.Collector.CAFile, Timeout: 30 * time.Second, UserAgent: "tillwatch-sensor/" + buildinfo.Version})
+		if err != nil {
+			return nil, cfgfile.Usagef("collector: %v", err)
+		}
+		s.uplink, err = uplink.New(uplink.Options{
+			Client: c, URL: cfg.Collector.URL, StateDir: cfg.StateDir, TokenFile: cfg.Collector.EnrollTokenFile,
+			Request: api.EnrollRequest{HostID: hostID, HostName: hostName, OS: runtime.GOOS, AgentVersion: buildinfo.Version, Labels: cfg.Labels},
+			Log:     log,
+		})
+		if err != nil {
+			return nil, cfgfile.Usagef("state_dir: %v", err)
+		}
+	}
+
+	agentID := hostID
+	if s.uplink != nil && s.uplink.Identity().AgentID != "" {
+		agentID = s.uplink.Identity().AgentID
+	}
+	s.pipe = pipeline.New(pipeline.Options{
+		Stamp: pipeline.Stamp{
+			Host:   event.Host{ID: hostID, Name: hostName, Hostname: hostName, Architecture: runtime.GOARCH, OS: &event.OS{Type: runtime.GOOS}},
+			Agent:  event.Agent{ID: agentID, Type: event.AgentType, Version: buildinfo.Version, Name: "tillwatch-sensor"},
+			Mode:   cfg.Mode,
+			Labels: cfg.Labels,
+		},
+		Log: log, Registerer: s.reg, ForwardTelemetry: cfg.ForwardTelemetry,
+	})
+
+	table := proctree.New(proctree.Options{})
+	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, log)
+	src.OnHealth(s.pipe.Health().Report)
+	s.pipe.AddSource(src)
+	s.pipe.AddDetector(execpath.New(execRules, nil))
+	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot))
+	s.pipe.SetResponder(response.New(cfg.Mode, nil, log))
+
+	if cfg.AlertsOut != "" {
+		out, err := ndjson.Open(cfg.AlertsOut)
+		if err != nil {
+			return nil, cfgfile.Usagef("alerts_out: %v", err)
+		}
+		s.pipe.AddSink(out, event.KindAlert)
+	}
+	if s.uplink != nil {
+		s.shipper = shipper.New(shipper.Options{
+			Queue: shipper.NewMemQueue(cfg.Collector.QueueEvents), Sender: s.uplink, Permanent: uplink.Permanent,
+			BatchEvents: cfg.Collector.BatchEvents, FlushInterval: cfg.Collector.FlushInterval,
+			Health: s.pipe.Health().Report, Log: log, Registerer: s.reg,
+		})
+		s.pipe.AddSink(s.shipper, event.KindAlert, event.KindState, event.KindEvent)
+	}
+	return s, nil
+}
+
+// loadExecRules loads the built-in exec-location rules and those in extra
+// rule folders (their exec/ subfolder).
+func loadExecRules(extra []string) ([]execpath.Rule, error) {
+	all, err := execpath.LoadRules(rules.Builtin, "exec")
+	if err != nil {
+		return nil, fmt.Errorf("built-in rules: %w", err)
+	}
+	for _, dir := range extra {
+		more, err := execpath.LoadRules(os.DirFS(dir), "exec")
+		if err != nil {
+			return nil, fmt.Errorf("rules %s: %w", dir, err)
+		}
+		all = append(all, more...)
+	}
+	return all, nil
+}
+
+// checkPrivileges refuses to start without what the configuration needs.
+func checkPrivileges(cfg config.Config) error {
+	caps, err := privilege.Effective(cfg.Process.ProcRoot)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	if cfg.Mode == "enforce" {
+		if err := caps.Missing([]int{privilege.CapKill}, "enforce mode stops processes; or use --mode monitor"); err != nil {
+			return err
+		}
+	}
+	if cfg.Process.Backend == "netlink" {
+		if err := caps.Missing([]int{privilege.CapNetAdmin}, "process.backend netlink; or use auto"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run runs the sensor until ctx is cancelled. Before the pipeline starts it
+// enrols once: a refused token is a usage error (exit 2); an unreachable
+// collector is logged in one line and enrolment is retried in the
+// background while the sensor protects the host on its own.
+func (s *Sensor) Run(ctx context.Context) error {
+	s.log.Info("sensor starting", logkey.HostID, s.hostID, "host_name", s.hostName, "mode", s.cfg.Mode,
+		"collector", s.collectorDesc(), "version", buildinfo.Version)
+	if s.uplink != nil {
+		ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := s.uplink.Enroll(ectx, false)
+		cancel()
+		switch {
+		case err == nil:
+		case uplink.Permanent(err):
+			return cfgfile.Usage(err)
+		default:
+			s.log.Warn("collector unreachable; running locally, alerts are queued and enrolment is retried", logkey.Error, err)
+		}
+	}
+	var bg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	if s.cfg.Metrics.Listen != "" {
+		if err := s.serveMetrics(bgCtx, &bg); err != nil {
+			return err
+		}
+	}
+	if s.shipper != nil {
+		bg.Add(2)
+		go func() { defer bg.Done(); _ = s.shipper.Run(bgCtx) }()
+		go func() {
+			defer bg.Done()
+			shipper.RunHeartbeat(ctx, s.uplink, s.heartbeat, s.cfg.Collector.HeartbeatInterval, s.log)
+		}()
+	}
+	err := s.pipe.Run(ctx) // returns after draining and closing the sinks
+	if s.shipper != nil {
+		// The pipeline closed the shipper: it makes its bounded last send.
+		waitShipper := make(chan struct{})
+		go func() { bg.Wait(); close(waitShipper) }()
+		select {
+		case <-waitShipper:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	stopBG()
+	bg.Wait()
+	s.log.Info("sensor stopped")
+	return err
+}
+
+func (s *Sensor) collectorDesc() string {
+	if s.cfg.Collector.Disabled {
+		return "none (standalone)"
+	}
+	return s.cfg.Collector.URL
+}
+
+func (s *Sensor) heartbeat() api.Heartbeat {
+	return api.Heartbeat{
+		HostID: s.hostID, HostName: s.hostName, AgentVersion: buildinfo.Version, Mode: s.cfg.Mode,
+		Health: s.pipe.Health().States(), SentAt: time.Now().UTC(),
+	}
+}
+
+func (s *Sensor) serveMetrics(ctx context.Context, wg *sync.WaitGroup) error {
+	ln, err := net.Listen("tcp", s.cfg.Metrics.Listen)
+	if err != nil {
+		return cfgfile.Usagef("metrics.listen: %v (set another address, or \"\" to disable)", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		go func() { <-ctx.Done(); _ = srv.Close() }()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics endpoint stopped", logkey.Error, err)
+		}
+	}()
+	s.log.Info("metrics endpoint listening", logkey.Addr, ln.Addr().String())
+	return nil
+}

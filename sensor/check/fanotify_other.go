@@ -1,0 +1,7 @@
+//go:build !linux
+
+package check
+
+import "errors"
+
+func probeFanotify() error { return errors.ErrUnsupported }

@@ -1,0 +1,198 @@
+// Package config is the sensor's configuration: a typed struct with
+// defaults, strict YAML loading (a typo is an error, not a default) and a
+// Validate that reports every problem at once, each naming its key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
+)
+
+// Config is /etc/tillwatch/sensor.yaml.
+type Config struct {
+	// Mode is monitor (report only) or enforce (also stop processes on
+	// high-confidence local detections).
+	Mode string `yaml:"mode"`
+	// HostID overrides the host identity (default: /etc/machine-id, else a
+	// random id kept in the state dir).
+	HostID   string            `yaml:"host_id"`
+	HostName string            `yaml:"host_name"`
+	Labels   map[string]string `yaml:"labels"`
+	StateDir string            `yaml:"state_dir"`
+	SpoolDir string            `yaml:"spool_dir"`
+	// Watch lists directories watched for file activity.
+	Watch []string `yaml:"watch"`
+	// Rules lists extra rule folders loaded on top of the built-in set.
+	Rules []string `yaml:"rules"`
+	// AlertsOut also appends every alert as NDJSON to this file ("-" = stdout).
+	AlertsOut string `yaml:"alerts_out"`
+
+	Collector Collector `yaml:"collector"`
+	Process   Process   `yaml:"process"`
+	Log       Log       `yaml:"log"`
+	Metrics   Metrics   `yaml:"metrics"`
+	// ForwardTelemetry ships process and file telemetry, not only alerts
+	// and health, to the collector.
+	ForwardTelemetry bool `yaml:"forward_telemetry"`
+}
+
+// Collector is where alerts go.
+type Collector struct {
+	// Disabled runs standalone: local sinks and local response only.
+	Disabled          bool          `yaml:"disabled"`
+	URL               string        `yaml:"url"`
+	EnrollTokenFile   string        `yaml:"enroll_token_file"`
+	CAFile            string        `yaml:"ca_file"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	FlushInterval     time.Duration `yaml:"flush_interval"`
+	BatchEvents       int           `yaml:"batch_events"`
+	// QueueEvents bounds the events held while the collector is away.
+	QueueEvents int `yaml:"queue_events"`
+}
+
+// Process configures the process source.
+type Process struct {
+	Backend      string        `yaml:"backend"` // auto | netlink | poll
+	PollInterval time.Duration `yaml:"poll_interval"`
+	ProcRoot     string        `yaml:"proc_root"`
+}
+
+// Log configures the sensor's own log (stderr).
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is host:port for /metrics; empty disables it. Default is
+	// loopback only: the till's metrics are not for the shop network.
+	Listen string `yaml:"listen"`
+}
+
+// Default returns the configuration used when a key is not set.
+func Default() Config {
+	return Config{
+		Mode:     "enforce",
+		StateDir: "/var/lib/tillwatch",
+		SpoolDir: "/var/lib/tillwatch/spool",
+		Collector: Collector{
+			HeartbeatInterval: 30 * time.Second,
+			FlushInterval:     time.Second,
+			BatchEvents:       500,
+			QueueEvents:       100000,
+		},
+		Process: Process{Backend: "auto", PollInterval: time.Second, ProcRoot: "/proc"},
+		Log:     Log{Level: "info", Format: "text"},
+		Metrics: Metrics{Listen: "127.0.0.1:9464"},
+	}
+}
+
+// Load reads path over the defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	if path == "" {
+		return c, nil
+	}
+	if err := cfgfile.Load(path, &c); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// Validate reports every problem, each naming its key and what to do.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+	}
+	if c.Mode != "monitor" && c.Mode != "enforce" {
+		bad("mode", "%q is not monitor or enforce", c.Mode)
+	}
+	if c.StateDir == "" {
+		bad("state_dir", "must be set")
+	}
+	if c.SpoolDir == "" {
+		bad("spool_dir", "must be set")
+	}
+	for _, w := range c.Watch {
+		fi, err := os.Stat(w)
+		switch {
+		case err != nil:
+			bad("watch", "%s: %v", w, errors.Unwrap(err))
+		case !fi.IsDir():
+			bad("watch", "%s is not a directory", w)
+		}
+	}
+	for _, r := range c.Rules {
+		if fi, err := os.Stat(r); err != nil || !fi.IsDir() {
+			bad("rules", "%s is not a readable directory", r)
+		}
+	}
+	if c.AlertsOut != "" && c.AlertsOut != "-" {
+		if fi, err := os.Stat(filepath.Dir(c.AlertsOut)); err != nil || !fi.IsDir() {
+			bad("alerts_out", "directory of %s does not exist", c.AlertsOut)
+		}
+	}
+	if !c.Collector.Disabled {
+		if c.Collector.URL == "" {
+			bad("collector.url", "required (or run standalone with --no-collector)")
+		} else if u, err := url.Parse(c.Collector.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("collector.url", "%q is not an https:// URL", c.Collector.URL)
+		}
+		if c.Collector.CAFile == "" {
+			bad("collector.ca_file", "required: the collector's ca.pem to pin (--ca)")
+		} else if _, err := os.Stat(c.Collector.CAFile); err != nil {
+			bad("collector.ca_file", "%v", err)
+		}
+		if c.Collector.EnrollTokenFile != "" {
+			if _, err := os.Stat(c.Collector.EnrollTokenFile); err != nil {
+				bad("collector.enroll_token_file", "%v", err)
+			}
+		}
+		if c.Collector.HeartbeatInterval < time.Second {
+			bad("collector.heartbeat_interval", "%s is below 1s", c.Collector.HeartbeatInterval)
+		}
+		if c.Collector.FlushInterval <= 0 {
+			bad("collector.flush_interval", "must be positive")
+		}
+		if c.Collector.BatchEvents < 1 || c.Collector.BatchEvents > 5000 {
+			bad("collector.batch_events", "%d: want 1-5000", c.Collector.BatchEvents)
+		}
+		if c.Collector.QueueEvents < 100 {
+			bad("collector.queue_events", "%d: want at least 100", c.Collector.QueueEvents)
+		}
+	}
+	switch c.Process.Backend {
+	case "auto", "netlink", "poll":
+	default:
+		bad("process.backend", "%q is not auto, netlink or poll", c.Process.Backend)
+	}
+	if c.Process.PollInterval < 50*time.Millisecond {
+		bad("process.poll_interval", "%s is below 50ms", c.Process.PollInterval)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q is not text or json", c.Log.Format)
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "%v", err)
+		}
+	}
+	if len(c.HostID) > 256 {
+		bad("host_id", "longer than 256 characters")
+	}
+	return errors.Join(errs...)
+}
