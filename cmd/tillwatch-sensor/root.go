@@ -27,7 +27,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cfgfile.Usage(err) })
 	root.AddCommand(runCmd(stderr), checkCmd(stdout), versionCmd(stdout))
 	return root
 }

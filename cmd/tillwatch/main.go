@@ -3,21 +3,11 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/internal/cli"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tillwatch: "+cfgfile.OneLine(err))
-	}
-	os.Exit(cfgfile.ExitCode(err))
+	os.Exit(cli.Main("tillwatch", newRoot(os.Stdout, os.Stderr), os.Args[1:], os.Stderr))
 }

@@ -40,7 +40,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cfgfile.Usage(err) })
 	pf := root.PersistentFlags()
 	pf.StringVarP(&c.config, "config", "c", "", "YAML config file (keys: collector, token, ca)")
 	pf.StringVar(&c.collector, "collector", "", "collector URL (env TILLWATCH_COLLECTOR)")

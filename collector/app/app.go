@@ -5,14 +5,11 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -24,6 +21,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/store/sqlite"
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/internal/cli"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 )
 
@@ -33,55 +31,13 @@ const Name = "tillwatch-collector"
 // Main runs the command line with args (without the program name) and
 // returns the exit code. SIGINT and SIGTERM stop `run` gracefully.
 func Main(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := Execute(ctx, args, stdout, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", Name, cfgfile.OneLine(err))
-	}
-	return exitCode(err)
-}
-
-// runtimeError marks an error returned by a command's own work; any other
-// error cobra returns (unknown command or flag, bad arguments) is usage.
-type runtimeError struct{ err error }
-
-func (e runtimeError) Error() string { return e.err.Error() }
-func (e runtimeError) Unwrap() error { return e.err }
-
-func exitCode(err error) int {
-	if err == nil {
-		return cfgfile.ExitOK
-	}
-	var ue *cfgfile.UsageError
-	if errors.As(err, &ue) {
-		return cfgfile.ExitUsage
-	}
-	var re runtimeError
-	if errors.As(err, &re) {
-		return cfgfile.ExitRuntime
-	}
-	return cfgfile.ExitUsage
+	return cli.Main(Name, newRoot(stdout, stderr), args, stderr)
 }
 
 // Execute runs the command line with ctx; it is Main without the signal
 // handling and exit code mapping.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	root := newRoot(stdout, stderr)
-	root.SetArgs(args)
-	return root.ExecuteContext(ctx)
-}
-
-// commandFunc adapts a command body so its non-usage errors are runtime.
-func commandFunc(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		err := fn(cmd, args)
-		var ue *cfgfile.UsageError
-		if err == nil || errors.As(err, &ue) {
-			return err
-		}
-		return runtimeError{err}
-	}
+	return cli.Execute(ctx, newRoot(stdout, stderr), args)
 }
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
@@ -164,7 +120,7 @@ func newRun(stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTPS listen address (default "+config.DefaultListen+")")
 	cmd.Flags().StringVar(&es, "elasticsearch", "", "store into the Elasticsearch cluster at URL instead of SQLite")
 	cmd.MarkFlagsMutuallyExclusive("store", "elasticsearch")
-	cmd.RunE = commandFunc(func(cmd *cobra.Command, _ []string) error {
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cm.load(cmd)
 		if err != nil {
 			return err
@@ -180,7 +136,7 @@ func newRun(stderr io.Writer) *cobra.Command {
 			return err
 		}
 		return Run(cmd.Context(), cfg, newLogger(stderr, cfg.Log))
-	})
+	}
 	return cmd
 }
 
@@ -255,7 +211,7 @@ func newToken(stdout io.Writer) *cobra.Command {
 	}
 	cm.register(create)
 	create.Flags().StringVar(&role, "role", "", "sensor, analyst or responder (required)")
-	create.RunE = commandFunc(func(cmd *cobra.Command, _ []string) error {
+	create.RunE = func(cmd *cobra.Command, _ []string) error {
 		switch role {
 		case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
 		case "":
@@ -286,7 +242,7 @@ func newToken(stdout io.Writer) *cobra.Command {
 		}
 		_, err = fmt.Fprintln(stdout, t)
 		return err
-	})
+	}
 	tok.AddCommand(create)
 	return tok
 }

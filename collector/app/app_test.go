@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tillwatch/tillwatch/internal/cli"
 )
 
 func TestExitCodes(t *testing.T) {
@@ -46,7 +48,7 @@ func TestExitCodes(t *testing.T) {
 			t.Parallel()
 			var out, errb bytes.Buffer
 			err := Execute(context.Background(), tt.args, &out, &errb)
-			if code := exitCode(err); code != tt.code {
+			if code := cli.ExitCode(err); code != tt.code {
 				t.Fatalf("exit %d (%v), want %d", code, err, tt.code)
 			}
 			if tt.stderr != "" && (err == nil || !strings.Contains(err.Error(), tt.stderr)) {
