@@ -7,7 +7,7 @@ package rules
 import "embed"
 
 // Builtin is the built-in rule tree. Paths are relative to this folder,
-// e.g. "exec/exec-location.yaml".
+// e.g. "exec/exec-location.yaml". Each rule folder adds its own line.
 //
 //go:embed exec
 var Builtin embed.FS

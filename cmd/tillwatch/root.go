@@ -56,6 +56,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		alertsCmd(&c, stdout),
 		hostsCmd(&c, stdout),
 		demoCmd(stdout),
+		simulateCmd(stdout),
 	)
 	return root
 }
