@@ -58,6 +58,9 @@ type Detection struct {
 type Target struct {
 	PID   int
 	Start int64 // process start, Unix milliseconds; 0 if unknown
+	// Tree extends the action to every descendant of PID (workers forked
+	// by an encryptor, the payload a shell started).
+	Tree bool
 }
 
 // Enricher completes an alert with what is too costly for detectors to
