@@ -38,6 +38,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/response"
 	"github.com/tillwatch/tillwatch/sensor/shipper"
 	"github.com/tillwatch/tillwatch/sensor/sink/ndjson"
+	"github.com/tillwatch/tillwatch/sensor/spool"
 	"github.com/tillwatch/tillwatch/sensor/uplink"
 )
 
@@ -52,6 +53,7 @@ type Sensor struct {
 	pipe     *pipeline.Pipeline
 	uplink   *uplink.Uplink
 	shipper  *shipper.Shipper
+	spool    *spool.Spool
 	hostID   string
 	hostName string
 }
@@ -130,12 +132,19 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 		s.pipe.AddSink(out, event.KindAlert)
 	}
 	if s.uplink != nil {
+		sp, err := spool.Open(spool.Options{Dir: cfg.SpoolDir, MaxBytes: cfg.Collector.SpoolBytes, Health: s.pipe.Health().Report, Log: log})
+		if err != nil {
+			return nil, cfgfile.Usagef("spool_dir: %v", err)
+		}
+		s.spool = sp
 		s.shipper = shipper.New(shipper.Options{
-			Queue: shipper.NewMemQueue(cfg.Collector.QueueEvents), Sender: s.uplink, Permanent: uplink.Permanent,
+			Queue: sp, Sender: s.uplink, Permanent: uplink.Permanent,
 			BatchEvents: cfg.Collector.BatchEvents, FlushInterval: cfg.Collector.FlushInterval,
 			Health: s.pipe.Health().Report, Log: log, Registerer: s.reg,
 		})
-		s.pipe.AddSink(s.shipper, event.KindAlert, event.KindState, event.KindEvent)
+		// The spool is the journal: an alert is on disk before any other
+		// sink (or the collector) sees it.
+		s.pipe.SetJournal(s.shipper)
 	}
 	return s, nil
 }
@@ -226,6 +235,11 @@ func (s *Sensor) Run(ctx context.Context) error {
 	}
 	stopBG()
 	bg.Wait()
+	if s.spool != nil {
+		if cerr := s.spool.Close(); cerr != nil {
+			s.log.Error("closing the spool", logkey.Error, cerr)
+		}
+	}
 	s.log.Info("sensor stopped")
 	return err
 }

@@ -53,8 +53,10 @@ type Collector struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	FlushInterval     time.Duration `yaml:"flush_interval"`
 	BatchEvents       int           `yaml:"batch_events"`
-	// QueueEvents bounds the events held while the collector is away.
-	QueueEvents int `yaml:"queue_events"`
+	// SpoolBytes bounds the durable spool (spool_dir) holding events while
+	// the collector is away; beyond it telemetry is dropped first, alerts
+	// use a further reserve of a quarter of it.
+	SpoolBytes int64 `yaml:"spool_bytes"`
 }
 
 // Process configures the process source.
@@ -87,7 +89,7 @@ func Default() Config {
 			HeartbeatInterval: 30 * time.Second,
 			FlushInterval:     time.Second,
 			BatchEvents:       500,
-			QueueEvents:       100000,
+			SpoolBytes:        256 << 20,
 		},
 		Process: Process{Backend: "auto", PollInterval: time.Second, ProcRoot: "/proc"},
 		Log:     Log{Level: "info", Format: "text"},
@@ -166,8 +168,8 @@ func (c *Config) Validate() error {
 		if c.Collector.BatchEvents < 1 || c.Collector.BatchEvents > 5000 {
 			bad("collector.batch_events", "%d: want 1-5000", c.Collector.BatchEvents)
 		}
-		if c.Collector.QueueEvents < 100 {
-			bad("collector.queue_events", "%d: want at least 100", c.Collector.QueueEvents)
+		if c.Collector.SpoolBytes < 1<<20 {
+			bad("collector.spool_bytes", "%d: want at least 1 MiB (1048576)", c.Collector.SpoolBytes)
 		}
 	}
 	switch c.Process.Backend {

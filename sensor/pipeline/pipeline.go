@@ -57,6 +57,7 @@ type Pipeline struct {
 	enrichers []Enricher
 	responder Responder
 	sinks     []sinkEntry
+	journal   Sink
 	names     map[string]bool
 
 	bus    chan event.Event
@@ -150,6 +151,17 @@ func (p *Pipeline) AddEnricher(e Enricher) { p.enrichers = append(p.enrichers, e
 
 // SetResponder sets the responder (none: alerts are only reported).
 func (p *Pipeline) SetResponder(r Responder) { p.responder = r }
+
+// SetJournal sets the sink that must hold every alert and health event
+// before anything else sees it: its Write runs synchronously in the
+// delivering goroutine, ahead of every other sink, so an alert is durable
+// (the spool) before it is reported anywhere. Telemetry reaches it through
+// an ordinary sink queue. It must be safe for concurrent use.
+func (p *Pipeline) SetJournal(j Sink) {
+	p.register("sink", j.Name())
+	p.journal = j
+	p.sinks = append(p.sinks, sinkEntry{sink: j, kinds: []string{event.KindEvent}, queue: make(chan *event.Event, p.opts.SinkQueue)})
+}
 
 // AddSink adds a sink that receives events of the given kinds (event.kind
 // values); telemetry ("event") reaches it only with ForwardTelemetry.
@@ -383,6 +395,9 @@ func (p *Pipeline) deliver(ev event.Event) {
 		p.log.Warn("event after shutdown not delivered", logkey.EventID, ev.Event.ID, "message", ev.Message)
 		return
 	}
+	if p.journal != nil && ev.Event.Kind != event.KindEvent {
+		p.writeJournal(&ev)
+	}
 	for i := range p.sinks {
 		se := &p.sinks[i]
 		if !slices.Contains(se.kinds, ev.Event.Kind) {
@@ -399,6 +414,21 @@ func (p *Pipeline) deliver(ev event.Event) {
 		}
 		se.queue <- &cp
 	}
+}
+
+// writeJournal writes ev to the journal synchronously. A failure is
+// counted and reported; the event still goes to the other sinks.
+func (p *Pipeline) writeJournal(ev *event.Event) {
+	name := p.journal.Name()
+	err := p.safeRun("sink/"+name, func() error { return p.journal.Write(context.Background(), ev) })
+	if err != nil {
+		p.stageTotal.WithLabelValues("sink", name, "error").Inc()
+		p.log.Error("journal write failed", logkey.Stage, "sink/"+name, logkey.EventID, ev.Event.ID, logkey.Error, err)
+		// Asynchronous: the report itself is delivered through the journal.
+		go p.health.Report("sink/"+name, event.HealthFailed, "could not keep an event durably: "+err.Error())
+		return
+	}
+	p.stageTotal.WithLabelValues("sink", name, "ok").Inc()
 }
 
 func (p *Pipeline) runSink(se *sinkEntry) {

@@ -295,3 +295,42 @@ func TestDuplicateRegistrationPanics(t *testing.T) {
 	}()
 	p.AddDetector(matchDetector{})
 }
+
+// orderSink records the order in which sinks saw alerts.
+type orderSink struct {
+	name  string
+	mu    *sync.Mutex
+	order *[]string
+}
+
+func (s orderSink) Name() string { return s.name }
+func (s orderSink) Write(_ context.Context, ev *event.Event) error {
+	if ev.Event.Kind == event.KindAlert {
+		s.mu.Lock()
+		*s.order = append(*s.order, s.name)
+		s.mu.Unlock()
+	}
+	return nil
+}
+func (s orderSink) Close() error { return nil }
+
+func TestJournalHoldsAlertsBeforeOtherSinks(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	p := newTestPipeline(reg)
+	var mu sync.Mutex
+	var order []string
+	p.AddSource(&listSource{name: "s", events: []event.Event{proc("bad", 1), proc("bad", 2), proc("bad", 3)}})
+	p.AddDetector(matchDetector{})
+	p.SetJournal(orderSink{"journal", &mu, &order})
+	p.AddSink(orderSink{"out", &mu, &order}, event.KindAlert)
+	runUntil(t, p, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) == 6 })
+	journaled := 0
+	for _, name := range order {
+		if name == "journal" {
+			journaled++
+		} else if journaled--; journaled < 0 {
+			t.Fatalf("sink order %v: an alert reached another sink before the journal", order)
+		}
+	}
+}

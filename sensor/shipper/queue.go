@@ -11,14 +11,18 @@ import (
 // shipper appends every event, reads batches from the head and removes them
 // only once the collector has confirmed them.
 //
-// MemQueue is today's implementation; the durable on-disk spool implements
-// the same interface, so swapping it in changes no caller. Implementations
-// are safe for concurrent use by one appender and one reader.
+// The durable on-disk spool (sensor/spool) is the sensor's queue; MemQueue
+// is the in-memory one for tests and tools. Implementations are safe for
+// concurrent appends and one reader.
 type Queue interface {
-	// Append stores one encoded event (an NDJSON line without newline) of
-	// the given event.kind. It returns once the event is stored as durably
-	// as the queue promises, or ErrFull.
-	Append(line []byte, kind string) error
+	// Append stores one event of the given event.kind. It assigns the
+	// event's sequence number — one more than the previous append's, never
+	// reused, so the collector can tell a gap — and calls encode with it to
+	// get the NDJSON line (without newline). It returns the sequence once
+	// the event is stored as durably as the queue promises, or an error
+	// (ErrFull when the bound forbids it); a failed append uses up no
+	// sequence number.
+	Append(kind string, encode func(seq int64) ([]byte, error)) (int64, error)
 	// Peek returns up to maxEvents events (and at most maxBytes, but always
 	// at least one) from the head, without removing them.
 	Peek(maxEvents, maxBytes int) (Batch, error)
@@ -35,8 +39,8 @@ type Queue interface {
 // Batch is a run of events from a queue's head.
 type Batch struct {
 	Lines [][]byte
-	// token lets the queue recognise the batch on Ack.
-	token uint64
+	// Token lets the queue recognise the batch on Ack; opaque to callers.
+	Token uint64
 }
 
 // ErrFull is returned by Append when the queue is at its bound and nothing
@@ -55,6 +59,7 @@ type MemQueue struct {
 	// inflight is how many head items the last Peek handed out; eviction
 	// never touches them, so Ack can remove exactly those.
 	inflight int
+	seq      int64
 	dropped  map[string]uint64
 	ready    chan struct{}
 }
@@ -70,21 +75,26 @@ func NewMemQueue(max int) *MemQueue {
 }
 
 // Append implements Queue.
-func (q *MemQueue) Append(line []byte, kind string) error {
+func (q *MemQueue) Append(kind string, encode func(seq int64) ([]byte, error)) (int64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.items) >= q.max {
 		if kind == event.KindEvent || !q.evictTelemetryLocked() {
 			q.dropped[kind]++
-			return ErrFull
+			return 0, ErrFull
 		}
 	}
+	line, err := encode(q.seq + 1)
+	if err != nil {
+		return 0, err
+	}
+	q.seq++
 	q.items = append(q.items, item{line: line, kind: kind})
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
-	return nil
+	return q.seq, nil
 }
 
 // evictTelemetryLocked removes the newest telemetry event that is not in
@@ -104,7 +114,7 @@ func (q *MemQueue) evictTelemetryLocked() bool {
 func (q *MemQueue) Peek(maxEvents, maxBytes int) (Batch, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	b := Batch{token: q.next}
+	b := Batch{Token: q.next}
 	size := 0
 	for _, it := range q.items {
 		if len(b.Lines) >= maxEvents || (len(b.Lines) > 0 && size+len(it.line)+1 > maxBytes) {
@@ -122,7 +132,7 @@ func (q *MemQueue) Peek(maxEvents, maxBytes int) (Batch, error) {
 func (q *MemQueue) Ack(b Batch) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if b.token != q.next || len(b.Lines) > len(q.items) {
+	if b.Token != q.next || len(b.Lines) > len(q.items) {
 		return errors.New("shipper queue: ack of a batch that is not at the head")
 	}
 	q.items = q.items[len(b.Lines):]

@@ -12,8 +12,9 @@ func TestMemQueueBatchesAndAcks(t *testing.T) {
 	t.Parallel()
 	q := NewMemQueue(100)
 	for i := range 10 {
-		if err := q.Append([]byte(fmt.Sprintf(`{"n":%d}`, i)), event.KindAlert); err != nil {
-			t.Fatal(err)
+		seq, err := q.Append(event.KindAlert, func(int64) ([]byte, error) { return []byte(fmt.Sprintf(`{"n":%d}`, i)), nil })
+		if err != nil || seq != int64(i+1) {
+			t.Fatalf("append %d: seq %d, %v", i, seq, err)
 		}
 	}
 	select {
@@ -53,16 +54,16 @@ func TestMemQueueDropsTelemetryBeforeAlerts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(q.Append([]byte("a1"), event.KindAlert))
-	must(q.Append([]byte("t1"), event.KindEvent))
-	must(q.Append([]byte("t2"), event.KindEvent))
+	must(appendLine(q, "a1", event.KindAlert))
+	must(appendLine(q, "t1", event.KindEvent))
+	must(appendLine(q, "t2", event.KindEvent))
 	inflight, _ := q.Peek(2, 1<<20) // a1 and t1 are in flight
 
-	if err := q.Append([]byte("t3"), event.KindEvent); !errors.Is(err, ErrFull) {
+	if err := appendLine(q, "t3", event.KindEvent); !errors.Is(err, ErrFull) {
 		t.Errorf("telemetry into a full queue: %v, want ErrFull", err)
 	}
-	must(q.Append([]byte("a2"), event.KindAlert)) // evicts t2, not the in-flight t1
-	if err := q.Append([]byte("a3"), event.KindAlert); !errors.Is(err, ErrFull) {
+	must(appendLine(q, "a2", event.KindAlert)) // evicts t2, not the in-flight t1
+	if err := appendLine(q, "a3", event.KindAlert); !errors.Is(err, ErrFull) {
 		t.Errorf("alert into a queue of alerts and in-flight events: %v, want ErrFull", err)
 	}
 	must(q.Ack(inflight))
@@ -73,4 +74,9 @@ func TestMemQueueDropsTelemetryBeforeAlerts(t *testing.T) {
 	if d := q.Dropped(); d[event.KindEvent] != 2 || d[event.KindAlert] != 1 {
 		t.Errorf("dropped = %v, want 2 telemetry, 1 alert", d)
 	}
+}
+
+func appendLine(q *MemQueue, line, kind string) error {
+	_, err := q.Append(kind, func(int64) ([]byte, error) { return []byte(line), nil })
+	return err
 }

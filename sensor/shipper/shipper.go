@@ -110,13 +110,15 @@ func New(o Options) *Shipper {
 // Name implements pipeline.Sink.
 func (s *Shipper) Name() string { return "collector" }
 
-// Write implements pipeline.Sink: the event is queued, not yet sent.
+// Write implements pipeline.Sink: the event gets its sequence number
+// (event.sequence) and is queued — durably with the spool — not yet sent.
 func (s *Shipper) Write(_ context.Context, ev *event.Event) error {
-	line, err := json.Marshal(ev)
+	_, err := s.o.Queue.Append(ev.Event.Kind, func(seq int64) ([]byte, error) {
+		cp := *ev
+		cp.Event.Sequence = seq
+		return json.Marshal(&cp)
+	})
 	if err != nil {
-		return fmt.Errorf("encode event %s: %w", ev.Event.ID, err)
-	}
-	if err := s.o.Queue.Append(line, ev.Event.Kind); err != nil {
 		s.dropped.WithLabelValues(ev.Event.Kind).Inc()
 		return fmt.Errorf("queue event %s: %w", ev.Event.ID, err)
 	}

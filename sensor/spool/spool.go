@@ -1,0 +1,623 @@
+// Package spool is the sensor's durable queue: every alert and event the
+// sensor ships is written here, in order and with its sequence number,
+// before it is reported anywhere, and removed only after the collector
+// confirmed it. It implements shipper.Queue.
+//
+// Layout: DIR/<first-seq>.seg segment files of records, DIR/ack holding the
+// last acknowledged sequence number. A record is
+//
+//	len uint32 | crc32c(body) uint32 | body = kind byte | seq uint64 | payload
+//
+// (little endian). The checksum finds a torn or corrupt tail after power
+// loss; recovery truncates it and reports it as a health event.
+//
+// Durability: alerts and health events are fsynced before Append returns;
+// telemetry is fsynced at most SyncEvery later (group commit), so a power
+// loss can cost the last moment of telemetry, never an acknowledged alert.
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/sensor/shipper"
+)
+
+// Options configure a Spool. Zero values take the defaults noted.
+type Options struct {
+	Dir string
+	// MaxBytes bounds the segments on disk for telemetry (default 256 MiB).
+	MaxBytes int64
+	// AlertReserve is extra room only alerts and health events may use once
+	// telemetry is refused (default MaxBytes/4).
+	AlertReserve int64
+	// SegmentBytes is the size at which a new segment starts (default 4 MiB).
+	SegmentBytes int64
+	// SyncEvery bounds how long telemetry may sit unsynced (default 1s).
+	SyncEvery time.Duration
+	// MemoryFallback is how many alerts are held in memory while the disk
+	// refuses writes (full, read-only), so they still reach the collector
+	// (default 10000).
+	MemoryFallback int
+	// Health receives degradations (torn tail, disk full, drops).
+	Health func(component, state, reason string)
+	Log    *slog.Logger
+}
+
+// Component is the health component name of the spool.
+const Component = "spool"
+
+const (
+	headerLen  = 8     // len + crc
+	bodyPrefix = 1 + 8 // kind + seq
+	// maxRecord bounds a record's body: a length field beyond it is
+	// corruption, not a record.
+	maxRecord = 16 << 20
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+var kinds = []string{event.KindAlert, event.KindEvent, event.KindState}
+
+func kindByte(k string) byte {
+	for i, x := range kinds {
+		if x == k {
+			return byte(i)
+		}
+	}
+	return 0 // unknown kinds travel as alerts: never the first dropped
+}
+
+func kindName(b byte) string {
+	if int(b) < len(kinds) {
+		return kinds[b]
+	}
+	return event.KindAlert
+}
+
+// segment is one file of records.
+type segment struct {
+	path  string
+	first int64 // sequence in the name
+	size  int64 // valid bytes
+}
+
+// pos is a place in the spool: a segment and an offset in it.
+type pos struct {
+	seg int
+	off int64
+}
+
+type memRecord struct {
+	seq  int64
+	kind string
+	line []byte
+}
+
+// Spool implements shipper.Queue on disk.
+type Spool struct {
+	o Options
+
+	mu       sync.Mutex
+	segs     []*segment
+	w        *os.File // the last segment, open for append
+	total    int64    // bytes in all segments
+	nextSeq  int64
+	acked    int64 // last acknowledged sequence
+	ackPos   pos   // first byte after the last acknowledged record
+	pending  int   // records on disk after ackPos
+	inflight *flight
+	unsynced bool
+	lastSync time.Time
+	mem      []memRecord // alerts the disk refused, in order, after the disk records
+	dropped  map[string]uint64
+	ready    chan struct{}
+	closed   bool
+	stop     chan struct{}
+	ackF     *os.File // DIR/ack, rewritten in place
+}
+
+type flight struct {
+	last  int64 // sequence of the batch's last record
+	end   pos
+	count int
+	mem   bool
+}
+
+var _ shipper.Queue = (*Spool)(nil)
+
+// Open opens or creates the spool in o.Dir, recovering from a crash: torn
+// or corrupt records are cut off and reported, acknowledged records are not
+// sent again, sequence numbers continue where they stopped.
+func Open(o Options) (*Spool, error) {
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 256 << 20
+	}
+	if o.AlertReserve <= 0 {
+		o.AlertReserve = o.MaxBytes / 4
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 4 << 20
+	}
+	if o.SyncEvery <= 0 {
+		o.SyncEvery = time.Second
+	}
+	if o.MemoryFallback <= 0 {
+		o.MemoryFallback = 10000
+	}
+	if o.Health == nil {
+		o.Health = func(string, string, string) {}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{o: o, dropped: map[string]uint64{}, ready: make(chan struct{}, 1), lastSync: time.Now(), stop: make(chan struct{})}
+	if err := s.recover(); err != nil {
+		return nil, err
+	}
+	go s.syncLoop()
+	return s, nil
+}
+
+// syncLoop makes the telemetry fsync bound hold when no further write comes.
+func (s *Spool) syncLoop() {
+	t := time.NewTicker(s.o.SyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.mu.Lock()
+			if s.unsynced && s.w != nil {
+				if err := s.w.Sync(); err == nil {
+					s.unsynced, s.lastSync = false, time.Now()
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// recover loads the ack cursor and scans every segment.
+func (s *Spool) recover() error {
+	if raw, err := os.ReadFile(filepath.Join(s.o.Dir, "ack")); err == nil {
+		s.acked, _ = strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: %w", err)
+	}
+	names, err := filepath.Glob(filepath.Join(s.o.Dir, "*.seg"))
+	if err != nil {
+		return err
+	}
+	type named struct {
+		path  string
+		first int64
+	}
+	var found []named
+	for _, n := range names {
+		first, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(n), ".seg"), 10, 64)
+		if err != nil {
+			s.o.Log.Warn("spool: ignoring a file that is not a segment", logkey.Path, n)
+			continue
+		}
+		found = append(found, named{n, first})
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].first < found[j].first })
+
+	maxSeq := s.acked
+	s.ackPos = pos{seg: -1}
+	for i, f := range found {
+		seg := &segment{path: f.path, first: f.first}
+		last := i == len(found)-1
+		n, lastSeq, good, bad, err := scan(f.path, s.acked, func(seq int64, end int64) {
+			if seq <= s.acked {
+				// Everything up to here was confirmed before the crash.
+				s.ackPos = pos{seg: i, off: end}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("spool: read %s: %w", f.path, err)
+		}
+		seg.size = good
+		if bad > 0 {
+			what := "corrupt records in the middle of the spool; the rest of this segment is lost"
+			if last {
+				what = "torn tail (a write cut short by a crash or power loss)"
+			}
+			reason := fmt.Sprintf("%s: %d bytes skipped in %s", what, bad, filepath.Base(f.path))
+			s.o.Log.Warn("spool recovery", logkey.Reason, reason)
+			s.o.Health(Component, event.HealthDegraded, reason)
+			if err := os.Truncate(f.path, good); err != nil {
+				return fmt.Errorf("spool: cut torn tail of %s: %w", f.path, err)
+			}
+		}
+		s.pending += n
+		if lastSeq > maxSeq {
+			maxSeq = lastSeq
+		}
+		s.segs = append(s.segs, seg)
+		s.total += good
+	}
+	s.nextSeq = maxSeq + 1
+	if s.ackPos.seg < 0 {
+		s.ackPos = pos{seg: 0, off: 0}
+	}
+	ackF, err := os.OpenFile(filepath.Join(s.o.Dir, "ack"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.ackF = ackF
+	// Drop segments wholly before the ack position (a crash between the ack
+	// and the delete).
+	s.compact()
+	if len(s.segs) == 0 {
+		return s.rotate()
+	}
+	w, err := os.OpenFile(s.segs[len(s.segs)-1].path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	s.w = w
+	return nil
+}
+
+// scan reads the records of a segment; it counts those after acked and
+// reports where the valid prefix ends and how many bytes follow it.
+func scan(path string, acked int64, each func(seq, end int64)) (pending int, lastSeq, good, bad int64, err error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, 0, 0, err
+	}
+	off := int64(0)
+	for {
+		seq, _, _, next, ok := decode(raw, off)
+		if !ok {
+			break
+		}
+		each(seq, next)
+		if seq > acked {
+			pending++
+		}
+		lastSeq, off = seq, next
+	}
+	return pending, lastSeq, off, int64(len(raw)) - off, nil
+}
+
+// decode reads the record at off; ok is false at the end or on corruption.
+func decode(raw []byte, off int64) (seq int64, kind byte, payload []byte, next int64, ok bool) {
+	if int64(len(raw))-off < headerLen {
+		return 0, 0, nil, off, false
+	}
+	n := int64(binary.LittleEndian.Uint32(raw[off:]))
+	sum := binary.LittleEndian.Uint32(raw[off+4:])
+	if n < bodyPrefix || n > maxRecord || off+headerLen+n > int64(len(raw)) {
+		return 0, 0, nil, off, false
+	}
+	body := raw[off+headerLen : off+headerLen+n]
+	if crc32.Checksum(body, castagnoli) != sum {
+		return 0, 0, nil, off, false
+	}
+	return int64(binary.LittleEndian.Uint64(body[1:])), body[0], body[bodyPrefix:], off + headerLen + n, true
+}
+
+func encodeRecord(kind string, seq int64, payload []byte) []byte {
+	rec := make([]byte, headerLen+bodyPrefix+len(payload))
+	body := rec[headerLen:]
+	body[0] = kindByte(kind)
+	binary.LittleEndian.PutUint64(body[1:], uint64(seq))
+	copy(body[bodyPrefix:], payload)
+	binary.LittleEndian.PutUint32(rec, uint32(len(body)))
+	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(body, castagnoli))
+	return rec
+}
+
+// rotate closes the write segment and starts a new one named after the
+// next sequence number.
+func (s *Spool) rotate() error {
+	if s.w != nil {
+		if err := s.w.Sync(); err != nil {
+			return err
+		}
+		if err := s.w.Close(); err != nil {
+			return err
+		}
+		s.w = nil
+	}
+	path := filepath.Join(s.o.Dir, fmt.Sprintf("%020d.seg", s.nextSeq))
+	w, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	s.w = w
+	s.segs = append(s.segs, &segment{path: path, first: s.nextSeq})
+	return syncDir(s.o.Dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Append implements shipper.Queue.
+func (s *Spool) Append(kind string, encode func(seq int64) ([]byte, error)) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, errors.New("spool closed")
+	}
+	seq := s.nextSeq
+	line, err := encode(seq)
+	if err != nil {
+		return 0, err
+	}
+	rec := encodeRecord(kind, seq, line)
+	size := int64(len(rec))
+	limit := s.o.MaxBytes
+	if kind != event.KindEvent {
+		limit += s.o.AlertReserve
+	}
+	switch {
+	case len(s.mem) > 0:
+		// The disk refused earlier records; later ones follow them in
+		// memory so the order (and the sequence) stays intact.
+		err = errMemoryMode
+	case s.total+size > limit:
+		s.dropped[kind]++
+		reason := fmt.Sprintf("spool full (%d bytes): %s events dropped (%d so far); the collector has been unreachable for long", s.total, kind, s.dropped[kind])
+		state := event.HealthDegraded
+		if kind != event.KindEvent {
+			state = event.HealthFailed
+		}
+		go s.o.Health(Component, state, reason)
+		return 0, fmt.Errorf("%w: %s", shipper.ErrFull, reason)
+	default:
+		err = s.write(rec, kind)
+	}
+	if err != nil {
+		if kind == event.KindEvent || len(s.mem) >= s.o.MemoryFallback {
+			s.dropped[kind]++
+			return 0, fmt.Errorf("spool: %w", err)
+		}
+		if !errors.Is(err, errMemoryMode) {
+			go s.o.Health(Component, event.HealthDegraded, "cannot write the spool ("+err.Error()+"); alerts held in memory until it can")
+		}
+		s.mem = append(s.mem, memRecord{seq: seq, kind: kind, line: line})
+	}
+	s.nextSeq++
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+	return seq, nil
+}
+
+var errMemoryMode = errors.New("spool in memory mode")
+
+// write appends rec to the write segment, syncing per the policy. On error
+// it cuts the partial record off again.
+func (s *Spool) write(rec []byte, kind string) error {
+	last := s.segs[len(s.segs)-1]
+	if last.size > 0 && last.size+int64(len(rec)) > s.o.SegmentBytes {
+		if err := s.rotate(); err != nil {
+			return err
+		}
+		last = s.segs[len(s.segs)-1]
+	}
+	if _, err := s.w.Write(rec); err != nil {
+		_ = s.w.Truncate(last.size)
+		return err
+	}
+	if kind != event.KindEvent || time.Since(s.lastSync) >= s.o.SyncEvery {
+		if err := s.w.Sync(); err != nil {
+			_ = s.w.Truncate(last.size)
+			return err
+		}
+		s.unsynced, s.lastSync = false, time.Now()
+	} else {
+		s.unsynced = true
+	}
+	last.size += int64(len(rec))
+	s.total += int64(len(rec))
+	s.pending++
+	return nil
+}
+
+// Peek implements shipper.Queue. It always starts at the oldest
+// unacknowledged record: a batch that was not acknowledged is sent again.
+func (s *Spool) Peek(maxEvents, maxBytes int) (shipper.Batch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inflight = nil
+	if s.pending == 0 {
+		if len(s.mem) == 0 {
+			return shipper.Batch{}, nil
+		}
+		f := &flight{mem: true}
+		var b shipper.Batch
+		size := 0
+		for _, r := range s.mem {
+			if len(b.Lines) >= maxEvents || (len(b.Lines) > 0 && size+len(r.line) > maxBytes) {
+				break
+			}
+			b.Lines = append(b.Lines, r.line)
+			size += len(r.line) + 1
+			f.last, f.count = r.seq, f.count+1
+		}
+		b.Token = uint64(f.last)
+		s.inflight = f
+		return b, nil
+	}
+	f := &flight{end: s.ackPos}
+	var b shipper.Batch
+	size := 0
+	p := s.ackPos
+	for p.seg < len(s.segs) && len(b.Lines) < maxEvents {
+		seg := s.segs[p.seg]
+		if p.off >= seg.size {
+			if p.seg == len(s.segs)-1 {
+				break
+			}
+			p = pos{seg: p.seg + 1}
+			continue
+		}
+		raw, err := readRange(seg.path, p.off, seg.size)
+		if err != nil {
+			return shipper.Batch{}, fmt.Errorf("spool: read %s: %w", seg.path, err)
+		}
+		off := int64(0)
+		for len(b.Lines) < maxEvents {
+			seq, _, payload, next, ok := decode(raw, off)
+			if !ok {
+				break
+			}
+			if len(b.Lines) > 0 && size+len(payload) > maxBytes {
+				maxEvents = len(b.Lines) // batch full
+				break
+			}
+			b.Lines = append(b.Lines, payload)
+			size += len(payload) + 1
+			f.last, f.count = seq, f.count+1
+			off = next
+		}
+		p = pos{seg: p.seg, off: p.off + off}
+		f.end = p
+		if off == 0 {
+			break // nothing readable here (cannot happen after recovery)
+		}
+	}
+	b.Token = uint64(f.last)
+	s.inflight = f
+	return b, nil
+}
+
+func readRange(path string, from, to int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, to-from)
+	_, err = f.ReadAt(buf, from)
+	return buf, err
+}
+
+// Ack implements shipper.Queue: it persists the new ack cursor, then
+// deletes segments that hold nothing unacknowledged.
+func (s *Spool) Ack(b shipper.Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.inflight
+	if f == nil || uint64(f.last) != b.Token || f.count != len(b.Lines) {
+		return errors.New("spool: ack of a batch that is not the one in flight")
+	}
+	s.inflight = nil
+	if f.mem {
+		s.mem = s.mem[f.count:]
+		if len(s.mem) == 0 {
+			s.mem = nil
+		}
+	} else {
+		s.ackPos = f.end
+		s.pending -= f.count
+	}
+	s.acked = f.last
+	s.compact()
+	// The cursor is rewritten in place at a fixed width, so it needs no new
+	// blocks on a full disk. If it still cannot be kept, the sensor goes on:
+	// after a crash it would resend what the collector already has, and the
+	// collector deduplicates by event.id.
+	if err := s.persistAck(); err != nil {
+		s.o.Log.Warn("spool: cannot persist the ack cursor; a crash now would resend confirmed events", logkey.Error, err)
+		go s.o.Health(Component, event.HealthDegraded, "cannot persist the spool's ack cursor: "+err.Error())
+	}
+	return nil
+}
+
+func (s *Spool) persistAck() error {
+	if _, err := s.ackF.WriteAt([]byte(fmt.Sprintf("%020d\n", s.acked)), 0); err != nil {
+		return err
+	}
+	return s.ackF.Sync()
+}
+
+// compact deletes segments entirely before the ack position, never the
+// write segment.
+func (s *Spool) compact() {
+	for len(s.segs) > 1 && s.ackPos.seg > 0 {
+		old := s.segs[0]
+		if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.o.Log.Warn("spool: cannot remove a sent segment", logkey.Path, old.path, logkey.Error, err)
+			return
+		}
+		s.total -= old.size
+		s.segs = s.segs[1:]
+		s.ackPos.seg--
+		if s.inflight != nil && !s.inflight.mem {
+			s.inflight.end.seg--
+		}
+	}
+}
+
+// Len implements shipper.Queue.
+func (s *Spool) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending + len(s.mem)
+}
+
+// Dropped reports events refused, per event.kind.
+func (s *Spool) Dropped() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]uint64, len(s.dropped))
+	for k, v := range s.dropped {
+		out[k] = v
+	}
+	return out
+}
+
+// Ready implements shipper.Queue.
+func (s *Spool) Ready() <-chan struct{} { return s.ready }
+
+// Close syncs and closes the spool. Records held in memory because the disk
+// refused them are lost with the process; they were reported when it began.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	if s.ackF != nil {
+		s.ackF.Close()
+	}
+	if s.w == nil {
+		return nil
+	}
+	err := s.w.Sync()
+	if cerr := s.w.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
