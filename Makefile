@@ -9,7 +9,7 @@ BINARIES := tillwatch tillwatch-sensor tillwatch-collector
 # cores for the suites that start real collectors and sensors.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test deps vet fuzz-short clean
+.PHONY: all build demo test deps vet fuzz fuzz-short clean
 
 all: build
 
@@ -40,11 +40,16 @@ vet: deps
 test: vet fuzz-short
 	$(GO) test $(TESTFLAGS) ./...
 
+## fuzz: every fuzz target for FUZZTIME each (default 2m)
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=$${FUZZTIME:-2m}
+
 ## fuzz-short: a few seconds on each fuzz target so they do not rot
+FUZZTIME ?= 5s
 fuzz-short: deps
 	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
-	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 5s $$t || exit 1; \
+	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; \
 	  done; \
 	done
 

@@ -108,6 +108,10 @@ type Host struct {
 	EnrolledAt   time.Time         `json:"enrolled_at"`
 	LastSeen     time.Time         `json:"last_seen"`
 	AlertCount   int64             `json:"alert_count"`
+	// LastSequence is the highest event.sequence received from the host;
+	// EventsLost counts the sequence numbers that never arrived (gaps).
+	LastSequence int64 `json:"last_sequence"`
+	EventsLost   int64 `json:"events_lost"`
 }
 
 // HostsResponse answers GET /api/v1/hosts.

@@ -19,6 +19,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
 	"github.com/tillwatch/tillwatch/collector/store/sqlite"
+	"github.com/tillwatch/tillwatch/collector/watchdog"
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/cli"
@@ -183,6 +184,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		logkey.CAFile, bundle.CAPath,
 		logkey.Store, "sqlite:"+dbPath,
 		"version", buildinfo.Version)
+	// Silenced sensors are found by every collector; derived alert ids make
+	// the alert exist once however many collectors share the store.
+	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log})
 	if err := srv.Serve(ctx, ln, bundle.TLSConfig()); err != nil {
 		return err
 	}

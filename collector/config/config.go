@@ -40,6 +40,9 @@ type Config struct {
 	TLS           TLS    `yaml:"tls"`
 	// HeartbeatInterval is the interval sensors are told to heartbeat at.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// SilenceAfter is how long a sensor may stay unheard before the
+	// collector raises a "sensor silenced" alert.
+	SilenceAfter time.Duration `yaml:"silence_after"`
 	Log               Log           `yaml:"log"`
 }
 
@@ -62,6 +65,7 @@ func Default() Config {
 		Listen:            DefaultListen,
 		DataDir:           DefaultDataDir,
 		HeartbeatInterval: DefaultHeartbeatInterval,
+		SilenceAfter:      5 * time.Minute,
 		Log:               Log{Level: "info", Format: "text"},
 	}
 }
@@ -112,6 +116,9 @@ func (c Config) Validate() error {
 		if net.ParseIP(n) == nil && !validDNSName(n) {
 			bad(fmt.Sprintf("tls.extra_sans[%d]", i), "%q is neither an IP address nor a DNS name", n)
 		}
+	}
+	if c.SilenceAfter < 2*c.HeartbeatInterval {
+		bad("silence_after", "%s must be at least twice heartbeat_interval (%s), or every late heartbeat is an alert", c.SilenceAfter, c.HeartbeatInterval)
 	}
 	if c.HeartbeatInterval < 5*time.Second || c.HeartbeatInterval > time.Hour {
 		bad("heartbeat_interval", "%s must be between 5s and 1h", c.HeartbeatInterval)

@@ -184,6 +184,15 @@ func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 			}
 		}
 	}
+	if v, ok := lookup(m, "event.sequence"); ok {
+		n, isNum := v.(json.Number)
+		i, err := n.Int64()
+		if !isNum || err != nil || i < 0 {
+			errs = append(errs, "event.sequence must be a non-negative integer")
+		} else {
+			doc.Sequence = i
+		}
+	}
 	if doc.Kind == event.KindAlert {
 		doc.RuleID = str("rule.id")
 		if doc.RuleID != "" && !validID(doc.RuleID) {

@@ -16,6 +16,8 @@ import (
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/ingest"
 	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/collector/watchdog"
+	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 )
 
@@ -149,6 +151,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.trackSequences(r.Context(), p.HostID, res.Docs)
 	s.m.ingested.WithLabelValues("accepted").Add(float64(resp.Accepted))
 	s.m.ingested.WithLabelValues("duplicate").Add(float64(resp.Duplicates))
 	s.m.ingested.WithLabelValues("rejected").Add(float64(len(resp.Rejected)))
@@ -283,4 +286,42 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	s.metricsHandler.ServeHTTP(w, r)
+}
+
+// trackSequences records the batch's event.sequence numbers and raises an
+// alert for every gap, when the store keeps sequences. The batch is already
+// stored: a failure here is logged, never turned into a failed ingest.
+func (s *Server) trackSequences(ctx context.Context, hostID string, docs []store.Doc) {
+	tr, ok := s.st.(store.SequenceTracker)
+	if !ok || len(docs) == 0 {
+		return
+	}
+	seqs := make([]int64, 0, len(docs))
+	for _, d := range docs {
+		seqs = append(seqs, d.Sequence)
+	}
+	gaps, err := tr.TrackSequences(ctx, hostID, seqs)
+	if err != nil {
+		s.log.Warn("cannot track event sequences", logkey.HostID, hostID, logkey.Error, err)
+		return
+	}
+	if len(gaps) == 0 {
+		return
+	}
+	host := api.Host{HostID: hostID}
+	if hosts, err := s.st.Hosts(ctx); err == nil {
+		for _, h := range hosts {
+			if h.HostID == hostID {
+				host = h
+			}
+		}
+	}
+	alerts := make([]event.Event, 0, len(gaps))
+	for _, g := range gaps {
+		alerts = append(alerts, watchdog.EventsLost(host, g, s.now()))
+		s.log.Warn("sensor lost events", logkey.HostID, hostID, "from", g.From, "to", g.To)
+	}
+	if _, err := watchdog.Raise(ctx, s.st, alerts, s.now()); err != nil {
+		s.log.Warn("cannot store the events-lost alert", logkey.HostID, hostID, logkey.Error, err)
+	}
 }

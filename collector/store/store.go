@@ -73,7 +73,37 @@ type Doc struct {
 	RuleID    string    // alerts only
 	Ruleset   string    // alerts only
 	Severity  int       // event.severity, 0 when absent
+	Sequence  int64     // event.sequence, 0 when absent
 	JSON      []byte    // the full document as stored and returned
+	// Origin is OriginSensor for what a sensor sent (it also marks the
+	// host as heard from) and OriginCollector for alerts the collector
+	// raises about a host (which must not make a silent host look alive).
+	Origin string
+}
+
+// Doc origins.
+const (
+	OriginSensor    = ""
+	OriginCollector = "collector"
+)
+
+// SequenceTracker is implemented by stores that keep, per host, the highest
+// event.sequence received, so the collector can tell that a sensor lost
+// events. The server uses it when the store has it. Safe for concurrent
+// use; state lives in the store, so every collector on one store agrees.
+type SequenceTracker interface {
+	// TrackSequences records the sequence numbers of one batch from
+	// hostID, in the order sent, and returns the gaps it reveals. A sensor
+	// sends in sequence order, so a number past the highest seen plus one
+	// means the numbers between were lost; numbers at or below it are
+	// redeliveries. A batch starting again at 1 is a sensor whose spool was
+	// reset: tracking restarts without a gap.
+	TrackSequences(ctx context.Context, hostID string, seqs []int64) ([]SequenceGap, error)
+}
+
+// SequenceGap is a run of sequence numbers that never arrived.
+type SequenceGap struct {
+	From, To int64 // inclusive
 }
 
 // Alert limits for QueryAlerts.
@@ -107,3 +137,24 @@ var (
 	ErrUnknownHost  = errors.New("host not enrolled")
 	ErrInvalidRole  = errors.New("invalid role")
 )
+
+// Gaps applies a batch's sequence numbers to the highest seen so far and
+// returns the gaps, the new highest and how many numbers were lost. It is
+// the one definition every SequenceTracker uses.
+func Gaps(high int64, seqs []int64) (gaps []SequenceGap, newHigh, lost int64) {
+	for i, q := range seqs {
+		switch {
+		case q <= 0:
+			continue // not sequenced (an older sensor)
+		case i == 0 && q == 1 && high > 1:
+			high = 1 // the sensor's spool was reset: start again, no gap
+		case q > high+1 && high > 0:
+			gaps = append(gaps, SequenceGap{From: high + 1, To: q - 1})
+			lost += q - high - 1
+			high = q
+		case q > high:
+			high = q
+		}
+	}
+	return gaps, high, lost
+}

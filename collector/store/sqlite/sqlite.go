@@ -167,6 +167,10 @@ CREATE TABLE events (
 );
 CREATE INDEX events_host_ts ON events(host_id, ts);
 `,
+	`
+ALTER TABLE hosts ADD COLUMN seq_max INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // SchemaVersion is the user_version this build migrates to.
@@ -386,7 +390,9 @@ VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		} else {
 			dups++
 		}
-		hosts[d.HostID] = true
+		if d.Origin == store.OriginSensor {
+			hosts[d.HostID] = true
+		}
 	}
 	now := s.now().UnixNano()
 	for h := range hosts {
@@ -470,7 +476,7 @@ func (s *Store) QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.Ra
 func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
 	rows, err := s.r.QueryContext(ctx, `
 SELECT h.host_id, h.host_name, h.agent_id, h.agent_version, h.os, h.labels, h.mode, h.health,
-       h.enrolled_at, h.last_seen,
+       h.enrolled_at, h.last_seen, h.seq_max, h.events_lost,
        (SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)
 FROM hosts h ORDER BY h.host_id`)
 	if err != nil {
@@ -485,7 +491,7 @@ FROM hosts h ORDER BY h.host_id`)
 			enrolled, seen int64
 		)
 		if err := rows.Scan(&h.HostID, &h.HostName, &h.AgentID, &h.AgentVersion, &h.OS, &labels, &h.Mode,
-			&health, &enrolled, &seen, &h.AlertCount); err != nil {
+			&health, &enrolled, &seen, &h.LastSequence, &h.EventsLost, &h.AlertCount); err != nil {
 			return nil, fmt.Errorf("sqlite: hosts: %w", err)
 		}
 		if err := unmarshalMap(labels, &h.Labels); err != nil {
@@ -526,4 +532,31 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close implements store.Store.
 func (s *Store) Close() error {
 	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// TrackSequences implements store.SequenceTracker.
+func (s *Store) TrackSequences(ctx context.Context, hostID string, seqs []int64) ([]store.SequenceGap, error) {
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: sequences: %w", err)
+	}
+	defer tx.Rollback()
+	var high int64
+	if err := tx.QueryRowContext(ctx, `SELECT seq_max FROM hosts WHERE host_id = ?`, hostID).Scan(&high); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, store.ErrUnknownHost
+		}
+		return nil, fmt.Errorf("sqlite: sequences: %w", err)
+	}
+	gaps, high, lost := store.Gaps(high, seqs)
+	if _, err := tx.ExecContext(ctx, `UPDATE hosts SET seq_max = ?, events_lost = events_lost + ? WHERE host_id = ?`, high, lost, hostID); err != nil {
+		return nil, fmt.Errorf("sqlite: sequences: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlite: sequences: %w", err)
+	}
+	return gaps, nil
 }

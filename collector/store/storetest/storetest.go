@@ -1,0 +1,467 @@
+// Package storetest is the behaviour every store.Store backend must share:
+// one suite that runs against SQLite and Elasticsearch alike, so the queries
+// behind the API and the CLI answer the same on both.
+//
+// A backend's test calls Run with a function that opens a fresh, empty
+// store (and registers its cleanup on t). The suite only uses the
+// store.Store interface (and store.SequenceTracker when implemented); it
+// never looks at a backend's tables or indices.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/store"
+)
+
+// Opener returns a fresh, empty store for one test; it registers closing
+// and removal on t itself.
+type Opener func(t *testing.T) store.Store
+
+// timeout bounds every call in the suite so a hung backend fails the test
+// instead of the whole package timing out.
+const timeout = 60 * time.Second
+
+// Run runs the shared suite. Subtests run in parallel, each on its own
+// store.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Tokens", testTokens},
+		{"EnrollKeepsAgentIDAndRevokesOldCredential", testEnroll},
+		{"IngestDeduplicates", testIngestDedup},
+		{"IngestMarksSensorHostsSeen", testIngestSeen},
+		{"ConcurrentIngestStoresEachEventOnce", testConcurrentIngest},
+		{"Heartbeat", testHeartbeat},
+		{"QueryAlerts", testQueryAlerts},
+		{"HostsCountAlerts", testHostsAlertCount},
+		{"Sequences", testSequences},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, open(t))
+		})
+	}
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Alert builds a valid alert document as the ingest layer hands it over.
+func Alert(id, host, rule string, ts time.Time) store.Doc {
+	doc, _ := json.Marshal(map[string]any{ // plain maps always marshal
+		"@timestamp": ts.UTC().Format(time.RFC3339Nano),
+		"event":      map[string]any{"id": id, "kind": "alert", "severity": 70, "dataset": "tillwatch.alerts"},
+		"host":       map[string]any{"id": host, "name": host},
+		"rule":       map[string]any{"id": rule, "name": "rule " + rule, "ruleset": "rmm"},
+	})
+	return store.Doc{EventID: id, Kind: "alert", Dataset: "tillwatch.alerts", HostID: host, Timestamp: ts,
+		Ingested: time.Now(), RuleID: rule, Ruleset: "rmm", Severity: 70, JSON: doc}
+}
+
+// Telemetry builds a non-alert (process telemetry) document.
+func Telemetry(id, host string, ts time.Time) store.Doc {
+	doc, _ := json.Marshal(map[string]any{
+		"@timestamp": ts.UTC().Format(time.RFC3339Nano),
+		"event":      map[string]any{"id": id, "kind": "event", "dataset": "tillwatch.process"},
+		"host":       map[string]any{"id": host, "name": host},
+		"process":    map[string]any{"pid": 42, "name": "sh"},
+	})
+	return store.Doc{EventID: id, Kind: "event", Dataset: "tillwatch.process", HostID: host, Timestamp: ts,
+		Ingested: time.Now(), JSON: doc}
+}
+
+func enroll(t *testing.T, s store.Store, host string) api.EnrollResponse {
+	t.Helper()
+	r, err := s.Enroll(ctxFor(t), api.EnrollRequest{HostID: host, HostName: "name-" + host, OS: "linux", AgentVersion: "1.0"})
+	if err != nil {
+		t.Fatalf("Enroll(%s): %v", host, err)
+	}
+	return r
+}
+
+func testTokens(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	tests := []struct {
+		role, host string
+		wantErr    bool
+	}{
+		{api.RoleSensor, "", false},
+		{api.RoleAnalyst, "", false},
+		{api.RoleResponder, "", false},
+		{api.RoleAgent, "h1", false},
+		{api.RoleAgent, "", true},
+		{api.RoleAnalyst, "h1", true},
+		{"admin", "", true},
+	}
+	for _, tt := range tests {
+		tok, err := s.CreateToken(ctx, tt.role, tt.host)
+		if tt.wantErr {
+			if !errors.Is(err, store.ErrInvalidRole) {
+				t.Errorf("CreateToken(%q, %q) = %v, want ErrInvalidRole", tt.role, tt.host, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("CreateToken(%q, %q): %v", tt.role, tt.host, err)
+		}
+		role, host, err := s.Authenticate(ctx, tok)
+		if err != nil || role != tt.role || host != tt.host {
+			t.Errorf("Authenticate(token of %s/%s) = %q %q %v", tt.role, tt.host, role, host, err)
+		}
+	}
+	good, err := s.CreateToken(ctx, api.RoleAnalyst, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "tw_nope", "nope", good + "x", good[:len(good)-1]} {
+		if _, _, err := s.Authenticate(ctx, bad); !errors.Is(err, store.ErrUnknownToken) {
+			t.Errorf("Authenticate(%q) = %v, want ErrUnknownToken", bad, err)
+		}
+	}
+}
+
+func testEnroll(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	req := api.EnrollRequest{HostID: "till-1", HostName: "Till 1", OS: "linux", AgentVersion: "1.0",
+		Labels: map[string]string{"store": "42"}}
+	before := time.Now()
+	first, err := s.Enroll(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.AgentID == "" || first.HostID != "till-1" || first.Credential == "" {
+		t.Fatalf("first enrolment %+v", first)
+	}
+	req.AgentVersion = "1.1"
+	req.Labels = map[string]string{"store": "43", "lane": "2"}
+	second, err := s.Enroll(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.AgentID != second.AgentID {
+		t.Errorf("agent id changed on re-enrolment: %s -> %s", first.AgentID, second.AgentID)
+	}
+	if _, _, err := s.Authenticate(ctx, first.Credential); !errors.Is(err, store.ErrUnknownToken) {
+		t.Errorf("credential of the first enrolment still valid: %v", err)
+	}
+	role, host, err := s.Authenticate(ctx, second.Credential)
+	if err != nil || role != api.RoleAgent || host != "till-1" {
+		t.Fatalf("new credential: %q %q %v", role, host, err)
+	}
+	other := enroll(t, s, "till-2")
+	if other.AgentID == first.AgentID {
+		t.Error("two hosts share an agent id")
+	}
+	hosts, err := s.Hosts(ctx)
+	if err != nil || len(hosts) != 2 {
+		t.Fatalf("Hosts = %+v, %v; want 2 hosts", hosts, err)
+	}
+	h := hosts[0]
+	if h.HostID != "till-1" || h.AgentID != first.AgentID || h.AgentVersion != "1.1" || h.OS != "linux" ||
+		h.HostName != "Till 1" || h.Labels["store"] != "43" || h.Labels["lane"] != "2" || len(h.Labels) != 2 {
+		t.Errorf("host after re-enrolment: %+v", h)
+	}
+	// Stores keep at least millisecond precision.
+	if h.EnrolledAt.Before(before.Add(-time.Millisecond)) || h.LastSeen.Before(h.EnrolledAt) || h.LastSeen.After(time.Now()) {
+		t.Errorf("enrolled_at %v / last_seen %v outside [%v, now]", h.EnrolledAt, h.LastSeen, before)
+	}
+}
+
+func testIngestDedup(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	enroll(t, s, "h1")
+	ts := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	batch := []store.Doc{Alert("a1", "h1", "r1", ts), Alert("a2", "h1", "r1", ts.Add(time.Second)), Telemetry("e1", "h1", ts)}
+	tests := []struct {
+		name          string
+		docs          []store.Doc
+		wantAcc, wDup int
+	}{
+		{"first delivery", batch, 3, 0},
+		{"replay of the whole batch", batch, 0, 3},
+		{"partly new", []store.Doc{Alert("a2", "h1", "r1", ts), Alert("a3", "h1", "r2", ts), Telemetry("e1", "h1", ts)}, 1, 2},
+		{"duplicate inside one batch", []store.Doc{Alert("a4", "h1", "r1", ts), Alert("a4", "h1", "r1", ts)}, 1, 1},
+		{"empty batch", nil, 0, 0},
+	}
+	for _, tt := range tests { // sequential: each step builds on the last
+		acc, dup, err := s.Ingest(ctx, tt.docs)
+		if err != nil || acc != tt.wantAcc || dup != tt.wDup {
+			t.Errorf("%s: Ingest = %d accepted, %d duplicates, %v; want %d, %d", tt.name, acc, dup, err, tt.wantAcc, tt.wDup)
+		}
+	}
+	got, err := s.QueryAlerts(ctx, store.AlertFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := eventIDs(t, got); fmt.Sprint(ids) != "[a4 a3 a2 a1]" {
+		// a4 and a3 share a timestamp; the tie breaks by event.id, descending.
+		t.Errorf("stored alerts %v, want [a4 a3 a2 a1] (each once, telemetry not among alerts)", ids)
+	}
+	// The document comes back as sent.
+	if want := batch[0].JSON; !jsonEqual(got[3], want) {
+		t.Errorf("stored document\n%s\nwant\n%s", got[3], want)
+	}
+}
+
+func testIngestSeen(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	enroll(t, s, "seen")
+	enroll(t, s, "silent")
+	base := hostByID(t, s, "silent").LastSeen
+	time.Sleep(5 * time.Millisecond) // last_seen has millisecond precision in some stores
+	sensorDoc := Telemetry("s1", "seen", time.Now())
+	collectorDoc := Alert("c1", "silent", "tillwatch.sensor-silenced", time.Now())
+	collectorDoc.Origin = store.OriginCollector
+	if _, _, err := s.Ingest(ctx, []store.Doc{sensorDoc, collectorDoc}); err != nil {
+		t.Fatal(err)
+	}
+	if h := hostByID(t, s, "seen"); !h.LastSeen.After(base) {
+		t.Errorf("a sensor's event did not advance last_seen: %v", h.LastSeen)
+	}
+	if h := hostByID(t, s, "silent"); !h.LastSeen.Equal(base) {
+		t.Errorf("a collector-raised alert made the host look alive: last_seen %v -> %v", base, h.LastSeen)
+	}
+}
+
+func testConcurrentIngest(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	enroll(t, s, "h1")
+	ts := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	// 8 writers, each sending 50 alerts of which half overlap the next
+	// writer's: 8*25 distinct ids plus the overlap of the last writer.
+	const writers, per = 8, 50
+	var (
+		wg             sync.WaitGroup
+		mu             sync.Mutex
+		accepted, dups int
+		errs           []error
+	)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var docs []store.Doc
+			for i := range per {
+				n := w*per/2 + i
+				docs = append(docs, Alert(fmt.Sprintf("c%04d", n), "h1", "r1", ts.Add(time.Duration(n)*time.Second)))
+			}
+			a, d, err := s.Ingest(ctx, docs)
+			mu.Lock()
+			defer mu.Unlock()
+			accepted, dups = accepted+a, dups+d
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("concurrent ingest failed: %v", errors.Join(errs...))
+	}
+	distinct := (writers-1)*per/2 + per
+	if accepted != distinct || accepted+dups != writers*per {
+		t.Errorf("accepted %d, duplicates %d; want %d accepted of %d sent", accepted, dups, distinct, writers*per)
+	}
+	got, err := s.QueryAlerts(ctx, store.AlertFilter{Limit: store.MaxAlertLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != distinct {
+		t.Errorf("stored %d alerts, want %d", len(got), distinct)
+	}
+}
+
+func testHeartbeat(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	if err := s.Heartbeat(ctx, "nobody", api.Heartbeat{HostID: "nobody"}); !errors.Is(err, store.ErrUnknownHost) {
+		t.Errorf("Heartbeat(unknown host) = %v, want ErrUnknownHost", err)
+	}
+	enroll(t, s, "h1")
+	base := hostByID(t, s, "h1")
+	time.Sleep(5 * time.Millisecond)
+	steps := []struct {
+		hb   api.Heartbeat
+		want func(h api.Host) bool
+	}{
+		{api.Heartbeat{HostID: "h1", AgentVersion: "2.0", Mode: "enforce", HostName: "renamed",
+			Health: map[string]string{"process": "ok", "fileactivity": "degraded"}},
+			func(h api.Host) bool {
+				return h.AgentVersion == "2.0" && h.Mode == "enforce" && h.HostName == "renamed" &&
+					h.Health["fileactivity"] == "degraded" && len(h.Health) == 2
+			}},
+		// Empty fields keep what is known; health is replaced, not merged.
+		{api.Heartbeat{HostID: "h1", Health: map[string]string{"process": "failed"}},
+			func(h api.Host) bool {
+				return h.AgentVersion == "2.0" && h.Mode == "enforce" && h.HostName == "renamed" &&
+					h.Health["process"] == "failed" && len(h.Health) == 1
+			}},
+	}
+	for i, st := range steps {
+		if err := s.Heartbeat(ctx, "h1", st.hb); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		h := hostByID(t, s, "h1")
+		if !st.want(h) {
+			t.Errorf("step %d: host %+v", i, h)
+		}
+		if !h.LastSeen.After(base.LastSeen) {
+			t.Errorf("step %d: last_seen did not advance (%v)", i, h.LastSeen)
+		}
+		if h.AgentID != base.AgentID || !h.EnrolledAt.Equal(base.EnrolledAt) {
+			t.Errorf("step %d: heartbeat changed identity: %+v", i, h)
+		}
+	}
+}
+
+func testQueryAlerts(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	var docs []store.Doc
+	for i := range 10 {
+		host := []string{"h1", "h2"}[i%2]
+		rule := []string{"rA", "rB", "rC"}[i%3]
+		docs = append(docs, Alert(fmt.Sprintf("q%02d", i), host, rule, t0.Add(time.Duration(i)*time.Minute)))
+	}
+	docs = append(docs, Telemetry("t1", "h1", t0.Add(time.Hour)))
+	if _, _, err := s.Ingest(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		f    store.AlertFilter
+		want string
+	}{
+		{"all, newest first", store.AlertFilter{}, "[q09 q08 q07 q06 q05 q04 q03 q02 q01 q00]"},
+		{"limit", store.AlertFilter{Limit: 3}, "[q09 q08 q07]"},
+		{"since is inclusive", store.AlertFilter{Since: t0.Add(7 * time.Minute)}, "[q09 q08 q07]"},
+		{"host", store.AlertFilter{HostID: "h2"}, "[q09 q07 q05 q03 q01]"},
+		{"rule", store.AlertFilter{RuleID: "rA"}, "[q09 q06 q03 q00]"},
+		{"host and rule and since", store.AlertFilter{HostID: "h1", RuleID: "rA", Since: t0.Add(time.Minute)}, "[q06]"},
+		{"nothing matches", store.AlertFilter{HostID: "h3"}, "[]"},
+		{"limit above the cap is capped", store.AlertFilter{Limit: store.MaxAlertLimit + 1}, "[q09 q08 q07 q06 q05 q04 q03 q02 q01 q00]"},
+	}
+	for _, tt := range tests {
+		got, err := s.QueryAlerts(ctx, tt.f)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		if g := fmt.Sprint(eventIDs(t, got)); g != tt.want {
+			t.Errorf("%s: got %s, want %s", tt.name, g, tt.want)
+		}
+	}
+}
+
+func testHostsAlertCount(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	for _, h := range []string{"b-till", "a-till", "c-till"} {
+		enroll(t, s, h)
+	}
+	ts := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	docs := []store.Doc{Alert("x1", "a-till", "r", ts), Alert("x2", "a-till", "r", ts), Alert("x3", "b-till", "r", ts),
+		Telemetry("x4", "c-till", ts)}
+	if _, _, err := s.Ingest(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := s.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range hosts {
+		got = append(got, fmt.Sprintf("%s=%d", h.HostID, h.AlertCount))
+	}
+	if fmt.Sprint(got) != "[a-till=2 b-till=1 c-till=0]" {
+		t.Errorf("hosts %v, want [a-till=2 b-till=1 c-till=0] (sorted by host id)", got)
+	}
+}
+
+func testSequences(t *testing.T, s store.Store) {
+	tr, ok := s.(store.SequenceTracker)
+	if !ok {
+		t.Skip("backend does not track sequences")
+	}
+	ctx := ctxFor(t)
+	if _, err := tr.TrackSequences(ctx, "ghost", []int64{1}); !errors.Is(err, store.ErrUnknownHost) {
+		t.Errorf("TrackSequences(unknown host) = %v, want ErrUnknownHost", err)
+	}
+	enroll(t, s, "h1")
+	steps := []struct {
+		seqs     []int64
+		wantGaps string
+	}{
+		{[]int64{1, 2, 3}, "[]"},
+		{[]int64{4, 8}, "[{5 7}]"},
+		{[]int64{5, 6}, "[]"}, // late redelivery is not a gap
+		{[]int64{10}, "[{9 9}]"},
+	}
+	for i, st := range steps {
+		gaps, err := tr.TrackSequences(ctx, "h1", st.seqs)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if g := fmt.Sprint(append([]store.SequenceGap{}, gaps...)); g != st.wantGaps {
+			t.Errorf("step %d: gaps %s, want %s", i, g, st.wantGaps)
+		}
+	}
+	h := hostByID(t, s, "h1")
+	if h.LastSequence != 10 || h.EventsLost != 4 {
+		t.Errorf("last_sequence %d events_lost %d, want 10 and 4", h.LastSequence, h.EventsLost)
+	}
+}
+
+func hostByID(t *testing.T, s store.Store, id string) api.Host {
+	t.Helper()
+	hosts, err := s.Hosts(ctxFor(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := sort.Search(len(hosts), func(i int) bool { return hosts[i].HostID >= id })
+	if i == len(hosts) || hosts[i].HostID != id {
+		t.Fatalf("host %s not listed (or hosts not sorted by id): %+v", id, hosts)
+	}
+	return hosts[i]
+}
+
+func eventIDs(t *testing.T, docs []json.RawMessage) []string {
+	t.Helper()
+	ids := []string{}
+	for _, d := range docs {
+		var v struct {
+			Event struct {
+				ID string `json:"id"`
+			} `json:"event"`
+		}
+		if err := json.Unmarshal(d, &v); err != nil {
+			t.Fatalf("stored document is not JSON: %v: %s", err, d)
+		}
+		ids = append(ids, v.Event.ID)
+	}
+	return ids
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
