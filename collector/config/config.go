@@ -43,7 +43,7 @@ type Config struct {
 	// SilenceAfter is how long a sensor may stay unheard before the
 	// collector raises a "sensor silenced" alert.
 	SilenceAfter time.Duration `yaml:"silence_after"`
-	Log               Log           `yaml:"log"`
+	Log          Log           `yaml:"log"`
 }
 
 // TLS configures the server certificate.
