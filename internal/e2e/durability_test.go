@@ -85,3 +85,58 @@ func TestSpooledAlertsSurviveSIGKILL(t *testing.T) {
 		seqs[seq] = true
 	}
 }
+
+// TestCollectorSIGKILLLosesNothing kills the collector with SIGKILL while
+// alerts flow and restarts it: every alert is stored exactly once.
+func TestCollectorSIGKILLLosesNothing(t *testing.T) {
+	requireRoot(t)
+	work := t.TempDir()
+	addr := freeAddr(t)
+	c := startCollector(t, filepath.Join(work, "collector"), addr)
+	sensorTok := c.tokenFile(t, "sensor", work)
+	analystTok := c.tokenFile(t, "analyst", work)
+	hostID := "e2e-collkill-" + itoa(os.Getpid())
+	start(t, "tillwatch-sensor", "run", "--collector", c.url, "--ca", c.ca, "--enroll-token", sensorTok,
+		"--state-dir", filepath.Join(work, "sensor"), "--spool", filepath.Join(work, "spool"),
+		"--host-id", hostID, "--mode", "enforce", "--metrics-listen", "")
+	eventually(t, 30*time.Second, "enrolment", func() bool {
+		r := c.cli(t, analystTok, "hosts", "--json")
+		return r.code == 0 && strings.Contains(r.stdout, hostID)
+	})
+
+	exe := payload(t, shmDir(t))
+	attack := func(i int) {
+		cmd := exec.Command(exe, "60", itoa(i))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("payload %d not stopped", i)
+		}
+	}
+	const total = 6
+	for i := range total / 2 {
+		attack(i)
+	}
+	if err := c.p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.p.done
+	for i := total / 2; i < total; i++ {
+		attack(i)
+	}
+	startCollector(t, c.data, addr)
+	eventually(t, 60*time.Second, "every alert after the collector's restart", func() bool {
+		r := c.cli(t, analystTok, "alerts", "--json", "--host", hostID, "--rule", "TW-EXEC-0001")
+		return r.code == 0 && len(jsonLines(t, r.stdout)) >= total
+	})
+	time.Sleep(2 * time.Second)
+	if n := len(jsonLines(t, c.cli(t, analystTok, "alerts", "--json", "--host", hostID, "--rule", "TW-EXEC-0001").stdout)); n != total {
+		t.Fatalf("collector holds %d alerts, want exactly %d", n, total)
+	}
+}
