@@ -48,7 +48,7 @@ type env struct {
 	clk   *clock
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, tweak ...func(*server.Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	bundle, err := pki.Ensure(dir, pki.Options{})
@@ -60,12 +60,16 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Options{
+	opts := server.Options{
 		Store:    st,
 		Logger:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry: prometheus.NewRegistry(),
 		Now:      clk.Now,
-	})
+	}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	srv, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

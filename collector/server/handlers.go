@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -105,6 +106,13 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if !s.admit(r.Context()) {
+		s.m.throttled.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(1+rand.N(5)))
+		s.fail(w, r, http.StatusTooManyRequests, "collector busy storing other batches; retry after the indicated seconds")
+		return
+	}
+	defer func() { <-s.ingestSlots }()
 	p := principalFrom(r.Context())
 	// gzip never grows data by more than a few bytes per 32 KiB block, so
 	// the compressed body needs only a little headroom over the decoded cap.
@@ -324,4 +332,22 @@ func (s *Server) trackSequences(ctx context.Context, hostID string, docs []store
 	if _, err := watchdog.Raise(ctx, s.st, alerts, s.now()); err != nil {
 		s.log.Warn("cannot store the events-lost alert", logkey.HostID, hostID, logkey.Error, err)
 	}
+}
+
+// admit takes an ingest slot, waiting at most ingestWait.
+func (s *Server) admit(ctx context.Context) bool {
+	select {
+	case s.ingestSlots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(s.ingestWait)
+	defer t.Stop()
+	select {
+	case s.ingestSlots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }

@@ -19,6 +19,7 @@ type metrics struct {
 	ingested     *prometheus.CounterVec
 	enrolments   prometheus.Counter
 	authFailures *prometheus.CounterVec
+	throttled    prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
@@ -39,6 +40,10 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 			Namespace: namespace, Name: "auth_failures_total",
 			Help: "Refused requests by reason: missing, unknown (token), forbidden (role).",
 		}, []string{"reason"}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "ingest_throttled_total",
+			Help: "Batches answered 429 because MaxConcurrentIngest batches were already being stored.",
+		}),
 	}
 	// Counted at scrape time so the gauge is right across restarts and
 	// after `token create` or another collector process changed the store.
@@ -62,7 +67,7 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 	for _, r := range []string{"missing", "unknown", "forbidden"} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.ingested, m.enrolments, m.authFailures, hosts,
+	for _, c := range []prometheus.Collector{m.requests, m.ingested, m.enrolments, m.authFailures, m.throttled, hosts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"sort"
@@ -118,6 +119,7 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			415: func() reply {
 				return e.do("POST", api.PathEvents, agent, map[string]string{"Content-Encoding": "br"}, []byte("{}"))
 			},
+			429: func() reply { return busyIngest(t) },
 			503: func() reply { return down.do("POST", api.PathEvents, downAgent, gz, gzipped([]byte("{}"))) },
 		},
 		"POST " + api.PathHeartbeat: {
@@ -222,4 +224,38 @@ func TestWrongMethodAndUnknownRoute(t *testing.T) {
 			}
 		})
 	}
+}
+
+// busyIngest fills a one-slot collector with a batch whose body never
+// finishes arriving, then sends another: it must be turned away with 429.
+func busyIngest(t *testing.T) reply {
+	t.Helper()
+	busy := newEnv(t, func(o *server.Options) { o.MaxConcurrentIngest = 1; o.IngestWait = 50 * time.Millisecond })
+	agent := busy.enroll("till-busy")
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, err := http.NewRequest(http.MethodPost, busy.url+api.PathEvents, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+agent)
+	go func() {
+		if resp, err := busy.hc.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	if _, err := pw.Write([]byte("{")); err != nil { // the handler now holds the slot, reading
+		t.Fatal(err)
+	}
+	var r reply
+	for range 100 { // bounded: the slow request reaches the handler within moments
+		r = busy.do("POST", api.PathEvents, agent, nil, ndjson(alertLine("busy-1", "till-busy", "r", time.Now())))
+		if r.code == http.StatusTooManyRequests {
+			if r.hdr.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			break
+		}
+	}
+	return r
 }

@@ -51,6 +51,14 @@ type Options struct {
 	HeartbeatInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// MaxConcurrentIngest bounds event batches being read and stored at
+	// once (default 64); a batch that finds no slot within IngestWait gets
+	// 429 with a jittered Retry-After. After a collector restart a whole
+	// fleet reconnects at once: admission keeps the store's work bounded
+	// and the sensors' jittered backoff spreads them out.
+	MaxConcurrentIngest int
+	// IngestWait is how long a batch may wait for a slot (default 250ms).
+	IngestWait time.Duration
 }
 
 // Server serves the collector API.
@@ -64,6 +72,9 @@ type Server struct {
 	handler  http.Handler
 
 	metricsHandler http.Handler
+
+	ingestSlots chan struct{}
+	ingestWait  time.Duration
 }
 
 // New builds a Server. It registers metrics on opts.Registry, so one
@@ -91,6 +102,14 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if opts.MaxConcurrentIngest <= 0 {
+		opts.MaxConcurrentIngest = 64
+	}
+	s.ingestSlots = make(chan struct{}, opts.MaxConcurrentIngest)
+	s.ingestWait = opts.IngestWait
+	if s.ingestWait <= 0 {
+		s.ingestWait = 250 * time.Millisecond
 	}
 	m, err := newMetrics(s.reg, s.st)
 	if err != nil {

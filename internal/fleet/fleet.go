@@ -1,0 +1,272 @@
+// Package fleet simulates many sensors from one process, speaking the real
+// protocol through the real client and shipper: each simulated sensor
+// enrols, heartbeats with jitter, raises synthetic alerts at a rate and
+// ships them with the same queue, batching, retries and backoff as a real
+// till. Load, reliability and fan-out tests and benchmarks run on it.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/sensor/shipper"
+)
+
+// Options configure a simulated fleet.
+type Options struct {
+	URL         string
+	CAFile      string
+	EnrollToken string
+	// Sensors is the number of simulated sensors (default 10).
+	Sensors int
+	// HostPrefix names hosts <prefix>-<n> (default "sim").
+	HostPrefix string
+	// AlertInterval is the mean time between alerts of one sensor; 0 sends
+	// none. Each interval is jittered by ±50%.
+	AlertInterval time.Duration
+	// AlertsPerSensor stops a sensor's alerts after this many (0 = no limit).
+	AlertsPerSensor int
+	// HeartbeatInterval between heartbeats (default 30s, ±10% jitter).
+	HeartbeatInterval time.Duration
+	// EnrollConcurrency bounds simultaneous enrolments (default 50).
+	EnrollConcurrency int
+	// MaxBackoff bounds each sensor's retry backoff (default 30s, as a till).
+	MaxBackoff time.Duration
+	Log        *slog.Logger
+}
+
+// Stats are counters over the whole fleet.
+type Stats struct {
+	Enrolled        int64
+	EnrollErrors    int64
+	Heartbeats      int64
+	HeartbeatErrors int64
+	AlertsRaised    int64 // written into a sensor's queue
+	AlertsConfirmed int64 // the collector answered for them
+	SendErrors      int64 // failed batch sends (retried)
+	Queued          int64 // still waiting in queues when Stats was taken
+}
+
+// Fleet is a running simulated fleet.
+type Fleet struct {
+	o       Options
+	sensors []*sensor
+	stats   struct {
+		enrolled, enrollErrors, heartbeats, heartbeatErrors, raised, confirmed, sendErrors atomic.Int64
+	}
+	wg sync.WaitGroup
+}
+
+type sensor struct {
+	hostID string
+	q      *shipper.MemQueue
+	ship   *shipper.Shipper
+	// recovered is when the first send after a failure succeeded (zero
+	// until then), to measure how a fleet returns after an outage.
+	mu        sync.Mutex
+	failing   bool
+	recovered []time.Time
+}
+
+// countingSender wraps the client to count and to note recoveries.
+type countingSender struct {
+	f *Fleet
+	s *sensor
+	c *client.Client
+}
+
+func (cs countingSender) SendEvents(ctx context.Context, ndjson []byte) (api.IngestResponse, error) {
+	resp, err := cs.c.SendEvents(ctx, ndjson)
+	cs.s.mu.Lock()
+	defer cs.s.mu.Unlock()
+	if err != nil {
+		cs.f.stats.sendErrors.Add(1)
+		cs.s.failing = true
+		return resp, err
+	}
+	cs.f.stats.confirmed.Add(int64(resp.Accepted + resp.Duplicates + len(resp.Rejected)))
+	if cs.s.failing {
+		cs.s.failing = false
+		cs.s.recovered = append(cs.s.recovered, time.Now())
+	}
+	return resp, nil
+}
+
+// Start enrols every sensor (bounded concurrency) and starts them; they run
+// until ctx is cancelled. It fails if no sensor could enrol.
+func Start(ctx context.Context, o Options) (*Fleet, error) {
+	if o.Sensors <= 0 {
+		o.Sensors = 10
+	}
+	if o.HostPrefix == "" {
+		o.HostPrefix = "sim"
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = 30 * time.Second
+	}
+	if o.EnrollConcurrency <= 0 {
+		o.EnrollConcurrency = 50
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	f := &Fleet{o: o}
+	base, err := client.New(client.Config{URL: o.URL, CAFile: o.CAFile, Timeout: 30 * time.Second, UserAgent: "tillwatch-fleet-sim"})
+	if err != nil {
+		return nil, err
+	}
+	creds := make([]string, o.Sensors)
+	sem := make(chan struct{}, o.EnrollConcurrency)
+	var wg sync.WaitGroup
+	for i := range o.Sensors {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			host := fmt.Sprintf("%s-%05d", o.HostPrefix, i)
+			resp, err := base.WithToken(o.EnrollToken).Enroll(ctx, api.EnrollRequest{HostID: host, HostName: host, AgentVersion: "fleet-sim", OS: "linux"})
+			if err != nil {
+				f.stats.enrollErrors.Add(1)
+				o.Log.Debug("enrol failed", "host", host, "err", err)
+				return
+			}
+			f.stats.enrolled.Add(1)
+			creds[i] = resp.Credential
+		}()
+	}
+	wg.Wait()
+	if f.stats.enrolled.Load() == 0 {
+		return nil, errors.New("fleet: no simulated sensor could enrol")
+	}
+	for i, cred := range creds {
+		if cred == "" {
+			continue
+		}
+		// One client (and so one connection) per sensor, like real tills.
+		c, err := client.New(client.Config{URL: o.URL, CAFile: o.CAFile, Token: cred, Timeout: 30 * time.Second, UserAgent: "tillwatch-fleet-sim"})
+		if err != nil {
+			return nil, err
+		}
+		s := &sensor{hostID: fmt.Sprintf("%s-%05d", o.HostPrefix, i), q: shipper.NewMemQueue(1 << 20)}
+		s.ship = shipper.New(shipper.Options{
+			Queue: s.q, Sender: countingSender{f, s, c}, Permanent: client.IsPermanent,
+			FlushInterval: 200 * time.Millisecond, MaxBackoff: o.MaxBackoff, Registerer: prometheus.NewRegistry(),
+		})
+		f.sensors = append(f.sensors, s)
+		f.wg.Add(3)
+		go func() { defer f.wg.Done(); _ = s.ship.Run(ctx) }()
+		go func() { defer f.wg.Done(); f.heartbeat(ctx, s, c) }()
+		go func() { defer f.wg.Done(); f.alerts(ctx, s) }()
+	}
+	return f, nil
+}
+
+func (f *Fleet) heartbeat(ctx context.Context, s *sensor, c *client.Client) {
+	// The first heartbeat is spread over one interval, as a fleet that
+	// started at different times would be.
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(rand.N(f.o.HeartbeatInterval)):
+	}
+	for {
+		_, err := c.Heartbeat(ctx, api.Heartbeat{HostID: s.hostID, AgentVersion: "fleet-sim", Mode: "monitor", SentAt: time.Now().UTC()})
+		if err != nil {
+			f.stats.heartbeatErrors.Add(1)
+		} else {
+			f.stats.heartbeats.Add(1)
+		}
+		iv := f.o.HeartbeatInterval
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(iv - iv/10 + rand.N(iv/5+1)):
+		}
+	}
+}
+
+func (f *Fleet) alerts(ctx context.Context, s *sensor) {
+	if f.o.AlertInterval <= 0 {
+		return
+	}
+	for n := 0; f.o.AlertsPerSensor == 0 || n < f.o.AlertsPerSensor; n++ {
+		iv := f.o.AlertInterval
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(iv/2 + rand.N(iv+1)):
+		}
+		a := Alert(s.hostID, n)
+		if err := s.ship.Write(ctx, &a); err != nil {
+			continue
+		}
+		f.stats.raised.Add(1)
+	}
+}
+
+// Alert is the synthetic alert sensor host raises as its n-th.
+func Alert(host string, n int) event.Event {
+	now := time.Now().UTC()
+	return event.Event{
+		Timestamp: now, ECS: event.ECS{Version: event.ECSVersion},
+		Event: event.Meta{Kind: event.KindAlert, ID: event.NewID(), Category: []string{"process"}, Type: []string{"start"},
+			Action: "simulated", Severity: 21, RiskScore: 21, Dataset: event.DatasetAlerts},
+		Rule:   &event.Rule{ID: "TW-SIM-0001", Name: "Simulated alert", Ruleset: event.RulesetSigma},
+		Threat: &event.Threat{Framework: "MITRE ATT&CK", Technique: event.Technique{ID: []string{"T1059"}}},
+		Host:   event.Host{ID: host, Name: host},
+		Agent:  event.Agent{ID: host, Type: event.AgentType, Version: "fleet-sim"},
+		Process: &event.Process{PID: int64(1000 + n), Name: "simulated", Executable: "/usr/bin/simulated",
+			CommandLine: fmt.Sprintf("simulated %d", n), Parent: &event.ParentProcess{PID: 1, Name: "init", Executable: "/sbin/init"}},
+	}
+}
+
+// Stats returns the fleet's counters now.
+func (f *Fleet) Stats() Stats {
+	var queued int64
+	for _, s := range f.sensors {
+		queued += int64(s.q.Len())
+	}
+	return Stats{
+		Enrolled: f.stats.enrolled.Load(), EnrollErrors: f.stats.enrollErrors.Load(),
+		Heartbeats: f.stats.heartbeats.Load(), HeartbeatErrors: f.stats.heartbeatErrors.Load(),
+		AlertsRaised: f.stats.raised.Load(), AlertsConfirmed: f.stats.confirmed.Load(),
+		SendErrors: f.stats.sendErrors.Load(), Queued: queued,
+	}
+}
+
+// Recoveries returns, sorted, when each sensor's sends succeeded again after
+// failing since since — how the fleet came back after an outage.
+func (f *Fleet) Recoveries(since time.Time) []time.Time {
+	var out []time.Time
+	for _, s := range f.sensors {
+		s.mu.Lock()
+		for _, t := range s.recovered {
+			if t.After(since) {
+				out = append(out, t)
+				break
+			}
+		}
+		s.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
+	return out
+}
+
+// Wait waits for every sensor goroutine to end (after ctx is cancelled).
+func (f *Fleet) Wait() { f.wg.Wait() }
