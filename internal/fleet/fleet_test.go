@@ -15,8 +15,9 @@ import (
 // back spread out rather than in one burst.
 func TestCollectorRestartUnderThousandSensors(t *testing.T) {
 	sensors, perSensor := 1000, 4
-	if testing.Short() {
-		sensors = 100
+	if testing.Short() || raceEnabled {
+		sensors = 200
+		t.Logf("%d sensors (race detector or -short); make test also runs the full 1,000 without -race", sensors)
 	}
 	dir := t.TempDir()
 	c := collectortest.Start(t, dir, "")
