@@ -57,8 +57,23 @@ func (f procFS) read(pid int) (proctree.Proc, error) {
 // kernel thread, which never has an executable, is not incomplete.
 func (f procFS) readState(pid int) (p proctree.Proc, incomplete bool, err error) {
 	dir := filepath.Join(f.root, strconv.Itoa(pid))
+	// exe and cmdline first: they vanish the moment a process exits, while
+	// stat survives as a zombie. A short command (base64 -d, chmod +x) lives
+	// a millisecond, and these two fields are what detectors need.
+	// exe keeps a " (deleted)" suffix when the file was removed after exec;
+	// it is kept, since a payload deleting itself is worth seeing.
+	exe, _ := os.Readlink(filepath.Join(dir, "exe"))
+	var args []string
+	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		args = parseCmdline(b)
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, "stat"))
 	if err != nil {
+		if exe != "" || len(args) > 0 {
+			// Gone by now, but what matters was caught.
+			return proctree.Proc{PID: pid, UID: proctree.UnknownUID, Executable: exe, Args: args,
+				CommandLine: strings.Join(args, " "), Name: nameFromImage(exe, args)}, true, nil
+		}
 		return proctree.Proc{}, false, err
 	}
 	st, err := parseStat(raw)
@@ -69,13 +84,7 @@ func (f procFS) readState(pid int) (p proctree.Proc, incomplete bool, err error)
 	if !f.boot.IsZero() {
 		p.Start = f.boot.Add(time.Duration(st.startTicks) * (time.Second / userHZ))
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
-		p.Args = parseCmdline(b)
-		p.CommandLine = strings.Join(p.Args, " ")
-	}
-	// exe keeps a " (deleted)" suffix when the file was removed after
-	// exec; it is kept, since a payload deleting itself is worth seeing.
-	p.Executable, _ = os.Readlink(filepath.Join(dir, "exe"))
+	p.Args, p.CommandLine, p.Executable = args, strings.Join(args, " "), exe
 	p.Cwd, _ = os.Readlink(filepath.Join(dir, "cwd"))
 	comm := st.comm
 	if b, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
@@ -185,6 +194,14 @@ func parseCmdline(b []byte) []string {
 // (what ps shows, and right for multi-call binaries like busybox), but it is
 // cut to 15 bytes; when it was cut, the executable's or argv[0]'s base name
 // that it is a prefix of is the full name.
+// nameFromImage names a process whose comm could not be read.
+func nameFromImage(exe string, args []string) string {
+	if exe != "" {
+		return strings.TrimSuffix(filepath.Base(exe), " (deleted)")
+	}
+	return filepath.Base(args[0])
+}
+
 func procName(comm, exe string, args []string) string {
 	const commMax = 15 // TASK_COMM_LEN - 1
 	if len(comm) < commMax {

@@ -262,3 +262,50 @@ func TestNetlinkOverflowResyncs(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestNetlinkCatchesMillisecondProcesses runs a binary that exits at once,
+// many times, and counts how many of its exec events carry the executable
+// and command line — what detectors need. The kernel reports the exec after
+// the fact, so a process can be gone before /proc is read; the source reads
+// the fields that vanish first.
+func TestNetlinkCatchesMillisecondProcesses(t *testing.T) {
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("the proc connector needs Linux and root")
+	}
+	t.Parallel()
+	table := proctree.New(proctree.Options{})
+	s := New(Config{Backend: BackendNetlink}, table, testLogger(t))
+	r, stop := runSource(t, s)
+	defer stop()
+	bin := copyBinary(t, "/bin/true", "tw-true-fast")
+	const runs = 200
+	pids := map[int64]bool{}
+	for range runs {
+		cmd := exec.Command(bin, "--marker")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		pids[int64(cmd.Process.Pid)] = true
+	}
+	waitFor(t, 10*time.Second, "every exec event", func() bool {
+		n := 0
+		for _, ev := range r.all() {
+			if ev.Event.Action == ActionExec && pids[ev.Process.PID] {
+				n++
+			}
+		}
+		return n >= runs
+	})
+	full := 0
+	for _, ev := range r.all() {
+		if ev.Event.Action == ActionExec && pids[ev.Process.PID] && ev.Process.Executable == bin && strings.Contains(ev.Process.CommandLine, "--marker") {
+			full++
+		}
+	}
+	t.Logf("%d of %d millisecond processes seen with executable and command line", full, runs)
+	// A floor, not a promise: on a loaded machine the kernel's report can
+	// lag; what the source controls is reading fast and in the right order.
+	if full < runs*3/10 { // measured about 62% on an idle 2-core machine
+		t.Errorf("only %d of %d short processes carried their executable and command line", full, runs)
+	}
+}
