@@ -211,6 +211,26 @@ type Tillwatch struct {
 	Response *Response       `json:"response,omitempty"`
 	Process  *ProcessContext `json:"process,omitempty"`
 	Health   *Health         `json:"health,omitempty"`
+	// RMM is set on alerts about remote-management tools (sensor/detect/rmm).
+	RMM *RMM `json:"rmm,omitempty"`
+	// FilesAffected counts the files a ransomware detection saw changed,
+	// renamed or deleted by the process tree (file.path is the first).
+	FilesAffected int         `json:"files_affected,omitempty"`
+	Ransomware    *Ransomware `json:"ransomware,omitempty"`
+}
+
+// Ransomware explains a ransomware detection (tillwatch.ransomware).
+type Ransomware struct {
+	Score   int      `json:"score"`
+	Reasons []string `json:"reasons,omitempty"`
+	// Files lists the affected files, first first (bounded).
+	Files []string `json:"files,omitempty"`
+	// Canary is set when a decoy file planted by the sensor was touched.
+	Canary bool `json:"canary,omitempty"`
+	// TreePID is the root of the process tree the behaviour was scored on.
+	TreePID int `json:"tree_pid,omitempty"`
+	// Stopped lists the pids stopped synchronously by the file guard.
+	Stopped []int `json:"stopped,omitempty"`
 }
 
 // Response actions (tillwatch.response.action), the closed set from SPEC.md.
@@ -257,6 +277,22 @@ const (
 	HealthDegraded = "degraded"
 	HealthFailed   = "failed"
 )
+
+// RMM is tillwatch.rmm: the remote-management product an alert is about
+// and, for behaviour seen below an agent, a fingerprint the collector counts
+// across hosts (the same agent spawning the same unusual command line on many
+// tills at once is the Kaseya pattern).
+type RMM struct {
+	Product     string `json:"product,omitempty"`      // catalog id, e.g. "kaseya-vsa"
+	ProductName string `json:"product_name,omitempty"` // display name
+	Approved    bool   `json:"approved"`               // named in the sensor's rmm.approved
+	AgentPID    int64  `json:"agent_pid,omitempty"`    // the agent process the chain descends from
+	AgentExe    string `json:"agent_executable,omitempty"`
+	Behaviour   string `json:"behaviour,omitempty"`   // behaviour rule kind, e.g. "decode"
+	Fingerprint string `json:"fingerprint,omitempty"` // hex sha256 of (product, normalised command line), 32 chars
+	// EffectiveName is the system binary a renamed copy really is.
+	EffectiveName string `json:"effective_name,omitempty"`
+}
 
 // Health is a sensor component's report about itself.
 type Health struct {
