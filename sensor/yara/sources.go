@@ -1,0 +1,181 @@
+package yara
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Source is one rule file to compile.
+type Source struct {
+	// Name is how problems name the file (a path an author can open).
+	Name string
+	// FS and Path locate the file, so includes resolve next to it.
+	FS   fs.FS
+	Path string
+	Text []byte
+	// Namespace keeps rule names of different folders apart.
+	Namespace string
+}
+
+// RuleExt reports whether name is a YARA rule file.
+func RuleExt(name string) bool {
+	ext := strings.ToLower(path.Ext(name))
+	return ext == ".yar" || ext == ".yara"
+}
+
+// skipDir names folders that hold samples, not rules.
+func skipDir(name string) bool {
+	return name == "tests" || name == "testdata" || strings.HasPrefix(name, ".")
+}
+
+// LoadFS returns every rule file under dir of fsys, recursively and sorted,
+// skipping tests/ and testdata/ folders (they hold samples). display
+// prefixes names in problems; ns is the namespace of every file.
+func LoadFS(fsys fs.FS, dir, display, ns string) ([]Source, error) {
+	var out []Source
+	err := fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != dir && skipDir(d.Name()) {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !RuleExt(p) || !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return err
+		}
+		out = append(out, Source{Name: path.Join(display, strings.TrimPrefix(p, dir+"/")), FS: fsys, Path: p, Text: b, Namespace: ns})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// RuleDir is where the YARA rules of a rule folder given with --rules are:
+// its yara/ subfolder when there is one (a tillwatch rule tree), else the
+// folder itself (a public rule set).
+func RuleDir(dir string) string {
+	if fi, err := os.Stat(filepath.Join(dir, "yara")); err == nil && fi.IsDir() {
+		return filepath.Join(dir, "yara")
+	}
+	return dir
+}
+
+// LoadPath loads the rule files of a --rules argument: a folder (see
+// RuleDir) or one rule file. Each folder is its own namespace.
+func LoadPath(p string) ([]Source, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, fmt.Errorf("rules %s: %w", p, errors.Unwrap(err))
+	}
+	if !fi.IsDir() {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		return []Source{{Name: p, FS: os.DirFS(filepath.Dir(p)), Path: filepath.Base(p), Text: b, Namespace: p}}, nil
+	}
+	dir := RuleDir(p)
+	srcs, err := LoadFS(os.DirFS(dir), ".", dir, dir)
+	if err != nil {
+		return nil, fmt.Errorf("rules %s: %w", p, err)
+	}
+	if len(srcs) == 0 {
+		return nil, fmt.Errorf("rules %s: no .yar or .yara files", p)
+	}
+	return srcs, nil
+}
+
+// Filetype names a file's type from its first bytes, as the filetype
+// external: "EXE" (MZ), "ELF", "SCRIPT" (#!), "ZIP" or "".
+func Filetype(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte("MZ")):
+		return "EXE"
+	case bytes.HasPrefix(head, []byte("\x7fELF")):
+		return "ELF"
+	case bytes.HasPrefix(head, []byte("#!")):
+		return "SCRIPT"
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
+		return "ZIP"
+	}
+	return ""
+}
+
+// FileExternals are the externals of the file at p with its first bytes
+// head and owner name.
+func FileExternals(p string, head []byte, owner string) Externals {
+	return Externals{
+		Filename:  filepath.Base(p),
+		Filepath:  filepath.Dir(p),
+		Extension: strings.ToLower(filepath.Ext(p)),
+		Filetype:  Filetype(head),
+		Owner:     owner,
+	}
+}
+
+// TreeDirs are those of the sensor's --rules folders that hold YARA rules
+// (a yara/ subfolder); the others carry only other kinds of rules.
+func TreeDirs(dirs []string) []string {
+	var out []string
+	for _, d := range dirs {
+		if fi, err := os.Stat(filepath.Join(d, "yara")); err == nil && fi.IsDir() {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// SelfSHA256 lists the digests of the running binary and of the tillwatch
+// binaries beside it (nil if unreadable): they embed the rule text.
+func SelfSHA256() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	// The sensor and its sibling binaries (same folder, fixed names) all
+	// embed the built-in rules' text, so every string rule would match
+	// them; running `tillwatch alerts` must not be an encryptor alert.
+	seen := map[string]bool{}
+	for _, p := range []string{exe, filepath.Join(filepath.Dir(exe), "tillwatch"),
+		filepath.Join(filepath.Dir(exe), "tillwatch-sensor"), filepath.Join(filepath.Dir(exe), "tillwatch-collector")} {
+		if sum, err := fileSHA256(p); err == nil && !seen[sum] {
+			seen[sum] = true
+			out = append(out, sum)
+		}
+	}
+	return out
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

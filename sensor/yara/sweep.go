@@ -1,0 +1,148 @@
+package yara
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// SweepOptions bound an on-demand sweep.
+type SweepOptions struct {
+	// Threads scanning in parallel (default: the number of CPUs).
+	Threads int
+	// CPU is the share of each thread's time spent scanning, in (0, 1]
+	// (default 1). At 0.25 every thread pauses three times as long as its
+	// last scan took, so a sweep on a till leaves the till its CPU.
+	CPU float64
+	// MaxFileSize skips larger files (0: no limit); Timeout bounds each
+	// file's scan (0: none).
+	MaxFileSize int64
+	Timeout     time.Duration
+}
+
+// SweepStats count what a sweep did.
+type SweepStats struct {
+	Files, Bytes, Matches, Errors, Skipped int64
+	Elapsed                                time.Duration
+}
+
+// SweepRules scans every regular file under roots (files or folders,
+// symbolic links not followed) with r. fn is called once per scanned file
+// with matches, and once per file that could not be scanned; calls are
+// serialised. It stops early when ctx is cancelled and returns ctx's error.
+func SweepRules(ctx context.Context, r *Rules, roots []string, so SweepOptions, fn func(Result, error)) (SweepStats, error) {
+	if r == nil {
+		return SweepStats{}, ErrDisabled
+	}
+	if so.Threads <= 0 {
+		so.Threads = runtime.NumCPU()
+	}
+	if so.CPU <= 0 || so.CPU > 1 {
+		so.CPU = 1
+	}
+	start := time.Now()
+	var (
+		st   SweepStats
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		work = make(chan string, so.Threads*4)
+		own  owners
+	)
+	report := func(res Result, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case errors.Is(err, ErrTooLarge):
+			st.Skipped++
+		case err != nil:
+			st.Errors++
+		default:
+			st.Files++
+			st.Bytes += res.Size
+			st.Matches += int64(len(res.Matches))
+		}
+		if fn != nil && (err != nil || len(res.Matches) > 0) {
+			fn(res, err)
+		}
+	}
+	for range so.Threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range work {
+				t0 := time.Now()
+				res, err := sweepFile(r, p, so, &own)
+				report(res, err)
+				if so.CPU < 1 {
+					pause := time.Duration(float64(time.Since(t0)) * (1/so.CPU - 1))
+					select {
+					case <-ctx.Done():
+					case <-time.After(pause):
+					}
+				}
+			}
+		}()
+	}
+	var walkErr error
+	for _, root := range roots {
+		walkErr = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				report(Result{Path: p}, err)
+				return nil
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			select {
+			case work <- p:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			return nil
+		})
+		if walkErr != nil {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+	st.Elapsed = time.Since(start)
+	return st, walkErr
+}
+
+func sweepFile(r *Rules, p string, so SweepOptions, own *owners) (Result, error) {
+	res := Result{Path: p}
+	f, err := os.Open(p)
+	if err != nil {
+		return res, err
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return res, fmt.Errorf("%s: not a regular file", p)
+	}
+	res.Size = fi.Size()
+	if so.MaxFileSize > 0 && fi.Size() > so.MaxFileSize {
+		f.Close()
+		return res, fmt.Errorf("%s (%d bytes): %w", p, fi.Size(), ErrTooLarge)
+	}
+	head := make([]byte, 8)
+	n, _ := io.ReadFull(f, head)
+	f.Close()
+	ms, err := r.ScanFile(p, FileExternals(p, head[:n], own.name(fi)), so.Timeout)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", p, err)
+	}
+	res.Matches = ms
+	return res, nil
+}

@@ -1,0 +1,7 @@
+rule No_Meta
+{
+    strings:
+        $a = "tillwatch-nometa-marker"
+    condition:
+        $a
+}
