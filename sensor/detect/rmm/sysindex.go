@@ -1,0 +1,54 @@
+package rmm
+
+import (
+	"path/filepath"
+
+	rmmcat "github.com/tillwatch/tillwatch/sensor/rmm"
+)
+
+// sysIndex recognises copies of system binaries by content: the sha256 of
+// each named system binary found in the system dirs, computed once at start.
+// Content, not name, is what survives a rename (Kaseya: certutil.exe copied
+// to cert.exe).
+type sysIndex struct {
+	bySum map[string]string // sha256 -> system path
+}
+
+func newSysIndex(dirs, names []string) *sysIndex {
+	ix := &sysIndex{bySum: map[string]string{}}
+	for _, dir := range dirs {
+		for _, n := range names {
+			p := filepath.Join(dir, n)
+			real, err := filepath.EvalSymlinks(p)
+			if err != nil {
+				continue
+			}
+			sum, _, err := rmmcat.HashFile(real)
+			if err != nil {
+				continue
+			}
+			if _, ok := ix.bySum[sum]; !ok {
+				ix.bySum[sum] = p
+			}
+		}
+	}
+	return ix
+}
+
+// lookup returns the system binary the file is a copy of, or "". running
+// (/proc/<pid>/exe) is tried first, then path. Called only for descendants
+// of an RMM agent that run something outside the system dirs, which is rare
+// enough for a hash on the detector goroutine.
+func (ix *sysIndex) lookup(running, path string) string {
+	for _, p := range []string{running, path} {
+		if p == "" {
+			continue
+		}
+		sum, _, err := rmmcat.HashFile(p)
+		if err != nil {
+			continue
+		}
+		return ix.bySum[sum]
+	}
+	return ""
+}
