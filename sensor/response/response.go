@@ -111,5 +111,24 @@ func (r *Responder) act(action string, t *pipeline.Target) error {
 			return ErrPIDReused
 		}
 	}
+	if t.Tree {
+		return r.actTree(action, t.PID)
+	}
 	return r.procs.Signal(t.PID, action)
+}
+
+// actTree suspends the whole tree first, so no worker can fork or write
+// while the decision is made, then kills it when the action is kill.
+func (r *Responder) actTree(action string, pid int) error {
+	tree := NewTree("/proc", r.self, os.Getppid())
+	pids, err := tree.Stop(pid)
+	if err != nil {
+		return fmt.Errorf("suspend tree of pid %d: %w", pid, err)
+	}
+	if action == event.ActionKill {
+		if err := tree.Kill(pids); err != nil {
+			return fmt.Errorf("kill tree of pid %d: %w", pid, err)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,268 @@
+// Package canary plants decoy files in the watched folders and restores
+// them. A decoy is a real document (PDF, DOCX, CSV) with a plausible name
+// that sorts first or last in its folder, so an encryptor walking the folder
+// in name order reaches one before any real file; it is not hidden, since
+// ransomware skips hidden files. The file guard stops whoever writes,
+// renames or deletes one.
+//
+// The index (which paths are decoys, and their content) lives in the state
+// directory, so decoys survive restarts and a tampered one is put back.
+package canary
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// Decoy is one planted file.
+type Decoy struct {
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// Set is the decoys of one sensor. Safe for concurrent use.
+type Set struct {
+	dir string // <state>/canaries
+	mu  sync.Mutex
+	m   map[string]Decoy
+}
+
+// First and last names: they sort before digits and after letters in byte
+// order, and read like files a shop keeps.
+var (
+	firstNames = []string{"0000 Accounts 2019.pdf", "0000_Invoices_archive.docx", "0000-Suppliers.csv", "0000 Payroll 2020.pdf"}
+	lastNames  = []string{"zz_Receipts_scan.pdf", "zz Tax return 2021.docx", "zz-Stocktake.csv", "zz_Contracts_signed.pdf"}
+)
+
+// Plant loads the index from stateDir and makes sure every folder in dirs
+// has its two decoys, restoring any that were changed or removed. A file
+// that exists under a decoy's name but is not in the index is the user's
+// and is left alone (that folder gets no decoy of that name).
+func Plant(stateDir string, dirs []string) (*Set, error) {
+	s := &Set{dir: filepath.Join(stateDir, "canaries"), m: map[string]Decoy{}}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("canary state: %w", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(s.dir, "index.json")); err == nil {
+		var ds []Decoy
+		if err := json.Unmarshal(b, &ds); err != nil {
+			return nil, fmt.Errorf("canary index %s: %w", filepath.Join(s.dir, "index.json"), err)
+		}
+		for _, d := range ds {
+			s.m[d.Path] = d
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("canary index: %w", err)
+	}
+	var errs []error
+	for _, dir := range dirs {
+		h := fnv.New32a()
+		h.Write([]byte(dir))
+		i := int(h.Sum32())
+		for _, name := range []string{firstNames[i%len(firstNames)], lastNames[(i/7)%len(lastNames)]} {
+			if err := s.ensure(filepath.Join(dir, name), uint64(h.Sum32())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := s.save(); err != nil {
+		errs = append(errs, err)
+	}
+	return s, errors.Join(errs...)
+}
+
+// ensure plants p or restores it.
+func (s *Set) ensure(p string, seed uint64) error {
+	s.mu.Lock()
+	d, ours := s.m[p]
+	s.mu.Unlock()
+	if !ours {
+		if _, err := os.Lstat(p); err == nil {
+			return nil // the user's file; never overwrite it
+		}
+		content, err := generate(filepath.Ext(p), seed)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(content)
+		d = Decoy{Path: p, SHA256: hex.EncodeToString(sum[:])}
+		if err := os.WriteFile(filepath.Join(s.dir, d.SHA256), content, 0o600); err != nil {
+			return fmt.Errorf("canary blob: %w", err)
+		}
+		s.mu.Lock()
+		s.m[p] = d
+		s.mu.Unlock()
+	}
+	return s.Restore(p)
+}
+
+// Is reports whether p is a decoy.
+func (s *Set) Is(p string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[p]
+	return ok
+}
+
+// Paths lists the decoys.
+func (s *Set) Paths() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.m))
+	for p := range s.m {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Restore puts decoy p back if it is missing or changed. It replaces the
+// file atomically and never writes through a symlink someone put there.
+func (s *Set) Restore(p string) error {
+	s.mu.Lock()
+	d, ok := s.m[p]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%s is not a decoy", p)
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+		if b, err := os.ReadFile(p); err == nil {
+			if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) == d.SHA256 {
+				return nil
+			}
+		}
+	}
+	content, err := os.ReadFile(filepath.Join(s.dir, d.SHA256))
+	if err != nil {
+		return fmt.Errorf("canary blob for %s: %w", p, err)
+	}
+	tmp := filepath.Join(filepath.Dir(p), ".tillwatch-canary.tmp")
+	if err := os.WriteFile(tmp, content, 0o644); err != nil {
+		return fmt.Errorf("restore %s: %w", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("restore %s: %w", p, err)
+	}
+	return nil
+}
+
+// RestoreAll puts every decoy back; it reports every failure.
+func (s *Set) RestoreAll() error {
+	var errs []error
+	for _, p := range s.Paths() {
+		if err := s.Restore(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Set) save() error {
+	s.mu.Lock()
+	ds := make([]Decoy, 0, len(s.m))
+	for _, d := range s.m {
+		ds = append(ds, d)
+	}
+	s.mu.Unlock()
+	b, err := json.MarshalIndent(ds, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(s.dir, "index.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("canary index: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(s.dir, "index.json"))
+}
+
+// generate makes a real document of the extension's format, with a size
+// that varies by seed (8-120 KiB) so decoys are not all alike.
+func generate(ext string, seed uint64) ([]byte, error) {
+	r := rand.New(rand.NewPCG(seed, 0x7111))
+	rows := 200 + r.IntN(3000)
+	var text strings.Builder
+	items := []string{"Bread", "Milk 1L", "Coffee 500g", "Eggs x12", "Butter", "Apples 1kg", "Detergent", "Cheese"}
+	for i := range rows {
+		fmt.Fprintf(&text, "2021-%02d-%02d,%d,%s,%d.%02d\n", 1+i%12, 1+i%28, 1000+r.IntN(9000), items[r.IntN(len(items))], r.IntN(200), r.IntN(100))
+	}
+	switch strings.ToLower(ext) {
+	case ".csv":
+		return []byte("date,receipt,item,amount\n" + text.String()), nil
+	case ".pdf":
+		return pdf(text.String()), nil
+	case ".docx":
+		return docx(text.String())
+	}
+	return nil, fmt.Errorf("no decoy format for %q", ext)
+}
+
+// pdf writes a minimal, valid one-page PDF with the text as its content.
+func pdf(text string) []byte {
+	var stream strings.Builder
+	stream.WriteString("BT /F1 9 Tf 40 800 Td 11 TL\n")
+	for _, line := range strings.Split(text, "\n") {
+		fmt.Fprintf(&stream, "(%s) '\n", strings.NewReplacer("(", "", ")", "", "\\", "").Replace(line))
+	}
+	stream.WriteString("ET")
+	objs := []string{
+		"<< /Type /Catalog /Pages 2 0 R >>",
+		"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+		"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+		fmt.Sprintf("<< /Length %d >>\nstream\n%s\nendstream", stream.Len(), stream.String()),
+		"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+	}
+	var b bytes.Buffer
+	b.WriteString("%PDF-1.4\n")
+	offs := make([]int, len(objs))
+	for i, o := range objs {
+		offs[i] = b.Len()
+		fmt.Fprintf(&b, "%d 0 obj\n%s\nendobj\n", i+1, o)
+	}
+	xref := b.Len()
+	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(objs)+1)
+	for _, o := range offs {
+		fmt.Fprintf(&b, "%010d 00000 n \n", o)
+	}
+	fmt.Fprintf(&b, "trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(objs)+1, xref)
+	return b.Bytes()
+}
+
+// docx writes a minimal Office Open XML document.
+func docx(text string) ([]byte, error) {
+	var b bytes.Buffer
+	z := zip.NewWriter(&b)
+	var body strings.Builder
+	for _, line := range strings.Split(text, "\n") {
+		fmt.Fprintf(&body, "<w:p><w:r><w:t>%s</w:t></w:r></w:p>", line)
+	}
+	parts := [][2]string{
+		{"[Content_Types].xml", `<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>`},
+		{"_rels/.rels", `<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/></Relationships>`},
+		{"word/document.xml", `<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>` + body.String() + `</w:body></w:document>`},
+	}
+	for _, p := range parts {
+		w, err := z.Create(p[0])
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write([]byte(p[1])); err != nil {
+			return nil, err
+		}
+	}
+	if err := z.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

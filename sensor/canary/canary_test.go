@@ -1,0 +1,96 @@
+package canary
+
+import (
+	"archive/zip"
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestPlantSortsFirstAndLastAndRestores(t *testing.T) {
+	t.Parallel()
+	state, dir := t.TempDir(), t.TempDir()
+	for _, n := range []string{"Accounts.xlsx", "menu.pdf", "Zebra.txt", "notes.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("user data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Plant(state, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	first, last := filepath.Join(dir, names[0]), filepath.Join(dir, names[len(names)-1])
+	if !s.Is(first) || !s.Is(last) || len(s.Paths()) != 2 {
+		t.Fatalf("decoys %v do not sort first and last in %v", s.Paths(), names)
+	}
+	for _, p := range s.Paths() {
+		if strings.HasPrefix(filepath.Base(p), ".") {
+			t.Errorf("decoy %s is hidden", p)
+		}
+		b, _ := os.ReadFile(p)
+		switch filepath.Ext(p) {
+		case ".pdf":
+			if !bytes.HasPrefix(b, []byte("%PDF-")) || !bytes.Contains(b, []byte("%%EOF")) {
+				t.Errorf("%s is not a PDF", p)
+			}
+		case ".docx":
+			if _, err := zip.NewReader(bytes.NewReader(b), int64(len(b))); err != nil {
+				t.Errorf("%s is not a zip: %v", p, err)
+			}
+		}
+	}
+	// Tamper with both; a second Plant (a restart) and Restore put them back.
+	want, _ := os.ReadFile(first)
+	if err := os.WriteFile(first, []byte("encrypted"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Restore(first); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(first); !bytes.Equal(got, want) {
+		t.Error("Restore did not put the original content back")
+	}
+	s2, err := Plant(state, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(last); err != nil || !slices.Equal(sorted(s2.Paths()), sorted(s.Paths())) {
+		t.Errorf("restart did not restore %s: %v", last, err)
+	}
+}
+
+func TestPlantNeverOverwritesUserFiles(t *testing.T) {
+	t.Parallel()
+	state, dir := t.TempDir(), t.TempDir()
+	// Pre-create every candidate name.
+	for _, n := range append(slices.Clone(firstNames), lastNames...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Plant(state, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Paths()) != 0 {
+		t.Errorf("planted over user files: %v", s.Paths())
+	}
+	for _, n := range firstNames {
+		if b, _ := os.ReadFile(filepath.Join(dir, n)); string(b) != "mine" {
+			t.Errorf("%s overwritten", n)
+		}
+	}
+}
+
+func sorted(x []string) []string { slices.Sort(x); return x }

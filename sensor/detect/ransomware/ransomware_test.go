@@ -1,0 +1,173 @@
+package ransomware
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/rand"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/rules"
+)
+
+func builtin(t *testing.T) *Rules {
+	t.Helper()
+	r, err := LoadRules(rules.Builtin, "ransomware")
+	if err != nil {
+		t.Fatalf("built-in ransomware rules: %v", err)
+	}
+	return r
+}
+
+func TestBuiltinRulesLoadAndPassTheirTests(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	if len(r.Tests) < 8 {
+		t.Errorf("built-in rules carry %d test cases, want positive and negative samples", len(r.Tests))
+	}
+}
+
+func TestBadRulesAreRejectedNamingEveryProblem(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		dir  string
+		want []string
+	}{
+		{"invalid values", "testdata/badrules", []string{"window", "alert_score", "entropy_low", "min_sample", "note.min_dirs", "breadth", "behaviour", "canary"}},
+		{"failing test case", "testdata/failingtest", []string{"wrongly expects gzip to alert"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := LoadRules(os.DirFS(tc.dir), ".")
+			if err == nil {
+				t.Fatal("bad rules loaded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
+
+func TestExtract(t *testing.T) {
+	t.Parallel()
+	text := bytes.Repeat([]byte("date,till,amount\n2024-01-01,3,12.50\n"), 120)
+	tests := []struct {
+		name   string
+		sample []byte
+		magic  string
+		minEnt float64
+		maxEnt float64
+	}{
+		{"pdf", append([]byte("%PDF-1.7\n"), text...), "pdf", 0, 6},
+		{"csv text", text, "text", 0, 5},
+		{"random", random(SampleSize), "", 7.8, 8},
+		{"gzip of random", gz(random(SampleSize))[:SampleSize], "gzip", 7.5, 8},
+		{"sqlite", append([]byte("SQLite format 3\x00"), make([]byte, 2000)...), "sqlite", 0, 1},
+		{"empty", nil, "", 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := Extract(tc.sample, int64(len(tc.sample)))
+			if f.Magic != tc.magic || f.Entropy < tc.minEnt || f.Entropy > tc.maxEnt {
+				t.Errorf("Extract = %+v, want magic %q entropy in [%g, %g]", f, tc.magic, tc.minEnt, tc.maxEnt)
+			}
+		})
+	}
+}
+
+func TestScorerAggregatesWorkersAndListsFilesFirstFirst(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	s := NewScorer(r)
+	t0 := time.Now()
+	enc := Extract(random(SampleSize), SampleSize)
+	before := &Features{Magic: "text", Entropy: 4.2, Sampled: SampleSize}
+	// Two renames by two workers of tree 100: 50 points, no alert yet.
+	for i, pid := range []int{101, 102} {
+		if _, ok := s.Observe(Obs{Time: t0, Tree: 100, PID: pid, Op: OpRename, OldPath: "/d/f" + string(rune('a'+i)), Path: "/d/f" + string(rune('a'+i)) + ".crypt"}); ok {
+			t.Fatal("alerted on two renames")
+		}
+	}
+	if got := s.Score(100, t0); got != 2*r.Weights.Rename {
+		t.Fatalf("score %d, want %d", got, 2*r.Weights.Rename)
+	}
+	v, ok := s.Observe(Obs{Time: t0, Tree: 100, PID: 103, Op: OpWrite, Path: "/d/g.csv", Before: before, After: &enc})
+	if !ok {
+		t.Fatal("no alert after a destroyed file")
+	}
+	if v.Files[0] != "/d/fa" || v.Total != 3 || v.Tree != 100 {
+		t.Errorf("verdict %+v, want first /d/fa, 3 files, tree 100", v)
+	}
+	if _, again := s.Observe(Obs{Time: t0, Tree: 100, PID: 103, Op: OpWrite, Path: "/d/h.csv", Before: before, After: &enc}); again {
+		t.Error("a tree alerted twice")
+	}
+	if s.Score(200, t0) != 0 {
+		t.Error("another tree has a score")
+	}
+}
+
+func TestDetectorTurnsVerdictsIntoAlerts(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	d := NewDetector(r)
+	trigger := &event.Event{Process: &event.Process{PID: 7, Name: "enc"}, File: &event.File{Path: "/d/b.pdf"}}
+	v := Verdict{Tree: 7, Score: 100, Files: []string{"/d/a.pdf", "/d/b.pdf"}, Total: 2, Reasons: []string{"x"}}
+	tests := []struct {
+		name     string
+		ev       event.Event
+		rule     string
+		response string
+	}{
+		{"acted synchronously", VerdictEvent(v, trigger, []int{7}, &event.Response{Action: event.ActionKill, Result: event.ResultOK}), "TW-RANSOM-0001", ""},
+		{"left to the responder", VerdictEvent(v, trigger, nil, nil), "TW-RANSOM-0001", event.ActionKill},
+		{"canary", VerdictEvent(Verdict{Tree: 7, Score: 100, Canary: true, Files: []string{"/d/000.pdf"}, Total: 1}, trigger, nil, nil), "TW-RANSOM-0002", event.ActionKill},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dets := d.Detect(&tc.ev)
+			if len(dets) != 1 {
+				t.Fatalf("%d detections", len(dets))
+			}
+			a := dets[0].Alert
+			if a.Rule.ID != tc.rule || a.Rule.Ruleset != event.RulesetRansomware || dets[0].Response != tc.response {
+				t.Errorf("alert rule %s ruleset %s response %q", a.Rule.ID, a.Rule.Ruleset, dets[0].Response)
+			}
+			if a.File.Path != tc.ev.Tillwatch.Ransomware.Files[0] || a.Tillwatch.FilesAffected != tc.ev.Tillwatch.FilesAffected {
+				t.Errorf("file.path %s files_affected %d", a.File.Path, a.Tillwatch.FilesAffected)
+			}
+			if tc.response != "" && (dets[0].Target == nil || !dets[0].Target.Tree || dets[0].Target.PID != 7) {
+				t.Errorf("target %+v, want tree of 7", dets[0].Target)
+			}
+			if err := a.Validate(); err != nil && !strings.Contains(err.Error(), "host") && !strings.Contains(err.Error(), "agent") && !strings.Contains(err.Error(), "@timestamp") {
+				t.Errorf("alert invalid: %v", err)
+			}
+		})
+	}
+	if d.Detect(&event.Event{Event: event.Meta{Kind: event.KindEvent, Dataset: event.DatasetFile}}) != nil {
+		t.Error("plain file events must not alert")
+	}
+}

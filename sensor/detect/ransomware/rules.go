@@ -1,0 +1,196 @@
+package ransomware
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
+)
+
+// Rules are the thresholds, weights and alert metadata of the ransomware
+// detector: one YAML file (rules/ransomware/*.yaml), loaded strictly.
+type Rules struct {
+	// Window is how long a scored behaviour counts towards a tree's score.
+	Window     time.Duration `yaml:"window"`
+	AlertScore int           `yaml:"alert_score"`
+	// EntropyHigh (bits/byte over the sample) marks content as encrypted
+	// when its format is unknown; EntropyLow marks content as plain.
+	EntropyHigh float64 `yaml:"entropy_high"`
+	EntropyLow  float64 `yaml:"entropy_low"`
+	// MinSample: shorter samples carry no entropy signal.
+	MinSample int     `yaml:"min_sample"`
+	Weights   Weights `yaml:"weights"`
+	Note      Note    `yaml:"note"`
+	Breadth   Breadth `yaml:"breadth"`
+	// KnownExtensions are extensions a rename to which is not suspicious.
+	KnownExtensions []string `yaml:"known_extensions"`
+	Behaviour       Meta     `yaml:"behaviour"`
+	Canary          Meta     `yaml:"canary"`
+	Tests           []Case   `yaml:"tests"`
+
+	known map[string]bool
+}
+
+// Weights score each behaviour.
+type Weights struct {
+	TypeDestroyed int `yaml:"type_destroyed"` // a known format rewritten as high-entropy unknown content
+	Replaced      int `yaml:"replaced"`       // an original deleted after an encrypted copy was written beside it
+	Rename        int `yaml:"rename"`         // a file renamed to an unknown extension appended to its name
+	Note          int `yaml:"note"`           // the same ransom-note name written in many folders
+	Breadth       int `yaml:"breadth"`        // writes in many folders per second
+	Canary        int `yaml:"canary"`         // a decoy written, renamed or deleted
+}
+
+// Note configures ransom-note detection.
+type Note struct {
+	MinDirs  int      `yaml:"min_dirs"`
+	Keywords []string `yaml:"keywords"`
+}
+
+// Breadth configures the folders-per-interval signal.
+type Breadth struct {
+	Dirs int           `yaml:"dirs"`
+	Per  time.Duration `yaml:"per"`
+}
+
+// Meta is what an alert says about itself.
+type Meta struct {
+	ID          string  `yaml:"id"`
+	Name        string  `yaml:"name"`
+	Description string  `yaml:"description"`
+	Severity    int     `yaml:"severity"`
+	Technique   []Named `yaml:"technique"`
+}
+
+// Named is an ATT&CK id with its name.
+type Named struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+}
+
+// Case is a rule test: observations and whether they must alert.
+type Case struct {
+	Name  string    `yaml:"name"`
+	Alert bool      `yaml:"alert"`
+	Obs   []CaseObs `yaml:"obs"`
+}
+
+// CaseObs is an observation in a rule test. Before/After give the magic
+// and entropy of the content ("pdf/4.1", "/7.9" for unknown).
+type CaseObs struct {
+	PID    int    `yaml:"pid"`
+	Op     string `yaml:"op"`
+	Path   string `yaml:"path"`
+	Old    string `yaml:"old"`
+	Before string `yaml:"before"`
+	After  string `yaml:"after"`
+	Canary bool   `yaml:"canary"`
+	AtMS   int    `yaml:"at_ms"`
+}
+
+// Validate reports every problem at once.
+func (r *Rules) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if r.Window < time.Second {
+		bad("window %s: want at least 1s", r.Window)
+	}
+	if r.AlertScore < 1 {
+		bad("alert_score %d: want at least 1", r.AlertScore)
+	}
+	if r.EntropyHigh <= r.EntropyLow || r.EntropyHigh > 8 || r.EntropyLow < 0 {
+		bad("entropy_low %.2f / entropy_high %.2f: want 0 <= low < high <= 8", r.EntropyLow, r.EntropyHigh)
+	}
+	if r.MinSample < 16 || r.MinSample > SampleSize {
+		bad("min_sample %d: want 16-%d", r.MinSample, SampleSize)
+	}
+	if r.Note.MinDirs < 2 {
+		bad("note.min_dirs %d: want at least 2", r.Note.MinDirs)
+	}
+	if r.Breadth.Dirs < 2 || r.Breadth.Per <= 0 {
+		bad("breadth: dirs %d per %s: want dirs >= 2 and a positive interval", r.Breadth.Dirs, r.Breadth.Per)
+	}
+	for name, m := range map[string]Meta{"behaviour": r.Behaviour, "canary": r.Canary} {
+		if m.ID == "" || m.Name == "" || m.Severity < 1 || m.Severity > 100 || len(m.Technique) == 0 {
+			bad("%s: id, name, severity 1-100 and a technique are required", name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadRules reads the one *.yaml file under dir of fsys (a later folder
+// given with --rules replaces the built-in thresholds), validates it and
+// runs its test cases.
+func LoadRules(fsys fs.FS, dir string) (*Rules, error) {
+	files, err := fs.Glob(fsys, path.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) != 1 {
+		return nil, fmt.Errorf("%s: want exactly one thresholds file, found %d", dir, len(files))
+	}
+	raw, err := fs.ReadFile(fsys, files[0])
+	if err != nil {
+		return nil, err
+	}
+	var r Rules
+	if err := cfgfile.Decode(files[0], raw, &r); err != nil {
+		return nil, err
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", files[0], err)
+	}
+	r.known = map[string]bool{}
+	for _, e := range r.KnownExtensions {
+		r.known[strings.ToLower(strings.TrimPrefix(e, "."))] = true
+	}
+	if err := r.RunTests(); err != nil {
+		return nil, fmt.Errorf("%s: %w", files[0], err)
+	}
+	return &r, nil
+}
+
+// RunTests replays every test case through a fresh scorer.
+func (r *Rules) RunTests() error {
+	var errs []error
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range r.Tests {
+		s := NewScorer(r)
+		alerted := false
+		for _, o := range c.Obs {
+			ob := Obs{Time: t0.Add(time.Duration(o.AtMS) * time.Millisecond), Tree: o.PID, PID: o.PID, Op: o.Op, Path: o.Path, OldPath: o.Old, Canary: o.Canary}
+			var err error
+			if ob.Before, err = caseFeatures(o.Before); err == nil {
+				ob.After, err = caseFeatures(o.After)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("test %q: %w", c.Name, err))
+				break
+			}
+			if _, ok := s.Observe(ob); ok {
+				alerted = true
+			}
+		}
+		if alerted != c.Alert {
+			errs = append(errs, fmt.Errorf("test %q: alert = %v, want %v", c.Name, alerted, c.Alert))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// caseFeatures parses "magic/entropy" ("" = none).
+func caseFeatures(s string) (*Features, error) {
+	if s == "" {
+		return nil, nil
+	}
+	magic, ent, ok := strings.Cut(s, "/")
+	var e float64
+	if _, err := fmt.Sscanf(ent, "%g", &e); !ok || err != nil {
+		return nil, fmt.Errorf("features %q: want magic/entropy", s)
+	}
+	return &Features{Magic: magic, Entropy: e, Sampled: SampleSize, Size: SampleSize}, nil
+}

@@ -1,0 +1,311 @@
+package ransomware
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Observation ops.
+const (
+	OpWrite  = "write"  // a completed write (close-write)
+	OpCreate = "create" // a new file
+	OpDelete = "delete"
+	OpRename = "rename"
+	OpOpen   = "open" // an open with intent to write (only canaries score it)
+)
+
+// Obs is one file observation attributed to a process tree.
+type Obs struct {
+	Time time.Time
+	// Tree is the key behaviour is aggregated on: the root of the process
+	// tree (workers forked by one encryptor count together).
+	Tree    int
+	PID     int
+	Op      string
+	Path    string
+	OldPath string
+	// Before is the content before the tree opened the file (nil for a new
+	// file or when unknown); After is the content after the write.
+	Before, After *Features
+	// Canary marks a decoy file planted by the sensor.
+	Canary bool
+}
+
+// Verdict is a tree's score when it crossed the alert threshold.
+type Verdict struct {
+	Tree    int
+	Score   int
+	Reasons []string
+	Files   []string // affected files, first first (bounded)
+	Total   int      // number of affected files
+	Canary  bool
+}
+
+// Scorer keeps per-tree behaviour within the rules' window. It is not safe
+// for concurrent use; the guard serialises calls.
+type Scorer struct {
+	r     *Rules
+	trees map[int]*tree
+}
+
+type scored struct {
+	at     time.Time
+	weight int
+	reason string
+}
+
+type tree struct {
+	last    time.Time
+	scores  []scored
+	files   []string
+	seen    map[string]bool
+	total   int
+	created map[string]time.Time // encrypted-looking new files: path -> when
+	notes   map[string]map[string]bool
+	noted   bool
+	dirs    map[string]time.Time
+	broad   time.Time
+	canary  bool
+	alerted bool
+	reasons map[string]int
+}
+
+// maxTrees and maxFiles bound the scorer's memory under a storm.
+const (
+	maxTrees = 4096
+	maxFiles = 256
+)
+
+// NewScorer returns an empty scorer for r.
+func NewScorer(r *Rules) *Scorer { return &Scorer{r: r, trees: map[int]*tree{}} }
+
+// Observe scores o. It returns the tree's verdict the first time the tree's
+// score reaches the alert threshold within the window.
+func (s *Scorer) Observe(o Obs) (Verdict, bool) {
+	t := s.tree(o.Tree, o.Time)
+	t.last = o.Time
+	r := s.r
+	switch o.Op {
+	case OpWrite, OpCreate:
+		dir := filepath.Dir(o.Path)
+		if o.Canary && o.Op == OpWrite {
+			s.add(t, o, r.Weights.Canary, "decoy file written: "+o.Path, true)
+			break
+		}
+		if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
+			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> high-entropy unknown)", name(o.Before)), true)
+		} else if o.Before == nil && s.encrypted(o.After) {
+			t.created[o.Path] = o.Time
+		}
+		s.note(t, o, dir)
+		s.breadth(t, o, dir)
+	case OpDelete:
+		if o.Canary {
+			s.add(t, o, r.Weights.Canary, "decoy file deleted: "+o.Path, true)
+			break
+		}
+		if s.replaced(t, o) {
+			s.add(t, o, r.Weights.Replaced, "original deleted after an encrypted copy was written beside it", true)
+		}
+	case OpRename:
+		if o.Canary {
+			s.add(t, o, r.Weights.Canary, "decoy file renamed: "+o.OldPath, true)
+			break
+		}
+		if s.suspiciousRename(o.OldPath, o.Path) {
+			s.add(t, o, r.Weights.Rename, "renamed to an unknown extension: "+filepath.Ext(o.Path), true)
+		}
+		if at, ok := t.created[o.OldPath]; ok {
+			t.created[o.Path] = at
+		}
+	case OpOpen:
+		if o.Canary {
+			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
+		}
+	}
+	score := s.score(t, o.Time)
+	if score < r.AlertScore || t.alerted {
+		return Verdict{}, false
+	}
+	t.alerted = true
+	v := Verdict{Tree: o.Tree, Score: score, Files: append([]string(nil), t.files...), Total: t.total, Canary: t.canary}
+	for _, sc := range t.scores {
+		if !containsStr(v.Reasons, sc.reason) && len(v.Reasons) < 8 {
+			v.Reasons = append(v.Reasons, sc.reason)
+		}
+	}
+	return v, true
+}
+
+// Forget drops a tree's state (after it was stopped and killed).
+func (s *Scorer) Forget(treeKey int) { delete(s.trees, treeKey) }
+
+// Score returns the tree's current score.
+func (s *Scorer) Score(treeKey int, now time.Time) int {
+	t, ok := s.trees[treeKey]
+	if !ok {
+		return 0
+	}
+	return s.score(t, now)
+}
+
+func (s *Scorer) tree(key int, now time.Time) *tree {
+	if t, ok := s.trees[key]; ok {
+		return t
+	}
+	if len(s.trees) >= maxTrees {
+		// Drop idle trees first; a tree with a live score stays.
+		for k, t := range s.trees {
+			if now.Sub(t.last) > s.r.Window {
+				delete(s.trees, k)
+			}
+		}
+		if len(s.trees) >= maxTrees {
+			clear(s.trees)
+		}
+	}
+	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}}
+	s.trees[key] = t
+	return t
+}
+
+func (s *Scorer) add(t *tree, o Obs, w int, reason string, affected bool) {
+	if w <= 0 {
+		return
+	}
+	t.scores = append(t.scores, scored{at: o.Time, weight: w, reason: reason})
+	if o.Canary {
+		t.canary = true
+	}
+	p := o.Path
+	if o.Op == OpRename && o.OldPath != "" {
+		p = o.OldPath
+	}
+	if affected && !t.seen[p] {
+		t.total++
+		if len(t.files) < maxFiles {
+			t.seen[p] = true
+			t.files = append(t.files, p)
+		}
+	}
+}
+
+func (s *Scorer) score(t *tree, now time.Time) int {
+	keep := t.scores[:0]
+	sum := 0
+	for _, sc := range t.scores {
+		if now.Sub(sc.at) <= s.r.Window {
+			keep = append(keep, sc)
+			sum += sc.weight
+		}
+	}
+	t.scores = keep
+	for p, at := range t.created {
+		if now.Sub(at) > s.r.Window {
+			delete(t.created, p)
+		}
+	}
+	return sum
+}
+
+// encrypted reports whether content looks encrypted: no known format and
+// high entropy over a sample long enough to say so.
+func (s *Scorer) encrypted(f *Features) bool {
+	return f != nil && f.Sampled >= s.r.MinSample && f.Magic == "" && f.Entropy >= s.r.EntropyHigh
+}
+
+// destroyed: the file had a known format (or plain content) before the
+// tree wrote it and now holds encrypted-looking content. A format written
+// by a known tool (gzip, zip, SQLite) is recognised and never counts.
+func (s *Scorer) destroyed(before, after *Features) bool {
+	if before == nil || !s.encrypted(after) || before.Sampled < s.r.MinSample {
+		return false
+	}
+	return before.Magic != "" || before.Entropy < s.r.EntropyLow
+}
+
+// replaced: the deleted file has an encrypted-looking sibling the tree
+// wrote in the same folder within the window (write-new-then-delete).
+func (s *Scorer) replaced(t *tree, o Obs) bool {
+	dir := filepath.Dir(o.Path)
+	for p := range t.created {
+		if filepath.Dir(p) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// suspiciousRename: an extension appended or swapped to one that is not
+// known and is not a rotation or date suffix (app.log.1, app.log-20240101).
+func (s *Scorer) suspiciousRename(oldPath, newPath string) bool {
+	if oldPath == "" {
+		return false
+	}
+	ext := strings.ToLower(strings.TrimPrefix(filepath.Ext(newPath), "."))
+	if ext == "" || ext == strings.ToLower(strings.TrimPrefix(filepath.Ext(oldPath), ".")) || s.r.known[ext] {
+		return false
+	}
+	return !strings.ContainsAny(ext, "0123456789-~")
+}
+
+// note scores the same ransom-note-like name written in many folders.
+func (s *Scorer) note(t *tree, o Obs, dir string) {
+	base := strings.ToLower(filepath.Base(o.Path))
+	hit := false
+	for _, k := range s.r.Note.Keywords {
+		if strings.Contains(base, k) {
+			hit = true
+			break
+		}
+	}
+	if !hit || t.noted {
+		return
+	}
+	if t.notes[base] == nil {
+		if len(t.notes) > 64 {
+			clear(t.notes)
+		}
+		t.notes[base] = map[string]bool{}
+	}
+	t.notes[base][dir] = true
+	if len(t.notes[base]) >= s.r.Note.MinDirs {
+		t.noted = true
+		s.add(t, o, s.r.Weights.Note, fmt.Sprintf("ransom note %q written in %d folders", base, len(t.notes[base])), false)
+	}
+}
+
+// breadth scores writes spread over many folders in a short interval.
+func (s *Scorer) breadth(t *tree, o Obs, dir string) {
+	t.dirs[dir] = o.Time
+	n := 0
+	for d, at := range t.dirs {
+		if o.Time.Sub(at) <= s.r.Breadth.Per {
+			n++
+		} else {
+			delete(t.dirs, d)
+		}
+	}
+	if n >= s.r.Breadth.Dirs && o.Time.Sub(t.broad) > s.r.Window {
+		t.broad = o.Time
+		s.add(t, o, s.r.Weights.Breadth, fmt.Sprintf("writes in %d folders within %s", n, s.r.Breadth.Per), false)
+	}
+}
+
+func name(f *Features) string {
+	if f == nil || f.Magic == "" {
+		return "plain content"
+	}
+	return f.Magic
+}
+
+func containsStr(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

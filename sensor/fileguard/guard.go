@@ -1,0 +1,248 @@
+// Package fileguard is the synchronous half of ransomware protection: a
+// fileactivity.Hook that scores every file observation per process tree
+// (sensor/detect/ransomware) and, in enforce mode, stops the tree inside the
+// fanotify read loop — before the encryptor's next open in a watched folder
+// returns. Decoys (sensor/canary) are guarded the same way.
+//
+// Order of a stop: SIGSTOP the tree root and every descendant (no worker can
+// fork or write while the sensor decides), confirm, deny the pending open,
+// SIGKILL the stopped set, then emit the verdict event that the ransomware
+// detector turns into an alert. The pipeline is asynchronous and would lose
+// hundreds of files at encryptor speed; this path is not.
+package fileguard
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/sensor/canary"
+	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
+	"github.com/tillwatch/tillwatch/sensor/fileactivity"
+	"github.com/tillwatch/tillwatch/sensor/response"
+)
+
+// Options configure a Guard.
+type Options struct {
+	Rules    *ransomware.Rules
+	Enforce  bool
+	ProcRoot string
+	Self     int
+	// Canaries may be nil (no decoys planted).
+	Canaries *canary.Set
+	// Emit receives verdict events (pipeline.Emit).
+	Emit func(event.Event)
+	Log  *slog.Logger
+	Now  func() time.Time
+}
+
+// Guard implements fileactivity.Hook.
+type Guard struct {
+	o    Options
+	tree *response.Tree
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	scorer  *ransomware.Scorer
+	before  map[string]ransomware.Features // content before a write, by path
+	keys    map[int]treeKey
+	stopped map[int]time.Time // pids stopped by the guard: their opens are denied
+}
+
+type treeKey struct {
+	root int
+	at   time.Time
+}
+
+// New returns a guard.
+func New(o Options) *Guard {
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Guard{
+		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
+		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
+	}
+}
+
+// Handle implements fileactivity.Hook.
+func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.o.Now()
+	if _, ok := g.stopped[a.PID]; ok && a.PID > 0 {
+		return fileactivity.Verdict{Deny: true}
+	}
+	obs := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, OldPath: a.OldPath, Tree: g.treeOf(a.PID, now)}
+	canaryHit := g.o.Canaries != nil && (g.o.Canaries.Is(a.Path) || a.OldPath != "" && g.o.Canaries.Is(a.OldPath))
+	obs.Canary = canaryHit
+	verdict := fileactivity.Verdict{}
+	switch a.Op {
+	case fileactivity.OpOpen:
+		intent := writeIntent(g.o.ProcRoot, a.PID)
+		if canaryHit {
+			verdict.Emit = true // every open of a decoy is worth an event
+			if intent != intentWrite {
+				return verdict // readers (backup, tar, cp) are allowed
+			}
+			obs.Op = ransomware.OpOpen
+		} else {
+			if intent != intentRead && a.ReadAt != nil {
+				g.remember(a)
+			}
+			return verdict
+		}
+	case fileactivity.OpCloseWrite:
+		obs.Op = ransomware.OpWrite
+		if b, ok := g.before[a.Path]; ok {
+			obs.Before = &b
+			delete(g.before, a.Path)
+		}
+		if a.ReadAt != nil {
+			f := sample(a)
+			obs.After = &f
+		}
+		if obs.Before == nil {
+			obs.Op = ransomware.OpCreate // a new file (or one never opened by a writer before)
+		}
+	case fileactivity.OpCreate:
+		obs.Op = ransomware.OpCreate
+	case fileactivity.OpDelete:
+		obs.Op = ransomware.OpDelete
+	case fileactivity.OpRename:
+		obs.Op = ransomware.OpRename
+	default:
+		return verdict
+	}
+	if a.PID <= 0 {
+		obs.Tree = -1 // fsnotify: no process, one host-wide score, no response
+	}
+	v, ok := g.scorer.Observe(obs)
+	if !ok {
+		return verdict
+	}
+	g.act(v, a, now)
+	verdict.Deny = g.o.Enforce && a.Perm
+	return verdict
+}
+
+// act stops (enforce) and reports a tree that crossed the threshold.
+func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Time) {
+	trigger := event.Event{File: fileactivity.FileOf(a.Path)}
+	if a.PID > 0 {
+		trigger.Process = processOf(g.o.ProcRoot, a.PID)
+	}
+	var resp *event.Response
+	var stopped []int
+	if g.o.Enforce && v.Tree > 0 {
+		resp = &event.Response{Action: event.ActionKill, Result: event.ResultOK, Target: "tree:" + strconv.Itoa(v.Tree)}
+		pids, err := g.tree.Stop(v.Tree)
+		stopped = pids
+		for _, p := range pids {
+			g.stopped[p] = now
+		}
+		if err != nil {
+			resp.Result = "suspend: " + err.Error()
+		} else if err := g.tree.Kill(pids); err != nil {
+			resp.Result = "kill: " + err.Error()
+		}
+		g.scorer.Forget(v.Tree)
+		g.pruneStopped(now)
+	}
+	g.log.Warn("ransomware behaviour", "tree", v.Tree, "score", v.Score, logkey.Count, v.Total, "canary", v.Canary,
+		"stopped", len(stopped), logkey.Path, a.Path, "reasons", strings.Join(v.Reasons, "; "))
+	if g.o.Emit != nil {
+		g.o.Emit(ransomware.VerdictEvent(v, &trigger, stopped, resp))
+	}
+	if v.Canary && g.o.Canaries != nil {
+		go g.restoreCanaries()
+	}
+}
+
+// restoreCanaries puts tampered decoys back once the tree is dead. It runs
+// outside the read loop: its own writes are ignored by the source (self),
+// but must never wait on the loop.
+func (g *Guard) restoreCanaries() {
+	time.Sleep(100 * time.Millisecond) // let the killed tree's last writes land first
+	if err := g.o.Canaries.RestoreAll(); err != nil {
+		g.log.Error("restoring decoy files failed", logkey.Error, err)
+	}
+}
+
+func (g *Guard) pruneStopped(now time.Time) {
+	for p, at := range g.stopped {
+		if now.Sub(at) > time.Minute {
+			delete(g.stopped, p) // the pid may be reused by now
+		}
+	}
+}
+
+// remember samples the content of a file about to be opened for writing.
+func (g *Guard) remember(a *fileactivity.Activity) {
+	if len(g.before) >= 8192 {
+		clear(g.before) // bound; a lost sample only weakens one observation
+	}
+	g.before[a.Path] = sample(a)
+}
+
+func sample(a *fileactivity.Activity) ransomware.Features {
+	buf := make([]byte, ransomware.SampleSize)
+	n, _ := a.ReadAt(buf, 0)
+	if n < 0 {
+		n = 0
+	}
+	return ransomware.Extract(buf[:n], a.Size)
+}
+
+// treeOf returns the key behaviour is aggregated on: the highest ancestor
+// running the same executable (an encryptor and the workers it forked or
+// re-executed), stopping below pid 1 and the sensor. Cached for a second so
+// a storm of events costs one /proc walk per process.
+func (g *Guard) treeOf(pid int, now time.Time) int {
+	if pid <= 0 {
+		return -1
+	}
+	if k, ok := g.keys[pid]; ok && now.Sub(k.at) < time.Second {
+		return k.root
+	}
+	root := pid
+	exe := exeOf(g.o.ProcRoot, pid)
+	for range 16 {
+		st, err := response.ReadStat(g.o.ProcRoot, root)
+		if err != nil || st.PPID <= 1 || st.PPID == g.o.Self || exe == "" || exeOf(g.o.ProcRoot, st.PPID) != exe {
+			break
+		}
+		root = st.PPID
+	}
+	if len(g.keys) >= 4096 {
+		clear(g.keys)
+	}
+	g.keys[pid] = treeKey{root: root, at: now}
+	return root
+}
+
+func exeOf(procRoot string, pid int) string {
+	exe, _ := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "exe"))
+	return exe
+}
+
+func processOf(procRoot string, pid int) *event.Process {
+	p := &event.Process{PID: int64(pid), Executable: strings.TrimSuffix(exeOf(procRoot, pid), " (deleted)")}
+	if b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "comm")); err == nil {
+		p.Name = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "cmdline")); err == nil {
+		p.Args = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		p.CommandLine = strings.Join(p.Args, " ")
+	}
+	return p
+}

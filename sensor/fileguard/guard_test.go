@@ -1,0 +1,219 @@
+package fileguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/rules"
+	"github.com/tillwatch/tillwatch/sensor/canary"
+	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
+	"github.com/tillwatch/tillwatch/sensor/fileactivity"
+)
+
+type sink struct {
+	mu  sync.Mutex
+	evs []event.Event
+}
+
+func (s *sink) emit(ev event.Event) { s.mu.Lock(); s.evs = append(s.evs, ev); s.mu.Unlock() }
+
+func (s *sink) verdicts() []event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []event.Event
+	for _, ev := range s.evs {
+		if ev.Event.Dataset == ransomware.DatasetVerdict {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// run starts the real fanotify source with a guard on dir.
+func run(t *testing.T, dir string, set *canary.Set) *sink {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify permission events need root")
+	}
+	r, err := ransomware.LoadRules(rules.Builtin, "ransomware")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &sink{}
+	g := New(Options{Rules: r, Enforce: true, Self: os.Getpid(), Canaries: set, Emit: out.emit, Log: slog.New(slog.DiscardHandler)})
+	src, err := fileactivity.New(fileactivity.Config{Backend: fileactivity.BackendFanotify, Paths: []string{dir}, Self: os.Getpid()}, g, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = src.Run(ctx, out.emit); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Ready once a probe write is seen.
+	probe := filepath.Join(dir, "probe.txt")
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := exec.Command("/bin/sh", "-c", "echo ready > "+probe).Run(); err != nil {
+			t.Fatal(err)
+		}
+		out.mu.Lock()
+		n := len(out.evs)
+		out.mu.Unlock()
+		if n > 0 {
+			_ = os.Remove(probe)
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("source not ready within 5s")
+	return nil
+}
+
+func corpus(t *testing.T, dir string, n int) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	for i := range n {
+		p := filepath.Join(dir, fmt.Sprintf("sales-%03d.csv", i))
+		b := bytes.Repeat([]byte(fmt.Sprintf("2024-01-%02d,till %d,12.50,coffee\n", i%28+1, i)), 300)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files[p] = b
+	}
+	return files
+}
+
+func lost(files map[string][]byte) int {
+	n := 0
+	for p, want := range files {
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+			n++
+		}
+	}
+	return n
+}
+
+// encryptor is a real process that overwrites every CSV in dir, in name
+// order, with random bytes, as fast as it can.
+const encryptor = `
+import os, sys
+d = sys.argv[1]
+for n in sorted(os.listdir(d)):
+    if n.endswith(".csv"):
+        p = os.path.join(d, n)
+        size = os.path.getsize(p)
+        with open(p, "r+b") as f:
+            f.write(os.urandom(size))
+`
+
+func needPython(t *testing.T) string {
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	return p
+}
+
+func TestEncryptorIsStoppedAfterOneFile(t *testing.T) {
+	t.Parallel()
+	py := needPython(t)
+	dir := t.TempDir()
+	files := corpus(t, dir, 40)
+	out := run(t, dir, nil)
+	cmd := exec.Command(py, "-c", encryptor, dir)
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("encryptor ended with %v, want SIGKILL", err)
+	}
+	if n := lost(files); n > 1 {
+		t.Errorf("%d files lost, want at most 1", n)
+	}
+	vs := out.verdicts()
+	if len(vs) != 1 {
+		t.Fatalf("%d verdict events, want 1", len(vs))
+	}
+	v := vs[0]
+	if v.Tillwatch.FilesAffected < 1 || v.File.Path != filepath.Join(dir, "sales-000.csv") || v.Tillwatch.Response.Result != event.ResultOK || v.Process.PID != int64(cmd.Process.Pid) {
+		t.Errorf("verdict: file %s affected %d response %+v process %+v", v.File.Path, v.Tillwatch.FilesAffected, v.Tillwatch.Response, v.Process)
+	}
+}
+
+func TestDecoyWriterIsStoppedBeforeItsOpenReturnsAndReadersAreNot(t *testing.T) {
+	t.Parallel()
+	py := needPython(t)
+	dir, state := t.TempDir(), t.TempDir()
+	files := corpus(t, dir, 5)
+	set, err := canary.Plant(state, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, dir, set)
+	// A reader (a backup, tar, cp) is allowed and not stopped.
+	for _, p := range set.Paths() {
+		if b, err := exec.Command("/bin/cat", p).Output(); err != nil || len(b) == 0 {
+			t.Fatalf("reading decoy %s: %v", p, err)
+		}
+	}
+	var first string
+	for _, p := range set.Paths() {
+		if first == "" || p < first {
+			first = p
+		}
+	}
+	before, _ := os.ReadFile(first)
+	err = exec.Command(py, "-c", "import sys\nwith open(sys.argv[1], 'r+b') as f:\n    f.write(b'X'*10)\nprint('wrote')", first).Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("decoy writer ended with %v, want SIGKILL", err)
+	}
+	if after, _ := os.ReadFile(first); !bytes.Equal(before, after) {
+		t.Error("the decoy changed: the writer was not stopped before its open returned")
+	}
+	if lost(files) != 0 {
+		t.Error("real files changed")
+	}
+	vs := out.verdicts()
+	if len(vs) != 1 || !vs[0].Tillwatch.Ransomware.Canary || vs[0].Event.Action != ransomware.ActionCanary {
+		t.Fatalf("verdicts %+v, want one canary verdict", vs)
+	}
+}
+
+func TestParseIntent(t *testing.T) {
+	t.Parallel()
+	amd := openSyscalls["amd64"]
+	tests := []struct {
+		line string
+		want intent
+	}{
+		{"257 0xffffff9c 0x7ffd1234 0x0 0x0 0x0 0x0 0x7ffd 0x7f00", intentRead},
+		{"257 0xffffff9c 0x7ffd1234 0x241 0x1b6 0x0 0x0 0x7ffd 0x7f00", intentWrite},
+		{"257 0xffffff9c 0x7ffd1234 0x2 0x0 0x0 0x0 0x7ffd 0x7f00", intentWrite},
+		{"2 0x7ffd1234 0x0 0x0 0x0 0x0 0x0 0x7ffd 0x7f00", intentRead},
+		{"85 0x7ffd1234 0x1b6 0x0 0x0 0x0 0x0 0x7ffd 0x7f00", intentWrite},
+		{"0 0x3 0x7ffd 0x1000 0x0 0x0 0x0 0x7ffd 0x7f00", intentUnknown},
+		{"running", intentUnknown},
+		{"257 zz", intentUnknown},
+	}
+	for _, tc := range tests {
+		t.Run(tc.line, func(t *testing.T) {
+			t.Parallel()
+			if got := parseIntent(tc.line, amd); got != tc.want {
+				t.Errorf("parseIntent = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
