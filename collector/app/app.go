@@ -18,7 +18,6 @@ import (
 	"github.com/tillwatch/tillwatch/collector/config"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
-	"github.com/tillwatch/tillwatch/collector/store/sqlite"
 	"github.com/tillwatch/tillwatch/collector/watchdog"
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
@@ -100,9 +99,6 @@ func validate(cfg config.Config) error {
 	if err := cfg.Validate(); err != nil {
 		return cfgfile.Usage(err)
 	}
-	if cfg.Elasticsearch != "" {
-		return cfgfile.Usagef("elasticsearch: elasticsearch backend not built yet; remove elasticsearch (or --elasticsearch) to use the embedded SQLite store")
-	}
 	return nil
 }
 
@@ -159,8 +155,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	dbPath := cfg.SQLitePath()
-	st, err := sqlite.Open(dbPath, sqlite.Options{})
+	reg := prometheus.NewRegistry()
+	st, storeName, err := openStore(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -168,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srv, err := server.New(server.Options{
 		Store:             st,
 		Logger:            log,
-		Registry:          prometheus.NewRegistry(),
+		Registry:          reg,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 	})
 	if err != nil {
@@ -182,7 +178,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		logkey.Addr, ln.Addr().String(),
 		logkey.DataDir, cfg.DataDir,
 		logkey.CAFile, bundle.CAPath,
-		logkey.Store, "sqlite:"+dbPath,
+		logkey.Store, storeName,
 		"version", buildinfo.Version)
 	// Silenced sensors are found by every collector; derived alert ids make
 	// the alert exist once however many collectors share the store.
@@ -235,7 +231,7 @@ func newToken(stdout io.Writer) *cobra.Command {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("create data dir: %w", err)
 		}
-		st, err := sqlite.Open(cfg.SQLitePath(), sqlite.Options{})
+		st, _, err := openStore(cmd.Context(), cfg, nil, nil)
 		if err != nil {
 			return err
 		}

@@ -19,7 +19,8 @@ func TestExitCodes(t *testing.T) {
 	typoCfg := filepath.Join(dir, "typo.yaml")
 	os.WriteFile(typoCfg, []byte("data_dri: /x\n"), 0o600)
 	esCfg := filepath.Join(dir, "es.yaml")
-	os.WriteFile(esCfg, []byte("elasticsearch: http://127.0.0.1:9200\n"), 0o600)
+	// Port 1 on loopback: nothing listens, so the cluster is dead.
+	os.WriteFile(esCfg, []byte("elasticsearch: http://127.0.0.1:1\n"), 0o600)
 	tests := []struct {
 		name    string
 		args    []string
@@ -34,8 +35,9 @@ func TestExitCodes(t *testing.T) {
 		{"bad config", []string{"run", "-c", badCfg}, 2, "listen:", 0},
 		{"config typo", []string{"run", "-c", typoCfg}, 2, "data_dri", 0},
 		{"missing config", []string{"run", "-c", filepath.Join(dir, "nope.yaml")}, 2, "no such file", 0},
-		{"elasticsearch flag", []string{"run", "--data", dir, "--elasticsearch", "http://127.0.0.1:9200"}, 2, "elasticsearch backend not built yet", 0},
-		{"elasticsearch config", []string{"run", "-c", esCfg}, 2, "elasticsearch backend not built yet", 0},
+		{"elasticsearch dead (flag)", []string{"run", "--data", dir, "--elasticsearch", "http://127.0.0.1:1"}, 1, "elasticsearch http://127.0.0.1:1 does not answer", 0},
+		{"elasticsearch dead (config)", []string{"run", "--data", filepath.Join(dir, "es"), "-c", esCfg}, 1, "does not answer", 0},
+		{"elasticsearch bad url", []string{"run", "--elasticsearch", "127.0.0.1:9200"}, 2, "elasticsearch:", 0},
 		{"store and es", []string{"run", "--store", "sqlite:x.db", "--elasticsearch", "http://x:9200"}, 2, "none of the others can be", 0},
 		{"bad store", []string{"run", "--store", "mysql://x"}, 2, "store:", 0},
 		{"token no role", []string{"token", "create", "--data", dir}, 2, "--role is required", 0},
