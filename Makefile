@@ -5,11 +5,12 @@ BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/tillwatch/tillwatch/internal/buildinfo.Version=$(VERSION)
 BINARIES := tillwatch tillwatch-sensor tillwatch-collector
+CROSS_PKGS := ./cmd/tillwatch ./cmd/tillwatch-sensor ./sensor/... ./internal/... ./rules/...
 # Tests run as root in CI (process connector, kill); -p 1 keeps the two
 # cores for the suites that start real collectors and sensors.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test deps vet fuzz fuzz-short clean
+.PHONY: all build demo test deps vet fuzz fuzz-short clean bench-yara
 
 all: build
 
@@ -18,11 +19,20 @@ deps:
 	@command -v $(GO) >/dev/null || { echo "missing: Go 1.26 (https://go.dev/dl)"; exit 2; }
 	@command -v gcc >/dev/null || { echo "missing: a C compiler for cgo and -race: apt-get install -y gcc"; exit 2; }
 	@$(GO) version | grep -qE 'go1\.(2[6-9]|[3-9][0-9])' || { echo "need Go >= 1.26, have: $$($(GO) version)"; exit 2; }
+	@pkg-config --exists 'yara >= 4.2' 'yara < 4.3' 2>/dev/null || { echo "missing: libyara 4.2 for YARA (cgo): apt-get install -y libyara-dev pkg-config"; exit 2; }
+	@m=""; for l in yara magic jansson crypto z bz2 lzma; do case "$$(gcc -print-file-name=lib$$l.a)" in /*) ;; *) m="$$m lib$$l.a";; esac; done; [ -z "$$m" ] || { echo "missing static libraries for the static YARA link:$$m: apt-get install -y libyara-dev zlib1g-dev libbz2-dev liblzma-dev"; exit 2; }
+
+# libyara (and libmagic, libjansson, libcrypto) are linked from their static
+# archives through our own yara.pc. CGO_CFLAGS differs from a plain build on
+# purpose: go's build cache does not see PKG_CONFIG_PATH or the tag, and
+# would otherwise reuse the dynamically linked go-yara package.
+YARA_STATIC_ENV := PKG_CONFIG_PATH=$(CURDIR)/build/pkgconfig CGO_CFLAGS="-O2 -g -DTILLWATCH_YARA_STATIC=1"
 
 ## build: the three binaries under bin/
 build: deps
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	$(YARA_STATIC_ENV) $(GO) build -trimpath -tags yara_static -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	@! ldd $(BIN)/tillwatch-sensor | grep -q yara || { echo "bin/tillwatch-sensor links libyara dynamically; see build/pkgconfig/yara.pc"; exit 1; }
 
 ## demo: collector + enrolled sensor + a simulated attack, on this machine
 demo: build
@@ -33,12 +43,20 @@ demo: build
 vet: deps
 	@test -z "$$(gofmt -l cmd collector internal rules sensor)" || { echo "gofmt needed:"; gofmt -l cmd collector internal rules sensor; exit 1; }
 	$(GO) vet ./...
-	GOOS=windows $(GO) build ./...
-	GOOS=darwin $(GO) build ./...
+	# The sensor and CLI run on every OS; the collector is Linux-only (and its
+	# Elasticsearch client is a heavy build), so it is not cross-built.
+	GOOS=windows $(GO) build $(CROSS_PKGS)
+	GOOS=darwin $(GO) build $(CROSS_PKGS)
+	CGO_ENABLED=0 $(GO) build ./cmd/...
 
 ## test: everything CI runs
 test: vet fuzz-short
-	$(GO) test $(TESTFLAGS) ./...
+	@$(MAKE) --no-print-directory es-up
+	@# es-down runs whatever the tests return; the exit code is the tests'.
+	@rc=0; TILLWATCH_ES_URL=$(ES_URL) $(GO) test $(TESTFLAGS) ./... || rc=$$?; \
+	  $(MAKE) --no-print-directory es-down; exit $$rc
+	# The 1,000-sensor fault test at full size; the race detector makes it too heavy.
+	$(GO) test -count=1 -run 'Thousand' ./internal/fleet/
 
 ## fuzz: every fuzz target for FUZZTIME each (default 2m)
 fuzz:
@@ -52,6 +70,19 @@ fuzz-short: deps
 	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; \
 	  done; \
 	done
+
+## bench-yara: our scanner against the yara CLI, same rules, corpus and threads; writes docs/benchmarks.md (YARA)
+bench-yara: deps
+	$(GO) run ./internal/yarabench -out docs/benchmarks.md
+
+## es-up / es-down: the test Elasticsearch (one genuine 8.x node from Elastic's
+## jars on Maven Central) on 127.0.0.1:9200; see docs/elasticsearch-testing.md
+ES_URL ?= http://127.0.0.1:9200
+.PHONY: es-up es-down
+es-up:
+	@testing/elasticsearch/es.sh up
+es-down:
+	@testing/elasticsearch/es.sh down
 
 clean:
 	rm -rf $(BIN) dist

@@ -10,4 +10,8 @@ import "embed"
 // e.g. "exec/exec-location.yaml". Each rule folder adds its own line.
 //
 //go:embed exec
+//go:embed rmm
+//go:embed sigma
+//go:embed yara/*.yar
+//go:embed ransomware
 var Builtin embed.FS

@@ -57,6 +57,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		hostsCmd(&c, stdout),
 		demoCmd(stdout),
 		simulateCmd(stdout),
+		rulesCmd(stdout),
+		scanCmd(stdout, stderr),
 	)
 	return root
 }

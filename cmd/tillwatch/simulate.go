@@ -15,7 +15,9 @@ func simulateCmd(out io.Writer) *cobra.Command {
 		Short: "Run harmless attack simulations to test a deployment",
 	}
 	cmd.AddCommand(
-	// one line per simulator, e.g. simulateRansomwareCmd(out),
+		// one line per simulator, e.g. simulateRansomwareCmd(out),
+		simulateRansomwareCmd(out),
+		simulateFleetCmd(out),
 	)
 	return cmd
 }

@@ -290,3 +290,24 @@ func TestSensorCheck(t *testing.T) {
 		t.Errorf("check with a bad config: exit %d, %q", bad.code, bad.stdout)
 	}
 }
+
+// TestSimulateFleet drives the real collector with the CLI's fleet simulator.
+func TestSimulateFleet(t *testing.T) {
+	work := t.TempDir()
+	c := startCollector(t, filepath.Join(work, "collector"), freeAddr(t))
+	tok := c.tokenFile(t, "sensor", work)
+	analyst := c.tokenFile(t, "analyst", work)
+	r := run(t, "tillwatch", "simulate", "fleet", "--collector", c.url, "--ca", c.ca, "--enroll-token", tok,
+		"--sensors", "20", "--alert-interval", "300ms", "--alerts-per-sensor", "3", "--duration", "6s", "--heartbeat", "2s")
+	if r.code != 0 || !strings.Contains(r.stdout, "20 sensors enrolled") {
+		t.Fatalf("exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	hosts := jsonLines(t, c.cli(t, analyst, "hosts", "--json").stdout)
+	var alerts float64
+	for _, h := range hosts {
+		alerts += h["alert_count"].(float64)
+	}
+	if len(hosts) != 20 || alerts != 60 {
+		t.Errorf("collector has %d hosts and %v alerts, want 20 and 60", len(hosts), alerts)
+	}
+}

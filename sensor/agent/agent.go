@@ -29,6 +29,7 @@ import (
 	"github.com/tillwatch/tillwatch/rules"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
+	yaradetect "github.com/tillwatch/tillwatch/sensor/detect/yara"
 	"github.com/tillwatch/tillwatch/sensor/enrich"
 	"github.com/tillwatch/tillwatch/sensor/identity"
 	"github.com/tillwatch/tillwatch/sensor/pipeline"
@@ -40,6 +41,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/sink/ndjson"
 	"github.com/tillwatch/tillwatch/sensor/spool"
 	"github.com/tillwatch/tillwatch/sensor/uplink"
+	yarascan "github.com/tillwatch/tillwatch/sensor/yara"
 )
 
 // MachineIDPath is where the host identity is read from when not overridden.
@@ -54,6 +56,7 @@ type Sensor struct {
 	uplink   *uplink.Uplink
 	shipper  *shipper.Shipper
 	spool    *spool.Spool
+	memScan  *yaradetect.Detector // nil when YARA is off
 	hostID   string
 	hostName string
 }
@@ -121,8 +124,50 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	src.OnHealth(s.pipe.Health().Report)
 	s.pipe.AddSource(src)
 	s.pipe.AddDetector(execpath.New(execRules, nil))
+	// RMM-agent watch: catalog, lineage, integrity (sensor/agent/rmm.go).
+	if err := s.wireRMM(cfg, table); err != nil {
+		return nil, err
+	}
+	// File activity under --watch, the synchronous ransomware guard and
+	// decoys, and the ransomware detector (sensor/agent/files.go).
+	if err := s.wireFiles(cfg); err != nil {
+		return nil, err
+	}
+	// YARA: one component that is both a detector (queues scans, returns
+	// finished ones) and a source (runs the scan workers and the rule
+	// watcher); see sensor/detect/yara. Off in a build without cgo.
+	if cfg.YARA.Enabled {
+		ylog := log.With(logkey.Component, "yara")
+		eng, err := yarascan.New(yarascan.Options{
+			Builtin: rules.Builtin, BuiltinDir: "yara", Dirs: yarascan.TreeDirs(cfg.Rules),
+			MaxFileSize: cfg.YARA.MaxFileSize, Timeout: cfg.YARA.Timeout, SkipSHA256: yarascan.SelfSHA256(),
+			Log: ylog, Registerer: s.reg, Health: s.pipe.Health().Report,
+		})
+		switch {
+		case errors.Is(err, errors.ErrUnsupported):
+			log.Warn("YARA is off: this sensor was built without cgo", logkey.Error, err)
+		case err != nil:
+			return nil, cfgfile.Usagef("rules (yara): %v", err)
+		default:
+			yd, err := yaradetect.New(yaradetect.Options{
+				Engine: eng, Workers: cfg.YARA.Workers, Queue: cfg.YARA.Queue,
+				Sweep: yarascan.SweepOptions{Threads: 1, CPU: cfg.YARA.SweepCPU},
+				Log:   ylog, Registerer: s.reg, Health: s.pipe.Health().Report,
+			})
+			if err != nil {
+				return nil, err
+			}
+			s.pipe.AddSource(yd)
+			s.pipe.AddDetector(yd)
+			s.memScan = yd
+		}
+	}
 	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot))
-	s.pipe.SetResponder(response.New(cfg.Mode, nil, log))
+	var responder pipeline.Responder = response.New(cfg.Mode, nil, log)
+	if s.memScan != nil {
+		responder = scanMemoryAfterResponse{next: responder, yd: s.memScan}
+	}
+	s.pipe.SetResponder(responder)
 
 	if cfg.AlertsOut != "" {
 		out, err := ndjson.Open(cfg.AlertsOut)

@@ -15,6 +15,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/privilege"
 	"github.com/tillwatch/tillwatch/sensor/process"
+	yarascan "github.com/tillwatch/tillwatch/sensor/yara"
 )
 
 // Feature is one capability of the host.
@@ -55,7 +56,11 @@ func Run(cfg config.Config, _ *slog.Logger) Report {
 
 	fa := probeFanotify()
 	r.add("fanotify", fa == nil, detail(fa, "file activity with the acting process (used by the file-activity feature)"))
-	r.add("yara", false, "not in this build yet")
+	if yarascan.Enabled {
+		r.add("yara", true, "compiled in, libyara "+yarascan.Version())
+	} else {
+		r.add("yara", false, "off: built without cgo (YARA scanning disabled)")
+	}
 	r.add("nftables", false, "not in this build yet (host isolation)")
 
 	caps, err := privilege.Effective(cfg.Process.ProcRoot)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
@@ -38,6 +39,11 @@ type Config struct {
 	Process   Process   `yaml:"process"`
 	Log       Log       `yaml:"log"`
 	Metrics   Metrics   `yaml:"metrics"`
+	YARA      YARA      `yaml:"yara"`
+	// RMM names the approved remote-management tools (sensor/detect/rmm).
+	RMM RMM `yaml:"rmm"`
+	// Files configures file activity under Watch and ransomware protection.
+	Files Files `yaml:"files"`
 	// ForwardTelemetry ships process and file telemetry, not only alerts
 	// and health, to the collector.
 	ForwardTelemetry bool `yaml:"forward_telemetry"`
@@ -94,6 +100,9 @@ func Default() Config {
 		Process: Process{Backend: "auto", PollInterval: time.Second, ProcRoot: "/proc"},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
+		Files:   Files{Backend: "auto", Canaries: true, Guard: true},
+		RMM:     RMM{ScanInterval: 60 * time.Second},
+		YARA:    YARA{Enabled: true, Workers: 1, Queue: 256, MaxFileSize: 32 << 20, Timeout: 10 * time.Second, SweepCPU: 0.25},
 	}
 }
 
@@ -188,6 +197,11 @@ func (c *Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		bad("log.format", "%q is not text or json", c.Log.Format)
 	}
+	switch c.Files.Backend {
+	case "auto", "fanotify", "fsnotify":
+	default:
+		bad("files.backend", "%q is not auto, fanotify or fsnotify", c.Files.Backend)
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%v", err)
@@ -196,5 +210,69 @@ func (c *Config) Validate() error {
 	if len(c.HostID) > 256 {
 		bad("host_id", "longer than 256 characters")
 	}
+	for i, n := range c.RMM.Approved {
+		if n == "" || strings.ContainsAny(n, " /\\") {
+			bad("rmm.approved", "entry %d %q is not a catalog id (e.g. tactical-rmm)", i+1, n)
+		}
+	}
+	if c.RMM.ScanInterval < 5*time.Second || c.RMM.ScanInterval > 24*time.Hour {
+		bad("rmm.scan_interval", "%s: want 5s-24h", c.RMM.ScanInterval)
+	}
+	if y := c.YARA; y.Enabled {
+		if y.Workers < 1 || y.Workers > 64 {
+			bad("yara.workers", "%d: want 1-64", y.Workers)
+		}
+		if y.Queue < 1 {
+			bad("yara.queue", "%d: want at least 1", y.Queue)
+		}
+		if y.MaxFileSize < 1 {
+			bad("yara.max_file_size", "%d: want a positive number of bytes", y.MaxFileSize)
+		}
+		if y.Timeout <= 0 {
+			bad("yara.timeout", "%v: want a positive duration such as 10s", y.Timeout)
+		}
+		if y.SweepCPU <= 0 || y.SweepCPU > 1 {
+			bad("yara.sweep_cpu", "%v: want a share in (0,1]", y.SweepCPU)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// YARA configures YARA scanning of executed binaries, written executables
+// and scripts, process memory on request, and sweeps.
+type YARA struct {
+	Enabled     bool          `yaml:"enabled"`
+	Workers     int           `yaml:"workers"`       // scan goroutines
+	Queue       int           `yaml:"queue"`         // pending scans; more are dropped and reported
+	MaxFileSize int64         `yaml:"max_file_size"` // bytes; larger files are skipped and reported
+	Timeout     time.Duration `yaml:"timeout"`       // per scan
+	SweepCPU    float64       `yaml:"sweep_cpu"`     // share of a core a sweep thread may use
+}
+
+// Files configures the file-activity source (active when watch is not
+// empty) and ransomware protection on the watched folders.
+type Files struct {
+	// Backend is auto (fanotify, else fsnotify with the reason logged),
+	// fanotify or fsnotify (degraded: no acting process, no synchronous stop).
+	Backend string `yaml:"backend"`
+	// Canaries plants decoy files in every watched folder (state kept in
+	// state_dir/canaries) and stops whoever writes, renames or deletes one.
+	Canaries bool `yaml:"canaries"`
+	// Guard scores file behaviour per process tree and, in enforce mode,
+	// stops an encryptor before its next open returns.
+	Guard bool `yaml:"guard"`
+}
+
+// RMM configures the RMM-agent watch. Names in Approved are catalog ids or
+// aliases (rules/rmm/catalog.yaml); the sensor refuses to start with a name
+// the catalog does not know.
+type RMM struct {
+	// Approved lists the remote-management tools this host may run; every
+	// other catalogued tool that starts or is installed raises an alert.
+	Approved []string `yaml:"approved"`
+	// KillAgent lets an enforce-mode kill reach the agent itself, not only
+	// the process tree it started.
+	KillAgent bool `yaml:"kill_agent"`
+	// ScanInterval is how often install paths are scanned. Default 60s.
+	ScanInterval time.Duration `yaml:"scan_interval"`
 }

@@ -1,0 +1,78 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/rules"
+	"github.com/tillwatch/tillwatch/sensor/canary"
+	"github.com/tillwatch/tillwatch/sensor/config"
+	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
+	"github.com/tillwatch/tillwatch/sensor/fileactivity"
+	"github.com/tillwatch/tillwatch/sensor/fileguard"
+)
+
+// wireFiles adds the file-activity source, the synchronous file guard with
+// its decoys, and the ransomware detector, when folders are watched.
+func (s *Sensor) wireFiles(cfg config.Config) error {
+	if len(cfg.Watch) == 0 {
+		return nil
+	}
+	r, err := loadRansomwareRules(cfg.Rules)
+	if err != nil {
+		return cfgfile.Usage(err)
+	}
+	watch := make([]string, 0, len(cfg.Watch))
+	for _, w := range cfg.Watch {
+		abs, err := filepath.Abs(w)
+		if err != nil {
+			return cfgfile.Usagef("watch: %v", err)
+		}
+		watch = append(watch, abs)
+	}
+	var set *canary.Set
+	if cfg.Files.Canaries {
+		set, err = canary.Plant(cfg.StateDir, watch)
+		if err != nil {
+			// Some decoys could not be planted (a read-only folder): the
+			// rest still guard; say which.
+			s.log.Warn("some decoy files could not be planted", logkey.Error, err)
+		}
+	}
+	var hook fileactivity.Hook
+	if cfg.Files.Guard {
+		hook = fileguard.New(fileguard.Options{
+			Rules: r, Enforce: cfg.Mode == "enforce", ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid(),
+			Canaries: set, Emit: s.pipe.Emit, Log: s.log,
+		})
+	}
+	src, err := fileactivity.New(fileactivity.Config{Backend: cfg.Files.Backend, Paths: watch, ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid()}, hook, s.log, s.reg)
+	if err != nil {
+		return cfgfile.Usagef("files: %v", err)
+	}
+	src.OnHealth(s.pipe.Health().Report)
+	s.pipe.AddSource(src)
+	s.pipe.AddDetector(ransomware.NewDetector(r))
+	return nil
+}
+
+// loadRansomwareRules loads the built-in thresholds; a --rules folder with
+// a ransomware/ subfolder replaces them (the last one wins).
+func loadRansomwareRules(extra []string) (*ransomware.Rules, error) {
+	r, err := ransomware.LoadRules(rules.Builtin, "ransomware")
+	if err != nil {
+		return nil, fmt.Errorf("built-in rules: %w", err)
+	}
+	for _, dir := range extra {
+		if fi, err := os.Stat(filepath.Join(dir, "ransomware")); err != nil || !fi.IsDir() {
+			continue
+		}
+		if r, err = ransomware.LoadRules(os.DirFS(dir), "ransomware"); err != nil {
+			return nil, fmt.Errorf("rules %s: %w", dir, err)
+		}
+	}
+	return r, nil
+}
