@@ -10,7 +10,7 @@ CROSS_PKGS := ./cmd/tillwatch ./cmd/tillwatch-sensor ./sensor/... ./internal/...
 # cores for the suites that start real collectors and sensors.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test deps vet fuzz fuzz-short clean bench-yara
+.PHONY: all build demo test deps vet fuzz fuzz-short clean rules bench-yara
 
 all: build
 
@@ -27,6 +27,10 @@ deps:
 # purpose: go's build cache does not see PKG_CONFIG_PATH or the tag, and
 # would otherwise reuse the dynamically linked go-yara package.
 YARA_STATIC_ENV := PKG_CONFIG_PATH=$(CURDIR)/build/pkgconfig CGO_CFLAGS="-O2 -g -DTILLWATCH_YARA_STATIC=1"
+
+## rules: repack rules/builtin.tar.gz after changing a rule file (a test fails until you do)
+rules:
+	cd rules && $(GO) generate .
 
 ## build: the three binaries under bin/
 build: deps
@@ -53,8 +57,11 @@ vet: deps
 test: vet fuzz-short
 	@$(MAKE) --no-print-directory es-up
 	@# es-down runs whatever the tests return; the exit code is the tests'.
-	@rc=0; TILLWATCH_ES_URL=$(ES_URL) $(GO) test $(TESTFLAGS) ./... || rc=$$?; \
-	  $(MAKE) --no-print-directory es-down; exit $$rc
+	@# internal/e2e runs real sensors in enforce mode; they act on every process
+	@# of the machine, so it runs alone, after the other packages.
+	@rc=0; TILLWATCH_ES_URL=$(ES_URL) $(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /internal/e2e) || rc=$$?; \
+	  $(MAKE) --no-print-directory es-down; [ $$rc = 0 ] || exit $$rc
+	$(GO) test $(TESTFLAGS) ./internal/e2e/
 	# The 1,000-sensor fault test at full size; the race detector makes it too heavy.
 	$(GO) test -count=1 -run 'Thousand' ./internal/fleet/
 
@@ -74,6 +81,11 @@ fuzz-short: deps
 ## bench-yara: our scanner against the yara CLI, same rules, corpus and threads; writes docs/benchmarks.md (YARA)
 bench-yara: deps
 	$(GO) run ./internal/yarabench -out docs/benchmarks.md
+
+## bench-ransomware: files lost to the simulator per mode, time to stop, benign false positives (root); writes docs/benchmarks.md
+.PHONY: bench-ransomware
+bench-ransomware: build
+	$(GO) run ./internal/ransombench -out docs/benchmarks.md
 
 ## es-up / es-down: the test Elasticsearch (one genuine 8.x node from Elastic's
 ## jars on Maven Central) on 127.0.0.1:9200; see docs/elasticsearch-testing.md

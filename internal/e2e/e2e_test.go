@@ -311,3 +311,21 @@ func TestSimulateFleet(t *testing.T) {
 		t.Errorf("collector has %d hosts and %v alerts, want 20 and 60", len(hosts), alerts)
 	}
 }
+
+// TestDemo runs the README's first command's program: it must show the
+// attack detected and, as root, stopped, and leave nothing running.
+func TestDemo(t *testing.T) {
+	requireRoot(t)
+	r := run(t, "tillwatch", "demo", "--bin", binDir)
+	if r.code != 0 {
+		t.Fatalf("demo exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"[3/3]", "TW-EXEC-0001", "the payload was stopped by the sensor", "what to try next"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-f", "tillwatch-demo-payload").Output(); len(out) > 0 {
+		t.Errorf("demo left its payload running: %s", out)
+	}
+}
