@@ -30,6 +30,7 @@ func ruleKinds() []ruleKind {
 		{"exec", lintExec, lintExec}, // exec rules carry their samples inline; loading checks them
 		{"yara", lintYARA, testYARA},
 		{"rmm", lintRMM, lintRMM}, // catalog and behaviour rules; samples are checked at load
+		{"sigma", lintSigma, testSigma},
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/tillwatch/tillwatch/rules"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
+	sigmadetect "github.com/tillwatch/tillwatch/sensor/detect/sigma"
 	yaradetect "github.com/tillwatch/tillwatch/sensor/detect/yara"
 	"github.com/tillwatch/tillwatch/sensor/enrich"
 	"github.com/tillwatch/tillwatch/sensor/identity"
@@ -124,6 +125,12 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	src.OnHealth(s.pipe.Health().Report)
 	s.pipe.AddSource(src)
 	s.pipe.AddDetector(execpath.New(execRules, nil))
+	// Sigma: rules/sigma plus each rule folder's sigma/ (sensor/detect/sigma).
+	sigmaRules, err := sigmadetect.LoadAll(rules.Builtin, "sigma", cfg.Rules)
+	if err != nil {
+		return nil, cfgfile.Usagef("rules (sigma): %v", err)
+	}
+	s.pipe.AddDetector(sigmadetect.New(sigmaRules, runtime.GOOS))
 	// RMM-agent watch: catalog, lineage, integrity (sensor/agent/rmm.go).
 	if err := s.wireRMM(cfg, table); err != nil {
 		return nil, err
