@@ -82,6 +82,11 @@ fuzz-short: deps
 bench-yara: deps
 	$(GO) run ./internal/yarabench -out docs/benchmarks.md
 
+## bench-rmm: RMM detection latency of the real sensor (as root), decoder exec to alert line; writes docs/benchmarks.md (RMM detection latency)
+.PHONY: bench-rmm
+bench-rmm:
+	$(GO) run ./internal/rmmbench -out docs/benchmarks.md
+
 ## bench-ransomware: files lost to the simulator per mode, time to stop, benign false positives (root); writes docs/benchmarks.md
 .PHONY: bench-ransomware
 bench-ransomware: build

@@ -18,6 +18,7 @@ func simulateCmd(out io.Writer) *cobra.Command {
 		// one line per simulator, e.g. simulateRansomwareCmd(out),
 		simulateRansomwareCmd(out),
 		simulateFleetCmd(out),
+		simulateRMMCmd(out),
 	)
 	return cmd
 }
