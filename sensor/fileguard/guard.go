@@ -103,8 +103,13 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 		}
 	case fileactivity.OpCloseWrite:
 		obs.Op = ransomware.OpWrite
+		// A file that was empty when its writer opened it (just created,
+		// as in write-new-then-delete) had no content to destroy: it is
+		// scored as a new file, so an encrypted copy counts for "replaced".
 		if b, ok := g.before[a.Path]; ok {
-			obs.Before = &b
+			if b.Size > 0 {
+				obs.Before = &b
+			}
 			delete(g.before, a.Path)
 		}
 		if a.ReadAt != nil {
