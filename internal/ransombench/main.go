@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command ransombench measures how many files the sensor loses to the
 // ransomware simulator, and whether it stops benign programs, and writes
 // the "## Ransomware: files lost" section of docs/benchmarks.md. Run with
