@@ -19,10 +19,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,9 +41,8 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
-// TokenPrefix starts every token (the same as the SQLite store's, so
-// scanners and humans recognise tillwatch tokens whatever the backend).
-const TokenPrefix = "tw_"
+// TokenPrefix starts every token (store.TokenPrefix).
+const TokenPrefix = store.TokenPrefix
 
 // DefaultNamespace is the data stream namespace when none is configured.
 const DefaultNamespace = "default"
@@ -392,42 +388,6 @@ func (s *Store) Close() error {
 	return s.bi.Close(ctx)
 }
 
-func hashToken(tok string) string {
-	sum := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(sum[:])
-}
-
-func newToken() string {
-	b := make([]byte, 32)
-	rand.Read(b)
-	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
-}
-
-func newID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40 // UUID v4
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-func validRole(role, hostID string) error {
-	switch role {
-	case api.RoleAgent:
-		if hostID == "" {
-			return fmt.Errorf("%w: agent credentials need a host id", store.ErrInvalidRole)
-		}
-	case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
-		if hostID != "" {
-			return fmt.Errorf("%w: only agent credentials are bound to a host", store.ErrInvalidRole)
-		}
-	default:
-		return fmt.Errorf("%w %q", store.ErrInvalidRole, role)
-	}
-	return nil
-}
-
 type tokenDoc struct {
 	Role      string     `json:"role"`
 	HostID    string     `json:"host_id"`
@@ -437,8 +397,8 @@ type tokenDoc struct {
 }
 
 func (s *Store) putToken(ctx context.Context, role, hostID string) (tok, hash string, err error) {
-	tok = newToken()
-	hash = hashToken(tok)
+	tok = store.NewToken()
+	hash = store.HashToken(tok)
 	err = s.do(ctx, esapi.CreateRequest{Index: s.stateIndex("tokens"), DocumentID: hash,
 		Body: jsonBody(tokenDoc{Role: role, HostID: hostID, CreatedAt: s.now().UTC()})}, nil)
 	if err != nil {
@@ -449,7 +409,7 @@ func (s *Store) putToken(ctx context.Context, role, hostID string) (tok, hash st
 
 // CreateToken implements store.Store.
 func (s *Store) CreateToken(ctx context.Context, role, hostID string) (string, error) {
-	if err := validRole(role, hostID); err != nil {
+	if err := store.ValidRole(role, hostID); err != nil {
 		return "", err
 	}
 	tok, _, err := s.putToken(ctx, role, hostID)
@@ -484,7 +444,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 	if !strings.HasPrefix(token, TokenPrefix) {
 		return "", "", store.ErrUnknownToken
 	}
-	want := hashToken(token)
+	want := store.HashToken(token)
 	r, err := get[tokenDoc](ctx, s, s.stateIndex("tokens"), want)
 	if err != nil {
 		return "", "", fmt.Errorf("elasticsearch: authenticate: %w", err)
@@ -573,7 +533,7 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 	err = s.updateHost(ctx, req.HostID, func(h *hostDoc, exists bool) error {
 		now := s.now().UTC()
 		if !exists {
-			*h = hostDoc{HostID: req.HostID, AgentID: newID()}
+			*h = hostDoc{HostID: req.HostID, AgentID: store.NewAgentID()}
 		}
 		reenrol, oldHash = exists, h.CredentialHash
 		h.HostName, h.AgentVersion, h.OS, h.Labels = req.HostName, req.AgentVersion, req.OS, req.Labels
@@ -613,7 +573,7 @@ func (s *Store) audit(ctx context.Context, action, typ, hostID string, extra map
 	doc := map[string]any{
 		"@timestamp": now.Format(time.RFC3339Nano),
 		"ecs":        map[string]any{"version": event.ECSVersion},
-		"event": map[string]any{"id": newID(), "kind": "event", "category": []string{"iam"}, "type": []string{typ},
+		"event": map[string]any{"id": event.NewID(), "kind": "event", "category": []string{"iam"}, "type": []string{typ},
 			"action": action, "outcome": "success", "dataset": StreamAudit, "ingested": now.Format(time.RFC3339Nano)},
 	}
 	for k, v := range extra {

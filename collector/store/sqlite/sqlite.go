@@ -6,12 +6,8 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,8 +23,8 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
-// TokenPrefix starts every token so secret scanners and humans recognise one.
-const TokenPrefix = "tw_"
+// TokenPrefix starts every token (store.TokenPrefix).
+const TokenPrefix = store.TokenPrefix
 
 // busyTimeout covers other processes (tillwatch-collector token create)
 // writing while the collector runs; within this process writes never wait
@@ -205,51 +201,15 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-func hashToken(tok string) []byte {
-	sum := sha256.Sum256([]byte(tok))
-	return []byte(hex.EncodeToString(sum[:]))
-}
-
-func newToken() string {
-	b := make([]byte, 32)
-	rand.Read(b) // never fails (crypto/rand)
-	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
-}
-
-func newAgentID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	b[6] = b[6]&0x0f | 0x40 // UUID v4
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-func validRole(role, hostID string) error {
-	switch role {
-	case api.RoleAgent:
-		if hostID == "" {
-			return fmt.Errorf("%w: agent credentials need a host id", store.ErrInvalidRole)
-		}
-	case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
-		if hostID != "" {
-			return fmt.Errorf("%w: only agent credentials are bound to a host", store.ErrInvalidRole)
-		}
-	default:
-		return fmt.Errorf("%w %q", store.ErrInvalidRole, role)
-	}
-	return nil
-}
-
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string) (string, error) {
-	tok := newToken()
+	tok := store.NewToken()
 	_, err := db.ExecContext(ctx,
 		`INSERT INTO tokens (hash, role, host_id, created_at) VALUES (?, ?, ?, ?)`,
-		string(hashToken(tok)), role, hostID, s.now().UnixNano())
+		store.HashToken(tok), role, hostID, s.now().UnixNano())
 	if err != nil {
 		return "", fmt.Errorf("sqlite: store token: %w", err)
 	}
@@ -258,7 +218,7 @@ func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string)
 
 // CreateToken implements store.Store.
 func (s *Store) CreateToken(ctx context.Context, role, hostID string) (string, error) {
-	if err := validRole(role, hostID); err != nil {
+	if err := store.ValidRole(role, hostID); err != nil {
 		return "", err
 	}
 	return s.insertToken(ctx, s.w, role, hostID)
@@ -269,7 +229,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 	if !strings.HasPrefix(token, TokenPrefix) {
 		return "", "", store.ErrUnknownToken
 	}
-	want := hashToken(token)
+	want := []byte(store.HashToken(token))
 	var (
 		stored, role, hostID string
 		expires              sql.NullInt64
@@ -313,7 +273,7 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 	defer tx.Rollback()
 
 	now := s.now().UnixNano()
-	agentID := newAgentID()
+	agentID := store.NewAgentID()
 	// Keep the agent id across re-enrolment: it is what alerts already
 	// stored carry in agent.id.
 	err = tx.QueryRowContext(ctx, `
