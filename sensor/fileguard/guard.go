@@ -48,11 +48,15 @@ type Guard struct {
 	tree *response.Tree
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	scorer  *ransomware.Scorer
-	before  map[string]ransomware.Features // content before a write, by path
-	keys    map[int]treeKey
-	stopped map[int]time.Time // pids stopped by the guard: their opens are denied
+	mu     sync.Mutex
+	scorer *ransomware.Scorer
+	before map[string]ransomware.Features // content before a write, by path
+	keys   map[int]treeKey
+	// sensorLine holds the sensor and its ancestors: behaviour is never
+	// grouped up into them, or stopping the "tree" would mean stopping the
+	// sensor's own parents (and be refused, leaving the encryptor running).
+	sensorLine map[int]bool
+	stopped    map[int]time.Time // pids stopped by the guard: their opens are denied
 }
 
 type treeKey struct {
@@ -71,7 +75,26 @@ func New(o Options) *Guard {
 	return &Guard{
 		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
 		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
+		sensorLine: ancestorsOf(o.ProcRoot, o.Self),
 	}
+}
+
+// ancestorsOf returns pid and its ancestors up to pid 1. Ancestors of a
+// running process never change (an orphan is re-parented, not re-rooted).
+func ancestorsOf(procRoot string, pid int) map[int]bool {
+	line := map[int]bool{1: true}
+	for range 64 {
+		if pid <= 1 {
+			break
+		}
+		line[pid] = true
+		st, err := response.ReadStat(procRoot, pid)
+		if err != nil {
+			break
+		}
+		pid = st.PPID
+	}
+	return line
 }
 
 // Handle implements fileactivity.Hook.
@@ -210,7 +233,7 @@ func sample(a *fileactivity.Activity) ransomware.Features {
 
 // treeOf returns the key behaviour is aggregated on: the highest ancestor
 // running the same executable (an encryptor and the workers it forked or
-// re-executed), stopping below pid 1 and the sensor. Cached for a second so
+// re-executed), stopping below pid 1 and below the sensor and its ancestors. Cached for a second so
 // a storm of events costs one /proc walk per process.
 func (g *Guard) treeOf(pid int, now time.Time) int {
 	if pid <= 0 {
@@ -223,7 +246,7 @@ func (g *Guard) treeOf(pid int, now time.Time) int {
 	exe := exeOf(g.o.ProcRoot, pid)
 	for range 16 {
 		st, err := response.ReadStat(g.o.ProcRoot, root)
-		if err != nil || st.PPID <= 1 || st.PPID == g.o.Self || exe == "" || exeOf(g.o.ProcRoot, st.PPID) != exe {
+		if err != nil || st.PPID <= 1 || g.sensorLine[st.PPID] || exe == "" || exeOf(g.o.ProcRoot, st.PPID) != exe {
 			break
 		}
 		root = st.PPID
