@@ -43,6 +43,7 @@ const RuleID = "TW-EXEC-0001"
 const HostID = "demo-till-001"
 
 type run struct {
+	shop   string
 	o      Options
 	work   string
 	procs  []*exec.Cmd
@@ -79,6 +80,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		{"start a collector on the embedded store (SQLite)", r.startCollector},
 		{"enrol a sensor watching a shop folder", r.startSensor},
 		{"simulate an attack: a dropper runs a payload from shared memory", r.attack},
+		{"simulate ransomware encrypting the shop's files", r.ransomware},
 	}
 	for i, s := range steps {
 		r.say("\n[%d/%d] %s", i+1, len(steps), s.title)
@@ -227,7 +229,7 @@ func (r *run) startSensor(ctx context.Context) error {
 		return err
 	}
 	shop := filepath.Join(r.work, "shop")
-	if err := os.MkdirAll(shop, 0o755); err != nil {
+	if err := makeShopFiles(shop); err != nil {
 		return err
 	}
 	mode := "enforce"
@@ -254,6 +256,7 @@ func (r *run) startSensor(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	r.shop = shop
 	r.say("      sensor %s enrolled (mode %s), watching %s", HostID, mode, shop)
 	// The process source snapshots running processes at start; give it a
 	// moment so the payload's parent is in its table.
@@ -375,6 +378,9 @@ what to try next:
   - run the sensor standalone, alerts to the terminal:
       sudo ./bin/tillwatch-sensor run --no-collector --alerts-out - --state-dir /tmp/tw-state
     and run any program from /dev/shm in another terminal
+  - with a sensor running, try the other simulators (each touches only the folder it is given, --undo reverts):
+      sudo ./bin/tillwatch simulate ransomware --dir /some/test/folder --mode rename --workers 4
+      sudo ./bin/tillwatch simulate rmm-chain --dir /some/test/folder
   - check what this machine supports:                sudo ./bin/tillwatch-sensor check
   - read docs/ARCHITECTURE.md and docs/operator.md`, env, env)
 }
