@@ -10,6 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -199,18 +202,25 @@ func newToken(stdout io.Writer) *cobra.Command {
 	var (
 		cm   common
 		role string
+		ttl  string
 	)
 	create := &cobra.Command{
-		Use:   "create --role sensor|analyst|responder",
+		Use:   "create --role sensor|analyst|responder [--ttl DURATION]",
 		Short: "create a token and print it (the only time it is shown)",
 		Long: `Create a token and print it on one line. Roles:
   sensor     enrolment token: sensors use it once to enrol and get their own credential
   analyst    read alerts and hosts
-  responder  analyst plus kill-switch commands`,
+  responder  analyst plus kill-switch commands
+
+With --ttl the token stops working that long after creation (requests with
+it are then answered 401 "token expired"); without it, it never expires.
+Agent credentials issued at enrolment never expire, whatever the enrolment
+token's --ttl.`,
 		Args: cobra.NoArgs,
 	}
 	cm.register(create)
 	create.Flags().StringVar(&role, "role", "", "sensor, analyst or responder (required)")
+	create.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 30m, 12h, 7d (1m to 5y; default: never expires)")
 	create.RunE = func(cmd *cobra.Command, _ []string) error {
 		switch role {
 		case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
@@ -218,6 +228,14 @@ func newToken(stdout io.Writer) *cobra.Command {
 			return cfgfile.Usagef("--role is required: sensor, analyst or responder")
 		default:
 			return cfgfile.Usagef("--role %q must be sensor, analyst or responder (agent credentials are issued at enrolment)", role)
+		}
+		var expires time.Time
+		if cmd.Flags().Changed("ttl") {
+			d, err := parseTTL(ttl)
+			if err != nil {
+				return err
+			}
+			expires = time.Now().Add(d)
 		}
 		cfg, err := cm.load(cmd)
 		if err != nil {
@@ -236,7 +254,7 @@ func newToken(stdout io.Writer) *cobra.Command {
 			return err
 		}
 		defer st.Close()
-		t, err := st.CreateToken(cmd.Context(), role, "")
+		t, err := st.CreateToken(cmd.Context(), role, "", expires)
 		if err != nil {
 			return err
 		}
@@ -245,6 +263,63 @@ func newToken(stdout io.Writer) *cobra.Command {
 	}
 	tok.AddCommand(create)
 	return tok
+}
+
+// Token lifetimes --ttl accepts.
+const (
+	MinTokenTTL = time.Minute
+	MaxTokenTTL = 5 * 8766 * time.Hour // 5 years of 365.25 days
+)
+
+// parseTTL reads --ttl: a Go duration (90m, 12h) or a number of days (7d)
+// or years (1y), between MinTokenTTL and MaxTokenTTL.
+func parseTTL(v string) (time.Duration, error) {
+	s := strings.TrimSpace(v)
+	var (
+		d   time.Duration
+		err error
+	)
+	if n, unit, ok := cutUnit(s); ok {
+		// Clamp before converting: a huge float would overflow into any
+		// duration at all.
+		switch {
+		case n < 0:
+			d = -1
+		case n > float64(MaxTokenTTL/unit)+1:
+			d = MaxTokenTTL + 1
+		default:
+			d = time.Duration(n * float64(unit))
+		}
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	switch {
+	case err != nil || s == "":
+		return 0, cfgfile.Usagef("--ttl %q is not a duration (e.g. 30m, 12h, 7d, 1y)", v)
+	case d <= 0:
+		return 0, cfgfile.Usagef("--ttl %q must be positive (leave it out for a token that never expires)", v)
+	case d < MinTokenTTL:
+		return 0, cfgfile.Usagef("--ttl %q is shorter than the minimum of 1m", v)
+	case d > MaxTokenTTL:
+		return 0, cfgfile.Usagef("--ttl %q is longer than the maximum of 5y (%v)", v, MaxTokenTTL)
+	}
+	return d, nil
+}
+
+// cutUnit parses "<number>d" (days) and "<number>y" (years of 365.25 days).
+func cutUnit(s string) (n float64, unit time.Duration, ok bool) {
+	for suffix, u := range map[string]time.Duration{"d": 24 * time.Hour, "y": 8766 * time.Hour} {
+		num, found := strings.CutSuffix(s, suffix)
+		if !found {
+			continue
+		}
+		f, err := strconv.ParseFloat(num, 64)
+		if err != nil || num == "" || strings.ContainsAny(num, "eExXpPiInN_") {
+			return 0, 0, false
+		}
+		return f, u, true
+	}
+	return 0, 0, false
 }
 
 func newVersion(stdout io.Writer) *cobra.Command {

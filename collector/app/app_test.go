@@ -3,11 +3,16 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tillwatch/tillwatch/collector/config"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/collector/store/sqlite"
 	"github.com/tillwatch/tillwatch/internal/cli"
 )
 
@@ -43,6 +48,24 @@ func TestExitCodes(t *testing.T) {
 		{"token no role", []string{"token", "create", "--data", dir}, 2, "--role is required", 0},
 		{"token agent role", []string{"token", "create", "--role", "agent", "--data", dir}, 2, "issued at enrolment", 0},
 		{"token ok", []string{"token", "create", "--role", "analyst", "--data", dir}, 0, "", 1},
+		// Own data dirs: parallel first opens of one new database race on
+		// its migration.
+		{"token ttl ok", []string{"token", "create", "--role", "sensor", "--ttl", "24h", "--data", filepath.Join(dir, "t1")}, 0, "", 1},
+		{"token ttl days", []string{"token", "create", "--role", "responder", "--ttl", "7d", "--data", filepath.Join(dir, "t2")}, 0, "", 1},
+		{"token ttl minimum", []string{"token", "create", "--role", "analyst", "--ttl", "1m", "--data", filepath.Join(dir, "t3")}, 0, "", 1},
+		{"token ttl 5y", []string{"token", "create", "--role", "sensor", "--ttl", "5y", "--data", filepath.Join(dir, "t4")}, 0, "", 1},
+		{"token ttl zero", []string{"token", "create", "--role", "sensor", "--ttl", "0", "--data", dir}, 2, "must be positive", 0},
+		{"token ttl negative", []string{"token", "create", "--role", "sensor", "--ttl", "-1h", "--data", dir}, 2, "must be positive", 0},
+		{"token ttl negative days", []string{"token", "create", "--role", "sensor", "--ttl", "-3d", "--data", dir}, 2, "must be positive", 0},
+		{"token ttl empty", []string{"token", "create", "--role", "sensor", "--ttl", "", "--data", dir}, 2, "not a duration", 0},
+		{"token ttl garbage", []string{"token", "create", "--role", "sensor", "--ttl", "soon", "--data", dir}, 2, "not a duration", 0},
+		{"token ttl no unit", []string{"token", "create", "--role", "sensor", "--ttl", "30", "--data", dir}, 2, "not a duration", 0},
+		{"token ttl too short", []string{"token", "create", "--role", "sensor", "--ttl", "59s", "--data", dir}, 2, "minimum of 1m", 0},
+		{"token ttl too long", []string{"token", "create", "--role", "sensor", "--ttl", "5y1h", "--data", dir}, 2, "not a duration", 0},
+		{"token ttl too long hours", []string{"token", "create", "--role", "sensor", "--ttl", "43831h", "--data", dir}, 2, "maximum of 5y", 0},
+		{"token ttl too long days", []string{"token", "create", "--role", "sensor", "--ttl", "1827d", "--data", dir}, 2, "maximum of 5y", 0},
+		{"token ttl huge", []string{"token", "create", "--role", "sensor", "--ttl", "1e300d", "--data", dir}, 2, "not a duration", 0},
+		{"token ttl huge years", []string{"token", "create", "--role", "sensor", "--ttl", "99999999999999999999y", "--data", dir}, 2, "maximum of 5y", 0},
 		{"listen in use", []string{"run", "--data", filepath.Join(dir, "d2"), "--listen", "256.1.1.1:1"}, 1, "listen on 256.1.1.1:1", 0},
 	}
 	for _, tt := range tests {
@@ -82,5 +105,41 @@ func TestMainPrintsOneLine(t *testing.T) {
 		if !strings.Contains(s, key) {
 			t.Errorf("stderr %q does not name %s", s, key)
 		}
+	}
+}
+
+// TestTokenTTLExpires checks --ttl reaches the store: the token works now
+// and is refused as expired once its lifetime has passed.
+func TestTokenTTLExpires(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	create := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if err := Execute(ctx, append([]string{"token", "create", "--data", dir}, args...), &out, &errb); err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out.String())
+	}
+	day := create("--role", "sensor", "--ttl", "1d")
+	never := create("--role", "analyst")
+	offset := time.Duration(0)
+	st, err := sqlite.Open(filepath.Join(dir, config.DBFile), sqlite.Options{Now: func() time.Time { return time.Now().Add(offset) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, tok := range []string{day, never} {
+		if _, _, err := st.Authenticate(ctx, tok); err != nil {
+			t.Fatalf("Authenticate now: %v", err)
+		}
+	}
+	offset = 24*time.Hour + time.Minute
+	if _, _, err := st.Authenticate(ctx, day); !errors.Is(err, store.ErrTokenExpired) {
+		t.Errorf("Authenticate(--ttl 1d token) a day later = %v, want ErrTokenExpired", err)
+	}
+	if _, _, err := st.Authenticate(ctx, never); err != nil {
+		t.Errorf("Authenticate(token without --ttl) a day later = %v", err)
 	}
 }

@@ -92,10 +92,17 @@ func (c *Collector) Stop() {
 // Dir is the collector's data directory.
 func (c *Collector) Dir() string { return c.dir }
 
-// Token creates a token of role.
+// Token creates a token of role that never expires.
 func (c *Collector) Token(role string) string {
 	c.t.Helper()
-	tok, err := c.Store.CreateToken(context.Background(), role, "")
+	return c.TokenExpiring(role, time.Time{})
+}
+
+// TokenExpiring creates a token of role that stops working at expires
+// (the zero time: never).
+func (c *Collector) TokenExpiring(role string, expires time.Time) string {
+	c.t.Helper()
+	tok, err := c.Store.CreateToken(context.Background(), role, "", expires)
 	if err != nil {
 		c.t.Fatalf("collectortest: token: %v", err)
 	}

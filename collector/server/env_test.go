@@ -117,7 +117,7 @@ func (e *env) client(token string) *client.Client {
 
 func (e *env) token(role string) string {
 	e.t.Helper()
-	tok, err := e.st.CreateToken(context.Background(), role, "")
+	tok, err := e.st.CreateToken(context.Background(), role, "", time.Time{})
 	if err != nil {
 		e.t.Fatal(err)
 	}

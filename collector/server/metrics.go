@@ -38,7 +38,7 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 		}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "auth_failures_total",
-			Help: "Refused requests by reason: missing, unknown (token), forbidden (role).",
+			Help: "Refused requests by reason: missing, unknown (token), expired (token), forbidden (role).",
 		}, []string{"reason"}),
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "ingest_throttled_total",
@@ -64,7 +64,7 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 	for _, r := range []string{"accepted", "duplicate", "rejected"} {
 		m.ingested.WithLabelValues(r)
 	}
-	for _, r := range []string{"missing", "unknown", "forbidden"} {
+	for _, r := range []string{"missing", "unknown", "expired", "forbidden"} {
 		m.authFailures.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.ingested, m.enrolments, m.authFailures, m.throttled, hosts,

@@ -97,7 +97,14 @@ func (s *Server) authed(roles []string, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		role, hostID, err := s.st.Authenticate(r.Context(), tok)
+		var expired *store.TokenExpiredError
 		switch {
+		case errors.As(err, &expired):
+			s.m.authFailures.WithLabelValues("expired").Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tillwatch", error="invalid_token", error_description="token expired"`)
+			s.fail(w, r, http.StatusUnauthorized, "token expired (at "+expired.At.UTC().Format(time.RFC3339)+
+				"); create a new one with `tillwatch-collector token create`")
+			return
 		case errors.Is(err, store.ErrUnknownToken):
 			s.m.authFailures.WithLabelValues("unknown").Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tillwatch", error="invalid_token"`)

@@ -26,12 +26,15 @@ import (
 type Store interface {
 	// CreateToken issues a new random token of role and returns its
 	// plaintext, the only time it is ever visible. hostID binds agent
-	// credentials to a host and must be empty for other roles.
-	CreateToken(ctx context.Context, role, hostID string) (string, error)
+	// credentials to a host and must be empty for other roles. The token
+	// stops working at expires (by the store's clock); the zero time means
+	// it never expires.
+	CreateToken(ctx context.Context, role, hostID string, expires time.Time) (string, error)
 
 	// Authenticate maps a plaintext token to its role and, for agent
-	// credentials, host. Unknown, revoked and expired tokens return
-	// ErrUnknownToken.
+	// credentials, host. Unknown and revoked tokens return ErrUnknownToken;
+	// an expired one returns a *TokenExpiredError, which matches
+	// ErrTokenExpired.
 	Authenticate(ctx context.Context, token string) (role, hostID string, err error)
 
 	// Enroll records the host (creating or updating it) and issues its agent
@@ -134,9 +137,23 @@ func (f AlertFilter) EffectiveLimit() int {
 // Errors callers branch on.
 var (
 	ErrUnknownToken = errors.New("unknown token")
+	ErrTokenExpired = errors.New("token expired")
 	ErrUnknownHost  = errors.New("host not enrolled")
 	ErrInvalidRole  = errors.New("invalid role")
 )
+
+// TokenExpiredError is what Authenticate returns for a token past its
+// expiry; errors.Is(err, ErrTokenExpired) matches it.
+type TokenExpiredError struct {
+	At time.Time // when the token expired
+}
+
+func (e *TokenExpiredError) Error() string {
+	return "token expired at " + e.At.UTC().Format(time.RFC3339)
+}
+
+// Is makes the error match ErrTokenExpired.
+func (e *TokenExpiredError) Is(target error) bool { return target == ErrTokenExpired }
 
 // Gaps applies a batch's sequence numbers to the highest seen so far and
 // returns the gaps, the new highest and how many numbers were lost. It is

@@ -396,11 +396,16 @@ type tokenDoc struct {
 	Revoked   bool       `json:"revoked"`
 }
 
-func (s *Store) putToken(ctx context.Context, role, hostID string) (tok, hash string, err error) {
+func (s *Store) putToken(ctx context.Context, role, hostID string, expires time.Time) (tok, hash string, err error) {
 	tok = store.NewToken()
 	hash = store.HashToken(tok)
+	doc := tokenDoc{Role: role, HostID: hostID, CreatedAt: s.now().UTC()}
+	if !expires.IsZero() {
+		exp := expires.UTC()
+		doc.ExpiresAt = &exp
+	}
 	err = s.do(ctx, esapi.CreateRequest{Index: s.stateIndex("tokens"), DocumentID: hash,
-		Body: jsonBody(tokenDoc{Role: role, HostID: hostID, CreatedAt: s.now().UTC()})}, nil)
+		Body: jsonBody(doc)}, nil)
 	if err != nil {
 		return "", "", fmt.Errorf("elasticsearch: store token: %w", err)
 	}
@@ -408,11 +413,11 @@ func (s *Store) putToken(ctx context.Context, role, hostID string) (tok, hash st
 }
 
 // CreateToken implements store.Store.
-func (s *Store) CreateToken(ctx context.Context, role, hostID string) (string, error) {
+func (s *Store) CreateToken(ctx context.Context, role, hostID string, expires time.Time) (string, error) {
 	if err := store.ValidRole(role, hostID); err != nil {
 		return "", err
 	}
-	tok, _, err := s.putToken(ctx, role, hostID)
+	tok, _, err := s.putToken(ctx, role, hostID, expires)
 	if err == nil && role != api.RoleAgent {
 		err = s.audit(ctx, "token-created", "creation", "", map[string]any{"tillwatch": map[string]any{"token_role": role}})
 	}
@@ -450,8 +455,11 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 		return "", "", fmt.Errorf("elasticsearch: authenticate: %w", err)
 	}
 	t := r.Source
-	if !r.Found || t.Revoked || (t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt)) {
+	if !r.Found || t.Revoked {
 		return "", "", store.ErrUnknownToken
+	}
+	if t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt) {
+		return "", "", &store.TokenExpiredError{At: *t.ExpiresAt}
 	}
 	if t.Role == api.RoleAgent {
 		h, err := get[hostDoc](ctx, s, s.stateIndex("hosts"), t.HostID)
@@ -524,7 +532,7 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 	if req.HostID == "" {
 		return api.EnrollResponse{}, errors.New("elasticsearch: enroll: empty host id")
 	}
-	tok, hash, err := s.putToken(ctx, api.RoleAgent, req.HostID)
+	tok, hash, err := s.putToken(ctx, api.RoleAgent, req.HostID, time.Time{}) // agent credentials never expire
 	if err != nil {
 		return api.EnrollResponse{}, err
 	}

@@ -83,7 +83,7 @@ func cleanup(t *testing.T, s *Store) {
 func TestSharedSuite(t *testing.T) {
 	t.Parallel()
 	esURL(t)
-	storetest.Run(t, func(t *testing.T) store.Store { return OpenTest(t, Options{}) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store { return OpenTest(t, Options{Now: now}) })
 }
 
 // TestLayout checks SPEC.md's layout: each kind of document lands in its

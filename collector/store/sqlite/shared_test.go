@@ -3,6 +3,7 @@ package sqlite
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/collector/store/storetest"
@@ -12,8 +13,8 @@ import (
 // runs against Elasticsearch in collector/store/elasticsearch).
 func TestSharedSuite(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(filepath.Join(t.TempDir(), "tw.db"), Options{})
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := Open(filepath.Join(t.TempDir(), "tw.db"), Options{Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}

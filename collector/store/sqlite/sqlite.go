@@ -173,43 +173,61 @@ ALTER TABLE hosts ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
 var SchemaVersion = len(migrations)
 
 func (s *Store) migrate(ctx context.Context) error {
+	// Each step reads the version inside its own write transaction: two
+	// processes opening a new database at once (collector run and token
+	// create on first start) would otherwise both apply the same step.
+	for {
+		done, err := s.migrateStep(ctx)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// migrateStep applies the next migration, if any; done reports that the
+// schema is current.
+func (s *Store) migrateStep(ctx context.Context) (done bool, err error) {
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock first
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
 	var v int
-	if err := s.w.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return false, fmt.Errorf("read schema version: %w", err)
 	}
 	if v > len(migrations) {
-		return fmt.Errorf("schema version %d is newer than this collector understands (%d); run a newer tillwatch-collector", v, len(migrations))
+		return false, fmt.Errorf("schema version %d is newer than this collector understands (%d); run a newer tillwatch-collector", v, len(migrations))
 	}
-	for ; v < len(migrations); v++ {
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
-		}
-		// PRAGMA takes no bound parameters; v is our own integer.
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migrate to schema %d: %w", v+1, err)
-		}
+	if v == len(migrations) {
+		return true, nil
 	}
-	return nil
+	if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+		return false, fmt.Errorf("migrate to schema %d: %w", v+1, err)
+	}
+	// PRAGMA takes no bound parameters; v is our own integer.
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+		return false, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("migrate to schema %d: %w", v+1, err)
+	}
+	return false, nil
 }
 
 type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string) (string, error) {
+func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string, expires time.Time) (string, error) {
 	tok := store.NewToken()
+	var exp sql.NullInt64
+	if !expires.IsZero() {
+		exp = sql.NullInt64{Int64: expires.UnixNano(), Valid: true}
+	}
 	_, err := db.ExecContext(ctx,
-		`INSERT INTO tokens (hash, role, host_id, created_at) VALUES (?, ?, ?, ?)`,
-		store.HashToken(tok), role, hostID, s.now().UnixNano())
+		`INSERT INTO tokens (hash, role, host_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		store.HashToken(tok), role, hostID, s.now().UnixNano(), exp)
 	if err != nil {
 		return "", fmt.Errorf("sqlite: store token: %w", err)
 	}
@@ -217,11 +235,11 @@ func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string)
 }
 
 // CreateToken implements store.Store.
-func (s *Store) CreateToken(ctx context.Context, role, hostID string) (string, error) {
+func (s *Store) CreateToken(ctx context.Context, role, hostID string, expires time.Time) (string, error) {
 	if err := store.ValidRole(role, hostID); err != nil {
 		return "", err
 	}
-	return s.insertToken(ctx, s.w, role, hostID)
+	return s.insertToken(ctx, s.w, role, hostID, expires)
 }
 
 // Authenticate implements store.Store.
@@ -246,9 +264,11 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 	}
 	// The index lookup already matched; the constant-time compare keeps the
 	// final decision free of early-exit timing whatever the index does.
-	if subtle.ConstantTimeCompare([]byte(stored), want) != 1 || revoked ||
-		(expires.Valid && s.now().UnixNano() >= expires.Int64) {
+	if subtle.ConstantTimeCompare([]byte(stored), want) != 1 || revoked {
 		return "", "", store.ErrUnknownToken
+	}
+	if expires.Valid && s.now().UnixNano() >= expires.Int64 {
+		return "", "", &store.TokenExpiredError{At: time.Unix(0, expires.Int64)}
 	}
 	return role, hostID, nil
 }
@@ -296,7 +316,7 @@ RETURNING agent_id`,
 		`UPDATE tokens SET revoked = 1 WHERE role = 'agent' AND host_id = ? AND revoked = 0`, req.HostID); err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
 	}
-	tok, err := s.insertToken(ctx, tx, api.RoleAgent, req.HostID)
+	tok, err := s.insertToken(ctx, tx, api.RoleAgent, req.HostID, time.Time{}) // agent credentials never expire
 	if err != nil {
 		return api.EnrollResponse{}, err
 	}

@@ -55,7 +55,7 @@ func TestTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.role+"/"+tt.host, func(t *testing.T) {
 			t.Parallel()
-			tok, err := s.CreateToken(ctx, tt.role, tt.host)
+			tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{})
 			if tt.wantErr {
 				if !errors.Is(err, store.ErrInvalidRole) {
 					t.Fatalf("got %v, want ErrInvalidRole", err)
@@ -77,7 +77,7 @@ func TestTokens(t *testing.T) {
 		}
 	}
 	// Only the hash is stored.
-	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "")
+	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
 	var n int
 	s.r.QueryRow("SELECT COUNT(*) FROM tokens WHERE hash = ?", tok).Scan(&n)
 	if n != 0 {
@@ -290,7 +290,7 @@ func TestMigrationsAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "")
+	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
 	var v int
 	s.w.QueryRow("PRAGMA user_version").Scan(&v)
 	if v != SchemaVersion {
@@ -319,3 +319,27 @@ func TestMigrationsAndReopen(t *testing.T) {
 }
 
 func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o700) }
+
+// TestConcurrentFirstOpen: several processes' worth of stores opening one
+// brand-new database at once all succeed (collector run and token create
+// on first start), each migration applied once.
+func TestConcurrentFirstOpen(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "new.db")
+	const n = 6
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			st, err := Open(path, Options{})
+			if err == nil {
+				err = st.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent first open: %v", err)
+		}
+	}
+}

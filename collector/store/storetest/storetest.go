@@ -3,7 +3,7 @@
 // behind the API and the CLI answer the same on both.
 //
 // A backend's test calls Run with a function that opens a fresh, empty
-// store (and registers its cleanup on t). The suite only uses the
+// store on the clock it is given (and registers its cleanup on t). The suite only uses the
 // store.Store interface (and store.SequenceTracker when implemented); it
 // never looks at a backend's tables or indices.
 package storetest
@@ -23,9 +23,28 @@ import (
 	"github.com/tillwatch/tillwatch/collector/store"
 )
 
-// Opener returns a fresh, empty store for one test; it registers closing
-// and removal on t itself.
-type Opener func(t *testing.T) store.Store
+// Opener returns a fresh, empty store for one test whose clock is now (the
+// backend's Options.Now); it registers closing and removal on t itself.
+type Opener func(t *testing.T, now func() time.Time) store.Store
+
+// clock is real time shifted by an offset a test can advance, so stores
+// agree with time.Now until a test moves time on.
+type clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
 
 // timeout bounds every call in the suite so a hung backend fails the test
 // instead of the whole package timing out.
@@ -37,21 +56,29 @@ func Run(t *testing.T, open Opener) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
+		clk  func(t *testing.T, s store.Store, clk *clock)
 	}{
-		{"Tokens", testTokens},
-		{"EnrollKeepsAgentIDAndRevokesOldCredential", testEnroll},
-		{"IngestDeduplicates", testIngestDedup},
-		{"IngestMarksSensorHostsSeen", testIngestSeen},
-		{"ConcurrentIngestStoresEachEventOnce", testConcurrentIngest},
-		{"Heartbeat", testHeartbeat},
-		{"QueryAlerts", testQueryAlerts},
-		{"HostsCountAlerts", testHostsAlertCount},
-		{"Sequences", testSequences},
+		{name: "Tokens", fn: testTokens},
+		{name: "TokensExpire", clk: testTokenExpiry},
+		{name: "EnrollKeepsAgentIDAndRevokesOldCredential", fn: testEnroll},
+		{name: "IngestDeduplicates", fn: testIngestDedup},
+		{name: "IngestMarksSensorHostsSeen", fn: testIngestSeen},
+		{name: "ConcurrentIngestStoresEachEventOnce", fn: testConcurrentIngest},
+		{name: "Heartbeat", fn: testHeartbeat},
+		{name: "QueryAlerts", fn: testQueryAlerts},
+		{name: "HostsCountAlerts", fn: testHostsAlertCount},
+		{name: "Sequences", fn: testSequences},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(t, open(t))
+			clk := &clock{}
+			s := open(t, clk.Now)
+			if tc.clk != nil {
+				tc.clk(t, s, clk)
+				return
+			}
+			tc.fn(t, s)
 		})
 	}
 }
@@ -110,7 +137,7 @@ func testTokens(t *testing.T, s store.Store) {
 		{"admin", "", true},
 	}
 	for _, tt := range tests {
-		tok, err := s.CreateToken(ctx, tt.role, tt.host)
+		tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{})
 		if tt.wantErr {
 			if !errors.Is(err, store.ErrInvalidRole) {
 				t.Errorf("CreateToken(%q, %q) = %v, want ErrInvalidRole", tt.role, tt.host, err)
@@ -125,13 +152,70 @@ func testTokens(t *testing.T, s store.Store) {
 			t.Errorf("Authenticate(token of %s/%s) = %q %q %v", tt.role, tt.host, role, host, err)
 		}
 	}
-	good, err := s.CreateToken(ctx, api.RoleAnalyst, "")
+	good, err := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"", "tw_nope", "nope", good + "x", good[:len(good)-1]} {
 		if _, _, err := s.Authenticate(ctx, bad); !errors.Is(err, store.ErrUnknownToken) {
 			t.Errorf("Authenticate(%q) = %v, want ErrUnknownToken", bad, err)
+		}
+	}
+}
+
+func testTokenExpiry(t *testing.T, s store.Store, clk *clock) {
+	ctx := ctxFor(t)
+	start := clk.Now()
+	shortExp := start.Add(time.Hour)
+	short, err := s.CreateToken(ctx, api.RoleSensor, "", shortExp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := s.CreateToken(ctx, api.RoleAnalyst, "", start.Add(48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	never, err := s.CreateToken(ctx, api.RoleResponder, "", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enrolled with the short-lived token: the agent credential must
+	// outlive it (agent credentials never expire).
+	if _, _, err := s.Authenticate(ctx, short); err != nil {
+		t.Fatalf("Authenticate(unexpired sensor token) = %v", err)
+	}
+	cred := enroll(t, s, "exp-host").Credential
+
+	clk.Advance(time.Hour + time.Second)
+	_, _, err = s.Authenticate(ctx, short)
+	if !errors.Is(err, store.ErrTokenExpired) || errors.Is(err, store.ErrUnknownToken) {
+		t.Errorf("Authenticate(expired token) = %v, want ErrTokenExpired (not ErrUnknownToken)", err)
+	}
+	var te *store.TokenExpiredError
+	if !errors.As(err, &te) || te.At.Sub(shortExp).Abs() > time.Millisecond {
+		t.Errorf("Authenticate(expired token) = %#v, want a *TokenExpiredError at %v", err, shortExp)
+	}
+	for _, tc := range []struct{ tok, role, host string }{
+		{long, api.RoleAnalyst, ""},
+		{never, api.RoleResponder, ""},
+		{cred, api.RoleAgent, "exp-host"},
+	} {
+		if role, host, err := s.Authenticate(ctx, tc.tok); err != nil || role != tc.role || host != tc.host {
+			t.Errorf("Authenticate(unexpired %s token) = %q %q %v", tc.role, role, host, err)
+		}
+	}
+	// Unknown stays unknown, however much time passes.
+	if _, _, err := s.Authenticate(ctx, store.NewToken()); !errors.Is(err, store.ErrUnknownToken) {
+		t.Errorf("Authenticate(unknown token) = %v, want ErrUnknownToken", err)
+	}
+
+	clk.Advance(100 * 365 * 24 * time.Hour)
+	if _, _, err := s.Authenticate(ctx, long); !errors.Is(err, store.ErrTokenExpired) {
+		t.Errorf("Authenticate(long token, 100y later) = %v, want ErrTokenExpired", err)
+	}
+	for _, tok := range []string{never, cred} {
+		if _, _, err := s.Authenticate(ctx, tok); err != nil {
+			t.Errorf("Authenticate(non-expiring token, 100y later) = %v", err)
 		}
 	}
 }
