@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,20 @@ type Options struct {
 	// MaxBackoff bounds each sensor's retry backoff (default 30s, as a till).
 	MaxBackoff time.Duration
 	Log        *slog.Logger
+	// OnSend, if set, is called after every batch send of every sensor
+	// (concurrently), so fault tests can see what the collector answered
+	// when.
+	OnSend func(Send)
+}
+
+// Send is one batch send of a simulated sensor, as OnSend sees it.
+type Send struct {
+	Host       string
+	Start, End time.Time
+	// Status is the collector's HTTP status: 200 on success, 0 when no
+	// answer came (network error, timeout).
+	Status int
+	Err    error
 }
 
 // Stats are counters over the whole fleet.
@@ -88,7 +103,19 @@ type countingSender struct {
 }
 
 func (cs countingSender) SendEvents(ctx context.Context, ndjson []byte) (api.IngestResponse, error) {
+	start := time.Now()
 	resp, err := cs.c.SendEvents(ctx, ndjson)
+	if cs.f.o.OnSend != nil {
+		snd := Send{Host: cs.s.hostID, Start: start, End: time.Now(), Status: http.StatusOK, Err: err}
+		var he *client.HTTPError
+		switch {
+		case errors.As(err, &he):
+			snd.Status = he.StatusCode
+		case err != nil:
+			snd.Status = 0
+		}
+		cs.f.o.OnSend(snd)
+	}
 	cs.s.mu.Lock()
 	defer cs.s.mu.Unlock()
 	if err != nil {
