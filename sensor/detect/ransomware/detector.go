@@ -39,6 +39,10 @@ func VerdictEvent(v Verdict, trigger *event.Event, stopped []int, response *even
 			Ransomware:    &event.Ransomware{Score: v.Score, Reasons: v.Reasons, Files: v.Files, Canary: v.Canary, TreePID: v.Tree, Stopped: stopped},
 		},
 	}
+	if v.RMM != nil {
+		ev.Tillwatch.RMM = &event.RMM{Product: v.RMM.Product, ProductName: v.RMM.ProductName, Approved: v.RMM.Approved,
+			AgentPID: int64(v.RMM.PID), AgentExe: v.RMM.Executable}
+	}
 	if v.Canary {
 		ev.Event.Action = ActionCanary
 	}
@@ -80,9 +84,17 @@ func (d *Detector) Detect(ev *event.Event) []pipeline.Detection {
 		first = ev.File.Path
 	}
 	msg := fmt.Sprintf("%s: %d files affected, first %s (score %d)", meta.Name, ev.Tillwatch.FilesAffected, first, rw.Score)
+	if r := ev.Tillwatch.RMM; r != nil {
+		msg += fmt.Sprintf("; the process tree descends from RMM agent %s (pid %d)", r.Product, r.AgentPID)
+	}
 	a := alert.FromEvent(m, ev, msg)
 	rwc := *rw
 	a.Tillwatch = &event.Tillwatch{FilesAffected: ev.Tillwatch.FilesAffected, Ransomware: &rwc}
+	if ev.Tillwatch.RMM != nil {
+		// The tree descends from an RMM agent: say which (tillwatch.rmm.*).
+		r := *ev.Tillwatch.RMM
+		a.Tillwatch.RMM = &r
+	}
 	det := pipeline.Detection{Alert: a}
 	if ev.Tillwatch.Response != nil {
 		// The guard already acted synchronously; record it, act no more.

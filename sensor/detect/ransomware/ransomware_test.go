@@ -37,7 +37,7 @@ func TestBadRulesAreRejectedNamingEveryProblem(t *testing.T) {
 		dir  string
 		want []string
 	}{
-		{"invalid values", "testdata/badrules", []string{"window", "alert_score", "entropy_low", "min_sample", "note.min_dirs", "breadth", "behaviour", "canary"}},
+		{"invalid values", "testdata/badrules", []string{"window", "alert_score", "rmm_descendant_threshold_factor", "entropy_low", "min_sample", "note.min_dirs", "breadth", "behaviour", "canary"}},
 		{"failing test case", "testdata/failingtest", []string{"wrongly expects gzip to alert"}},
 	}
 	for _, tc := range tests {
@@ -169,5 +169,82 @@ func TestDetectorTurnsVerdictsIntoAlerts(t *testing.T) {
 	}
 	if d.Detect(&event.Event{Event: event.Meta{Kind: event.KindEvent, Dataset: event.DatasetFile}}) != nil {
 		t.Error("plain file events must not alert")
+	}
+}
+
+// The RMM threshold factor applies only to trees that descend from an RMM
+// agent, and the verdict and alert say so.
+func TestRMMDescendantsAreStoppedAtTheLoweredThreshold(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	if r.RMMDescendantThresholdFactor != 0.5 {
+		t.Fatalf("built-in rmm_descendant_threshold_factor = %g, want 0.5", r.RMMDescendantThresholdFactor)
+	}
+	agent := &RMMAgent{Product: "kaseya-vsa", ProductName: "Kaseya VSA", Name: "agentmon", Executable: "/opt/kaseya/agentmon", PID: 4242}
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		rmm       *RMMAgent
+		factor    float64 // 0: the built-in value
+		renames   int
+		alertAt   int // the rename that alerts (1-based); 0: none
+		threshold int
+	}{
+		{"rmm descendant: 2 renames (50) reach 100 x 0.5", agent, 0, 4, 2, 50},
+		{"no rmm ancestry: 4 renames are needed", nil, 0, 4, 4, 100},
+		{"no rmm ancestry: 3 renames do not alert", nil, 0, 3, 0, 100},
+		{"rmm descendant with factor 1: unchanged", agent, 1, 4, 4, 100},
+		{"rmm descendant with factor 0.3: 30 rounds to 2 renames", agent, 0.3, 4, 2, 30},
+		{"rmm descendant, 1 rename: below even the lowered threshold", agent, 0, 1, 0, 50},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rr := *r
+			if tc.factor != 0 {
+				rr.RMMDescendantThresholdFactor = tc.factor
+			}
+			s := NewScorer(&rr)
+			if got := s.Threshold(tc.rmm != nil); got != tc.threshold {
+				t.Errorf("Threshold = %d, want %d", got, tc.threshold)
+			}
+			at := 0
+			var v Verdict
+			for i := range tc.renames {
+				p := "/d/f" + string(rune('a'+i)) + ".pdf"
+				if got, ok := s.Observe(Obs{Time: t0.Add(time.Duration(i) * time.Millisecond), Tree: 7, PID: 7, Op: OpRename, OldPath: p, Path: p + ".qwerty", RMM: tc.rmm}); ok && at == 0 {
+					at, v = i+1, got
+				}
+			}
+			if at != tc.alertAt {
+				t.Fatalf("alerted at rename %d, want %d", at, tc.alertAt)
+			}
+			if at == 0 {
+				return
+			}
+			if v.Threshold != tc.threshold {
+				t.Errorf("verdict threshold %d, want %d", v.Threshold, tc.threshold)
+			}
+			last := v.Reasons[len(v.Reasons)-1]
+			if tc.rmm == nil {
+				if v.RMM != nil || strings.Contains(last, "RMM") {
+					t.Errorf("verdict without rmm ancestry carries RMM context: %+v %q", v.RMM, last)
+				}
+				return
+			}
+			if v.RMM == nil || v.RMM.PID != 4242 || !strings.Contains(last, "RMM agent agentmon (kaseya-vsa, unapproved, pid 4242)") {
+				t.Errorf("verdict RMM %+v, last reason %q", v.RMM, last)
+			}
+			ev := VerdictEvent(v, &event.Event{Process: &event.Process{PID: 7}, File: &event.File{Path: "/d/fa.pdf"}}, nil, nil)
+			dets := NewDetector(r).Detect(&ev)
+			if len(dets) != 1 {
+				t.Fatalf("%d detections, want 1", len(dets))
+			}
+			a := dets[0].Alert
+			if a.Tillwatch == nil || a.Tillwatch.RMM == nil || a.Tillwatch.RMM.Product != "kaseya-vsa" || a.Tillwatch.RMM.AgentPID != 4242 ||
+				a.Tillwatch.RMM.AgentExe != "/opt/kaseya/agentmon" || a.Tillwatch.RMM.Approved || !strings.Contains(a.Message, "RMM agent kaseya-vsa") {
+				t.Errorf("alert rmm context %+v, message %q", a.Tillwatch.RMM, a.Message)
+			}
+		})
 	}
 }

@@ -17,6 +17,10 @@ type Rules struct {
 	// Window is how long a scored behaviour counts towards a tree's score.
 	Window     time.Duration `yaml:"window"`
 	AlertScore int           `yaml:"alert_score"`
+	// RMMDescendantThresholdFactor scales AlertScore for a tree that is, or
+	// descends from, a catalogued RMM agent (approved or not): 0.5 stops
+	// such a tree at half the score. Absent (0) means 1: no change.
+	RMMDescendantThresholdFactor float64 `yaml:"rmm_descendant_threshold_factor"`
 	// EntropyHigh (bits/byte over the sample) marks content as encrypted
 	// when its format is unknown; EntropyLow marks content as plain.
 	EntropyHigh float64 `yaml:"entropy_high"`
@@ -90,6 +94,9 @@ type CaseObs struct {
 	After  string `yaml:"after"`
 	Canary bool   `yaml:"canary"`
 	AtMS   int    `yaml:"at_ms"`
+	// RMM names the catalogued product of the RMM agent the tree descends
+	// from (the agent is pid 1000 named "<product>-agent"); "" for none.
+	RMM string `yaml:"rmm"`
 }
 
 // Validate reports every problem at once.
@@ -101,6 +108,9 @@ func (r *Rules) Validate() error {
 	}
 	if r.AlertScore < 1 {
 		bad("alert_score %d: want at least 1", r.AlertScore)
+	}
+	if f := r.RMMDescendantThresholdFactor; f < 0 || f > 1 || f != f {
+		bad("rmm_descendant_threshold_factor %g: want 0 < factor <= 1 (absent: 1)", f)
 	}
 	if r.EntropyHigh <= r.EntropyLow || r.EntropyHigh > 8 || r.EntropyLow < 0 {
 		bad("entropy_low %.2f / entropy_high %.2f: want 0 <= low < high <= 8", r.EntropyLow, r.EntropyHigh)
@@ -163,6 +173,9 @@ func (r *Rules) RunTests() error {
 		alerted := false
 		for _, o := range c.Obs {
 			ob := Obs{Time: t0.Add(time.Duration(o.AtMS) * time.Millisecond), Tree: o.PID, PID: o.PID, Op: o.Op, Path: o.Path, OldPath: o.Old, Canary: o.Canary}
+			if o.RMM != "" {
+				ob.RMM = &RMMAgent{Product: o.RMM, Name: o.RMM + "-agent", PID: 1000}
+			}
 			var err error
 			if ob.Before, err = caseFeatures(o.Before); err == nil {
 				ob.After, err = caseFeatures(o.After)

@@ -2,6 +2,7 @@ package ransomware
 
 import (
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"time"
@@ -31,6 +32,22 @@ type Obs struct {
 	Before, After *Features
 	// Canary marks a decoy file planted by the sensor.
 	Canary bool
+	// RMM is the RMM agent the tree is or descends from (nil: none). The
+	// first observation of a tree that carries it marks the tree: its stop
+	// threshold is scaled by the rules' rmm_descendant_threshold_factor.
+	RMM *RMMAgent
+}
+
+// RMMAgent is the catalogued remote-management agent a process tree is or
+// descends from (sensor/detect/rmm finds it; the file guard caches it per
+// tree).
+type RMMAgent struct {
+	Product     string // catalog id, e.g. "kaseya-vsa"
+	ProductName string // display name
+	Name        string // the agent's process name
+	Executable  string
+	PID         int
+	Approved    bool // named in the sensor's rmm.approved
 }
 
 // Verdict is a tree's score when it crossed the alert threshold.
@@ -41,6 +58,10 @@ type Verdict struct {
 	Files   []string // affected files, first first (bounded)
 	Total   int      // number of affected files
 	Canary  bool
+	// RMM is set when the tree descends from an RMM agent; Threshold is the
+	// score the tree was stopped at (AlertScore, or lowered for RMM).
+	RMM       *RMMAgent
+	Threshold int
 }
 
 // Scorer keeps per-tree behaviour within the rules' window. It is not safe
@@ -69,6 +90,7 @@ type tree struct {
 	broad   time.Time
 	canary  bool
 	alerted bool
+	rmm     *RMMAgent
 	reasons map[string]int
 }
 
@@ -86,6 +108,9 @@ func NewScorer(r *Rules) *Scorer { return &Scorer{r: r, trees: map[int]*tree{}} 
 func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 	t := s.tree(o.Tree, o.Time)
 	t.last = o.Time
+	if t.rmm == nil && o.RMM != nil {
+		t.rmm = o.RMM
+	}
 	r := s.r
 	switch o.Op {
 	case OpWrite, OpCreate:
@@ -126,17 +151,45 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 		}
 	}
 	score := s.score(t, o.Time)
-	if score < r.AlertScore || t.alerted {
+	threshold := s.Threshold(t.rmm != nil)
+	if score < threshold || t.alerted {
 		return Verdict{}, false
 	}
 	t.alerted = true
-	v := Verdict{Tree: o.Tree, Score: score, Files: append([]string(nil), t.files...), Total: t.total, Canary: t.canary}
+	v := Verdict{Tree: o.Tree, Score: score, Files: append([]string(nil), t.files...), Total: t.total, Canary: t.canary, Threshold: threshold}
 	for _, sc := range t.scores {
 		if !containsStr(v.Reasons, sc.reason) && len(v.Reasons) < 8 {
 			v.Reasons = append(v.Reasons, sc.reason)
 		}
 	}
+	if t.rmm != nil {
+		a := *t.rmm
+		v.RMM = &a
+		approved := "unapproved"
+		if a.Approved {
+			approved = "approved"
+		}
+		v.Reasons = append(v.Reasons, fmt.Sprintf("process tree descends from RMM agent %s (%s, %s, pid %d): stop threshold lowered to %d (alert_score %d x %g)",
+			a.Name, a.Product, approved, a.PID, threshold, r.AlertScore, s.factor()))
+	}
 	return v, true
+}
+
+// Threshold is the score at which a tree is reported and stopped: the
+// rules' alert_score, scaled by rmm_descendant_threshold_factor for a tree
+// that descends from an RMM agent (rounded up, at least 1).
+func (s *Scorer) Threshold(rmm bool) int {
+	if !rmm {
+		return s.r.AlertScore
+	}
+	return max(1, int(math.Ceil(float64(s.r.AlertScore)*s.factor())))
+}
+
+func (s *Scorer) factor() float64 {
+	if f := s.r.RMMDescendantThresholdFactor; f > 0 {
+		return f
+	}
+	return 1
 }
 
 // Forget drops a tree's state (after it was stopped and killed).
