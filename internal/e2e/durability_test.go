@@ -22,9 +22,10 @@ func TestSpooledAlertsSurviveSIGKILL(t *testing.T) {
 	sensorTok := c.tokenFile(t, "sensor", work)
 	analystTok := c.tokenFile(t, "analyst", work)
 	hostID := "e2e-kill9-" + itoa(os.Getpid())
+	alertsOut := filepath.Join(work, "alerts.ndjson")
 	args := []string{"run", "--collector", c.url, "--ca", c.ca, "--enroll-token", sensorTok,
 		"--state-dir", filepath.Join(work, "sensor"), "--spool", filepath.Join(work, "spool"),
-		"--host-id", hostID, "--mode", "enforce", "--metrics-listen", ""}
+		"--host-id", hostID, "--mode", "enforce", "--metrics-listen", "", "--alerts-out", alertsOut}
 
 	// Enrol while the collector is up, then take it away.
 	sensor := start(t, "tillwatch-sensor", args...)
@@ -53,8 +54,14 @@ func TestSpooledAlertsSurviveSIGKILL(t *testing.T) {
 			t.Fatalf("payload %d not stopped", i)
 		}
 	}
-	// Each kill is reported after the alert was spooled (the journal comes
-	// first), so all five are on disk now. No graceful path runs:
+	// The sensor acts first and journals right after, so a dead payload
+	// does not yet mean a durable alert. --alerts-out is written only after
+	// the spool has the alert (the journal precedes every other sink), so
+	// once all five are there, all five are on disk. No graceful path runs:
+	eventually(t, 15*time.Second, "all five alerts journaled", func() bool {
+		raw, _ := os.ReadFile(alertsOut)
+		return strings.Count(string(raw), "TW-EXEC-0001") >= attacks
+	})
 	if err := sensor.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -321,7 +321,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	for _, want := range []string{"[4/4]", "TW-EXEC-0001", "the payload was stopped by the sensor",
-		"the encryptor was stopped", "TW-RANSOM-0001", "restored every file", "what to try next"} {
+		"the encryptor was stopped", "TW-RANSOM-000", "restored every file", "what to try next"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, r.stdout)
 		}

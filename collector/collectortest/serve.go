@@ -1,0 +1,108 @@
+package collectortest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/collector/pki"
+	"github.com/tillwatch/tillwatch/collector/server"
+	"github.com/tillwatch/tillwatch/collector/store"
+)
+
+// serving is the real server running on a store, whichever the backend:
+// PKI in dir, a loopback listener on addr, stopped when the test ends.
+type serving struct {
+	URL    string
+	CAFile string
+	Addr   string
+	t      testing.TB
+	st     store.Store
+	stop   context.CancelFunc
+	done   chan error
+}
+
+// serve starts the server on st. On failure it closes st and fails t.
+func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Registry) *serving {
+	t.Helper()
+	fail := func(what string, err error) {
+		st.Close()
+		t.Fatalf("collectortest: %s: %v", what, err)
+	}
+	bundle, err := pki.Ensure(dir, pki.Options{})
+	if err != nil {
+		fail("pki", err)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	srv, err := server.New(server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		fail("server", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fail("listen", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &serving{
+		URL: "https://" + ln.Addr().String(), Addr: ln.Addr().String(), CAFile: filepath.Join(dir, "ca.pem"),
+		t: t, st: st, stop: cancel, done: make(chan error, 1),
+	}
+	go func() { s.done <- srv.Serve(ctx, ln, bundle.TLSConfig()) }()
+	return s
+}
+
+// shutdown stops the server and closes the store (idempotent); the data
+// stays.
+func (s *serving) shutdown() {
+	if s.stop == nil {
+		return
+	}
+	s.stop()
+	s.stop = nil
+	select {
+	case err := <-s.done:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, context.Canceled) {
+			s.t.Errorf("collectortest: serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		s.t.Errorf("collectortest: server did not stop within 20s")
+	}
+	_ = s.st.Close()
+}
+
+// TokenExpiring creates a token of role that stops working at expires
+// (the zero time: never).
+func (s *serving) TokenExpiring(role string, expires time.Time) string {
+	s.t.Helper()
+	tok, err := s.st.CreateToken(context.Background(), role, "", expires)
+	if err != nil {
+		s.t.Fatalf("collectortest: token: %v", err)
+	}
+	return tok
+}
+
+// Token creates a token of role that never expires.
+func (s *serving) Token(role string) string {
+	s.t.Helper()
+	return s.TokenExpiring(role, time.Time{})
+}
+
+// Client returns a client pinned to the collector's CA holding tok.
+func (s *serving) Client(tok string) *client.Client {
+	s.t.Helper()
+	cl, err := client.New(client.Config{URL: s.URL, CAFile: s.CAFile, Token: tok, Timeout: 10 * time.Second})
+	if err != nil {
+		s.t.Fatalf("collectortest: client: %v", err)
+	}
+	return cl
+}
