@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -81,5 +82,22 @@ func TestExitCodesAndOneLine(t *testing.T) {
 	}
 	if got := OneLine(errors.Join(errors.New("a: x"), errors.New("b: y"))); got != "a: x; b: y" {
 		t.Errorf("OneLine = %q", got)
+	}
+}
+
+func TestDecodeGlobKeepsGoodFilesAndReportsBadOnes(t *testing.T) {
+	t.Parallel()
+	fsys := fstest.MapFS{
+		"r/a.yaml": {Data: []byte("mode: x\n")},
+		"r/b.yaml": {Data: []byte("mdoe: x\n")},
+		"r/c.txt":  {Data: []byte("not matched")},
+		"r/d.yaml": {Data: []byte("mode: y\n")},
+	}
+	files, err := DecodeGlob[sample](fsys, "r/*.yaml")
+	if len(files) != 2 || files[0].Name != "r/a.yaml" || files[1].Value.Mode != "y" {
+		t.Errorf("decoded %+v", files)
+	}
+	if err == nil || !strings.Contains(err.Error(), "r/b.yaml") || !strings.Contains(err.Error(), "mdoe") {
+		t.Errorf("error %v does not name the bad file and key", err)
 	}
 }

@@ -164,25 +164,13 @@ func absFor(goos, pa string) bool {
 // LoadCatalog reads every *.yaml file under dir of fsys strictly and
 // validates each product. Ids and aliases must be unique across files.
 func LoadCatalog(fsys fs.FS, dir string) (*Catalog, error) {
-	files, err := fs.Glob(fsys, path.Join(dir, "catalog*.yaml"))
-	if err != nil {
-		return nil, err
-	}
+	files, err := cfgfile.DecodeGlob[catalogFile](fsys, path.Join(dir, "catalog*.yaml"))
 	c := &Catalog{byID: map[string]*Product{}}
-	var errs []error
+	errs := []error{err}
 	seen := map[string]string{}
-	for _, name := range files {
-		raw, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		var cf catalogFile
-		if err := cfgfile.Decode(name, raw, &cf); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, p := range cf.Products {
+	for _, f := range files {
+		name := f.Name
+		for _, p := range f.Value.Products {
 			if err := p.Validate(); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", name, err))
 				continue

@@ -134,25 +134,13 @@ func (r *Rule) excluded(exe string) bool {
 // LoadRules reads every *.yaml file under dir of fsys, strictly, and
 // validates each rule. Ids must be unique across files.
 func LoadRules(fsys fs.FS, dir string) ([]Rule, error) {
-	files, err := fs.Glob(fsys, path.Join(dir, "*.yaml"))
-	if err != nil {
-		return nil, err
-	}
+	files, err := cfgfile.DecodeGlob[ruleFile](fsys, path.Join(dir, "*.yaml"))
 	var out []Rule
-	var errs []error
+	errs := []error{err}
 	seen := map[string]string{}
-	for _, name := range files {
-		raw, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		var rf ruleFile
-		if err := cfgfile.Decode(name, raw, &rf); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, r := range rf.Rules {
+	for _, f := range files {
+		name := f.Name
+		for _, r := range f.Value.Rules {
 			if err := r.Validate(); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", name, err))
 				continue

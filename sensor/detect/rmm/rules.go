@@ -287,24 +287,12 @@ func LoadRules(fsys fs.FS, dir string) (*Rules, error) { return load(fsys, dir, 
 func LoadExtraRules(fsys fs.FS, dir string) (*Rules, error) { return load(fsys, dir, false) }
 
 func load(fsys fs.FS, dir string, full bool) (*Rules, error) {
-	files, err := fs.Glob(fsys, path.Join(dir, "detections*.yaml"))
-	if err != nil {
-		return nil, err
-	}
+	files, err := cfgfile.DecodeGlob[Rules](fsys, path.Join(dir, "detections*.yaml"))
 	out := &Rules{}
-	var errs []error
+	errs := []error{err}
 	seen := map[string]string{}
-	for i, name := range files {
-		raw, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		var rf Rules
-		if err := cfgfile.Decode(name, raw, &rf); err != nil {
-			errs = append(errs, err)
-			continue
-		}
+	for i, f := range files {
+		name, rf := f.Name, f.Value
 		if !full && (len(rf.Guards.PackageManagers) > 0 || rf.Guards.UpdateArgs != "" || len(rf.Guards.SystemDirs) > 0) {
 			errs = append(errs, fmt.Errorf("%s: guards belong to the built-in rules only", name))
 		}
