@@ -11,12 +11,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/store"
@@ -67,27 +69,62 @@ func Open(path string, opts Options) (*Store, error) {
 	if readers <= 0 {
 		readers = 4
 	}
-	w, err := sql.Open("sqlite", dsn(abs, false))
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
-	}
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	s := &Store{w: w, now: now}
-	if err := s.migrate(context.Background()); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("sqlite: %s: %w", abs, err)
+	s := &Store{now: now}
+	if err := s.openWriter(abs); err != nil {
+		return nil, err
 	}
 	r, err := sql.Open("sqlite", dsn(abs, true))
 	if err != nil {
-		w.Close()
+		s.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	s.r = r
 	return s, nil
+}
+
+// openWriter opens the single writer connection and migrates the schema.
+// SQLite answers SQLITE_BUSY without waiting on busy_timeout in a few
+// first-open races (two connections switching a brand-new file to WAL, or
+// one reading while another runs WAL recovery: SQLite refuses rather than
+// risk a deadlock), so a busy first open is retried from scratch until
+// busyTimeout has passed; every other error is final.
+func (s *Store) openWriter(abs string) error {
+	deadline := time.Now().Add(busyTimeout)
+	for attempt := 1; ; attempt++ {
+		w, err := sql.Open("sqlite", dsn(abs, false))
+		if err != nil {
+			return fmt.Errorf("sqlite: open %s: %w", abs, err)
+		}
+		w.SetMaxOpenConns(1)
+		w.SetMaxIdleConns(1)
+		w.SetConnMaxLifetime(0)
+		s.w = w
+		err = s.migrate(context.Background())
+		if err == nil {
+			return nil
+		}
+		w.Close()
+		if !isBusy(err) || time.Now().After(deadline) {
+			return fmt.Errorf("sqlite: %s: %w", abs, err)
+		}
+		// Jittered so racing openers do not collide again in lock step.
+		time.Sleep(time.Duration(attempt*5+rand.IntN(20)) * time.Millisecond)
+	}
+}
+
+// isBusy reports SQLITE_BUSY or SQLITE_LOCKED, including their extended codes.
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
 }
 
 // dsn builds a file: URI; the path is escaped because SQLite parses %, ? and
