@@ -7,6 +7,8 @@ package api
 import (
 	_ "embed"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // OpenAPI is the API description, served at /api/v1/openapi.yaml.
@@ -25,8 +27,15 @@ const (
 	PathAlerts    = Prefix + "/alerts"
 	PathHosts     = Prefix + "/hosts"
 	PathOpenAPI   = Prefix + "/openapi.yaml"
-	PathHealthz   = "/healthz"
-	PathMetrics   = "/metrics"
+	// Kill-switch: responders issue, list and approve; sensors long-poll
+	// for what is addressed to them and acknowledge.
+	PathCommands        = Prefix + "/commands"
+	PathCommand         = Prefix + "/commands/{id}"
+	PathCommandApprove  = Prefix + "/commands/{id}/approve"
+	PathCommandsPending = Prefix + "/sensor/commands"
+	PathCommandAck      = Prefix + "/sensor/commands/{id}/ack"
+	PathHealthz         = "/healthz"
+	PathMetrics         = "/metrics"
 )
 
 // Roles a token can hold.
@@ -59,6 +68,9 @@ type EnrollResponse struct {
 	AgentID    string `json:"agent_id"`
 	HostID     string `json:"host_id"`
 	Credential string `json:"credential"`
+	// CommandKeys are the collector's kill-switch signing keys; a sensor
+	// pins them at its first enrolment (see docs/security-model.md).
+	CommandKeys []killswitch.PublicKey `json:"command_keys,omitempty"`
 }
 
 // IngestResponse answers a batch (NDJSON body, optionally gzip-encoded).
@@ -129,3 +141,63 @@ type AlertsResponse struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// IssueRequest is POSTed by a responder to /api/v1/commands.
+type IssueRequest struct {
+	Action     string             `json:"action"`
+	Targets    killswitch.Targets `json:"targets"`
+	Params     map[string]string  `json:"params,omitempty"`
+	Reason     string             `json:"reason,omitempty"`
+	TTLSeconds int                `json:"ttl_seconds,omitempty"` // default 3600, at most 7 days
+}
+
+// Command is a kill-switch command as the collector reports it.
+type Command struct {
+	ID       string            `json:"id"`
+	Action   string            `json:"action"`
+	Targets  string            `json:"targets"`
+	Issuer   string            `json:"issuer"`
+	Reason   string            `json:"reason,omitempty"`
+	IssuedAt time.Time         `json:"issued_at"`
+	NotAfter time.Time         `json:"not_after"`
+	State    string            `json:"state"`              // pending-approval | active
+	Required int               `json:"required_approvals"` // distinct responder signatures needed; 0: one pinned key
+	Signed   killswitch.Signed `json:"signed"`             // payload and signatures so far
+}
+
+// CommandHost is one targeted host's state.
+type CommandHost struct {
+	HostID      string             `json:"host_id"`
+	State       string             `json:"state"` // pending | delivered | acked
+	DeliveredAt *time.Time         `json:"delivered_at,omitempty"`
+	AckedAt     *time.Time         `json:"acked_at,omitempty"`
+	Result      *killswitch.Result `json:"result,omitempty"`
+}
+
+// CommandStatus answers issue, approve and GET /api/v1/commands/{id}.
+type CommandStatus struct {
+	Command Command       `json:"command"`
+	Hosts   []CommandHost `json:"hosts,omitempty"`
+}
+
+// CommandsResponse answers GET /api/v1/commands.
+type CommandsResponse struct {
+	Commands []Command `json:"commands"`
+}
+
+// ApproveRequest carries one responder's signature over the command's
+// payload (the CLI fetches the payload, shows it, signs it).
+type ApproveRequest struct {
+	Signature killswitch.Signature `json:"signature"`
+}
+
+// PendingCommandsResponse answers a sensor's long-poll.
+type PendingCommandsResponse struct {
+	Commands []killswitch.Signed `json:"commands"`
+}
+
+// Long-poll bounds for GET /api/v1/sensor/commands?wait=SECONDS.
+const (
+	DefaultCommandWait = 25 * time.Second
+	MaxCommandWait     = 60 * time.Second
+)

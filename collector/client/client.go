@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // DefaultTimeout bounds one request when Config.Timeout is 0.
@@ -224,6 +225,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, hdr 
 	if resp.StatusCode/100 != 2 {
 		return readHTTPError(resp.StatusCode, lr)
 	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
+	}
 	if err := json.NewDecoder(lr).Decode(out); err != nil {
 		return fmt.Errorf("collector %s: unreadable answer to %s %s: %w", c.origin(), method, path, err)
 	}
@@ -330,4 +334,56 @@ func IsPermanent(err error) bool {
 func oneLine(v any) string {
 	s := fmt.Sprint(v)
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// IssueCommand issues a kill-switch command (responder token).
+func (c *Client) IssueCommand(ctx context.Context, req api.IssueRequest) (api.CommandStatus, error) {
+	var resp api.CommandStatus
+	err := c.doJSON(ctx, http.MethodPost, api.PathCommands, nil, req, &resp)
+	return resp, err
+}
+
+// ApproveCommand adds a responder's signature to a command.
+func (c *Client) ApproveCommand(ctx context.Context, id string, sig killswitch.Signature) (api.CommandStatus, error) {
+	var resp api.CommandStatus
+	err := c.doJSON(ctx, http.MethodPost, commandPath(api.PathCommandApprove, id), nil, api.ApproveRequest{Signature: sig}, &resp)
+	return resp, err
+}
+
+// Command returns one command and its hosts' states.
+func (c *Client) Command(ctx context.Context, id string) (api.CommandStatus, error) {
+	var resp api.CommandStatus
+	err := c.do(ctx, http.MethodGet, commandPath(api.PathCommand, id), nil, nil, nil, &resp)
+	return resp, err
+}
+
+// Commands lists the newest commands (limit 0: the collector's default).
+func (c *Client) Commands(ctx context.Context, limit int) ([]api.Command, error) {
+	v := url.Values{}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	var resp api.CommandsResponse
+	err := c.do(ctx, http.MethodGet, api.PathCommands, v, nil, nil, &resp)
+	return resp.Commands, err
+}
+
+// PendingCommands long-polls for commands addressed to this sensor, for at
+// most wait (the request timeout must exceed it).
+func (c *Client) PendingCommands(ctx context.Context, wait time.Duration) ([]killswitch.Signed, error) {
+	v := url.Values{"wait": {strconv.Itoa(int(wait / time.Second))}}
+	var resp api.PendingCommandsResponse
+	err := c.do(ctx, http.MethodGet, api.PathCommandsPending, v, nil, nil, &resp)
+	return resp.Commands, err
+}
+
+// AckCommand reports a sensor's result for a command.
+func (c *Client) AckCommand(ctx context.Context, id string, r killswitch.Result) error {
+	return c.doJSON(ctx, http.MethodPost, commandPath(api.PathCommandAck, id), nil, r, nil)
+}
+
+// commandPath fills {id}; ids are escaped, so an id can never leave its
+// path segment.
+func commandPath(pattern, id string) string {
+	return strings.Replace(pattern, "{id}", url.PathEscape(id), 1)
 }

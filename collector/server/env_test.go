@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -20,9 +22,11 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/collector/command"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
 	"github.com/tillwatch/tillwatch/collector/store/sqlite"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // clock is a settable test clock shared by store and server.
@@ -46,6 +50,9 @@ type env struct {
 	caPEM []byte
 	hc    *http.Client // raw HTTP with the pinned CA
 	clk   *clock
+	// Responder keys the collector accepts approvals from.
+	alice, bob ed25519.PrivateKey
+	srv        *server.Server
 }
 
 func newEnv(t *testing.T, tweak ...func(*server.Options)) *env {
@@ -60,7 +67,19 @@ func newEnv(t *testing.T, tweak ...func(*server.Options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	collectorKey := newPriv(t)
+	alice, bob := newPriv(t), newPriv(t)
+	var srv *server.Server
+	cmds, err := command.New(command.Options{
+		Store: st, Key: collectorKey, Now: clk.Now,
+		Responders: []killswitch.PublicKey{responderKey(alice, "alice"), responderKey(bob, "bob")},
+		Notify:     func() { srv.NotifyCommands() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := server.Options{
+		Commands: cmds,
 		Store:    st,
 		Logger:   slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registry: prometheus.NewRegistry(),
@@ -69,7 +88,7 @@ func newEnv(t *testing.T, tweak ...func(*server.Options)) *env {
 	for _, f := range tweak {
 		f(&opts)
 	}
-	srv, err := server.New(opts)
+	srv, err = server.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +114,24 @@ func newEnv(t *testing.T, tweak ...func(*server.Options)) *env {
 		caPEM: bundle.CAPEM,
 		hc:    &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 30 * time.Second},
 		clk:   clk,
+		alice: alice,
+		bob:   bob,
+		srv:   srv,
 	}
+}
+
+func newPriv(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+func responderKey(priv ed25519.PrivateKey, name string) killswitch.PublicKey {
+	pub := priv.Public().(ed25519.PublicKey)
+	return killswitch.PublicKey{Role: killswitch.RoleResponder, Key: pub, Name: name}
 }
 
 // testWriter sends server logs to the test log, shown only on failure.

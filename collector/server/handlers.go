@@ -102,6 +102,9 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.enrolments.Inc()
 	s.log.Info("host enrolled", logkey.HostID, resp.HostID, logkey.AgentID, resp.AgentID, logkey.Remote, r.RemoteAddr)
+	if s.commands != nil {
+		resp.CommandKeys = s.commands.PinnedKeys()
+	}
 	writeJSON(w, http.StatusOK, resp)
 }
 

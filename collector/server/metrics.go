@@ -20,6 +20,10 @@ type metrics struct {
 	enrolments   prometheus.Counter
 	authFailures *prometheus.CounterVec
 	throttled    prometheus.Counter
+
+	commandsIssued    *prometheus.CounterVec
+	commandsDelivered prometheus.Counter
+	commandAcks       *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
@@ -40,6 +44,18 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 			Namespace: namespace, Name: "auth_failures_total",
 			Help: "Refused requests by reason: missing, unknown (token), expired (token), forbidden (role).",
 		}, []string{"reason"}),
+		commandsIssued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "killswitch_commands_issued_total",
+			Help: "Kill-switch commands issued through this collector's API, by action and state (active or pending-approval).",
+		}, []string{"action", "state"}),
+		commandsDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "killswitch_deliveries_total",
+			Help: "Kill-switch commands handed to sensors (redeliveries included).",
+		}),
+		commandAcks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "killswitch_acks_total",
+			Help: "Kill-switch acknowledgements by status: ok, noop, failed, refused.",
+		}, []string{"status"}),
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "ingest_throttled_total",
 			Help: "Batches answered 429 because MaxConcurrentIngest batches were already being stored.",
@@ -68,6 +84,7 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 		m.authFailures.WithLabelValues(r)
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.ingested, m.enrolments, m.authFailures, m.throttled, hosts,
+		m.commandsIssued, m.commandsDelivered, m.commandAcks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("server: register metrics: %w", err)

@@ -19,6 +19,9 @@ import (
 type principal struct {
 	Role   string
 	HostID string // agent credentials only
+	// TokenID names the credential in audit records (a prefix of its
+	// hash, never the token).
+	TokenID string
 }
 
 type principalKey struct{}
@@ -122,7 +125,7 @@ func (s *Server) authed(roles []string, h http.HandlerFunc) http.HandlerFunc {
 		if rec, ok := w.(*recorder); ok {
 			rec.hostID = hostID
 		}
-		ctx := context.WithValue(r.Context(), principalKey{}, principal{Role: role, HostID: hostID})
+		ctx := context.WithValue(r.Context(), principalKey{}, principal{Role: role, HostID: hostID, TokenID: store.HashToken(tok)[:12]})
 		h(w, r.WithContext(ctx))
 	}
 }

@@ -3,6 +3,8 @@ package server_test
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,7 +18,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/command"
 	"github.com/tillwatch/tillwatch/collector/server"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // documented returns "METHOD path" -> response codes from openapi.yaml.
@@ -84,7 +88,25 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 	downAnalyst := down.token(api.RoleAnalyst)
 	downAgent := down.enroll("till-down")
 	downSensor := down.token(api.RoleSensor)
+	downResponder := down.token(api.RoleResponder)
 	down.st.Close()
+	responder := e.token(api.RoleResponder)
+	cmdPath := func(pattern, id string) string { return strings.Replace(pattern, "{id}", id, 1) }
+	issueTo := func(action string) api.Command {
+		t.Helper()
+		r := e.do("POST", api.PathCommands, responder, nil, []byte(`{"action":"`+action+`","targets":{"hosts":["till-1"]}}`))
+		var st api.CommandStatus
+		if r.code != http.StatusCreated || json.Unmarshal(r.body, &st) != nil {
+			t.Fatalf("issue %s: %d %s", action, r.code, r.body)
+		}
+		return st.Command
+	}
+	approval := func(priv ed25519.PrivateKey, payload []byte) []byte {
+		b, _ := json.Marshal(api.ApproveRequest{Signature: killswitch.Sign(priv, payload)})
+		return b
+	}
+	issueBody := []byte(`{"action":"scan","targets":{"all":true},"reason":"sweep"}`)
+	okAck := []byte(`{"status":"ok","detail":"done"}`)
 
 	sensor := e.token(api.RoleSensor)
 	analyst := e.token(api.RoleAnalyst)
@@ -151,6 +173,77 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 		"GET " + api.PathHealthz: {
 			200: func() reply { return e.do("GET", api.PathHealthz, "", nil, nil) },
 			503: func() reply { return down.do("GET", api.PathHealthz, "", nil, nil) },
+		},
+		"POST " + api.PathCommands: {
+			201: func() reply { return e.do("POST", api.PathCommands, responder, nil, issueBody) },
+			400: func() reply {
+				return e.do("POST", api.PathCommands, responder, nil, []byte(`{"action":"format-disk","targets":{"all":true}}`))
+			},
+			401: func() reply { return e.do("POST", api.PathCommands, "", nil, issueBody) },
+			403: func() reply { return e.do("POST", api.PathCommands, analyst, nil, issueBody) },
+			413: func() reply {
+				return e.do("POST", api.PathCommands, responder, nil, append([]byte(`{"reason":"`), big...))
+			},
+			422: func() reply {
+				return e.do("POST", api.PathCommands, responder, nil, []byte(`{"action":"scan","targets":{"hosts":["till-404"]}}`))
+			},
+			429: func() reply { return issueUntilLimited(t) },
+			503: func() reply { return down.do("POST", api.PathCommands, downResponder, nil, issueBody) },
+		},
+		"GET " + api.PathCommands: {
+			200: func() reply { return e.do("GET", api.PathCommands+"?limit=5", analyst, nil, nil) },
+			400: func() reply { return e.do("GET", api.PathCommands+"?limit=0", analyst, nil, nil) },
+			401: func() reply { return e.do("GET", api.PathCommands, "", nil, nil) },
+			403: func() reply { return e.do("GET", api.PathCommands, agent, nil, nil) },
+			503: func() reply { return down.do("GET", api.PathCommands, downAnalyst, nil, nil) },
+		},
+		"GET " + api.PathCommand: {
+			200: func() reply { return e.do("GET", cmdPath(api.PathCommand, issueTo("scan").ID), analyst, nil, nil) },
+			401: func() reply { return e.do("GET", cmdPath(api.PathCommand, "ks-1"), "", nil, nil) },
+			403: func() reply { return e.do("GET", cmdPath(api.PathCommand, "ks-1"), agent, nil, nil) },
+			404: func() reply { return e.do("GET", cmdPath(api.PathCommand, "ks-unknown-1"), analyst, nil, nil) },
+			503: func() reply { return down.do("GET", cmdPath(api.PathCommand, "ks-1"), downAnalyst, nil, nil) },
+		},
+		"POST " + api.PathCommandApprove: {
+			200: func() reply {
+				c := issueTo("release-host")
+				return e.do("POST", cmdPath(api.PathCommandApprove, c.ID), responder, nil, approval(e.alice, c.Signed.Payload))
+			},
+			400: func() reply {
+				c := issueTo("release-host")
+				return e.do("POST", cmdPath(api.PathCommandApprove, c.ID), responder, nil, approval(newPriv(t), c.Signed.Payload))
+			},
+			401: func() reply { return e.do("POST", cmdPath(api.PathCommandApprove, "ks-1"), "", nil, []byte("{}")) },
+			403: func() reply { return e.do("POST", cmdPath(api.PathCommandApprove, "ks-1"), analyst, nil, []byte("{}")) },
+			404: func() reply {
+				return e.do("POST", cmdPath(api.PathCommandApprove, "ks-unknown-1"), responder, nil, approval(e.alice, []byte("x")))
+			},
+			413: func() reply {
+				return e.do("POST", cmdPath(api.PathCommandApprove, "ks-1"), responder, nil, append([]byte(`{"x":"`), big...))
+			},
+			503: func() reply {
+				return down.do("POST", cmdPath(api.PathCommandApprove, "ks-1"), downResponder, nil, approval(e.alice, []byte("x")))
+			},
+		},
+		"GET " + api.PathCommandsPending: {
+			200: func() reply { return e.do("GET", api.PathCommandsPending+"?wait=0", agent, nil, nil) },
+			400: func() reply { return e.do("GET", api.PathCommandsPending+"?wait=999", agent, nil, nil) },
+			401: func() reply { return e.do("GET", api.PathCommandsPending, "", nil, nil) },
+			403: func() reply { return e.do("GET", api.PathCommandsPending, analyst, nil, nil) },
+			503: func() reply { return down.do("GET", api.PathCommandsPending+"?wait=0", downAgent, nil, nil) },
+		},
+		"POST " + api.PathCommandAck: {
+			204: func() reply { return e.do("POST", cmdPath(api.PathCommandAck, issueTo("scan").ID), agent, nil, okAck) },
+			400: func() reply {
+				return e.do("POST", cmdPath(api.PathCommandAck, "ks-1"), agent, nil, []byte(`{"status":"done, trust me"}`))
+			},
+			401: func() reply { return e.do("POST", cmdPath(api.PathCommandAck, "ks-1"), "", nil, okAck) },
+			403: func() reply { return e.do("POST", cmdPath(api.PathCommandAck, "ks-1"), analyst, nil, okAck) },
+			404: func() reply { return e.do("POST", cmdPath(api.PathCommandAck, "ks-unknown-1"), agent, nil, okAck) },
+			413: func() reply {
+				return e.do("POST", cmdPath(api.PathCommandAck, "ks-1"), agent, nil, append([]byte(`{"detail":"`), big...))
+			},
+			503: func() reply { return down.do("POST", cmdPath(api.PathCommandAck, "ks-1"), downAgent, nil, okAck) },
 		},
 		"GET " + api.PathMetrics: {
 			200: func() reply { return e.do("GET", api.PathMetrics, analyst, nil, nil) },
@@ -250,6 +343,26 @@ func busyIngest(t *testing.T) reply {
 	var r reply
 	for range 100 { // bounded: the slow request reaches the handler within moments
 		r = busy.do("POST", api.PathEvents, agent, nil, ndjson(alertLine("busy-1", "till-busy", "r", time.Now())))
+		if r.code == http.StatusTooManyRequests {
+			if r.hdr.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			break
+		}
+	}
+	return r
+}
+
+// issueUntilLimited issues commands on a fresh collector until the
+// responder's rate limit answers 429.
+func issueUntilLimited(t *testing.T) reply {
+	t.Helper()
+	e := newEnv(t)
+	e.enroll("till-rl")
+	tok := e.token(api.RoleResponder)
+	var r reply
+	for range command.DefaultIssueBurst + 2 {
+		r = e.do("POST", api.PathCommands, tok, nil, []byte(`{"action":"scan","targets":{"all":true}}`))
 		if r.code == http.StatusTooManyRequests {
 			if r.hdr.Get("Retry-After") == "" {
 				t.Error("429 without Retry-After")

@@ -11,12 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/command"
 	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 )
@@ -59,6 +62,9 @@ type Options struct {
 	MaxConcurrentIngest int
 	// IngestWait is how long a batch may wait for a slot (default 250ms).
 	IngestWait time.Duration
+	// Commands issues kill-switch commands; nil answers the kill-switch
+	// routes with 503 (and enrolment hands out no command keys).
+	Commands *command.Service
 }
 
 // Server serves the collector API.
@@ -75,6 +81,9 @@ type Server struct {
 
 	ingestSlots chan struct{}
 	ingestWait  time.Duration
+
+	commands *command.Service
+	hub      *hub
 }
 
 // New builds a Server. It registers metrics on opts.Registry, so one
@@ -110,6 +119,10 @@ func New(opts Options) (*Server, error) {
 	s.ingestWait = opts.IngestWait
 	if s.ingestWait <= 0 {
 		s.ingestWait = 250 * time.Millisecond
+	}
+	s.commands = opts.Commands
+	if cs, ok := s.st.(store.CommandStore); ok {
+		s.hub = newHub(cs, s.log)
 	}
 	m, err := newMetrics(s.reg, s.st)
 	if err != nil {
@@ -190,11 +203,23 @@ func Routes() []Route {
 		{http.MethodGet, api.PathOpenAPI, nil},
 		{http.MethodGet, api.PathHealthz, nil},
 		{http.MethodGet, api.PathMetrics, readers},
+		{http.MethodPost, api.PathCommands, []string{api.RoleResponder}},
+		{http.MethodGet, api.PathCommands, readers},
+		{http.MethodGet, api.PathCommand, readers},
+		{http.MethodPost, api.PathCommandApprove, []string{api.RoleResponder}},
+		{http.MethodGet, api.PathCommandsPending, []string{api.RoleAgent}},
+		{http.MethodPost, api.PathCommandAck, []string{api.RoleAgent}},
 	}
 }
 
 func (s *Server) routes() http.Handler {
 	handlers := map[string]http.HandlerFunc{
+		http.MethodPost + " " + api.PathCommands:       s.handleIssue,
+		http.MethodGet + " " + api.PathCommands:        s.handleCommands,
+		http.MethodGet + " " + api.PathCommand:         s.handleCommand,
+		http.MethodPost + " " + api.PathCommandApprove: s.handleApprove,
+		http.MethodGet + " " + api.PathCommandsPending: s.handlePending,
+		http.MethodPost + " " + api.PathCommandAck:     s.handleAck,
 		api.PathEnroll:    s.handleEnroll,
 		api.PathEvents:    s.handleEvents,
 		api.PathHeartbeat: s.handleHeartbeat,
@@ -205,21 +230,31 @@ func (s *Server) routes() http.Handler {
 		api.PathMetrics:   s.handleMetrics,
 	}
 	mux := http.NewServeMux()
+	methods := map[string][]string{}
 	for _, rt := range Routes() {
-		h := handlers[rt.Path]
+		methods[rt.Path] = append(methods[rt.Path], rt.Method)
+	}
+	for _, rt := range Routes() {
+		h, ok := handlers[rt.Method+" "+rt.Path]
+		if !ok {
+			h = handlers[rt.Path]
+		}
 		if rt.Roles != nil {
 			h = s.authed(rt.Roles, h)
 		}
 		mux.Handle(rt.Method+" "+rt.Path, h)
+	}
+	for path, ms := range methods {
 		// The method-less pattern is less specific, so it only catches the
 		// wrong methods, answering in JSON like everything else.
-		allow := rt.Method
-		if rt.Method == http.MethodGet {
-			allow += ", " + http.MethodHead
+		allowed := slices.Clone(ms)
+		if slices.Contains(ms, http.MethodGet) {
+			allowed = append(allowed, http.MethodHead)
 		}
-		mux.HandleFunc(rt.Path, func(w http.ResponseWriter, r *http.Request) {
+		allow := strings.Join(allowed, ", ")
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
-			s.fail(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+rt.Method)
+			s.fail(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+strings.Join(ms, " or "))
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -19,4 +19,5 @@ const (
 	Reason    = "reason"
 	Action    = "action"
 	Duration  = "duration"
+	Command   = "command_id"
 )

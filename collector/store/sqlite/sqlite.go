@@ -204,6 +204,35 @@ CREATE INDEX events_host_ts ON events(host_id, ts);
 ALTER TABLE hosts ADD COLUMN seq_max INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE hosts ADD COLUMN events_lost INTEGER NOT NULL DEFAULT 0;
 `,
+	`
+-- Kill-switch commands: the audit trail and each host's delivery.
+CREATE TABLE commands (
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	id          TEXT NOT NULL UNIQUE,
+	action      TEXT NOT NULL,
+	targets     TEXT NOT NULL,
+	issuer      TEXT NOT NULL,
+	reason      TEXT NOT NULL DEFAULT '',
+	issued_at   INTEGER NOT NULL,
+	not_after   INTEGER NOT NULL,
+	state       TEXT NOT NULL,
+	required    INTEGER NOT NULL,
+	signed      TEXT NOT NULL,             -- killswitch.Signed as JSON
+	activated   INTEGER NOT NULL DEFAULT 0 -- generation at which it became deliverable
+);
+CREATE INDEX commands_activated ON commands(activated);
+
+CREATE TABLE command_hosts (
+	command_id   TEXT NOT NULL REFERENCES commands(id),
+	host_id      TEXT NOT NULL,
+	state        TEXT NOT NULL,
+	delivered_at INTEGER,
+	acked_at     INTEGER,
+	result       TEXT,
+	PRIMARY KEY (command_id, host_id)
+);
+CREATE INDEX command_hosts_open ON command_hosts(host_id) WHERE state != 'acked';
+`,
 }
 
 // SchemaVersion is the user_version this build migrates to.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // Opener returns a fresh, empty store for one test whose clock is now (the
@@ -68,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{name: "QueryAlerts", fn: testQueryAlerts},
 		{name: "HostsCountAlerts", fn: testHostsAlertCount},
 		{name: "Sequences", fn: testSequences},
+		{name: "Commands", fn: testCommands},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -548,4 +550,126 @@ func jsonEqual(a, b []byte) bool {
 	xa, _ := json.Marshal(x)
 	ya, _ := json.Marshal(y)
 	return bytes.Equal(xa, ya)
+}
+
+// testCommands: the kill-switch audit trail and delivery. Only active,
+// unexpired commands are delivered, to the hosts they address, until each
+// host acknowledges; approval activates a pending command and moves the
+// generation on so long-polls wake.
+func testCommands(t *testing.T, s store.Store) {
+	cs, ok := s.(store.CommandStore)
+	if !ok {
+		t.Fatalf("%T does not implement store.CommandStore", s)
+	}
+	ctx := ctxFor(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	rec := func(id, state string, notAfter time.Time) store.CommandRecord {
+		return store.CommandRecord{
+			ID: id, Action: killswitch.ActionDisableRMM, Targets: "2 hosts", Issuer: "responder:alice",
+			Reason: "campaign", IssuedAt: now, NotAfter: notAfter, State: state,
+			Signed: killswitch.Signed{Payload: []byte(`{"id":"` + id + `"}`)},
+		}
+	}
+	gen0, err := cs.CommandsGeneration(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CreateCommand(ctx, rec("cmd-active-1", store.CommandActive, now.Add(time.Hour)), []string{"till-a", "till-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CreateCommand(ctx, rec("cmd-waiting-2", store.CommandPendingApproval, now.Add(time.Hour)), []string{"till-a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CreateCommand(ctx, rec("cmd-expired-3", store.CommandActive, now.Add(-time.Second)), []string{"till-a"}); err != nil {
+		t.Fatal(err)
+	}
+	gen1, err := cs.CommandsGeneration(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gen1 <= gen0 {
+		t.Fatalf("generation %d did not move on from %d after an active command", gen1, gen0)
+	}
+	pendingIDs := func(host string) []string {
+		t.Helper()
+		got, err := cs.PendingCommands(ctx, host, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, sg := range got {
+			var p struct{ ID string }
+			json.Unmarshal(sg.Payload, &p)
+			ids = append(ids, p.ID)
+		}
+		return ids
+	}
+	if got := pendingIDs("till-a"); fmt.Sprint(got) != "[cmd-active-1]" {
+		t.Fatalf("till-a pending %v, want only the active, unexpired command", got)
+	}
+	if got := pendingIDs("till-a"); fmt.Sprint(got) != "[cmd-active-1]" {
+		t.Fatalf("an unacknowledged command must be delivered again, got %v", got)
+	}
+	if got := pendingIDs("till-c"); len(got) != 0 {
+		t.Fatalf("unaddressed host got %v", got)
+	}
+	_, hosts, err := cs.Command(ctx, "cmd-active-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hosts) != 2 || hosts[0].HostID != "till-a" || hosts[0].State != store.HostDelivered || hosts[1].State != store.HostPending {
+		t.Fatalf("host states %+v", hosts)
+	}
+	res := killswitch.Result{Status: killswitch.StatusOK, Detail: "killed 2", Affected: []string{"41", "42"}}
+	if err := cs.AckCommand(ctx, "cmd-active-1", "till-a", res, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.AckCommand(ctx, "cmd-active-1", "till-c", res, now); !errors.Is(err, store.ErrUnknownCommand) {
+		t.Fatalf("ack from an unaddressed host: %v", err)
+	}
+	if got := pendingIDs("till-a"); len(got) != 0 {
+		t.Fatalf("acknowledged command delivered again: %v", got)
+	}
+	got, hosts, err := cs.Command(ctx, "cmd-active-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Issuer != "responder:alice" || got.Reason != "campaign" || !got.IssuedAt.Equal(now) {
+		t.Fatalf("record %+v", got)
+	}
+	if h := hosts[0]; h.State != store.HostAcked || h.Result == nil || h.Result.Status != killswitch.StatusOK ||
+		fmt.Sprint(h.Result.Affected) != "[41 42]" || h.AckedAt.IsZero() || h.DeliveredAt.IsZero() {
+		t.Fatalf("acked host %+v", h)
+	}
+
+	// Approval: more signatures, then active.
+	sg := rec("cmd-waiting-2", "", time.Time{}).Signed
+	sg.Signatures = []killswitch.Signature{{KeyID: "aaaa", Sig: []byte{1}}, {KeyID: "bbbb", Sig: []byte{2}}}
+	if err := cs.UpdateCommand(ctx, "cmd-waiting-2", sg, store.CommandActive); err != nil {
+		t.Fatal(err)
+	}
+	gen2, _ := cs.CommandsGeneration(ctx)
+	if gen2 <= gen1 {
+		t.Fatalf("approval did not move the generation (%d -> %d)", gen1, gen2)
+	}
+	if got := pendingIDs("till-a"); fmt.Sprint(got) != "[cmd-waiting-2]" {
+		t.Fatalf("approved command not delivered: %v", got)
+	}
+	w, _, err := cs.Command(ctx, "cmd-waiting-2")
+	if err != nil || w.State != store.CommandActive || len(w.Signed.Signatures) != 2 {
+		t.Fatalf("approved record %+v %v", w, err)
+	}
+	if err := cs.UpdateCommand(ctx, "cmd-nope-0000", sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
+		t.Fatalf("update of an unknown command: %v", err)
+	}
+	if _, _, err := cs.Command(ctx, "cmd-nope-0000"); !errors.Is(err, store.ErrUnknownCommand) {
+		t.Fatalf("unknown command: %v", err)
+	}
+	list, err := cs.Commands(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 || list[0].ID != "cmd-expired-3" || list[2].ID != "cmd-active-1" {
+		t.Fatalf("commands newest first: %+v", list)
+	}
 }

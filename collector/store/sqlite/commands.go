@@ -1,0 +1,225 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
+)
+
+var _ store.CommandStore = (*Store)(nil)
+
+// CreateCommand implements store.CommandStore.
+func (s *Store) CreateCommand(ctx context.Context, rec store.CommandRecord, hosts []string) error {
+	signed, err := json.Marshal(rec.Signed)
+	if err != nil {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: create command: %w", err)
+	}
+	defer tx.Rollback()
+	activated := "0"
+	if rec.State == store.CommandActive {
+		activated = "(SELECT COALESCE(MAX(activated), 0) + 1 FROM commands)"
+	}
+	_, err = tx.ExecContext(ctx, `
+INSERT INTO commands (id, action, targets, issuer, reason, issued_at, not_after, state, required, signed, activated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, `+activated+`)`,
+		rec.ID, rec.Action, rec.Targets, rec.Issuer, rec.Reason, rec.IssuedAt.UnixNano(), rec.NotAfter.UnixNano(),
+		rec.State, rec.Required, string(signed))
+	if err != nil {
+		return fmt.Errorf("sqlite: create command %s: %w", rec.ID, err)
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO command_hosts (command_id, host_id, state) VALUES (?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("sqlite: create command: %w", err)
+	}
+	defer stmt.Close()
+	for _, h := range hosts {
+		if _, err := stmt.ExecContext(ctx, rec.ID, h, store.HostPending); err != nil {
+			return fmt.Errorf("sqlite: create command %s: %w", rec.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: create command: %w", err)
+	}
+	return nil
+}
+
+// UpdateCommand implements store.CommandStore.
+func (s *Store) UpdateCommand(ctx context.Context, id string, signed killswitch.Signed, state string) error {
+	b, err := json.Marshal(signed)
+	if err != nil {
+		return err
+	}
+	res, err := s.w.ExecContext(ctx, `
+UPDATE commands SET signed = ?, state = ?,
+	activated = CASE WHEN ? = 'active' AND activated = 0
+		THEN (SELECT COALESCE(MAX(activated), 0) + 1 FROM commands) ELSE activated END
+WHERE id = ?`, string(b), state, state, id)
+	if err != nil {
+		return fmt.Errorf("sqlite: update command %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrUnknownCommand
+	}
+	return nil
+}
+
+const commandColumns = `id, action, targets, issuer, reason, issued_at, not_after, state, required, signed`
+
+func scanCommand(sc interface{ Scan(...any) error }) (store.CommandRecord, error) {
+	var r store.CommandRecord
+	var issued, notAfter int64
+	var signed string
+	if err := sc.Scan(&r.ID, &r.Action, &r.Targets, &r.Issuer, &r.Reason, &issued, &notAfter, &r.State, &r.Required, &signed); err != nil {
+		return r, err
+	}
+	r.IssuedAt = time.Unix(0, issued).UTC()
+	r.NotAfter = time.Unix(0, notAfter).UTC()
+	if err := json.Unmarshal([]byte(signed), &r.Signed); err != nil {
+		return r, fmt.Errorf("command %s: stored envelope: %w", r.ID, err)
+	}
+	return r, nil
+}
+
+// Command implements store.CommandStore.
+func (s *Store) Command(ctx context.Context, id string) (store.CommandRecord, []store.CommandHost, error) {
+	rec, err := scanCommand(s.r.QueryRowContext(ctx, `SELECT `+commandColumns+` FROM commands WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return rec, nil, store.ErrUnknownCommand
+	}
+	if err != nil {
+		return rec, nil, fmt.Errorf("sqlite: command %s: %w", id, err)
+	}
+	rows, err := s.r.QueryContext(ctx, `
+SELECT host_id, state, delivered_at, acked_at, result FROM command_hosts WHERE command_id = ? ORDER BY host_id`, id)
+	if err != nil {
+		return rec, nil, fmt.Errorf("sqlite: command %s: %w", id, err)
+	}
+	defer rows.Close()
+	var hosts []store.CommandHost
+	for rows.Next() {
+		var h store.CommandHost
+		var delivered, acked sql.NullInt64
+		var result sql.NullString
+		if err := rows.Scan(&h.HostID, &h.State, &delivered, &acked, &result); err != nil {
+			return rec, nil, fmt.Errorf("sqlite: command %s: %w", id, err)
+		}
+		if delivered.Valid {
+			h.DeliveredAt = time.Unix(0, delivered.Int64).UTC()
+		}
+		if acked.Valid {
+			h.AckedAt = time.Unix(0, acked.Int64).UTC()
+		}
+		if result.Valid {
+			var r killswitch.Result
+			if err := json.Unmarshal([]byte(result.String), &r); err == nil {
+				h.Result = &r
+			}
+		}
+		hosts = append(hosts, h)
+	}
+	return rec, hosts, rows.Err()
+}
+
+// Commands implements store.CommandStore.
+func (s *Store) Commands(ctx context.Context, limit int) ([]store.CommandRecord, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+commandColumns+` FROM commands ORDER BY seq DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: commands: %w", err)
+	}
+	defer rows.Close()
+	var out []store.CommandRecord
+	for rows.Next() {
+		r, err := scanCommand(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: commands: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// PendingCommands implements store.CommandStore. The lookup runs on the
+// read pool, so a fleet of idle long-polls never queues on the writer;
+// only a host that has something pending takes a write.
+func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Time) ([]killswitch.Signed, error) {
+	rows, err := s.r.QueryContext(ctx, `
+SELECT c.id, c.signed, h.state FROM command_hosts h JOIN commands c ON c.id = h.command_id
+WHERE h.host_id = ? AND h.state != 'acked' AND c.state = 'active' AND c.not_after > ?
+ORDER BY c.seq`, hostID, now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
+	}
+	defer rows.Close()
+	var out []killswitch.Signed
+	var fresh []any
+	for rows.Next() {
+		var id, signed, state string
+		if err := rows.Scan(&id, &signed, &state); err != nil {
+			return nil, fmt.Errorf("sqlite: pending commands: %w", err)
+		}
+		var sg killswitch.Signed
+		if err := json.Unmarshal([]byte(signed), &sg); err != nil {
+			return nil, fmt.Errorf("sqlite: command %s: stored envelope: %w", id, err)
+		}
+		out = append(out, sg)
+		if state == store.HostPending {
+			fresh = append(fresh, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
+	}
+	rows.Close()
+	if len(fresh) > 0 {
+		args := append([]any{now.UnixNano(), hostID}, fresh...)
+		_, err := s.w.ExecContext(ctx, `
+UPDATE command_hosts SET state = 'delivered', delivered_at = ?
+WHERE host_id = ? AND state = 'pending' AND command_id IN (?`+strings.Repeat(", ?", len(fresh)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: mark delivered: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// AckCommand implements store.CommandStore.
+func (s *Store) AckCommand(ctx context.Context, id, hostID string, r killswitch.Result, at time.Time) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.w.ExecContext(ctx, `
+UPDATE command_hosts SET state = 'acked', acked_at = ?, result = ?,
+	delivered_at = COALESCE(delivered_at, ?)
+WHERE command_id = ? AND host_id = ?`, at.UnixNano(), string(b), at.UnixNano(), id, hostID)
+	if err != nil {
+		return fmt.Errorf("sqlite: ack command %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrUnknownCommand
+	}
+	return nil
+}
+
+// CommandsGeneration implements store.CommandStore.
+func (s *Store) CommandsGeneration(ctx context.Context) (int64, error) {
+	var g int64
+	if err := s.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(activated), 0) FROM commands`).Scan(&g); err != nil {
+		return 0, fmt.Errorf("sqlite: commands generation: %w", err)
+	}
+	return g, nil
+}
