@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
 )
 
 // Result statuses a sensor acknowledges with.
@@ -113,7 +115,10 @@ func (rc *ReplayCache) Record(c *Command, payload []byte, r Result) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(rc.path, b, 0o600)
+	if err := os.MkdirAll(filepath.Dir(rc.path), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(rc.path, b, 0o600)
 }
 
 // Len is the number of remembered commands.
@@ -121,42 +126,4 @@ func (rc *ReplayCache) Len() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return len(rc.entries)
-}
-
-// WriteFileAtomic replaces path with data so that a crash leaves either the
-// old or the new content: temp file, fsync, rename, fsync of the directory.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
@@ -58,33 +59,7 @@ func Save(stateDir string, id Identity) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(stateDir, File), raw, 0o600)
-}
-
-// WriteFileAtomic writes data to a temp file beside path, syncs it and
-// renames it over path, so a crash leaves the old or the new file, never half.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(filepath.Join(stateDir, File), raw, 0o600)
 }
 
 // HostID decides the host identity: the override if given, else the id

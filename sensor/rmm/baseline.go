@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
 )
 
 // BaselineFile is the name of the baseline in the state dir.
@@ -110,23 +112,7 @@ func (b *Baseline) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(b.file), BaselineFile+".*")
-	if err != nil {
-		return fmt.Errorf("rmm baseline: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(raw); err != nil {
-		tmp.Close()
-		return fmt.Errorf("rmm baseline: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("rmm baseline: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("rmm baseline: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), b.file); err != nil {
+	if err := atomicfile.Write(b.file, raw, 0o600); err != nil {
 		return fmt.Errorf("rmm baseline: %w", err)
 	}
 	return nil
