@@ -34,7 +34,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	var c conn
 	root := &cobra.Command{
 		Use:           "tillwatch",
-		Short:         "tillwatch CLI: query alerts and hosts, run the demo",
+		Short:         "tillwatch CLI: query alerts and hosts, issue kill-switch commands, run the demo",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -55,6 +55,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		},
 		alertsCmd(&c, stdout),
 		hostsCmd(&c, stdout),
+		killswitchCmd(&c, stdout),
+		keysCmd(stdout),
 		demoCmd(stdout),
 		simulateCmd(stdout),
 		rulesCmd(stdout),

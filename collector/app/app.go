@@ -119,6 +119,8 @@ func newRun(stderr io.Writer) *cobra.Command {
 	cm.register(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTPS listen address (default "+config.DefaultListen+")")
 	cmd.Flags().StringVar(&es, "elasticsearch", "", "store into the Elasticsearch cluster at URL instead of SQLite")
+	var signingKey string
+	cmd.Flags().StringVar(&signingKey, "signing-key", "", "kill-switch signing key (default <data>/"+config.SigningKeyFile+", created on first start)")
 	cmd.MarkFlagsMutuallyExclusive("store", "elasticsearch")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cm.load(cmd)
@@ -131,6 +133,9 @@ func newRun(stderr io.Writer) *cobra.Command {
 		if cmd.Flags().Changed("elasticsearch") {
 			cfg.Elasticsearch = es
 			cfg.Store = ""
+		}
+		if cmd.Flags().Changed("signing-key") {
+			cfg.KillSwitch.SigningKey = signingKey
 		}
 		if err := validate(cfg); err != nil {
 			return err
@@ -164,11 +169,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	srv, err := server.New(server.Options{
+	var srv *server.Server
+	cmds, err := newCommandService(cfg, st, log, func() { srv.NotifyCommands() })
+	if err != nil {
+		return err
+	}
+	srv, err = server.New(server.Options{
 		Store:             st,
 		Logger:            log,
 		Registry:          reg,
 		HeartbeatInterval: cfg.HeartbeatInterval,
+		Commands:          cmds,
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,9 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/collector/command"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
 	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // serving is the real server running on a store, whichever the backend:
@@ -24,6 +27,7 @@ type serving struct {
 	URL    string
 	CAFile string
 	Addr   string
+	Dir    string
 	t      testing.TB
 	st     store.Store
 	stop   context.CancelFunc
@@ -44,7 +48,12 @@ func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Regis
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	srv, err := server.New(server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	var srv *server.Server
+	cmds, err := commandService(dir, st, func() { srv.NotifyCommands() })
+	if err != nil {
+		fail("kill-switch", err)
+	}
+	srv, err = server.New(server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds})
 	if err != nil {
 		fail("server", err)
 	}
@@ -54,7 +63,7 @@ func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Regis
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{
-		URL: "https://" + ln.Addr().String(), Addr: ln.Addr().String(), CAFile: filepath.Join(dir, "ca.pem"),
+		URL: "https://" + ln.Addr().String(), Addr: ln.Addr().String(), CAFile: filepath.Join(dir, "ca.pem"), Dir: dir,
 		t: t, st: st, stop: cancel, done: make(chan error, 1),
 	}
 	go func() { s.done <- srv.Serve(ctx, ln, bundle.TLSConfig()) }()
@@ -106,3 +115,46 @@ func (s *serving) Client(tok string) *client.Client {
 	}
 	return cl
 }
+
+// Responders are the names of the responder keys every test collector
+// accepts approvals from; their key files live in the data dir.
+var Responders = []string{"alice", "bob"}
+
+// commandService builds the kill-switch with keys kept in dir, so a
+// restarted collector signs with the same key its sensors pinned.
+func commandService(dir string, st store.Store, notify func()) (*command.Service, error) {
+	if err := ensureKey(dir, "killswitch-signing"); err != nil {
+		return nil, err
+	}
+	priv, err := killswitch.LoadPrivateKey(filepath.Join(dir, "killswitch-signing.key"))
+	if err != nil {
+		return nil, err
+	}
+	var responders []killswitch.PublicKey
+	for _, name := range Responders {
+		if err := ensureKey(dir, name); err != nil {
+			return nil, err
+		}
+		pub, err := killswitch.LoadPublicKey(filepath.Join(dir, name+".pub"))
+		if err != nil {
+			return nil, err
+		}
+		responders = append(responders, killswitch.PublicKey{Role: killswitch.RoleResponder, Key: pub, Name: name})
+	}
+	return command.New(command.Options{Store: st, Key: priv, Responders: responders, Notify: notify, IssueRate: 1000})
+}
+
+func ensureKey(dir, name string) error {
+	if _, err := os.Stat(filepath.Join(dir, name+".key")); err == nil {
+		return nil
+	}
+	_, err := killswitch.GenerateKey(dir, name)
+	return err
+}
+
+// ResponderKeyFile is the private key of a responder in Responders.
+func (s *serving) ResponderKeyFile(name string) string { return filepath.Join(s.Dir, name+".key") }
+
+// ResponderPubFile is the public key of a responder in Responders (what a
+// sensor pins with --killswitch-key).
+func (s *serving) ResponderPubFile(name string) string { return filepath.Join(s.Dir, name+".pub") }

@@ -44,6 +44,37 @@ type Config struct {
 	// collector raises a "sensor silenced" alert.
 	SilenceAfter time.Duration `yaml:"silence_after"`
 	Log          Log           `yaml:"log"`
+	KillSwitch   KillSwitch    `yaml:"killswitch"`
+}
+
+// KillSwitch configures signed fleet commands.
+type KillSwitch struct {
+	// SigningKey is the collector's Ed25519 key (PKCS #8 PEM); empty means
+	// <data_dir>/killswitch-signing.key, created on first start. Every
+	// collector sharing one store must use the same key: sensors pin it.
+	SigningKey string `yaml:"signing_key"`
+	// ResponderKeys are the .pub files of the people who may approve
+	// commands (tillwatch keys gen); sensors pin the same files.
+	ResponderKeys []string `yaml:"responder_keys"`
+	// Approvals is M, the distinct responders needed for reversing
+	// actions and for destructive ones beyond MaxHosts (default 2).
+	Approvals int `yaml:"approvals"`
+	// MaxHosts bounds kill-process, quarantine-file and isolate-host by
+	// one key (default 5).
+	MaxHosts int `yaml:"max_hosts"`
+	// IssueRate is how many commands one token may issue per minute.
+	IssueRate int `yaml:"issue_rate"`
+}
+
+// SigningKeyFile is the default signing key's name in the data dir.
+const SigningKeyFile = "killswitch-signing.key"
+
+// SigningKeyPath is the configured key or the default in the data dir.
+func (c Config) SigningKeyPath() string {
+	if c.KillSwitch.SigningKey != "" {
+		return c.KillSwitch.SigningKey
+	}
+	return filepath.Join(c.DataDir, SigningKeyFile)
 }
 
 // TLS configures the server certificate.
@@ -67,6 +98,7 @@ func Default() Config {
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		SilenceAfter:      5 * time.Minute,
 		Log:               Log{Level: "info", Format: "text"},
+		KillSwitch:        KillSwitch{Approvals: 2, MaxHosts: 5, IssueRate: 10},
 	}
 }
 
@@ -122,6 +154,20 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 5*time.Second || c.HeartbeatInterval > time.Hour {
 		bad("heartbeat_interval", "%s must be between 5s and 1h", c.HeartbeatInterval)
+	}
+	if c.KillSwitch.Approvals < 1 || c.KillSwitch.Approvals > 16 {
+		bad("killswitch.approvals", "%d must be from 1 to 16", c.KillSwitch.Approvals)
+	}
+	if c.KillSwitch.MaxHosts < 1 {
+		bad("killswitch.max_hosts", "%d must be at least 1", c.KillSwitch.MaxHosts)
+	}
+	if c.KillSwitch.IssueRate < 1 || c.KillSwitch.IssueRate > 10000 {
+		bad("killswitch.issue_rate", "%d must be from 1 to 10000 per minute", c.KillSwitch.IssueRate)
+	}
+	for i, k := range c.KillSwitch.ResponderKeys {
+		if strings.TrimSpace(k) == "" {
+			bad(fmt.Sprintf("killswitch.responder_keys[%d]", i), "empty path")
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
