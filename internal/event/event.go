@@ -217,6 +217,18 @@ type Tillwatch struct {
 	// renamed or deleted by the process tree (file.path is the first).
 	FilesAffected int         `json:"files_affected,omitempty"`
 	Ransomware    *Ransomware `json:"ransomware,omitempty"`
+	// KillSwitch is set on alerts and audit events about fleet commands.
+	KillSwitch *KillSwitch `json:"killswitch,omitempty"`
+}
+
+// KillSwitch is tillwatch.killswitch: which fleet command an alert or
+// audit event is about and what became of it on this host.
+type KillSwitch struct {
+	CommandID string `json:"command_id,omitempty"`
+	Action    string `json:"action,omitempty"`
+	Status    string `json:"status,omitempty"`  // ok, noop, failed, refused
+	Refusal   string `json:"refusal,omitempty"` // why it was refused
+	Detail    string `json:"detail,omitempty"`
 }
 
 // Ransomware explains a ransomware detection (tillwatch.ransomware).

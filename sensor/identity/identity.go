@@ -14,6 +14,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/atomicfile"
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // File is the identity file's name in the state dir (mode 0600: it holds
@@ -27,6 +28,9 @@ type Identity struct {
 	Credential   string    `json:"credential,omitempty"`
 	CollectorURL string    `json:"collector_url,omitempty"`
 	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
+	// CommandKeys are the collector's kill-switch keys, pinned at the
+	// first enrolment with this collector and kept across re-enrolments.
+	CommandKeys []killswitch.PublicKey `json:"command_keys,omitempty"`
 }
 
 // Enrolled reports whether the identity holds a credential for url.

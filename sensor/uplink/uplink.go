@@ -15,6 +15,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 	"github.com/tillwatch/tillwatch/sensor/identity"
 )
@@ -84,9 +85,19 @@ func (u *Uplink) Enroll(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("enrolment: %w", err)
 	}
+	keys := resp.CommandKeys
+	if u.id.CollectorURL == u.o.URL && len(u.id.CommandKeys) > 0 {
+		// Pinned at the first enrolment: a collector (or an impostor with
+		// an enrolment token) cannot swap the key that orders this host.
+		if !sameKeys(u.id.CommandKeys, resp.CommandKeys) {
+			u.o.Log.Warn("the collector presents other kill-switch keys than the ones pinned at first enrolment; keeping the pinned ones (see docs/security-model.md, key rotation)",
+				logkey.URL, u.o.URL)
+		}
+		keys = u.id.CommandKeys
+	}
 	u.id = identity.Identity{
 		HostID: resp.HostID, AgentID: resp.AgentID, Credential: resp.Credential,
-		CollectorURL: u.o.URL, EnrolledAt: time.Now().UTC(),
+		CollectorURL: u.o.URL, EnrolledAt: time.Now().UTC(), CommandKeys: keys,
 	}
 	if err := identity.Save(u.o.StateDir, u.id); err != nil {
 		return fmt.Errorf("enrolled but could not keep the credential: %w", err)
@@ -133,6 +144,38 @@ func (u *Uplink) Heartbeat(ctx context.Context, hb api.Heartbeat) (api.Heartbeat
 		return err
 	})
 	return resp, err
+}
+
+// PollCommands implements fleetcmd.Link: a long-poll for kill-switch
+// commands addressed to this host.
+func (u *Uplink) PollCommands(ctx context.Context, wait time.Duration) ([]killswitch.Signed, error) {
+	var out []killswitch.Signed
+	err := u.do(ctx, func(c *client.Client) error {
+		var err error
+		out, err = c.PendingCommands(ctx, wait)
+		return err
+	})
+	return out, err
+}
+
+// AckCommand implements fleetcmd.Link.
+func (u *Uplink) AckCommand(ctx context.Context, id string, r killswitch.Result) error {
+	return u.do(ctx, func(c *client.Client) error { return c.AckCommand(ctx, id, r) })
+}
+
+// CollectorKeys implements fleetcmd.Link: the keys pinned at enrolment.
+func (u *Uplink) CollectorKeys() []killswitch.PublicKey { return u.Identity().CommandKeys }
+
+func sameKeys(a, b []killswitch.PublicKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID || !a[i].Key.Equal(b[i].Key) {
+			return false
+		}
+	}
+	return true
 }
 
 // Permanent reports errors that retrying soon will not fix.
