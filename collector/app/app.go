@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/campaign"
 	"github.com/tillwatch/tillwatch/collector/config"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
@@ -180,6 +181,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Registry:          reg,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Commands:          cmds,
+		Observer: campaign.New(campaign.Options{
+			Policy: campaign.Policy{
+				Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
+				Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
+			},
+			Store: st, Issuer: cmds, Log: log,
+		}),
 	})
 	if err != nil {
 		return err

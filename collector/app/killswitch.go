@@ -65,3 +65,10 @@ func signingKey(cfg config.Config, log *slog.Logger) (ed25519.PrivateKey, error)
 	log.Info("created the kill-switch signing key", logkey.Path, path, "key_id", id)
 	return killswitch.LoadPrivateKey(path)
 }
+
+func campaignTargets(c config.Campaign) killswitch.Targets {
+	if len(c.Labels) > 0 {
+		return killswitch.Targets{Labels: c.Labels}
+	}
+	return killswitch.Targets{All: true}
+}

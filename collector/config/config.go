@@ -45,6 +45,21 @@ type Config struct {
 	SilenceAfter time.Duration `yaml:"silence_after"`
 	Log          Log           `yaml:"log"`
 	KillSwitch   KillSwitch    `yaml:"killswitch"`
+	Campaign     Campaign      `yaml:"campaign"`
+}
+
+// Campaign is fleet correlation: the same rule, RMM command line or
+// payload hash on Hosts hosts within Window is a campaign.
+type Campaign struct {
+	Hosts       int           `yaml:"hosts"`
+	Window      time.Duration `yaml:"window"`
+	MinSeverity int           `yaml:"min_severity"`
+	// Action is alert (default), disable-rmm or isolate-host.
+	Action string `yaml:"action"`
+	// Labels restricts the automatic command to hosts with these labels;
+	// empty means every host.
+	Labels map[string]string `yaml:"labels"`
+	DryRun bool              `yaml:"dry_run"`
 }
 
 // KillSwitch configures signed fleet commands.
@@ -99,6 +114,7 @@ func Default() Config {
 		SilenceAfter:      5 * time.Minute,
 		Log:               Log{Level: "info", Format: "text"},
 		KillSwitch:        KillSwitch{Approvals: 2, MaxHosts: 5, IssueRate: 10},
+		Campaign:          Campaign{Hosts: 3, Window: 10 * time.Minute, MinSeverity: 47, Action: "alert"},
 	}
 }
 
@@ -168,6 +184,20 @@ func (c Config) Validate() error {
 		if strings.TrimSpace(k) == "" {
 			bad(fmt.Sprintf("killswitch.responder_keys[%d]", i), "empty path")
 		}
+	}
+	if c.Campaign.Hosts < 2 {
+		bad("campaign.hosts", "%d must be at least 2 (one host is not a campaign)", c.Campaign.Hosts)
+	}
+	if c.Campaign.Window < time.Minute || c.Campaign.Window > 24*time.Hour {
+		bad("campaign.window", "%s must be from 1m to 24h", c.Campaign.Window)
+	}
+	if c.Campaign.MinSeverity < 1 || c.Campaign.MinSeverity > 100 {
+		bad("campaign.min_severity", "%d must be from 1 to 100", c.Campaign.MinSeverity)
+	}
+	switch c.Campaign.Action {
+	case "alert", "disable-rmm", "isolate-host":
+	default:
+		bad("campaign.action", "%q must be alert, disable-rmm or isolate-host", c.Campaign.Action)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -163,6 +163,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.trackSequences(r.Context(), p.HostID, res.Docs)
+	if s.observer != nil && len(res.Docs) > 0 {
+		s.observer.Observe(res.Docs)
+	}
 	s.m.ingested.WithLabelValues("accepted").Add(float64(resp.Accepted))
 	s.m.ingested.WithLabelValues("duplicate").Add(float64(resp.Duplicates))
 	s.m.ingested.WithLabelValues("rejected").Add(float64(len(resp.Rejected)))

@@ -65,6 +65,15 @@ type Options struct {
 	// Commands issues kill-switch commands; nil answers the kill-switch
 	// routes with 503 (and enrolment hands out no command keys).
 	Commands *command.Service
+	// Observer sees every batch a sensor had stored (campaign detection);
+	// nil means none.
+	Observer Observer
+}
+
+// Observer is told about stored sensor batches. Observe must return
+// quickly: it runs inside the ingest request.
+type Observer interface {
+	Observe(docs []store.Doc)
 }
 
 // Server serves the collector API.
@@ -84,6 +93,7 @@ type Server struct {
 
 	commands *command.Service
 	hub      *hub
+	observer Observer
 }
 
 // New builds a Server. It registers metrics on opts.Registry, so one
@@ -121,6 +131,7 @@ func New(opts Options) (*Server, error) {
 		s.ingestWait = 250 * time.Millisecond
 	}
 	s.commands = opts.Commands
+	s.observer = opts.Observer
 	if cs, ok := s.st.(store.CommandStore); ok {
 		s.hub = newHub(cs, s.log)
 	}

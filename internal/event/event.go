@@ -219,6 +219,19 @@ type Tillwatch struct {
 	Ransomware    *Ransomware `json:"ransomware,omitempty"`
 	// KillSwitch is set on alerts and audit events about fleet commands.
 	KillSwitch *KillSwitch `json:"killswitch,omitempty"`
+	// Campaign is set on the collector's campaign alerts.
+	Campaign *Campaign `json:"campaign,omitempty"`
+}
+
+// Campaign is tillwatch.campaign: what made alerts on several hosts one
+// campaign, which hosts and alerts, and the policy that answered it.
+type Campaign struct {
+	Key    string   `json:"key"`              // rule:<id>, rmm-command:<fingerprint> or sha256:<hash>
+	Hosts  []string `json:"hosts"`            // host ids, sorted
+	Alerts []string `json:"alerts,omitempty"` // event ids of the alerts behind it
+	Window string   `json:"window"`
+	Policy string   `json:"policy"` // alert, disable-rmm, isolate-host
+	DryRun bool     `json:"dry_run,omitempty"`
 }
 
 // KillSwitch is tillwatch.killswitch: which fleet command an alert or

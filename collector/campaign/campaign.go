@@ -1,0 +1,355 @@
+// Package campaign is the collector's fleet correlation: the same rule,
+// the same command line under an RMM agent (tillwatch.rmm.fingerprint) or
+// the same payload hash on K hosts within T is a campaign, the shape of a
+// supply-chain push such as Kaseya VSA's. A campaign is an alert of its
+// own (TW-COLL-0003) and, by policy, an automatic kill-switch command so
+// that the first tills hit protect the rest.
+package campaign
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tillwatch/tillwatch/collector/command"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/collector/watchdog"
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
+	"github.com/tillwatch/tillwatch/internal/logkey"
+)
+
+// RuleCampaign is the campaign alert's rule id.
+const RuleCampaign = "TW-COLL-0003"
+
+// Policy actions.
+const (
+	ActionAlert      = "alert"
+	ActionDisableRMM = killswitch.ActionDisableRMM
+	ActionIsolate    = killswitch.ActionIsolateHost
+)
+
+// Policy says what a campaign sets off.
+type Policy struct {
+	Hosts       int           // K: distinct hosts (default 3)
+	Window      time.Duration // T (default 10m)
+	MinSeverity int           // alerts below are not counted (default 47)
+	Action      string        // alert (default), disable-rmm or isolate-host
+	// Targets of the automatic command (default all hosts).
+	Targets killswitch.Targets
+	// DryRun raises the campaign alert and logs the command it would
+	// issue, without issuing it.
+	DryRun bool
+	// TTL of the automatic command (default 1h).
+	TTL time.Duration
+}
+
+func (p Policy) withDefaults() Policy {
+	if p.Hosts <= 0 {
+		p.Hosts = 3
+	}
+	if p.Window <= 0 {
+		p.Window = 10 * time.Minute
+	}
+	if p.MinSeverity == 0 {
+		p.MinSeverity = 47
+	}
+	if p.Action == "" {
+		p.Action = ActionAlert
+	}
+	if !p.Targets.All && len(p.Targets.Hosts) == 0 && len(p.Targets.Labels) == 0 {
+		p.Targets = killswitch.Targets{All: true}
+	}
+	if p.TTL <= 0 {
+		p.TTL = time.Hour
+	}
+	return p
+}
+
+// Issuer issues kill-switch commands (collector/command).
+type Issuer interface {
+	Issue(ctx context.Context, issuer string, r command.Request) (store.CommandRecord, error)
+}
+
+// Options configure a Detector.
+type Options struct {
+	Policy Policy
+	Store  watchdog.Store // where the campaign alert goes
+	Issuer Issuer         // nil: alert only
+	Now    func() time.Time
+	Log    *slog.Logger
+}
+
+// Detector counts hosts per key over a sliding window. It only sees the
+// alerts that reach this collector: collectors sharing a store each count
+// their own sensors (documented in docs/collector.md).
+type Detector struct {
+	o Options
+
+	mu    sync.Mutex
+	seen  map[string]map[string]sighting // key -> host -> latest sighting
+	fired map[string]time.Time           // key -> when it last fired
+	wg    sync.WaitGroup
+}
+
+type sighting struct {
+	at      time.Time
+	alertID string
+	product string // tillwatch.rmm.product, if any
+}
+
+// New builds a detector.
+func New(o Options) *Detector {
+	o.Policy = o.Policy.withDefaults()
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	o.Log = o.Log.With(logkey.Component, "campaign")
+	return &Detector{o: o, seen: map[string]map[string]sighting{}, fired: map[string]time.Time{}}
+}
+
+// alertFields is what the detector reads of an alert.
+type alertFields struct {
+	Event struct {
+		ID       string `json:"id"`
+		Kind     string `json:"kind"`
+		Severity int    `json:"severity"`
+	} `json:"event"`
+	Host struct {
+		ID string `json:"id"`
+	} `json:"host"`
+	Rule struct {
+		ID      string `json:"id"`
+		Name    string `json:"name"`
+		Ruleset string `json:"ruleset"`
+	} `json:"rule"`
+	Process struct {
+		Hash struct {
+			SHA256 string `json:"sha256"`
+		} `json:"hash"`
+	} `json:"process"`
+	File struct {
+		Hash struct {
+			SHA256 string `json:"sha256"`
+		} `json:"hash"`
+	} `json:"file"`
+	Tillwatch struct {
+		RMM struct {
+			Product     string `json:"product"`
+			Fingerprint string `json:"fingerprint"`
+		} `json:"rmm"`
+	} `json:"tillwatch"`
+}
+
+// keys are what makes alerts on different hosts "the same".
+func (a *alertFields) keys() []string {
+	var k []string
+	if a.Rule.ID != "" {
+		k = append(k, "rule:"+a.Rule.ID)
+	}
+	if fp := a.Tillwatch.RMM.Fingerprint; fp != "" {
+		k = append(k, "rmm-command:"+fp)
+	}
+	for _, h := range []string{a.Process.Hash.SHA256, a.File.Hash.SHA256} {
+		if len(h) == 64 {
+			k = append(k, "sha256:"+strings.ToLower(h))
+		}
+	}
+	return k
+}
+
+// Observe counts the alerts of one stored batch from a sensor; campaigns
+// it completes are acted on in the background (Wait waits for them).
+func (d *Detector) Observe(docs []store.Doc) {
+	now := d.o.Now()
+	var triggered []trigger
+	d.mu.Lock()
+	for _, doc := range docs {
+		if doc.Kind != event.KindAlert || doc.Origin != store.OriginSensor {
+			continue
+		}
+		var a alertFields
+		if json.Unmarshal(doc.JSON, &a) != nil || a.Host.ID == "" {
+			continue
+		}
+		// Refused kill-switch commands are attacks on the switch itself;
+		// answering them with more automatic commands would be a loop.
+		if a.Rule.Ruleset == event.RulesetKillswitch || a.Event.Severity < d.o.Policy.MinSeverity {
+			continue
+		}
+		for _, key := range a.keys() {
+			hosts := d.seen[key]
+			if hosts == nil {
+				hosts = map[string]sighting{}
+				d.seen[key] = hosts
+			}
+			hosts[a.Host.ID] = sighting{at: now, alertID: a.Event.ID, product: a.Tillwatch.RMM.Product}
+			if t, ok := d.check(key, a.Rule.Name, now); ok {
+				triggered = append(triggered, t)
+			}
+		}
+	}
+	d.prune(now)
+	d.mu.Unlock()
+	for _, t := range triggered {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			d.act(ctx, t)
+		}()
+	}
+}
+
+// Wait waits for campaign actions in flight (tests, shutdown).
+func (d *Detector) Wait() { d.wg.Wait() }
+
+type trigger struct {
+	key      string
+	ruleName string
+	hosts    []string
+	alertIDs []string
+	product  string
+	at       time.Time
+}
+
+// check reports a campaign when key has reached K hosts within the window
+// and has not fired within the last window.
+func (d *Detector) check(key, ruleName string, now time.Time) (trigger, bool) {
+	hosts := d.seen[key]
+	cut := now.Add(-d.o.Policy.Window)
+	var t trigger
+	for h, s := range hosts {
+		if s.at.Before(cut) {
+			continue
+		}
+		t.hosts = append(t.hosts, h)
+		t.alertIDs = append(t.alertIDs, s.alertID)
+		if s.product != "" {
+			t.product = s.product
+		}
+	}
+	if len(t.hosts) < d.o.Policy.Hosts {
+		return t, false
+	}
+	if last, ok := d.fired[key]; ok && now.Sub(last) < d.o.Policy.Window {
+		return t, false
+	}
+	d.fired[key] = now
+	sort.Strings(t.hosts)
+	sort.Strings(t.alertIDs)
+	t.key, t.ruleName, t.at = key, ruleName, now
+	return t, true
+}
+
+func (d *Detector) prune(now time.Time) {
+	cut := now.Add(-d.o.Policy.Window)
+	for key, hosts := range d.seen {
+		for h, s := range hosts {
+			if s.at.Before(cut) {
+				delete(hosts, h)
+			}
+		}
+		if len(hosts) == 0 {
+			delete(d.seen, key)
+		}
+	}
+	for key, at := range d.fired {
+		if at.Before(cut) {
+			delete(d.fired, key)
+		}
+	}
+}
+
+// act raises the campaign alert and applies the policy.
+func (d *Detector) act(ctx context.Context, t trigger) {
+	p := d.o.Policy
+	reason := fmt.Sprintf("campaign %s on %d hosts within %s (%s); alerts %s",
+		t.key, len(t.hosts), p.Window, strings.Join(t.hosts, ","), strings.Join(t.alertIDs, ","))
+	if len(reason) > 2000 {
+		reason = reason[:2000] + "…"
+	}
+	var req *command.Request
+	switch p.Action {
+	case ActionDisableRMM:
+		product := t.product
+		if product == "" {
+			product = "*" // every remote-management product on the host
+		}
+		req = &command.Request{Action: ActionDisableRMM, Targets: p.Targets, Params: map[string]string{"product": product}, Reason: reason, TTL: p.TTL}
+	case ActionIsolate:
+		req = &command.Request{Action: ActionIsolate, Targets: p.Targets, Reason: reason, TTL: p.TTL}
+	}
+	outcome := "alert only (policy)"
+	var commandID string
+	switch {
+	case req == nil:
+	case p.DryRun:
+		outcome = fmt.Sprintf("dry run: would issue %s on %s", req.Action, req.Targets)
+	case d.o.Issuer == nil:
+		outcome = "no kill-switch on this collector"
+	default:
+		rec, err := d.o.Issuer.Issue(ctx, "collector:campaign", *req)
+		if err != nil {
+			outcome = "issuing " + req.Action + " failed: " + err.Error()
+			d.o.Log.Error("campaign: automatic command failed", logkey.Action, req.Action, logkey.Error, err)
+		} else {
+			commandID = rec.ID
+			outcome = fmt.Sprintf("issued %s %s on %s (%s)", rec.Action, rec.ID, rec.Targets, rec.State)
+		}
+	}
+	d.o.Log.Warn("campaign detected", "key", t.key, "hosts", t.hosts, "outcome", outcome)
+	if d.o.Store == nil {
+		return
+	}
+	a := campaignAlert(t, p, outcome, commandID, req)
+	if _, err := watchdog.Raise(ctx, d.o.Store, []event.Event{a}, d.o.Now()); err != nil {
+		d.o.Log.Error("campaign: storing the campaign alert failed", logkey.Error, err)
+	}
+}
+
+func campaignAlert(t trigger, p Policy, outcome, commandID string, req *command.Request) event.Event {
+	sum := sha256.Sum256([]byte("campaign|" + t.key + "|" + t.at.UTC().Format(time.RFC3339Nano)))
+	what := t.key
+	if t.ruleName != "" && strings.HasPrefix(t.key, "rule:") {
+		what = fmt.Sprintf("%s (%s)", t.key, t.ruleName)
+	}
+	a := event.Event{
+		Timestamp: t.at.UTC(),
+		ECS:       event.ECS{Version: event.ECSVersion},
+		Message:   fmt.Sprintf("campaign: %s on %d hosts within %s; %s", what, len(t.hosts), p.Window, outcome),
+		Event: event.Meta{
+			Kind: event.KindAlert, ID: hex.EncodeToString(sum[:16]), Category: []string{"intrusion_detection"}, Type: []string{"info"},
+			Action: "campaign", Severity: 99, RiskScore: 99, Dataset: event.DatasetAlerts, Module: "tillwatch-collector",
+			Reason: outcome,
+		},
+		// The alert is about the fleet; it is filed under the host that
+		// completed the campaign.
+		Host:  event.Host{ID: t.hosts[len(t.hosts)-1], Name: t.hosts[len(t.hosts)-1]},
+		Agent: event.Agent{ID: "tillwatch-collector", Type: event.AgentType, Version: "collector"},
+		Rule: &event.Rule{ID: RuleCampaign, Name: "Campaign across the fleet", Ruleset: event.RulesetKillswitch,
+			Description: "The same detection, RMM command line or payload hash on several hosts within minutes: a push through the fleet's own management channel."},
+		Threat: &event.Threat{Framework: "MITRE ATT&CK",
+			Technique: event.Technique{ID: []string{"T1072"}, Name: []string{"Software Deployment Tools"},
+				Reference: []string{"https://attack.mitre.org/techniques/T1072/"}},
+			Tactic: &event.Tactic{ID: []string{"TA0002"}, Name: []string{"Execution"}}},
+		Tillwatch: &event.Tillwatch{Campaign: &event.Campaign{
+			Key: t.key, Hosts: t.hosts, Alerts: t.alertIDs, Window: p.Window.String(), Policy: p.Action, DryRun: p.DryRun,
+		}},
+	}
+	if req != nil && commandID != "" {
+		a.Tillwatch.KillSwitch = &event.KillSwitch{CommandID: commandID, Action: req.Action}
+	}
+	return a
+}
