@@ -8,8 +8,8 @@
 // logs-tillwatch.{alerts,process,file,audit,health}-<namespace>, with
 // event.id as _id so a replayed batch is answered 409 and counted as a
 // duplicate. The collector's own state lives in the regular indices
-// tillwatch-{hosts,tokens,deadletter}-<namespace>. Open installs the index
-// templates and creates the state indices.
+// tillwatch-{hosts,tokens,deadletter,commands,command-hosts}-<namespace>.
+// Open installs the index templates and creates the state indices.
 //
 // Queries refresh what they read first, so an analyst sees every event the
 // collector has confirmed to a sensor, as with SQLite.
@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"regexp"
 	"sort"
@@ -90,6 +91,9 @@ type Store struct {
 	m      *metrics
 	retry  int
 	closed chan struct{}
+	// pageSize and bulkSize override the command store's search page and
+	// bulk chunk (tests make them small to cross page boundaries cheaply).
+	pageSize, bulkSize int
 }
 
 var (
@@ -207,7 +211,8 @@ func (s *Store) stateIndex(kind string) string { return "tillwatch-" + kind + "-
 
 // StateIndices lists the regular indices the store keeps (for cleanup).
 func (s *Store) StateIndices() []string {
-	return []string{s.stateIndex("hosts"), s.stateIndex("tokens"), s.stateIndex("deadletter")}
+	return []string{s.stateIndex("hosts"), s.stateIndex("tokens"), s.stateIndex("deadletter"),
+		s.stateIndex("commands"), s.stateIndex("command-hosts")}
 }
 
 // Client is the underlying client (tests and tools use it).
@@ -575,27 +580,37 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 }
 
 // audit writes one ECS document to the audit data stream: enrolments and
-// token creation (commands and acknowledgements join them later).
+// token creation (event.category iam); kill-switch commands and their
+// acknowledgements use auditEvent (commands.go).
 func (s *Store) audit(ctx context.Context, action, typ, hostID string, extra map[string]any) error {
+	if err := s.auditEvent(ctx, "iam", action, typ, "success", hostID, extra); err != nil {
+		return fmt.Errorf("elasticsearch: audit %s: %w", action, err)
+	}
+	return nil
+}
+
+// auditEvent writes one ECS audit document of event.category category; the
+// caller words the error.
+func (s *Store) auditEvent(ctx context.Context, category, action, typ, outcome, hostID string, extra map[string]any) error {
 	now := s.now().UTC()
 	doc := map[string]any{
 		"@timestamp": now.Format(time.RFC3339Nano),
 		"ecs":        map[string]any{"version": event.ECSVersion},
-		"event": map[string]any{"id": event.NewID(), "kind": "event", "category": []string{"iam"}, "type": []string{typ},
-			"action": action, "outcome": "success", "dataset": StreamAudit, "ingested": now.Format(time.RFC3339Nano)},
+		"event": map[string]any{"id": event.NewID(), "kind": "event", "category": []string{category}, "type": []string{typ},
+			"action": action, "outcome": outcome, "dataset": StreamAudit, "ingested": now.Format(time.RFC3339Nano)},
 	}
 	for k, v := range extra {
+		if ev, ok := v.(map[string]any); ok && k == "event" {
+			maps.Copy(doc["event"].(map[string]any), ev) // event.reason and the like
+			continue
+		}
 		doc[k] = v
 	}
 	if _, ok := doc["host"]; !ok && hostID != "" {
 		doc["host"] = map[string]any{"id": hostID}
 	}
-	err := s.do(ctx, esapi.CreateRequest{Index: s.Stream(StreamAudit), DocumentID: doc["event"].(map[string]any)["id"].(string),
+	return s.do(ctx, esapi.CreateRequest{Index: s.Stream(StreamAudit), DocumentID: doc["event"].(map[string]any)["id"].(string),
 		Body: jsonBody(doc)}, nil)
-	if err != nil {
-		return fmt.Errorf("elasticsearch: audit %s: %w", action, err)
-	}
-	return nil
 }
 
 // Heartbeat implements store.Store.

@@ -289,6 +289,39 @@ var stateMappings = map[string]map[string]any{
 		"expires_at": map[string]any{"type": "date_nanos"},
 		"revoked":    map[string]any{"type": "boolean"},
 	}},
+	// Kill-switch commands (commands.go), one document per command, _id =
+	// command id. signed is the envelope exactly as stored (payload and
+	// signatures base64), kept whole and not indexed. seq orders commands
+	// by creation and activated is the generation at which the command
+	// became deliverable (0 while it waits for approvals); both are
+	// nanosecond stamps, strictly increasing.
+	"commands": {"dynamic": "strict", "properties": map[string]any{
+		"id":        map[string]any{"type": "keyword"},
+		"action":    map[string]any{"type": "keyword"},
+		"targets":   map[string]any{"type": "keyword", "ignore_above": 1024},
+		"issuer":    map[string]any{"type": "keyword"},
+		"reason":    map[string]any{"type": "keyword", "ignore_above": 1024},
+		"issued_at": map[string]any{"type": "date_nanos"},
+		"not_after": map[string]any{"type": "date_nanos"},
+		"state":     map[string]any{"type": "keyword"},
+		"required":  map[string]any{"type": "integer"},
+		"signed":    map[string]any{"type": "object", "enabled": false},
+		"activated": map[string]any{"type": "long"},
+		"seq":       map[string]any{"type": "long"},
+	}},
+	// Each addressed host's delivery of a command, _id = command id + "/" +
+	// host id. not_after is the command's, copied so that a host's poll
+	// skips expired commands without reading them; result is the sensor's
+	// answer, kept whole.
+	"command-hosts": {"dynamic": "strict", "properties": map[string]any{
+		"command_id":   map[string]any{"type": "keyword"},
+		"host_id":      map[string]any{"type": "keyword"},
+		"state":        map[string]any{"type": "keyword"},
+		"not_after":    map[string]any{"type": "date_nanos"},
+		"delivered_at": map[string]any{"type": "date_nanos"},
+		"acked_at":     map[string]any{"type": "date_nanos"},
+		"result":       map[string]any{"type": "object", "enabled": false},
+	}},
 	// Documents Elasticsearch refused for good: kept whole (not indexed) with
 	// the reason, so an alert is never dropped silently.
 	"deadletter": {"dynamic": "strict", "properties": map[string]any{

@@ -1,0 +1,766 @@
+package elasticsearch
+
+// Kill-switch commands (store.CommandStore) live in two regular indices,
+// updated in place, so every collector sharing the cluster delivers every
+// command:
+//
+//   - tillwatch-commands-<ns>: one document per command, _id = command id;
+//   - tillwatch-command-hosts-<ns>: one per addressed host, _id = command
+//     id + "/" + host id, with its delivery state and the sensor's result.
+//
+// Documents are read with mget and written with _bulk (one item for a
+// single document), so ids travel in request bodies, never in URL paths
+// (a host id may hold anything, a "/" is part of every host document's id).
+// Read-modify-write uses optimistic concurrency (if_seq_no), as for hosts:
+// the test node, like any cluster without lang-painless, runs no scripts.
+//
+// Visibility: what the hot paths search (a host's open deliveries, the
+// generation) is written with refresh=wait_for or followed by a refresh, so
+// a call returning means every collector sees it; the listing calls refresh
+// what they read first, like the other queries of this store.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
+)
+
+var _ store.CommandStore = (*Store)(nil)
+
+// State index kinds of the command store (stateMappings).
+const (
+	kindCommands     = "commands"
+	kindCommandHosts = "command-hosts"
+)
+
+// defaultPage is the search_after page and the mget chunk, defaultBulk the
+// bulk chunk: a command addresses up to killswitch.MaxTargets hosts, read
+// and written in a few requests, each well below index.max_result_window
+// and http.max_content_length.
+const (
+	defaultPage = 5000
+	defaultBulk = 5000
+)
+
+// defaultCommandsLimit is what Commands lists for a limit <= 0 (as SQLite).
+const defaultCommandsLimit = 100
+
+func (s *Store) page() int {
+	if s.pageSize > 0 {
+		return s.pageSize
+	}
+	return defaultPage
+}
+
+func (s *Store) bulkChunk() int {
+	if s.bulkSize > 0 {
+		return s.bulkSize
+	}
+	return defaultBulk
+}
+
+// commandDoc is a document of tillwatch-commands-<ns>.
+type commandDoc struct {
+	ID        string            `json:"id"`
+	Action    string            `json:"action"`
+	Targets   string            `json:"targets"`
+	Issuer    string            `json:"issuer"`
+	Reason    string            `json:"reason"`
+	IssuedAt  time.Time         `json:"issued_at"`
+	NotAfter  time.Time         `json:"not_after"`
+	State     string            `json:"state"`
+	Required  int               `json:"required"`
+	Signed    killswitch.Signed `json:"signed"`
+	Activated int64             `json:"activated"` // generation at which it became deliverable; 0 before
+	Seq       int64             `json:"seq"`       // creation order
+}
+
+func (d commandDoc) record() store.CommandRecord {
+	return store.CommandRecord{ID: d.ID, Action: d.Action, Targets: d.Targets, Issuer: d.Issuer, Reason: d.Reason,
+		IssuedAt: d.IssuedAt.UTC(), NotAfter: d.NotAfter.UTC(), State: d.State, Required: d.Required, Signed: d.Signed}
+}
+
+// commandHostDoc is a document of tillwatch-command-hosts-<ns>.
+type commandHostDoc struct {
+	CommandID   string             `json:"command_id"`
+	HostID      string             `json:"host_id"`
+	State       string             `json:"state"`
+	NotAfter    time.Time          `json:"not_after"`
+	DeliveredAt *time.Time         `json:"delivered_at,omitempty"`
+	AckedAt     *time.Time         `json:"acked_at,omitempty"`
+	Result      *killswitch.Result `json:"result,omitempty"`
+}
+
+func (d commandHostDoc) host() store.CommandHost {
+	h := store.CommandHost{HostID: d.HostID, State: d.State, Result: d.Result}
+	if d.DeliveredAt != nil {
+		h.DeliveredAt = d.DeliveredAt.UTC()
+	}
+	if d.AckedAt != nil {
+		h.AckedAt = d.AckedAt.UTC()
+	}
+	return h
+}
+
+func commandHostID(commandID, hostID string) string { return commandID + "/" + hostID }
+
+func timePtr(t time.Time) *time.Time {
+	t = t.UTC()
+	return &t
+}
+
+// CreateCommand implements store.CommandStore. The host documents are
+// written first and the command document last (op_type create, refresh
+// wait_for): until it exists the host documents are inert (no poll
+// delivers, Command does not know the id), and when it lands, with its
+// generation, every host document is already searchable, so a woken
+// long-poll finds its command. A failure leaves at most inert host
+// documents, which a retry with the same id overwrites.
+func (s *Store) CreateCommand(ctx context.Context, rec store.CommandRecord, hosts []string) error {
+	if rec.ID == "" {
+		return errors.New("elasticsearch: create command: empty id")
+	}
+	cmdIndex, hostIndex := s.stateIndex(kindCommands), s.stateIndex(kindCommandHosts)
+	old, err := getDoc[commandDoc](ctx, s, cmdIndex, rec.ID)
+	if err != nil {
+		return fmt.Errorf("elasticsearch: create command %s: %w", rec.ID, err)
+	}
+	if old.Found {
+		return fmt.Errorf("elasticsearch: create command %s: a command with this id is already stored", rec.ID)
+	}
+	seen := make(map[string]bool, len(hosts))
+	ops := make([]bulkOp, 0, len(hosts))
+	for _, h := range hosts {
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		ops = append(ops, bulkOp{action: "index", id: commandHostID(rec.ID, h), doc: commandHostDoc{
+			CommandID: rec.ID, HostID: h, State: store.HostPending, NotAfter: rec.NotAfter.UTC()}})
+	}
+	if len(ops) > 0 {
+		items, err := s.bulkWrite(ctx, hostIndex, ops, "")
+		if err != nil {
+			return fmt.Errorf("elasticsearch: create command %s: hosts: %w", rec.ID, err)
+		}
+		if err := bulkFailures(items, ops, nil); err != nil {
+			return fmt.Errorf("elasticsearch: create command %s: hosts: %w", rec.ID, err)
+		}
+		if err := s.refresh(ctx, hostIndex); err != nil {
+			return fmt.Errorf("elasticsearch: create command %s: %w", rec.ID, err)
+		}
+	}
+	doc := commandDoc{ID: rec.ID, Action: rec.Action, Targets: rec.Targets, Issuer: rec.Issuer, Reason: rec.Reason,
+		IssuedAt: rec.IssuedAt.UTC(), NotAfter: rec.NotAfter.UTC(), State: rec.State, Required: rec.Required, Signed: rec.Signed}
+	if doc.Seq, err = s.nextStamp(ctx, "seq"); err != nil {
+		return fmt.Errorf("elasticsearch: create command %s: %w", rec.ID, err)
+	}
+	if rec.State == store.CommandActive {
+		if doc.Activated, err = s.nextStamp(ctx, "activated"); err != nil {
+			return fmt.Errorf("elasticsearch: create command %s: %w", rec.ID, err)
+		}
+	}
+	conflict, err := s.writeDoc(ctx, cmdIndex, rec.ID, nil, doc, "wait_for")
+	if err != nil {
+		return fmt.Errorf("elasticsearch: create command %s: %w", rec.ID, err)
+	}
+	if conflict {
+		return fmt.Errorf("elasticsearch: create command %s: a command with this id is already stored", rec.ID)
+	}
+	err = s.auditEvent(ctx, "configuration", "killswitch-issue", "creation", "success", "", commandAudit(doc, len(ops)))
+	if err != nil {
+		return fmt.Errorf("elasticsearch: command %s is stored, but its audit record is not: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// UpdateCommand implements store.CommandStore.
+func (s *Store) UpdateCommand(ctx context.Context, id string, signed killswitch.Signed, state string) error {
+	d, err := s.modifyCommand(ctx, id, func(d *commandDoc) error {
+		d.Signed, d.State = signed, state
+		if state == store.CommandActive && d.Activated == 0 {
+			n, err := s.nextStamp(ctx, "activated")
+			if err != nil {
+				return err
+			}
+			d.Activated = n
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrUnknownCommand) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("elasticsearch: update command %s: %w", id, err)
+	}
+	err = s.auditEvent(ctx, "configuration", "killswitch-approve", "change", "success", "", commandAudit(d, -1))
+	if err != nil {
+		return fmt.Errorf("elasticsearch: command %s is updated, but its audit record is not: %w", id, err)
+	}
+	return nil
+}
+
+// modifyCommand applies fn to a stored command under optimistic
+// concurrency and writes it with refresh=wait_for; ErrUnknownCommand if it
+// was never stored.
+func (s *Store) modifyCommand(ctx context.Context, id string, fn func(d *commandDoc) error) (commandDoc, error) {
+	index := s.stateIndex(kindCommands)
+	for range casRetries {
+		r, err := getDoc[commandDoc](ctx, s, index, id)
+		if err != nil {
+			return commandDoc{}, err
+		}
+		if !r.Found {
+			return commandDoc{}, store.ErrUnknownCommand
+		}
+		d := r.Source
+		if err := fn(&d); err != nil {
+			return commandDoc{}, err
+		}
+		conflict, err := s.writeDoc(ctx, index, id, &r.docVersion, d, "wait_for")
+		if err != nil {
+			return commandDoc{}, err
+		}
+		if !conflict {
+			return d, nil
+		}
+	}
+	return commandDoc{}, fmt.Errorf("still conflicting after %d attempts", casRetries)
+}
+
+// nextStamp is a value of field strictly above every stored one: the clock
+// in nanoseconds, or the largest stored value plus one when a collector
+// with a faster clock wrote that. Stamps are written with refresh=wait_for,
+// so the largest is searchable. (A max aggregation would answer a double,
+// which cannot hold nanoseconds since 1970 exactly; a sorted search
+// answers the stored long.)
+func (s *Store) nextStamp(ctx context.Context, field string) (int64, error) {
+	top, err := s.topLong(ctx, field)
+	if err != nil {
+		return 0, err
+	}
+	return max(time.Now().UnixNano(), top+1), nil
+}
+
+// topLong is the largest value of field in the commands index (0 when
+// there is no command, or no index).
+func (s *Store) topLong(ctx context.Context, field string) (int64, error) {
+	var top int64
+	err := s.searchPages(ctx, s.stateIndex(kindCommands), map[string]any{
+		"_source": []string{field},
+		"sort":    []any{map[string]any{field: "desc"}},
+	}, 1, func(h rawHit) error {
+		var v map[string]int64
+		if err := json.Unmarshal(h.Source, &v); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		top = v[field]
+		return nil
+	})
+	return top, err
+}
+
+// CommandsGeneration implements store.CommandStore: the largest activated
+// stamp, one sorted search of size 1.
+func (s *Store) CommandsGeneration(ctx context.Context) (int64, error) {
+	g, err := s.topLong(ctx, "activated")
+	if err != nil {
+		return 0, fmt.Errorf("elasticsearch: commands generation: %w", err)
+	}
+	return g, nil
+}
+
+// Command implements store.CommandStore. Its hosts are read in
+// search_after pages, all of them (up to killswitch.MaxTargets).
+func (s *Store) Command(ctx context.Context, id string) (store.CommandRecord, []store.CommandHost, error) {
+	cmdIndex, hostIndex := s.stateIndex(kindCommands), s.stateIndex(kindCommandHosts)
+	r, err := getDoc[commandDoc](ctx, s, cmdIndex, id)
+	if err != nil {
+		return store.CommandRecord{}, nil, fmt.Errorf("elasticsearch: command %s: %w", id, err)
+	}
+	if !r.Found {
+		return store.CommandRecord{}, nil, store.ErrUnknownCommand
+	}
+	if err := s.refresh(ctx, hostIndex); err != nil {
+		return store.CommandRecord{}, nil, fmt.Errorf("elasticsearch: command %s: %w", id, err)
+	}
+	var hosts []store.CommandHost
+	err = s.searchPages(ctx, hostIndex, map[string]any{
+		"query": map[string]any{"term": map[string]any{"command_id": id}},
+		"sort":  []any{map[string]any{"host_id": "asc"}},
+	}, 0, func(h rawHit) error {
+		var d commandHostDoc
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return fmt.Errorf("host document %s: %w", h.ID, err)
+		}
+		hosts = append(hosts, d.host())
+		return nil
+	})
+	if err != nil {
+		return store.CommandRecord{}, nil, fmt.Errorf("elasticsearch: command %s: %w", id, err)
+	}
+	// Keyword order is byte order already; sorting in Go keeps the contract
+	// independent of the cluster (as Hosts does).
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].HostID < hosts[j].HostID })
+	return r.Source.record(), hosts, nil
+}
+
+// Commands implements store.CommandStore: newest first, by creation order
+// (seq; SQLite's insertion order), then id.
+func (s *Store) Commands(ctx context.Context, limit int) ([]store.CommandRecord, error) {
+	if limit <= 0 {
+		limit = defaultCommandsLimit
+	}
+	index := s.stateIndex(kindCommands)
+	if err := s.refresh(ctx, index); err != nil {
+		return nil, fmt.Errorf("elasticsearch: commands: %w", err)
+	}
+	var out []store.CommandRecord
+	err := s.searchPages(ctx, index, map[string]any{
+		"sort": []any{map[string]any{"seq": "desc"}, map[string]any{"id": "desc"}},
+	}, limit, func(h rawHit) error {
+		var d commandDoc
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return fmt.Errorf("command %s: %w", h.ID, err)
+		}
+		out = append(out, d.record())
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: commands: %w", err)
+	}
+	return out, nil
+}
+
+// PendingCommands implements store.CommandStore. An idle host costs one
+// search (its unacknowledged, unexpired deliveries: usually none). The
+// commands found are read in real time and kept when active and unexpired,
+// oldest first; the deliveries still pending are marked delivered under
+// optimistic concurrency, so a mark never overwrites an acknowledgement
+// that came in meanwhile (that item conflicts and is skipped).
+func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Time) ([]killswitch.Signed, error) {
+	hostIndex := s.stateIndex(kindCommandHosts)
+	type open struct {
+		id      string
+		version docVersion
+		state   string
+	}
+	opens := map[string]open{} // by command id
+	var ids []string
+	err := s.searchPages(ctx, hostIndex, map[string]any{
+		"query": map[string]any{"bool": map[string]any{
+			"filter": []any{
+				map[string]any{"term": map[string]any{"host_id": hostID}},
+				map[string]any{"range": map[string]any{"not_after": map[string]any{
+					"gt": now.UTC().Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}},
+			},
+			"must_not": []any{map[string]any{"term": map[string]any{"state": store.HostAcked}}},
+		}},
+		"sort":                []any{map[string]any{"command_id": "asc"}},
+		"seq_no_primary_term": true,
+		"_source":             []string{"command_id", "state"},
+	}, 0, func(h rawHit) error {
+		var d commandHostDoc
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return fmt.Errorf("host document %s: %w", h.ID, err)
+		}
+		if _, dup := opens[d.CommandID]; !dup {
+			ids = append(ids, d.CommandID)
+		}
+		opens[d.CommandID] = open{id: h.ID, version: docVersion{h.SeqNo, h.PrimaryTerm}, state: d.State}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: pending commands: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	docs, err := mget[commandDoc](ctx, s, s.stateIndex(kindCommands), ids)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: pending commands: %w", err)
+	}
+	var cmds []commandDoc
+	for _, d := range docs {
+		// Not found: a create that failed half-way left inert host documents.
+		if d.Found && d.Source.State == store.CommandActive && d.Source.NotAfter.After(now) {
+			cmds = append(cmds, d.Source)
+		}
+	}
+	sort.Slice(cmds, func(i, j int) bool {
+		if cmds[i].Seq != cmds[j].Seq {
+			return cmds[i].Seq < cmds[j].Seq
+		}
+		return cmds[i].ID < cmds[j].ID
+	})
+	out := make([]killswitch.Signed, 0, len(cmds))
+	var marks []bulkOp
+	for _, c := range cmds {
+		out = append(out, c.Signed)
+		if o := opens[c.ID]; o.state == store.HostPending {
+			v := o.version
+			marks = append(marks, bulkOp{action: "update", id: o.id, version: &v,
+				doc: map[string]any{"state": store.HostDelivered, "delivered_at": now.UTC()}})
+		}
+	}
+	if len(marks) > 0 {
+		items, err := s.bulkWrite(ctx, hostIndex, marks, "")
+		if err != nil {
+			return nil, fmt.Errorf("elasticsearch: mark delivered: %w", err)
+		}
+		// 409: acknowledged or marked by another request since the search;
+		// 404: removed. Neither needs the mark.
+		if err := bulkFailures(items, marks, []int{http.StatusConflict, http.StatusNotFound}); err != nil {
+			return nil, fmt.Errorf("elasticsearch: mark delivered: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// AckCommand implements store.CommandStore. The write waits for a refresh,
+// so the host's next poll (on any collector) no longer sees the command.
+func (s *Store) AckCommand(ctx context.Context, id, hostID string, r killswitch.Result, at time.Time) error {
+	index := s.stateIndex(kindCommandHosts)
+	docID := commandHostID(id, hostID)
+	err := func() error {
+		for range casRetries {
+			g, err := getDoc[commandHostDoc](ctx, s, index, docID)
+			if err != nil {
+				return err
+			}
+			if !g.Found {
+				return store.ErrUnknownCommand
+			}
+			d := g.Source
+			d.State, d.AckedAt = store.HostAcked, timePtr(at)
+			res := r
+			d.Result = &res
+			if d.DeliveredAt == nil {
+				d.DeliveredAt = timePtr(at)
+			}
+			conflict, err := s.writeDoc(ctx, index, docID, &g.docVersion, d, "wait_for")
+			if err != nil || !conflict {
+				return err
+			}
+		}
+		return fmt.Errorf("still conflicting after %d attempts", casRetries)
+	}()
+	if errors.Is(err, store.ErrUnknownCommand) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("elasticsearch: ack command %s from %s: %w", id, hostID, err)
+	}
+	ks := map[string]any{"command_id": id, "status": r.Status}
+	if r.Detail != "" {
+		ks["detail"] = r.Detail
+	}
+	if r.Refusal != "" {
+		ks["refusal"] = r.Refusal
+	}
+	if len(r.Affected) > 0 {
+		ks["affected"] = r.Affected
+	}
+	err = s.auditEvent(ctx, "configuration", "killswitch-ack", "change", ackOutcome(r.Status), hostID, map[string]any{
+		"tillwatch": map[string]any{"killswitch": ks},
+	})
+	if err != nil {
+		return fmt.Errorf("elasticsearch: ack of command %s from %s is stored, but its audit record is not: %w", id, hostID, err)
+	}
+	return nil
+}
+
+// commandAudit is the part of an issue or approval audit document that
+// names the command: tillwatch.killswitch.command_id and .action as the
+// event model has them (internal/event KillSwitch), the issuer as ECS
+// user.name, the reason as ECS event.reason, and the approval state under
+// tillwatch.killswitch (state, required_approvals, signatures; targets and
+// hosts, the number addressed, when hosts >= 0).
+func commandAudit(d commandDoc, hosts int) map[string]any {
+	ks := map[string]any{"command_id": d.ID, "action": d.Action, "state": d.State,
+		"required_approvals": d.Required, "signatures": len(d.Signed.Signatures)}
+	if hosts >= 0 {
+		ks["targets"], ks["hosts"] = d.Targets, hosts
+	}
+	out := map[string]any{"tillwatch": map[string]any{"killswitch": ks}, "user": map[string]any{"name": d.Issuer}}
+	if d.Reason != "" {
+		out["event"] = map[string]any{"reason": d.Reason}
+	}
+	return out
+}
+
+// ackOutcome is event.outcome for a result status.
+func ackOutcome(status string) string {
+	switch status {
+	case killswitch.StatusOK, killswitch.StatusNoop:
+		return "success"
+	case killswitch.StatusFailed, killswitch.StatusRefused:
+		return "failure"
+	}
+	return "unknown"
+}
+
+// docVersion is what optimistic concurrency compares (_seq_no and
+// _primary_term of the version read).
+type docVersion struct {
+	SeqNo       int64 `json:"_seq_no"`
+	PrimaryTerm int64 `json:"_primary_term"`
+}
+
+// docResult is one document as mget answers it (real time: a write is
+// visible to the next read without a refresh).
+type docResult[T any] struct {
+	ID    string `json:"_id"`
+	Found bool   `json:"found"`
+	docVersion
+	Source T `json:"_source"`
+	Error  *struct {
+		Type   string `json:"type"`
+		Reason string `json:"reason"`
+	} `json:"error"`
+}
+
+// mget reads documents by id, in chunks, in the order asked.
+func mget[T any](ctx context.Context, s *Store, index string, ids []string) ([]docResult[T], error) {
+	out := make([]docResult[T], 0, len(ids))
+	for start := 0; start < len(ids); start += s.page() {
+		chunk := ids[start:min(start+s.page(), len(ids))]
+		var r struct {
+			Docs []docResult[T] `json:"docs"`
+		}
+		if err := s.do(ctx, esapi.MgetRequest{Index: index, Body: jsonBody(map[string]any{"ids": chunk})}, &r); err != nil {
+			return nil, err
+		}
+		if len(r.Docs) != len(chunk) {
+			return nil, fmt.Errorf("mget %s: %d documents answered for %d asked", index, len(r.Docs), len(chunk))
+		}
+		for _, d := range r.Docs {
+			if d.Error != nil {
+				if d.Error.Type == "index_not_found_exception" {
+					continue // as not found
+				}
+				return nil, fmt.Errorf("get %s/%s: %s: %s", index, d.ID, d.Error.Type, d.Error.Reason)
+			}
+		}
+		out = append(out, r.Docs...)
+	}
+	return out, nil
+}
+
+// getDoc reads one document in real time.
+func getDoc[T any](ctx context.Context, s *Store, index, id string) (docResult[T], error) {
+	r, err := mget[T](ctx, s, index, []string{id})
+	if err != nil {
+		return docResult[T]{}, err
+	}
+	return r[0], nil
+}
+
+// writeDoc writes one whole document: with version, only over that version
+// (conflict reports that another write came first); without, only if no
+// document has the id (op_type create; conflict: it exists).
+func (s *Store) writeDoc(ctx context.Context, index, id string, version *docVersion, doc any, refresh string) (conflict bool, err error) {
+	op := bulkOp{action: "create", id: id, doc: doc}
+	if version != nil {
+		op.action, op.version = "index", version
+	}
+	items, err := s.bulkWrite(ctx, index, []bulkOp{op}, refresh)
+	if err != nil {
+		return false, err
+	}
+	if items[0].status == http.StatusConflict {
+		return true, nil
+	}
+	return false, bulkFailures(items, []bulkOp{op}, nil)
+}
+
+// bulkOp is one item of a _bulk request.
+type bulkOp struct {
+	action  string      // create, index or update
+	id      string      // _id
+	version *docVersion // if_seq_no/if_primary_term when set
+	doc     any         // the document; for update the partial document
+}
+
+// bulkItem is Elasticsearch's answer for one item.
+type bulkItem struct {
+	status int
+	reason string
+}
+
+func (b bulkItem) ok() bool { return b.status >= 200 && b.status < 300 }
+
+// bulkWrite sends ops to index in chunks and returns every item's answer.
+// Items refused as overloaded (429) or failed on the server (5xx) are
+// retried with backoff, up to the store's retries, like ingest; what still
+// fails is in the answer, for bulkFailures to report.
+func (s *Store) bulkWrite(ctx context.Context, index string, ops []bulkOp, refresh string) ([]bulkItem, error) {
+	items := make([]bulkItem, len(ops))
+	todo := make([]int, len(ops))
+	for i := range ops {
+		todo[i] = i
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(backoff(attempt)):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		for start := 0; start < len(todo); start += s.bulkChunk() {
+			chunk := todo[start:min(start+s.bulkChunk(), len(todo))]
+			if err := s.bulkOnce(ctx, index, ops, chunk, items, refresh); err != nil {
+				return nil, err
+			}
+		}
+		if attempt >= s.retry {
+			break
+		}
+		var again []int
+		for _, i := range todo {
+			if st := items[i].status; st == http.StatusTooManyRequests || st >= 500 {
+				again = append(again, i)
+			}
+		}
+		todo = again
+	}
+	return items, nil
+}
+
+// bulkOnce sends ops[chunk] as one _bulk request and records the answers.
+func (s *Store) bulkOnce(ctx context.Context, index string, ops []bulkOp, chunk []int, items []bulkItem, refresh string) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // one line per value
+	for _, i := range chunk {
+		op := ops[i]
+		meta := map[string]any{"_id": op.id}
+		if op.version != nil {
+			meta["if_seq_no"], meta["if_primary_term"] = op.version.SeqNo, op.version.PrimaryTerm
+		}
+		body := op.doc
+		if op.action == "update" {
+			body = map[string]any{"doc": op.doc}
+		}
+		if err := enc.Encode(map[string]any{op.action: meta}); err != nil {
+			return err
+		}
+		if err := enc.Encode(body); err != nil {
+			return fmt.Errorf("document %s: %w", op.id, err)
+		}
+	}
+	var r struct {
+		Items []map[string]struct {
+			Status int `json:"status"`
+			Error  *struct {
+				Type   string `json:"type"`
+				Reason string `json:"reason"`
+			} `json:"error"`
+		} `json:"items"`
+	}
+	if err := s.do(ctx, esapi.BulkRequest{Index: index, Body: &buf, Refresh: refresh}, &r); err != nil {
+		return err
+	}
+	if len(r.Items) != len(chunk) {
+		return fmt.Errorf("bulk %s: %d items answered for %d sent", index, len(r.Items), len(chunk))
+	}
+	for n, i := range chunk {
+		for _, res := range r.Items[n] { // one key: the action
+			items[i] = bulkItem{status: res.Status}
+			if res.Error != nil {
+				items[i].reason = fmt.Sprintf("%s (%d): %s", res.Error.Type, res.Status, res.Error.Reason)
+			}
+		}
+	}
+	return nil
+}
+
+// bulkFailures is nil when every item succeeded or answered a status in
+// accept; otherwise one line counting the failures and naming the first.
+func bulkFailures(items []bulkItem, ops []bulkOp, accept []int) error {
+	var n int
+	var first string
+outer:
+	for i, it := range items {
+		if it.ok() {
+			continue
+		}
+		for _, st := range accept {
+			if it.status == st {
+				continue outer
+			}
+		}
+		if n == 0 {
+			first = ops[i].id + ": " + it.reason
+			if it.reason == "" {
+				first = fmt.Sprintf("%s: status %d", ops[i].id, it.status)
+			}
+		}
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d documents not written (first: %s)", n, len(items), first)
+}
+
+// rawHit is one search hit as stored, with what paging and optimistic
+// concurrency need; sort values stay raw so a long is passed back exactly.
+type rawHit struct {
+	ID          string            `json:"_id"`
+	SeqNo       int64             `json:"_seq_no"`
+	PrimaryTerm int64             `json:"_primary_term"`
+	Source      json.RawMessage   `json:"_source"`
+	Sort        []json.RawMessage `json:"sort"`
+}
+
+// searchPages runs body (query, sort: unique per hit) over index and calls
+// fn for every hit in sort order, at most limit (0: all), paging with
+// search_after so no result window caps it. The sort keys it pages on are
+// never updated, so writes between pages neither skip nor repeat a hit.
+func (s *Store) searchPages(ctx context.Context, index string, body map[string]any, limit int, fn func(rawHit) error) error {
+	var after []json.RawMessage
+	seen := 0
+	for {
+		size := s.page()
+		if limit > 0 {
+			size = min(size, limit-seen)
+		}
+		b := maps.Clone(body)
+		b["size"], b["track_total_hits"] = size, false
+		if after != nil {
+			b["search_after"] = after
+		}
+		var r struct {
+			Hits struct {
+				Hits []rawHit `json:"hits"`
+			} `json:"hits"`
+		}
+		err := s.do(ctx, esapi.SearchRequest{Index: []string{index}, Body: jsonBody(b),
+			IgnoreUnavailable: esapi.BoolPtr(true), AllowNoIndices: esapi.BoolPtr(true)}, &r)
+		if err != nil {
+			return err
+		}
+		for _, h := range r.Hits.Hits {
+			if err := fn(h); err != nil {
+				return err
+			}
+			after = h.Sort
+		}
+		seen += len(r.Hits.Hits)
+		if len(r.Hits.Hits) < size || (limit > 0 && seen >= limit) {
+			return nil
+		}
+	}
+}
