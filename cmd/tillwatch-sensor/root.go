@@ -59,6 +59,7 @@ type flags struct {
 	logFormat   string
 	metrics     string
 	procBackend string
+	ksKeys      []string
 }
 
 func addFlags(fs *pflag.FlagSet, f *flags) {
@@ -78,6 +79,7 @@ func addFlags(fs *pflag.FlagSet, f *flags) {
 	fs.StringVar(&f.logFormat, "log-format", "", "text or json")
 	fs.StringVar(&f.metrics, "metrics-listen", "", `address of the Prometheus endpoint ("" in config disables it)`)
 	fs.StringVar(&f.procBackend, "process-backend", "", "auto, netlink or poll")
+	fs.StringArrayVar(&f.ksKeys, "killswitch-key", nil, "responder public key (.pub) to pin for kill-switch approvals (repeatable)")
 }
 
 // load reads the config file and applies the flags that were set.
@@ -109,6 +111,9 @@ func load(cmd *cobra.Command, f *flags) (config.Config, error) {
 	}
 	if fs.Changed("rules") {
 		cfg.Rules = append(cfg.Rules, f.rules...)
+	}
+	if fs.Changed("killswitch-key") {
+		cfg.KillSwitch.Keys = append(cfg.KillSwitch.Keys, f.ksKeys...)
 	}
 	if f.noCollector {
 		cfg.Collector.Disabled = true

@@ -27,11 +27,13 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 	"github.com/tillwatch/tillwatch/rules"
+	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
 	sigmadetect "github.com/tillwatch/tillwatch/sensor/detect/sigma"
 	yaradetect "github.com/tillwatch/tillwatch/sensor/detect/yara"
 	"github.com/tillwatch/tillwatch/sensor/enrich"
+	"github.com/tillwatch/tillwatch/sensor/fleetcmd"
 	"github.com/tillwatch/tillwatch/sensor/identity"
 	"github.com/tillwatch/tillwatch/sensor/pipeline"
 	"github.com/tillwatch/tillwatch/sensor/privilege"
@@ -58,6 +60,8 @@ type Sensor struct {
 	shipper  *shipper.Shipper
 	spool    *spool.Spool
 	memScan  *yaradetect.Detector // nil when YARA is off
+	actions  *action.Executor     // kill-switch actions on this host
+	receiver *fleetcmd.Receiver   // nil without a collector
 	hostID   string
 	hostName string
 }
@@ -132,7 +136,8 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	}
 	s.pipe.AddDetector(sigmadetect.New(sigmaRules, runtime.GOOS))
 	// RMM-agent watch: catalog, lineage, integrity (sensor/agent/rmm.go).
-	if err := s.wireRMM(cfg, table); err != nil {
+	catalog, err := s.wireRMM(cfg, table)
+	if err != nil {
 		return nil, err
 	}
 	// File activity under --watch, the synchronous ransomware guard and
@@ -143,6 +148,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	// YARA: one component that is both a detector (queues scans, returns
 	// finished ones) and a source (runs the scan workers and the rule
 	// watcher); see sensor/detect/yara. Off in a build without cgo.
+	var yaraEngine *yarascan.Engine
 	if cfg.YARA.Enabled {
 		ylog := log.With(logkey.Component, "yara")
 		eng, err := yarascan.New(yarascan.Options{
@@ -167,7 +173,13 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 			s.pipe.AddSource(yd)
 			s.pipe.AddDetector(yd)
 			s.memScan = yd
+			yaraEngine = eng
 		}
+	}
+	// The kill-switch: local actions and the command receiver
+	// (sensor/agent/killswitch.go).
+	if err := s.wireKillSwitch(cfg, catalog, yaraEngine); err != nil {
+		return nil, err
 	}
 	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot))
 	var responder pipeline.Responder = response.New(cfg.Mode, nil, log)
@@ -267,6 +279,10 @@ func (s *Sensor) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if s.receiver != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); s.receiver.Run(bgCtx) }()
+	}
 	if s.shipper != nil {
 		bg.Add(2)
 		go func() { defer bg.Done(); _ = s.shipper.Run(bgCtx) }()
@@ -287,6 +303,11 @@ func (s *Sensor) Run(ctx context.Context) error {
 	}
 	stopBG()
 	bg.Wait()
+	if s.actions != nil {
+		if cerr := s.actions.Close(); cerr != nil {
+			s.log.Error("closing the kill-switch actions", logkey.Error, cerr)
+		}
+	}
 	if s.spool != nil {
 		if cerr := s.spool.Close(); cerr != nil {
 			s.log.Error("closing the spool", logkey.Error, cerr)

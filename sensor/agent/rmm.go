@@ -18,33 +18,33 @@ import (
 // wireRMM adds the RMM-agent watch: the install-path scanner (a source) and
 // the RMM detector, with the catalog and behaviour rules from the built-in
 // set plus the rmm/ folder of each extra rule folder.
-func (s *Sensor) wireRMM(cfg config.Config, table *proctree.Table) error {
+func (s *Sensor) wireRMM(cfg config.Config, table *proctree.Table) (*rmm.Catalog, error) {
 	cat, err := rmm.LoadCatalog(rules.Builtin, "rmm")
 	if err != nil {
-		return cfgfile.Usagef("built-in rules (rmm catalog): %v", err)
+		return nil, cfgfile.Usagef("built-in rules (rmm catalog): %v", err)
 	}
 	rs, err := rmmdetect.LoadRules(rules.Builtin, "rmm")
 	if err != nil {
-		return cfgfile.Usagef("built-in rules (rmm detections): %v", err)
+		return nil, cfgfile.Usagef("built-in rules (rmm detections): %v", err)
 	}
 	for _, dir := range cfg.Rules {
 		fsys := os.DirFS(dir)
 		if more, err := rmm.LoadCatalog(fsys, "rmm"); err != nil {
-			return cfgfile.Usagef("rules %s (rmm catalog): %v", dir, err)
+			return nil, cfgfile.Usagef("rules %s (rmm catalog): %v", dir, err)
 		} else if err := cat.Merge(more); err != nil {
-			return cfgfile.Usagef("rules %s (rmm catalog): %v", dir, err)
+			return nil, cfgfile.Usagef("rules %s (rmm catalog): %v", dir, err)
 		}
 		more, err := rmmdetect.LoadExtraRules(fsys, "rmm")
 		if err != nil {
-			return cfgfile.Usagef("rules %s (rmm detections): %v", dir, err)
+			return nil, cfgfile.Usagef("rules %s (rmm detections): %v", dir, err)
 		}
 		if err := rs.Merge(more); err != nil {
-			return cfgfile.Usagef("rules %s (rmm detections): %v", dir, err)
+			return nil, cfgfile.Usagef("rules %s (rmm detections): %v", dir, err)
 		}
 	}
 	bl, err := rmm.OpenBaseline(cfg.StateDir, nil)
 	if err != nil {
-		return cfgfile.Usagef("state_dir: %v", err)
+		return nil, cfgfile.Usagef("state_dir: %v", err)
 	}
 	log := s.log.With(logkey.Component, "rmm")
 	d, err := rmmdetect.New(rmmdetect.Options{
@@ -52,7 +52,7 @@ func (s *Sensor) wireRMM(cfg config.Config, table *proctree.Table) error {
 		Table: table, Baseline: bl, ProcRoot: cfg.Process.ProcRoot, Log: log, Health: s.pipe.Health().Report,
 	})
 	if err != nil {
-		return cfgfile.Usage(err)
+		return nil, cfgfile.Usage(err)
 	}
 	scan := &rmm.Scanner{Matcher: rmm.NewMatcher(cat, runtime.GOOS), Interval: cfg.RMM.ScanInterval,
 		OnScan: func(n int, cut bool) {
@@ -63,5 +63,5 @@ func (s *Sensor) wireRMM(cfg config.Config, table *proctree.Table) error {
 	s.pipe.AddSource(scan)
 	s.pipe.AddDetector(d)
 	log.Info("rmm watch on", "approved", cfg.RMM.Approved, "products", len(cat.Products), "rules", len(rs.Rules))
-	return nil
+	return cat, nil
 }

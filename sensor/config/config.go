@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,8 @@ type Config struct {
 	// ForwardTelemetry ships process and file telemetry, not only alerts
 	// and health, to the collector.
 	ForwardTelemetry bool `yaml:"forward_telemetry"`
+	// KillSwitch configures which fleet commands this sensor obeys.
+	KillSwitch KillSwitch `yaml:"killswitch"`
 }
 
 // Collector is where alerts go.
@@ -85,6 +88,26 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
+// KillSwitch configures the sensor's end of the fleet kill-switch.
+type KillSwitch struct {
+	// Disabled stops the sensor from polling for commands at all.
+	Disabled bool `yaml:"disabled"`
+	// Keys are responder public keys (.pub from tillwatch keys gen) this
+	// sensor pins; approvals count only from these (--killswitch-key).
+	Keys []string `yaml:"keys"`
+	// CollectorKeys pin extra collector keys, for rotation: deploy the next
+	// collector key here before the collector switches to it.
+	CollectorKeys []string `yaml:"collector_keys"`
+	// Approvals (M) and MaxHosts must match the collector's policy; the
+	// sensor enforces them itself.
+	Approvals int `yaml:"approvals"`
+	MaxHosts  int `yaml:"max_hosts"`
+	// AllowedRoots bound quarantine-file, kill-process by path and scan.
+	AllowedRoots []string `yaml:"allowed_roots"`
+	// QuarantineDir (default <state_dir>/quarantine) is root-only.
+	QuarantineDir string `yaml:"quarantine_dir"`
+}
+
 // Default returns the configuration used when a key is not set.
 func Default() Config {
 	return Config{
@@ -103,6 +126,8 @@ func Default() Config {
 		Files:   Files{Backend: "auto", Canaries: true, Guard: true},
 		RMM:     RMM{ScanInterval: 60 * time.Second},
 		YARA:    YARA{Enabled: true, Workers: 1, Queue: 256, MaxFileSize: 32 << 20, Timeout: 10 * time.Second, SweepCPU: 0.25},
+		KillSwitch: KillSwitch{Approvals: 2, MaxHosts: 5,
+			AllowedRoots: []string{"/tmp", "/var/tmp", "/dev/shm", "/home", "/opt", "/srv", "/root"}},
 	}
 }
 
@@ -234,6 +259,26 @@ func (c *Config) Validate() error {
 		if y.SweepCPU <= 0 || y.SweepCPU > 1 {
 			bad("yara.sweep_cpu", "%v: want a share in (0,1]", y.SweepCPU)
 		}
+	}
+	ks := c.KillSwitch
+	for _, k := range append(slices.Clone(ks.Keys), ks.CollectorKeys...) {
+		if _, err := os.Stat(k); err != nil {
+			bad("killswitch.keys", "%v", err)
+		}
+	}
+	if ks.Approvals < 1 || ks.Approvals > 16 {
+		bad("killswitch.approvals", "%d: want 1-16", ks.Approvals)
+	}
+	if ks.MaxHosts < 1 {
+		bad("killswitch.max_hosts", "%d: want at least 1", ks.MaxHosts)
+	}
+	for _, r := range ks.AllowedRoots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) == "/" {
+			bad("killswitch.allowed_roots", "%q must be an absolute directory other than /", r)
+		}
+	}
+	if ks.QuarantineDir != "" && !filepath.IsAbs(ks.QuarantineDir) {
+		bad("killswitch.quarantine_dir", "%q must be absolute", ks.QuarantineDir)
 	}
 	return errors.Join(errs...)
 }
