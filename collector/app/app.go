@@ -185,6 +185,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Policy: campaign.Policy{
 				Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
 				Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
+				Product: cfg.Campaign.RMMProduct,
 			},
 			Store: st, Issuer: cmds, Log: log,
 		}),

@@ -49,6 +49,10 @@ type Policy struct {
 	DryRun bool
 	// TTL of the automatic command (default 1h).
 	TTL time.Duration
+	// Product is the fleet's RMM tool (catalog id) that disable-rmm
+	// disables when the alerts behind a campaign do not name one (a Sigma
+	// or YARA detection); empty means every RMM product found on a host.
+	Product string
 }
 
 func (p Policy) withDefaults() Policy {
@@ -284,6 +288,9 @@ func (d *Detector) act(ctx context.Context, t trigger) {
 	switch p.Action {
 	case ActionDisableRMM:
 		product := t.product
+		if product == "" {
+			product = p.Product
+		}
 		if product == "" {
 			product = "*" // every remote-management product on the host
 		}

@@ -60,6 +60,9 @@ type Campaign struct {
 	// empty means every host.
 	Labels map[string]string `yaml:"labels"`
 	DryRun bool              `yaml:"dry_run"`
+	// RMMProduct is the chain's RMM tool (catalog id, e.g. kaseya-vsa),
+	// disabled when the alerts behind a campaign name none.
+	RMMProduct string `yaml:"rmm_product"`
 }
 
 // KillSwitch configures signed fleet commands.

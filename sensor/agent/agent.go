@@ -43,6 +43,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/shipper"
 	"github.com/tillwatch/tillwatch/sensor/sink/ndjson"
 	"github.com/tillwatch/tillwatch/sensor/spool"
+	"github.com/tillwatch/tillwatch/sensor/tamper"
 	"github.com/tillwatch/tillwatch/sensor/uplink"
 	yarascan "github.com/tillwatch/tillwatch/sensor/yara"
 )
@@ -60,6 +61,7 @@ type Sensor struct {
 	shipper  *shipper.Shipper
 	spool    *spool.Spool
 	memScan  *yaradetect.Detector // nil when YARA is off
+	tamper   *tamper.Watch        // the unclean-stop marker
 	actions  *action.Executor     // kill-switch actions on this host
 	receiver *fleetcmd.Receiver   // nil without a collector
 	hostID   string
@@ -128,6 +130,10 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, log)
 	src.OnHealth(s.pipe.Health().Report)
 	s.pipe.AddSource(src)
+	// A previous run that ended uncleanly becomes an alert (sensor/tamper).
+	s.tamper = tamper.New(tamper.Options{StateDir: cfg.StateDir, Version: buildinfo.Version})
+	s.pipe.AddSource(s.tamper)
+	s.pipe.AddDetector(s.tamper)
 	s.pipe.AddDetector(execpath.New(execRules, nil))
 	// Sigma: rules/sigma plus each rule folder's sigma/ (sensor/detect/sigma).
 	sigmaRules, err := sigmadetect.LoadAll(rules.Builtin, "sigma", cfg.Rules)
@@ -279,9 +285,15 @@ func (s *Sensor) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// From here on the sensor protects the host: mark the run as begun.
+	if err := s.tamper.Begin(); err != nil {
+		return cfgfile.Usagef("state_dir: %v", err)
+	}
 	if s.receiver != nil {
+		// On ctx, not bgCtx: a long-poll in flight must not hold up the
+		// shipper's bounded last send at shutdown.
 		bg.Add(1)
-		go func() { defer bg.Done(); s.receiver.Run(bgCtx) }()
+		go func() { defer bg.Done(); s.receiver.Run(ctx) }()
 	}
 	if s.shipper != nil {
 		bg.Add(2)
@@ -312,6 +324,11 @@ func (s *Sensor) Run(ctx context.Context) error {
 		if cerr := s.spool.Close(); cerr != nil {
 			s.log.Error("closing the spool", logkey.Error, cerr)
 		}
+	}
+	// Only a run that got here stopped cleanly; any other end leaves the
+	// marker for the next start to report.
+	if terr := s.tamper.End(); terr != nil {
+		s.log.Error("removing the unclean-stop marker; the next start will report an unclean stop", logkey.Error, terr)
 	}
 	s.log.Info("sensor stopped")
 	return err
