@@ -10,7 +10,7 @@ CROSS_PKGS := ./cmd/tillwatch ./cmd/tillwatch-sensor ./sensor/... ./internal/...
 # cores for the suites that start real collectors and sensors.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test deps vet fuzz fuzz-short clean rules bench-yara
+.PHONY: all build demo test deps vet fuzz fuzz-short clean rules bench-yara deb
 
 all: build
 
@@ -38,6 +38,12 @@ build: deps
 	$(YARA_STATIC_ENV) $(GO) build -trimpath -tags yara_static -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 	@! ldd $(BIN)/tillwatch-sensor | grep -q yara || { echo "bin/tillwatch-sensor links libyara dynamically; see build/pkgconfig/yara.pc"; exit 1; }
 
+## deb: Debian packages tillwatch-sensor, tillwatch-collector and tillwatch-cli under dist/, from bin/ (docs/deploy.md)
+deb: build
+	@mkdir -p dist
+	@rm -f dist/tillwatch-*.deb
+	$(GO) run -ldflags "$(LDFLAGS)" ./internal/packaging/mkdeb --bin $(BIN) --out dist
+
 ## demo: collector + enrolled sensor + a simulated attack, on this machine
 demo: build
 	@if [ "$$(id -u)" != 0 ]; then echo "note: not root; the sensor runs in monitor mode. 'sudo make demo' shows it stopping the attack."; fi
@@ -50,6 +56,8 @@ vet: deps
 	# The sensor and CLI run on every OS; the collector is Linux-only (and its
 	# Elasticsearch client is a heavy build), so it is not cross-built.
 	GOOS=windows $(GO) build $(CROSS_PKGS)
+	# The sensor runs as a Windows service (cmd/tillwatch-sensor/service_windows.go).
+	GOOS=windows CGO_ENABLED=0 $(GO) vet ./cmd/tillwatch-sensor/
 	GOOS=darwin $(GO) build $(CROSS_PKGS)
 	CGO_ENABLED=0 $(GO) build ./cmd/...
 

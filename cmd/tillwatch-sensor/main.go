@@ -1,6 +1,7 @@
 // Command tillwatch-sensor is the endpoint agent: it watches processes (and,
 // as features land, files and remote-management agents), raises alerts,
-// stops attacks locally and ships alerts to the collector.
+// stops attacks locally and ships alerts to the collector. On Windows it
+// also runs as a service (service_windows.go).
 package main
 
 import (
@@ -10,5 +11,8 @@ import (
 )
 
 func main() {
+	if code, ok := runService(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	os.Exit(cli.Main("tillwatch-sensor", newRoot(os.Stdout, os.Stderr), os.Args[1:], os.Stderr))
 }

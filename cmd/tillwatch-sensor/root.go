@@ -28,6 +28,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(runCmd(stderr), checkCmd(stdout), versionCmd(stdout))
+	root.AddCommand(serviceCommands(stdout)...) // Windows only
 	return root
 }
 
