@@ -40,6 +40,8 @@ import (
 	"time"
 
 	sim "github.com/tillwatch/tillwatch/internal/simulate/ransomware"
+
+	"github.com/tillwatch/tillwatch/internal/benchdoc"
 )
 
 func main() {
@@ -194,7 +196,7 @@ func (b *bench) run(out string, benignOnly bool) error {
 	}
 	section := b.report(configs, results, benign)
 	fmt.Print(section)
-	return writeSection(out, "## Ransomware: files lost", section)
+	return benchdoc.WriteSection(out, "## Ransomware: files lost", section)
 }
 
 // nsEnv marks the copy of this program running in its own PID namespace.
@@ -700,28 +702,4 @@ scoring alone.
 	}
 	fmt.Fprintf(&w, "\nGoal \"no benign process stopped or killed\": %s.\n", verdict)
 	return w.String()
-}
-
-// writeSection replaces the section starting with heading (up to the next
-// "## " heading) in path, or appends it.
-func writeSection(path, heading, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if s == "" {
-		s = "# Benchmarks\n"
-	}
-	start := strings.Index(s, "\n"+heading+"\n")
-	if start < 0 {
-		return os.WriteFile(path, []byte(strings.TrimRight(s, "\n")+"\n\n"+section), 0o644)
-	}
-	rest := s[start+1:]
-	end := strings.Index(rest[len(heading)+1:], "\n## ")
-	tail := ""
-	if end >= 0 {
-		tail = rest[len(heading)+1+end+1:]
-	}
-	return os.WriteFile(path, []byte(s[:start+1]+section+"\n"+tail), 0o644)
 }

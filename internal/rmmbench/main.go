@@ -30,6 +30,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/benchdoc"
 )
 
 func main() {
@@ -184,7 +186,7 @@ func run(outPath string, runs, warmup int, hold time.Duration, keep string) erro
 	}
 	section := report(samples, runs, warmup, missed, hold, lossNote)
 	fmt.Print(section)
-	return writeSection(outPath, section)
+	return benchdoc.WriteSection(outPath, heading, section)
 }
 
 func report(ss []sample, runs, warmup, missed int, hold time.Duration, lossNote string) string {
@@ -369,26 +371,3 @@ func copyFile(from, to string) error {
 }
 
 const heading = "## RMM detection latency"
-
-// writeSection replaces the RMM latency section of path (or appends it).
-func writeSection(path, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if s == "" {
-		s = "# Benchmarks\n"
-	}
-	start := strings.Index(s, "\n"+heading+"\n")
-	if start < 0 {
-		return os.WriteFile(path, []byte(strings.TrimRight(s, "\n")+"\n\n"+section), 0o644)
-	}
-	rest := s[start+1:]
-	end := strings.Index(rest[len(heading)+1:], "\n## ")
-	tail := ""
-	if end >= 0 {
-		tail = rest[len(heading)+1+end+1:]
-	}
-	return os.WriteFile(path, []byte(s[:start+1]+section+"\n"+tail), 0o644)
-}

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/sensor/yara"
+
+	"github.com/tillwatch/tillwatch/internal/benchdoc"
 )
 
 func main() {
@@ -125,7 +127,7 @@ Throughput ratio tillwatch / CLI: **%.2fx** (goal >= 0.95x). Match sets identica
 		ourBest.Seconds(), mb/ourBest.Seconds(), float64(nfiles+planted)/ourBest.Seconds(), len(ourSet),
 		ratio, identical)
 	fmt.Print(section)
-	if err := writeSection(out, section); err != nil {
+	if err := benchdoc.WriteSection(out, "## YARA", section); err != nil {
 		return err
 	}
 	if !identical {
@@ -199,27 +201,4 @@ func cliVersion(cli string) string {
 		return "?"
 	}
 	return strings.TrimSpace(string(o))
-}
-
-// writeSection replaces the "## YARA" section of path (or appends it).
-func writeSection(path, section string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	if s == "" {
-		s = "# Benchmarks\n"
-	}
-	start := strings.Index(s, "\n## YARA\n")
-	if start < 0 {
-		return os.WriteFile(path, []byte(strings.TrimRight(s, "\n")+"\n\n"+section), 0o644)
-	}
-	rest := s[start+1:]
-	end := strings.Index(rest[len("## YARA\n"):], "\n## ")
-	tail := ""
-	if end >= 0 {
-		tail = rest[len("## YARA\n")+end+1:]
-	}
-	return os.WriteFile(path, []byte(s[:start+1]+section+"\n"+tail), 0o644)
 }
