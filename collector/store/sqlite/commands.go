@@ -186,9 +186,12 @@ ORDER BY c.seq`, hostID, now.UnixNano())
 	rows.Close()
 	if len(fresh) > 0 {
 		args := append([]any{now.UnixNano(), hostID}, fresh...)
-		_, err := s.w.ExecContext(ctx, `
+		err := s.g.do(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `
 UPDATE command_hosts SET state = 'delivered', delivered_at = ?
 WHERE host_id = ? AND state = 'pending' AND command_id IN (?`+strings.Repeat(", ?", len(fresh)-1)+`)`, args...)
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: mark delivered: %w", err)
 		}
@@ -202,14 +205,21 @@ func (s *Store) AckCommand(ctx context.Context, id, hostID string, r killswitch.
 	if err != nil {
 		return err
 	}
-	res, err := s.w.ExecContext(ctx, `
+	var n int64
+	err = s.g.do(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `
 UPDATE command_hosts SET state = 'acked', acked_at = ?, result = ?,
 	delivered_at = COALESCE(delivered_at, ?)
 WHERE command_id = ? AND host_id = ?`, at.UnixNano(), string(b), at.UnixNano(), id, hostID)
+		if err == nil {
+			n, _ = res.RowsAffected()
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("sqlite: ack command %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
+	if n == 0 {
 		return store.ErrUnknownCommand
 	}
 	return nil

@@ -46,6 +46,7 @@ type Options struct {
 type Store struct {
 	w   *sql.DB // exactly one connection: the writer
 	r   *sql.DB // readers (query_only)
+	g   *groupCommit
 	now func() time.Time
 }
 
@@ -81,6 +82,7 @@ func Open(path string, opts Options) (*Store, error) {
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	s.r = r
+	s.g = newGroupCommit(s.w)
 	return s, nil
 }
 
@@ -577,6 +579,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close implements store.Store.
 func (s *Store) Close() error {
+	s.g.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 

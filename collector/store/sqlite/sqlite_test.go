@@ -13,6 +13,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 func open(t *testing.T) *Store {
@@ -341,5 +342,58 @@ func TestConcurrentFirstOpen(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Errorf("concurrent first open: %v", err)
 		}
+	}
+}
+
+// TestGroupCommitAcks: a fleet acknowledging at once shares transactions;
+// every acknowledgement is stored, each caller learns its own result, and
+// writes after Close fail instead of hanging.
+func TestGroupCommitAcks(t *testing.T) {
+	t.Parallel()
+	s, err := Open(filepath.Join(t.TempDir(), "g.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 300
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("till-%03d", i)
+	}
+	rec := store.CommandRecord{ID: "cmd-group-0001", Action: "scan", Targets: "all", Issuer: "test",
+		IssuedAt: time.Now(), NotAfter: time.Now().Add(time.Hour), State: store.CommandActive}
+	if err := s.CreateCommand(ctx, rec, hosts); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, n+1)
+	for _, h := range append(hosts, "till-stranger") {
+		go func() {
+			errs <- s.AckCommand(ctx, rec.ID, h, killswitch.Result{Status: killswitch.StatusOK}, time.Now())
+		}()
+	}
+	var unknown int
+	for range n + 1 {
+		switch err := <-errs; {
+		case errors.Is(err, store.ErrUnknownCommand):
+			unknown++
+		case err != nil:
+			t.Fatal(err)
+		}
+	}
+	if unknown != 1 {
+		t.Fatalf("%d unknown-command answers, want exactly the stranger's", unknown)
+	}
+	_, got, err := s.Command(ctx, rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range got {
+		if h.State != store.HostAcked {
+			t.Fatalf("host %s not acked after the group commit", h.HostID)
+		}
+	}
+	s.Close()
+	if err := s.AckCommand(ctx, rec.ID, hosts[0], killswitch.Result{Status: killswitch.StatusOK}, time.Now()); err == nil {
+		t.Fatal("write after Close succeeded")
 	}
 }
