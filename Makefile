@@ -95,6 +95,11 @@ bench-yara: deps
 bench-rmm:
 	$(GO) run ./internal/rmmbench -out docs/benchmarks.md
 
+## bench-fanout: kill-switch fan-out, campaign trigger to the last acknowledgement, 1,000 and 10,000 simulated sensors; writes docs/benchmarks.md
+.PHONY: bench-fanout
+bench-fanout: deps
+	$(GO) run ./internal/fanoutbench -out docs/benchmarks.md
+
 ## bench-ransomware: files lost to the simulator per mode, time to stop, benign false positives (root); writes docs/benchmarks.md
 .PHONY: bench-ransomware
 bench-ransomware: build

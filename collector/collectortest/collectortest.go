@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/campaign"
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/collector/store/sqlite"
 )
@@ -26,6 +27,13 @@ type Collector struct {
 // data in dir (t.TempDir() if ""); it is stopped when the test ends.
 func Start(t testing.TB, dir, addr string) *Collector {
 	t.Helper()
+	return StartWithCampaign(t, dir, addr, nil)
+}
+
+// StartWithCampaign is Start with campaign detection under policy (nil:
+// none, as Start).
+func StartWithCampaign(t testing.TB, dir, addr string, policy *campaign.Policy) *Collector {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -36,7 +44,7 @@ func Start(t testing.TB, dir, addr string) *Collector {
 	if err != nil {
 		t.Fatalf("collectortest: store: %v", err)
 	}
-	c := &Collector{serving: serve(t, st, dir, addr, nil), Store: st, dir: dir}
+	c := &Collector{serving: serve(t, st, dir, addr, nil, policy), Store: st, dir: dir}
 	t.Cleanup(c.Stop)
 	return c
 }

@@ -48,7 +48,7 @@ func StartElasticsearch(t testing.TB, o elasticsearch.Options) *ESCollector {
 	if err != nil {
 		t.Fatalf("collectortest: store: %v", err)
 	}
-	c := &ESCollector{serving: serve(t, st, t.TempDir(), "127.0.0.1:0", reg), Store: st, Registry: reg}
+	c := &ESCollector{serving: serve(t, st, t.TempDir(), "127.0.0.1:0", reg, nil), Store: st, Registry: reg}
 	t.Cleanup(c.Stop)
 	return c
 }

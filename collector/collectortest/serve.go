@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tillwatch/tillwatch/collector/campaign"
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/collector/command"
 	"github.com/tillwatch/tillwatch/collector/pki"
@@ -35,7 +36,7 @@ type serving struct {
 }
 
 // serve starts the server on st. On failure it closes st and fails t.
-func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Registry) *serving {
+func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Registry, policy *campaign.Policy) *serving {
 	t.Helper()
 	fail := func(what string, err error) {
 		st.Close()
@@ -53,7 +54,11 @@ func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Regis
 	if err != nil {
 		fail("kill-switch", err)
 	}
-	srv, err = server.New(server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds})
+	opts := server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds}
+	if policy != nil {
+		opts.Observer = campaign.New(campaign.Options{Policy: *policy, Store: st, Issuer: cmds})
+	}
+	srv, err = server.New(opts)
 	if err != nil {
 		fail("server", err)
 	}

@@ -7,6 +7,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 	"github.com/tillwatch/tillwatch/sensor/shipper"
 )
 
@@ -50,6 +52,19 @@ type Options struct {
 	// (concurrently), so fault tests can see what the collector answered
 	// when.
 	OnSend func(Send)
+	// Commands makes every sensor long-poll for kill-switch commands,
+	// verify each against the collector key it pinned at enrolment (as a
+	// real sensor does) and acknowledge it.
+	Commands bool
+	// OnAck, if set, is called after each acknowledgement was accepted.
+	OnAck func(Ack)
+}
+
+// Ack is one simulated sensor's acknowledgement of a command.
+type Ack struct {
+	Host, CommandID string
+	Status          string
+	At              time.Time
 }
 
 // Send is one batch send of a simulated sensor, as OnSend sees it.
@@ -72,6 +87,9 @@ type Stats struct {
 	AlertsConfirmed int64 // the collector answered for them
 	SendErrors      int64 // failed batch sends (retried)
 	Queued          int64 // still waiting in queues when Stats was taken
+	Polling         int64 // command long-polls in flight now
+	CommandAcks     int64 // commands acknowledged
+	AckErrors       int64
 }
 
 // Fleet is a running simulated fleet.
@@ -80,12 +98,14 @@ type Fleet struct {
 	sensors []*sensor
 	stats   struct {
 		enrolled, enrollErrors, heartbeats, heartbeatErrors, raised, confirmed, sendErrors atomic.Int64
+		polling, acks, ackErrors                                                           atomic.Int64
 	}
 	wg sync.WaitGroup
 }
 
 type sensor struct {
 	hostID string
+	c      *client.Client
 	q      *shipper.MemQueue
 	ship   *shipper.Shipper
 	// recovered is when the first send after a failure succeeded (zero
@@ -158,6 +178,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, err
 	}
 	creds := make([]string, o.Sensors)
+	keys := make([][]killswitch.PublicKey, o.Sensors)
 	sem := make(chan struct{}, o.EnrollConcurrency)
 	var wg sync.WaitGroup
 	for i := range o.Sensors {
@@ -175,6 +196,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			}
 			f.stats.enrolled.Add(1)
 			creds[i] = resp.Credential
+			keys[i] = resp.CommandKeys
 		}()
 	}
 	wg.Wait()
@@ -190,7 +212,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &sensor{hostID: fmt.Sprintf("%s-%05d", o.HostPrefix, i), q: shipper.NewMemQueue(1 << 20)}
+		s := &sensor{hostID: fmt.Sprintf("%s-%05d", o.HostPrefix, i), c: c, q: shipper.NewMemQueue(1 << 20)}
 		s.ship = shipper.New(shipper.Options{
 			Queue: s.q, Sender: countingSender{f, s, c}, Permanent: client.IsPermanent,
 			FlushInterval: 200 * time.Millisecond, MaxBackoff: o.MaxBackoff, Registerer: prometheus.NewRegistry(),
@@ -200,6 +222,14 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		go func() { defer f.wg.Done(); _ = s.ship.Run(ctx) }()
 		go func() { defer f.wg.Done(); f.heartbeat(ctx, s, c) }()
 		go func() { defer f.wg.Done(); f.alerts(ctx, s) }()
+		if o.Commands {
+			ks, err := killswitch.NewKeySet(keys[i]...)
+			if err != nil {
+				return nil, fmt.Errorf("fleet: keys from enrolment: %w", err)
+			}
+			f.wg.Add(1)
+			go func() { defer f.wg.Done(); f.commands(ctx, s, c, ks) }()
+		}
 	}
 	return f, nil
 }
@@ -247,6 +277,50 @@ func (f *Fleet) alerts(ctx context.Context, s *sensor) {
 	}
 }
 
+// commands is a simulated sensor's kill-switch loop: long-poll, verify,
+// acknowledge (it acts on nothing), with the jittered backoff of a real
+// sensor after failures.
+func (f *Fleet) commands(ctx context.Context, s *sensor, c *client.Client, ks *killswitch.KeySet) {
+	v := &killswitch.Verifier{Keys: ks, HostID: s.hostID}
+	done := map[string]bool{}
+	backoff := time.Second
+	for ctx.Err() == nil {
+		f.stats.polling.Add(1)
+		cmds, err := c.PendingCommands(ctx, 25*time.Second)
+		f.stats.polling.Add(-1)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff/2 + rand.N(backoff)):
+			}
+			backoff = min(backoff*2, f.o.MaxBackoff)
+			continue
+		}
+		backoff = time.Second
+		for i := range cmds {
+			cmd, _, verr := v.Verify(&cmds[i])
+			res := killswitch.Result{Status: killswitch.StatusNoop, Detail: "simulated sensor"}
+			if verr != nil {
+				re, _ := killswitch.IsRefused(verr)
+				res = killswitch.Result{Status: killswitch.StatusRefused, Refusal: re.Reason, Detail: re.Detail}
+			}
+			if done[cmd.ID] && verr == nil {
+				continue
+			}
+			if err := c.AckCommand(ctx, cmd.ID, res); err != nil {
+				f.stats.ackErrors.Add(1)
+				continue
+			}
+			done[cmd.ID] = true
+			f.stats.acks.Add(1)
+			if f.o.OnAck != nil {
+				f.o.OnAck(Ack{Host: s.hostID, CommandID: cmd.ID, Status: res.Status, At: time.Now()})
+			}
+		}
+	}
+}
+
 // Alert is the synthetic alert sensor host raises as its n-th.
 func Alert(host string, n int) event.Event {
 	now := time.Now().UTC()
@@ -274,6 +348,7 @@ func (f *Fleet) Stats() Stats {
 		Heartbeats: f.stats.heartbeats.Load(), HeartbeatErrors: f.stats.heartbeatErrors.Load(),
 		AlertsRaised: f.stats.raised.Load(), AlertsConfirmed: f.stats.confirmed.Load(),
 		SendErrors: f.stats.sendErrors.Load(), Queued: queued,
+		Polling: f.stats.polling.Load(), CommandAcks: f.stats.acks.Load(), AckErrors: f.stats.ackErrors.Load(),
 	}
 }
 
@@ -293,6 +368,29 @@ func (f *Fleet) Recoveries(since time.Time) []time.Time {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Before(out[j]) })
 	return out
+}
+
+// Sensors is the number of running simulated sensors.
+func (f *Fleet) Sensors() int { return len(f.sensors) }
+
+// Host is the host id of running sensor i.
+func (f *Fleet) Host(i int) string { return f.sensors[i].hostID }
+
+// SendAlert sends ev from sensor i at once, bypassing its queue, for
+// benchmarks that must know when an alert left the sensor.
+func (f *Fleet) SendAlert(ctx context.Context, i int, ev event.Event) error {
+	line, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	resp, err := f.sensors[i].c.SendEvents(ctx, append(line, '\n'))
+	if err != nil {
+		return err
+	}
+	if len(resp.Rejected) > 0 {
+		return fmt.Errorf("fleet: alert rejected: %s", resp.Rejected[0].Error)
+	}
+	return nil
 }
 
 // Wait waits for every sensor goroutine to end (after ctx is cancelled).
