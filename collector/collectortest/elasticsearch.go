@@ -30,6 +30,15 @@ type ESCollector struct {
 // docs/elasticsearch-testing.md).
 func StartElasticsearch(t testing.TB, o elasticsearch.Options) *ESCollector {
 	t.Helper()
+	return StartElasticsearchIn(t, o, t.TempDir())
+}
+
+// StartElasticsearchIn is StartElasticsearch with its CA, certificate and
+// kill-switch keys in dir: collectors started on one dir and one namespace
+// are one deployment of several collectors sharing a cluster, as sensors
+// see it (one CA, one command signing key).
+func StartElasticsearchIn(t testing.TB, o elasticsearch.Options, dir string) *ESCollector {
+	t.Helper()
 	if o.URL == "" {
 		t.Fatal("collectortest: StartElasticsearch needs an Elasticsearch URL")
 	}
@@ -48,7 +57,7 @@ func StartElasticsearch(t testing.TB, o elasticsearch.Options) *ESCollector {
 	if err != nil {
 		t.Fatalf("collectortest: store: %v", err)
 	}
-	c := &ESCollector{serving: serve(t, st, t.TempDir(), "127.0.0.1:0", reg, nil), Store: st, Registry: reg}
+	c := &ESCollector{serving: serve(t, st, dir, "127.0.0.1:0", reg, nil), Store: st, Registry: reg}
 	t.Cleanup(c.Stop)
 	return c
 }
