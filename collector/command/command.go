@@ -234,7 +234,7 @@ func (s *Service) limiter(issuer string) *rate.Limiter {
 	defer s.mu.Unlock()
 	l, ok := s.limiters[issuer]
 	if !ok {
-		l = rate.NewLimiter(rate.Limit(float64(s.o.IssueRate)/60), DefaultIssueBurst)
+		l = rate.NewLimiter(rate.Limit(float64(s.o.IssueRate)/60), min(s.o.IssueRate, DefaultIssueBurst))
 		s.limiters[issuer] = l
 	}
 	return l

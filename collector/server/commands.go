@@ -186,6 +186,10 @@ func (s *Server) handlePending(w http.ResponseWriter, r *http.Request) {
 			continue
 		case <-ctx.Done():
 			s.hub.unsubscribe()
+		case <-s.stopping:
+			// The collector is shutting down: answer now so the graceful
+			// shutdown does not wait out every sensor's long-poll.
+			s.hub.unsubscribe()
 		}
 		break
 	}

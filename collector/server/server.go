@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,6 +95,11 @@ type Server struct {
 	commands *command.Service
 	hub      *hub
 	observer Observer
+
+	// stopping is closed when Serve begins its graceful shutdown, so
+	// long-polls answer at once instead of holding it up.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 }
 
 // New builds a Server. It registers metrics on opts.Registry, so one
@@ -130,6 +136,7 @@ func New(opts Options) (*Server, error) {
 	if s.ingestWait <= 0 {
 		s.ingestWait = 250 * time.Millisecond
 	}
+	s.stopping = make(chan struct{})
 	s.commands = opts.Commands
 	s.observer = opts.Observer
 	if cs, ok := s.st.(store.CommandStore); ok {
@@ -181,6 +188,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config)
 		return fmt.Errorf("server: %w", err)
 	case <-ctx.Done():
 	}
+	s.stoppingOnce.Do(func() { close(s.stopping) })
 	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

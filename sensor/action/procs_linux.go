@@ -1,7 +1,6 @@
 package action
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/tillwatch/tillwatch/sensor/response"
 	"github.com/tillwatch/tillwatch/sensor/rmm"
+
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 )
 
 const supportsProcesses = true
@@ -24,10 +25,6 @@ const supportsProcesses = true
 // pfKthread is PF_KTHREAD in /proc/PID/stat flags: a kernel thread, which
 // has no executable and must never be signalled.
 const pfKthread = 0x00200000
-
-// userHZ is USER_HZ, the unit of /proc start times; the kernel fixes it at
-// 100 for every architecture Linux exports to user space.
-const userHZ = 100
 
 // proc is what the actions need of one process.
 type proc struct {
@@ -90,25 +87,14 @@ func (e *Executor) procs() ([]proc, error) {
 	return out, nil
 }
 
-// startMilli converts a start time in ticks to unix milliseconds, like
-// sensor/response (gopsutil) does: boot time plus ticks.
+// startMilli is the process's start in unix milliseconds, computed as the
+// process source stamps it on events (sensor/procclock).
 func (e *Executor) startMilli(p proc) (int64, error) {
-	f, err := os.Open(filepath.Join(e.o.ProcRoot, "stat"))
+	boot, err := procclock.BootTime(e.o.ProcRoot)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "btime "); ok {
-			bt, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("malformed btime: %w", err)
-			}
-			return bt*1000 + int64(p.Start)*1000/userHZ, nil
-		}
-	}
-	return 0, errors.New("no btime in " + filepath.Join(e.o.ProcRoot, "stat"))
+	return procclock.Start(boot, p.Start).UnixMilli(), nil
 }
 
 // ancestors returns the sensor's parent chain up to (not including) pid 1.

@@ -8,6 +8,8 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 	"github.com/tillwatch/tillwatch/sensor/proctree"
+
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 )
 
 // tracker applies decoded proc connector events to the table and emits the
@@ -21,7 +23,7 @@ type tracker struct {
 }
 
 func (s *Source) newTracker(wall func(uint64) time.Time) (*tracker, error) {
-	boot, err := bootTime(s.cfg.ProcRoot)
+	boot, err := procclock.BootTime(s.cfg.ProcRoot)
 	if err != nil {
 		return nil, fmt.Errorf("reading boot time under %s: %w", s.cfg.ProcRoot, err)
 	}

@@ -12,12 +12,9 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/sensor/proctree"
-)
 
-// userHZ is the unit of /proc/<pid>/stat times. It is USER_HZ, fixed at 100
-// by the kernel ABI on every architecture a till runs, independent of the
-// kernel's internal HZ.
-const userHZ = 100
+	"github.com/tillwatch/tillwatch/sensor/procclock"
+)
 
 // procFS reads process details from a procfs tree rooted at root. It is plain
 // file parsing, so tests point it at a fake tree under testdata/ on any OS.
@@ -82,7 +79,7 @@ func (f procFS) readState(pid int) (p proctree.Proc, incomplete bool, err error)
 	}
 	p = proctree.Proc{PID: pid, PPID: st.ppid, UID: proctree.UnknownUID}
 	if !f.boot.IsZero() {
-		p.Start = f.boot.Add(time.Duration(st.startTicks) * (time.Second / userHZ))
+		p.Start = procclock.Start(f.boot, st.startTicks)
 	}
 	p.Args, p.CommandLine, p.Executable = args, strings.Join(args, " "), exe
 	p.Cwd, _ = os.Readlink(filepath.Join(dir, "cwd"))
@@ -217,42 +214,4 @@ func procName(comm, exe string, args []string) string {
 		}
 	}
 	return comm
-}
-
-// readBootTime reads the boot time (btime, whole seconds) from root/stat.
-// It is the same value gopsutil's host.BootTime returns, but read under the
-// injected root.
-func readBootTime(root string) (time.Time, error) {
-	b, err := os.ReadFile(filepath.Join(root, "stat"))
-	if err != nil {
-		return time.Time{}, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "btime "); ok {
-			sec, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-			if err != nil {
-				return time.Time{}, fmt.Errorf("%s/stat btime: %w", root, err)
-			}
-			return time.Unix(sec, 0), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%s/stat: no btime line", root)
-}
-
-// bootTime returns when the machine whose procfs is at root booted. btime is
-// whole seconds, which would put /proc start times up to a second early and
-// make them disagree with the proc connector's nanosecond fork times; so
-// when this host's boot clock agrees with btime (root is this kernel's
-// procfs, not a fixture), the precise value is used.
-func bootTime(root string) (time.Time, error) {
-	bt, err := readBootTime(root)
-	if err != nil {
-		return time.Time{}, err
-	}
-	if precise, err := preciseBootTime(); err == nil {
-		if d := precise.Sub(bt); d >= -time.Second && d <= 2*time.Second {
-			return precise, nil
-		}
-	}
-	return bt, nil
 }

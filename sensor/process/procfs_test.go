@@ -216,18 +216,3 @@ func TestProcName(t *testing.T) {
 		})
 	}
 }
-
-func TestBootTime(t *testing.T) {
-	t.Parallel()
-	got, err := bootTime(fixtureRoot(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The fixture's btime is far from this host's boot, so btime is used.
-	if !got.Equal(fixtureBoot) {
-		t.Fatalf("bootTime = %v, want %v", got, fixtureBoot)
-	}
-	if _, err := bootTime(t.TempDir()); err == nil {
-		t.Fatal("bootTime without a stat file succeeded")
-	}
-}

@@ -6,22 +6,25 @@ import (
 	"os"
 	"time"
 
-	"github.com/shirou/gopsutil/v3/process"
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 )
 
 // osProcesses is the real OS.
 type osProcesses struct{}
 
+// StartTime is computed exactly as the process source computes the start
+// it stamps on events (sensor/procclock), so a live process always
+// matches its own event and only a reused pid does not.
 func (osProcesses) StartTime(pid int) (time.Time, error) {
-	p, err := process.NewProcess(int32(pid))
+	st, err := ReadStat("/proc", pid)
 	if err != nil {
-		return time.Time{}, ErrGone
+		return time.Time{}, err
 	}
-	ms, err := p.CreateTime()
+	boot, err := procclock.BootTime("/proc")
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read start time of pid %d: %w", pid, err)
 	}
-	return time.UnixMilli(ms), nil
+	return procclock.Start(boot, st.Start), nil
 }
 
 func (osProcesses) Signal(pid int, action string) error {

@@ -19,6 +19,9 @@ import (
 // startSleeper starts a real child process the test owns.
 func startSleeper(t *testing.T) (*exec.Cmd, <-chan error, int64) {
 	t.Helper()
+	// The start the process source stamps on the exec event is the fork
+	// time; the launch time stands in for it.
+	launched := time.Now().UnixMilli()
 	cmd := exec.Command("sleep", "30")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -26,15 +29,7 @@ func startSleeper(t *testing.T) (*exec.Cmd, <-chan error, int64) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	p, err := process.NewProcess(int32(cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms, err := p.CreateTime()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmd, done, ms
+	return cmd, done, launched
 }
 
 func detection(pid int, start int64, action string) *pipeline.Detection {
