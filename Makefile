@@ -82,7 +82,7 @@ FUZZTIME ?= 5s
 fuzz-short: deps
 	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
-	    echo "fuzz $$t $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; \
+	    echo "fuzz $$t $$f"; sh build/fuzz-one.sh $(GO) $$t $$f $(FUZZTIME) || exit 1; \
 	  done; \
 	done
 
