@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shirou/gopsutil/v3/process"
-
 	"github.com/tillwatch/tillwatch/sensor/response"
 )
 
@@ -62,9 +60,10 @@ func copyBinary(t *testing.T, src, dst string, extra []byte) {
 
 // started is a process the test started and owns.
 type started struct {
-	cmd  *exec.Cmd
-	pid  int
-	done chan error
+	cmd      *exec.Cmd
+	pid      int
+	done     chan error
+	launched time.Time // just before the fork: what the process source would stamp
 }
 
 // start runs bin with args and waits until the kernel shows the new
@@ -75,8 +74,10 @@ func start(t *testing.T, bin string, args ...string) *started {
 	// child another parallel test is forking (the fd lives until that
 	// child's exec): ETXTBSY, Go issue 22315. Retry briefly.
 	var cmd *exec.Cmd
+	var launched time.Time
 	for i := 0; ; i++ {
 		cmd = exec.Command(bin, args...)
+		launched = time.Now()
 		err := cmd.Start()
 		if err == nil {
 			break
@@ -86,7 +87,7 @@ func start(t *testing.T, bin string, args ...string) *started {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s := &started{cmd: cmd, pid: cmd.Process.Pid, done: make(chan error, 1)}
+	s := &started{cmd: cmd, pid: cmd.Process.Pid, done: make(chan error, 1), launched: launched}
 	go func() { s.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		// Only processes this test started, by pid, with their trees.
@@ -112,19 +113,12 @@ func start(t *testing.T, bin string, args ...string) *started {
 
 func itoa(i int) string { return pidStrings([]int{i})[0] }
 
-// startMilli returns the process start time in unix ms as gopsutil (and so
-// sensor/response) computes it: an independent check of our /proc reading.
+// startMilli is the start time a kill-switch command would name: the
+// fork time the process source stamps on the exec event, here the moment
+// just before the fork, independent of the /proc reading under test.
 func (s *started) startMilli(t *testing.T) int64 {
 	t.Helper()
-	p, err := process.NewProcess(int32(s.pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms, err := p.CreateTime()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ms
+	return s.launched.UnixMilli()
 }
 
 // killedBySIGKILL waits for the process to end and checks the signal.

@@ -155,10 +155,22 @@ func TestIsolateHost(t *testing.T) {
 		return err
 	}
 	// sent reports whether a TCP connect to addr put a packet on the wire.
-	sent := func(addr string) bool {
+	sentOnce := func(addr string) bool {
 		before := txPackets(t, "twv0")
 		_ = dial("tcp", addr)
 		return txPackets(t, "twv0") > before
+	}
+	// sent expects a packet: a fresh veth may need a moment before it
+	// transmits (link and carrier come up asynchronously; on a loaded
+	// machine that shows), so it tries for up to 3 s.
+	sent := func(addr string) bool {
+		for range 10 {
+			if sentOnce(addr) {
+				return true
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+		return false
 	}
 	if traffic && !sent("10.9.0.2:80") {
 		t.Fatal("before isolation a SYN did not reach the wire: the traffic check does not work here")
@@ -199,13 +211,13 @@ func TestIsolateHost(t *testing.T) {
 		t.Errorf("loopback cut by isolation: %v", err)
 	}
 	if traffic {
-		if sent("10.9.0.2:80") {
+		if sentOnce("10.9.0.2:80") {
 			t.Error("a SYN to a non-collector address left the host")
 		}
 		if !sent(collector.String()) {
 			t.Error("the SYN to the collector was dropped")
 		}
-		if sent("10.9.0.3:22") {
+		if sentOnce("10.9.0.3:22") {
 			t.Error("a SYN to another port of the collector left the host")
 		}
 		if err := dial("udp", "10.9.0.53:53"); err != nil {
