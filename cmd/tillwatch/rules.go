@@ -35,7 +35,8 @@ func ruleKinds() []ruleKind {
 }
 
 func rulesCmd(stdout io.Writer) *cobra.Command {
-	c := &cobra.Command{Use: "rules", Short: "Lint and test rule folders (rule authors; CI runs the same checks)"}
+	c := &cobra.Command{Use: "rules", Short: "Lint, test and bundle rule folders (rule authors; CI runs the same checks)"}
+	c.AddCommand(rulesBundleCmd(stdout))
 	for _, mode := range []string{"lint", "test"} {
 		short := "Compile every rule and check its metadata"
 		if mode == "test" {

@@ -34,8 +34,10 @@ const (
 	PathCommandApprove  = Prefix + "/commands/{id}/approve"
 	PathCommandsPending = Prefix + "/sensor/commands"
 	PathCommandAck      = Prefix + "/sensor/commands/{id}/ack"
-	PathHealthz         = "/healthz"
-	PathMetrics         = "/metrics"
+	// PathSensorRules serves the signed rule bundle (?have=SERIAL).
+	PathSensorRules = Prefix + "/sensor/rules"
+	PathHealthz     = "/healthz"
+	PathMetrics     = "/metrics"
 )
 
 // Roles a token can hold.
@@ -99,13 +101,25 @@ type Heartbeat struct {
 	Mode         string            `json:"mode,omitempty"`
 	Health       map[string]string `json:"health,omitempty"` // component -> ok|degraded|failed
 	SentAt       time.Time         `json:"sent_at"`
+	// ConfigVersion is the first 12 hex digits of the SHA-256 of the
+	// sensor's effective configuration; RulesVersion names its rule set.
+	// Both are defined by the sensor (sensor/agent/versions.go); an empty
+	// value keeps what the collector last heard.
+	ConfigVersion string `json:"config_version,omitempty"`
+	RulesVersion  string `json:"rules_version,omitempty"`
 }
 
 // HeartbeatResponse tells the sensor the collector's clock and when to come back.
 type HeartbeatResponse struct {
 	ServerTime      time.Time `json:"server_time"`
 	IntervalSeconds int       `json:"interval_seconds"`
+	// RulesSerial is the serial of the rule bundle the collector serves
+	// (0: none); a sensor running an older one fetches PathSensorRules.
+	RulesSerial int64 `json:"rules_serial,omitempty"`
 }
+
+// RulesSerialHeader carries the served bundle's serial.
+const RulesSerialHeader = "X-Tillwatch-Rules-Serial"
 
 // Host is one enrolled sensor as the collector sees it.
 type Host struct {
@@ -124,6 +138,16 @@ type Host struct {
 	// EventsLost counts the sequence numbers that never arrived (gaps).
 	LastSequence int64 `json:"last_sequence"`
 	EventsLost   int64 `json:"events_lost"`
+	// ConfigVersion is the first 12 hex digits of the SHA-256 of the
+	// sensor's effective configuration, as of its last heartbeat: equal
+	// values mean equal configurations.
+	ConfigVersion string `json:"config_version,omitempty"`
+	// RulesVersion names the rule set the sensor runs:
+	// "builtin-<12 hex>" (SHA-256 of the built-in rule archive), followed,
+	// when extra rule folders are loaded, by "+<12 hex>" (their content) or
+	// "+partial-<12 hex>" when they were too large to hash completely.
+	// Defined in sensor/agent/versions.go.
+	RulesVersion string `json:"rules_version,omitempty"`
 }
 
 // HostsResponse answers GET /api/v1/hosts.

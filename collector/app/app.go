@@ -170,6 +170,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
+	rulesSource, err := newRulesSource(cfg.RulesBundle)
+	if err != nil {
+		return err
+	}
 	var srv *server.Server
 	cmds, err := newCommandService(cfg, st, log, func() { srv.NotifyCommands() })
 	if err != nil {
@@ -181,6 +185,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Registry:          reg,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Commands:          cmds,
+		Rules:             rulesSource,
 		Observer: campaign.New(campaign.Options{
 			Policy: campaign.Policy{
 				Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,

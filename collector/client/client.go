@@ -387,3 +387,17 @@ func (c *Client) AckCommand(ctx context.Context, id string, r killswitch.Result)
 func commandPath(pattern, id string) string {
 	return strings.Replace(pattern, "{id}", url.PathEscape(id), 1)
 }
+
+// SensorRules fetches the rule bundle the collector serves when it is not
+// the serial have; nil bytes mean the sensor runs it already.
+func (c *Client) SensorRules(ctx context.Context, have int64) ([]byte, error) {
+	var raw json.RawMessage
+	err := c.do(ctx, http.MethodGet, api.PathSensorRules, url.Values{"have": {strconv.FormatInt(have, 10)}}, nil, nil, &raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	return raw, nil
+}

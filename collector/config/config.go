@@ -46,6 +46,16 @@ type Config struct {
 	Log          Log           `yaml:"log"`
 	KillSwitch   KillSwitch    `yaml:"killswitch"`
 	Campaign     Campaign      `yaml:"campaign"`
+	// RulesBundle is the signed rule bundle served to sensors.
+	RulesBundle RulesBundle `yaml:"rules_bundle"`
+}
+
+// RulesBundle names the bundle file (tillwatch rules bundle) and,
+// optionally, the rule-signing keys the collector checks it against
+// before serving it.
+type RulesBundle struct {
+	File string   `yaml:"file"`
+	Keys []string `yaml:"keys"`
 }
 
 // Campaign is fleet correlation: the same rule, RMM command line or

@@ -221,6 +221,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.HeartbeatResponse{
 		ServerTime:      s.now().UTC(),
 		IntervalSeconds: int(s.interval / time.Second),
+		RulesSerial:     s.rulesSerial(),
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -105,6 +106,10 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 		b, _ := json.Marshal(api.ApproveRequest{Signature: killswitch.Sign(priv, payload)})
 		return b
 	}
+	withRules := newEnv(t, func(o *server.Options) { o.Rules = staticRules{serial: 5, bundle: []byte(`{"manifest":"..."}`)} })
+	rulesAgent := withRules.enroll("till-rules")
+	brokenRules := newEnv(t, func(o *server.Options) { o.Rules = staticRules{err: errors.New("rules_bundle: file gone")} })
+	brokenAgent := brokenRules.enroll("till-broken")
 	issueBody := []byte(`{"action":"scan","targets":{"all":true},"reason":"sweep"}`)
 	okAck := []byte(`{"status":"ok","detail":"done"}`)
 
@@ -245,6 +250,15 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			},
 			503: func() reply { return down.do("POST", cmdPath(api.PathCommandAck, "ks-1"), downAgent, nil, okAck) },
 		},
+		"GET " + api.PathSensorRules: {
+			200: func() reply { return withRules.do("GET", api.PathSensorRules+"?have=0", rulesAgent, nil, nil) },
+			204: func() reply { return withRules.do("GET", api.PathSensorRules+"?have=5", rulesAgent, nil, nil) },
+			400: func() reply { return withRules.do("GET", api.PathSensorRules+"?have=-1", rulesAgent, nil, nil) },
+			401: func() reply { return withRules.do("GET", api.PathSensorRules, "", nil, nil) },
+			403: func() reply { return withRules.do("GET", api.PathSensorRules, withRules.token(api.RoleAnalyst), nil, nil) },
+			404: func() reply { return e.do("GET", api.PathSensorRules, agent, nil, nil) },
+			503: func() reply { return brokenRules.do("GET", api.PathSensorRules, brokenAgent, nil, nil) },
+		},
 		"GET " + api.PathMetrics: {
 			200: func() reply { return e.do("GET", api.PathMetrics, analyst, nil, nil) },
 			401: func() reply { return e.do("GET", api.PathMetrics, "", nil, nil) },
@@ -372,3 +386,13 @@ func issueUntilLimited(t *testing.T) reply {
 	}
 	return r
 }
+
+// staticRules serves fixed bytes (the server hands a bundle on unread;
+// internal/rulebundle tests real bundles).
+type staticRules struct {
+	serial int64
+	bundle []byte
+	err    error
+}
+
+func (r staticRules) Current() (int64, []byte, error) { return r.serial, r.bundle, r.err }

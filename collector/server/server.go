@@ -69,6 +69,8 @@ type Options struct {
 	// Observer sees every batch a sensor had stored (campaign detection);
 	// nil means none.
 	Observer Observer
+	// Rules is the signed rule bundle served to sensors; nil means none.
+	Rules RulesSource
 }
 
 // Observer is told about stored sensor batches. Observe must return
@@ -95,6 +97,7 @@ type Server struct {
 	commands *command.Service
 	hub      *hub
 	observer Observer
+	rules    RulesSource
 
 	// stopping is closed when Serve begins its graceful shutdown, so
 	// long-polls answer at once instead of holding it up.
@@ -139,6 +142,7 @@ func New(opts Options) (*Server, error) {
 	s.stopping = make(chan struct{})
 	s.commands = opts.Commands
 	s.observer = opts.Observer
+	s.rules = opts.Rules
 	if cs, ok := s.st.(store.CommandStore); ok {
 		s.hub = newHub(cs, s.log)
 	}
@@ -228,6 +232,7 @@ func Routes() []Route {
 		{http.MethodPost, api.PathCommandApprove, []string{api.RoleResponder}},
 		{http.MethodGet, api.PathCommandsPending, []string{api.RoleAgent}},
 		{http.MethodPost, api.PathCommandAck, []string{api.RoleAgent}},
+		{http.MethodGet, api.PathSensorRules, []string{api.RoleAgent}},
 	}
 }
 
@@ -239,14 +244,15 @@ func (s *Server) routes() http.Handler {
 		http.MethodPost + " " + api.PathCommandApprove: s.handleApprove,
 		http.MethodGet + " " + api.PathCommandsPending: s.handlePending,
 		http.MethodPost + " " + api.PathCommandAck:     s.handleAck,
-		api.PathEnroll:    s.handleEnroll,
-		api.PathEvents:    s.handleEvents,
-		api.PathHeartbeat: s.handleHeartbeat,
-		api.PathAlerts:    s.handleAlerts,
-		api.PathHosts:     s.handleHosts,
-		api.PathOpenAPI:   s.handleOpenAPI,
-		api.PathHealthz:   s.handleHealthz,
-		api.PathMetrics:   s.handleMetrics,
+		api.PathSensorRules:                            s.handleSensorRules,
+		api.PathEnroll:                                 s.handleEnroll,
+		api.PathEvents:                                 s.handleEvents,
+		api.PathHeartbeat:                              s.handleHeartbeat,
+		api.PathAlerts:                                 s.handleAlerts,
+		api.PathHosts:                                  s.handleHosts,
+		api.PathOpenAPI:                                s.handleOpenAPI,
+		api.PathHealthz:                                s.handleHealthz,
+		api.PathMetrics:                                s.handleMetrics,
 	}
 	mux := http.NewServeMux()
 	methods := map[string][]string{}

@@ -163,6 +163,17 @@ func (u *Uplink) AckCommand(ctx context.Context, id string, r killswitch.Result)
 	return u.do(ctx, func(c *client.Client) error { return c.AckCommand(ctx, id, r) })
 }
 
+// FetchRules implements rulesync.Fetcher.
+func (u *Uplink) FetchRules(ctx context.Context, have int64) ([]byte, error) {
+	var out []byte
+	err := u.do(ctx, func(c *client.Client) error {
+		var err error
+		out, err = c.SensorRules(ctx, have)
+		return err
+	})
+	return out, err
+}
+
 // CollectorKeys implements fleetcmd.Link: the keys pinned at enrolment.
 func (u *Uplink) CollectorKeys() []killswitch.PublicKey { return u.Identity().CommandKeys }
 
