@@ -11,8 +11,11 @@
 package rules
 
 import (
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"io/fs"
+	"sync"
 
 	"github.com/tillwatch/tillwatch/rules/archive"
 )
@@ -23,6 +26,16 @@ var packed []byte
 // Builtin is the built-in rule tree. Paths are relative to this folder,
 // e.g. "exec/exec-location.yaml".
 var Builtin fs.FS = mustUnpack(packed)
+
+// ArchiveSHA256 is the hex SHA-256 of the built-in rule archive exactly as
+// embedded. The archive is deterministic (rules/archive), so equal digests
+// mean equal built-in rule sets; sensors report it in their rules version.
+func ArchiveSHA256() string { return archiveSum() }
+
+var archiveSum = sync.OnceValue(func() string {
+	sum := sha256.Sum256(packed)
+	return hex.EncodeToString(sum[:])
+})
 
 func mustUnpack(raw []byte) fs.FS {
 	fsys, err := archive.Unpack(raw)

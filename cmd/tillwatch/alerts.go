@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -152,7 +153,9 @@ func printHosts(out io.Writer, hosts []api.Host, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST ID\tNAME\tVERSION\tMODE\tLAST SEEN\tALERTS\tHEALTH")
+	// RULES and CONFIG are printed whole: they are compared across tills
+	// and searched for in the hosts index, so no abbreviation.
+	fmt.Fprintln(tw, "HOST ID\tNAME\tVERSION\tMODE\tRULES\tCONFIG\tLAST SEEN\tALERTS\tHEALTH")
 	for _, h := range hosts {
 		health := "ok"
 		var bad []string
@@ -162,12 +165,22 @@ func printHosts(out io.Writer, hosts []api.Host, now time.Time) {
 			}
 		}
 		if len(bad) > 0 {
+			slices.Sort(bad)
 			health = strings.Join(bad, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%s\n", h.HostID, h.HostName, h.AgentVersion, h.Mode,
-			now.Sub(h.LastSeen).Round(time.Second), h.AlertCount, health)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%d\t%s\n", h.HostID, h.HostName, h.AgentVersion, h.Mode,
+			orDash(h.RulesVersion), orDash(h.ConfigVersion), now.Sub(h.LastSeen).Round(time.Second), h.AlertCount, health)
 	}
 	tw.Flush()
+}
+
+// orDash shows a value a sensor has not reported (one older than the
+// field) as "-" rather than an empty cell that shifts the eye.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func truncate(s string, n int) string {

@@ -204,6 +204,8 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		checkField("host_name", hb.HostName, false),
 		checkField("agent_version", hb.AgentVersion, false),
 		checkField("mode", hb.Mode, false),
+		checkField("config_version", hb.ConfigVersion, false),
+		checkField("rules_version", hb.RulesVersion, false),
 		checkMap("health", hb.Health, maxHealthLen),
 	); err != nil {
 		s.fail(w, r, http.StatusBadRequest, err.Error())

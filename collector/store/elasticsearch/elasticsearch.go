@@ -309,8 +309,9 @@ func (s *Store) DetectCapabilities(ctx context.Context) (Capabilities, error) {
 }
 
 // install puts the templates (idempotent: the same body again is a no-op for
-// the cluster) and creates the state indices if missing. Collectors starting
-// together may race here; both write the same bodies.
+// the cluster), creates the state indices if missing and puts their
+// mappings again if not, so fields added since they were made exist.
+// Collectors starting together may race here; both write the same bodies.
 func (s *Store) install(ctx context.Context) error {
 	caps, err := s.DetectCapabilities(ctx)
 	if err != nil {
@@ -334,6 +335,13 @@ func (s *Store) install(ctx context.Context) error {
 		})}, nil)
 		var e *esError
 		if errors.As(err, &e) && e.Type == "resource_already_exists_exception" {
+			// An index made by an older collector lacks the fields added
+			// since, and is strict: put the mapping again. Adding fields is
+			// allowed on a live index; the ones already there are unchanged.
+			err = s.do(ctx, esapi.IndicesPutMappingRequest{Index: []string{s.stateIndex(kind)}, Body: jsonBody(mapping)}, nil)
+			if err != nil {
+				return fmt.Errorf("update mapping of index %s: %w", s.stateIndex(kind), err)
+			}
 			continue
 		}
 		if err != nil {
@@ -495,6 +503,8 @@ type hostDoc struct {
 	SeqMax         int64             `json:"seq_max"`
 	EventsLost     int64             `json:"events_lost"`
 	CredentialHash string            `json:"credential_hash"`
+	ConfigVersion  string            `json:"config_version,omitempty"`
+	RulesVersion   string            `json:"rules_version,omitempty"`
 }
 
 // casRetries bounds optimistic-concurrency retries on one host document;
@@ -629,6 +639,12 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, hb api.Heartbeat) 
 		}
 		if hb.HostName != "" {
 			h.HostName = hb.HostName
+		}
+		if hb.ConfigVersion != "" {
+			h.ConfigVersion = hb.ConfigVersion
+		}
+		if hb.RulesVersion != "" {
+			h.RulesVersion = hb.RulesVersion
 		}
 		return nil
 	})
@@ -769,7 +785,8 @@ func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
 			out = append(out, api.Host{HostID: d.HostID, HostName: d.HostName, AgentID: d.AgentID,
 				AgentVersion: d.AgentVersion, OS: d.OS, Labels: nilIfEmpty(d.Labels), Mode: d.Mode,
 				Health: nilIfEmpty(d.Health), EnrolledAt: d.EnrolledAt.UTC(), LastSeen: d.LastSeen.UTC(),
-				AlertCount: counts[d.HostID], LastSequence: d.SeqMax, EventsLost: d.EventsLost})
+				AlertCount: counts[d.HostID], LastSequence: d.SeqMax, EventsLost: d.EventsLost,
+				ConfigVersion: d.ConfigVersion, RulesVersion: d.RulesVersion})
 			after = hit.Sort
 		}
 		if len(r.Hits.Hits) < hostPage {

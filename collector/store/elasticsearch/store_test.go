@@ -143,6 +143,54 @@ func TestLayout(t *testing.T) {
 	}
 }
 
+// TestStateMappingUpgrade: a hosts index made by an older collector (strict,
+// without the fields added since) gets them when a newer collector opens the
+// store, so heartbeats carrying config and rules versions are stored rather
+// than refused as unmapped fields.
+func TestStateMappingUpgrade(t *testing.T) {
+	t.Parallel()
+	u := esURL(t)
+	b := make([]byte, 6)
+	rand.Read(b)
+	ns := "t" + hex.EncodeToString(b)
+	old := map[string]any{}
+	for k, v := range stateMappings["hosts"]["properties"].(map[string]any) {
+		if k != "config_version" && k != "rules_version" {
+			old[k] = v
+		}
+	}
+	body, _ := json.Marshal(map[string]any{"mappings": map[string]any{"dynamic": "strict", "properties": old}})
+	req, _ := http.NewRequest(http.MethodPut, strings.TrimSuffix(u, "/")+"/tillwatch-hosts-"+ns, strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("creating the old hosts index: %s", resp.Status)
+	}
+
+	s := OpenTest(t, Options{Namespace: ns})
+	ctx := context.Background()
+	if _, err := s.Enroll(ctx, enrollReq("h1")); err != nil {
+		t.Fatal(err)
+	}
+	hb := api.Heartbeat{HostID: "h1", ConfigVersion: "0123456789ab", RulesVersion: "builtin-0123456789ab"}
+	if err := s.Heartbeat(ctx, "h1", hb); err != nil {
+		t.Fatalf("heartbeat on an upgraded hosts index: %v", err)
+	}
+	hosts, err := s.Hosts(ctx)
+	if err != nil || len(hosts) != 1 || hosts[0].ConfigVersion != hb.ConfigVersion || hosts[0].RulesVersion != hb.RulesVersion {
+		t.Fatalf("Hosts = %+v, %v", hosts, err)
+	}
+	// Still strict: a field nobody mapped is refused.
+	err = s.do(ctx, esapi.IndexRequest{Index: s.stateIndex("hosts"), DocumentID: "x", Body: strings.NewReader(`{"unmapped":"x"}`)}, nil)
+	if err == nil {
+		t.Error("the upgraded hosts index accepted an unmapped field")
+	}
+}
+
 func enrollReq(host string) api.EnrollRequest {
 	return api.EnrollRequest{HostID: host, HostName: host, OS: "linux", AgentVersion: "1"}
 }

@@ -281,6 +281,8 @@ var stateMappings = map[string]map[string]any{
 		"seq_max":         map[string]any{"type": "long"},
 		"events_lost":     map[string]any{"type": "long"},
 		"credential_hash": map[string]any{"type": "keyword"},
+		"config_version":  map[string]any{"type": "keyword"},
+		"rules_version":   map[string]any{"type": "keyword"},
 	}},
 	"tokens": {"dynamic": "strict", "properties": map[string]any{
 		"role":       map[string]any{"type": "keyword"},

@@ -235,6 +235,11 @@ CREATE TABLE command_hosts (
 );
 CREATE INDEX command_hosts_open ON command_hosts(host_id) WHERE state != 'acked';
 `,
+	`
+-- What each sensor runs, from its heartbeat (api.Host).
+ALTER TABLE hosts ADD COLUMN config_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE hosts ADD COLUMN rules_version TEXT NOT NULL DEFAULT '';
+`,
 }
 
 // SchemaVersion is the user_version this build migrates to.
@@ -463,10 +468,13 @@ UPDATE hosts SET
 	health = ?,
 	agent_version = CASE WHEN ? <> '' THEN ? ELSE agent_version END,
 	mode = CASE WHEN ? <> '' THEN ? ELSE mode END,
-	host_name = CASE WHEN ? <> '' THEN ? ELSE host_name END
+	host_name = CASE WHEN ? <> '' THEN ? ELSE host_name END,
+	config_version = CASE WHEN ? <> '' THEN ? ELSE config_version END,
+	rules_version = CASE WHEN ? <> '' THEN ? ELSE rules_version END
 WHERE host_id = ?`,
 		s.now().UnixNano(), marshalMap(hb.Health),
-		hb.AgentVersion, hb.AgentVersion, hb.Mode, hb.Mode, hb.HostName, hb.HostName, hostID)
+		hb.AgentVersion, hb.AgentVersion, hb.Mode, hb.Mode, hb.HostName, hb.HostName,
+		hb.ConfigVersion, hb.ConfigVersion, hb.RulesVersion, hb.RulesVersion, hostID)
 	if err != nil {
 		return fmt.Errorf("sqlite: heartbeat: %w", err)
 	}
@@ -524,7 +532,7 @@ func (s *Store) QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.Ra
 func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
 	rows, err := s.r.QueryContext(ctx, `
 SELECT h.host_id, h.host_name, h.agent_id, h.agent_version, h.os, h.labels, h.mode, h.health,
-       h.enrolled_at, h.last_seen, h.seq_max, h.events_lost,
+       h.enrolled_at, h.last_seen, h.seq_max, h.events_lost, h.config_version, h.rules_version,
        (SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)
 FROM hosts h ORDER BY h.host_id`)
 	if err != nil {
@@ -539,7 +547,8 @@ FROM hosts h ORDER BY h.host_id`)
 			enrolled, seen int64
 		)
 		if err := rows.Scan(&h.HostID, &h.HostName, &h.AgentID, &h.AgentVersion, &h.OS, &labels, &h.Mode,
-			&health, &enrolled, &seen, &h.LastSequence, &h.EventsLost, &h.AlertCount); err != nil {
+			&health, &enrolled, &seen, &h.LastSequence, &h.EventsLost, &h.ConfigVersion, &h.RulesVersion,
+			&h.AlertCount); err != nil {
 			return nil, fmt.Errorf("sqlite: hosts: %w", err)
 		}
 		if err := unmarshalMap(labels, &h.Labels); err != nil {

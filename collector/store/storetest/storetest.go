@@ -386,16 +386,28 @@ func testHeartbeat(t *testing.T, s store.Store) {
 		want func(h api.Host) bool
 	}{
 		{api.Heartbeat{HostID: "h1", AgentVersion: "2.0", Mode: "enforce", HostName: "renamed",
-			Health: map[string]string{"process": "ok", "fileactivity": "degraded"}},
+			Health:        map[string]string{"process": "ok", "fileactivity": "degraded"},
+			ConfigVersion: "0123456789ab", RulesVersion: "builtin-aaaaaaaaaaaa+bbbbbbbbbbbb"},
 			func(h api.Host) bool {
 				return h.AgentVersion == "2.0" && h.Mode == "enforce" && h.HostName == "renamed" &&
-					h.Health["fileactivity"] == "degraded" && len(h.Health) == 2
+					h.Health["fileactivity"] == "degraded" && len(h.Health) == 2 &&
+					h.ConfigVersion == "0123456789ab" && h.RulesVersion == "builtin-aaaaaaaaaaaa+bbbbbbbbbbbb"
 			}},
 		// Empty fields keep what is known; health is replaced, not merged.
 		{api.Heartbeat{HostID: "h1", Health: map[string]string{"process": "failed"}},
 			func(h api.Host) bool {
 				return h.AgentVersion == "2.0" && h.Mode == "enforce" && h.HostName == "renamed" &&
-					h.Health["process"] == "failed" && len(h.Health) == 1
+					h.Health["process"] == "failed" && len(h.Health) == 1 &&
+					h.ConfigVersion == "0123456789ab" && h.RulesVersion == "builtin-aaaaaaaaaaaa+bbbbbbbbbbbb"
+			}},
+		// A new configuration or rule set replaces the old, each on its own.
+		{api.Heartbeat{HostID: "h1", RulesVersion: "builtin-cccccccccccc"},
+			func(h api.Host) bool {
+				return h.ConfigVersion == "0123456789ab" && h.RulesVersion == "builtin-cccccccccccc"
+			}},
+		{api.Heartbeat{HostID: "h1", ConfigVersion: "ba9876543210"},
+			func(h api.Host) bool {
+				return h.ConfigVersion == "ba9876543210" && h.RulesVersion == "builtin-cccccccccccc"
 			}},
 	}
 	for i, st := range steps {
