@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -141,7 +142,11 @@ func runCmd(stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return s.Run(cmd.Context())
+			err = s.Run(cmd.Context())
+			if errors.Is(err, agent.ErrRestart) {
+				return reexec()
+			}
+			return err
 		},
 	}
 	addFlags(cmd.Flags(), &f)

@@ -255,7 +255,9 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			204: func() reply { return withRules.do("GET", api.PathSensorRules+"?have=5", rulesAgent, nil, nil) },
 			400: func() reply { return withRules.do("GET", api.PathSensorRules+"?have=-1", rulesAgent, nil, nil) },
 			401: func() reply { return withRules.do("GET", api.PathSensorRules, "", nil, nil) },
-			403: func() reply { return withRules.do("GET", api.PathSensorRules, withRules.token(api.RoleAnalyst), nil, nil) },
+			403: func() reply {
+				return withRules.do("GET", api.PathSensorRules, withRules.token(api.RoleAnalyst), nil, nil)
+			},
 			404: func() reply { return e.do("GET", api.PathSensorRules, agent, nil, nil) },
 			503: func() reply { return brokenRules.do("GET", api.PathSensorRules, brokenAgent, nil, nil) },
 		},

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/internal/rulebundle"
 	"github.com/tillwatch/tillwatch/rules"
 	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/config"
@@ -40,6 +42,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/process"
 	"github.com/tillwatch/tillwatch/sensor/proctree"
 	"github.com/tillwatch/tillwatch/sensor/response"
+	"github.com/tillwatch/tillwatch/sensor/rulesync"
 	"github.com/tillwatch/tillwatch/sensor/shipper"
 	"github.com/tillwatch/tillwatch/sensor/sink/ndjson"
 	"github.com/tillwatch/tillwatch/sensor/spool"
@@ -66,6 +69,13 @@ type Sensor struct {
 	receiver *fleetcmd.Receiver   // nil without a collector
 	hostID   string
 	hostName string
+	// What the heartbeat reports (versions.go), fixed at start.
+	configVersion string
+	rulesVersion  string
+	bundles       *rulesync.Syncer
+	// restart stops Run to start again into a new rule bundle.
+	restartOnce sync.Once
+	restart     chan struct{}
 }
 
 // New checks privileges, loads rules, prepares the state dir and wires the
@@ -89,12 +99,30 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	if hostName == "" {
 		hostName, _ = os.Hostname()
 	}
+	// The operator's configuration, before a bundle adds its folder.
+	cfgVer, err := configVersion(cfg)
+	if err != nil {
+		return nil, cfgfile.Usage(err)
+	}
+	// A signed rule bundle from the collector adds its folder to the rule
+	// folders before any rule is loaded (sensor/agent/rulebundles.go).
+	bundles, err := openRuleBundles(&cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	execRules, err := loadExecRules(cfg.Rules)
 	if err != nil {
 		return nil, cfgfile.Usage(err)
 	}
+	rulesVer, err := rulesVersion(cfg.Rules)
+	if err != nil {
+		return nil, cfgfile.Usage(err)
+	}
 
-	s := &Sensor{cfg: cfg, log: log, reg: prometheus.NewRegistry(), hostID: hostID, hostName: hostName}
+	s := &Sensor{cfg: cfg, log: log, reg: prometheus.NewRegistry(), hostID: hostID, hostName: hostName,
+		configVersion: cfgVer, rulesVersion: rulesVer, bundles: bundles, restart: make(chan struct{})}
+	bundles.SetFetcher(lazyFetcher{s})
+	bundles.SetApplied(func(rulebundle.Manifest) { s.requestRestart() })
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	if !cfg.Collector.Disabled {
@@ -125,6 +153,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 		},
 		Log: log, Registerer: s.reg, ForwardTelemetry: cfg.ForwardTelemetry,
 	})
+	bundles.SetEmit(s.pipe.Emit)
 
 	table := proctree.New(proctree.Options{})
 	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, log)
@@ -263,8 +292,22 @@ func checkPrivileges(cfg config.Config) error {
 // collector is logged in one line and enrolment is retried in the
 // background while the sensor protects the host on its own.
 func (s *Sensor) Run(ctx context.Context) error {
+	// A new rule bundle stops the run like SIGTERM does, then Run returns
+	// ErrRestart.
+	ctx, stopForBundle := context.WithCancel(ctx)
+	defer stopForBundle()
+	var restarting atomic.Bool
+	go func() {
+		select {
+		case <-s.restart:
+			restarting.Store(true)
+			stopForBundle()
+		case <-ctx.Done():
+		}
+	}()
 	s.log.Info("sensor starting", logkey.HostID, s.hostID, "host_name", s.hostName, "mode", s.cfg.Mode,
-		"collector", s.collectorDesc(), "version", buildinfo.Version)
+		"collector", s.collectorDesc(), "version", buildinfo.Version,
+		"config_version", s.configVersion, "rules_version", s.rulesVersion)
 	if s.uplink != nil {
 		ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := s.uplink.Enroll(ectx, false)
@@ -289,6 +332,10 @@ func (s *Sensor) Run(ctx context.Context) error {
 	if err := s.tamper.Begin(); err != nil {
 		return cfgfile.Usagef("state_dir: %v", err)
 	}
+	if s.uplink != nil && len(s.cfg.RuleBundles.Keys) > 0 {
+		bg.Add(1)
+		go func() { defer bg.Done(); s.bundles.Run(ctx) }()
+	}
 	if s.receiver != nil {
 		// On ctx, not bgCtx: a long-poll in flight must not hold up the
 		// shipper's bounded last send at shutdown.
@@ -300,7 +347,7 @@ func (s *Sensor) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); _ = s.shipper.Run(bgCtx) }()
 		go func() {
 			defer bg.Done()
-			shipper.RunHeartbeat(ctx, s.uplink, s.heartbeat, s.cfg.Collector.HeartbeatInterval, s.log)
+			shipper.RunHeartbeat(ctx, bundleHeartbeats{s.uplink, s.bundles}, s.heartbeat, s.cfg.Collector.HeartbeatInterval, s.log)
 		}()
 	}
 	err := s.pipe.Run(ctx) // returns after draining and closing the sinks
@@ -331,6 +378,9 @@ func (s *Sensor) Run(ctx context.Context) error {
 		s.log.Error("removing the unclean-stop marker; the next start will report an unclean stop", logkey.Error, terr)
 	}
 	s.log.Info("sensor stopped")
+	if restarting.Load() && err == nil {
+		return ErrRestart
+	}
 	return err
 }
 
@@ -345,6 +395,7 @@ func (s *Sensor) heartbeat() api.Heartbeat {
 	return api.Heartbeat{
 		HostID: s.hostID, HostName: s.hostName, AgentVersion: buildinfo.Version, Mode: s.cfg.Mode,
 		Health: s.pipe.Health().States(), SentAt: time.Now().UTC(),
+		ConfigVersion: s.configVersion, RulesVersion: s.rulesVersion,
 	}
 }
 

@@ -50,6 +50,8 @@ type Config struct {
 	ForwardTelemetry bool `yaml:"forward_telemetry"`
 	// KillSwitch configures which fleet commands this sensor obeys.
 	KillSwitch KillSwitch `yaml:"killswitch"`
+	// RuleBundles configures signed rule bundles from the collector.
+	RuleBundles RuleBundles `yaml:"rule_bundles"`
 }
 
 // Collector is where alerts go.
@@ -106,6 +108,13 @@ type KillSwitch struct {
 	AllowedRoots []string `yaml:"allowed_roots"`
 	// QuarantineDir (default <state_dir>/quarantine) is root-only.
 	QuarantineDir string `yaml:"quarantine_dir"`
+}
+
+// RuleBundles: which rule-signing keys this sensor pins. Without keys it
+// never loads a bundle from its collector.
+type RuleBundles struct {
+	Keys           []string `yaml:"keys"`
+	AllowDowngrade bool     `yaml:"allow_downgrade"`
 }
 
 // Default returns the configuration used when a key is not set.
@@ -258,6 +267,11 @@ func (c *Config) Validate() error {
 		}
 		if y.SweepCPU <= 0 || y.SweepCPU > 1 {
 			bad("yara.sweep_cpu", "%v: want a share in (0,1]", y.SweepCPU)
+		}
+	}
+	for _, k := range c.RuleBundles.Keys {
+		if _, err := os.Stat(k); err != nil {
+			bad("rule_bundles.keys", "%v", err)
 		}
 	}
 	ks := c.KillSwitch

@@ -63,6 +63,10 @@ type Pipeline struct {
 	bus    chan event.Event
 	alerts chan Detection
 
+	// emitMu guards Emit against the bus and alert channels closing.
+	emitMu     sync.RWMutex
+	emitClosed bool
+
 	// sinkMu guards sink queues against a late health report after shutdown.
 	sinkMu      sync.RWMutex
 	sinksClosed bool
@@ -170,9 +174,25 @@ func (p *Pipeline) AddSink(s Sink, kinds ...string) {
 	p.sinks = append(p.sinks, sinkEntry{sink: s, kinds: kinds, queue: make(chan *event.Event, p.opts.SinkQueue)})
 }
 
-// Emit injects an event as a source would (used by components that are not
-// sources, e.g. the kill-switch). Safe for concurrent use; never blocks.
-func (p *Pipeline) Emit(ev event.Event) { p.emit("bus", ev) }
+// Emit injects an event from a component that is not a source (the
+// kill-switch receiver, the rule-bundle syncer). Telemetry and health take
+// the bus as a source's would and never block; an alert goes straight onto
+// the alert path (stamp, enrichment, journal, sinks) without a response,
+// waiting for room rather than being dropped. Safe for concurrent use, also
+// while the pipeline shuts down: after that, events are counted as dropped.
+func (p *Pipeline) Emit(ev event.Event) {
+	p.emitMu.RLock()
+	defer p.emitMu.RUnlock()
+	if p.emitClosed {
+		p.dropped.WithLabelValues("after-shutdown").Inc()
+		return
+	}
+	if ev.Event.Kind == event.KindAlert {
+		p.alerts <- Detection{Alert: ev}
+		return
+	}
+	p.emit("bus", ev)
+}
 
 func (p *Pipeline) emit(from string, ev event.Event) {
 	select {
@@ -223,6 +243,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	<-ctx.Done()
 	p.log.Info("shutting down: draining queues")
 	srcWG.Wait()
+	p.emitMu.Lock()
+	p.emitClosed = true
+	p.emitMu.Unlock()
 	close(p.bus)
 	<-dispatchDone
 	for _, q := range detQueues {

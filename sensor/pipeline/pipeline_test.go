@@ -334,3 +334,37 @@ func TestJournalHoldsAlertsBeforeOtherSinks(t *testing.T) {
 		}
 	}
 }
+
+// TestEmittedAlertsReachSinks: an alert handed to Emit by a component that
+// is not a detector (kill-switch refusals, refused rule bundles) takes the
+// alert path, stamped, with no response; Emit after shutdown is counted
+// and never panics.
+func TestEmittedAlertsReachSinks(t *testing.T) {
+	t.Parallel()
+	p := newTestPipeline(prometheus.NewRegistry())
+	p.AddSource(&listSource{name: "s"})
+	p.AddDetector(matchDetector{})
+	alerts := &recordSink{name: "alerts"}
+	p.AddSink(alerts, event.KindAlert)
+	emitted := event.Event{
+		Event:  event.Meta{Kind: event.KindAlert, Category: []string{"configuration"}, Type: []string{"denied"}, Action: "x", Severity: 73, RiskScore: 73},
+		Rule:   &event.Rule{ID: "TW-KS-0001", Name: "refused", Ruleset: event.RulesetKillswitch},
+		Threat: &event.Threat{Framework: "MITRE ATT&CK"},
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.Emit(emitted)
+	}()
+	runUntil(t, p, func() bool { return len(alerts.events()) == 1 })
+	a := alerts.events()[0]
+	if err := a.Validate(); err != nil {
+		t.Fatalf("emitted alert leaving the pipeline: %v", err)
+	}
+	if a.Host.ID != "h1" || a.Rule.ID != "TW-KS-0001" || (a.Tillwatch != nil && a.Tillwatch.Response != nil && a.Tillwatch.Response.Action != event.ActionNone) {
+		t.Fatalf("emitted alert %+v %+v", a.Host, a.Tillwatch)
+	}
+	p.Emit(emitted) // after shutdown: dropped and counted, no panic
+	if got := testutil.ToFloat64(p.dropped.WithLabelValues("after-shutdown")); got != 1 {
+		t.Fatalf("dropped after shutdown = %v, want 1", got)
+	}
+}

@@ -91,6 +91,15 @@ func New(o Options) (*Syncer, error) {
 	return s, nil
 }
 
+// SetFetcher sets how bundles are fetched (before Run).
+func (s *Syncer) SetFetcher(f Fetcher) { s.o.Fetcher = f }
+
+// SetApplied sets what happens once a bundle became current (before Run).
+func (s *Syncer) SetApplied(f func(rulebundle.Manifest)) { s.o.Applied = f }
+
+// SetEmit sets where refusal alerts go (before Run).
+func (s *Syncer) SetEmit(f func(event.Event)) { s.o.Emit = f }
+
 // Current returns the bundle in use and its folder ("" when none).
 func (s *Syncer) Current() (Current, string) {
 	s.mu.Lock()
