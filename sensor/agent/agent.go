@@ -177,7 +177,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	}
 	// File activity under --watch, the synchronous ransomware guard and
 	// decoys, and the ransomware detector (sensor/agent/files.go).
-	if err := s.wireFiles(cfg); err != nil {
+	if err := s.wireFiles(cfg, catalog); err != nil {
 		return nil, err
 	}
 	// YARA: one component that is both a detector (queues scans, returns

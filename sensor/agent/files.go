@@ -13,11 +13,12 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
 	"github.com/tillwatch/tillwatch/sensor/fileactivity"
 	"github.com/tillwatch/tillwatch/sensor/fileguard"
+	"github.com/tillwatch/tillwatch/sensor/rmm"
 )
 
 // wireFiles adds the file-activity source, the synchronous file guard with
 // its decoys, and the ransomware detector, when folders are watched.
-func (s *Sensor) wireFiles(cfg config.Config) error {
+func (s *Sensor) wireFiles(cfg config.Config, cat *rmm.Catalog) error {
 	if len(cfg.Watch) == 0 {
 		return nil
 	}
@@ -44,9 +45,15 @@ func (s *Sensor) wireFiles(cfg config.Config) error {
 	}
 	var hook fileactivity.Hook
 	if cfg.Files.Guard {
+		// RMM lineage lowers the stop threshold of trees under an agent
+		// (rules/ransomware rmm_descendant_threshold_factor).
+		lineage, err := newRMMLineage(cat, cfg.RMM.Approved, cfg.Process.ProcRoot)
+		if err != nil {
+			return cfgfile.Usagef("rmm.approved: %v", err)
+		}
 		hook = fileguard.New(fileguard.Options{
 			Rules: r, Enforce: cfg.Mode == "enforce", ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid(),
-			Canaries: set, Emit: s.pipe.Emit, Log: s.log,
+			Canaries: set, Emit: s.pipe.Emit, Log: s.log, RMM: lineage,
 		})
 	}
 	src, err := fileactivity.New(fileactivity.Config{Backend: cfg.Files.Backend, Paths: watch, ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid()}, hook, s.log, s.reg)

@@ -38,8 +38,18 @@ type Options struct {
 	Canaries *canary.Set
 	// Emit receives verdict events (pipeline.Emit).
 	Emit func(event.Event)
-	Log  *slog.Logger
-	Now  func() time.Time
+	// RMM finds the remote-management agent a process is or descends from
+	// (nil: none looked up). A tree under an agent is stopped at a lower
+	// score: the Kaseya payload ran as the agent's grandchild.
+	RMM RMMLookup
+	Log *slog.Logger
+	Now func() time.Time
+}
+
+// RMMLookup is what the guard needs to know about RMM lineage; the agent
+// wiring implements it over the RMM catalog and /proc.
+type RMMLookup interface {
+	AgentOf(pid int) *ransomware.RMMAgent
 }
 
 // Guard implements fileactivity.Hook.
@@ -57,6 +67,14 @@ type Guard struct {
 	// sensor's own parents (and be refused, leaving the encryptor running).
 	sensorLine map[int]bool
 	stopped    map[int]time.Time // pids stopped by the guard: their opens are denied
+	// rmm caches the RMM lookup per tree root, so the /proc walk runs once
+	// per tree, not per file event.
+	rmm map[int]rmmEntry
+}
+
+type rmmEntry struct {
+	agent *ransomware.RMMAgent
+	at    time.Time
 }
 
 type treeKey struct {
@@ -75,7 +93,7 @@ func New(o Options) *Guard {
 	return &Guard{
 		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
 		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
-		sensorLine: ancestorsOf(o.ProcRoot, o.Self),
+		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{},
 	}
 }
 
@@ -153,6 +171,8 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	}
 	if a.PID <= 0 {
 		obs.Tree = -1 // fsnotify: no process, one host-wide score, no response
+	} else {
+		obs.RMM = g.rmmOf(obs.Tree, now)
 	}
 	v, ok := g.scorer.Observe(obs)
 	if !ok {
@@ -256,6 +276,23 @@ func (g *Guard) treeOf(pid int, now time.Time) int {
 	}
 	g.keys[pid] = treeKey{root: root, at: now}
 	return root
+}
+
+// rmmOf returns the RMM agent above the tree rooted at root, cached for a
+// minute per root (a tree's ancestry does not change while it lives).
+func (g *Guard) rmmOf(root int, now time.Time) *ransomware.RMMAgent {
+	if g.o.RMM == nil || root <= 0 {
+		return nil
+	}
+	if e, ok := g.rmm[root]; ok && now.Sub(e.at) < time.Minute {
+		return e.agent
+	}
+	if len(g.rmm) >= 4096 {
+		clear(g.rmm)
+	}
+	agent := g.o.RMM.AgentOf(root)
+	g.rmm[root] = rmmEntry{agent: agent, at: now}
+	return agent
 }
 
 func exeOf(procRoot string, pid int) string {
