@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +11,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/config"
 	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/collector/store/elasticsearch"
+	"github.com/tillwatch/tillwatch/collector/store/spooled"
 	"github.com/tillwatch/tillwatch/collector/store/sqlite"
 )
 
@@ -31,5 +33,12 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, reg pro
 	if err != nil {
 		return nil, "", err
 	}
-	return st, "elasticsearch:" + st.Namespace(), nil
+	// While Elasticsearch is down, batches go to a disk spool in the data
+	// dir and are replayed when it answers (collector/store/spooled).
+	sp, err := spooled.Wrap(st, spooled.Options{Dir: filepath.Join(cfg.DataDir, "store-spool"), Log: log, Registerer: reg})
+	if err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	return sp, "elasticsearch:" + st.Namespace(), nil
 }

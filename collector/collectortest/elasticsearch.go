@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tillwatch/tillwatch/collector/store/elasticsearch"
+	"github.com/tillwatch/tillwatch/collector/store/spooled"
 )
 
 // ESCollector is a running collector whose store is Elasticsearch: the real
@@ -18,6 +20,8 @@ import (
 type ESCollector struct {
 	*serving
 	Store *elasticsearch.Store
+	// Spool is the disk spool in front of Store that the server writes to.
+	Spool *spooled.Store
 	// Registry holds the collector's and the store's metrics.
 	Registry *prometheus.Registry
 }
@@ -57,7 +61,14 @@ func StartElasticsearchIn(t testing.TB, o elasticsearch.Options, dir string) *ES
 	if err != nil {
 		t.Fatalf("collectortest: store: %v", err)
 	}
-	c := &ESCollector{serving: serve(t, st, dir, "127.0.0.1:0", reg, nil), Store: st, Registry: reg}
+	// As tillwatch-collector runs it: a disk spool in front of the cluster.
+	sp, err := spooled.Wrap(st, spooled.Options{Dir: filepath.Join(dir, "store-spool-"+o.Namespace), Registerer: reg,
+		Attempt: 2 * time.Second})
+	if err != nil {
+		st.Close()
+		t.Fatalf("collectortest: spool: %v", err)
+	}
+	c := &ESCollector{serving: serve(t, sp, dir, "127.0.0.1:0", reg, nil), Store: st, Spool: sp, Registry: reg}
 	t.Cleanup(c.Stop)
 	return c
 }
