@@ -185,11 +185,23 @@ func TestRMMDescendantIsStoppedSooner(t *testing.T) {
 			if renamed < tc.minRenamed || renamed > tc.maxRenamed {
 				t.Fatalf("%d files renamed, want %d..%d", renamed, tc.minRenamed, tc.maxRenamed)
 			}
+			// The verdict is emitted right after the stop, which can be a
+			// moment after the killed process has been reaped here.
+			deadline := time.Now().Add(3 * time.Second)
+			for {
+				out.mu.Lock()
+				n := len(out.evs)
+				out.mu.Unlock()
+				if n > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no verdict")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 			out.mu.Lock()
 			defer out.mu.Unlock()
-			if len(out.evs) == 0 {
-				t.Fatal("no verdict")
-			}
 			v := out.evs[0]
 			got := ""
 			if v.Tillwatch.RMM != nil {
