@@ -55,10 +55,8 @@ func run(out, sizes string, runs int) error {
 		return err
 	}
 	defer os.RemoveAll(bin)
-	build := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "./cmd/tillwatch-collector")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build the collector: %w", err)
+	if err := buildCollector(bin, "."); err != nil {
+		return err
 	}
 	var results []sizeResult
 	for _, f := range strings.Split(sizes, ",") {
@@ -80,6 +78,17 @@ func run(out, sizes string, runs int) error {
 		return nil
 	}
 	return benchdoc.WriteSection(out, heading, section)
+}
+
+// buildCollector builds tillwatch-collector into dir from the module at root.
+func buildCollector(dir, root string) error {
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/tillwatch-collector")
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build the collector: %w", err)
+	}
+	return nil
 }
 
 func measure(collectorBin string, n, runs int) (sizeResult, error) {
