@@ -105,6 +105,44 @@ bench-fanout: deps
 bench-ransomware: build
 	$(GO) run ./internal/ransombench -out docs/benchmarks.md
 
+## bench-footprint: idle sensor RSS and CPU over -window (default 5m), on the host and alone in a PID namespace (root); writes docs/benchmarks.md
+.PHONY: bench-footprint
+bench-footprint: build
+	$(GO) run ./internal/footprintbench -out docs/benchmarks.md
+
+## bench-load: file storm (50,000-file tar + gzip) and process storm (5,000 execs) without and with a running sensor, and the events it lost (root); writes docs/benchmarks.md
+.PHONY: bench-load
+bench-load: build
+	$(GO) run ./internal/loadbench -out docs/benchmarks.md
+
+## bench-ingest: collector ingest rate from 1,000 hosts into SQLite, then into Elasticsearch against a bare bulk indexer (needs make es-up; skipped with a message without it); writes docs/benchmarks.md
+.PHONY: bench-ingest
+bench-ingest: deps
+	$(GO) run ./internal/ingestbench -es $(ES_URL) -out docs/benchmarks.md
+
+## bench-fleet: 20,000 simulated sensors (as many as the descriptor limit allows) heartbeating on one collector (SQLite): enrolment, collector RSS and CPU, heartbeat errors; writes docs/benchmarks.md
+.PHONY: bench-fleet
+bench-fleet: deps
+	$(GO) run ./internal/fleetbench -out docs/benchmarks.md
+
+## bench: every benchmark in turn, each writing its own section of docs/benchmarks.md (root; about an hour)
+## Elasticsearch is started for bench-ingest and stopped after it, unless it was already running (someone else's).
+BENCHES := bench-yara bench-rmm bench-ransomware bench-fanout bench-footprint bench-load bench-ingest bench-fleet
+.PHONY: bench
+bench: build
+	@failed=""; for b in $(BENCHES); do \
+	  echo "== make $$b"; \
+	  if [ $$b = bench-ingest ]; then \
+	    up=0; curl -fsS -m 3 "$(ES_URL)/_cluster/health" >/dev/null 2>&1 && up=1; \
+	    [ $$up = 1 ] || $(MAKE) --no-print-directory es-up || { failed="$$failed es-up"; continue; }; \
+	    $(MAKE) --no-print-directory $$b || failed="$$failed $$b"; \
+	    [ $$up = 1 ] || $(MAKE) --no-print-directory es-down; \
+	  else \
+	    $(MAKE) --no-print-directory $$b || failed="$$failed $$b"; \
+	  fi; \
+	done; \
+	[ -z "$$failed" ] || { echo "bench: failed:$$failed"; exit 1; }
+
 ## es-up / es-down: the test Elasticsearch (one genuine 8.x node from Elastic's
 ## jars on Maven Central) on 127.0.0.1:9200; see docs/elasticsearch-testing.md
 ES_URL ?= http://127.0.0.1:9200
