@@ -154,7 +154,7 @@ func (s *Store) bulk(ctx context.Context, docs []store.Doc, todo []int, results 
 		mu sync.Mutex
 	)
 	done := make(chan struct{})
-	for n, i := range todo {
+	for _, i := range todo {
 		d := docs[i]
 		wg.Add(1)
 		err := s.bi.Add(ctx, esutil.BulkIndexerItem{
@@ -176,11 +176,12 @@ func (s *Store) bulk(ctx context.Context, docs []store.Doc, todo []int, results 
 			},
 		})
 		if err != nil {
-			// Items not handed over never call back.
-			for range len(todo) - n {
-				wg.Done()
-			}
-			go func() { wg.Wait(); close(done) }()
+			// This item was not handed over and never calls back; the
+			// ones after it were never counted. (Counting those down too
+			// drove the WaitGroup negative and crashed the collector when
+			// a sensor gave up on a slow batch: found by the ingest
+			// benchmark with 64 batches in flight.)
+			wg.Done()
 			return fmt.Errorf("elasticsearch: ingest: %w (Elasticsearch is slow; the sensor will resend)", err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -374,5 +375,31 @@ func TestDeadCluster(t *testing.T) {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Error("timed out")
+	}
+}
+
+// TestIngestGivesUpCleanly: a batch whose request is abandoned (the
+// sensor gave up; the context is done while items are being queued) fails
+// with an error and leaves the store working. It used to count the
+// WaitGroup below zero and crash the collector (found by the ingest
+// benchmark with 64 batches in flight).
+func TestIngestGivesUpCleanly(t *testing.T) {
+	t.Parallel()
+	s := OpenTest(t, Options{})
+	ts := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	var docs []store.Doc
+	for i := range 3000 {
+		docs = append(docs, storetest.Alert(fmt.Sprintf("gone-%d", i), "h1", "r1", ts))
+	}
+	for range 5 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, _, err := s.Ingest(ctx, docs); err == nil {
+			t.Fatal("an abandoned batch reported success")
+		}
+	}
+	acc, _, err := s.Ingest(context.Background(), []store.Doc{storetest.Alert("after-1", "h1", "r1", ts)})
+	if err != nil || acc != 1 {
+		t.Fatalf("store unusable after abandoned batches: %d %v", acc, err)
 	}
 }
