@@ -220,9 +220,9 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 	return resp, err
 }
 
-// Ingest stores docs in the backend, or, when it does not answer in time
-// (or a backlog is still draining, to keep order simple), durably in the
-// spool. Spooled docs count as accepted: they will be stored; the
+// Ingest stores docs in the backend, or, when it is down (a failed batch
+// and a failed ping; or a backlog from an outage is still draining, so
+// sequence numbers are tracked in order), durably in the spool. Spooled docs count as accepted: they will be stored; the
 // duplicates among them are found on replay.
 func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) {
 	s.mu.Lock()
@@ -235,7 +235,17 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 		if err == nil || ctx.Err() != nil {
 			return acc, dup, err
 		}
-		s.o.Log.Warn("store did not take a batch; spooling it to disk", logkey.Count, len(docs), logkey.Error, err)
+		// Spool only for a backend that is down. One that answers but is
+		// slow gets back-pressure instead (the sensor retries later):
+		// spooling under load would grow a backlog that replays one batch
+		// at a time.
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		perr := s.Backend.Ping(pctx)
+		pcancel()
+		if perr == nil {
+			return acc, dup, err
+		}
+		s.o.Log.Warn("store is down; spooling the batch to disk", logkey.Count, len(docs), logkey.Error, err)
 	}
 	if err := s.spool(docs); err != nil {
 		return 0, 0, fmt.Errorf("store unavailable and the spool refused the batch: %w", err)

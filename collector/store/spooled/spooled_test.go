@@ -24,6 +24,13 @@ type flaky struct {
 	down atomic.Bool
 }
 
+func (f *flaky) Ping(ctx context.Context) error {
+	if f.down.Load() {
+		return errors.New("connection refused")
+	}
+	return f.Store.Ping(ctx)
+}
+
 func (f *flaky) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) {
 	if f.down.Load() {
 		return 0, 0, errors.New("connection refused")
@@ -160,4 +167,28 @@ func TestSpoolFull(t *testing.T) {
 	if _, _, err := s.Ingest(context.Background(), alerts("till-3", 1, 50)); err == nil {
 		t.Fatal("a batch larger than the spool was accepted")
 	}
+}
+
+// TestSlowIsNotDown: a backend that fails a batch but answers a ping is
+// slow, not down: the batch is refused (the sensor retries), not spooled.
+func TestSlowIsNotDown(t *testing.T) {
+	b := &slow{flaky: open(t, filepath.Join(t.TempDir(), "c.db"))}
+	s, err := Wrap(b, Options{Dir: t.TempDir(), Attempt: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.Ingest(context.Background(), alerts("till-4", 1, 2)); err == nil {
+		t.Fatal("a slow backend's failure was hidden")
+	}
+	if s.Depth() != 0 {
+		t.Fatal("a slow (not down) backend's batch was spooled")
+	}
+}
+
+// slow fails every batch but answers pings.
+type slow struct{ *flaky }
+
+func (s *slow) Ingest(context.Context, []store.Doc) (int, int, error) {
+	return 0, 0, errors.New("timed out")
 }
