@@ -255,5 +255,6 @@ func (b *bulk) run(ctx context.Context, o Options, h *hosts, first int) (Run, er
 	}
 	// The index holds every round's documents.
 	r.Stored, b.stored = count.Count-b.stored, count.Count
+	r.StoredIn = time.Since(start)
 	return r, nil
 }

@@ -6,11 +6,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,9 +52,10 @@ type Run struct {
 	Sent                 int64
 	Accepted, Duplicates int64
 	Rejected             int64
-	Retries              int64 // requests answered 429/503 or failed, sent again
-	Stored               int64 // alerts the store holds afterwards (queried)
-	Elapsed              time.Duration
+	Retries              int64             // requests answered 429/503 or failed, sent again
+	Stored               int64             // alerts of this run the store holds afterwards (queried)
+	Elapsed              time.Duration     // first request to the last answer
+	StoredIn             time.Duration     // first request to the store holding every alert (or its last count, if it stopped short)
 	Collector            benchproc.Summary // the collector process during the run
 	SenderCPU            float64           // CPU seconds of this program (the senders) during the run
 	ElasticsearchCPU     float64           // CPU seconds of the Elasticsearch node during the run
@@ -58,11 +63,26 @@ type Run struct {
 	// read in its state indices (hosts, tokens) during the run.
 	StateWrites, StateReads float64
 	Requests                int64 // requests sent, retries included
-	FirstError              string
+	// StoreItems is how the collector's Elasticsearch store counted the
+	// bulk items of the run (tillwatch_collector_es_items_total by result).
+	StoreItems []benchproc.SeriesDelta
+	FirstError string
 }
 
 // Rate is alerts confirmed per second.
+// Rate is alerts stored per second: the alerts the store holds over the
+// time from the first request until it held them all (or gave up
+// growing). A collector may confirm a batch it has only spooled to disk
+// (collector/store/spooled); it is stored when the store has it.
 func (r Run) Rate() float64 {
+	if r.StoredIn <= 0 {
+		return 0
+	}
+	return float64(r.Stored) / r.StoredIn.Seconds()
+}
+
+// ConfirmRate is alerts confirmed to the senders per second.
+func (r Run) ConfirmRate() float64 {
 	if r.Elapsed <= 0 {
 		return 0
 	}
@@ -173,7 +193,6 @@ func esRuns(ctx context.Context, o Options, dir string, res *Result) (*exitError
 		return nil, err
 	}
 	defer bulk.close()
-	var storedBefore int64
 	for round := range max(o.ESRounds, 1) {
 		// Each round sends new documents (batch numbers of its own); the
 		// bulk indexer writes exactly the documents the collector got.
@@ -187,8 +206,6 @@ func esRuns(ctx context.Context, o Options, dir string, res *Result) (*exitError
 		if err != nil {
 			return nil, err
 		}
-		// The hosts' alert counts add up over the rounds.
-		r.Stored, storedBefore = r.Stored-storedBefore, r.Stored
 		res.ESCollector = append(res.ESCollector, r)
 		b, err := bulk.run(ctx, o, fl, first)
 		if err != nil {
@@ -403,8 +420,17 @@ func (c *collector) send(ctx context.Context, o Options, h *hosts, first int) (R
 	var firstErr atomic.Value
 	esCPU0 := esCPUSeconds(c.es)
 	sw0, sr0 := esStateOps(c.es)
+	var m0 benchproc.Metrics
+	if c.es != "" {
+		m0, _ = c.metrics(h.analyst)
+	}
+	s0, err := c.stored(ctx, h)
+	if err != nil {
+		return r, err
+	}
 	self0, _ := benchproc.Read(o.ProcRoot, os.Getpid())
 	sctx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
 	samples := make(chan []benchproc.Sample, 1)
 	go func() { samples <- benchproc.Watch(sctx, o.ProcRoot, c.p.Pid(), 250*time.Millisecond) }()
 	// A collector that dies ends the run at once (its senders would
@@ -459,6 +485,24 @@ feed:
 	close(jobs)
 	wg.Wait()
 	r.Elapsed = time.Since(start)
+	// Then until the store holds them all: a batch the collector spooled
+	// to disk is confirmed before it is stored.
+	for last, lastAt := int64(-1), time.Now(); rctx.Err() == nil; {
+		n, err := c.stored(rctx, h)
+		if err == nil {
+			r.Stored, r.StoredIn = n-s0, time.Since(start)
+			if r.Stored >= r.Sent {
+				break
+			}
+			if n != last {
+				last, lastAt = n, time.Now()
+			}
+		}
+		if time.Since(lastAt) > 60*time.Second {
+			break // no progress for a minute: report what is there
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	stopSampling()
 	r.Collector = benchproc.Summarize(<-samples)
 	self1, _ := benchproc.Read(o.ProcRoot, os.Getpid())
@@ -467,6 +511,9 @@ feed:
 		r.ElasticsearchCPU = esCPUSeconds(c.es) - esCPU0
 		sw1, sr1 := esStateOps(c.es)
 		r.StateWrites, r.StateReads = sw1-sw0, sr1-sr0
+		if m1, err := c.metrics(h.analyst); err == nil && m0 != nil {
+			r.StoreItems = benchproc.Diff(m0, m1, "tillwatch_collector_es_items_total")
+		}
 	}
 	r.Accepted, r.Duplicates, r.Rejected, r.Retries = acc.Load(), dup.Load(), rej.Load(), retries.Load()
 	r.Requests = int64(o.Hosts*o.Batches) + r.Retries
@@ -476,12 +523,37 @@ feed:
 	if c.p.Exited() {
 		return r, &exitError{summary: exitSummary(c.p.Log()), log: tailLines(c.p.Log(), 30)}
 	}
-	if err := ctx.Err(); err != nil {
-		return r, err
+	return r, ctx.Err()
+}
+
+// metrics scrapes the collector's own metrics (an analyst may read them).
+func (c *collector) metrics(token string) (benchproc.Metrics, error) {
+	pem, err := os.ReadFile(c.ca)
+	if err != nil {
+		return nil, err
 	}
-	var err error
-	r.Stored, err = c.stored(ctx, h)
-	return r, err
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, "https://"+c.addr+api.PathMetrics, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("collector metrics: %s", resp.Status)
+	}
+	return benchproc.ParseMetrics(string(b))
 }
 
 func tailLines(s string, n int) string {
