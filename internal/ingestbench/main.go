@@ -164,10 +164,12 @@ tillwatch-collector binary (`+"`go build ./cmd/tillwatch-collector`"+`, default 
 through collector/client `+"`SendEvents`"+` (gzip, one TLS connection per host, as a till's shipper), %d requests in
 flight at once (the collector admits 64 batches at once and answers 429 beyond), batches in host order. The alert is internal/fleet's synthetic TW-SIM-0001 (about 700 bytes of ECS
 JSON), each line with an event.id of its own. **confirmed** = accepted + duplicates in the collector's answers (a
-collector may confirm a batch it has only written to its disk spool, collector/store/spooled, when the store is slow);
-**stored** = the sum of the hosts' alert counts the collector reports (`+"`GET /api/v1/hosts`"+`, the store's own count),
-polled every 500 ms after the last answer until it holds every alert; **alerts/s stored** = stored over the time from
-the first request until then. Collector CPU (and %% of one core over that time) and its largest RSS are from /proc,
+collector may confirm a batch it has only written to its disk spool, collector/store/spooled, while the store is down);
+**stored** = the sum of the hosts' alert counts the collector reports afterwards (`+"`GET /api/v1/hosts`"+`, the store's own
+count); **all stored after** = from the first request until the store held every alert, polled every 500 ms after the
+last answer (SQLite: that count; Elasticsearch: the collector's count of items the node confirmed,
+`+"`tillwatch_collector_es_items_total`"+` created + duplicate, so that polling does not load the node); **alerts/s
+stored** = alerts over that time. Collector CPU (and %% of one core over that time) and its largest RSS are from /proc,
 sampled every 250 ms.
 
 | target | alerts sent | confirmed | of which duplicates | rejected | retried requests | all confirmed after | stored | all stored after | alerts/s stored | collector CPU | collector RSS max | sender CPU | Elasticsearch CPU |
@@ -232,7 +234,8 @@ same node, into a throwaway index with the alerts stream's mappings (simulated f
 deleted afterwards: this node cannot delete data streams). %d round(s), collector first.
 
 Ratio collector / bare bulk indexer (median alerts/s stored): **%.2fx** (goal >= 0.8x): %s. The collector confirmed and stored every alert exactly once: %s; the bare indexer stored every document: %s (its failures are in the rejected column).
-%s`, r.ESVersion, o.ESURL, o.ESURL, r.EnrolES.Round(10*time.Millisecond), bulkWorkers, bulkFlushBytes>>20, bulkFlushEvery,
+%s
+`, r.ESVersion, o.ESURL, o.ESURL, r.EnrolES.Round(10*time.Millisecond), bulkWorkers, bulkFlushBytes>>20, bulkFlushEvery,
 		len(r.ESCollector), ratio, v, yesNo(okC), yesNo(okB), crash)
 	for i := range r.ESCollector {
 		c, b := r.ESCollector[i], r.ESBulk[i]
