@@ -3,17 +3,15 @@ package action
 import (
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 	"io/fs"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
-
-// startTolerance absorbs the rounding of boot time and start ticks, as in
-// sensor/response.
-const startTolerance = 1500
 
 // ErrGone: the target process exited (or never was).
 var ErrGone = errors.New("process not running")
@@ -146,7 +144,7 @@ func (e *Executor) killPID(pid int, start int64) Result {
 		if err != nil {
 			return failed("kill-process: pid %d: start time: %v", pid, err)
 		}
-		if d := got - start; d > startTolerance || d < -startTolerance {
+		if !procclock.SameStart(time.UnixMilli(got), time.UnixMilli(start)) {
 			return result(StatusNoop, "kill-process: pid %d now belongs to another process (started at %d, not %d): not touched", pid, got, start)
 		}
 	}

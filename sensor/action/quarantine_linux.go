@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -156,7 +157,7 @@ func writeMeta(dir string, q QuarantineEntry) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, QuarantineMetaName), raw, 0o600)
+	return atomicfile.Write(filepath.Join(dir, QuarantineMetaName), raw, 0o600)
 }
 
 // restoreFile moves the quarantined content back without ever replacing a

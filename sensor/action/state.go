@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -86,7 +87,7 @@ func (e *Executor) save() error {
 	if err != nil {
 		return fmt.Errorf("action: encode state: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(e.dir, StateFile), raw, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(e.dir, StateFile), raw, 0o600); err != nil {
 		return fmt.Errorf("action: save state: %w", err)
 	}
 	return nil
@@ -99,36 +100,6 @@ func (e *Executor) publishDisabled() {
 		m[id] = true
 	}
 	e.disabled.Store(&m)
-}
-
-// writeAtomic replaces name with data so that a crash leaves either the old
-// or the new content, never a torn file.
-func writeAtomic(name string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(name)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 // syncDir makes a rename or unlink in dir durable. Windows cannot open a

@@ -37,6 +37,18 @@ func BootTime(root string) (time.Time, error) {
 	return bt, nil
 }
 
+// Tolerance is how far two start times of one process may differ and still
+// name the same process: a start stamped from the proc connector's fork
+// time and one read from /proc differ by the tick rounding and the fork to
+// exec gap, far less than this; a reused pid starts later by much more.
+const Tolerance = 1500 * time.Millisecond
+
+// SameStart reports whether a and b are the start of the same process.
+func SameStart(a, b time.Time) bool {
+	d := a.Sub(b)
+	return d <= Tolerance && d >= -Tolerance
+}
+
 // Start is the wall-clock start of a process whose /proc/<pid>/stat
 // starttime is ticks, on a machine that booted at boot.
 func Start(boot time.Time, ticks uint64) time.Time {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 	"log/slog"
 	"os"
 	"time"
@@ -31,7 +32,6 @@ var (
 	ErrNotAllowed   = errors.New("action not in the local response allow-list")
 	ErrNoTarget     = errors.New("no target process")
 	errUnsupported  = errors.ErrUnsupported
-	startTolerance  = 1500 * time.Millisecond
 	allowedResponse = map[string]bool{event.ActionKill: true, event.ActionSuspend: true}
 )
 
@@ -107,7 +107,7 @@ func (r *Responder) act(action string, t *pipeline.Target) error {
 		if err != nil {
 			return err
 		}
-		if d := st.Sub(time.UnixMilli(t.Start)); d > startTolerance || d < -startTolerance {
+		if !procclock.SameStart(st, time.UnixMilli(t.Start)) {
 			return ErrPIDReused
 		}
 	}
