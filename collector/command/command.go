@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"log/slog"
 	"sync"
 	"time"
@@ -143,7 +144,7 @@ func (s *Service) Issue(ctx context.Context, issuer string, r Request) (store.Co
 		Issuer: issuer, Targets: r.Targets, Action: r.Action, Params: r.Params, Reason: r.Reason,
 	}
 	if err := c.Validate(); err != nil {
-		return store.CommandRecord{}, fmt.Errorf("%w: %s", ErrInvalid, oneLine(err))
+		return store.CommandRecord{}, fmt.Errorf("%w: %s", ErrInvalid, cfgfile.OneLine(err))
 	}
 	hosts, err := s.o.Store.Hosts(ctx)
 	if err != nil {
@@ -204,14 +205,14 @@ func (s *Service) Approve(ctx context.Context, id string, sig killswitch.Signatu
 	signed := rec.Signed
 	trial := killswitch.Signed{Payload: signed.Payload, Signatures: []killswitch.Signature{sig}}
 	if _, err := killswitch.CheckSignatures(&trial, s.keys, s.o.Now()); err != nil {
-		return rec, fmt.Errorf("%w: %s", ErrBadApproval, oneLine(err))
+		return rec, fmt.Errorf("%w: %s", ErrBadApproval, cfgfile.OneLine(err))
 	}
 	if !signed.AddSignature(sig) {
 		return rec, nil // the same responder again: nothing changes
 	}
 	signers, err := killswitch.CheckSignatures(&signed, s.keys, s.o.Now())
 	if err != nil {
-		return rec, fmt.Errorf("%w: %s", ErrBadApproval, oneLine(err))
+		return rec, fmt.Errorf("%w: %s", ErrBadApproval, cfgfile.OneLine(err))
 	}
 	state := rec.State
 	if signers.Satisfies(rec.Required) {
@@ -247,17 +248,4 @@ func newID(now time.Time) string {
 		panic(err)
 	}
 	return fmt.Sprintf("ks-%x-%s", now.Unix(), hex.EncodeToString(b[:]))
-}
-
-func oneLine(err error) string {
-	s := err.Error()
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			out = append(out, ';', ' ')
-			continue
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
 }

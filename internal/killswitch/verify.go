@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"time"
 )
 
@@ -230,7 +231,7 @@ func (v *Verifier) Verify(s *Signed) (Command, Signers, error) {
 		if _, known := actionClass[c.Action]; c.Action != "" && !known {
 			reason = RefuseUnknownAction
 		}
-		re = refuse(reason, "%s", oneLine(err))
+		re = refuse(reason, "%s", cfgfile.OneLine(err))
 		re.CommandID = c.ID
 		return c, signers, re
 	}
@@ -252,16 +253,6 @@ func (v *Verifier) Verify(s *Signed) (Command, Signers, error) {
 		return fail(RefuseUnderApproved, "%s on %s needs %d distinct responder signatures, has %d", c.Action, c.Targets, req, len(signers.Responders))
 	}
 	return c, signers, nil
-}
-
-func oneLine(err error) string {
-	b := []byte(err.Error())
-	for i, ch := range b {
-		if ch == '\n' {
-			b[i] = ';'
-		}
-	}
-	return string(b)
 }
 
 // IsRefused returns the refusal inside err, if any.
