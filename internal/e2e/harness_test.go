@@ -166,10 +166,12 @@ type collector struct {
 	p                   *proc
 }
 
-func startCollector(t *testing.T, data, addr string) *collector {
+// startCollector runs tillwatch-collector with its data in data, listening
+// on addr; extra arguments (e.g. "-c", FILE) follow.
+func startCollector(t *testing.T, data, addr string, extra ...string) *collector {
 	t.Helper()
 	c := &collector{url: "https://" + addr, data: data, ca: filepath.Join(data, "ca.pem"), addr: addr}
-	c.p = start(t, "tillwatch-collector", "run", "--data", data, "--listen", addr)
+	c.p = start(t, "tillwatch-collector", append([]string{"run", "--data", data, "--listen", addr}, extra...)...)
 	eventually(t, 30*time.Second, "collector /healthz", func() bool {
 		_, err := os.Stat(c.ca)
 		if err != nil {

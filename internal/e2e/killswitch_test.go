@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,11 +74,7 @@ level: critical
   rmm_product: %s
 `, hit, e2eProduct))
 	addr := freeAddr(t)
-	coll := &collector{url: "https://" + addr, data: filepath.Join(dir, "collector"), addr: addr}
-	coll.ca = filepath.Join(coll.data, "ca.pem")
-	coll.p = start(t, "tillwatch-collector", "run", "-c", collCfg, "--data", coll.data, "--listen", addr)
-	eventually(t, 30*time.Second, "collector CA", func() bool { _, err := os.Stat(coll.ca); return err == nil })
-	waitListening(t, addr)
+	coll := startCollector(t, filepath.Join(dir, "collector"), addr, "-c", collCfg)
 	enroll := coll.tokenFile(t, "sensor", dir)
 	responder := readToken(t, coll.tokenFile(t, "responder", dir))
 
@@ -218,15 +213,4 @@ func readToken(t *testing.T, file string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
-}
-
-func waitListening(t *testing.T, addr string) {
-	t.Helper()
-	eventually(t, 30*time.Second, "collector listening", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
 }

@@ -61,11 +61,7 @@ func TestRuleBundleReachesTheSensor(t *testing.T) {
 	collCfg := filepath.Join(dir, "collector.yaml")
 	writeFile(t, collCfg, fmt.Sprintf("heartbeat_interval: 5s\nsilence_after: 1m\nrules_bundle: {file: %s, keys: [%s]}\n", bundle, filepath.Join(dir, "rules.pub")))
 	addr := freeAddr(t)
-	coll := &collector{url: "https://" + addr, data: filepath.Join(dir, "collector"), addr: addr}
-	coll.ca = filepath.Join(coll.data, "ca.pem")
-	coll.p = start(t, "tillwatch-collector", "run", "-c", collCfg, "--data", coll.data, "--listen", addr)
-	eventually(t, 30*time.Second, "collector CA", func() bool { _, err := os.Stat(coll.ca); return err == nil })
-	waitListening(t, addr)
+	coll := startCollector(t, filepath.Join(dir, "collector"), addr, "-c", collCfg)
 	enroll := coll.tokenFile(t, "sensor", dir)
 	analyst := readToken(t, coll.tokenFile(t, "analyst", dir))
 
