@@ -318,3 +318,33 @@ func WaitFor(d time.Duration, f func() bool) error {
 	}
 	return nil
 }
+
+// Commas writes n with thousands separators (1,000,000).
+func Commas[T ~int | ~int64](n T) string {
+	s := strconv.FormatInt(int64(n), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}
+
+// LogField is the value of key (key=value) on the first line of log that
+// holds msg, or "?".
+func LogField(log, msg, key string) string {
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, msg) {
+			continue
+		}
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, key+"="); ok {
+				return v
+			}
+		}
+	}
+	return "?"
+}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command fanoutbench measures the kill-switch's reach: the time from the
 // alert that completes a campaign to the last acknowledgement of the
 // automatic disable-rmm by every sensor, for fleets of simulated sensors
@@ -10,7 +12,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/internal/benchdoc"
+	"github.com/tillwatch/tillwatch/internal/benchproc"
 	"github.com/tillwatch/tillwatch/internal/fleet"
 )
 
@@ -98,7 +100,7 @@ func measure(collectorBin string, n, runs int) (sizeResult, error) {
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	addr, err := freeAddr()
+	addr, err := benchproc.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -122,7 +124,7 @@ log: {level: warn}
 	}
 	defer func() { cancel(); coll.Wait() }()
 	ca := filepath.Join(data, "ca.pem")
-	if err := waitFor(30*time.Second, func() bool {
+	if err := benchproc.WaitFor(30*time.Second, func() bool {
 		_, err := os.Stat(ca)
 		c, derr := net.DialTimeout("tcp", addr, time.Second)
 		if derr == nil {
@@ -165,7 +167,7 @@ log: {level: warn}
 	if fl.Sensors() != n {
 		return res, fmt.Errorf("only %d of %d sensors enrolled", fl.Sensors(), n)
 	}
-	if err := waitFor(5*time.Minute, func() bool { return fl.Stats().Polling >= int64(n) }); err != nil {
+	if err := benchproc.WaitFor(5*time.Minute, func() bool { return fl.Stats().Polling >= int64(n) }); err != nil {
 		return res, fmt.Errorf("long-polls in flight: %d of %d", fl.Stats().Polling, n)
 	}
 	res.enrolIn = time.Since(start)
@@ -188,7 +190,7 @@ log: {level: warn}
 			}
 		}
 		var id string
-		if err := waitFor(30*time.Second, func() bool {
+		if err := benchproc.WaitFor(30*time.Second, func() bool {
 			cmds, err := cl.Commands(ctx, 20)
 			if err != nil {
 				return false
@@ -203,7 +205,7 @@ log: {level: warn}
 		}); err != nil {
 			return res, fmt.Errorf("no campaign command for %s", rule)
 		}
-		if err := waitFor(2*time.Minute, func() bool {
+		if err := benchproc.WaitFor(2*time.Minute, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(acks[id]) >= n
@@ -268,24 +270,4 @@ func pct(ds []time.Duration, p int) time.Duration {
 	i := (p*len(s) + 99) / 100
 	i = min(max(i, 1), len(s))
 	return s[i-1].Round(time.Millisecond)
-}
-
-func waitFor(d time.Duration, f func() bool) error {
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			return errors.New("timed out")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }

@@ -91,7 +91,7 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	if r.NoFile < uint64(o.Sensors+fdMargin) {
 		r.Sensors = int(r.NoFile) - fdMargin
 		r.FitNote = fmt.Sprintf("%v. The collector and the simulator each need one descriptor per sensor connection plus a few dozen (listener, database, epoll, logs); keeping %d spare for connections being opened and closed, %s sensors is the largest fleet that fits",
-			why, fdMargin, commas(int64(r.Sensors)))
+			why, fdMargin, benchproc.Commas(int64(r.Sensors)))
 		if r.Sensors < 1 {
 			return r, errors.New(r.FitNote)
 		}

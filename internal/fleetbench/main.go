@@ -79,14 +79,6 @@ func run(ctx context.Context, out string, o Options) error {
 	return benchdoc.WriteSection(out, heading, section)
 }
 
-func commas(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
-
 func report(r Result, o Options, load0, load1 string) string {
 	var w strings.Builder
 	cmd := "go run ./internal/fleetbench"
@@ -130,12 +122,12 @@ the collector, which inherits it: **%s** in force.%s
 | simulator (this process) RSS at the end, CPU in the window | %s, %.1f s (%.1f%% of one core) |
 `, heading, cmd, time.Now().UTC().Format("2006-01-02"), benchproc.Machine(), load0, load1, o.Heartbeat, o.Heartbeat,
 		r.Settle, o.Interval, r.Collector.Window.Round(time.Second),
-		fdMargin, commas(int64(r.NoFileBefore[0])), commas(int64(r.NoFileBefore[1])), fdMargin, commas(int64(r.NoFile)), fitNote(r),
-		commas(int64(r.Sensors)), commas(int64(r.Wanted)), commas(r.Enrolled), r.EnrolErrors,
-		commas(int64(r.Sensors)), r.EnrolIn.Round(100*time.Millisecond), float64(r.Enrolled)/r.EnrolIn.Seconds(), r.EnrolCPU,
+		fdMargin, benchproc.Commas(int64(r.NoFileBefore[0])), benchproc.Commas(int64(r.NoFileBefore[1])), fdMargin, benchproc.Commas(int64(r.NoFile)), fitNote(r),
+		benchproc.Commas(int64(r.Sensors)), benchproc.Commas(int64(r.Wanted)), benchproc.Commas(r.Enrolled), r.EnrolErrors,
+		benchproc.Commas(int64(r.Sensors)), r.EnrolIn.Round(100*time.Millisecond), float64(r.Enrolled)/r.EnrolIn.Seconds(), r.EnrolCPU,
 		benchproc.MiB(r.Collector.MedianRSS), benchproc.MiB(r.Collector.MaxRSS),
-		r.Collector.CPUPercent, r.Collector.CPUSeconds, r.Collector.MaxThreads, commas(int64(r.CollectorFDs)),
-		commas(r.Heartbeats), float64(r.Heartbeats)/r.Collector.Window.Seconds(), expected,
+		r.Collector.CPUPercent, r.Collector.CPUSeconds, r.Collector.MaxThreads, benchproc.Commas(int64(r.CollectorFDs)),
+		benchproc.Commas(r.Heartbeats), float64(r.Heartbeats)/r.Collector.Window.Seconds(), expected,
 		r.HeartbeatErrors, r.ErrorsBefore,
 		r.ProbeEvery, pct(r.Probe, 50), pct(r.Probe, 99), pct(r.Probe, 100), len(r.Probe), r.ProbeErrors,
 		benchproc.MiB(r.Simulator.RSS), r.SimulatorCPU, 100*r.SimulatorCPU/r.Collector.Window.Seconds())
@@ -155,7 +147,7 @@ func pct(ds []time.Duration, p int) time.Duration {
 
 func fitNote(r Result) string {
 	if r.FitNote == "" {
-		return fmt.Sprintf(" All %s sensors fit.", commas(int64(r.Sensors)))
+		return fmt.Sprintf(" All %s sensors fit.", benchproc.Commas(int64(r.Sensors)))
 	}
 	return " **Not all sensors fit**: " + r.FitNote + "."
 }

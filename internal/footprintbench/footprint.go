@@ -95,7 +95,7 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	if strings.Contains(p.Log(), "backend fallback") {
 		r.FileBackend = "fsnotify"
 	}
-	r.Backend = logField(p.Log(), "process source running", "backend")
+	r.Backend = benchproc.LogField(p.Log(), "process source running", "backend")
 
 	select {
 	case <-ctx.Done():
@@ -129,21 +129,6 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 		return r, fmt.Errorf("only %d samples of the sensor", r.Samples)
 	}
 	return r, nil
-}
-
-// logField is the value of key on the first log line holding msg.
-func logField(log, msg, key string) string {
-	for _, l := range strings.Split(log, "\n") {
-		if !strings.Contains(l, msg) {
-			continue
-		}
-		for _, f := range strings.Fields(l) {
-			if v, ok := strings.CutPrefix(f, key+"="); ok {
-				return v
-			}
-		}
-	}
-	return "?"
 }
 
 // hwm is VmHWM of pid in bytes (0 if unreadable).

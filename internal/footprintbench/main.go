@@ -223,7 +223,7 @@ in each placement:
   back to polling /proc every second (the backend a kernel without the connector uses).
 
 | measure | goal |`, heading, cmd, time.Now().UTC().Format("2006-01-02"), benchproc.Machine(),
-		strings.Join(args, " "), commas(r0.Files), mb(r0.Bytes), r0.Dirs, o.Warmup, benchproc.ClockTicks, o.Interval, o.Window)
+		strings.Join(args, " "), benchproc.Commas(r0.Files), mb(r0.Bytes), r0.Dirs, o.Warmup, benchproc.ClockTicks, o.Interval, o.Window)
 	for _, p := range ps {
 		fmt.Fprintf(&w, " %s |", placeName(p.Where))
 	}
@@ -253,7 +253,7 @@ in each placement:
 	})
 	line("threads, max", "", func(r Result) string { return strconv.Itoa(r.MaxThreads) })
 	line("processes started on the machine in the window", "", func(r Result) string {
-		return fmt.Sprintf("%s (%.1f/s)", commas(int(r.HostForks)), float64(r.HostForks)/max(r.Window.Seconds(), 1))
+		return fmt.Sprintf("%s (%.1f/s)", benchproc.Commas(int(r.HostForks)), float64(r.HostForks)/max(r.Window.Seconds(), 1))
 	})
 	line("of which seen by the sensor", "", func(r Result) string {
 		if r.Backend == "poll" {
@@ -280,13 +280,4 @@ func placeName(where string) string {
 		return "alone (PID namespace)"
 	}
 	return where
-}
-
-// commas writes n with thousands separators.
-func commas(n int) string {
-	s := strconv.Itoa(n)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -107,14 +106,6 @@ func run(ctx context.Context, out string, o Options, cpuprofile string) error {
 	return benchdoc.WriteSection(out, heading, section)
 }
 
-func commas(n int64) string {
-	s := strconv.FormatInt(n, 10)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
-
 func row(r Run) string {
 	coll, rss := "-", "-"
 	if r.Collector.Samples > 0 {
@@ -125,10 +116,10 @@ func row(r Run) string {
 	if r.ElasticsearchCPU > 0 {
 		es = fmt.Sprintf("%.1f s", r.ElasticsearchCPU)
 	}
-	return fmt.Sprintf("| %s | %s | %s | %s | %s | %d | %s (%s/s) | %s | %s | **%s** | %s | %s | %.1f s | %s |\n", r.Target, commas(r.Sent),
-		commas(r.Accepted+r.Duplicates), commas(r.Duplicates), commas(r.Rejected), r.Retries,
-		r.Elapsed.Round(10*time.Millisecond), commas(int64(r.ConfirmRate())), commas(r.Stored),
-		r.StoredIn.Round(10*time.Millisecond), commas(int64(r.Rate())), coll, rss, r.SenderCPU, es)
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %d | %s (%s/s) | %s | %s | **%s** | %s | %s | %.1f s | %s |\n", r.Target, benchproc.Commas(r.Sent),
+		benchproc.Commas(r.Accepted+r.Duplicates), benchproc.Commas(r.Duplicates), benchproc.Commas(r.Rejected), r.Retries,
+		r.Elapsed.Round(10*time.Millisecond), benchproc.Commas(int64(r.ConfirmRate())), benchproc.Commas(r.Stored),
+		r.StoredIn.Round(10*time.Millisecond), benchproc.Commas(int64(r.Rate())), coll, rss, r.SenderCPU, es)
 }
 
 // complete says whether every alert sent was confirmed and stored.
@@ -175,7 +166,7 @@ sampled every 250 ms.
 | target | alerts sent | confirmed | of which duplicates | rejected | retried requests | all confirmed after | stored | all stored after | alerts/s stored | collector CPU | collector RSS max | sender CPU | Elasticsearch CPU |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 `, heading, cmd, time.Now().UTC().Format("2006-01-02"), benchproc.Machine(), load0, load1,
-		commas(int64(o.Hosts)), r.EnrolSQLite.Round(10*time.Millisecond), o.Batches, o.BatchSize, commas(per), o.Concurrency)
+		benchproc.Commas(int64(o.Hosts)), r.EnrolSQLite.Round(10*time.Millisecond), o.Batches, o.BatchSize, benchproc.Commas(per), o.Concurrency)
 	w.WriteString(row(r.SQLite))
 	for i := range r.ESCollector {
 		if r.ESConcurrency != o.Concurrency {
@@ -186,7 +177,7 @@ sampled every 250 ms.
 	}
 	v := "met"
 	if rate := r.SQLite.Rate(); rate < goalSQLite {
-		v = fmt.Sprintf("**missed** (%s alerts/s, %.0f%% of the goal)", commas(int64(rate)), 100*rate/goalSQLite)
+		v = fmt.Sprintf("**missed** (%s alerts/s, %.0f%% of the goal)", benchproc.Commas(int64(rate)), 100*rate/goalSQLite)
 	}
 	sq := r.SQLite
 	fmt.Fprintf(&w, "\nGoal >= 50,000 alerts/s into SQLite: %s. Every alert confirmed and stored exactly once: %s. The collector and the senders kept the machine's %d CPUs %.0f%% busy.\n",
@@ -250,7 +241,7 @@ Ratio collector / bare bulk indexer (median alerts/s stored): **%.2fx** (goal >=
 			var items []string
 			for _, d := range c.StoreItems {
 				res, _, _ := strings.Cut(strings.TrimPrefix(d.Series, `tillwatch_collector_es_items_total{result="`), `"`)
-				items = append(items, fmt.Sprintf("%s %s", res, commas(int64(d.Delta))))
+				items = append(items, fmt.Sprintf("%s %s", res, benchproc.Commas(int64(d.Delta))))
 			}
 			fmt.Fprintf(&w, "The collector's store counted its bulk items (`tillwatch_collector_es_items_total`): %s.\n", strings.Join(items, ", "))
 		}

@@ -188,7 +188,7 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 				if err != nil {
 					return r, err
 				}
-				r.Backend = logField(p.Log(), "process source running", "backend")
+				r.Backend = benchproc.LogField(p.Log(), "process source running", "backend")
 				r.FileBackend = "fanotify"
 				if strings.Contains(p.Log(), "backend fallback") {
 					r.FileBackend = "fsnotify"
@@ -312,21 +312,6 @@ func fsType(path string) string {
 		return "overlayfs"
 	}
 	return fmt.Sprintf("0x%x", st.Type)
-}
-
-// logField is the value of key on the first log line holding msg.
-func logField(log, msg, key string) string {
-	for _, l := range strings.Split(log, "\n") {
-		if !strings.Contains(l, msg) {
-			continue
-		}
-		for _, f := range strings.Fields(l) {
-			if v, ok := strings.CutPrefix(f, key+"="); ok {
-				return v
-			}
-		}
-	}
-	return "?"
 }
 
 // makeTar writes a tar of n small files (text, CSV and JSON of 100 B to
