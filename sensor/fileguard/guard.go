@@ -243,12 +243,7 @@ func (g *Guard) remember(a *fileactivity.Activity) {
 }
 
 func sample(a *fileactivity.Activity) ransomware.Features {
-	buf := make([]byte, ransomware.SampleSize)
-	n, _ := a.ReadAt(buf, 0)
-	if n < 0 {
-		n = 0
-	}
-	return ransomware.Extract(buf[:n], a.Size)
+	return ransomware.Sample(a.ReadAt, a.Size)
 }
 
 // treeOf returns the key behaviour is aggregated on: the highest ancestor

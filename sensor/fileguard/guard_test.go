@@ -152,6 +152,53 @@ func TestEncryptorIsStoppedAfterOneFile(t *testing.T) {
 	}
 }
 
+// partialEncryptor encrypts only parts of every CSV in dir, in place:
+// "striped" every other 16 bytes (LockFile), "afterheader" everything but
+// the first 4 KiB (families that keep a file's header).
+const partialEncryptor = `
+import os, sys
+d, mode = sys.argv[1], sys.argv[2]
+for n in sorted(os.listdir(d)):
+    if not n.endswith(".csv"):
+        continue
+    p = os.path.join(d, n)
+    with open(p, "r+b") as f:
+        b = bytearray(f.read())
+        key = os.urandom(len(b))
+        if mode == "striped":
+            rng = [i for off in range(0, len(b), 32) for i in range(off, min(off + 16, len(b)))]
+        else:
+            rng = range(4096, len(b))
+        for i in rng:
+            b[i] ^= key[i]
+        f.seek(0)
+        f.write(b)
+`
+
+func TestPartialEncryptorIsStoppedAfterOneFile(t *testing.T) {
+	t.Parallel()
+	py := needPython(t)
+	for _, mode := range []string{"striped", "afterheader"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			files := corpus(t, dir, 40)
+			out := run(t, dir, nil)
+			err := exec.Command(py, "-c", partialEncryptor, dir, mode).Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("encryptor ended with %v, want SIGKILL", err)
+			}
+			if n := lost(files); n > 1 {
+				t.Errorf("%d files lost, want at most 1", n)
+			}
+			if vs := out.verdicts(); len(vs) != 1 {
+				t.Errorf("%d verdict events, want 1", len(vs))
+			}
+		})
+	}
+}
+
 // replacer writes an encrypted copy beside each CSV (a new file, created
 // empty by its own open) and deletes the original.
 const replacer = `

@@ -32,10 +32,11 @@ const (
 	ModeRename       = "rename"       // overwrite, then rename with Ext appended
 	ModeNewDelete    = "newdelete"    // write FILE+Ext, then delete the original
 	ModeIntermittent = "intermittent" // encrypt 4 KiB of every 64 KiB in place
+	ModeStriped      = "striped"      // encrypt every other 16 bytes in place (LockFile)
 )
 
 // Modes lists every mode.
-var Modes = []string{ModeInPlace, ModeRename, ModeNewDelete, ModeIntermittent}
+var Modes = []string{ModeInPlace, ModeRename, ModeNewDelete, ModeIntermittent, ModeStriped}
 
 // Names of the marker files in DIR.
 const (
@@ -176,6 +177,13 @@ func encryptOne(block cipher.Block, p, mode string) error {
 	case ModeIntermittent:
 		for off := 0; off < len(b); off += 64 << 10 {
 			end := min(off+4096, len(b))
+			stream.XORKeyStream(b[off:end], b[off:end])
+		}
+	case ModeStriped:
+		// LockFile's pattern: half the bytes stay plaintext, which keeps
+		// the entropy of a text file below what looks encrypted.
+		for off := 0; off < len(b); off += 32 {
+			end := min(off+16, len(b))
 			stream.XORKeyStream(b[off:end], b[off:end])
 		}
 	default:

@@ -10,16 +10,54 @@ import (
 	"math"
 )
 
-// SampleSize is how much of a file's head is sampled: enough for the
-// format signatures and a stable entropy estimate, small enough to read on
-// every open in the watched trees.
+// SampleSize is the size of one sampled block: the head block is enough for
+// the format signatures and a stable entropy estimate, small enough to read
+// on every open in the watched trees.
 const SampleSize = 4096
 
-// Features describe a file's content from a sample of its head.
+// SampleBlocks is how many blocks a file larger than one block gives: its
+// head, a block in the middle and its last block. Families that encrypt
+// only parts of a file (every other block, everything but the header) leave
+// the head alone or half alone; the middle and the tail catch them, and
+// three bounded reads stay cheap enough for every open.
+const SampleBlocks = 3
+
+// Sample reads the blocks of a file of the given size through readAt
+// (fanotify's own descriptor in the guard: no path is reopened) and returns
+// its features. Short or failed reads just give a shorter sample.
+func Sample(readAt func(p []byte, off int64) (int, error), size int64) Features {
+	buf := make([]byte, 0, SampleBlocks*SampleSize)
+	for _, off := range blockOffsets(size) {
+		block := buf[len(buf) : len(buf)+SampleSize]
+		n, _ := readAt(block, off)
+		if n <= 0 {
+			continue
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return Extract(buf, size)
+}
+
+// blockOffsets are the sampled blocks' offsets: the head, then (for files
+// larger than one block) the block-aligned middle and the last full block.
+func blockOffsets(size int64) []int64 {
+	offs := []int64{0}
+	if size <= SampleSize {
+		return offs
+	}
+	tail := max(size-SampleSize, SampleSize) // never re-read the head
+	if mid := (size / 2) &^ (SampleSize - 1); mid >= SampleSize && mid+SampleSize <= tail {
+		offs = append(offs, mid)
+	}
+	return append(offs, tail)
+}
+
+// Features describe a file's content from a sample of its blocks (the
+// signature from the head, entropy and text-ness over every block).
 type Features struct {
 	Size    int64
 	Magic   string  // format recognised from the signature; "" unknown
-	Entropy float64 // Shannon entropy of the sample, bits per byte
+	Entropy float64 // Shannon entropy of the sampled blocks, bits per byte
 	Sampled int     // bytes sampled
 }
 

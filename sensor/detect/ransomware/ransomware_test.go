@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/rand"
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,4 +249,103 @@ func TestRMMDescendantsAreStoppedAtTheLoweredThreshold(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBlockOffsets(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		size int64
+		want []int64
+	}{
+		{0, []int64{0}},
+		{SampleSize, []int64{0}},
+		{SampleSize + 100, []int64{0, SampleSize}},         // the tail never re-reads the head
+		{2*SampleSize + 100, []int64{0, SampleSize + 100}}, // no room for a middle block
+		{3 * SampleSize, []int64{0, SampleSize, 2 * SampleSize}},
+		{64 << 10, []int64{0, 32 << 10, 60 << 10}}, // head, middle, last block
+		{1<<20 + 7, []int64{0, 512 << 10, 1<<20 + 7 - SampleSize}},
+	}
+	for _, tc := range tests {
+		if got := blockOffsets(tc.size); !slices.Equal(got, tc.want) {
+			t.Errorf("blockOffsets(%d) = %v, want %v", tc.size, got, tc.want)
+		}
+	}
+}
+
+// csvFile is a realistic CSV of n bytes.
+func csvFile(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "2024-01-%02d,till %d,%d.%02d,coffee and a bun\n", i%28+1, i%7, i%90, i%100)
+	}
+	return b.Bytes()[:n]
+}
+
+// encryptStriped XORs every other 16-byte stripe with a keystream, as
+// LockFile does.
+func encryptStriped(b []byte) []byte {
+	out := bytes.Clone(b)
+	key := random(len(b))
+	for off := 0; off < len(out); off += 32 {
+		for i := off; i < min(off+16, len(out)); i++ {
+			out[i] ^= key[i]
+		}
+	}
+	return out
+}
+
+// encryptAfterHeader leaves the first block intact and encrypts the rest,
+// as families that keep a file's header do.
+func encryptAfterHeader(b []byte) []byte {
+	out := bytes.Clone(b)
+	key := random(len(b))
+	for i := SampleSize; i < len(out); i++ {
+		out[i] ^= key[i]
+	}
+	return out
+}
+
+// TestPartialEncryptionIsSeen samples real content through Sample, as the
+// guard does through fanotify's descriptor, before and after each kind of
+// partial encryption, and checks the scorer's verdict on one file.
+func TestPartialEncryptionIsSeen(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	csv := csvFile(48 << 10)
+	pdf := append([]byte("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"), csvFile(40<<10)...)
+	tests := []struct {
+		name   string
+		before []byte
+		after  []byte
+		alert  bool
+	}{
+		{"whole CSV encrypted", csv, random(len(csv)), true},
+		{"CSV striped every other 16 bytes (LockFile)", csv, encryptStriped(csv), true},
+		{"PDF striped every other 16 bytes", pdf, encryptStriped(pdf), true},
+		{"CSV encrypted after its first block", csv, encryptAfterHeader(csv), true},
+		{"CSV edited (a line changed)", csv, bytes.Replace(csv, []byte("coffee"), []byte("tea...")[:6], 1), false},
+		{"CSV appended to", csv, append(bytes.Clone(csv), csvFile(8<<10)...), false},
+		{"CSV rewritten as UTF-16", csv, utf16(csv), false},
+		{"CSV gzipped in place", csv, gz(csv), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			before := Sample(bytes.NewReader(tc.before).ReadAt, int64(len(tc.before)))
+			after := Sample(bytes.NewReader(tc.after).ReadAt, int64(len(tc.after)))
+			s := NewScorer(r)
+			_, alerted := s.Observe(Obs{Time: time.Now(), Tree: 1, PID: 1, Op: OpWrite, Path: "/d/x", Before: &before, After: &after})
+			if alerted != tc.alert {
+				t.Errorf("alert = %v, want %v (before %+v, after %+v)", alerted, tc.alert, before, after)
+			}
+		})
+	}
+}
+
+func utf16(b []byte) []byte {
+	out := []byte{0xff, 0xfe}
+	for _, c := range b {
+		out = append(out, c, 0)
+	}
+	return out
 }

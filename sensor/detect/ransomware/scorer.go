@@ -120,7 +120,7 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 			break
 		}
 		if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
-			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> high-entropy unknown)", name(o.Before)), true)
+			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> %s)", name(o.Before), describe(o.After, r.EntropyHigh)), true)
 		} else if o.Before == nil && s.encrypted(o.After) {
 			t.created[o.Path] = o.Time
 		}
@@ -272,12 +272,27 @@ func (s *Scorer) encrypted(f *Features) bool {
 // destroyed: the file had a known format (or plain content) before the
 // tree wrote it and now holds encrypted-looking content. A format written
 // by a known tool (gzip, zip, SQLite) is recognised and never counts.
+//
+// Partial encryption is the second case: LockFile encrypts every other 16
+// bytes, which leaves too much plaintext for the sample to reach
+// entropy_high. A file whose format (text included) is gone, replaced by
+// unknown binary content at least entropy_low and clearly more random than
+// before, was scrambled all the same; no tool rewrites a CSV or a PDF in
+// place into bytes of no format.
 func (s *Scorer) destroyed(before, after *Features) bool {
-	if before == nil || !s.encrypted(after) || before.Sampled < s.r.MinSample {
+	if before == nil || after == nil || before.Sampled < s.r.MinSample || after.Sampled < s.r.MinSample {
 		return false
 	}
-	return before.Magic != "" || before.Entropy < s.r.EntropyLow
+	if s.encrypted(after) {
+		return before.Magic != "" || before.Entropy < s.r.EntropyLow
+	}
+	return before.Magic != "" && after.Magic == "" && after.Entropy >= s.r.EntropyLow &&
+		after.Entropy >= before.Entropy+scrambledGain
 }
+
+// scrambledGain is how much more random (bits per byte) content must have
+// become for a lost format to count as scrambled rather than rewritten.
+const scrambledGain = 0.5
 
 // replaced: the deleted file has an encrypted-looking sibling the tree
 // wrote in the same folder within the window (write-new-then-delete).
@@ -345,6 +360,16 @@ func (s *Scorer) breadth(t *tree, o Obs, dir string) {
 		t.broad = o.Time
 		s.add(t, o, s.r.Weights.Breadth, fmt.Sprintf("writes in %d folders within %s", n, s.r.Breadth.Per), false)
 	}
+}
+
+// describe names what content became: "high-entropy unknown" for
+// encrypted-looking content, "scrambled unknown (6.9 bits/byte)" for
+// partial encryption.
+func describe(f *Features, high float64) string {
+	if f.Entropy >= high {
+		return "high-entropy unknown"
+	}
+	return fmt.Sprintf("scrambled unknown, %.1f bits/byte", f.Entropy)
 }
 
 func name(f *Features) string {
