@@ -78,8 +78,9 @@ type rmmEntry struct {
 }
 
 type treeKey struct {
-	root int
-	at   time.Time
+	root    int
+	spawner *ransomware.Spawner
+	at      time.Time
 }
 
 // New returns a guard.
@@ -123,7 +124,8 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	if _, ok := g.stopped[a.PID]; ok && a.PID > 0 {
 		return fileactivity.Verdict{Deny: true}
 	}
-	obs := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, OldPath: a.OldPath, Tree: g.treeOf(a.PID, now)}
+	root, spawner := g.treeOf(a.PID, now)
+	obs := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, OldPath: a.OldPath, Tree: root, Spawner: spawner}
 	canaryHit := g.o.Canaries != nil && (g.o.Canaries.Is(a.Path) || a.OldPath != "" && g.o.Canaries.Is(a.OldPath))
 	obs.Canary = canaryHit
 	verdict := fileactivity.Verdict{}
@@ -203,7 +205,7 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 		} else if err := g.tree.Kill(pids); err != nil {
 			resp.Result = "kill: " + err.Error()
 		}
-		g.scorer.Forget(v.Tree)
+		g.scorer.Forget(v)
 		g.pruneStopped(now)
 	}
 	g.log.Warn("ransomware behaviour", "tree", v.Tree, "score", v.Score, logkey.Count, v.Total, "canary", v.Canary,
@@ -248,29 +250,53 @@ func sample(a *fileactivity.Activity) ransomware.Features {
 
 // treeOf returns the key behaviour is aggregated on: the highest ancestor
 // running the same executable (an encryptor and the workers it forked or
-// re-executed), stopping below pid 1 and below the sensor and its ancestors. Cached for a second so
-// a storm of events costs one /proc walk per process.
-func (g *Guard) treeOf(pid int, now time.Time) int {
+// re-executed), stopping below pid 1 and below the sensor and its
+// ancestors; and the spawner (a shell, xargs, an interpreter: rules
+// spawners) that started that root, if any, climbed to its own highest
+// same-executable ancestor (a loop's per-iteration subshell is still the
+// loop). Cached for a second so a storm of events costs one /proc walk per
+// process.
+func (g *Guard) treeOf(pid int, now time.Time) (int, *ransomware.Spawner) {
 	if pid <= 0 {
-		return -1
+		return -1, nil
 	}
 	if k, ok := g.keys[pid]; ok && now.Sub(k.at) < time.Second {
-		return k.root
+		return k.root, k.spawner
 	}
-	root := pid
-	exe := exeOf(g.o.ProcRoot, pid)
-	for range 16 {
-		st, err := response.ReadStat(g.o.ProcRoot, root)
-		if err != nil || st.PPID <= 1 || g.sensorLine[st.PPID] || exe == "" || exeOf(g.o.ProcRoot, st.PPID) != exe {
-			break
+	root, parent := g.climb(pid, exeOf(g.o.ProcRoot, pid))
+	var spawner *ransomware.Spawner
+	if parent > 1 && !g.sensorLine[parent] {
+		if exe := exeOf(g.o.ProcRoot, parent); exe != "" {
+			name := filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+			if g.o.Rules.IsSpawner(name) {
+				top, _ := g.climb(parent, exe)
+				spawner = &ransomware.Spawner{PID: top, Name: name}
+			}
 		}
-		root = st.PPID
 	}
 	if len(g.keys) >= 4096 {
 		clear(g.keys)
 	}
-	g.keys[pid] = treeKey{root: root, at: now}
-	return root
+	g.keys[pid] = treeKey{root: root, spawner: spawner, at: now}
+	return root, spawner
+}
+
+// climb returns the highest ancestor of pid running exe (pid itself at
+// least) and that ancestor's parent (0 when unknown), never climbing into
+// pid 1 or the sensor's line.
+func (g *Guard) climb(pid int, exe string) (root, parent int) {
+	root = pid
+	for range 16 {
+		st, err := response.ReadStat(g.o.ProcRoot, root)
+		if err != nil {
+			return root, 0
+		}
+		if st.PPID <= 1 || g.sensorLine[st.PPID] || exe == "" || exeOf(g.o.ProcRoot, st.PPID) != exe {
+			return root, st.PPID
+		}
+		root = st.PPID
+	}
+	return root, 0
 }
 
 // rmmOf returns the RMM agent above the tree rooted at root, cached for a

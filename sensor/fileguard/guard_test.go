@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -196,6 +197,45 @@ func TestPartialEncryptorIsStoppedAfterOneFile(t *testing.T) {
 				t.Errorf("%d verdict events, want 1", len(vs))
 			}
 		})
+	}
+}
+
+// TestShellLoopIsStoppedAtTheShell: a loop that starts one program per
+// file (here dd overwriting each CSV with random bytes) is one tree per
+// file; each dd is stopped only after its own file. The trees the shell
+// started are scored together too, and the shell is stopped at the second.
+func TestShellLoopIsStoppedAtTheShell(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify permission events need root")
+	}
+	dd, err := exec.LookPath("dd")
+	if err != nil {
+		t.Skip("dd not installed")
+	}
+	dir := t.TempDir()
+	files := corpus(t, dir, 40)
+	out := run(t, dir, nil)
+	loop := exec.Command("/bin/bash", "-c", `for f in "$1"/*.csv; do "$2" if=/dev/urandom of="$f" bs=4096 count=3 conv=notrunc status=none; done`, "loop", dir, dd)
+	err = loop.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("shell loop ended with %v, want SIGKILL", err)
+	}
+	if n := lost(files); n > 2 {
+		t.Errorf("%d files lost, want at most 2", n)
+	}
+	var spawner *event.Event
+	for _, v := range out.verdicts() {
+		if v.Tillwatch.Ransomware.TreePID == loop.Process.Pid {
+			spawner = &v
+		}
+	}
+	if spawner == nil {
+		t.Fatalf("no verdict on the shell (pid %d): %+v", loop.Process.Pid, out.verdicts())
+	}
+	if !strings.Contains(strings.Join(spawner.Tillwatch.Ransomware.Reasons, "; "), "started by bash") {
+		t.Errorf("verdict reasons %q do not name the spawner", spawner.Tillwatch.Ransomware.Reasons)
 	}
 }
 

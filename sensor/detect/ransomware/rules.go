@@ -32,6 +32,11 @@ type Rules struct {
 	Breadth   Breadth `yaml:"breadth"`
 	// KnownExtensions are extensions a rename to which is not suspicious.
 	KnownExtensions []string `yaml:"known_extensions"`
+	// Spawners are executables (base names; a version suffix such as
+	// python3.11 matches python) that start a program per file: shells,
+	// xargs, find, interpreters. The trees they start are also scored
+	// together, so a loop of one-file programs is stopped at its spawner.
+	Spawners []string `yaml:"spawners"`
 	Behaviour       Meta     `yaml:"behaviour"`
 	Canary          Meta     `yaml:"canary"`
 	Tests           []Case   `yaml:"tests"`
@@ -94,6 +99,9 @@ type CaseObs struct {
 	After  string `yaml:"after"`
 	Canary bool   `yaml:"canary"`
 	AtMS   int    `yaml:"at_ms"`
+	// Spawner is the pid of the spawner (named "sh") that started the
+	// tree; 0 for none.
+	Spawner int `yaml:"spawner"`
 	// RMM names the catalogued product of the RMM agent the tree descends
 	// from (the agent is pid 1000 named "<product>-agent"); "" for none.
 	RMM string `yaml:"rmm"`
@@ -120,6 +128,11 @@ func (r *Rules) Validate() error {
 	}
 	if r.Note.MinDirs < 2 {
 		bad("note.min_dirs %d: want at least 2", r.Note.MinDirs)
+	}
+	for _, sp := range r.Spawners {
+		if sp == "" || strings.ContainsAny(sp, "/ \t") {
+			bad("spawners: %q: want an executable base name", sp)
+		}
 	}
 	if r.Breadth.Dirs < 2 || r.Breadth.Per <= 0 {
 		bad("breadth: dirs %d per %s: want dirs >= 2 and a positive interval", r.Breadth.Dirs, r.Breadth.Per)
@@ -164,6 +177,17 @@ func LoadRules(fsys fs.FS, dir string) (*Rules, error) {
 	return &r, nil
 }
 
+// IsSpawner reports whether an executable's base name is one of the
+// rules' spawners, ignoring a version suffix (python3.11, perl5.36).
+func (r *Rules) IsSpawner(base string) bool {
+	for _, sp := range r.Spawners {
+		if rest, ok := strings.CutPrefix(base, sp); ok && strings.Trim(rest, "0123456789.") == "" {
+			return true
+		}
+	}
+	return false
+}
+
 // RunTests replays every test case through a fresh scorer.
 func (r *Rules) RunTests() error {
 	var errs []error
@@ -173,6 +197,9 @@ func (r *Rules) RunTests() error {
 		alerted := false
 		for _, o := range c.Obs {
 			ob := Obs{Time: t0.Add(time.Duration(o.AtMS) * time.Millisecond), Tree: o.PID, PID: o.PID, Op: o.Op, Path: o.Path, OldPath: o.Old, Canary: o.Canary}
+			if o.Spawner > 0 {
+				ob.Spawner = &Spawner{PID: o.Spawner, Name: "sh"}
+			}
 			if o.RMM != "" {
 				ob.RMM = &RMMAgent{Product: o.RMM, Name: o.RMM + "-agent", PID: 1000}
 			}

@@ -36,6 +36,17 @@ type Obs struct {
 	// first observation of a tree that carries it marks the tree: its stop
 	// threshold is scaled by the rules' rmm_descendant_threshold_factor.
 	RMM *RMMAgent
+	// Spawner is the shell, xargs or interpreter that started the tree's
+	// root (nil: none): a loop that starts a program per file is many
+	// one-file trees, and their spawner's group scores them together.
+	Spawner *Spawner
+}
+
+// Spawner is a process that starts a program per file (rules:
+// spawners): a shell, xargs, find, an interpreter.
+type Spawner struct {
+	PID  int
+	Name string // executable base name
 }
 
 // RMMAgent is the catalogued remote-management agent a process tree is or
@@ -62,13 +73,17 @@ type Verdict struct {
 	// score the tree was stopped at (AlertScore, or lowered for RMM).
 	RMM       *RMMAgent
 	Threshold int
+	// Spawner is set when the verdict is a spawner group's: Tree is then
+	// the spawner's pid, and stopping it stops the loop.
+	Spawner *Spawner
 }
 
 // Scorer keeps per-tree behaviour within the rules' window. It is not safe
 // for concurrent use; the guard serialises calls.
 type Scorer struct {
-	r     *Rules
-	trees map[int]*tree
+	r      *Rules
+	trees  map[int]*tree
+	groups map[int]*tree // spawner groups, by the spawner's pid
 }
 
 type scored struct {
@@ -92,6 +107,7 @@ type tree struct {
 	alerted bool
 	rmm     *RMMAgent
 	reasons map[string]int
+	contrib map[int]time.Time // spawner groups: trees that added weight, when last
 }
 
 // maxTrees and maxFiles bound the scorer's memory under a storm.
@@ -101,12 +117,61 @@ const (
 )
 
 // NewScorer returns an empty scorer for r.
-func NewScorer(r *Rules) *Scorer { return &Scorer{r: r, trees: map[int]*tree{}} }
+func NewScorer(r *Rules) *Scorer {
+	return &Scorer{r: r, trees: map[int]*tree{}, groups: map[int]*tree{}}
+}
 
 // Observe scores o. It returns the tree's verdict the first time the tree's
-// score reaches the alert threshold within the window.
+// score reaches the alert threshold within the window. With o.Spawner set,
+// o also counts for the spawner's group; the group's verdict (Tree =
+// the spawner's pid, Spawner set) wins when both cross at once, since
+// stopping the spawner stops the tree too.
 func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 	t := s.tree(o.Tree, o.Time)
+	suspicious := s.apply(t, o)
+	v, ok := s.verdict(t, o.Tree, o.Time)
+	if o.Spawner == nil || o.Spawner.PID <= 0 {
+		return v, ok
+	}
+	g := s.treeIn(s.groups, o.Spawner.PID, o.Time)
+	if s.apply(g, o) || suspicious {
+		if len(g.contrib) >= maxTrees {
+			clear(g.contrib)
+		}
+		g.contrib[o.Tree] = o.Time
+	}
+	for k, at := range g.contrib {
+		if o.Time.Sub(at) > s.r.Window {
+			delete(g.contrib, k)
+		}
+	}
+	// One scoring tree is that tree's own verdict; a group stops its
+	// spawner only when several of the spawner's trees changed files (a
+	// shell loop starting a program per file), so an encryptor launched
+	// from a login shell is stopped without the shell and its siblings.
+	if len(g.contrib) < minGroupTrees {
+		return v, ok
+	}
+	gv, gok := s.verdict(g, o.Spawner.PID, o.Time)
+	if !gok {
+		return v, ok
+	}
+	gv.Spawner = o.Spawner
+	gv.Reasons = append(gv.Reasons, fmt.Sprintf("%d processes started by %s (pid %d) changed files in the window: the spawner is stopped with them",
+		len(g.contrib), o.Spawner.Name, o.Spawner.PID))
+	return gv, true
+}
+
+// minGroupTrees is how many scoring trees a spawner needs for its group to
+// be stopped.
+const minGroupTrees = 2
+
+// apply scores o into t and reports whether o was suspicious: it added
+// weight or wrote an encrypted-looking new file (the first half of an
+// encrypt-to-copy-then-rm loop, whose rm is another tree).
+func (s *Scorer) apply(t *tree, o Obs) bool {
+	n := len(t.scores)
+	suspicious := false
 	t.last = o.Time
 	if t.rmm == nil && o.RMM != nil {
 		t.rmm = o.RMM
@@ -123,6 +188,7 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> %s)", name(o.Before), describe(o.After, r.EntropyHigh)), true)
 		} else if o.Before == nil && s.encrypted(o.After) {
 			t.created[o.Path] = o.Time
+			suspicious = true
 		}
 		s.note(t, o, dir)
 		s.breadth(t, o, dir)
@@ -150,13 +216,20 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
 		}
 	}
-	score := s.score(t, o.Time)
+	return suspicious || len(t.scores) > n
+}
+
+// verdict returns t's verdict the first time its score reaches the
+// threshold within the window.
+func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
+	r := s.r
+	score := s.score(t, now)
 	threshold := s.Threshold(t.rmm != nil)
 	if score < threshold || t.alerted {
 		return Verdict{}, false
 	}
 	t.alerted = true
-	v := Verdict{Tree: o.Tree, Score: score, Files: append([]string(nil), t.files...), Total: t.total, Canary: t.canary, Threshold: threshold}
+	v := Verdict{Tree: key, Score: score, Files: append([]string(nil), t.files...), Total: t.total, Canary: t.canary, Threshold: threshold}
 	for _, sc := range t.scores {
 		if !containsStr(v.Reasons, sc.reason) && len(v.Reasons) < 8 {
 			v.Reasons = append(v.Reasons, sc.reason)
@@ -192,8 +265,15 @@ func (s *Scorer) factor() float64 {
 	return 1
 }
 
-// Forget drops a tree's state (after it was stopped and killed).
-func (s *Scorer) Forget(treeKey int) { delete(s.trees, treeKey) }
+// Forget drops a tree's state (after it was stopped and killed); for a
+// spawner group's verdict, the group's.
+func (s *Scorer) Forget(v Verdict) {
+	if v.Spawner != nil {
+		delete(s.groups, v.Tree)
+		return
+	}
+	delete(s.trees, v.Tree)
+}
 
 // Score returns the tree's current score.
 func (s *Scorer) Score(treeKey int, now time.Time) int {
@@ -204,23 +284,25 @@ func (s *Scorer) Score(treeKey int, now time.Time) int {
 	return s.score(t, now)
 }
 
-func (s *Scorer) tree(key int, now time.Time) *tree {
-	if t, ok := s.trees[key]; ok {
+func (s *Scorer) tree(key int, now time.Time) *tree { return s.treeIn(s.trees, key, now) }
+
+func (s *Scorer) treeIn(trees map[int]*tree, key int, now time.Time) *tree {
+	if t, ok := trees[key]; ok {
 		return t
 	}
-	if len(s.trees) >= maxTrees {
+	if len(trees) >= maxTrees {
 		// Drop idle trees first; a tree with a live score stays.
-		for k, t := range s.trees {
+		for k, t := range trees {
 			if now.Sub(t.last) > s.r.Window {
-				delete(s.trees, k)
+				delete(trees, k)
 			}
 		}
-		if len(s.trees) >= maxTrees {
-			clear(s.trees)
+		if len(trees) >= maxTrees {
+			clear(trees)
 		}
 	}
-	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}}
-	s.trees[key] = t
+	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}}
+	trees[key] = t
 	return t
 }
 
