@@ -36,10 +36,10 @@ type Rules struct {
 	// python3.11 matches python) that start a program per file: shells,
 	// xargs, find, interpreters. The trees they start are also scored
 	// together, so a loop of one-file programs is stopped at its spawner.
-	Spawners []string `yaml:"spawners"`
-	Behaviour       Meta     `yaml:"behaviour"`
-	Canary          Meta     `yaml:"canary"`
-	Tests           []Case   `yaml:"tests"`
+	Spawners  []string `yaml:"spawners"`
+	Behaviour Meta     `yaml:"behaviour"`
+	Canary    Meta     `yaml:"canary"`
+	Tests     []Case   `yaml:"tests"`
 
 	known map[string]bool
 }
