@@ -256,6 +256,9 @@ type Ransomware struct {
 	TreePID int `json:"tree_pid,omitempty"`
 	// Stopped lists the pids stopped synchronously by the file guard.
 	Stopped []int `json:"stopped,omitempty"`
+	// Quarantined lists the encryptor executables moved into the sensor's
+	// quarantine after the kill (files: quarantine_encryptor).
+	Quarantined []string `json:"quarantined,omitempty"`
 }
 
 // Response actions (tillwatch.response.action), the closed set from SPEC.md.

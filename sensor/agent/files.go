@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 	"github.com/tillwatch/tillwatch/rules"
+	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/canary"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
@@ -51,9 +53,13 @@ func (s *Sensor) wireFiles(cfg config.Config, cat *rmm.Catalog) error {
 		if err != nil {
 			return cfgfile.Usagef("rmm.approved: %v", err)
 		}
+		var quarantine func(string) (bool, string)
+		if cfg.Files.QuarantineEncryptor {
+			quarantine = s.quarantineEncryptor
+		}
 		hook = fileguard.New(fileguard.Options{
 			Rules: r, Enforce: cfg.Mode == "enforce", ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid(),
-			Canaries: set, Emit: s.pipe.Emit, Log: s.log, RMM: lineage,
+			Canaries: set, Emit: s.pipe.Emit, Log: s.log, RMM: lineage, Quarantine: quarantine,
 		})
 	}
 	src, err := fileactivity.New(fileactivity.Config{Backend: cfg.Files.Backend, Paths: watch, ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid()}, hook, s.log, s.reg)
@@ -82,4 +88,18 @@ func loadRansomwareRules(extra []string) (*ransomware.Rules, error) {
 		}
 	}
 	return r, nil
+}
+
+// quarantineEncryptor quarantines a killed encryptor's executable through
+// the kill-switch action executor (wired after the file source; it exists
+// by the time a verdict comes), so the same safety checks, allowed roots
+// and restore path apply as to a quarantine-file command.
+func (s *Sensor) quarantineEncryptor(path string) (bool, string) {
+	if s.actions == nil {
+		return false, "no action executor"
+	}
+	res := s.actions.Run(context.Background(), action.Request{
+		CommandID: "local:ransomware", Action: action.ActQuarantineFile, Params: map[string]string{"path": path},
+	})
+	return res.Status == action.StatusOK || res.Status == action.StatusNoop, res.Detail
 }

@@ -320,6 +320,12 @@ type Files struct {
 	// Guard scores file behaviour per process tree and, in enforce mode,
 	// stops an encryptor before its next open returns.
 	Guard bool `yaml:"guard"`
+	// QuarantineEncryptor moves the executable of a killed encryptor into
+	// the quarantine (killswitch.quarantine_dir), within
+	// killswitch.allowed_roots only, never a shell or interpreter. Off by
+	// default: a false positive would take a program off the till, not
+	// just stop it once.
+	QuarantineEncryptor bool `yaml:"quarantine_encryptor"`
 }
 
 // RMM configures the RMM-agent watch. Names in Approved are catalog ids or

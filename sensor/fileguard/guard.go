@@ -12,6 +12,7 @@
 package fileguard
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -38,6 +39,13 @@ type Options struct {
 	Canaries *canary.Set
 	// Emit receives verdict events (pipeline.Emit).
 	Emit func(event.Event)
+	// Quarantine, when set, moves an encryptor's executable into the
+	// quarantine after its tree was killed (enforce mode only; files:
+	// quarantine_encryptor). It answers whether the file was quarantined
+	// and a one-line detail. The guard never offers it a spawner (a shell
+	// or interpreter), the RMM agent's own executable or the sensor's; the
+	// callee bounds the rest (allowed roots: never /usr or /bin).
+	Quarantine func(path string) (ok bool, detail string)
 	// RMM finds the remote-management agent a process is or descends from
 	// (nil: none looked up). A tree under an agent is stopped at a lower
 	// score: the Kaseya payload ran as the agent's grandchild.
@@ -193,12 +201,16 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 	}
 	var resp *event.Response
 	var stopped []int
+	var exes []string
 	if g.o.Enforce && v.Tree > 0 {
 		resp = &event.Response{Action: event.ActionKill, Result: event.ResultOK, Target: "tree:" + strconv.Itoa(v.Tree)}
 		pids, err := g.tree.Stop(v.Tree)
 		stopped = pids
 		for _, p := range pids {
 			g.stopped[p] = now
+		}
+		if g.o.Quarantine != nil {
+			exes = g.encryptorExes(pids, v) // read while stopped: a dead process has no exe link
 		}
 		if err != nil {
 			resp.Result = "suspend: " + err.Error()
@@ -210,12 +222,84 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 	}
 	g.log.Warn("ransomware behaviour", "tree", v.Tree, "score", v.Score, logkey.Count, v.Total, "canary", v.Canary,
 		"stopped", len(stopped), logkey.Path, a.Path, "reasons", strings.Join(v.Reasons, "; "))
-	if g.o.Emit != nil {
-		g.o.Emit(ransomware.VerdictEvent(v, &trigger, stopped, resp))
+	ev := ransomware.VerdictEvent(v, &trigger, stopped, resp)
+	switch {
+	case len(exes) > 0:
+		// Quarantine hashes and moves files and waits for the action
+		// executor (which a kill-switch scan may hold): never in the
+		// read loop, where every open in the watched trees waits.
+		go g.quarantineAndEmit(ev, exes)
+	case g.o.Emit != nil:
+		g.o.Emit(ev)
 	}
 	if v.Canary && g.o.Canaries != nil {
 		go g.restoreCanaries()
 	}
+}
+
+// quarantineWait bounds how long the verdict event waits for the quarantine;
+// a quarantine still running then is reported in the log only.
+const quarantineWait = 10 * time.Second
+
+// quarantineAndEmit quarantines the encryptor's executables and emits the
+// verdict event with what was done.
+func (g *Guard) quarantineAndEmit(ev event.Event, exes []string) {
+	type outcome struct {
+		done  []string
+		notes []string
+	}
+	ch := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		for _, exe := range exes {
+			ok, detail := g.o.Quarantine(exe)
+			if ok {
+				o.done = append(o.done, exe)
+			} else {
+				o.notes = append(o.notes, "executable not quarantined: "+detail)
+			}
+			g.log.Warn("encryptor executable quarantine", logkey.Path, exe, "quarantined", ok, "detail", detail)
+		}
+		ch <- o
+	}()
+	r := ev.Tillwatch.Ransomware
+	select {
+	case o := <-ch:
+		r.Quarantined = o.done
+		r.Reasons = append(r.Reasons, o.notes...)
+	case <-time.After(quarantineWait):
+		r.Reasons = append(r.Reasons, fmt.Sprintf("executable quarantine still running after %s: see the sensor log", quarantineWait))
+	}
+	if g.o.Emit != nil {
+		g.o.Emit(ev)
+	}
+}
+
+// encryptorExes returns the executables of the stopped processes that may
+// be quarantined: not a spawner (a shell or interpreter running the loop
+// is a system program, not the encryptor), not the RMM agent's executable,
+// not the sensor's, not already deleted.
+func (g *Guard) encryptorExes(pids []int, v ransomware.Verdict) []string {
+	self, _ := os.Executable()
+	seen := map[string]bool{}
+	var out []string
+	for _, pid := range pids {
+		exe := exeOf(g.o.ProcRoot, pid)
+		switch {
+		case exe == "" || seen[exe] || strings.HasSuffix(exe, " (deleted)") || exe == self:
+			continue
+		case v.RMM != nil && exe == v.RMM.Executable:
+			continue
+		case g.o.Rules.IsSpawner(filepath.Base(exe)):
+			continue
+		}
+		seen[exe] = true
+		out = append(out, exe)
+		if len(out) >= 8 {
+			break // a tree of many different programs is not one encryptor binary
+		}
+	}
+	return out
 }
 
 // restoreCanaries puts tampered decoys back once the tree is dead. It runs

@@ -3,6 +3,7 @@ package fileguard
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/rules"
+	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/canary"
 	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
 	"github.com/tillwatch/tillwatch/sensor/fileactivity"
@@ -44,7 +46,7 @@ func (s *sink) verdicts() []event.Event {
 }
 
 // run starts the real fanotify source with a guard on dir.
-func run(t *testing.T, dir string, set *canary.Set) *sink {
+func run(t *testing.T, dir string, set *canary.Set, mods ...func(*Options)) *sink {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("fanotify permission events need root")
@@ -54,7 +56,11 @@ func run(t *testing.T, dir string, set *canary.Set) *sink {
 		t.Fatal(err)
 	}
 	out := &sink{}
-	g := New(Options{Rules: r, Enforce: true, Self: os.Getpid(), Canaries: set, Emit: out.emit, Log: slog.New(slog.DiscardHandler)})
+	o := Options{Rules: r, Enforce: true, Self: os.Getpid(), Canaries: set, Emit: out.emit, Log: slog.New(slog.DiscardHandler)}
+	for _, m := range mods {
+		m(&o)
+	}
+	g := New(o)
 	src, err := fileactivity.New(fileactivity.Config{Backend: fileactivity.BackendFanotify, Paths: []string{dir}, Self: os.Getpid()}, g, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +221,19 @@ func TestShellLoopIsStoppedAtTheShell(t *testing.T) {
 	}
 	dir := t.TempDir()
 	files := corpus(t, dir, 40)
-	out := run(t, dir, nil)
+	// Quarantine on: the loop's programs are system binaries (outside
+	// the allowed roots) and bash is a spawner; neither may be taken.
+	_, quarantine := quarantiner(t, t.TempDir(), t.TempDir())
+	var mu sync.Mutex
+	var offered []string
+	out := run(t, dir, nil, func(o *Options) {
+		o.Quarantine = func(p string) (bool, string) {
+			mu.Lock()
+			offered = append(offered, p)
+			mu.Unlock()
+			return quarantine(p)
+		}
+	})
 	loop := exec.Command("/bin/bash", "-c", `for f in "$1"/*.csv; do "$2" if=/dev/urandom of="$f" bs=4096 count=3 conv=notrunc status=none; done`, "loop", dir, dd)
 	err = loop.Run()
 	var ee *exec.ExitError
@@ -225,10 +243,14 @@ func TestShellLoopIsStoppedAtTheShell(t *testing.T) {
 	if n := lost(files); n > 2 {
 		t.Errorf("%d files lost, want at most 2", n)
 	}
+	// With quarantine on, a verdict is emitted once the quarantine
+	// answered: wait for it.
 	var spawner *event.Event
-	for _, v := range out.verdicts() {
-		if v.Tillwatch.Ransomware.TreePID == loop.Process.Pid {
-			spawner = &v
+	for deadline := time.Now().Add(5 * time.Second); spawner == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, v := range out.verdicts() {
+			if v.Tillwatch.Ransomware.TreePID == loop.Process.Pid {
+				spawner = &v
+			}
 		}
 	}
 	if spawner == nil {
@@ -236,6 +258,19 @@ func TestShellLoopIsStoppedAtTheShell(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(spawner.Tillwatch.Ransomware.Reasons, "; "), "started by bash") {
 		t.Errorf("verdict reasons %q do not name the spawner", spawner.Tillwatch.Ransomware.Reasons)
+	}
+	if q := spawner.Tillwatch.Ransomware.Quarantined; len(q) != 0 {
+		t.Errorf("quarantined %v, want nothing", q)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range offered {
+		if filepath.Base(p) == "bash" {
+			t.Errorf("the spawner %s was offered for quarantine", p)
+		}
+	}
+	if _, err := os.Stat(dd); err != nil {
+		t.Fatalf("%s: %v", dd, err)
 	}
 }
 
@@ -336,5 +371,110 @@ func TestParseIntent(t *testing.T) {
 				t.Errorf("parseIntent = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// encryptEnv makes the test binary an encryptor: re-executed with it set
+// to a folder, it overwrites every CSV there with random bytes, in name
+// order, and exits (see TestMain).
+const encryptEnv = "TILLWATCH_FILEGUARD_TEST_ENCRYPT"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(encryptEnv); dir != "" {
+		names, _ := os.ReadDir(dir)
+		for _, n := range names {
+			if filepath.Ext(n.Name()) != ".csv" {
+				continue
+			}
+			p := filepath.Join(dir, n.Name())
+			b, err := os.ReadFile(p)
+			if err != nil {
+				os.Exit(3)
+			}
+			_, _ = rand.Read(b)
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				os.Exit(3)
+			}
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// quarantiner returns a real action executor allowed to quarantine under
+// root and the guard's Quarantine function over it.
+func quarantiner(t *testing.T, state, root string) (*action.Executor, func(string) (bool, string)) {
+	t.Helper()
+	e, err := action.New(action.Options{StateDir: state, AllowedRoots: []string{root}, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e, func(p string) (bool, string) {
+		res := e.Run(context.Background(), action.Request{CommandID: "test", Action: action.ActQuarantineFile, Params: map[string]string{"path": p}})
+		return res.Status == action.StatusOK, res.Detail
+	}
+}
+
+// TestEncryptorExecutableIsQuarantined: with Quarantine wired to the real
+// action executor, the executable of a killed encryptor (a dropped binary
+// under an allowed root) is moved into the quarantine and named in the
+// verdict; the shell and system programs of a loop are not.
+func TestEncryptorExecutableIsQuarantined(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("fanotify permission events need root")
+	}
+	dropDir, state, dir := t.TempDir(), t.TempDir(), t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	locker := filepath.Join(dropDir, "locker")
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(locker, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exec1, quarantine := quarantiner(t, state, dropDir)
+	files := corpus(t, dir, 40)
+	out := run(t, dir, nil, func(o *Options) { o.Quarantine = quarantine })
+	cmd := exec.Command(locker)
+	cmd.Env = append(os.Environ(), encryptEnv+"="+dir)
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("encryptor ended with %v, want SIGKILL", err)
+	}
+	if n := lost(files); n > 1 {
+		t.Errorf("%d files lost, want at most 1", n)
+	}
+	var vs []event.Event
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if vs = out.verdicts(); len(vs) > 0 {
+			break
+		}
+	}
+	if len(vs) != 1 {
+		t.Fatalf("%d verdict events, want 1", len(vs))
+	}
+	if got := vs[0].Tillwatch.Ransomware.Quarantined; len(got) != 1 || got[0] != locker {
+		t.Errorf("verdict quarantined %v, want [%s] (reasons %q)", got, locker, vs[0].Tillwatch.Ransomware.Reasons)
+	}
+	if _, err := os.Stat(locker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the encryptor is still at %s: %v", locker, err)
+	}
+	q, err := exec1.ListQuarantine()
+	if err != nil || len(q) != 1 || q[0].OriginalPath != locker {
+		t.Fatalf("quarantine holds %+v (%v), want the encryptor", q, err)
+	}
+	// Undo: the operator can put it back exactly.
+	if err := exec1.Restore(q[0].ID); err != nil {
+		t.Errorf("restore: %v", err)
+	}
+	if got, err := os.ReadFile(locker); err != nil || !bytes.Equal(got, b) {
+		t.Errorf("restored encryptor differs: %v", err)
 	}
 }
