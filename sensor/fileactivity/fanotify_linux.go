@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +18,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/logkey"
 )
 
-// fanBackend watches with two fanotify groups on per-directory marks.
+// fanBackend watches with two fanotify groups.
 //
 // Why two groups: the kernel refuses FID reporting (needed for create,
 // delete and rename, which carry no open file) on a group that receives
@@ -26,24 +27,44 @@ import (
 // stop: a process's close-write of file N is queued before its open of file
 // N+1, so the guard has scored N before it answers N+1.
 //
-// Why per-directory marks rather than a filesystem mark: only the watched
+// Marks. The content group marks each watched directory: only the watched
 // trees should pay for permission events; a filesystem mark would make every
-// open on the disk wait for the sensor.
+// open on the disk wait for the sensor. The name group (no permission
+// events, no descriptors) holds one filesystem mark per file system of the
+// watched roots where the kernel allows it: a folder created at run time
+// then has its creates, deletes and renames reported from its first entry,
+// with no window before a per-directory mark lands. Its events cover the
+// whole file system, so they are filtered here: a directory handle not seen
+// before is resolved once with open_by_handle_at and remembered inside or
+// outside the watched trees. Where the kernel refuses filesystem marks
+// (before 5.9 with DFID_NAME; file systems without a unique fsid or file
+// handles, e.g. some FUSE and overlay mounts) it marks each directory too.
 type fanBackend struct {
 	s       *Source
 	content int  // FAN_CLASS_CONTENT (or NOTIF when permission events are refused)
 	names   int  // FAN_REPORT_DFID_NAME group; -1 if the kernel has none
 	perm    bool // content group receives FAN_OPEN_PERM
 	rename  bool // FAN_RENAME (5.17+) rather than MOVED_FROM/MOVED_TO
+	fsMark  bool // the name group holds filesystem marks (else per-directory)
+	// mounts maps a watched file system's fsid to an O_PATH descriptor of a
+	// watched root on it: the mount open_by_handle_at resolves handles in.
+	// Written before the loops start, read-only after.
+	mounts map[[8]byte]int
 
-	mu   sync.Mutex
-	dirs map[string]string // FID handle key -> directory path
+	mu      sync.Mutex
+	dirs    map[string]string // FID handle key -> directory path (watched)
+	outside map[string]bool   // FID handle keys of directories outside the watched trees
 }
+
+// maxOutside bounds the cache of directories outside the watched trees that
+// a filesystem mark reports; when full it starts over (each costs one
+// open_by_handle_at to learn again).
+const maxOutside = 16384
 
 const markFlags = unix.FAN_MARK_ADD | unix.FAN_MARK_ONLYDIR | unix.FAN_MARK_DONT_FOLLOW
 
 func newFanotify(s *Source) (backend, error) {
-	b := &fanBackend{s: s, names: -1, dirs: map[string]string{}}
+	b := &fanBackend{s: s, names: -1, dirs: map[string]string{}, outside: map[string]bool{}, mounts: map[[8]byte]int{}}
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_MARKS,
 		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
 	if err == nil {
@@ -62,15 +83,91 @@ func newFanotify(s *Source) (backend, error) {
 	} else {
 		b.names = nfd
 		b.rename = true
+		if !s.dirMarksOnly {
+			if err := b.markFilesystems(); err != nil {
+				s.log.Info("fanotify: filesystem marks refused; marking every watched directory for name events", logkey.Error, err)
+			}
+		}
 	}
 	for _, root := range s.cfg.Paths {
 		if err := b.markDir(root); err != nil {
 			b.close()
 			return nil, fmt.Errorf("mark %s: %w", root, err)
 		}
-		b.addTree(root, nil)
+		b.addTree(root, false, nil)
 	}
+	s.nameMarks = nameMarksDirectory
+	if b.fsMark {
+		s.nameMarks = nameMarksFilesystem
+	}
+	s.log.Info("file activity on fanotify", "permission_events", b.perm, "name_events", b.names >= 0, "name_marks", s.nameMarks)
 	return b, nil
+}
+
+// How the name group marks.
+const (
+	nameMarksFilesystem = "filesystem"
+	nameMarksDirectory  = "directory"
+)
+
+// markFilesystems puts one filesystem mark per file system of the watched
+// roots on the name group. All or nothing: on any refusal the marks made
+// are flushed and the name group falls back to per-directory marks.
+func (b *fanBackend) markFilesystems() error {
+	nmask := uint64(unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_ONDIR)
+	var err error
+	for _, root := range b.s.cfg.Paths {
+		var fsid [8]byte
+		if fsid, err = fsidOf(root); err != nil {
+			break
+		}
+		if _, ok := b.mounts[fsid]; ok {
+			continue
+		}
+		var fd int
+		if fd, err = unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+			break
+		}
+		b.mounts[fsid] = fd
+		flags := uint(unix.FAN_MARK_ADD | unix.FAN_MARK_FILESYSTEM)
+		if b.rename {
+			err = unix.FanotifyMark(b.names, flags, nmask|unix.FAN_RENAME, unix.AT_FDCWD, root)
+			if errors.Is(err, unix.EINVAL) {
+				b.rename = false // kernel < 5.17: pair-less moves
+			}
+		}
+		if !b.rename {
+			err = unix.FanotifyMark(b.names, flags, nmask|unix.FAN_MOVED_FROM|unix.FAN_MOVED_TO, unix.AT_FDCWD, root)
+		}
+		if err != nil {
+			err = fmt.Errorf("filesystem mark on %s: %w", root, err)
+			break
+		}
+	}
+	if err != nil {
+		_ = unix.FanotifyMark(b.names, unix.FAN_MARK_FLUSH|unix.FAN_MARK_FILESYSTEM, 0, unix.AT_FDCWD, "/")
+		b.closeMounts()
+		return err
+	}
+	b.fsMark = true
+	return nil
+}
+
+func fsidOf(dir string) ([8]byte, error) {
+	var st unix.Statfs_t
+	var fsid [8]byte
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fsid, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	copy(fsid[:], unsafeFsid(st.Fsid.Val))
+	return fsid, nil
+}
+
+func (b *fanBackend) closeMounts() {
+	for k, fd := range b.mounts {
+		_ = unix.Close(fd)
+		delete(b.mounts, k)
+	}
 }
 
 func (b *fanBackend) close() {
@@ -78,6 +175,7 @@ func (b *fanBackend) close() {
 	if b.names >= 0 {
 		_ = unix.Close(b.names)
 	}
+	b.closeMounts()
 }
 
 // markDir marks one directory in both groups and remembers its handle.
@@ -91,6 +189,9 @@ func (b *fanBackend) markDir(dir string) error {
 	}
 	if b.names < 0 {
 		return nil
+	}
+	if b.fsMark {
+		return b.remember(dir) // the filesystem mark covers it; the handle speeds up resolution
 	}
 	nmask := uint64(unix.FAN_CREATE | unix.FAN_DELETE | unix.FAN_ONDIR)
 	if b.rename {
@@ -114,14 +215,14 @@ func (b *fanBackend) remember(dir string) error {
 	if err != nil {
 		return fmt.Errorf("name_to_handle_at: %w", err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("statfs: %w", err)
+	fsid, err := fsidOf(dir)
+	if err != nil {
+		return err
 	}
-	var fsid [8]byte
-	copy(fsid[:], unsafeFsid(st.Fsid.Val))
+	key := handleKey(fsid, h.Type(), h.Bytes())
 	b.mu.Lock()
-	b.dirs[handleKey(fsid, h.Type(), h.Bytes())] = dir
+	b.dirs[key] = dir
+	delete(b.outside, key) // moved in from outside the watched trees
 	b.mu.Unlock()
 	return nil
 }
@@ -134,12 +235,13 @@ func unsafeFsid(v [2]int32) []byte {
 	return out
 }
 
-// addTree marks every directory below root (root itself already marked by
-// the caller when emit is nil). Symlinks are never followed: WalkDir does
-// not, and marks use FAN_MARK_DONT_FOLLOW. With emit set (a directory that
-// appeared at run time), the files already inside are reported as created,
-// since their own events came before the mark.
-func (b *fanBackend) addTree(root string, emit func(event.Event)) {
+// addTree marks every directory below root, and root itself with markRoot.
+// Symlinks are never followed: WalkDir does not, and marks use
+// FAN_MARK_DONT_FOLLOW. With emit set (a directory that appeared at run
+// time under per-directory name marks), the files already inside are
+// reported as created, since their own events came before the mark; a
+// filesystem mark has reported them already.
+func (b *fanBackend) addTree(root string, markRoot bool, emit func(event.Event)) {
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			b.s.lost.WithLabelValues(BackendFanotify, "unreadable").Inc()
@@ -148,7 +250,7 @@ func (b *fanBackend) addTree(root string, emit func(event.Event)) {
 			return nil
 		}
 		if d.IsDir() {
-			if p == root && emit == nil {
+			if p == root && !markRoot {
 				return nil
 			}
 			if err := b.markDir(p); err != nil {
@@ -305,10 +407,14 @@ func (b *fanBackend) nameEvent(ev rawEvent, emit func(event.Event)) {
 	}
 	isDir := ev.Mask&unix.FAN_ONDIR != 0
 	a := &Activity{PID: int(ev.PID), Dir: isDir}
+	existing := emit // files already inside a new folder: reported unless the filesystem mark did
+	if b.fsMark {
+		existing = nil
+	}
 	switch {
 	case ev.Mask&unix.FAN_CREATE != 0 && cur != "":
 		if isDir {
-			b.addTree(cur, emit)
+			b.addTree(cur, true, existing)
 		}
 		a.Op, a.Path = OpCreate, cur
 	case ev.Mask&unix.FAN_DELETE != 0 && cur != "":
@@ -320,17 +426,20 @@ func (b *fanBackend) nameEvent(ev rawEvent, emit func(event.Event)) {
 		switch {
 		case nu != "":
 			if isDir {
-				b.addTree(nu, emit)
+				b.addTree(nu, true, existing)
 			}
 			a.Op, a.Path, a.OldPath = OpRename, nu, old
 		case old != "": // moved out of the watched trees: gone from here
+			if isDir {
+				b.forget(old) // its handle must not keep resolving to a watched path
+			}
 			a.Op, a.Path = OpDelete, old
 		default:
 			return
 		}
 	case ev.Mask&unix.FAN_MOVED_TO != 0 && cur != "":
 		if isDir {
-			b.addTree(cur, emit)
+			b.addTree(cur, true, existing)
 		}
 		a.Op, a.Path = OpRename, cur
 	default:
@@ -345,13 +454,53 @@ func (b *fanBackend) nameEvent(ev rawEvent, emit func(event.Event)) {
 // resolve turns a FID record into a path; "" for directories not watched
 // or names that could escape their directory.
 func (b *fanBackend) resolve(fi fidInfo) string {
-	b.mu.Lock()
-	dir, ok := b.dirs[fi.Key]
-	b.mu.Unlock()
-	if !ok || fi.Name == "" || fi.Name == "." || fi.Name == ".." || filepath.Base(fi.Name) != fi.Name {
+	if fi.Name == "" || fi.Name == "." || fi.Name == ".." || filepath.Base(fi.Name) != fi.Name {
 		return ""
 	}
+	b.mu.Lock()
+	dir, ok := b.dirs[fi.Key]
+	out := b.outside[fi.Key]
+	b.mu.Unlock()
+	if !ok {
+		if !b.fsMark || out {
+			return ""
+		}
+		if dir = b.lookup(fi); dir == "" {
+			return ""
+		}
+	}
 	return filepath.Join(dir, fi.Name)
+}
+
+// lookup resolves a directory handle the filesystem mark reported and not
+// seen before, and remembers the answer: its path when it lies in a watched
+// tree, else that it does not. A handle that no longer opens (the
+// directory is gone) is not remembered.
+func (b *fanBackend) lookup(fi fidInfo) string {
+	mfd, ok := b.mounts[fi.Fsid]
+	if !ok {
+		return ""
+	}
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fi.HandleType, fi.Handle), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return ""
+	}
+	dir, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	_ = unix.Close(fd)
+	if err != nil || strings.HasSuffix(dir, " (deleted)") {
+		return ""
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.s.under(dir) {
+		if len(b.outside) >= maxOutside {
+			clear(b.outside)
+		}
+		b.outside[fi.Key] = true
+		return ""
+	}
+	b.dirs[fi.Key] = dir
+	return dir
 }
 
 // forget drops a deleted directory's handle (and those below it).

@@ -35,6 +35,11 @@ type fidInfo struct {
 	Key    string // fsid + handle type + handle bytes: identifies a directory
 	Name   string
 	HasDir bool
+	// Fsid, HandleType and Handle are the record's file system and file
+	// handle, for open_by_handle_at when Key is not yet known.
+	Fsid       [8]byte
+	HandleType int32
+	Handle     []byte
 }
 
 var errShort = errors.New("fanotify: truncated record")
@@ -95,7 +100,9 @@ func parseFID(typ uint8, b []byte) (fidInfo, bool) {
 	if hlen > len(b)-16 {
 		return fidInfo{}, false
 	}
-	fi := fidInfo{Type: typ, Key: string(b[0:8]) + string(b[12:16]) + string(b[16:16+hlen]), HasDir: typ != infoFID}
+	fi := fidInfo{Type: typ, Key: string(b[0:8]) + string(b[12:16]) + string(b[16:16+hlen]), HasDir: typ != infoFID,
+		HandleType: int32(binary.NativeEndian.Uint32(b[12:16])), Handle: append([]byte(nil), b[16:16+hlen]...)}
+	copy(fi.Fsid[:], b[0:8])
 	if typ == infoDFIDName || typ == infoOldDFIDName || typ == infoNewDFIDName {
 		name := b[16+hlen:]
 		for i, c := range name {

@@ -106,6 +106,12 @@ type Source struct {
 	events  *prometheus.CounterVec
 	lost    *prometheus.CounterVec
 	backend string // the backend in use, once running
+	// dirMarksOnly makes fanotify mark each directory for name events
+	// even where a filesystem mark is allowed (tests of the fallback).
+	dirMarksOnly bool
+	// nameMarks is how fanotify's name group marks, once running:
+	// "filesystem" or "directory".
+	nameMarks string
 }
 
 // New returns a file-activity source. reg receives its metrics; hook may be

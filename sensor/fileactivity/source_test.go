@@ -2,6 +2,7 @@ package fileactivity
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -66,11 +67,14 @@ func (r *recorder) waitEvent(t *testing.T, action, path string) event.Event {
 	return event.Event{}
 }
 
-func start(t *testing.T, backend string, dir string, hook *recorder) *Source {
+func start(t *testing.T, backend string, dir string, hook *recorder, mods ...func(*Source)) *Source {
 	t.Helper()
 	s, err := New(Config{Backend: backend, Paths: []string{dir}, Self: os.Getpid()}, hook, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, m := range mods {
+		m(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -243,5 +247,100 @@ func TestNewRejectsBadConfig(t *testing.T) {
 				t.Fatal("New accepted a bad config")
 			}
 		})
+	}
+}
+
+// creates counts the create events per path under prefix.
+func (r *recorder) creates(prefix string) map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := map[string]int{}
+	for _, ev := range r.events {
+		if ev.Event.Action == OpCreate && ev.File != nil && strings.HasPrefix(ev.File.Path, prefix) {
+			n[ev.File.Path]++
+		}
+	}
+	return n
+}
+
+// TestNewFolderEntriesAreReported fills a folder the moment it is created.
+// With the name group on a filesystem mark every create is reported once,
+// from the first; with per-directory marks (the fallback) the files made
+// before the new folder's mark are reported by the walk that follows it,
+// so each is reported at least once.
+func TestNewFolderEntriesAreReported(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	const files = 300
+	for _, marks := range []string{nameMarksFilesystem, nameMarksDirectory} {
+		t.Run(marks, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			rec := &recorder{}
+			s := start(t, BackendFanotify, dir, rec, func(s *Source) { s.dirMarksOnly = marks == nameMarksDirectory })
+			rec.mu.Lock()
+			got := s.nameMarks
+			rec.mu.Unlock()
+			if got != marks {
+				t.Skipf("name marks are %q on this kernel and file system, not %q", got, marks)
+			}
+			sub := filepath.Join(dir, "Z-report", "2024")
+			sh(t, fmt.Sprintf(`mkdir -p '%s' && i=0; while [ $i -lt %d ]; do : > '%s'/f$i.csv; i=$((i+1)); done`, sub, files, sub))
+			last := filepath.Join(sub, fmt.Sprintf("f%d.csv", files-1))
+			rec.waitEvent(t, OpCreate, last)
+			time.Sleep(200 * time.Millisecond) // stragglers of the walk
+			n := rec.creates(sub + "/")
+			if len(n) != files {
+				t.Errorf("%d of %d files reported as created", len(n), files)
+			}
+			if marks == nameMarksFilesystem {
+				for p, c := range n {
+					if c != 1 {
+						t.Errorf("%s reported %d times, want once", p, c)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFilesystemMarkFollowsFoldersMovedInAndOut: the filesystem mark
+// reports a whole file system; only the watched tree may come out, and a
+// folder moved in or out changes sides.
+func TestFilesystemMarkFollowsFoldersMovedInAndOut(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	dir, outside := t.TempDir(), t.TempDir()
+	rec := &recorder{}
+	s := start(t, BackendFanotify, dir, rec)
+	rec.mu.Lock()
+	marks := s.nameMarks
+	rec.mu.Unlock()
+	if marks != nameMarksFilesystem {
+		t.Skipf("name marks are %q here", marks)
+	}
+	// Activity outside first, so the outside folder's handle is learnt
+	// (and remembered) as outside.
+	sh(t, "mkdir '"+outside+"/box' && : > '"+outside+"/box/a.txt' && : > '"+outside+"/b.txt'")
+	in := filepath.Join(dir, "box")
+	sh(t, "mv '"+outside+"/box' '"+in+"'")
+	rec.waitEvent(t, OpRename, in)
+	sh(t, ": > '"+in+"/c.txt'")
+	rec.waitEvent(t, OpCreate, filepath.Join(in, "c.txt"))
+	// Moved out again: its handle must stop resolving to the watched path.
+	sh(t, "mv '"+in+"' '"+outside+"/box2' && : > '"+outside+"/box2/d.txt'")
+	rec.waitEvent(t, OpDelete, in)
+	marker := filepath.Join(dir, "after.txt")
+	sh(t, ": > '"+marker+"'")
+	rec.waitEvent(t, OpCreate, marker)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, ev := range rec.events {
+		if !strings.HasPrefix(ev.File.Path, dir+"/") {
+			t.Errorf("event outside the watched tree: %s %s", ev.Event.Action, ev.File.Path)
+		}
+		if strings.HasSuffix(ev.File.Path, "d.txt") {
+			t.Errorf("a create in a folder moved out was reported: %s", ev.File.Path)
+		}
 	}
 }
