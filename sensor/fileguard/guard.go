@@ -77,7 +77,8 @@ type Guard struct {
 	stopped    map[int]time.Time // pids stopped by the guard: their opens are denied
 	// rmm caches the RMM lookup per tree root, so the /proc walk runs once
 	// per tree, not per file event.
-	rmm map[int]rmmEntry
+	rmm    map[int]rmmEntry
+	intent *intentReader
 }
 
 type rmmEntry struct {
@@ -102,7 +103,7 @@ func New(o Options) *Guard {
 	return &Guard{
 		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
 		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
-		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{},
+		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{}, intent: newIntentReader(o.ProcRoot),
 	}
 }
 
@@ -139,15 +140,21 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	verdict := fileactivity.Verdict{}
 	switch a.Op {
 	case fileactivity.OpOpen:
-		intent := writeIntent(g.o.ProcRoot, a.PID)
 		if canaryHit {
 			verdict.Emit = true // every open of a decoy is worth an event
-			if intent != intentWrite {
+			if g.intent.read(a.PID) != intentWrite {
 				return verdict // readers (backup, tar, cp) are allowed
 			}
 			obs.Op = ransomware.OpOpen
 		} else {
-			if intent != intentRead && a.ReadAt != nil {
+			// An empty file has no content to destroy (its writer's
+			// output is scored as new): no need to ask what the opener
+			// means to do, which tar's and gzip's creates never pay.
+			if a.ReadAt == nil || a.Size == 0 {
+				delete(g.before, a.Path)
+				return verdict
+			}
+			if g.intent.read(a.PID) != intentRead {
 				g.remember(a)
 			}
 			return verdict

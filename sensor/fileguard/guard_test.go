@@ -478,3 +478,33 @@ func TestEncryptorExecutableIsQuarantined(t *testing.T) {
 		t.Errorf("restored encryptor differs: %v", err)
 	}
 }
+
+// TestIntentReaderKeepsNoDeadProcess: the reader keeps a descriptor on a
+// live opener's /proc/PID/syscall, and drops it once the process is gone,
+// so a reused pid is read afresh.
+func TestIntentReaderKeepsNoDeadProcess(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("reading another process's syscall needs root")
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	r := newIntentReader("/proc")
+	if got := r.read(pid); got != intentUnknown {
+		t.Errorf("a sleeping process reads as %v, want unknown (not in an open)", got)
+	}
+	if r.files[pid] == nil {
+		t.Fatal("no descriptor kept for a live process")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	if got := r.read(pid); got != intentUnknown {
+		t.Errorf("a dead process reads as %v", got)
+	}
+	if _, ok := r.files[pid]; ok {
+		t.Error("the dead process's descriptor is still kept")
+	}
+}

@@ -1,6 +1,8 @@
 package fileguard
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -33,30 +35,88 @@ var openSyscalls = map[string]map[int]int{
 	"386":   {5: 1, 295: 2, 8: -1},
 }
 
-// writeIntent reads what the opener is doing from /proc/PID/task/*/syscall.
-// While fanotify holds the opener in its permission request, the blocked
-// thread's syscall number and arguments are stable there; fanotify itself
-// does not say whether the open is for reading or writing. Any thread in an
-// open-for-write counts (fanotify reports the process, not the thread).
-func writeIntent(procRoot string, pid int) intent {
-	table := openSyscalls[runtime.GOARCH]
-	if pid <= 0 || table == nil {
+// intentReader reads what an opener blocked in a permission request means
+// to do, from /proc/PID/syscall: while fanotify holds the opener, the
+// blocked thread's syscall number and arguments are stable there; fanotify
+// itself does not say whether the open is for reading or writing.
+//
+// It runs for every permission event in the watched trees, in the read
+// loop every opener waits on, so it keeps the descriptor of each recent
+// opener's /proc/PID/syscall open and reads it with one pread. A
+// descriptor outlives nothing it should not: once its process is gone the
+// read fails (ESRCH) and the pid's file is opened again, so a reused pid
+// is never answered for by its predecessor. Not safe for concurrent use
+// (the guard serialises).
+type intentReader struct {
+	procRoot string
+	table    map[int]int
+	files    map[int]*os.File
+	buf      []byte
+}
+
+// maxIntentFiles bounds the descriptors kept open.
+const maxIntentFiles = 64
+
+func newIntentReader(procRoot string) *intentReader {
+	return &intentReader{procRoot: procRoot, table: openSyscalls[runtime.GOARCH], files: map[int]*os.File{}, buf: make([]byte, 256)}
+}
+
+// read returns what pid is doing. The thread-group leader is read first
+// (a single-threaded opener, the common case, is answered by one pread);
+// when the leader is not in an open, each thread is read (fanotify reports
+// the process, not the thread, so any thread in an open-for-write counts).
+func (r *intentReader) read(pid int) intent {
+	if pid <= 0 || r.table == nil {
 		return intentUnknown
 	}
-	tasks, err := os.ReadDir(filepath.Join(procRoot, strconv.Itoa(pid), "task"))
-	if err != nil {
-		return intentUnknown
+	if in := r.leader(pid); in != intentUnknown {
+		return in
+	}
+	return r.threads(pid)
+}
+
+func (r *intentReader) leader(pid int) intent {
+	for attempt := 0; attempt < 2; attempt++ {
+		f := r.files[pid]
+		if f == nil {
+			var err error
+			if f, err = os.Open(filepath.Join(r.procRoot, strconv.Itoa(pid), "syscall")); err != nil {
+				return intentUnknown
+			}
+			if len(r.files) >= maxIntentFiles {
+				for p, old := range r.files {
+					_ = old.Close()
+					delete(r.files, p)
+					break
+				}
+			}
+			r.files[pid] = f
+		}
+		n, err := f.ReadAt(r.buf, 0)
+		if n > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			return parseIntent(string(r.buf[:n]), r.table)
+		}
+		_ = f.Close() // its process is gone (ESRCH): the pid may be someone else's now
+		delete(r.files, pid)
+	}
+	return intentUnknown
+}
+
+func (r *intentReader) threads(pid int) intent {
+	tasks, err := os.ReadDir(filepath.Join(r.procRoot, strconv.Itoa(pid), "task"))
+	if err != nil || len(tasks) <= 1 {
+		return intentUnknown // single-threaded: the leader said it all
 	}
 	seen := intentUnknown
 	for i, t := range tasks {
 		if i >= 64 {
 			break // bound the cost on a heavily threaded process
 		}
-		b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "task", t.Name(), "syscall"))
+		b, err := os.ReadFile(filepath.Join(r.procRoot, strconv.Itoa(pid), "task", t.Name(), "syscall"))
 		if err != nil {
 			continue
 		}
-		switch parseIntent(string(b), table) {
+		switch parseIntent(string(b), r.table) {
 		case intentWrite:
 			return intentWrite
 		case intentRead:
