@@ -282,17 +282,50 @@ func OpenFDs(root string, pid int) int {
 	return len(es)
 }
 
-// FanotifyMarks counts the inode marks of each fanotify descriptor of pid
-// (how many folders a sensor's groups watch).
-func FanotifyMarks(root string, pid int) []int {
+// FanotifyReady reports whether pid (a sensor) has at least two fanotify
+// groups and each covers dirs watched folders: a group with a filesystem
+// mark covers them all (the sensor's name group, where the kernel allows);
+// else it needs an inode mark per folder (the content group always marks
+// each folder).
+func FanotifyReady(root string, pid, dirs int) bool {
+	groups := 0
+	for _, g := range fanotifyGroups(root, pid) {
+		if g.filesystems == 0 && g.inodes < dirs {
+			return false
+		}
+		groups++
+	}
+	return groups >= 2
+}
+
+// FanotifyMarks describes each fanotify group of pid ("12 inode", "1
+// filesystem + 11 inode"), for error messages.
+func FanotifyMarks(root string, pid int) []string {
+	var out []string
+	for _, g := range fanotifyGroups(root, pid) {
+		d := fmt.Sprintf("%d inode", g.inodes)
+		if g.filesystems > 0 {
+			d = fmt.Sprintf("%d filesystem + %s", g.filesystems, d)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+type fanotifyGroup struct{ inodes, filesystems int }
+
+// fanotifyGroups reads the marks of each fanotify descriptor of pid from
+// /proc/PID/fdinfo: "fanotify ino:" lines are inode marks, "fanotify
+// sdev:" lines filesystem marks.
+func fanotifyGroups(root string, pid int) []fanotifyGroup {
 	fds, _ := filepath.Glob(filepath.Join(root, strconv.Itoa(pid), "fdinfo", "*"))
-	var out []int
+	var out []fanotifyGroup
 	for _, f := range fds {
 		b, err := os.ReadFile(f)
 		if err != nil || !bytes.Contains(b, []byte("fanotify flags:")) {
 			continue
 		}
-		out = append(out, bytes.Count(b, []byte("fanotify ino:")))
+		out = append(out, fanotifyGroup{inodes: bytes.Count(b, []byte("fanotify ino:")), filesystems: bytes.Count(b, []byte("fanotify sdev:"))})
 	}
 	return out
 }

@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -85,8 +84,7 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 		if strings.Contains(p.Log(), "backend fallback") {
 			return true
 		}
-		m := benchproc.FanotifyMarks(o.ProcRoot, p.Pid())
-		return len(m) >= 2 && slices.Min(m) >= r.Dirs
+		return benchproc.FanotifyReady(o.ProcRoot, p.Pid(), r.Dirs)
 	}); err != nil {
 		return r, err
 	}

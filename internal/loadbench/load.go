@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -264,8 +263,7 @@ func startSensor(o Options, args []string, logPath, watch string) (*benchproc.Pr
 		if strings.Contains(p.Log(), "backend fallback") {
 			return true
 		}
-		m := benchproc.FanotifyMarks(o.ProcRoot, p.Pid())
-		return len(m) >= 2 && slices.Min(m) >= 1
+		return benchproc.FanotifyReady(o.ProcRoot, p.Pid(), 1)
 	}); err != nil {
 		p.Stop(20 * time.Second)
 		return nil, err

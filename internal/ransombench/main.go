@@ -42,6 +42,7 @@ import (
 	sim "github.com/tillwatch/tillwatch/internal/simulate/ransomware"
 
 	"github.com/tillwatch/tillwatch/internal/benchdoc"
+	"github.com/tillwatch/tillwatch/internal/benchproc"
 )
 
 func main() {
@@ -298,7 +299,7 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 			return nil, fmt.Errorf("sensor exited at start (%v): %s", err, s.logText())
 		default:
 		}
-		if marks := fanotifyMarks(s.cmd.Process.Pid); len(marks) >= 2 && slices.Min(marks) >= ndirs {
+		if benchproc.FanotifyReady("/proc", s.cmd.Process.Pid, ndirs) {
 			time.Sleep(b.settle)
 			return s, nil
 		}
@@ -308,24 +309,10 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("sensor not ready after 30s (marks %v, want %d per group): %s", fanotifyMarks(s.cmd.Process.Pid), ndirs, s.logText())
+			return nil, fmt.Errorf("sensor not ready after 30s (marks %v, want %d per group): %s", benchproc.FanotifyMarks("/proc", s.cmd.Process.Pid), ndirs, s.logText())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// fanotifyMarks counts the inode marks of every fanotify descriptor of pid.
-func fanotifyMarks(pid int) []int {
-	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fdinfo/*", pid))
-	var out []int
-	for _, f := range fds {
-		b, err := os.ReadFile(f)
-		if err != nil || !bytes.Contains(b, []byte("fanotify flags:")) {
-			continue
-		}
-		out = append(out, bytes.Count(b, []byte("fanotify ino:")))
-	}
-	return out
 }
 
 func (s *sensor) logText() string {
