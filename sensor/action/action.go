@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"unicode"
 
+	"github.com/tillwatch/tillwatch/internal/filehash"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 	"github.com/tillwatch/tillwatch/sensor/rmm"
 )
@@ -133,6 +134,10 @@ type Options struct {
 	Scan func(ctx context.Context, paths []string) (matches []string, err error)
 	// Log receives one audit line per action; nil discards.
 	Log *slog.Logger
+	// Hashes is the sensor's digest cache per file version (kill by
+	// sha256), shared with enrichment and YARA; nil gives the executor its
+	// own.
+	Hashes *filehash.Cache
 }
 
 // Executor runs verified actions. Run calls are serialised; DisabledProduct
@@ -155,7 +160,7 @@ type Executor struct {
 	// on hosts without systemd).
 	systemdRun   string
 	systemctlBin string
-	hashes       hashCache
+	hashes       *filehash.Cache // executable digests per file version
 
 	mu     sync.Mutex // serialises Run, Restore and state changes
 	st     *persisted
@@ -179,6 +184,9 @@ func New(o Options) (*Executor, error) {
 	if o.SystemdDir == "" {
 		o.SystemdDir = "/etc/systemd/system"
 	}
+	if o.Hashes == nil {
+		o.Hashes = filehash.New(0)
+	}
 	if o.QuarantineDir == "" {
 		o.QuarantineDir = filepath.Join(o.StateDir, "quarantine")
 	}
@@ -191,6 +199,7 @@ func New(o Options) (*Executor, error) {
 		dir:        filepath.Join(o.StateDir, "action"),
 		qdir:       filepath.Clean(o.QuarantineDir),
 		self:       os.Getpid(),
+		hashes:     o.Hashes,
 		systemdRun: "/run/systemd/system",
 		approved:   map[string]bool{},
 	}

@@ -9,42 +9,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
 // ErrGone: the target process exited (or never was).
 var ErrGone = errors.New("process not running")
-
-// fileKey identifies one version of a file for the hash cache.
-type fileKey struct {
-	dev, ino    uint64
-	mtime, size int64
-}
-
-// hashCache maps file versions to their sha256; bounded, reset when full.
-type hashCache struct {
-	mu sync.Mutex
-	m  map[fileKey]string
-}
-
-const hashCacheMax = 4096
-
-func (c *hashCache) get(k fileKey) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s, ok := c.m[k]
-	return s, ok
-}
-
-func (c *hashCache) put(k fileKey, sum string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= hashCacheMax {
-		c.m = map[fileKey]string{}
-	}
-	c.m[k] = sum
-}
 
 // killProcess runs kill-process: one pid (optionally pinned by its start
 // time), or every process matching a name, an executable digest or an

@@ -123,7 +123,7 @@ func TestKillBySHA256(t *testing.T) {
 	if !plain.alive(t) {
 		t.Error("a process with another digest was killed")
 	}
-	if len(e.hashes.m) == 0 {
+	if e.hashes.Len() == 0 {
 		t.Error("executable digests are not cached")
 	}
 }

@@ -2,16 +2,12 @@ package action
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tillwatch/tillwatch/sensor/response"
@@ -178,37 +174,17 @@ func (e *Executor) waitStopped(pids []int) {
 }
 
 // exeSHA256 hashes the executable of pid through ProcRoot/PID/exe (which
-// opens the file the process runs, even when it was unlinked), cached by
-// device, inode, mtime and size so repeated scans stay cheap.
+// opens the file the process runs, even when it was unlinked), cached per
+// file version so repeated scans stay cheap.
 func (e *Executor) exeSHA256(pid int) (string, error) {
 	f, err := os.Open(filepath.Join(e.o.ProcRoot, strconv.Itoa(pid), "exe"))
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	sum, _, err := e.hashes.Sum(f, rmm.MaxHashSize)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("pid %d: %w", pid, err)
 	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("pid %d: executable is not a regular file", pid)
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return "", fmt.Errorf("pid %d: no file identity", pid)
-	}
-	k := fileKey{dev: uint64(st.Dev), ino: st.Ino, mtime: fi.ModTime().UnixNano(), size: fi.Size()}
-	if sum, ok := e.hashes.get(k); ok {
-		return sum, nil
-	}
-	if fi.Size() > rmm.MaxHashSize {
-		return "", fmt.Errorf("pid %d: executable over the %d byte hash limit", pid, rmm.MaxHashSize)
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(f, rmm.MaxHashSize)); err != nil {
-		return "", err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	e.hashes.put(k, sum)
 	return sum, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/filehash"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 	"github.com/tillwatch/tillwatch/internal/rulebundle"
 	"github.com/tillwatch/tillwatch/rules"
@@ -56,17 +57,20 @@ const MachineIDPath = "/etc/machine-id"
 
 // Sensor is a wired, not yet running sensor.
 type Sensor struct {
-	cfg      config.Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	pipe     *pipeline.Pipeline
-	uplink   *uplink.Uplink
-	shipper  *shipper.Shipper
-	spool    *spool.Spool
-	memScan  *yaradetect.Detector // nil when YARA is off
-	tamper   *tamper.Watch        // the unclean-stop marker
-	actions  *action.Executor     // kill-switch actions on this host
-	receiver *fleetcmd.Receiver   // nil without a collector
+	cfg     config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	pipe    *pipeline.Pipeline
+	uplink  *uplink.Uplink
+	shipper *shipper.Shipper
+	spool   *spool.Spool
+	memScan *yaradetect.Detector // nil when YARA is off
+	tamper  *tamper.Watch        // the unclean-stop marker
+	actions *action.Executor     // kill-switch actions on this host
+	// hashes is the digest cache per file version that enrichment, YARA
+	// and the kill-switch share: an executable is read once per version.
+	hashes   *filehash.Cache
+	receiver *fleetcmd.Receiver // nil without a collector
 	hostID   string
 	hostName string
 	// What the heartbeat reports (versions.go), fixed at start.
@@ -120,7 +124,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	}
 
 	s := &Sensor{cfg: cfg, log: log, reg: prometheus.NewRegistry(), hostID: hostID, hostName: hostName,
-		configVersion: cfgVer, rulesVersion: rulesVer, bundles: bundles, restart: make(chan struct{})}
+		configVersion: cfgVer, rulesVersion: rulesVer, bundles: bundles, restart: make(chan struct{}), hashes: filehash.New(0)}
 	bundles.SetFetcher(lazyFetcher{s})
 	bundles.SetApplied(func(rulebundle.Manifest) { s.requestRestart() })
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -189,7 +193,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 		eng, err := yarascan.New(yarascan.Options{
 			Builtin: rules.Builtin, BuiltinDir: "yara", Dirs: yarascan.TreeDirs(cfg.Rules),
 			MaxFileSize: cfg.YARA.MaxFileSize, Timeout: cfg.YARA.Timeout, SkipSHA256: yarascan.SelfSHA256(),
-			Log: ylog, Registerer: s.reg, Health: s.pipe.Health().Report,
+			Log: ylog, Registerer: s.reg, Health: s.pipe.Health().Report, Hashes: s.hashes,
 		})
 		switch {
 		case errors.Is(err, errors.ErrUnsupported):
@@ -216,7 +220,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	if err := s.wireKillSwitch(cfg, catalog, yaraEngine); err != nil {
 		return nil, err
 	}
-	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot))
+	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot, s.hashes))
 	var responder pipeline.Responder = response.New(cfg.Mode, nil, log)
 	if s.memScan != nil {
 		responder = scanMemoryAfterResponse{next: responder, yd: s.memScan}

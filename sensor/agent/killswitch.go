@@ -45,7 +45,7 @@ func (s *Sensor) wireKillSwitch(cfg config.Config, cat *rmm.Catalog, eng *yarasc
 	exec, err := action.New(action.Options{
 		StateDir: cfg.StateDir, QuarantineDir: cfg.KillSwitch.QuarantineDir, AllowedRoots: cfg.KillSwitch.AllowedRoots,
 		Catalog: cat, Approved: cfg.RMM.Approved, CollectorAddrs: collectorAddrs(cfg.Collector, log.Warn),
-		ProcRoot: cfg.Process.ProcRoot, Scan: scan, Log: log,
+		ProcRoot: cfg.Process.ProcRoot, Scan: scan, Log: log, Hashes: s.hashes,
 	})
 	switch {
 	case err == nil:

@@ -5,17 +5,12 @@
 package enrich
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"time"
 
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/filehash"
 	"github.com/tillwatch/tillwatch/sensor/proctree"
 )
 
@@ -31,22 +26,20 @@ type Enricher struct {
 	table    *proctree.Table
 	procRoot string
 
-	mu     sync.Mutex
-	hashes map[fileKey]string // executables are hashed once per content version
-}
-
-type fileKey struct {
-	path  string
-	size  int64
-	mtime time.Time
+	hashes *filehash.Cache
 }
 
 // New returns an enricher reading the process table and procRoot ("/proc").
-func New(table *proctree.Table, procRoot string) *Enricher {
+// hashes is the sensor's digest cache (shared with YARA and the kill-switch,
+// so an executable is read once); nil gives the enricher its own.
+func New(table *proctree.Table, procRoot string, hashes *filehash.Cache) *Enricher {
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
-	return &Enricher{table: table, procRoot: procRoot, hashes: map[fileKey]string{}}
+	if hashes == nil {
+		hashes = filehash.New(0)
+	}
+	return &Enricher{table: table, procRoot: procRoot, hashes: hashes}
 }
 
 // Enrich implements pipeline.Enricher.
@@ -107,46 +100,15 @@ func (e *Enricher) ancestry(a *event.Event) {
 	}
 }
 
-// hash returns the sha256 of the regular file at path, cached by path, size
-// and modification time.
+// hash returns the sha256 of the regular file at path, cached per file
+// version (device, inode, size, mtime, ctime): one binary run by many
+// processes is hashed once, and a file changed in place is hashed again.
 func (e *Enricher) hash(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s: not a regular file", path)
-	}
-	if fi.Size() > MaxHashSize {
-		return "", fmt.Errorf("%s: %d bytes, over the %d hash limit", path, fi.Size(), MaxHashSize)
-	}
-	// /proc/<pid>/exe is keyed by what it points to so one binary run by
-	// many processes is hashed once.
-	key := fileKey{path: path, size: fi.Size(), mtime: fi.ModTime()}
-	if target, err := os.Readlink(path); err == nil {
-		key.path = target
-	}
-	e.mu.Lock()
-	h, ok := e.hashes[key]
-	e.mu.Unlock()
-	if ok {
-		return h, nil
-	}
-	sum := sha256.New()
-	if _, err := io.Copy(sum, io.LimitReader(f, MaxHashSize)); err != nil {
-		return "", err
-	}
-	h = hex.EncodeToString(sum.Sum(nil))
-	e.mu.Lock()
-	if len(e.hashes) > 4096 {
-		clear(e.hashes)
-	}
-	e.hashes[key] = h
-	e.mu.Unlock()
-	return h, nil
+	sum, _, err := e.hashes.Sum(f, MaxHashSize)
+	return sum, err
 }

@@ -38,7 +38,7 @@ func TestEnrichAddsHashesAndAncestry(t *testing.T) {
 		File:    &event.File{Path: file},
 	}
 	// procRoot points nowhere, so the executable is hashed from its path.
-	New(table, t.TempDir()).Enrich(a)
+	New(table, t.TempDir(), nil).Enrich(a)
 
 	if a.File.Hash == nil || a.File.Hash.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Errorf("file hash = %+v", a.File.Hash)
@@ -57,7 +57,7 @@ func TestEnrichAddsHashesAndAncestry(t *testing.T) {
 
 func TestHashRefusesNonRegularAndOversized(t *testing.T) {
 	t.Parallel()
-	e := New(nil, "")
+	e := New(nil, "", nil)
 	if _, err := e.hash(t.TempDir()); err == nil {
 		t.Error("a directory must not be hashed")
 	}

@@ -2,11 +2,8 @@ package yara
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -20,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/filehash"
 	"github.com/tillwatch/tillwatch/internal/logkey"
 )
 
@@ -52,6 +50,9 @@ type Options struct {
 	Timeout time.Duration
 	// CacheEntries bounds the sha256 result cache of ScanFile.
 	CacheEntries int
+	// Hashes is the sensor's digest cache per file version, shared with
+	// enrichment and the kill-switch; nil gives the engine its own.
+	Hashes *filehash.Cache
 	// SkipSHA256 are digests never scanned: the sensor's own binary embeds
 	// the rule text and would match its own signatures.
 	SkipSHA256 []string
@@ -71,6 +72,7 @@ type Engine struct {
 
 	mu     sync.Mutex
 	cache  map[string][]Match
+	hashes *filehash.Cache
 	order  []string // FIFO of cache keys, for the bound
 	owners owners
 
@@ -104,7 +106,10 @@ func New(o Options) (*Engine, error) {
 	if o.Health == nil {
 		o.Health = func(string, string, string) {}
 	}
-	e := &Engine{o: o, skip: map[string]bool{}, cache: map[string][]Match{}}
+	if o.Hashes == nil {
+		o.Hashes = filehash.New(0)
+	}
+	e := &Engine{o: o, skip: map[string]bool{}, cache: map[string][]Match{}, hashes: o.Hashes}
 	for _, s := range o.SkipSHA256 {
 		e.skip[s] = true
 	}
@@ -234,23 +239,30 @@ func (e *Engine) ScanFile(p string) (Result, error) {
 	if err != nil {
 		return res, e.fail("file", err)
 	}
-	h := sha256.New()
-	buf, err := io.ReadAll(io.TeeReader(io.LimitReader(f, e.o.MaxFileSize+1), h))
-	f.Close()
+	defer f.Close()
+	before, stable, err := filehash.VersionOf(f)
 	if err != nil {
-		return res, e.fail("file", fmt.Errorf("read %s: %w", p, err))
+		return res, e.fail("file", err)
 	}
-	if int64(len(buf)) > e.o.MaxFileSize {
+	// The digest comes from the sensor's per-version cache (an executable
+	// run by many processes is read once), and the scan maps the same open
+	// file in libyara: no whole-file buffer in Go memory, which on a busy
+	// host was most of the sensor's allocations and CPU.
+	res.SHA256, res.Size, err = e.hashes.Sum(f, e.o.MaxFileSize)
+	if errors.Is(err, filehash.ErrTooLarge) {
 		e.scans.WithLabelValues("file", "skipped").Inc()
-		return res, fmt.Errorf("%s grew while read: %w", p, ErrTooLarge)
+		return res, fmt.Errorf("%s: %w", p, ErrTooLarge)
 	}
-	res.Size = int64(len(buf))
-	res.SHA256 = hex.EncodeToString(h.Sum(nil))
+	if err != nil {
+		return res, e.fail("file", err)
+	}
 	if e.skip[res.SHA256] {
 		e.scans.WithLabelValues("file", "skipped").Inc()
 		return res, nil
 	}
-	x := FileExternals(p, buf[:min(len(buf), 8)], e.owners.name(fi))
+	var head [8]byte
+	n, _ := f.ReadAt(head[:], 0)
+	x := FileExternals(p, head[:n], e.owners.name(fi))
 	key := res.SHA256 + "\x00" + x.Filepath + "\x00" + x.Filename + "\x00" + x.Owner
 	e.mu.Lock()
 	cached, hit := e.cache[key]
@@ -261,10 +273,17 @@ func (e *Engine) ScanFile(p string) (Result, error) {
 		return res, nil
 	}
 	r := e.rules.Load()
-	ms, err := r.ScanMem(buf, x, e.o.Timeout)
-	e.bytes.Add(float64(len(buf)))
+	ms, err := r.ScanFD(f.Fd(), x, e.o.Timeout)
+	e.bytes.Add(float64(res.Size))
 	if err != nil {
 		return res, e.fail("file", fmt.Errorf("scan %s: %w", p, err))
+	}
+	if after, ok, verr := filehash.VersionOf(f); !stable || !ok || verr != nil || after != before {
+		// Changed between the digest and the scan (or no identity to
+		// tell): report, do not cache.
+		res.Matches = ms
+		e.count("file", ms)
+		return res, nil
 	}
 	res.Matches = ms
 	e.remember(key, ms)

@@ -161,6 +161,11 @@ func (r *Rules) ScanFile(p string, x Externals, timeout time.Duration) ([]Match,
 	return r.scan(x, timeout, func(s *goyara.Scanner) error { return s.ScanFile(p) })
 }
 
+// ScanFD scans the open file fd (libyara maps it: no copy in Go memory).
+func (r *Rules) ScanFD(fd uintptr, x Externals, timeout time.Duration) ([]Match, error) {
+	return r.scan(x, timeout, func(s *goyara.Scanner) error { return s.ScanFileDescriptor(fd) })
+}
+
 // ScanProc scans the memory of process pid (libyara attaches with ptrace
 // and reads /proc/pid/mem; needs CAP_SYS_PTRACE).
 func (r *Rules) ScanProc(pid int, timeout time.Duration) ([]Match, error) {

@@ -28,6 +28,9 @@ func (r *Rules) ScanMem([]byte, Externals, time.Duration) ([]Match, error) { ret
 // ScanFile returns ErrDisabled.
 func (r *Rules) ScanFile(string, Externals, time.Duration) ([]Match, error) { return nil, ErrDisabled }
 
+// ScanFD returns ErrDisabled.
+func (r *Rules) ScanFD(uintptr, Externals, time.Duration) ([]Match, error) { return nil, ErrDisabled }
+
 // ScanProc returns ErrDisabled.
 func (r *Rules) ScanProc(int, time.Duration) ([]Match, error) { return nil, ErrDisabled }
 
