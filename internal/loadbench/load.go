@@ -59,9 +59,6 @@ type Result struct {
 	// Seen sums what the sensor observed during the workloads: file events
 	// per action and events through the detectors.
 	Seen []benchproc.SeriesDelta
-	// ProcOverflows counts the sensor's log lines about process events the
-	// kernel dropped (not a metric: the process source logs them).
-	ProcOverflows int
 	Backend       string // process source backend
 	FileBackend   string
 	Args          []string // the sensor's arguments after the binary
@@ -75,6 +72,7 @@ var lossMetrics = []string{
 	"tillwatch_file_events_lost_total",       // fanotify/fsnotify overflow or unwatched folders
 	"tillwatch_yara_jobs_dropped_total",      // YARA scan queue full
 	"tillwatch_shipper_events_dropped_total", // only with a collector
+	"tillwatch_process_overflows_total",      // the kernel's process connector dropped events
 }
 
 // seenMetrics show that the sensor was busy with the workload.
@@ -127,7 +125,6 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	fileP := Phase{Name: "file storm", What: "tar + gzip"}
 	procP := Phase{Name: "process storm", What: fmt.Sprintf("%d sequential execs of /bin/true", o.Execs)}
 	lost, seen := benchproc.Metrics{}, benchproc.Metrics{}
-	logs := ""
 
 	workload := func(run string) (tarD, gzD, procD time.Duration, err error) {
 		dir := filepath.Join(watch, run)
@@ -217,7 +214,6 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 				if err := p.Stop(20 * time.Second); err != nil {
 					return r, fmt.Errorf("sensor: %w", err)
 				}
-				logs += p.Log()
 				for _, d := range benchproc.Diff(m0, m1, lossMetrics...) {
 					lost[d.Series] += d.Delta
 				}
@@ -235,7 +231,6 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	r.Phases = []Phase{fileP, tarP, gzP, procP}
 	r.Lost = benchproc.Diff(benchproc.Metrics{}, lost)
 	r.Seen = benchproc.Diff(benchproc.Metrics{}, seen)
-	r.ProcOverflows = strings.Count(logs, "kernel dropped process events")
 	return r, nil
 }
 

@@ -172,8 +172,8 @@ removed after each run, untimed.
 	if len(lost) > 0 {
 		fmt.Fprintf(&w, "%s; ", strings.Join(lost, ", "))
 	}
-	fmt.Fprintf(&w, "every counter the sensor exports for dropped or overflowed events was read: %s (the last one only counts with a collector, and there is none here). The kernel's process-connector overflows are not a metric; the process source logs each (\"kernel dropped process events\"): **%d** such log lines.\n",
-		strings.Join(quoted(lossMetrics), ", "), r.ProcOverflows)
+	fmt.Fprintf(&w, "every counter the sensor exports for dropped or overflowed events was read: %s (`tillwatch_shipper_events_dropped_total` only counts with a collector, and there is none here).\n",
+		strings.Join(quoted(lossMetrics), ", "))
 	// The file events the workload must cause, per action, against those
 	// the sensor counted (tillwatch_file_events_total, all runs with it).
 	seen := map[string]float64{}

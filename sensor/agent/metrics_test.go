@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/sensor/process"
+)
+
+// TestProcessCountersAreMetrics runs a real process source (polling /proc)
+// and reads its counters from the registry, as /metrics serves them.
+func TestProcessCountersAreMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	src := process.New(process.Config{Backend: process.BackendPoll, PollInterval: 50 * time.Millisecond}, nil, nil)
+	registerProcessMetrics(reg, src)
+	for _, name := range []string{"tillwatch_process_events_total", "tillwatch_process_overflows_total", "tillwatch_process_enrich_failures_total"} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
+			t.Fatalf("%s: %d series, %v", name, n, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, func(event.Event) {}) }()
+	defer func() { cancel(); <-done }()
+	for src.Backend() == "" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	child := exec.Command("sleep", "1")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for counterValue(t, reg, "tillwatch_process_events_total") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("tillwatch_process_events_total stayed 0 while a process started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// counterValue reads one counter of reg as /metrics would serve it.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
+}
