@@ -30,6 +30,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	es "github.com/elastic/go-elasticsearch/v8"
@@ -94,6 +95,32 @@ type Store struct {
 	// pageSize and bulkSize override the command store's search page and
 	// bulk chunk (tests make them small to cross page boundaries cheaply).
 	pageSize, bulkSize int
+
+	// touched is when this collector last wrote each host's last_seen
+	// from its batches: a busy sensor's batches update it at most every
+	// touchEvery, not one extra round trip per batch.
+	touchMu sync.Mutex
+	touched map[string]time.Time
+}
+
+// touchEvery bounds how often one collector writes a host's last_seen from
+// event batches. Heartbeats (every 30 s) always write it; the silence
+// watchdog works in minutes.
+const touchEvery = 5 * time.Second
+
+// claimTouch reports whether host's last_seen is due for a write at now,
+// and if so records that it is being written.
+func (s *Store) claimTouch(host string, now time.Time) bool {
+	s.touchMu.Lock()
+	defer s.touchMu.Unlock()
+	if at, ok := s.touched[host]; ok && now.Sub(at) < touchEvery && !now.Before(at) {
+		return false
+	}
+	if s.touched == nil || len(s.touched) >= 1<<17 {
+		s.touched = map[string]time.Time{}
+	}
+	s.touched[host] = now
+	return true
 }
 
 var (
@@ -670,6 +697,9 @@ func (s *Store) TrackSequences(ctx context.Context, hostID string, seqs []int64)
 		var lost int64
 		gaps, h.SeqMax, lost = store.Gaps(h.SeqMax, seqs)
 		h.EventsLost += lost
+		if now := s.now().UTC(); now.After(h.LastSeen) {
+			h.LastSeen = now // written anyway: the batch's sender is alive
+		}
 		return nil
 	})
 	if errors.Is(err, store.ErrUnknownHost) {
@@ -686,6 +716,9 @@ func (s *Store) TrackSequences(ctx context.Context, hostID string, seqs []int64)
 func (s *Store) touchHosts(ctx context.Context, hosts map[string]bool) error {
 	now := s.now().UTC()
 	for h := range hosts {
+		if !s.claimTouch(h, now) {
+			continue
+		}
 		err := s.do(ctx, esapi.UpdateRequest{Index: s.stateIndex("hosts"), DocumentID: h, RetryOnConflict: esapi.IntPtr(casRetries),
 			Body: jsonBody(map[string]any{"doc": map[string]any{"last_seen": now}})}, nil)
 		if err != nil && statusOf(err) != http.StatusNotFound {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -220,6 +221,32 @@ func TestRenderedTemplates(t *testing.T) {
 	for _, e := range entries {
 		if !seen[e.Name()] && strings.HasSuffix(e.Name(), ".json") {
 			t.Errorf("%s is not a template the collector installs; remove it", e.Name())
+		}
+	}
+}
+
+// TestClaimTouchThrottlesLastSeenWrites: a host's last_seen is written from
+// batches at most every touchEvery per collector; a clock that went back
+// does not silence it.
+func TestClaimTouchThrottlesLastSeenWrites(t *testing.T) {
+	t.Parallel()
+	s := &Store{}
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	steps := []struct {
+		host string
+		at   time.Time
+		want bool
+	}{
+		{"h1", t0, true},
+		{"h1", t0.Add(time.Second), false},
+		{"h2", t0.Add(time.Second), true},
+		{"h1", t0.Add(touchEvery), true},
+		{"h1", t0.Add(touchEvery + time.Second), false},
+		{"h1", t0, true}, // the clock went back
+	}
+	for i, st := range steps {
+		if got := s.claimTouch(st.host, st.at); got != st.want {
+			t.Errorf("step %d: claimTouch(%s, +%s) = %v, want %v", i, st.host, st.at.Sub(t0), got, st.want)
 		}
 	}
 }
