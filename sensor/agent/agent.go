@@ -163,7 +163,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, log)
 	src.OnHealth(s.pipe.Health().Report)
 	s.pipe.AddSource(src)
-	registerProcessMetrics(s.reg, src)
+	s.reg.MustRegister(processMetrics(src)...)
 	// A previous run that ended uncleanly becomes an alert (sensor/tamper).
 	s.tamper = tamper.New(tamper.Options{StateDir: cfg.StateDir, Version: buildinfo.Version})
 	s.pipe.AddSource(s.tamper)
@@ -424,18 +424,19 @@ func (s *Sensor) serveMetrics(ctx context.Context, wg *sync.WaitGroup) error {
 	return nil
 }
 
-// registerProcessMetrics exports the process source's counters, so a lost
-// process event is a number on /metrics and not only a log line.
-func registerProcessMetrics(reg prometheus.Registerer, src *process.Source) {
+// processMetrics exports the process source's counters (events,
+// overflows, enrich failures, in that order), so a lost process event is a
+// number on /metrics and not only a log line.
+func processMetrics(src *process.Source) []prometheus.Collector {
 	counter := func(name, help string, f func(process.Stats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f(src.Stats())) })
 	}
-	reg.MustRegister(
+	return []prometheus.Collector{
 		counter("tillwatch_process_events_total", "Process start and end events the process source emitted.",
 			func(st process.Stats) uint64 { return st.Events }),
 		counter("tillwatch_process_overflows_total", "Times the kernel dropped process events (process connector receive buffer full); each is repaired by a /proc rescan.",
 			func(st process.Stats) uint64 { return st.Overflows }),
 		counter("tillwatch_process_enrich_failures_total", "Processes gone before their /proc entry was read: seen without executable or command line.",
 			func(st process.Stats) uint64 { return st.EnrichFailures }),
-	)
+	}
 }

@@ -19,7 +19,8 @@ func TestProcessCountersAreMetrics(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	src := process.New(process.Config{Backend: process.BackendPoll, PollInterval: 50 * time.Millisecond}, nil, nil)
-	registerProcessMetrics(reg, src)
+	cs := processMetrics(src)
+	reg.MustRegister(cs...)
 	for _, name := range []string{"tillwatch_process_events_total", "tillwatch_process_overflows_total", "tillwatch_process_enrich_failures_total"} {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
 			t.Fatalf("%s: %d series, %v", name, n, err)
@@ -38,26 +39,10 @@ func TestProcessCountersAreMetrics(t *testing.T) {
 	}
 	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
 	deadline := time.Now().Add(5 * time.Second)
-	for counterValue(t, reg, "tillwatch_process_events_total") == 0 {
+	for testutil.ToFloat64(cs[0]) == 0 { // tillwatch_process_events_total
 		if time.Now().After(deadline) {
 			t.Fatal("tillwatch_process_events_total stayed 0 while a process started")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// counterValue reads one counter of reg as /metrics would serve it.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no counter %s", name)
-	return 0
 }

@@ -221,11 +221,17 @@ func TestOnlyWatchedTreesAndNoSymlinkEscape(t *testing.T) {
 	marker := filepath.Join(dir, "after.txt")
 	sh(t, "echo y > '"+marker+"'")
 	rec.waitEvent(t, OpCloseWrite, marker)
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for _, ev := range rec.events {
-		if !strings.HasPrefix(ev.File.Path, dir) {
-			t.Errorf("event outside the watched tree: %s", ev.File.Path)
+	rec.requireUnder(t, dir)
+}
+
+// requireUnder fails the test for every event reported outside dir.
+func (r *recorder) requireUnder(t *testing.T, dir string) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ev := range r.events {
+		if !strings.HasPrefix(ev.File.Path, dir+"/") {
+			t.Errorf("event outside the watched tree: %s %s", ev.Event.Action, ev.File.Path)
 		}
 	}
 }
@@ -333,12 +339,10 @@ func TestFilesystemMarkFollowsFoldersMovedInAndOut(t *testing.T) {
 	marker := filepath.Join(dir, "after.txt")
 	sh(t, ": > '"+marker+"'")
 	rec.waitEvent(t, OpCreate, marker)
+	rec.requireUnder(t, dir)
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	for _, ev := range rec.events {
-		if !strings.HasPrefix(ev.File.Path, dir+"/") {
-			t.Errorf("event outside the watched tree: %s %s", ev.Event.Action, ev.File.Path)
-		}
 		if strings.HasSuffix(ev.File.Path, "d.txt") {
 			t.Errorf("a create in a folder moved out was reported: %s", ev.File.Path)
 		}

@@ -142,10 +142,7 @@ func TestEncryptorIsStoppedAfterOneFile(t *testing.T) {
 	out := run(t, dir, nil)
 	cmd := exec.Command(py, "-c", encryptor, dir)
 	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("encryptor ended with %v, want SIGKILL", err)
-	}
+	killedBySIGKILL(t, "encryptor", err)
 	if n := lost(files); n > 1 {
 		t.Errorf("%d files lost, want at most 1", n)
 	}
@@ -192,10 +189,7 @@ func TestPartialEncryptorIsStoppedAfterOneFile(t *testing.T) {
 			files := corpus(t, dir, 40)
 			out := run(t, dir, nil)
 			err := exec.Command(py, "-c", partialEncryptor, dir, mode).Run()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("encryptor ended with %v, want SIGKILL", err)
-			}
+					killedBySIGKILL(t, "encryptor", err)
 			if n := lost(files); n > 1 {
 				t.Errorf("%d files lost, want at most 1", n)
 			}
@@ -236,26 +230,11 @@ func TestShellLoopIsStoppedAtTheShell(t *testing.T) {
 	})
 	loop := exec.Command("/bin/bash", "-c", `for f in "$1"/*.csv; do "$2" if=/dev/urandom of="$f" bs=4096 count=3 conv=notrunc status=none; done`, "loop", dir, dd)
 	err = loop.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("shell loop ended with %v, want SIGKILL", err)
-	}
+	killedBySIGKILL(t, "shell loop", err)
 	if n := lost(files); n > 2 {
 		t.Errorf("%d files lost, want at most 2", n)
 	}
-	// With quarantine on, a verdict is emitted once the quarantine
-	// answered: wait for it.
-	var spawner *event.Event
-	for deadline := time.Now().Add(5 * time.Second); spawner == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		for _, v := range out.verdicts() {
-			if v.Tillwatch.Ransomware.TreePID == loop.Process.Pid {
-				spawner = &v
-			}
-		}
-	}
-	if spawner == nil {
-		t.Fatalf("no verdict on the shell (pid %d): %+v", loop.Process.Pid, out.verdicts())
-	}
+	spawner := waitVerdict(t, out, func(v event.Event) bool { return v.Tillwatch.Ransomware.TreePID == loop.Process.Pid })
 	if !strings.Contains(strings.Join(spawner.Tillwatch.Ransomware.Reasons, "; "), "started by bash") {
 		t.Errorf("verdict reasons %q do not name the spawner", spawner.Tillwatch.Ransomware.Reasons)
 	}
@@ -295,10 +274,7 @@ func TestWriteNewThenDeleteIsStopped(t *testing.T) {
 	files := corpus(t, dir, 40)
 	run(t, dir, nil)
 	err := exec.Command(py, "-c", replacer, dir).Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("replacer ended with %v, want SIGKILL", err)
-	}
+	killedBySIGKILL(t, "replacer", err)
 	// The delete is reported by the name group, asynchronously to the
 	// content group's opens, so a few files are in flight by then (the
 	// in-place path stops at one); without the copy scored as new, none
@@ -332,10 +308,7 @@ func TestDecoyWriterIsStoppedBeforeItsOpenReturnsAndReadersAreNot(t *testing.T) 
 	}
 	before, _ := os.ReadFile(first)
 	err = exec.Command(py, "-c", "import sys\nwith open(sys.argv[1], 'r+b') as f:\n    f.write(b'X'*10)\nprint('wrote')", first).Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("decoy writer ended with %v, want SIGKILL", err)
-	}
+	killedBySIGKILL(t, "decoy writer", err)
 	if after, _ := os.ReadFile(first); !bytes.Equal(before, after) {
 		t.Error("the decoy changed: the writer was not stopped before its open returned")
 	}
@@ -444,19 +417,12 @@ func TestEncryptorExecutableIsQuarantined(t *testing.T) {
 	cmd := exec.Command(locker)
 	cmd.Env = append(os.Environ(), encryptEnv+"="+dir)
 	err = cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("encryptor ended with %v, want SIGKILL", err)
-	}
+	killedBySIGKILL(t, "encryptor", err)
 	if n := lost(files); n > 1 {
 		t.Errorf("%d files lost, want at most 1", n)
 	}
-	var vs []event.Event
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if vs = out.verdicts(); len(vs) > 0 {
-			break
-		}
-	}
+	waitVerdict(t, out, func(event.Event) bool { return true })
+	vs := out.verdicts()
 	if len(vs) != 1 {
 		t.Fatalf("%d verdict events, want 1", len(vs))
 	}
@@ -507,4 +473,29 @@ func TestIntentReaderKeepsNoDeadProcess(t *testing.T) {
 	if _, ok := r.files[pid]; ok {
 		t.Error("the dead process's descriptor is still kept")
 	}
+}
+
+// killedBySIGKILL fails the test unless err is that of a process the guard
+// killed.
+func killedBySIGKILL(t *testing.T, what string, err error) {
+	t.Helper()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("%s ended with %v, want SIGKILL", what, err)
+	}
+}
+
+// waitVerdict waits (bounded) for a verdict event that ok accepts; with
+// quarantine on, verdicts are emitted once the quarantine answered.
+func waitVerdict(t *testing.T, out *sink, ok func(event.Event) bool) event.Event {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, v := range out.verdicts() {
+			if ok(v) {
+				return v
+			}
+		}
+	}
+	t.Fatalf("no such verdict within 5s: %+v", out.verdicts())
+	return event.Event{}
 }
