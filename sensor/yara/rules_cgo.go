@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"sync"
 	"time"
 
 	goyara "github.com/hillu/go-yara/v4"
@@ -33,6 +34,11 @@ type Rules struct {
 	r        *goyara.Rules
 	n        int
 	warnings []Problem
+	// scanners are reused across scans, as the yara CLI keeps one per
+	// thread: creating and destroying one per file was a fixed cost on
+	// every file of a sweep. A scanner dropped by the pool is destroyed by
+	// go-yara's finalizer.
+	scanners sync.Pool
 }
 
 // Len is the number of rules.
@@ -119,11 +125,16 @@ func (c *collector) RuleMatching(_ *goyara.ScanContext, r *goyara.Rule) (bool, e
 }
 
 func (r *Rules) scan(x Externals, timeout time.Duration, run func(s *goyara.Scanner) error) ([]Match, error) {
-	s, err := goyara.NewScanner(r.r)
-	if err != nil {
-		return nil, fmt.Errorf("yara scanner: %w", err)
+	s, _ := r.scanners.Get().(*goyara.Scanner)
+	if s == nil {
+		var err error
+		if s, err = goyara.NewScanner(r.r); err != nil {
+			return nil, fmt.Errorf("yara scanner: %w", err)
+		}
 	}
-	defer s.Destroy()
+	// Every external is defined again below and the callback replaced:
+	// nothing of the previous scan carries over.
+	defer r.scanners.Put(s)
 	for k, v := range x.vars() {
 		if err := s.DefineVariable(k, v); err != nil {
 			return nil, fmt.Errorf("set external %s: %w", k, err)

@@ -136,10 +136,13 @@ func sweepFile(r *Rules, p string, so SweepOptions, own *owners) (Result, error)
 		f.Close()
 		return res, fmt.Errorf("%s (%d bytes): %w", p, fi.Size(), ErrTooLarge)
 	}
+	defer f.Close()
 	head := make([]byte, 8)
 	n, _ := io.ReadFull(f, head)
-	f.Close()
-	ms, err := r.ScanFile(p, FileExternals(p, head[:n], own.name(fi)), so.Timeout)
+	// Scan the file opened and checked above, not the path again: no
+	// second open, and no window in which the path could become a FIFO
+	// libyara would block on.
+	ms, err := r.ScanFD(f.Fd(), FileExternals(p, head[:n], own.name(fi)), so.Timeout)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", p, err)
 	}
