@@ -58,12 +58,12 @@ type Result struct {
 	Lost []benchproc.SeriesDelta
 	// Seen sums what the sensor observed during the workloads: file events
 	// per action and events through the detectors.
-	Seen []benchproc.SeriesDelta
-	Backend       string // process source backend
-	FileBackend   string
-	Args          []string // the sensor's arguments after the binary
-	Gzip          string   // the gzip program used
-	FS            string   // file system type of the watched folder
+	Seen        []benchproc.SeriesDelta
+	Backend     string // process source backend
+	FileBackend string
+	Args        []string // the sensor's arguments after the binary
+	Gzip        string   // the gzip program used
+	FS          string   // file system type of the watched folder
 }
 
 // lossMetrics are the sensor's counters of dropped or overflowed events.

@@ -189,7 +189,7 @@ func TestPartialEncryptorIsStoppedAfterOneFile(t *testing.T) {
 			files := corpus(t, dir, 40)
 			out := run(t, dir, nil)
 			err := exec.Command(py, "-c", partialEncryptor, dir, mode).Run()
-					killedBySIGKILL(t, "encryptor", err)
+			killedBySIGKILL(t, "encryptor", err)
 			if n := lost(files); n > 1 {
 				t.Errorf("%d files lost, want at most 1", n)
 			}
