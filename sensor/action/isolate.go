@@ -150,3 +150,11 @@ func (e *Executor) Isolated() bool {
 	defer e.mu.Unlock()
 	return e.st.Isolation != nil
 }
+
+// ProbeIsolation checks that host isolation can work here: the kernel's
+// nftables answers over netlink (tillwatch-sensor check). It changes
+// nothing.
+func ProbeIsolation() error {
+	_, err := isolationPresent()
+	return err
+}

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
+	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/privilege"
 	"github.com/tillwatch/tillwatch/sensor/process"
@@ -54,14 +55,15 @@ func Run(cfg config.Config, _ *slog.Logger) Report {
 	}
 	r.add("process polling (gopsutil)", true, "fallback: processes shorter than the poll interval may be missed")
 
-	fa := probeFanotify()
-	r.add("fanotify", fa == nil, detail(fa, "file activity with the acting process (used by the file-activity feature)"))
+	fa, fd := probeFanotify(cfg.Watch)
+	r.add("fanotify", fa, fd)
 	if yarascan.Enabled {
 		r.add("yara", true, "compiled in, libyara "+yarascan.Version())
 	} else {
 		r.add("yara", false, "off: built without cgo (YARA scanning disabled)")
 	}
-	r.add("nftables", false, "not in this build yet (host isolation)")
+	nft := action.ProbeIsolation()
+	r.add("nftables", nft == nil, detail(nft, "host isolation by kill-switch (table inet tillwatch)"))
 
 	caps, err := privilege.Effective(cfg.Process.ProcRoot)
 	switch {

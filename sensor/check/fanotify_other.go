@@ -2,6 +2,6 @@
 
 package check
 
-import "errors"
-
-func probeFanotify() error { return errors.ErrUnsupported }
+func probeFanotify([]string) (bool, string) {
+	return false, "not on this OS (file activity uses fsnotify: no acting process, nothing stopped)"
+}
