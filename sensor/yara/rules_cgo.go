@@ -10,6 +10,7 @@ package yara
 import "C"
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -109,7 +110,27 @@ func Compile(srcs []Source) (*Rules, error) {
 	if err != nil {
 		return nil, fmt.Errorf("yara: %w", err)
 	}
+	r = compactRules(r)
 	return &Rules{r: r, n: len(r.GetRules()), warnings: warnings}, nil
+}
+
+// compactRules returns r saved and loaded again. Rules straight from the
+// compiler keep the compiler's arena, about 9 MB of touched memory for any
+// rule set, five rules or five hundred: a quarter of an idle sensor's
+// resident memory. Loaded from their own 40 KB serialisation they take what
+// they need. If the round trip fails, r is kept as it is.
+func compactRules(r *goyara.Rules) *goyara.Rules {
+	var buf bytes.Buffer
+	if err := r.Write(&buf); err != nil {
+		return r
+	}
+	loaded, err := goyara.ReadRules(&buf)
+	if err != nil {
+		return r
+	}
+	r.Destroy()
+	releaseCHeap()
+	return loaded
 }
 
 // collector gathers matches in the scan callback.

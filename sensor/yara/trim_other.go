@@ -1,0 +1,6 @@
+//go:build cgo && !linux
+
+package yara
+
+// releaseCHeap: nothing to give back without glibc.
+func releaseCHeap() {}
