@@ -6,11 +6,11 @@ package ingest
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -127,32 +127,28 @@ func readLine(br *bufio.Reader, buf *[]byte) (line []byte, tooLong bool, n int, 
 // returned Doc carries EventID when one could be read, for the rejection.
 func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 	var doc store.Doc
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.UseNumber() // keep numbers exactly as sent
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return doc, fmt.Errorf("not a JSON object: %s", oneLine(err.Error()))
+	doc.Ingested = now.UTC()
+	fields, out, err := rewrite(line, doc.Ingested.Format(time.RFC3339Nano))
+	if f, ok := fields["event.id"]; ok && f.kind == '"' && validID(f.str) {
+		doc.EventID = f.str // for the rejection, even when the line is refused
 	}
-	if m == nil {
-		return doc, errors.New("not a JSON object")
+	if err != nil {
+		return doc, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return doc, errors.New("trailing data after the JSON object")
-	}
+	doc.EventID = ""
 
 	var errs []string
 	str := func(path string) string {
-		v, ok := lookup(m, path)
+		f, ok := fields[path]
 		if !ok {
 			errs = append(errs, path+" is required")
 			return ""
 		}
-		s, ok := v.(string)
-		if !ok || s == "" {
+		if f.kind != '"' || f.str == "" {
 			errs = append(errs, path+" must be a non-empty string")
 			return ""
 		}
-		return s
+		return f.str
 	}
 	doc.EventID = str("event.id")
 	if doc.EventID != "" && !validID(doc.EventID) {
@@ -174,20 +170,17 @@ func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 	if doc.HostID != "" && doc.HostID != hostID {
 		errs = append(errs, fmt.Sprintf("host.id %q does not match the credential's host", truncate(doc.HostID)))
 	}
-	if v, ok := lookup(m, "event.dataset"); ok {
-		doc.Dataset, _ = v.(string)
+	if f, ok := fields["event.dataset"]; ok && f.kind == '"' {
+		doc.Dataset = f.str
 	}
-	if v, ok := lookup(m, "event.severity"); ok {
-		if n, ok := v.(json.Number); ok {
-			if i, err := n.Int64(); err == nil && i >= 0 && i <= 100 {
-				doc.Severity = int(i)
-			}
+	if f, ok := fields["event.severity"]; ok && f.kind == '0' {
+		if i, err := strconv.ParseInt(f.str, 10, 64); err == nil && i >= 0 && i <= 100 {
+			doc.Severity = int(i)
 		}
 	}
-	if v, ok := lookup(m, "event.sequence"); ok {
-		n, isNum := v.(json.Number)
-		i, err := n.Int64()
-		if !isNum || err != nil || i < 0 {
+	if f, ok := fields["event.sequence"]; ok {
+		i, err := strconv.ParseInt(f.str, 10, 64)
+		if f.kind != '0' || err != nil || i < 0 {
 			errs = append(errs, "event.sequence must be a non-negative integer")
 		} else {
 			doc.Sequence = i
@@ -206,47 +199,8 @@ func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 	if len(errs) > 0 {
 		return doc, errors.New(strings.Join(errs, "; "))
 	}
-
-	doc.Ingested = now.UTC()
-	setIngested(m, doc.Ingested.Format(time.RFC3339Nano))
-	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false) // command lines keep their < > & readable
-	if err := enc.Encode(m); err != nil {
-		return doc, fmt.Errorf("re-encode: %w", err)
-	}
-	doc.JSON = bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+	doc.JSON = out
 	return doc, nil
-}
-
-// lookup finds a dotted ECS path in a document that may use nested objects
-// ({"event":{"id":…}}), dotted keys ({"event.id":…}) or a mix of both.
-func lookup(m map[string]any, path string) (any, bool) {
-	if v, ok := m[path]; ok {
-		return v, true
-	}
-	for i := 0; i < len(path); i++ {
-		if path[i] != '.' {
-			continue
-		}
-		sub, ok := m[path[:i]].(map[string]any)
-		if !ok {
-			continue
-		}
-		if v, ok := lookup(sub, path[i+1:]); ok {
-			return v, true
-		}
-	}
-	return nil, false
-}
-
-// setIngested sets event.ingested where the document keeps its event group.
-func setIngested(m map[string]any, ts string) {
-	if ev, ok := m["event"].(map[string]any); ok {
-		ev["ingested"] = ts
-		return
-	}
-	m["event.ingested"] = ts
 }
 
 func validID(s string) bool {

@@ -82,6 +82,56 @@ func TestParseLineKeepsDocument(t *testing.T) {
 	}
 }
 
+// TestParseLineRewritesSafely: the stored document is the sent one, in its
+// order and with its numbers as sent, plus the collector's event.ingested;
+// what could make a later reader see another document than the collector
+// checked is refused.
+func TestParseLineRewritesSafely(t *testing.T) {
+	t.Parallel()
+	head := `{"@timestamp":"2025-05-01T09:59:00Z",`
+	refused := []struct {
+		name, line, wantErr string
+	}{
+		{"duplicate host", head + `"event":{"id":"x","kind":"event"},"host":{"id":"till-2"},"host":{"id":"till-1"}}`, "duplicate"},
+		{"duplicate deep", head + `"event":{"id":"x","kind":"event"},"host":{"id":"till-1"},"process":{"pid":1,"pid":2}}`, "duplicate"},
+		{"duplicate in an array", head + `"event":{"id":"x","kind":"event"},"host":{"id":"till-1"},"a":[{"k":1,"k":2}]}`, "duplicate"},
+		{"one field in two forms", head + `"event":{"id":"x","kind":"event"},"event.id":"y","host":{"id":"till-1"}}`, "event.id is given twice"},
+		{"host in two forms", head + `"event":{"id":"x","kind":"event"},"host":{"id":"till-2"},"host.id":"till-1"}`, "host.id is given twice"},
+		{"\\x is not a JSON escape", head + `"event":{"id":"x","kind":"event"},"host":{"id":"till-1"},"m":"` + `\xff` + `"}`, ""},
+		{"raw invalid UTF-8", head + `"event":{"id":"x","kind":"event"},"host":{"id":"till-1"},"m":"` + "\xff" + `"}`, "invalid JSON"},
+	}
+	for _, tc := range refused {
+		_, err := ParseLine([]byte(tc.line), "till-1", now)
+		if tc.wantErr == "" {
+			if err == nil || !strings.Contains(err.Error(), "invalid JSON") {
+				t.Errorf("%s: err = %v, want invalid JSON (\\x is not a JSON escape)", tc.name, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.wantErr)
+		}
+	}
+
+	sent := head + `"event":{"id":"x","kind":"event","ingested":"1999-01-01T00:00:00Z"},"host":{"id":"till-1"},"file":{"size":12345678901234567890,"mtime":1.50}}`
+	doc, err := ParseLine([]byte(sent), "till-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := head + `"event":{"id":"x","kind":"event","ingested":"` + now.Format(time.RFC3339Nano) + `"},"host":{"id":"till-1"},"file":{"size":12345678901234567890,"mtime":1.50}}`
+	if string(doc.JSON) != want {
+		t.Errorf("stored\n%s\nwant\n%s", doc.JSON, want)
+	}
+	// No event object: the collector's field is a dotted member at the end.
+	doc, err = ParseLine([]byte(`{"@timestamp":"2025-05-01T09:59:00Z","event.id":"e","event.kind":"state","event.ingested":"x","host.id":"till-1"}`), "till-1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"@timestamp":"2025-05-01T09:59:00Z","event.id":"e","event.kind":"state","host.id":"till-1","event.ingested":"` + now.Format(time.RFC3339Nano) + `"}`; string(doc.JSON) != want {
+		t.Errorf("stored\n%s\nwant\n%s", doc.JSON, want)
+	}
+}
+
 func TestParseBatch(t *testing.T) {
 	t.Parallel()
 	big := `{"pad":"` + strings.Repeat("x", api.MaxEventBytes) + `"}`
@@ -166,4 +216,25 @@ func FuzzIngestLine(f *testing.F) {
 			t.Fatalf("re-parse changed identity: %+v vs %+v", again, doc)
 		}
 	})
+}
+
+// lookup finds a dotted ECS path in a document that may use nested objects
+// ({"event":{"id":…}}), dotted keys ({"event.id":…}) or a mix of both.
+func lookup(m map[string]any, path string) (any, bool) {
+	if v, ok := m[path]; ok {
+		return v, true
+	}
+	for i := 0; i < len(path); i++ {
+		if path[i] != '.' {
+			continue
+		}
+		sub, ok := m[path[:i]].(map[string]any)
+		if !ok {
+			continue
+		}
+		if v, ok := lookup(sub, path[i+1:]); ok {
+			return v, true
+		}
+	}
+	return nil, false
 }
