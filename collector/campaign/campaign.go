@@ -182,6 +182,11 @@ func (d *Detector) Observe(docs []store.Doc) {
 		if doc.Kind != event.KindAlert || doc.Origin != store.OriginSensor {
 			continue
 		}
+		// What ingest already read decides most alerts without decoding
+		// the document again (12% of the collector's CPU at full ingest).
+		if doc.Ruleset == event.RulesetKillswitch || doc.Severity < d.o.Policy.MinSeverity {
+			continue
+		}
 		var a alertFields
 		if json.Unmarshal(doc.JSON, &a) != nil || a.Host.ID == "" {
 			continue

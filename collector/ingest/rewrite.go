@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -27,6 +28,10 @@ var wanted = map[string]bool{
 // ingestedPath is the field the collector sets on every document.
 const ingestedPath = "event.ingested"
 
+// deep stands for the path of any member more than two components down:
+// none of them is read or rewritten.
+const deep = "\x00deep"
+
 // rewrite copies one JSON object token by token, in its own member order
 // and with its numbers exactly as sent, and on the way
 //   - refuses duplicate member names at any depth, and a wanted field given
@@ -46,7 +51,9 @@ func rewrite(line []byte, ingested string) (map[string]field, []byte, error) {
 	dec := jsontext.NewDecoder(bytes.NewReader(line))
 	var out bytes.Buffer
 	out.Grow(len(line) + 64)
-	enc := jsontext.NewEncoder(&out)
+	// The decoder has refused duplicate names and invalid UTF-8 already;
+	// the encoder need not check the same bytes again.
+	enc := jsontext.NewEncoder(&out, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	if dec.PeekKind() != '{' {
 		_, err := dec.ReadToken()
 		if err == nil {
@@ -83,9 +90,14 @@ func (r *rewriter) object(prefix string) error {
 		if err != nil {
 			return invalid(err)
 		}
-		full := name.String()
-		if prefix != "" {
-			full = prefix + "." + full
+		// Every checked path has at most two components, so below that
+		// depth no path is built (deep marks "further down").
+		full := deep
+		switch {
+		case prefix == "":
+			full = name.String()
+		case prefix != deep && !strings.Contains(prefix, "."):
+			full = prefix + "." + name.String()
 		}
 		if full == ingestedPath { // the collector's own field: the sender's is dropped
 			if _, err := r.dec.ReadValue(); err != nil {
