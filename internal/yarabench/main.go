@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -32,8 +33,22 @@ func main() {
 	size := flag.Int("size", 100<<10, "bytes per file")
 	threads := flag.Int("threads", runtime.NumCPU(), "scan threads for both scanners")
 	runs := flag.Int("runs", 3, "timed runs of each scanner (the best counts)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this program (tillwatch's sweep runs in it; the CLI does not) to FILE")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "yarabench: "+err.Error())
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "yarabench: "+err.Error())
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*out, *files, *size, *threads, *runs); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "yarabench: "+err.Error())
 		os.Exit(1)
 	}
