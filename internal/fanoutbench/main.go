@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/client"
@@ -37,8 +38,9 @@ func main() {
 	out := flag.String("out", "docs/benchmarks.md", "markdown file whose fan-out section is replaced (\"\" prints only)")
 	sizes := flag.String("sensors", "1000,10000", "fleet sizes, comma-separated")
 	runs := flag.Int("runs", 5, "campaigns per fleet size")
+	collector := flag.String("collector", "", "a tillwatch-collector binary, or a wrapper running internal/profcollector (default: go build ./cmd/tillwatch-collector into a temp dir)")
 	flag.Parse()
-	if err := run(*out, *sizes, *runs); err != nil {
+	if err := run(*out, *sizes, *runs, *collector); err != nil {
 		fmt.Fprintln(os.Stderr, "fanoutbench:", err)
 		os.Exit(1)
 	}
@@ -51,14 +53,17 @@ type sizeResult struct {
 	p50Ack, p99Ack time.Duration   // over every acknowledgement of every campaign
 }
 
-func run(out, sizes string, runs int) error {
-	bin, err := os.MkdirTemp("", "fanoutbench-bin-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(bin)
-	if err := buildCollector(bin, "."); err != nil {
-		return err
+func run(out, sizes string, runs int, collectorBin string) error {
+	if collectorBin == "" {
+		bin, err := os.MkdirTemp("", "fanoutbench-bin-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(bin)
+		if err := buildCollector(bin, "."); err != nil {
+			return err
+		}
+		collectorBin = filepath.Join(bin, "tillwatch-collector")
 	}
 	var results []sizeResult
 	for _, f := range strings.Split(sizes, ",") {
@@ -66,7 +71,7 @@ func run(out, sizes string, runs int) error {
 		if err != nil || n < 3 {
 			return fmt.Errorf("-sensors: %q is not a fleet size of at least 3", f)
 		}
-		r, err := measure(filepath.Join(bin, "tillwatch-collector"), n, runs)
+		r, err := measure(collectorBin, n, runs)
 		if err != nil {
 			return fmt.Errorf("%d sensors: %w", n, err)
 		}
@@ -117,6 +122,10 @@ log: {level: warn}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	coll := exec.CommandContext(ctx, collectorBin, "run", "-c", cfg, "--data", data, "--listen", addr)
+	// Stopped as an operator would (SIGTERM), so that a profiling wrapper
+	// (-collector) writes its profile; killed if it does not stop.
+	coll.Cancel = func() error { return coll.Process.Signal(syscall.SIGTERM) }
+	coll.WaitDelay = 20 * time.Second
 	var collLog bytes.Buffer
 	coll.Stdout, coll.Stderr = &collLog, &collLog
 	if err := coll.Start(); err != nil {
