@@ -4,9 +4,20 @@
 package benchdoc
 
 import (
+	"fmt"
 	"os"
 	"strings"
 )
+
+// Publish prints section on standard output and, unless path is "",
+// writes it into its section of the markdown file at path (WriteSection).
+func Publish(path, heading, section string) error {
+	fmt.Print(section)
+	if path == "" {
+		return nil
+	}
+	return WriteSection(path, heading, section)
+}
 
 // WriteSection replaces the section that starts with the line heading
 // ("## Name") in the markdown file at path, up to the next "## " heading,

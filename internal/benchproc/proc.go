@@ -118,6 +118,21 @@ func Build(dir string, args []string, pkgs ...string) error {
 	return nil
 }
 
+// BuildCollector builds tillwatch-collector into a new temporary folder,
+// for the benchmarks that run the real collector; cleanup removes it.
+func BuildCollector() (path string, cleanup func(), err error) {
+	dir, err := os.MkdirTemp("", "tillwatch-bench-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	if err := Build(dir, nil, "github.com/tillwatch/tillwatch/cmd/tillwatch-collector"); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return filepath.Join(dir, "tillwatch-collector"), cleanup, nil
+}
+
 // Metrics is one scrape of a Prometheus text endpoint: every series
 // ("name{labels}") and its value.
 type Metrics map[string]float64

@@ -55,15 +55,12 @@ type sizeResult struct {
 
 func run(out, sizes string, runs int, collectorBin string) error {
 	if collectorBin == "" {
-		bin, err := os.MkdirTemp("", "fanoutbench-bin-")
+		path, cleanup, err := benchproc.BuildCollector()
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(bin)
-		if err := buildCollector(bin, "."); err != nil {
-			return err
-		}
-		collectorBin = filepath.Join(bin, "tillwatch-collector")
+		defer cleanup()
+		collectorBin = path
 	}
 	var results []sizeResult
 	for _, f := range strings.Split(sizes, ",") {
@@ -80,22 +77,7 @@ func run(out, sizes string, runs int, collectorBin string) error {
 			n, pct(r.lastAck, 50), pct(r.lastAck, 99), r.p50Ack, r.p99Ack)
 	}
 	section := render(results, runs)
-	fmt.Print(section)
-	if out == "" {
-		return nil
-	}
-	return benchdoc.WriteSection(out, heading, section)
-}
-
-// buildCollector builds tillwatch-collector into dir from the module at root.
-func buildCollector(dir, root string) error {
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "./cmd/tillwatch-collector")
-	build.Dir = root
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build the collector: %w", err)
-	}
-	return nil
+	return benchdoc.Publish(out, heading, section)
 }
 
 func measure(collectorBin string, n, runs int) (sizeResult, error) {

@@ -3,9 +3,10 @@
 package main
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/benchproc"
 )
 
 // TestShortRun keeps the benchmark from rotting: a campaign on a fleet of
@@ -16,11 +17,12 @@ func TestShortRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the collector")
 	}
-	bin := t.TempDir()
-	if err := buildCollector(bin, filepath.Join("..", "..")); err != nil {
+	collector, cleanup, err := benchproc.BuildCollector()
+	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := measure(filepath.Join(bin, "tillwatch-collector"), 20, 1)
+	t.Cleanup(cleanup)
+	r, err := measure(collector, 20, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

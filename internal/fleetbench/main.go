@@ -56,15 +56,12 @@ func main() {
 
 func run(ctx context.Context, out string, o Options) error {
 	if o.Collector == "" {
-		bin, err := os.MkdirTemp("", "fleetbench-bin-")
+		path, cleanup, err := benchproc.BuildCollector()
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(bin)
-		if err := benchproc.Build(bin, nil, "./cmd/tillwatch-collector"); err != nil {
-			return err
-		}
-		o.Collector = filepath.Join(bin, "tillwatch-collector")
+		defer cleanup()
+		o.Collector = path
 	}
 	load0 := benchproc.LoadAvg("/proc")
 	r, err := Measure(ctx, o)
@@ -72,11 +69,7 @@ func run(ctx context.Context, out string, o Options) error {
 		return err
 	}
 	section := report(r, o, load0, benchproc.LoadAvg("/proc"))
-	fmt.Print(section)
-	if out == "" {
-		return nil
-	}
-	return benchdoc.WriteSection(out, heading, section)
+	return benchdoc.Publish(out, heading, section)
 }
 
 func report(r Result, o Options, load0, load1 string) string {

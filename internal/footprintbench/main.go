@@ -112,11 +112,7 @@ func run(ctx context.Context, out string, o Options, where []string) error {
 		ps = append(ps, placement{w, r})
 	}
 	section := report(ps, o)
-	fmt.Print(section)
-	if out == "" {
-		return nil
-	}
-	return benchdoc.WriteSection(out, heading, section)
+	return benchdoc.Publish(out, heading, section)
 }
 
 // measureTo is the inner run in the PID namespace.

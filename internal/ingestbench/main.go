@@ -69,15 +69,12 @@ func main() {
 
 func run(ctx context.Context, out string, o Options, cpuprofile string) error {
 	if o.Collector == "" {
-		bin, err := os.MkdirTemp("", "ingestbench-bin-")
+		path, cleanup, err := benchproc.BuildCollector()
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(bin)
-		if err := benchproc.Build(bin, nil, "./cmd/tillwatch-collector"); err != nil {
-			return err
-		}
-		o.Collector = filepath.Join(bin, "tillwatch-collector")
+		defer cleanup()
+		o.Collector = path
 	}
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
@@ -99,11 +96,7 @@ func run(ctx context.Context, out string, o Options, cpuprofile string) error {
 		fmt.Fprintln(os.Stderr, "ingestbench: Elasticsearch part skipped: "+r.ESSkipped)
 	}
 	section := report(r, o, load0, benchproc.LoadAvg("/proc"))
-	fmt.Print(section)
-	if out == "" {
-		return nil
-	}
-	return benchdoc.WriteSection(out, heading, section)
+	return benchdoc.Publish(out, heading, section)
 }
 
 func row(r Run) string {

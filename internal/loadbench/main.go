@@ -68,11 +68,7 @@ func run(ctx context.Context, out string, o Options) error {
 		return err
 	}
 	section := report(r, o, load0, benchproc.LoadAvg("/proc"))
-	fmt.Print(section)
-	if out == "" {
-		return nil
-	}
-	return benchdoc.WriteSection(out, heading, section)
+	return benchdoc.Publish(out, heading, section)
 }
 
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s" }

@@ -196,8 +196,7 @@ func (b *bench) run(out string, benignOnly bool) error {
 		}
 	}
 	section := b.report(configs, results, benign)
-	fmt.Print(section)
-	return benchdoc.WriteSection(out, "## Ransomware: files lost", section)
+	return benchdoc.Publish(out, "## Ransomware: files lost", section)
 }
 
 // nsEnv marks the copy of this program running in its own PID namespace.

@@ -185,8 +185,7 @@ func run(outPath string, runs, warmup int, hold time.Duration, keep string) erro
 		}
 	}
 	section := report(samples, runs, warmup, missed, hold, lossNote)
-	fmt.Print(section)
-	return benchdoc.WriteSection(outPath, heading, section)
+	return benchdoc.Publish(outPath, heading, section)
 }
 
 func report(ss []sample, runs, warmup, missed int, hold time.Duration, lossNote string) string {
