@@ -19,7 +19,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -77,15 +76,11 @@ func run(ctx context.Context, out string, o Options, cpuprofile string) error {
 		o.Collector = path
 	}
 	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
+		stop, err := benchproc.StartCPUProfile(cpuprofile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	load0 := benchproc.LoadAvg("/proc")
 	r, err := Measure(ctx, o)

@@ -11,26 +11,21 @@ package main
 import (
 	"fmt"
 	"os"
-	"runtime/pprof"
 
 	"github.com/tillwatch/tillwatch/collector/app"
+	"github.com/tillwatch/tillwatch/internal/benchproc"
 )
 
 func main() {
 	args := os.Args[1:]
 	if len(args) >= 2 && args[0] == "-cpuprofile" {
-		f, err := os.Create(args[1])
+		stop, err := benchproc.StartCPUProfile(args[1])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "profcollector: "+err.Error())
 			os.Exit(1)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "profcollector: "+err.Error())
-			os.Exit(1)
-		}
 		code := app.Main(args[2:], os.Stdout, os.Stderr)
-		pprof.StopCPUProfile()
-		f.Close()
+		stop()
 		os.Exit(code)
 	}
 	os.Exit(app.Main(args, os.Stdout, os.Stderr))

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tillwatch/tillwatch/internal/benchproc"
 	"github.com/tillwatch/tillwatch/internal/logging"
 	"github.com/tillwatch/tillwatch/sensor/agent"
 	"github.com/tillwatch/tillwatch/sensor/config"
@@ -70,15 +71,11 @@ func run(cfg config.Config, cpu, mem string) error {
 		return err
 	}
 	if cpu != "" {
-		f, err := os.Create(cpu)
+		stop, err := benchproc.StartCPUProfile(cpu)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

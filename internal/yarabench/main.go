@@ -17,11 +17,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/tillwatch/tillwatch/internal/benchproc"
 	"github.com/tillwatch/tillwatch/sensor/yara"
 
 	"github.com/tillwatch/tillwatch/internal/benchdoc"
@@ -35,20 +35,17 @@ func main() {
 	runs := flag.Int("runs", 3, "timed runs of each scanner (the best counts)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this program (tillwatch's sweep runs in it; the CLI does not) to FILE")
 	flag.Parse()
+	stop := func() {}
 	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
+		var err error
+		if stop, err = benchproc.StartCPUProfile(*cpuprofile); err != nil {
 			fmt.Fprintln(os.Stderr, "yarabench: "+err.Error())
 			os.Exit(1)
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(os.Stderr, "yarabench: "+err.Error())
-			os.Exit(1)
-		}
-		defer pprof.StopCPUProfile()
 	}
-	if err := run(*out, *files, *size, *threads, *runs); err != nil {
-		pprof.StopCPUProfile()
+	err := run(*out, *files, *size, *threads, *runs)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "yarabench: "+err.Error())
 		os.Exit(1)
 	}
