@@ -4,6 +4,8 @@
 # Go's fuzzing coordinator can fail a run with a bare "context deadline
 # exceeded" when a duration -fuzztime expires while a worker is mid-call
 # (golang/go#75804): no input failed, nothing is written to testdata/fuzz.
+# CI's fuzz-short therefore passes a count (50000x), which has no deadline;
+# this retry is for duration runs such as `make fuzz` (2m each).
 # A real finding always writes "Failing input written to ..." and fails
 # here at once; a bare deadline failure is retried once, and only a second
 # one in a row fails the run, so the short CI fuzzing stays a real gate.
