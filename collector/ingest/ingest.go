@@ -47,6 +47,7 @@ type Result struct {
 func ParseBatch(r io.Reader, hostID string, now time.Time) (Result, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var (
+		rw    rewriter
 		res   Result
 		total int
 		lines int
@@ -72,7 +73,7 @@ func ParseBatch(r io.Reader, hostID string, now time.Time) (Result, error) {
 				Error: fmt.Sprintf("event larger than %d bytes", api.MaxEventBytes)})
 		case len(bytes.TrimSpace(line)) > 0:
 			seen++
-			doc, err := ParseLine(line, hostID, now)
+			doc, err := rw.parseLine(line, hostID, now)
 			if err != nil {
 				res.Rejected = append(res.Rejected, api.Rejection{Line: lines, EventID: doc.EventID, Error: err.Error()})
 			} else {
@@ -126,10 +127,19 @@ func readLine(br *bufio.Reader, buf *[]byte) (line []byte, tooLong bool, n int, 
 // returns it ready to store, with event.ingested set to now. On error the
 // returned Doc carries EventID when one could be read, for the rejection.
 func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
+	var r rewriter
+	return r.parseLine(line, hostID, now)
+}
+
+// parseLine is ParseLine with the buffers of a batch.
+func (r *rewriter) parseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 	var doc store.Doc
 	doc.Ingested = now.UTC()
-	fields, out, err := rewrite(line, doc.Ingested.Format(time.RFC3339Nano))
-	if f, ok := fields["event.id"]; ok && f.kind == '"' && validID(f.str) {
+	if r.ingested == "" || !r.ingestedAt.Equal(doc.Ingested) {
+		r.ingestedAt, r.ingested = doc.Ingested, doc.Ingested.Format(time.RFC3339Nano)
+	}
+	fields, out, err := r.rewrite(line, r.ingested)
+	if f := fields[fEventID]; f.set && f.kind == '"' && validID(f.str) {
 		doc.EventID = f.str // for the rejection, even when the line is refused
 	}
 	if err != nil {
@@ -138,47 +148,47 @@ func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 	doc.EventID = ""
 
 	var errs []string
-	str := func(path string) string {
-		f, ok := fields[path]
-		if !ok {
-			errs = append(errs, path+" is required")
+	str := func(i int) string {
+		f := fields[i]
+		if !f.set {
+			errs = append(errs, fieldName[i]+" is required")
 			return ""
 		}
 		if f.kind != '"' || f.str == "" {
-			errs = append(errs, path+" must be a non-empty string")
+			errs = append(errs, fieldName[i]+" must be a non-empty string")
 			return ""
 		}
 		return f.str
 	}
-	doc.EventID = str("event.id")
+	doc.EventID = str(fEventID)
 	if doc.EventID != "" && !validID(doc.EventID) {
 		errs = append(errs, fmt.Sprintf("event.id must be printable and at most %d bytes", maxIDLen))
 		doc.EventID = ""
 	}
-	doc.Kind = str("event.kind")
+	doc.Kind = str(fEventKind)
 	if doc.Kind != "" && !slices.Contains(kinds, doc.Kind) {
 		errs = append(errs, fmt.Sprintf("event.kind %q is not an ECS kind", truncate(doc.Kind)))
 	}
-	if ts := str("@timestamp"); ts != "" {
+	if ts := str(fTimestamp); ts != "" {
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
 			errs = append(errs, "@timestamp must be RFC 3339")
 		}
 		doc.Timestamp = t
 	}
-	doc.HostID = str("host.id")
+	doc.HostID = str(fHostID)
 	if doc.HostID != "" && doc.HostID != hostID {
 		errs = append(errs, fmt.Sprintf("host.id %q does not match the credential's host", truncate(doc.HostID)))
 	}
-	if f, ok := fields["event.dataset"]; ok && f.kind == '"' {
+	if f := fields[fEventDataset]; f.set && f.kind == '"' {
 		doc.Dataset = f.str
 	}
-	if f, ok := fields["event.severity"]; ok && f.kind == '0' {
+	if f := fields[fEventSeverity]; f.set && f.kind == '0' {
 		if i, err := strconv.ParseInt(f.str, 10, 64); err == nil && i >= 0 && i <= 100 {
 			doc.Severity = int(i)
 		}
 	}
-	if f, ok := fields["event.sequence"]; ok {
+	if f := fields[fEventSequence]; f.set {
 		i, err := strconv.ParseInt(f.str, 10, 64)
 		if f.kind != '0' || err != nil || i < 0 {
 			errs = append(errs, "event.sequence must be a non-negative integer")
@@ -187,11 +197,11 @@ func ParseLine(line []byte, hostID string, now time.Time) (store.Doc, error) {
 		}
 	}
 	if doc.Kind == event.KindAlert {
-		doc.RuleID = str("rule.id")
+		doc.RuleID = str(fRuleID)
 		if doc.RuleID != "" && !validID(doc.RuleID) {
 			errs = append(errs, fmt.Sprintf("rule.id must be printable and at most %d bytes", maxIDLen))
 		}
-		doc.Ruleset = str("rule.ruleset")
+		doc.Ruleset = str(fRuleRuleset)
 		if doc.Ruleset != "" && !slices.Contains(event.Rulesets, doc.Ruleset) {
 			errs = append(errs, "rule.ruleset must be one of "+strings.Join(event.Rulesets, ", "))
 		}

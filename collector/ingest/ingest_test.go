@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +133,38 @@ func TestParseLineRewritesSafely(t *testing.T) {
 	}
 }
 
+// TestParseLineDropsOnlyTheSendersIngested: the stored document is the sent
+// bytes with the sender's event.ingested cut out wherever and however it
+// was written, and the collector's written once, commas kept right.
+func TestParseLineDropsOnlyTheSendersIngested(t *testing.T) {
+	t.Parallel()
+	at := now.Format(time.RFC3339Nano)
+	ids := `"@timestamp":"2025-05-01T09:59:00Z","event.id":"e","event.kind":"state","host.id":"till-1"`
+	tests := []struct{ name, sent, want string }{
+		{"first member, dotted", `{"event.ingested":"x",` + ids + `}`, `{` + ids + `,"event.ingested":"` + at + `"}`},
+		{"only member of event", `{` + ids + `,"event":{"ingested":"x"}}`, `{` + ids + `,"event":{"ingested":"` + at + `"}}`},
+		{"first of event, spaced", `{` + ids + `, "event" : { "ingested" : "x" , "action" : "a" } }`,
+			`{` + ids + `, "event" : { "action" : "a" ,"ingested":"` + at + `"} }`},
+		{"escaped name", `{` + ids + `,"event\u002eingested":"x","b":1}`, `{` + ids + `,"b":1,"event.ingested":"` + at + `"}`},
+		{"both forms", `{"event.ingested":1,"event":{"action":"a","ingested":{"deep":[1]}},` + ids + `}`,
+			`{"event":{"action":"a","ingested":"` + at + `"},` + ids + `}`},
+		{"empty event object", `{` + ids + `,"event":{}}`, `{` + ids + `,"event":{"ingested":"` + at + `"}}`},
+		{"spaces around the document", " \t{" + ids + "}\r ", `{` + ids + `,"event.ingested":"` + at + `"}`},
+		{"an object named \"\" is not the document", `{` + ids + `,"":{"event.ingested":"x"}}`,
+			`{` + ids + `,"":{"event.ingested":"x"},"event.ingested":"` + at + `"}`},
+	}
+	for _, tc := range tests {
+		doc, err := ParseLine([]byte(tc.sent), "till-1", now)
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if string(doc.JSON) != tc.want {
+			t.Errorf("%s: stored\n%s\nwant\n%s", tc.name, doc.JSON, tc.want)
+		}
+	}
+}
+
 func TestParseBatch(t *testing.T) {
 	t.Parallel()
 	big := `{"pad":"` + strings.Repeat("x", api.MaxEventBytes) + `"}`
@@ -215,7 +248,50 @@ func FuzzIngestLine(f *testing.F) {
 		if again.EventID != doc.EventID || again.HostID != "till-1" || again.Kind != doc.Kind || !again.Timestamp.Equal(doc.Timestamp) {
 			t.Fatalf("re-parse changed identity: %+v vs %+v", again, doc)
 		}
+		// And it is the sent document, member for member, with only
+		// event.ingested changed: the collector's, once.
+		sent, stored := decodeLoose(t, line), decodeLoose(t, doc.JSON)
+		dropIngested(sent)
+		if n := dropIngested(stored); n != 1 {
+			t.Fatalf("stored doc has event.ingested %d times: %s", n, doc.JSON)
+		}
+		if !reflect.DeepEqual(sent, stored) {
+			t.Fatalf("stored doc differs from the sent one\nsent   %s\nstored %s", line, doc.JSON)
+		}
 	})
+}
+
+// decodeLoose decodes a document with encoding/json, numbers as sent.
+func decodeLoose(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	return m
+}
+
+// dropIngested removes event.ingested in both forms and says how many it
+// found holding the collector's time.
+func dropIngested(m map[string]any) int {
+	n := 0
+	if v, ok := m["event.ingested"]; ok {
+		if v == now.Format(time.RFC3339Nano) {
+			n++
+		}
+		delete(m, "event.ingested")
+	}
+	if ev, ok := m["event"].(map[string]any); ok {
+		if v, ok := ev["ingested"]; ok {
+			if v == now.Format(time.RFC3339Nano) {
+				n++
+			}
+			delete(ev, "ingested")
+		}
+	}
+	return n
 }
 
 // lookup finds a dotted ECS path in a document that may use nested objects

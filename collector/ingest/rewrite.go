@@ -5,181 +5,266 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"slices"
+	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
 
 // field is one scalar the collector reads from a document, captured while
-// the document is copied.
+// the document is checked.
 type field struct {
+	set  bool
 	kind jsontext.Kind // '"' string, '0' number, 't'/'f' bool, 'n' null, '{' object, '[' array
 	str  string        // the unquoted string, or the number's literal text
 }
 
-// wanted are the dotted paths ParseLine reads. A document may give them
-// nested ({"event":{"id":…}}), dotted ({"event.id":…}) or mixed; each must
-// appear once.
-var wanted = map[string]bool{
-	"@timestamp": true, "event.id": true, "event.kind": true, "event.dataset": true, "event.severity": true,
-	"event.sequence": true, "host.id": true, "rule.id": true, "rule.ruleset": true,
+// The dotted paths ParseLine reads, as indexes into fields. A document may
+// give them nested ({"event":{"id":…}}), dotted ({"event.id":…}) or mixed;
+// each must appear once.
+const (
+	fTimestamp = iota
+	fEventID
+	fEventKind
+	fEventDataset
+	fEventSeverity
+	fEventSequence
+	fHostID
+	fRuleID
+	fRuleRuleset
+	nFields
+)
+
+var wanted = map[string]int{
+	"@timestamp": fTimestamp, "event.id": fEventID, "event.kind": fEventKind, "event.dataset": fEventDataset,
+	"event.severity": fEventSeverity, "event.sequence": fEventSequence, "host.id": fHostID,
+	"rule.id": fRuleID, "rule.ruleset": fRuleRuleset,
 }
+
+// fieldName is wanted in reverse, for error messages.
+var fieldName = func() [nFields]string {
+	var n [nFields]string
+	for path, i := range wanted {
+		n[i] = path
+	}
+	return n
+}()
+
+type fields [nFields]field
 
 // ingestedPath is the field the collector sets on every document.
 const ingestedPath = "event.ingested"
 
-// deep stands for the path of any member more than two components down:
-// none of them is read or rewritten.
-const deep = "\x00deep"
+// edit replaces line[from:to] with text in the stored document.
+type edit struct {
+	from, to int
+	text     string
+}
 
-// rewrite copies one JSON object token by token, in its own member order
-// and with its numbers exactly as sent, and on the way
-//   - refuses duplicate member names at any depth, and a wanted field given
-//     twice in different forms: a document must not tell the collector one
-//     host.id and a later reader another;
-//   - refuses invalid UTF-8 and anything after the object;
-//   - captures the wanted fields;
-//   - drops any event.ingested the sender set and writes the collector's:
-//     inside the top-level "event" object when there is one, else as a
-//     dotted top-level member.
+// rewriter checks documents and rewrites their event.ingested. One per
+// batch: its decoder and buffers are reused from line to line.
+type rewriter struct {
+	dec    jsontext.Decoder
+	src    bytes.Buffer
+	line   []byte
+	fields fields
+	edits  []edit
+	path   []byte // the dotted path of the member being read
+	name   []byte // an unquoted member name with escapes
+	kept   int    // members kept in the object members last read
+
+	ingestedAt time.Time // the batch's event.ingested, and as text
+	ingested   string
+}
+
+// rewrite checks one JSON object and returns the fields ParseLine reads
+// and the document to store: the sent bytes, in their member order and
+// with their numbers and spacing as sent, with any event.ingested the
+// sender set removed and the collector's written inside the top-level
+// "event" object when there is one, else as a dotted top-level member.
+// It refuses
+//   - duplicate member names at any depth, and a read field given twice in
+//     different forms: a document must not tell the collector one host.id
+//     and a later reader another;
+//   - invalid UTF-8 and anything after the object.
 //
-// One pass of github.com/go-json-experiment/json's tokenizer replaces a
-// decode into maps and a re-encode that sorted every object's keys: that
-// pair was a third of the collector's CPU at full ingest (issue 9).
-func rewrite(line []byte, ingested string) (map[string]field, []byte, error) {
-	fields := map[string]field{}
-	dec := jsontext.NewDecoder(bytes.NewReader(line))
-	var out bytes.Buffer
-	out.Grow(len(line) + 64)
-	// The decoder has refused duplicate names and invalid UTF-8 already;
-	// the encoder need not check the same bytes again.
-	enc := jsontext.NewEncoder(&out, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
-	if dec.PeekKind() != '{' {
-		_, err := dec.ReadToken()
+// The document is checked by one pass of github.com/go-json-experiment/json's
+// tokenizer and stored as edits of the sent bytes: decoding into maps and
+// re-encoding with sorted keys was a third of the collector's CPU at full
+// ingest (issue 9), and re-encoding token by token still a third of what
+// was left.
+func (r *rewriter) rewrite(line []byte, ingested string) (*fields, []byte, error) {
+	r.fields = fields{}
+	r.edits = r.edits[:0]
+	r.line = line
+	r.src = *bytes.NewBuffer(line) // read in place, without a copy
+	r.dec.Reset(&r.src)
+	if r.dec.PeekKind() != '{' {
+		_, err := r.dec.ReadToken()
 		if err == nil {
 			err = errors.New("not an object")
 		}
-		return fields, nil, fmt.Errorf("not a JSON object: %s", oneLine(err.Error()))
+		return &r.fields, nil, fmt.Errorf("not a JSON object: %s", oneLine(err.Error()))
 	}
-	r := rewriter{dec: dec, enc: enc, fields: fields, ingested: ingested}
-	if err := r.object(""); err != nil {
-		return fields, nil, err
+	if _, err := r.dec.ReadToken(); err != nil {
+		return &r.fields, nil, invalid(err)
 	}
-	if _, err := dec.ReadToken(); !errors.Is(err, io.EOF) {
-		return fields, nil, errors.New("trailing data after the JSON object")
+	start := int(r.dec.InputOffset()) - 1
+	eventEnd, eventKept, err := r.members(nil, true, ingested)
+	if err != nil {
+		return &r.fields, nil, err
 	}
-	return fields, bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
+	end := int(r.dec.InputOffset())
+	if _, err := r.dec.ReadToken(); !errors.Is(err, io.EOF) {
+		return &r.fields, nil, errors.New("trailing data after the JSON object")
+	}
+	if eventEnd < 0 { // no "event" object: the document's own closing brace
+		eventEnd, eventKept = end-1, r.kept
+	}
+	text := `"` + ingestedName(eventEnd == end-1) + `":"` + ingested + `"`
+	if eventKept > 0 {
+		text = "," + text
+	}
+	r.edits = append(r.edits, edit{from: eventEnd, to: eventEnd, text: text})
+	return &r.fields, r.apply(start, end), nil
 }
 
-type rewriter struct {
-	dec      *jsontext.Decoder
-	enc      *jsontext.Encoder
-	fields   map[string]field
-	ingested string
-	placed   bool // event.ingested written inside the "event" object
+// ingestedName is the collector's field as a member of the document or of
+// its "event" object.
+func ingestedName(topLevel bool) string {
+	if topLevel {
+		return ingestedPath
+	}
+	return "ingested"
 }
 
-// object copies the object starting at the decoder's next token; prefix is
-// its dotted path ("" for the document).
-func (r *rewriter) object(prefix string) error {
-	if err := r.copyToken(); err != nil { // '{'
-		return err
-	}
-	for r.dec.PeekKind() != '}' {
-		name, err := r.dec.ReadToken()
+// members reads the members of the object whose '{' was just read, up to
+// and including its '}'. prefix is the object's dotted path; top marks the
+// document, the only object whose children are objects read member by
+// member (every read path has at most two components). For the
+// document it returns where the top-level "event" object ends and how many
+// of its members are kept (-1 when there is none); r.kept holds the
+// members kept in this object.
+func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, eventKept int, err error) {
+	eventEnd = -1
+	kept, index := 0, 0
+	for ; r.dec.PeekKind() != '}'; index++ {
+		before := int(r.dec.InputOffset())
+		raw, err := r.dec.ReadValue() // the member name, quoted
 		if err != nil {
-			return invalid(err)
+			return 0, 0, invalid(err)
 		}
-		// Every checked path has at most two components, so below that
-		// depth no path is built (deep marks "further down").
-		full := deep
-		switch {
-		case prefix == "":
-			full = name.String()
-		case prefix != deep && !strings.Contains(prefix, "."):
-			full = prefix + "." + name.String()
+		name, err := r.unquote(raw)
+		if err != nil {
+			return 0, 0, invalid(err)
 		}
-		if full == ingestedPath { // the collector's own field: the sender's is dropped
+		r.path = append(r.path[:0], prefix...)
+		if !top {
+			r.path = append(r.path, '.')
+		}
+		r.path = append(r.path, name...)
+		if string(r.path) == ingestedPath { // the collector's own field: the sender's is dropped
 			if _, err := r.dec.ReadValue(); err != nil {
-				return invalid(err)
+				return 0, 0, invalid(err)
+			}
+			r.drop(before, int(r.dec.InputOffset()), index == 0)
+			continue
+		}
+		kept++
+		idx, isWanted := wanted[string(r.path)]
+		if isWanted && r.fields[idx].set {
+			return 0, 0, fmt.Errorf("%s is given twice", fieldName[idx])
+		}
+		kind := r.dec.PeekKind()
+		if kind == '{' && top && bytes.IndexByte(name, '.') < 0 {
+			if isWanted {
+				r.fields[idx] = field{set: true, kind: kind}
+			}
+			if _, err := r.dec.ReadToken(); err != nil {
+				return 0, 0, invalid(err)
+			}
+			// name is r.name or raw; the path outlives both as this copy.
+			sub := slices.Clone(r.path)
+			if _, _, err := r.members(sub, false, ingested); err != nil {
+				return 0, 0, err
+			}
+			if string(sub) == "event" {
+				eventEnd, eventKept = int(r.dec.InputOffset())-1, r.kept
 			}
 			continue
 		}
-		if err := r.enc.WriteToken(name); err != nil {
-			return invalid(err)
+		// Anything deeper is read whole; the decoder still refuses
+		// duplicate names and invalid UTF-8 inside it.
+		v, err := r.dec.ReadValue()
+		if err != nil {
+			return 0, 0, invalid(err)
 		}
-		kind := r.dec.PeekKind()
-		if wanted[full] {
-			if _, dup := r.fields[full]; dup {
-				return fmt.Errorf("%s is given twice", full)
-			}
-		}
-		switch kind {
-		case '{':
-			if wanted[full] {
-				r.fields[full] = field{kind: kind}
-			}
-			if err := r.object(full); err != nil {
-				return err
-			}
-		default:
-			v, err := r.dec.ReadValue()
-			if err != nil {
-				return invalid(err)
-			}
-			if wanted[full] {
-				f := field{kind: kind}
-				switch kind {
-				case '"':
-					s, err := jsontext.AppendUnquote(nil, v)
-					if err != nil {
-						return invalid(err)
-					}
-					f.str = string(s)
-				case '0':
-					f.str = string(v)
+		if isWanted {
+			f := field{set: true, kind: kind}
+			switch kind {
+			case '"':
+				s, err := jsontext.AppendUnquote(nil, v)
+				if err != nil {
+					return 0, 0, invalid(err)
 				}
-				r.fields[full] = f
+				f.str = string(s)
+			case '0':
+				f.str = string(v)
 			}
-			if err := r.enc.WriteValue(v); err != nil {
-				return invalid(err)
-			}
+			r.fields[idx] = f
 		}
 	}
-	if prefix == "event" && !r.placed {
-		r.placed = true
-		if err := r.writeIngested("ingested"); err != nil {
-			return err
-		}
+	if _, err := r.dec.ReadToken(); err != nil { // '}'
+		return 0, 0, invalid(err)
 	}
-	if prefix == "" && !r.placed {
-		r.placed = true
-		if err := r.writeIngested(ingestedPath); err != nil {
-			return err
-		}
-	}
-	return r.copyToken() // '}'
+	r.kept = kept
+	return eventEnd, eventKept, nil
 }
 
-func (r *rewriter) copyToken() error {
-	t, err := r.dec.ReadToken()
-	if err != nil {
-		return invalid(err)
+// unquote returns a member name without its quotes, unescaping only when
+// the name has escapes ("host\u002eid" is host.id to every reader).
+func (r *rewriter) unquote(raw jsontext.Value) ([]byte, error) {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return raw[1 : len(raw)-1], nil
 	}
-	if err := r.enc.WriteToken(t); err != nil {
-		return invalid(err)
-	}
-	return nil
+	var err error
+	r.name, err = jsontext.AppendUnquote(r.name[:0], raw)
+	return r.name, err
 }
 
-func (r *rewriter) writeIngested(name string) error {
-	if err := r.enc.WriteToken(jsontext.String(name)); err != nil {
-		return invalid(err)
+// drop removes the member line[from:to]. from is where the previous token
+// ended, so the span holds the comma before the member; the first member
+// has none, and takes the comma after it instead (JSON allows only
+// whitespace between a value and its comma).
+func (r *rewriter) drop(from, to int, first bool) {
+	if first {
+		for i := to; i < len(r.line); i++ {
+			if c := r.line[i]; c == ',' {
+				to = i + 1
+				break
+			} else if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+				break
+			}
+		}
 	}
-	if err := r.enc.WriteToken(jsontext.String(r.ingested)); err != nil {
-		return invalid(err)
+	r.edits = append(r.edits, edit{from: from, to: to})
+}
+
+// apply returns line[start:end] with the edits made, in a new slice.
+func (r *rewriter) apply(start, end int) []byte {
+	slices.SortFunc(r.edits, func(a, b edit) int { return a.from - b.from })
+	n := end - start
+	for _, e := range r.edits {
+		n += len(e.text) - (e.to - e.from)
 	}
-	return nil
+	out := make([]byte, 0, n)
+	at := start
+	for _, e := range r.edits {
+		out = append(out, r.line[at:e.from]...)
+		out = append(out, e.text...)
+		at = e.to
+	}
+	return append(out, r.line[at:end]...)
 }
 
 func invalid(err error) error {
