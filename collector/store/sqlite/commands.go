@@ -156,10 +156,7 @@ func (s *Store) Commands(ctx context.Context, limit int) ([]store.CommandRecord,
 // read pool, so a fleet of idle long-polls never queues on the writer;
 // only a host that has something pending takes a write.
 func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Time) ([]killswitch.Signed, error) {
-	rows, err := s.r.QueryContext(ctx, `
-SELECT c.id, c.signed, h.state FROM command_hosts h JOIN commands c ON c.id = h.command_id
-WHERE h.host_id = ? AND h.state != 'acked' AND c.state = 'active' AND c.not_after > ?
-ORDER BY c.seq`, hostID, now.UnixNano())
+	rows, err := s.st.pending.QueryContext(ctx, hostID, now.UnixNano())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
 	}
@@ -184,7 +181,15 @@ ORDER BY c.seq`, hostID, now.UnixNano())
 		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
 	}
 	rows.Close()
-	if len(fresh) > 0 {
+	if len(fresh) == 1 { // the usual case: one kill-switch at a time
+		err := s.g.do(ctx, func(tx *sql.Tx) error {
+			_, err := tx.StmtContext(ctx, s.st.deliveredOne).ExecContext(ctx, now.UnixNano(), hostID, fresh[0])
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: mark delivered: %w", err)
+		}
+	} else if len(fresh) > 1 {
 		args := append([]any{now.UnixNano(), hostID}, fresh...)
 		err := s.g.do(ctx, func(tx *sql.Tx) error {
 			_, err := tx.ExecContext(ctx, `
@@ -207,10 +212,7 @@ func (s *Store) AckCommand(ctx context.Context, id, hostID string, r killswitch.
 	}
 	var n int64
 	err = s.g.do(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-UPDATE command_hosts SET state = 'acked', acked_at = ?, result = ?,
-	delivered_at = COALESCE(delivered_at, ?)
-WHERE command_id = ? AND host_id = ?`, at.UnixNano(), string(b), at.UnixNano(), id, hostID)
+		res, err := tx.StmtContext(ctx, s.st.ack).ExecContext(ctx, at.UnixNano(), string(b), at.UnixNano(), id, hostID)
 		if err == nil {
 			n, _ = res.RowsAffected()
 		}
@@ -228,7 +230,7 @@ WHERE command_id = ? AND host_id = ?`, at.UnixNano(), string(b), at.UnixNano(), 
 // CommandsGeneration implements store.CommandStore.
 func (s *Store) CommandsGeneration(ctx context.Context) (int64, error) {
 	var g int64
-	if err := s.r.QueryRowContext(ctx, `SELECT COALESCE(MAX(activated), 0) FROM commands`).Scan(&g); err != nil {
+	if err := s.st.generation.QueryRowContext(ctx).Scan(&g); err != nil {
 		return 0, fmt.Errorf("sqlite: commands generation: %w", err)
 	}
 	return g, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -395,5 +396,52 @@ func TestGroupCommitAcks(t *testing.T) {
 	s.Close()
 	if err := s.AckCommand(ctx, rec.ID, hosts[0], killswitch.Result{Status: killswitch.StatusOK}, time.Now()); err == nil {
 		t.Fatal("write after Close succeeded")
+	}
+}
+
+// TestCheckpointerCopiesTheWALBack: ingested rows reach the database file
+// itself without the writer checkpointing (its own threshold,
+// writerAutoCheckpoint pages, is far above what is written here), so the
+// background checkpointer did it; and the WAL file stays below that bound.
+func TestCheckpointerCopiesTheWALBack(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "tw.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size(path)
+	pad := strings.Repeat("x", 1000)
+	ts := time.Now()
+	for b := range 4 {
+		var docs []store.Doc
+		for i := range 500 {
+			d := alert(fmt.Sprintf("e-%d-%d", b, i), "h1", "r", ts)
+			d.JSON = []byte(`{"pad":"` + pad + `"}`)
+			docs = append(docs, d)
+		}
+		if _, _, err := s.Ingest(context.Background(), docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 2,000 rows of 1 KB: about 2 MB, some 500 pages, in the WAL first.
+	deadline := time.Now().Add(10 * time.Second)
+	for size(path)-before < 2<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file grew by %d bytes in 10 s: the WAL was not checkpointed (WAL %d bytes)",
+				size(path)-before, size(path+"-wal"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if wal := size(path + "-wal"); wal > writerAutoCheckpoint*4096 {
+		t.Errorf("WAL is %d bytes, above the writer's bound", wal)
 	}
 }
