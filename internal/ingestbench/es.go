@@ -63,6 +63,23 @@ func esDo(method, url string, body any, out any) error {
 	return nil
 }
 
+// alertsStream is the data stream the collector stores alerts in.
+const alertsStream = "logs-tillwatch.alerts-default"
+
+// rolloverAlerts starts a new backing index for the collector's alerts
+// stream, so that its run writes into an empty index as the bare indexer
+// does: create with an _id looks the id up in the write index, and a node
+// kept between runs had put millions of documents there (the collector's
+// run then cost Elasticsearch 7.7 s per 100,000 alerts instead of 5.4 s).
+// A stream not created yet is fresh already.
+func rolloverAlerts(url string) error {
+	err := esDo(http.MethodPost, strings.TrimRight(url, "/")+"/"+alertsStream+"/_rollover", nil, nil)
+	if err != nil && strings.Contains(err.Error(), "404 Not Found") {
+		return nil
+	}
+	return err
+}
+
 // esVersion checks that the node answers and returns its version.
 func esVersion(url string) (string, error) {
 	var health struct {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -197,6 +198,9 @@ func esRuns(ctx context.Context, o Options, dir string, res *Result) (*exitError
 		// Each round sends new documents (batch numbers of its own); the
 		// bulk indexer writes exactly the documents the collector got.
 		first := (round + 1) * o.Batches
+		if err := rolloverAlerts(o.ESURL); err != nil {
+			return nil, fmt.Errorf("roll the alerts stream over: %w", err)
+		}
 		r, err := c.send(ctx, o, fl, first)
 		r.Target = "tillwatch-collector, Elasticsearch"
 		var ee *exitError
@@ -324,7 +328,7 @@ type hosts struct {
 	prefix  string
 	ids     []string
 	clients []*client.Client
-	tmpl    [][2][]byte // per host: its alert's JSON before and after the event id
+	tmpl    [][3][]byte // per host: its alert's JSON before the event id, up to event.sequence's value, after it
 	seed    string      // 8 hex digits that make this measurement's event ids its own
 	analyst string
 	enrolIn time.Duration
@@ -377,21 +381,30 @@ func (c *collector) enrol(ctx context.Context, o Options) (*hosts, error) {
 		}
 		h.clients = append(h.clients, cl)
 		a := fleet.Alert(h.ids[i], 0)
+		// Numbered as a sensor's shipper numbers its events, so the
+		// collector tracks sequences as it does for a real fleet.
+		const seqMark = 987654321987
+		a.Event.Sequence = seqMark
 		b, err := json.Marshal(a)
 		if err != nil {
 			return nil, err
 		}
-		before, after, ok := bytes.Cut(b, []byte(`"`+a.Event.ID+`"`))
+		before, rest, ok := bytes.Cut(b, []byte(`"`+a.Event.ID+`"`))
 		if !ok {
 			return nil, errors.New("no event id in the alert's JSON")
 		}
-		h.tmpl = append(h.tmpl, [2][]byte{append(before, '"'), append([]byte{'"'}, after...)})
+		mid, after, ok := bytes.Cut(rest, []byte(strconv.FormatInt(seqMark, 10)))
+		if !ok {
+			return nil, errors.New("no event.sequence in the alert's JSON")
+		}
+		h.tmpl = append(h.tmpl, [3][]byte{append(before, '"'), append([]byte{'"'}, mid...), after})
 	}
 	return h, nil
 }
 
 // batch is the NDJSON of host i's batch number b: the host's alert with a
-// distinct event id per line, the same for the same (i, b) every time.
+// distinct event id per line and the host's next event.sequence (batch b
+// holds b*size+1 to (b+1)*size), the same for the same (i, b) every time.
 func (h *hosts) batch(i, b, size int) []byte {
 	t := h.tmpl[i]
 	out := make([]byte, 0, size*(len(t[0])+len(t[1])+33))
@@ -399,6 +412,8 @@ func (h *hosts) batch(i, b, size int) []byte {
 		out = append(out, t[0]...)
 		out = fmt.Appendf(out, "%s%08x%016x", h.seed, i, b*size+n)
 		out = append(out, t[1]...)
+		out = strconv.AppendInt(out, int64(b*size+n+1), 10)
+		out = append(out, t[2]...)
 		out = append(out, '\n')
 	}
 	return out

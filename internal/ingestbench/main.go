@@ -142,7 +142,8 @@ tillwatch-collector binary (`+"`go build ./cmd/tillwatch-collector`"+`, default 
 %s hosts enrol with a sensor token (%s on SQLite), then each sends %d batches of %d alerts (%s alerts per run)
 through collector/client `+"`SendEvents`"+` (gzip, one TLS connection per host, as a till's shipper), %d requests in
 flight at once (the collector admits 64 batches at once and answers 429 beyond), batches in host order. The alert is internal/fleet's synthetic TW-SIM-0001 (about 700 bytes of ECS
-JSON), each line with an event.id of its own. **confirmed** = accepted + duplicates in the collector's answers (a
+JSON), each line with an event.id of its own and the host's next event.sequence, as a sensor's shipper numbers its
+events (so the collector tracks sequences as for a real fleet: one more write of the host per batch). **confirmed** = accepted + duplicates in the collector's answers (a
 collector may confirm a batch it has only written to its disk spool, collector/store/spooled, while the store is down);
 **stored** = the sum of the hosts' alert counts the collector reports afterwards (`+"`GET /api/v1/hosts`"+`, the store's own
 count); **all stored after** = from the first request until the store held every alert, polled every 500 ms after the
@@ -206,7 +207,8 @@ sampled every 250 ms.
 	fmt.Fprintf(&w, `
 Elasticsearch %s at %s (the test node of `+"`make es-up`"+`: one JVM with a 512 MiB heap on the same 2 CPUs). The
 collector runs with `+"`elasticsearch: %s`"+` (what `+"`--elasticsearch`"+` sets) and stores into its alerts data stream
-`+"`logs-tillwatch.alerts-default`"+`; enrolling the hosts took %s. The baseline is a bare
+`+"`logs-tillwatch.alerts-default`"+`, rolled over before each run so that it writes into an empty backing index as the
+baseline does (`+"`create`"+` looks each _id up in the write index); enrolling the hosts took %s. The baseline is a bare
 esutil.BulkIndexer in the benchmark's process, with the collector's indexer settings (%d workers, %d MiB flush, %s
 flush interval, `+"`create`"+` with event.id as _id), writing exactly the same documents (the same lines, the same ids) to the
 same node, into a throwaway index with the alerts stream's mappings (simulated from the collector's template;

@@ -28,6 +28,7 @@ import (
 	"maps"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -101,7 +102,22 @@ type Store struct {
 	// touchEvery, not one extra round trip per batch.
 	touchMu sync.Mutex
 	touched map[string]time.Time
+
+	// hostVersions is each host document as this collector last wrote
+	// it, with its version: the next read-modify-write of the host starts
+	// from it instead of a GET (hostsCached).
+	hostMu       sync.Mutex
+	hostVersions map[string]cachedHost
 }
+
+// cachedHost is a host document and the version it was written at.
+type cachedHost struct {
+	doc     hostDoc
+	version docVersion
+}
+
+// maxCachedHosts bounds hostVersions (a fleet is thousands of hosts).
+const maxCachedHosts = 1 << 17
 
 // touchEvery bounds how often one collector writes a host's last_seen from
 // event batches. Heartbeats (every 30 s) always write it; the silence
@@ -542,31 +558,78 @@ const casRetries = 20
 // read with _seq_no, write with if_seq_no, retry on conflict. fn gets
 // exists=false for a host never enrolled and may return errSkip to write
 // nothing.
+//
+// The first attempt starts from the version this collector wrote last, if
+// it has one, instead of reading it back: every batch updates its host
+// (sequence tracking), and that GET, in real time on a document just
+// written, cost Elasticsearch a refresh of the hosts index per batch. The
+// write is conditional either way, so a version someone else replaced
+// (another collector, a partial update) only costs a conflict and a read.
 func (s *Store) updateHost(ctx context.Context, hostID string, fn func(h *hostDoc, exists bool) error) error {
 	index := s.stateIndex("hosts")
-	for range casRetries {
-		r, err := get[hostDoc](ctx, s, index, hostID)
-		if err != nil {
-			return err
+	for attempt := range casRetries {
+		h, version, found, cached := s.cachedHost(hostID)
+		if !cached || attempt > 0 {
+			r, err := get[hostDoc](ctx, s, index, hostID)
+			if err != nil {
+				return err
+			}
+			h, version, found = r.Source, docVersion{r.SeqNo, r.PrimaryTerm}, r.Found
 		}
-		h := r.Source
-		if err := fn(&h, r.Found); err != nil {
+		if err := fn(&h, found); err != nil {
 			return err
 		}
 		req := esapi.IndexRequest{Index: index, DocumentID: hostID, Body: jsonBody(h)}
-		if r.Found {
-			req.IfSeqNo, req.IfPrimaryTerm = esapi.IntPtr(int(r.SeqNo)), esapi.IntPtr(int(r.PrimaryTerm))
+		if found {
+			req.IfSeqNo, req.IfPrimaryTerm = esapi.IntPtr(int(version.SeqNo)), esapi.IntPtr(int(version.PrimaryTerm))
 		} else {
 			req.OpType = "create"
 		}
-		err = s.do(ctx, req, nil)
+		var written docVersion
+		err := s.do(ctx, req, &written)
 		if statusOf(err) == http.StatusConflict {
+			s.forgetHost(hostID)
 			s.m.conflicts.Inc()
 			continue // someone else wrote the host; read again
 		}
-		return err
+		if err != nil {
+			s.forgetHost(hostID)
+			return err
+		}
+		s.rememberHost(hostID, h, written)
+		return nil
 	}
 	return fmt.Errorf("host %s: still conflicting after %d attempts", hostID, casRetries)
+}
+
+// cachedHost returns a copy of the host document this collector wrote
+// last, and its version.
+func (s *Store) cachedHost(hostID string) (h hostDoc, v docVersion, found, ok bool) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	c, ok := s.hostVersions[hostID]
+	if !ok {
+		return hostDoc{}, docVersion{}, false, false
+	}
+	h = c.doc
+	h.Labels, h.Health = maps.Clone(h.Labels), maps.Clone(h.Health) // fn may change them
+	return h, c.version, true, true
+}
+
+func (s *Store) rememberHost(hostID string, h hostDoc, v docVersion) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if s.hostVersions == nil || len(s.hostVersions) >= maxCachedHosts {
+		s.hostVersions = map[string]cachedHost{}
+	}
+	h.Labels, h.Health = maps.Clone(h.Labels), maps.Clone(h.Health)
+	s.hostVersions[hostID] = cachedHost{doc: h, version: v}
+}
+
+func (s *Store) forgetHost(hostID string) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	delete(s.hostVersions, hostID)
 }
 
 // Enroll implements store.Store.
@@ -686,8 +749,8 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, hb api.Heartbeat) 
 
 // TrackSequences implements store.SequenceTracker.
 func (s *Store) TrackSequences(ctx context.Context, hostID string, seqs []int64) ([]store.SequenceGap, error) {
-	if len(seqs) == 0 {
-		return nil, nil
+	if !slices.ContainsFunc(seqs, func(q int64) bool { return q > 0 }) {
+		return nil, nil // not sequenced (an older sensor): Ingest wrote last_seen
 	}
 	var gaps []store.SequenceGap
 	err := s.updateHost(ctx, hostID, func(h *hostDoc, exists bool) error {
@@ -711,12 +774,13 @@ func (s *Store) TrackSequences(ctx context.Context, hostID string, seqs []int64)
 	return gaps, nil
 }
 
-// touchHosts advances last_seen of hosts that sent events. A partial update
+// touchHosts advances last_seen of the hosts that sent events and are
+// marked true (the others' sequence tracking writes it). A partial update
 // is atomic per document in Elasticsearch; a host never enrolled is skipped.
 func (s *Store) touchHosts(ctx context.Context, hosts map[string]bool) error {
 	now := s.now().UTC()
-	for h := range hosts {
-		if !s.claimTouch(h, now) {
+	for h, touch := range hosts {
+		if !touch || !s.claimTouch(h, now) {
 			continue
 		}
 		err := s.do(ctx, esapi.UpdateRequest{Index: s.stateIndex("hosts"), DocumentID: h, RetryOnConflict: esapi.IntPtr(casRetries),

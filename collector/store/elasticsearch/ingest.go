@@ -126,8 +126,13 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 		case permanent:
 			dead = append(dead, i)
 		}
-		if docs[i].Origin == store.OriginSensor {
-			hosts[docs[i].HostID] = true
+		if d := docs[i]; d.Origin == store.OriginSensor {
+			// A batch with sequence numbers is tracked next (TrackSequences),
+			// which writes last_seen in its write of the host: a separate
+			// partial update here would cost a write, and make the
+			// tracker's next write conflict and read the host again.
+			touch, seen := hosts[d.HostID]
+			hosts[d.HostID] = (touch || !seen) && d.Sequence <= 0
 		}
 	}
 	s.m.items.WithLabelValues("created").Add(float64(accepted))

@@ -403,3 +403,73 @@ func TestIngestGivesUpCleanly(t *testing.T) {
 		t.Fatalf("store unusable after abandoned batches: %d %v", acc, err)
 	}
 }
+
+// TestHostWritesStartFromTheVersionWritten: a collector tracking a host's
+// sequences batch after batch does not read the host back before each
+// write (each read was a real-time GET of a document just written); when
+// another collector on the same store wrote the host in between, the
+// conditional write conflicts and the host is read again, so neither
+// collector's numbers are lost.
+func TestHostWritesStartFromTheVersionWritten(t *testing.T) {
+	t.Parallel()
+	a := OpenTest(t, Options{})
+	ctx := context.Background()
+	if _, err := a.Enroll(ctx, enrollReq("till-1")); err != nil {
+		t.Fatal(err)
+	}
+	hostGets := func() int64 {
+		t.Helper()
+		var st struct {
+			Indices map[string]struct {
+				Total struct {
+					Get struct {
+						Total int64 `json:"total"`
+					} `json:"get"`
+				} `json:"total"`
+			} `json:"indices"`
+		}
+		index := a.stateIndex("hosts")
+		if err := a.do(ctx, esapi.IndicesStatsRequest{Index: []string{index}, Metric: []string{"get"}}, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Indices[index].Total.Get.Total
+	}
+	before := hostGets()
+	for i := range 5 {
+		q := int64(i*10 + 1)
+		gaps, err := a.TrackSequences(ctx, "till-1", []int64{q, q + 1, q + 2, q + 3, q + 4, q + 5, q + 6, q + 7, q + 8, q + 9})
+		if err != nil || len(gaps) != 0 {
+			t.Fatalf("batch %d: gaps %v, err %v", i, gaps, err)
+		}
+	}
+	if n := hostGets() - before; n != 0 {
+		t.Errorf("5 batches made %d reads of the host document, want 0", n)
+	}
+
+	// Another collector on the same store takes the next batch.
+	b, err := Open(ctx, Options{URL: esURL(t), Namespace: a.ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if gaps, err := b.TrackSequences(ctx, "till-1", []int64{51, 52}); err != nil || len(gaps) != 0 {
+		t.Fatalf("second collector: gaps %v, err %v", gaps, err)
+	}
+	// a's remembered version is stale now: its write conflicts, it reads
+	// the host again and sees 52 as the last number, so 53 is no gap and
+	// 56 after it leaves one of two (54-55).
+	gaps, err := a.TrackSequences(ctx, "till-1", []int64{53, 56})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gaps) != 1 || gaps[0] != (store.SequenceGap{From: 54, To: 55}) {
+		t.Errorf("gaps after the other collector's batch = %v, want [54-55]", gaps)
+	}
+	hosts, err := a.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hosts) != 1 || hosts[0].EventsLost != 2 {
+		t.Errorf("hosts = %+v, want till-1 with 2 events lost", hosts)
+	}
+}
