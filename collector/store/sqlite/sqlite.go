@@ -629,28 +629,32 @@ func (s *Store) Close() error {
 	return errors.Join(s.st.close(), s.c.close(), s.r.Close(), s.w.Close())
 }
 
-// TrackSequences implements store.SequenceTracker.
+// TrackSequences implements store.SequenceTracker. It runs in a shared
+// transaction (groupCommit): every batch of a sequenced fleet tracks its
+// numbers, and a transaction of its own per batch cost the single writer a
+// commit each.
 func (s *Store) TrackSequences(ctx context.Context, hostID string, seqs []int64) ([]store.SequenceGap, error) {
 	if len(seqs) == 0 {
 		return nil, nil
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: sequences: %w", err)
-	}
-	defer tx.Rollback()
-	var high int64
-	if err := tx.QueryRowContext(ctx, `SELECT seq_max FROM hosts WHERE host_id = ?`, hostID).Scan(&high); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, store.ErrUnknownHost
+	var gaps []store.SequenceGap
+	err := s.g.do(ctx, func(tx *sql.Tx) error {
+		var high int64
+		if err := tx.StmtContext(ctx, s.st.seqMax).QueryRowContext(ctx, hostID).Scan(&high); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrUnknownHost
+			}
+			return err
 		}
-		return nil, fmt.Errorf("sqlite: sequences: %w", err)
+		var lost int64
+		gaps, high, lost = store.Gaps(high, seqs)
+		_, err := tx.StmtContext(ctx, s.st.setSeqMax).ExecContext(ctx, high, lost, hostID)
+		return err
+	})
+	if errors.Is(err, store.ErrUnknownHost) {
+		return nil, err
 	}
-	gaps, high, lost := store.Gaps(high, seqs)
-	if _, err := tx.ExecContext(ctx, `UPDATE hosts SET seq_max = ?, events_lost = events_lost + ? WHERE host_id = ?`, high, lost, hostID); err != nil {
-		return nil, fmt.Errorf("sqlite: sequences: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: sequences: %w", err)
 	}
 	return gaps, nil

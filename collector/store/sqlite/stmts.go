@@ -36,7 +36,9 @@ WHERE command_id = ? AND host_id = ?`
 	sqlDeliveredOne = `
 UPDATE command_hosts SET state = 'delivered', delivered_at = ?
 WHERE host_id = ? AND state = 'pending' AND command_id = ?`
-	sqlLastSeen = `UPDATE hosts SET last_seen = max(last_seen, ?) WHERE host_id = ?`
+	sqlLastSeen  = `UPDATE hosts SET last_seen = max(last_seen, ?) WHERE host_id = ?`
+	sqlSeqMax    = `SELECT seq_max FROM hosts WHERE host_id = ?`
+	sqlSetSeqMax = `UPDATE hosts SET seq_max = ?, events_lost = events_lost + ? WHERE host_id = ?`
 )
 
 // stmts are the prepared statements; the readers' run on the read pool,
@@ -45,7 +47,7 @@ WHERE host_id = ? AND state = 'pending' AND command_id = ?`
 type stmts struct {
 	authenticate, pending, generation *sql.Stmt // readers
 	heartbeat, ack, deliveredOne      *sql.Stmt // writer
-	lastSeen                          *sql.Stmt // writer
+	lastSeen, seqMax, setSeqMax       *sql.Stmt // writer
 }
 
 func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
@@ -62,6 +64,8 @@ func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
 		{w, sqlAck, &st.ack},
 		{w, sqlDeliveredOne, &st.deliveredOne},
 		{w, sqlLastSeen, &st.lastSeen},
+		{w, sqlSeqMax, &st.seqMax},
+		{w, sqlSetSeqMax, &st.setSeqMax},
 	} {
 		s, err := p.db.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -75,7 +79,7 @@ func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
 
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.authenticate, st.pending, st.generation, st.heartbeat, st.ack, st.deliveredOne, st.lastSeen} {
+	for _, s := range []*sql.Stmt{st.authenticate, st.pending, st.generation, st.heartbeat, st.ack, st.deliveredOne, st.lastSeen, st.seqMax, st.setSeqMax} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
