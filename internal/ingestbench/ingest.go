@@ -41,7 +41,10 @@ type Options struct {
 	// bare bulk indexer on the same node.
 	ESURL    string
 	ESRounds int // collector and bulk-indexer runs on Elasticsearch, alternating
-	ProcRoot string
+	// SQLiteRounds is how many runs on SQLite, each on a new database
+	// (0 means 1); the goal is judged on their median.
+	SQLiteRounds int
+	ProcRoot     string
 	// ProfileDir, if set, makes Collector a profcollector and writes a CPU
 	// profile per store there (collector-sqlite.pprof, collector-es.pprof).
 	ProfileDir string
@@ -92,7 +95,7 @@ func (r Run) ConfirmRate() float64 {
 
 // Result is a whole measurement.
 type Result struct {
-	SQLite      Run
+	SQLite      []Run // one per round
 	EnrolSQLite time.Duration
 	// ES holds the Elasticsearch runs: collector and bulk indexer, one of
 	// each per round; ESSkipped says why there are none.
@@ -121,21 +124,27 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	c, err := startCollector(ctx, o, filepath.Join(tmp, "sqlite"), "")
-	if err != nil {
-		return res, err
-	}
-	fl, err := c.enrol(ctx, o)
-	if err != nil {
+	for round := range max(o.SQLiteRounds, 1) {
+		c, err := startCollector(ctx, o, filepath.Join(tmp, fmt.Sprintf("sqlite-%d", round)), "")
+		if err != nil {
+			return res, err
+		}
+		fl, err := c.enrol(ctx, o)
+		if err != nil {
+			c.stop()
+			return res, err
+		}
+		res.EnrolSQLite = fl.enrolIn
+		r, err := c.send(ctx, o, fl, 0)
+		r.Target = "tillwatch-collector, SQLite"
+		if o.SQLiteRounds > 1 {
+			r.Target += fmt.Sprintf(", run %d", round+1)
+		}
 		c.stop()
-		return res, err
-	}
-	res.EnrolSQLite = fl.enrolIn
-	res.SQLite, err = c.send(ctx, o, fl, 0)
-	res.SQLite.Target = "tillwatch-collector, SQLite"
-	c.stop()
-	if err != nil {
-		return res, err
+		if err != nil {
+			return res, err
+		}
+		res.SQLite = append(res.SQLite, r)
 	}
 
 	if o.ESURL == "" {

@@ -26,7 +26,7 @@ func TestShortRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runs := []Run{r.SQLite}
+	runs := append([]Run(nil), r.SQLite...)
 	if o.ESURL == "" {
 		t.Log("TILLWATCH_ES_URL not set: the Elasticsearch part is not tested (make test sets it)")
 	} else {
