@@ -125,7 +125,8 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	defer os.RemoveAll(tmp)
 
 	for round := range max(o.SQLiteRounds, 1) {
-		c, err := startCollector(ctx, o, filepath.Join(tmp, fmt.Sprintf("sqlite-%d", round)), "")
+		dir := filepath.Join(tmp, fmt.Sprintf("sqlite-%d", round))
+		c, err := startCollector(ctx, o, dir, "")
 		if err != nil {
 			return res, err
 		}
@@ -141,6 +142,8 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 			r.Target += fmt.Sprintf(", run %d", round+1)
 		}
 		c.stop()
+		// The next run must not pay for writing back this one's gigabyte.
+		os.RemoveAll(dir)
 		if err != nil {
 			return res, err
 		}
