@@ -192,3 +192,72 @@ type slow struct{ *flaky }
 func (s *slow) Ingest(context.Context, []store.Doc) (int, int, error) {
 	return 0, 0, errors.New("timed out")
 }
+
+// TestSlowBatchWaitsWhileTheBackendAnswers: a batch the backend takes three
+// attempt periods to store, while it answers every ping, is stored and
+// confirmed, neither refused (the sensor would send it again onto a busy
+// cluster) nor spooled.
+func TestSlowBatchWaitsWhileTheBackendAnswers(t *testing.T) {
+	b := &delayed{flaky: open(t, filepath.Join(t.TempDir(), "c.db")), delay: 300 * time.Millisecond}
+	s, err := Wrap(b, Options{Dir: t.TempDir(), Attempt: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	acc, _, err := s.Ingest(context.Background(), alerts("till-5", 1, 3))
+	if err != nil || acc != 3 {
+		t.Fatalf("accepted %d, err %v; want 3 stored after the wait", acc, err)
+	}
+	if s.Depth() != 0 {
+		t.Fatal("a slow but answering backend's batch was spooled")
+	}
+	if n := count(t, b, "till-5"); n != 3 {
+		t.Fatalf("backend holds %d alerts, want 3", n)
+	}
+}
+
+// TestHungBackendIsSpooled: a backend that stops answering in the middle
+// of a batch, pings included, is down: the batch is spooled after about
+// one attempt period, not held until the sensor gives up.
+func TestHungBackendIsSpooled(t *testing.T) {
+	b := &delayed{flaky: open(t, filepath.Join(t.TempDir(), "c.db")), delay: time.Hour}
+	s, err := Wrap(b, Options{Dir: t.TempDir(), Attempt: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		b.down.Store(true) // pings fail from now on
+	}()
+	start := time.Now()
+	acc, _, err := s.Ingest(context.Background(), alerts("till-6", 1, 2))
+	if err != nil || acc != 2 {
+		t.Fatalf("accepted %d, err %v; want the batch spooled", acc, err)
+	}
+	if s.Depth() != 1 {
+		t.Fatalf("spool depth %d, want 1", s.Depth())
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("spooling took %s", took)
+	}
+}
+
+// delayed stores a batch after delay (or gives up when its context ends)
+// and answers pings while not down.
+type delayed struct {
+	*flaky
+	delay time.Duration
+}
+
+func (d *delayed) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) {
+	if d.down.Load() { // the replay after the test's outage
+		return 0, 0, errors.New("connection refused")
+	}
+	select {
+	case <-time.After(d.delay):
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	return d.flaky.Ingest(ctx, docs)
+}
