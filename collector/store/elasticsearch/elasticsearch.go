@@ -205,6 +205,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		FlushBytes:          4 << 20,
 		FlushInterval:       flush,
 		QueueSizeMultiplier: 512,
+		FilterPath:          BulkFilterPath,
+		Decoder:             bulkDecoder{},
 		OnError: func(_ context.Context, err error) {
 			s.log.Warn("bulk request failed; its events are retried or reported to the sensor", "err", err)
 		},
