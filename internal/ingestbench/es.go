@@ -20,6 +20,7 @@ import (
 	es "github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esutil"
 
+	"github.com/tillwatch/tillwatch/collector/store/elasticsearch"
 	"github.com/tillwatch/tillwatch/internal/benchproc"
 )
 
@@ -216,6 +217,9 @@ func (b *bulk) run(ctx context.Context, o Options, h *hosts, first int) (Run, er
 	r := Run{Target: "bare esutil.BulkIndexer", Sent: int64(o.Hosts * o.Batches * o.BatchSize)}
 	bi, err := esutil.NewBulkIndexer(esutil.BulkIndexerConfig{
 		Client: b.c, Index: b.index, NumWorkers: bulkWorkers, FlushBytes: bulkFlushBytes, FlushInterval: bulkFlushEvery,
+		// The node writes the same trimmed answers for both; decoding
+		// them stays the bare indexer's default.
+		FilterPath: elasticsearch.BulkFilterPath,
 	})
 	if err != nil {
 		return r, err

@@ -45,7 +45,7 @@ func main() {
 	size := flag.Int("batch", 500, "alerts per batch (one request)")
 	conc := flag.Int("concurrency", 64, "requests in flight at once (64: the collector admits that many batches at once)")
 	esURL := flag.String("es", "", "Elasticsearch URL (make bench-ingest passes http://127.0.0.1:9200); empty skips that part")
-	esRounds := flag.Int("es-rounds", 1, "collector and bulk-indexer runs on Elasticsearch, alternating")
+	esRounds := flag.Int("es-rounds", 3, "collector and bulk-indexer runs on Elasticsearch, alternating; the ratio is of their medians")
 	sqliteRounds := flag.Int("sqlite-rounds", 3, "runs on SQLite, each on a new database; the goal is judged on their median")
 	collectorBin := flag.String("collector", "", "a tillwatch-collector binary (default: go build ./cmd/tillwatch-collector into a temp dir)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this program (the senders) to FILE")
@@ -129,7 +129,7 @@ func report(r Result, o Options, load0, load1 string) string {
 		v, def  int
 		enabled bool
 	}{{"hosts", o.Hosts, 1000, true}, {"batches", o.Batches, 2, true}, {"batch", o.BatchSize, 500, true},
-		{"concurrency", o.Concurrency, 64, true}, {"es-rounds", o.ESRounds, 1, o.ESURL != ""},
+		{"concurrency", o.Concurrency, 64, true}, {"es-rounds", o.ESRounds, 3, o.ESURL != ""},
 		{"sqlite-rounds", o.SQLiteRounds, 3, true}} {
 		if f.enabled && f.v != f.def {
 			cmd += fmt.Sprintf(" -%s %d", f.name, f.v)
@@ -228,7 +228,9 @@ baseline does (`+"`create`"+` looks each _id up in the write index); enrolling t
 esutil.BulkIndexer in the benchmark's process, with the collector's indexer settings (%d workers, %d MiB flush, %s
 flush interval, `+"`create`"+` with event.id as _id), writing exactly the same documents (the same lines, the same ids) to the
 same node, into a throwaway index with the alerts stream's mappings (simulated from the collector's template;
-deleted afterwards: this node cannot delete data streams). %d round(s), collector first.
+deleted afterwards: this node cannot delete data streams). Before the first round 100,000 other documents go through
+the collector and through the bare indexer (into an index it deletes), so that neither side pays for a node just
+started. %d round(s), collector first.
 
 Ratio collector / bare bulk indexer (median alerts/s stored): **%.2fx** (goal >= 0.8x): %s. The collector confirmed and stored every alert exactly once: %s; the bare indexer stored every document: %s (its failures are in the rejected column).
 %s
