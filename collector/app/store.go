@@ -24,7 +24,7 @@ const esOpenTimeout = 60 * time.Second
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (store.Store, string, error) {
 	if cfg.Elasticsearch == "" {
 		path := cfg.SQLitePath()
-		st, err := sqlite.Open(path, sqlite.Options{})
+		st, err := sqlite.Open(path, sqlite.Options{Logger: log})
 		return st, config.SQLiteScheme + path, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, esOpenTimeout)
