@@ -47,10 +47,7 @@ type Options struct {
 	// MaxBytes bounds the spool (default 1 GiB); beyond it batches are
 	// refused (503) and the sensors keep them.
 	MaxBytes int64
-	// Attempt is how long a batch waits on the backend before the backend
-	// is pinged, and again between pings while it keeps answering them
-	// (default 5s): a backend that does not answer the ping is down and
-	// the batch is spooled; one that does is slow, and the batch waits on.
+	// Attempt bounds one try of the backend before spooling (default 5s).
 	Attempt time.Duration
 	// AuthTTL is how long a credential the backend confirmed keeps
 	// working while the backend does not answer (default 24h).
@@ -232,15 +229,20 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 	backlog := s.depth > 0
 	s.mu.Unlock()
 	if !backlog {
-		acc, dup, down, err := s.attempt(ctx, docs)
+		actx, cancel := context.WithTimeout(ctx, s.o.Attempt)
+		acc, dup, err := s.Backend.Ingest(actx, docs)
+		cancel()
 		if err == nil || ctx.Err() != nil {
 			return acc, dup, err
 		}
-		// Spool only for a backend that is down. One that answers but
-		// fails the batch gets back-pressure instead (the sensor retries
-		// later): spooling under load would grow a backlog that replays
-		// one batch at a time.
-		if !down {
+		// Spool only for a backend that is down. One that answers but is
+		// slow gets back-pressure instead (the sensor retries later):
+		// spooling under load would grow a backlog that replays one batch
+		// at a time.
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		perr := s.Backend.Ping(pctx)
+		pcancel()
+		if perr == nil {
 			return acc, dup, err
 		}
 		s.o.Log.Warn("store is down; spooling the batch to disk", logkey.Count, len(docs), logkey.Error, err)
@@ -249,58 +251,6 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 		return 0, 0, fmt.Errorf("store unavailable and the spool refused the batch: %w", err)
 	}
 	return len(docs), 0, nil
-}
-
-// attempt stores docs in the backend. While the backend has not answered,
-// it is pinged every o.Attempt: one that does not answer the ping is down
-// (the batch is abandoned, down is true); one that does is slow and the
-// batch waits on, bounded by ctx (the sensor's request). Giving up on a
-// slow backend after a fixed time instead answered the sensor 503 while
-// its batch was still queued for the cluster; the sensor sent it again,
-// and under load those resends were up to 2% more documents for an
-// already busy cluster, most of them stored twice over (issue 9's ingest
-// benchmark). A batch that fails outright is down only if the ping fails
-// too.
-func (s *Store) attempt(ctx context.Context, docs []store.Doc) (acc, dup int, down bool, err error) {
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		acc, dup int
-		err      error
-	}
-	done := make(chan result, 1)
-	go func() {
-		a, d, err := s.Backend.Ingest(actx, docs)
-		done <- result{a, d, err}
-	}()
-	tick := time.NewTicker(s.o.Attempt)
-	defer tick.Stop()
-	for {
-		select {
-		case r := <-done:
-			if r.err == nil || ctx.Err() != nil {
-				return r.acc, r.dup, false, r.err
-			}
-			return r.acc, r.dup, !s.answers(ctx), r.err
-		case <-tick.C:
-			if s.answers(ctx) {
-				continue
-			}
-			cancel()
-			r := <-done
-			if r.err == nil { // it finished as the ping failed
-				return r.acc, r.dup, false, nil
-			}
-			return 0, 0, true, fmt.Errorf("no answer within %s and none to a ping: %w", s.o.Attempt, r.err)
-		}
-	}
-}
-
-// answers reports whether the backend answers a ping within a second.
-func (s *Store) answers(ctx context.Context) bool {
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	return s.Backend.Ping(pctx) == nil
 }
 
 func (s *Store) spool(docs []store.Doc) error {
