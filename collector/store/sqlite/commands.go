@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/store"
@@ -162,7 +161,7 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 	}
 	defer rows.Close()
 	var out []killswitch.Signed
-	var fresh []any
+	var fresh []string
 	for rows.Next() {
 		var id, signed, state string
 		if err := rows.Scan(&id, &signed, &state); err != nil {
@@ -181,21 +180,15 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
 	}
 	rows.Close()
-	if len(fresh) == 1 { // the usual case: one kill-switch at a time
+	if len(fresh) > 0 {
 		err := s.g.do(ctx, func(tx *sql.Tx) error {
-			_, err := tx.StmtContext(ctx, s.st.deliveredOne).ExecContext(ctx, now.UnixNano(), hostID, fresh[0])
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: mark delivered: %w", err)
-		}
-	} else if len(fresh) > 1 {
-		args := append([]any{now.UnixNano(), hostID}, fresh...)
-		err := s.g.do(ctx, func(tx *sql.Tx) error {
-			_, err := tx.ExecContext(ctx, `
-UPDATE command_hosts SET state = 'delivered', delivered_at = ?
-WHERE host_id = ? AND state = 'pending' AND command_id IN (?`+strings.Repeat(", ?", len(fresh)-1)+`)`, args...)
-			return err
+			mark := tx.StmtContext(ctx, s.st.delivered)
+			for _, id := range fresh {
+				if _, err := mark.ExecContext(ctx, now.UnixNano(), hostID, id); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: mark delivered: %w", err)

@@ -33,7 +33,7 @@ WHERE host_id = ?`
 UPDATE command_hosts SET state = 'acked', acked_at = ?, result = ?,
 	delivered_at = COALESCE(delivered_at, ?)
 WHERE command_id = ? AND host_id = ?`
-	sqlDeliveredOne = `
+	sqlDelivered = `
 UPDATE command_hosts SET state = 'delivered', delivered_at = ?
 WHERE host_id = ? AND state = 'pending' AND command_id = ?`
 	sqlLastSeen  = `UPDATE hosts SET last_seen = max(last_seen, ?) WHERE host_id = ?`
@@ -46,8 +46,10 @@ WHERE host_id = ? AND state = 'pending' AND command_id = ?`
 // Tx.StmtContext, which reuses the writer's compiled statement).
 type stmts struct {
 	authenticate, pending, generation *sql.Stmt // readers
-	heartbeat, ack, deliveredOne      *sql.Stmt // writer
+	heartbeat, ack, delivered         *sql.Stmt // writer
 	lastSeen, seqMax, setSeqMax       *sql.Stmt // writer
+
+	all []*sql.Stmt // every one prepared, for close
 }
 
 func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
@@ -62,7 +64,7 @@ func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
 		{r, sqlGeneration, &st.generation},
 		{w, sqlHeartbeat, &st.heartbeat},
 		{w, sqlAck, &st.ack},
-		{w, sqlDeliveredOne, &st.deliveredOne},
+		{w, sqlDelivered, &st.delivered},
 		{w, sqlLastSeen, &st.lastSeen},
 		{w, sqlSeqMax, &st.seqMax},
 		{w, sqlSetSeqMax, &st.setSeqMax},
@@ -73,16 +75,15 @@ func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
 			return nil, fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		*p.dst = s
+		st.all = append(st.all, s)
 	}
 	return st, nil
 }
 
 func (st *stmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.authenticate, st.pending, st.generation, st.heartbeat, st.ack, st.deliveredOne, st.lastSeen, st.seqMax, st.setSeqMax} {
-		if s != nil {
-			errs = append(errs, s.Close())
-		}
+	for _, s := range st.all {
+		errs = append(errs, s.Close())
 	}
 	return errors.Join(errs...)
 }
