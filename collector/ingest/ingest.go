@@ -138,7 +138,7 @@ func (r *rewriter) parseLine(line []byte, hostID string, now time.Time) (store.D
 	if r.ingested == "" || !r.ingestedAt.Equal(doc.Ingested) {
 		r.ingestedAt, r.ingested = doc.Ingested, doc.Ingested.Format(time.RFC3339Nano)
 	}
-	fields, out, err := r.rewrite(line, r.ingested)
+	fields, out, err := r.rewrite(line)
 	if f := fields[fEventID]; f.set && f.kind == '"' && validID(f.str) {
 		doc.EventID = f.str // for the rejection, even when the line is refused
 	}

@@ -71,7 +71,6 @@ type rewriter struct {
 	edits  []edit
 	path   []byte // the dotted path of the member being read
 	name   []byte // an unquoted member name with escapes
-	kept   int    // members kept in the object members last read
 
 	ingestedAt time.Time // the batch's event.ingested, and as text
 	ingested   string
@@ -93,7 +92,7 @@ type rewriter struct {
 // re-encoding with sorted keys was a third of the collector's CPU at full
 // ingest (issue 9), and re-encoding token by token still a third of what
 // was left.
-func (r *rewriter) rewrite(line []byte, ingested string) (*fields, []byte, error) {
+func (r *rewriter) rewrite(line []byte) (*fields, []byte, error) {
 	r.fields = fields{}
 	r.edits = r.edits[:0]
 	r.line = line
@@ -110,7 +109,7 @@ func (r *rewriter) rewrite(line []byte, ingested string) (*fields, []byte, error
 		return &r.fields, nil, invalid(err)
 	}
 	start := int(r.dec.InputOffset()) - 1
-	eventEnd, eventKept, err := r.members(nil, true, ingested)
+	kept, eventEnd, eventKept, err := r.members(nil, true)
 	if err != nil {
 		return &r.fields, nil, err
 	}
@@ -119,9 +118,9 @@ func (r *rewriter) rewrite(line []byte, ingested string) (*fields, []byte, error
 		return &r.fields, nil, errors.New("trailing data after the JSON object")
 	}
 	if eventEnd < 0 { // no "event" object: the document's own closing brace
-		eventEnd, eventKept = end-1, r.kept
+		eventEnd, eventKept = end-1, kept
 	}
-	text := `"` + ingestedName(eventEnd == end-1) + `":"` + ingested + `"`
+	text := `"` + ingestedName(eventEnd == end-1) + `":"` + r.ingested + `"`
 	if eventKept > 0 {
 		text = "," + text
 	}
@@ -141,22 +140,22 @@ func ingestedName(topLevel bool) string {
 // members reads the members of the object whose '{' was just read, up to
 // and including its '}'. prefix is the object's dotted path; top marks the
 // document, the only object whose children are objects read member by
-// member (every read path has at most two components). For the
-// document it returns where the top-level "event" object ends and how many
-// of its members are kept (-1 when there is none); r.kept holds the
-// members kept in this object.
-func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, eventKept int, err error) {
+// member (every read path has at most two components). It returns how
+// many members it kept, and for the document where the top-level "event"
+// object ends and how many of its members are kept (eventEnd -1 when there
+// is none).
+func (r *rewriter) members(prefix []byte, top bool) (kept, eventEnd, eventKept int, err error) {
 	eventEnd = -1
-	kept, index := 0, 0
+	index := 0
 	for ; r.dec.PeekKind() != '}'; index++ {
 		before := int(r.dec.InputOffset())
 		raw, err := r.dec.ReadValue() // the member name, quoted
 		if err != nil {
-			return 0, 0, invalid(err)
+			return 0, 0, 0, invalid(err)
 		}
 		name, err := r.unquote(raw)
 		if err != nil {
-			return 0, 0, invalid(err)
+			return 0, 0, 0, invalid(err)
 		}
 		r.path = append(r.path[:0], prefix...)
 		if !top {
@@ -165,7 +164,7 @@ func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, 
 		r.path = append(r.path, name...)
 		if string(r.path) == ingestedPath { // the collector's own field: the sender's is dropped
 			if _, err := r.dec.ReadValue(); err != nil {
-				return 0, 0, invalid(err)
+				return 0, 0, 0, invalid(err)
 			}
 			r.drop(before, int(r.dec.InputOffset()), index == 0)
 			continue
@@ -173,7 +172,7 @@ func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, 
 		kept++
 		idx, isWanted := wanted[string(r.path)]
 		if isWanted && r.fields[idx].set {
-			return 0, 0, fmt.Errorf("%s is given twice", fieldName[idx])
+			return 0, 0, 0, fmt.Errorf("%s is given twice", fieldName[idx])
 		}
 		kind := r.dec.PeekKind()
 		if kind == '{' && top && bytes.IndexByte(name, '.') < 0 {
@@ -181,15 +180,16 @@ func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, 
 				r.fields[idx] = field{set: true, kind: kind}
 			}
 			if _, err := r.dec.ReadToken(); err != nil {
-				return 0, 0, invalid(err)
+				return 0, 0, 0, invalid(err)
 			}
 			// name is r.name or raw; the path outlives both as this copy.
 			sub := slices.Clone(r.path)
-			if _, _, err := r.members(sub, false, ingested); err != nil {
-				return 0, 0, err
+			subKept, _, _, err := r.members(sub, false)
+			if err != nil {
+				return 0, 0, 0, err
 			}
 			if string(sub) == "event" {
-				eventEnd, eventKept = int(r.dec.InputOffset())-1, r.kept
+				eventEnd, eventKept = int(r.dec.InputOffset())-1, subKept
 			}
 			continue
 		}
@@ -197,7 +197,7 @@ func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, 
 		// duplicate names and invalid UTF-8 inside it.
 		v, err := r.dec.ReadValue()
 		if err != nil {
-			return 0, 0, invalid(err)
+			return 0, 0, 0, invalid(err)
 		}
 		if isWanted {
 			f := field{set: true, kind: kind}
@@ -205,7 +205,7 @@ func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, 
 			case '"':
 				s, err := jsontext.AppendUnquote(nil, v)
 				if err != nil {
-					return 0, 0, invalid(err)
+					return 0, 0, 0, invalid(err)
 				}
 				f.str = string(s)
 			case '0':
@@ -215,10 +215,9 @@ func (r *rewriter) members(prefix []byte, top bool, ingested string) (eventEnd, 
 		}
 	}
 	if _, err := r.dec.ReadToken(); err != nil { // '}'
-		return 0, 0, invalid(err)
+		return 0, 0, 0, invalid(err)
 	}
-	r.kept = kept
-	return eventEnd, eventKept, nil
+	return kept, eventEnd, eventKept, nil
 }
 
 // unquote returns a member name without its quotes, unescaping only when
