@@ -105,7 +105,7 @@ type Store struct {
 
 	// hostVersions is each host document as this collector last wrote
 	// it, with its version: the next read-modify-write of the host starts
-	// from it instead of a GET (hostsCached).
+	// from it instead of a GET (updateHost).
 	hostMu       sync.Mutex
 	hostVersions map[string]cachedHost
 }
@@ -116,8 +116,9 @@ type cachedHost struct {
 	version docVersion
 }
 
-// maxCachedHosts bounds hostVersions (a fleet is thousands of hosts).
-const maxCachedHosts = 1 << 17
+// maxHostsRemembered bounds touched and hostVersions (a fleet is thousands
+// of hosts); a full map starts over.
+const maxHostsRemembered = 1 << 17
 
 // touchEvery bounds how often one collector writes a host's last_seen from
 // event batches. Heartbeats (every 30 s) always write it; the silence
@@ -132,7 +133,7 @@ func (s *Store) claimTouch(host string, now time.Time) bool {
 	if at, ok := s.touched[host]; ok && now.Sub(at) < touchEvery && !now.Before(at) {
 		return false
 	}
-	if s.touched == nil || len(s.touched) >= 1<<17 {
+	if s.touched == nil || len(s.touched) >= maxHostsRemembered {
 		s.touched = map[string]time.Time{}
 	}
 	s.touched[host] = now
@@ -563,9 +564,9 @@ const casRetries = 20
 //
 // The first attempt starts from the version this collector wrote last, if
 // it has one, instead of reading it back: every batch updates its host
-// (sequence tracking), and that GET, in real time on a document just
-// written, cost Elasticsearch a refresh of the hosts index per batch. The
-// write is conditional either way, so a version someone else replaced
+// (sequence tracking), and that real-time GET was one more round trip and
+// read per batch for the node (issue 9's ingest benchmark). The write is
+// conditional either way, so a version someone else replaced
 // (another collector, a partial update) only costs a conflict and a read.
 func (s *Store) updateHost(ctx context.Context, hostID string, fn func(h *hostDoc, exists bool) error) error {
 	index := s.stateIndex("hosts")
@@ -621,7 +622,7 @@ func (s *Store) cachedHost(hostID string) (h hostDoc, v docVersion, found, ok bo
 func (s *Store) rememberHost(hostID string, h hostDoc, v docVersion) {
 	s.hostMu.Lock()
 	defer s.hostMu.Unlock()
-	if s.hostVersions == nil || len(s.hostVersions) >= maxCachedHosts {
+	if s.hostVersions == nil || len(s.hostVersions) >= maxHostsRemembered {
 		s.hostVersions = map[string]cachedHost{}
 	}
 	h.Labels, h.Health = maps.Clone(h.Labels), maps.Clone(h.Health)
