@@ -117,7 +117,7 @@ func Compile(srcs []Source) (*Rules, error) {
 // compactRules returns r saved and loaded again. Rules straight from the
 // compiler keep the compiler's arena, about 9 MB of touched memory for any
 // rule set, five rules or five hundred: a quarter of an idle sensor's
-// resident memory. Loaded from their own 40 KB serialisation they take what
+// resident memory. Loaded from their own serialisation they take what
 // they need. If the round trip fails, r is kept as it is.
 func compactRules(r *goyara.Rules) *goyara.Rules {
 	var buf bytes.Buffer
