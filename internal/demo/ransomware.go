@@ -75,13 +75,7 @@ func (r *run) ransomware(ctx context.Context) error {
 	started := time.Now()
 	cmd := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "tillwatch"), "simulate", "ransomware", "--dir", r.shop, "--mode", "rename", "--workers", "2")
 	out, err := cmd.CombinedOutput()
-	stopped := false
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			stopped = true
-		}
-	}
+	stopped := killedBySignal(err)
 	elapsed := time.Since(started).Round(time.Millisecond)
 	after, err := snapshot(r.shop)
 	if err != nil {
@@ -119,9 +113,8 @@ func (r *run) ransomware(ctx context.Context) error {
 		r.say("      no ransomware alert reached the collector (see the sensor's log in %s)", r.work)
 	}
 
-	undo := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "tillwatch"), "simulate", "ransomware", "--dir", r.shop, "--undo")
-	if out, err := undo.CombinedOutput(); err != nil {
-		return fmt.Errorf("undo the simulation: %v: %s", err, out)
+	if err := r.undo(ctx); err != nil {
+		return err
 	}
 	restored, err := snapshot(r.shop)
 	if err != nil {
@@ -137,4 +130,38 @@ func (r *run) ransomware(ctx context.Context) error {
 		return errors.New("the sensor did not stop the simulated ransomware")
 	}
 	return nil
+}
+
+// undo runs the simulator's --undo. A decoy the encryptor renamed away is
+// put back by the sensor a moment later; an undo that recreates it first is
+// a write to a decoy and is stopped like any other (seen once in CI). The
+// undo is idempotent, so a stopped one is run again after the sensor has
+// had time to restore its decoys.
+func (r *run) undo(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(ctx, filepath.Join(r.o.BinDir, "tillwatch"), "simulate", "ransomware", "--dir", r.shop, "--undo")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if !killedBySignal(err) || attempt == 3 {
+			return fmt.Errorf("undo the simulation: %v: %s", err, out)
+		}
+		r.say("      the sensor stopped the undo too (it wrote a decoy the sensor was still restoring); running it again")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// killedBySignal reports whether err is a process's exit by a signal.
+func killedBySignal(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
 }
