@@ -6,6 +6,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/tillwatch/tillwatch/internal/buildinfo.Version=$(VERSION)
 BINARIES := tillwatch tillwatch-sensor tillwatch-collector
 CROSS_PKGS := ./cmd/tillwatch ./cmd/tillwatch-sensor ./sensor/... ./internal/... ./rules/...
+# Every folder with Go code, for gofmt.
+GO_DIRS := cmd collector internal rules sensor bench sim demo e2e build
 # Tests run as root in CI (process connector, kill); -p 1 keeps the two
 # cores for the suites that start real collectors and sensors.
 TESTFLAGS ?= -race -count=1 -timeout 20m
@@ -42,7 +44,7 @@ build: deps
 deb: build
 	@mkdir -p dist
 	@rm -f dist/tillwatch-*.deb
-	$(GO) run -ldflags "$(LDFLAGS)" ./internal/packaging/mkdeb --bin $(BIN) --out dist
+	$(GO) run -ldflags "$(LDFLAGS)" ./build/packaging/mkdeb --bin $(BIN) --out dist
 
 ## demo: collector + enrolled sensor + a simulated attack, on this machine
 demo: build
@@ -51,7 +53,7 @@ demo: build
 
 ## vet: static checks
 vet: deps
-	@test -z "$$(gofmt -l cmd collector internal rules sensor)" || { echo "gofmt needed:"; gofmt -l cmd collector internal rules sensor; exit 1; }
+	@test -z "$$(gofmt -l $(GO_DIRS))" || { echo "gofmt needed:"; gofmt -l $(GO_DIRS); exit 1; }
 	$(GO) vet ./...
 	# The sensor and CLI run on every OS; the collector is Linux-only (and its
 	# Elasticsearch client is a heavy build), so it is not cross-built.
@@ -65,13 +67,13 @@ vet: deps
 test: vet fuzz-short
 	@$(MAKE) --no-print-directory es-up
 	@# es-down runs whatever the tests return; the exit code is the tests'.
-	@# internal/e2e runs real sensors in enforce mode; they act on every process
+	@# e2e runs real sensors in enforce mode; they act on every process
 	@# of the machine, so it runs alone, after the other packages.
-	@rc=0; TILLWATCH_ES_URL=$(ES_URL) $(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /internal/e2e) || rc=$$?; \
+	@rc=0; TILLWATCH_ES_URL=$(ES_URL) $(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /e2e) || rc=$$?; \
 	  $(MAKE) --no-print-directory es-down; [ $$rc = 0 ] || exit $$rc
-	$(GO) test $(TESTFLAGS) ./internal/e2e/
+	$(GO) test $(TESTFLAGS) ./e2e/
 	# The 1,000-sensor fault test at full size; the race detector makes it too heavy.
-	$(GO) test -count=1 -run 'Thousand' ./internal/fleet/
+	$(GO) test -count=1 -run 'Thousand' ./sim/fleet/
 
 ## fuzz: every fuzz target for FUZZTIME each (default 2m)
 fuzz:
@@ -92,42 +94,42 @@ fuzz-short: deps
 
 ## bench-yara: our scanner against the yara CLI, same rules, corpus and threads; writes docs/benchmarks.md (YARA)
 bench-yara: deps
-	$(GO) run ./internal/yarabench -out docs/benchmarks.md
+	$(GO) run ./bench/yarabench -out docs/benchmarks.md
 
 ## bench-rmm: RMM detection latency of the real sensor (as root), decoder exec to alert line; writes docs/benchmarks.md (RMM detection latency)
 .PHONY: bench-rmm
 bench-rmm:
-	$(GO) run ./internal/rmmbench -out docs/benchmarks.md
+	$(GO) run ./bench/rmmbench -out docs/benchmarks.md
 
 ## bench-fanout: kill-switch fan-out, campaign trigger to the last acknowledgement, 1,000 and 10,000 simulated sensors; writes docs/benchmarks.md
 .PHONY: bench-fanout
 bench-fanout: deps
-	$(GO) run ./internal/fanoutbench -out docs/benchmarks.md
+	$(GO) run ./bench/fanoutbench -out docs/benchmarks.md
 
 ## bench-ransomware: files lost to the simulator per mode, time to stop, benign false positives (root); writes docs/benchmarks.md
 .PHONY: bench-ransomware
 bench-ransomware: build
-	$(GO) run ./internal/ransombench -out docs/benchmarks.md
+	$(GO) run ./bench/ransombench -out docs/benchmarks.md
 
 ## bench-footprint: idle sensor RSS and CPU over -window (default 5m), on the host and alone in a PID namespace (root); writes docs/benchmarks.md
 .PHONY: bench-footprint
 bench-footprint: build
-	$(GO) run ./internal/footprintbench -out docs/benchmarks.md
+	$(GO) run ./bench/footprintbench -out docs/benchmarks.md
 
 ## bench-load: file storm (50,000-file tar + gzip) and process storm (5,000 execs) without and with a running sensor, and the events it lost (root); writes docs/benchmarks.md
 .PHONY: bench-load
 bench-load: build
-	$(GO) run ./internal/loadbench -out docs/benchmarks.md
+	$(GO) run ./bench/loadbench -out docs/benchmarks.md
 
 ## bench-ingest: collector ingest rate from 1,000 hosts into SQLite, then into Elasticsearch against a bare bulk indexer (needs make es-up; skipped with a message without it); writes docs/benchmarks.md
 .PHONY: bench-ingest
 bench-ingest: deps
-	$(GO) run ./internal/ingestbench -es $(ES_URL) -out docs/benchmarks.md
+	$(GO) run ./bench/ingestbench -es $(ES_URL) -out docs/benchmarks.md
 
 ## bench-fleet: 20,000 simulated sensors (as many as the descriptor limit allows) heartbeating on one collector (SQLite): enrolment, collector RSS and CPU, heartbeat errors; writes docs/benchmarks.md
 .PHONY: bench-fleet
 bench-fleet: deps
-	$(GO) run ./internal/fleetbench -out docs/benchmarks.md
+	$(GO) run ./bench/fleetbench -out docs/benchmarks.md
 
 ## bench: every benchmark in turn, each writing its own section of docs/benchmarks.md (root; about an hour)
 ## Elasticsearch is started for bench-ingest and stopped after it, unless it was already running (someone else's).

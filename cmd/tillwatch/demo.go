@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tillwatch/tillwatch/internal/demo"
+	"github.com/tillwatch/tillwatch/demo"
 )
 
 func demoCmd(out io.Writer) *cobra.Command {

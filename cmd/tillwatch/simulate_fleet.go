@@ -10,8 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
-	"github.com/tillwatch/tillwatch/internal/fleet"
 	"github.com/tillwatch/tillwatch/sensor/identity"
+	"github.com/tillwatch/tillwatch/sim/fleet"
 )
 
 // simulateFleetCmd runs many simulated sensors against a collector: a load

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
-	sim "github.com/tillwatch/tillwatch/internal/simulate/ransomware"
+	sim "github.com/tillwatch/tillwatch/sim/ransomware"
 )
 
 // simulateRansomwareCmd is `tillwatch simulate ransomware --dir DIR`.

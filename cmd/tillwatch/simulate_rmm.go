@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
-	sim "github.com/tillwatch/tillwatch/internal/simulate/rmmchain"
+	sim "github.com/tillwatch/tillwatch/sim/rmmchain"
 )
 
 // simulateRMMCmd is `tillwatch simulate rmm-chain --dir DIR`.

@@ -1,7 +1,7 @@
 // Package deploy holds what the tillwatch-collector Debian package installs
 // besides the binary: the systemd unit, the default configuration and the
 // maintainer scripts. They are real files in this folder (read, diff and
-// review them as such); internal/packaging embeds them from here.
+// review them as such); build/packaging embeds them from here.
 package deploy
 
 import "embed"

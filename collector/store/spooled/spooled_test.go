@@ -18,7 +18,7 @@ import (
 
 // flaky is a real SQLite store whose Ingest can be switched off, standing
 // in for an Elasticsearch outage (the real outage runs in
-// internal/fleet's TestElasticsearchOutage).
+// sim/fleet's TestElasticsearchOutage).
 type flaky struct {
 	*sqlite.Store
 	down atomic.Bool

@@ -1,0 +1,51 @@
+//go:build linux
+
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tillwatch/tillwatch/bench/internal/benchproc"
+)
+
+// TestShortRun keeps the benchmark from rotting: the real program, the real
+// CLI and sensor, one mode, one run of each speed and worker count with
+// decoys on, and the section it writes. (It broke once unnoticed when the
+// sensor's name group moved to a filesystem mark and the readiness check
+// still counted a mark per folder.)
+func TestShortRun(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (fanotify permission events, kill, a PID namespace); CI runs as root")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare not installed")
+	}
+	bin := t.TempDir()
+	if err := benchproc.Build(bin, nil, "github.com/tillwatch/tillwatch/cmd/tillwatch", "github.com/tillwatch/tillwatch/cmd/tillwatch-sensor",
+		"github.com/tillwatch/tillwatch/bench/ransombench"); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "benchmarks.md")
+	cmd := exec.Command(filepath.Join(bin, "ransombench"), "-bin", bin, "-out", out, "-runs", "1", "-modes", "inplace", "-decoys", "on", "-no-benign")
+	log, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ransombench: %v\n%s", err, log)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, want := range []string{"## Ransomware: files lost", "### inplace", "| on | full speed | 1 |", "| on | 400 files/s | 4 |"} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("the section lacks %q:\n%s", want, doc)
+		}
+	}
+	if !strings.Contains(string(log), "stopped true") {
+		t.Errorf("no run was stopped:\n%s", log)
+	}
+}
