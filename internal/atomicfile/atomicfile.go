@@ -4,6 +4,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 )
@@ -42,3 +43,7 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	}
 	return nil
 }
+
+// ErrNotRegular: a Dir read found something other than a regular file
+// (a symlink is refused earlier, by O_NOFOLLOW).
+var ErrNotRegular = errors.New("not a regular file")

@@ -162,7 +162,12 @@ func writeMeta(dir string, q QuarantineEntry) error {
 
 // restoreFile moves the quarantined content back without ever replacing a
 // file at the original path (RENAME_NOREPLACE, or O_EXCL across file
-// systems), then restores owner, mode and modification time.
+// systems), then restores owner, mode and modification time. The original
+// folder is one users may write: it is opened without following a link a
+// user could have planted (atomicfile.OpenDir), the file is placed
+// relative to that descriptor, and owner, mode and time are set on an open
+// descriptor of the restored inode, so a name swapped for a symlink after
+// the move cannot redirect a chown or chmod onto another file.
 func (e *Executor) restoreFile(q QuarantineEntry) error {
 	mode, err := strconv.ParseUint(q.Mode, 8, 32)
 	if err != nil || mode > 0o7777 {
@@ -170,61 +175,85 @@ func (e *Executor) restoreFile(q QuarantineEntry) error {
 	}
 	src := filepath.Join(e.qdir, q.ID, QuarantineFileName)
 	dst := q.OriginalPath
-	err = unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+	in, err := openNoFollow(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	dir, err := atomicfile.OpenDir(filepath.Dir(dst))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	name := filepath.Base(dst)
+	held := in // the descriptor whose inode ends up at dst
+	err = unix.Renameat2(unix.AT_FDCWD, src, dir.Fd(), name, unix.RENAME_NOREPLACE)
 	switch {
 	case errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("%s: %w", dst, ErrExists)
 	case errors.Is(err, unix.EXDEV):
-		err = copyNoReplace(src, dst)
+		var out *os.File
+		if out, err = copyNoReplace(in, dir, name); err == nil {
+			defer out.Close()
+			held = out
+			err = os.Remove(src)
+		}
 	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
 		// A file system without RENAME_NOREPLACE: link(2) fails on an
 		// existing name just the same.
-		if err = os.Link(src, dst); err == nil {
+		if err = unix.Linkat(unix.AT_FDCWD, src, dir.Fd(), name, 0); err == nil {
 			err = os.Remove(src)
 		}
-		if errors.Is(err, os.ErrExist) {
+		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("%s: %w", dst, ErrExists)
 		}
 	}
 	if err != nil {
 		return err
 	}
+	fd := int(held.Fd())
 	// chown clears setuid and setgid: owner first, then the mode.
-	if err := os.Lchown(dst, q.UID, q.GID); err != nil {
+	if err := unix.Fchown(fd, q.UID, q.GID); err != nil {
 		return fmt.Errorf("restored, but chown failed: %w", err)
 	}
-	if err := unix.Fchmodat(unix.AT_FDCWD, dst, uint32(mode), 0); err != nil {
+	if err := unix.Fchmod(fd, uint32(mode)); err != nil {
 		return fmt.Errorf("restored, but chmod failed: %w", err)
 	}
-	if err := os.Chtimes(dst, q.MTime, q.MTime); err != nil {
+	mt := unix.NsecToTimespec(q.MTime.UnixNano())
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), []unix.Timespec{mt, mt}, 0); err != nil {
 		return fmt.Errorf("restored, but setting mtime failed: %w", err)
 	}
-	return syncDir(filepath.Dir(dst))
+	return unix.Fsync(dir.Fd())
 }
 
-func copyNoReplace(src, dst string) error {
-	in, err := os.Open(src)
+func openNoFollow(p string) (*os.File, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
-		return err
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
 	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("%s: %w", dst, ErrExists)
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+// copyNoReplace copies in to a new file name in dir (O_EXCL|O_NOFOLLOW, so
+// neither an existing file nor a planted link is written) and returns it
+// open.
+func copyNoReplace(in *os.File, dir *atomicfile.Dir, name string) (*os.File, error) {
+	fd, err := unix.Openat(dir.Fd(), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir.Path(), name), ErrExists)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := os.NewFile(uintptr(fd), filepath.Join(dir.Path(), name))
 	_, err = io.Copy(out, in)
 	if err == nil {
 		err = out.Sync()
 	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		_ = os.Remove(dst)
-		return err
+		out.Close()
+		_ = unix.Unlinkat(dir.Fd(), name, 0)
+		return nil, err
 	}
-	return os.Remove(src)
+	return out, nil
 }

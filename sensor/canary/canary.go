@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
 )
 
 // Decoy is one planted file.
@@ -127,8 +129,16 @@ func (s *Set) Paths() []string {
 	return out
 }
 
-// Restore puts decoy p back if it is missing or changed. It replaces the
-// file atomically and never writes through a symlink someone put there.
+// maxDecoy bounds how much of a file at a decoy's path Restore reads to
+// compare it (decoys are at most ~120 KiB).
+const maxDecoy = 4 << 20
+
+// Restore puts decoy p back if it is missing or changed. The folder is
+// one users can write, so everything happens relative to the opened
+// folder: the current file is read only if it is a regular file (never
+// through a symlink, never blocking on a FIFO), and the decoy is written
+// to a random temporary name created exclusively and renamed over p, which
+// replaces a symlink planted at p rather than writing to its target.
 func (s *Set) Restore(p string) error {
 	s.mu.Lock()
 	d, ok := s.m[p]
@@ -136,23 +146,22 @@ func (s *Set) Restore(p string) error {
 	if !ok {
 		return fmt.Errorf("%s is not a decoy", p)
 	}
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
-		if b, err := os.ReadFile(p); err == nil {
-			if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) == d.SHA256 {
-				return nil
-			}
+	dir, err := atomicfile.OpenDir(filepath.Dir(p))
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", p, err)
+	}
+	defer dir.Close()
+	name := filepath.Base(p)
+	if b, err := dir.ReadRegular(name, maxDecoy); err == nil {
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) == d.SHA256 {
+			return nil
 		}
 	}
 	content, err := os.ReadFile(filepath.Join(s.dir, d.SHA256))
 	if err != nil {
 		return fmt.Errorf("canary blob for %s: %w", p, err)
 	}
-	tmp := filepath.Join(filepath.Dir(p), ".tillwatch-canary.tmp")
-	if err := os.WriteFile(tmp, content, 0o644); err != nil {
-		return fmt.Errorf("restore %s: %w", p, err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		_ = os.Remove(tmp)
+	if err := dir.Write(name, content, 0o644); err != nil {
 		return fmt.Errorf("restore %s: %w", p, err)
 	}
 	return nil
@@ -180,11 +189,10 @@ func (s *Set) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(s.dir, "index.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, "index.json"), b, 0o600); err != nil {
 		return fmt.Errorf("canary index: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(s.dir, "index.json"))
+	return nil
 }
 
 // generate makes a real document of the extension's format, with a size
