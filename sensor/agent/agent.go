@@ -110,7 +110,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	}
 	// A signed rule bundle from the collector adds its folder to the rule
 	// folders before any rule is loaded (sensor/agent/rulebundles.go).
-	bundles, err := openRuleBundles(&cfg, log)
+	bundles, rulesDegraded, err := openRuleBundles(&cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +158,9 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 		Log: log, Registerer: s.reg, ForwardTelemetry: cfg.ForwardTelemetry,
 	})
 	bundles.SetEmit(s.pipe.Emit)
+	if rulesDegraded != "" {
+		s.pipe.Health().Report("rules", event.HealthDegraded, rulesDegraded)
+	}
 
 	table := proctree.New(proctree.Options{})
 	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, log)

@@ -58,6 +58,15 @@ type Current struct {
 	Serial int64  `json:"serial"`
 	Name   string `json:"name"`
 	Dir    string `json:"dir"` // under StateDir/rules
+	// Previous is the folder of the bundle this one replaced, kept so a
+	// sensor that cannot load the current bundle falls back to it.
+	Previous string `json:"previous,omitempty"`
+}
+
+// Candidate is a bundle folder the sensor may run, best first.
+type Candidate struct {
+	Serial int64
+	Dir    string // absolute
 }
 
 // Syncer applies bundles. Safe for concurrent use.
@@ -85,7 +94,7 @@ func New(o Options) (*Syncer, error) {
 	case err != nil:
 		return nil, fmt.Errorf("rule bundle state: %w", err)
 	}
-	if err := json.Unmarshal(b, &s.cur); err != nil || s.cur.Serial <= 0 || s.cur.Dir != strconv.FormatInt(s.cur.Serial, 10) {
+	if err := json.Unmarshal(b, &s.cur); err != nil || s.cur.Serial <= 0 || s.cur.Dir != strconv.FormatInt(s.cur.Serial, 10) || !validPrevious(s.cur.Previous) {
 		return nil, fmt.Errorf("rule bundle state %s is corrupt; remove it to run the built-in rules", filepath.Join(s.dir, "current.json"))
 	}
 	return s, nil
@@ -108,6 +117,30 @@ func (s *Syncer) Current() (Current, string) {
 		return s.cur, ""
 	}
 	return s.cur, filepath.Join(s.dir, s.cur.Dir)
+}
+
+func validPrevious(dir string) bool {
+	if dir == "" {
+		return true
+	}
+	n, err := strconv.ParseInt(dir, 10, 64)
+	return err == nil && n > 0 && strconv.FormatInt(n, 10) == dir
+}
+
+// Candidates lists the bundle folders the sensor may load, best first:
+// the current bundle, then the one it replaced.
+func (s *Syncer) Candidates() []Candidate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur.Serial == 0 {
+		return nil
+	}
+	out := []Candidate{{Serial: s.cur.Serial, Dir: filepath.Join(s.dir, s.cur.Dir)}}
+	if s.cur.Previous != "" {
+		n, _ := strconv.ParseInt(s.cur.Previous, 10, 64)
+		out = append(out, Candidate{Serial: n, Dir: filepath.Join(s.dir, s.cur.Previous)})
+	}
+	return out
 }
 
 // Offer tells the syncer which serial the collector serves; it never
@@ -196,6 +229,9 @@ func (s *Syncer) Apply(b []byte) error {
 		return err
 	}
 	next := Current{Serial: m.Serial, Name: m.Name, Dir: name}
+	if cur.Serial != 0 && cur.Dir != name {
+		next.Previous = cur.Dir
+	}
 	cb, _ := json.Marshal(next)
 	if err := atomicfile.Write(filepath.Join(s.dir, "current.json"), cb, 0o600); err != nil {
 		return fmt.Errorf("rule bundle state: %w", err)
@@ -204,8 +240,10 @@ func (s *Syncer) Apply(b []byte) error {
 	s.mu.Lock()
 	s.cur = next
 	s.mu.Unlock()
-	if prev.Serial != 0 && prev.Dir != name {
-		os.RemoveAll(filepath.Join(s.dir, prev.Dir)) // the running process still has its rules loaded
+	// The replaced bundle is kept as the fallback; the one before it goes
+	// (the running process still has its rules loaded).
+	if prev.Previous != "" && prev.Previous != name && prev.Previous != next.Previous {
+		os.RemoveAll(filepath.Join(s.dir, prev.Previous))
 	}
 	s.o.Log.Warn("rule bundle installed; restarting into it", "serial", m.Serial, "name", m.Name, "files", m.Files, "previous", prev.Serial)
 	if s.o.Applied != nil {

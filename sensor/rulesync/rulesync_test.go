@@ -137,8 +137,27 @@ func TestApplyVerifiesAndRefusesDowngrades(t *testing.T) {
 	if cur, _ := s3.Current(); cur.Serial != 2 {
 		t.Fatalf("allowed downgrade not applied: %+v", cur)
 	}
+	// The replaced bundle stays as the fallback; the one before it goes.
+	if c := s3.Candidates(); len(c) != 2 || c[0].Serial != 2 || c[1].Serial != 3 || c[1].Dir != filepath.Join(state, "rules", "3") {
+		t.Fatalf("candidates after 3 -> 2: %+v", c)
+	}
+	if err := s3.Apply(bundle(t, priv, 6, "rule six")); err != nil {
+		t.Fatal(err)
+	}
+	if c := s3.Candidates(); len(c) != 2 || c[0].Serial != 6 || c[1].Serial != 2 {
+		t.Fatalf("candidates after 2 -> 6: %+v", c)
+	}
 	if _, err := os.Stat(filepath.Join(state, "rules", "3")); err == nil {
-		t.Fatal("the previous bundle's folder was not removed")
+		t.Fatal("the bundle before the previous one was not removed")
+	}
+	if _, err := os.Stat(filepath.Join(state, "rules", "2")); err != nil {
+		t.Fatalf("the previous bundle's folder was removed: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "rules", "current.json"), []byte(`{"serial":6,"dir":"6","previous":"../../etc"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(rec.options(state, nil)); err == nil {
+		t.Fatal("a previous bundle outside the rules folder was accepted")
 	}
 
 	if err := os.WriteFile(filepath.Join(state, "rules", "current.json"), []byte(`{"serial":5,"dir":"../../etc"}`), 0o600); err != nil {
