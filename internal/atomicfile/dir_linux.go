@@ -241,19 +241,6 @@ func (d *Dir) ReadRegular(name string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-// Lstat describes name without following it.
-func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
-	var st unix.Stat_t
-	if err := checkName(name); err != nil {
-		return st, err
-	}
-	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	if err != nil {
-		err = &os.PathError{Op: "lstat", Path: filepath.Join(d.path, name), Err: err}
-	}
-	return st, err
-}
-
 // Remove unlinks name (a file or a symlink, never what it points at).
 func (d *Dir) Remove(name string) error {
 	if err := checkName(name); err != nil {
@@ -268,3 +255,84 @@ func (d *Dir) Remove(name string) error {
 // Fd is the directory's descriptor, for *at calls the methods do not cover.
 // It stays owned by d.
 func (d *Dir) Fd() int { return d.fd }
+
+// OpenFile opens name with flag (os.O_RDWR and the like; O_NOFOLLOW and
+// O_NONBLOCK are added) and returns it only if it is a regular file.
+func (d *Dir) OpenFile(name string, flag int) (*os.File, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(d.fd, name, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: filepath.Join(d.path, name), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(d.path, name))
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", f.Name(), ErrNotRegular)
+	}
+	return f, nil
+}
+
+// Rename renames oldName to newName within the directory.
+func (d *Dir) Rename(oldName, newName string) error {
+	if err := errors.Join(checkName(oldName), checkName(newName)); err != nil {
+		return err
+	}
+	if err := unix.Renameat(d.fd, oldName, d.fd, newName); err != nil {
+		return &os.LinkError{Op: "rename", Old: filepath.Join(d.path, oldName), New: filepath.Join(d.path, newName), Err: err}
+	}
+	return nil
+}
+
+// Mkdir creates the directory name.
+func (d *Dir) Mkdir(name string, perm os.FileMode) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := unix.Mkdirat(d.fd, name, uint32(perm.Perm())); err != nil {
+		return &os.PathError{Op: "mkdir", Path: filepath.Join(d.path, name), Err: err}
+	}
+	return nil
+}
+
+// RemoveDir removes the empty directory name (never a symlink's target).
+func (d *Dir) RemoveDir(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(d.fd, name, unix.AT_REMOVEDIR); err != nil {
+		return &os.PathError{Op: "remove", Path: filepath.Join(d.path, name), Err: err}
+	}
+	return nil
+}
+
+// Private checks that name ("." for the directory itself) is owned by the
+// effective user, readable or writable by nobody else, not a symlink and,
+// for a file, has a single link: something a user other than the caller
+// cannot have created, replaced or hard-linked there. The caller's own
+// state in a folder others can write (a simulator's manifest) is trusted
+// only if it passes.
+func (d *Dir) Private(name string) error {
+	var st unix.Stat_t
+	var err error
+	if name == "." {
+		err = unix.Fstat(d.fd, &st)
+	} else if err = checkName(name); err == nil {
+		err = unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	p := filepath.Join(d.path, name)
+	switch {
+	case err != nil:
+		return &os.PathError{Op: "lstat", Path: p, Err: err}
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return fmt.Errorf("%s is a symlink", p)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("%s is owned by uid %d, not by uid %d", p, st.Uid, os.Geteuid())
+	case st.Mode&0o077 != 0:
+		return fmt.Errorf("%s has mode %04o: others may read or write it", p, st.Mode&0o7777)
+	case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink != 1:
+		return fmt.Errorf("%s has %d hard links", p, st.Nlink)
+	}
+	return nil
+}

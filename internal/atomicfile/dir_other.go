@@ -31,3 +31,18 @@ func (d *Dir) ReadRegular(string, int64) ([]byte, error) { return nil, errors.Er
 
 // Remove returns errors.ErrUnsupported.
 func (d *Dir) Remove(string) error { return errors.ErrUnsupported }
+
+// OpenFile returns errors.ErrUnsupported.
+func (d *Dir) OpenFile(string, int) (*os.File, error) { return nil, errors.ErrUnsupported }
+
+// Rename returns errors.ErrUnsupported.
+func (d *Dir) Rename(string, string) error { return errors.ErrUnsupported }
+
+// Mkdir returns errors.ErrUnsupported.
+func (d *Dir) Mkdir(string, os.FileMode) error { return errors.ErrUnsupported }
+
+// RemoveDir returns errors.ErrUnsupported.
+func (d *Dir) RemoveDir(string) error { return errors.ErrUnsupported }
+
+// Private returns errors.ErrUnsupported.
+func (d *Dir) Private(string) error { return errors.ErrUnsupported }

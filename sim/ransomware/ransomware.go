@@ -22,8 +22,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
+	"github.com/tillwatch/tillwatch/sim/simdir"
 )
 
 // Modes are the behaviours real families use.
@@ -47,6 +51,7 @@ const (
 
 // Manifest records what was marked.
 type Manifest struct {
+	Dir   string  `json:"dir"` // the folder marked, absolute
 	Key   string  `json:"key"` // AES-256 key, hex
 	Files []Entry `json:"files"`
 }
@@ -55,11 +60,19 @@ type Manifest struct {
 type Entry struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
+	Mode   string `json:"mode,omitempty"` // permission bits, octal
 }
 
 // Mark records every visible regular file under dir and keeps a copy of
-// each. A directory already marked is refused (undo it first).
+// each. A directory already marked is refused (undo it first), and so is a
+// system folder (sim/simdir). Files are opened relative to their opened
+// folder without following a symlink, so a file swapped for a link while
+// marking is skipped, never read through.
 func Mark(dir string) (*Manifest, error) {
+	dir, err := simdir.Check(dir)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Lstat(filepath.Join(dir, ManifestName)); err == nil {
 		return nil, fmt.Errorf("%s is already marked: run with --undo first", dir)
 	}
@@ -67,56 +80,112 @@ func Mark(dir string) (*Manifest, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	m := &Manifest{Key: hex.EncodeToString(key)}
-	backup := filepath.Join(dir, BackupDir)
-	if err := os.Mkdir(backup, 0o700); err != nil {
+	m := &Manifest{Dir: dir, Key: hex.EncodeToString(key)}
+	top, err := atomicfile.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer top.Close()
+	if err := top.Mkdir(BackupDir, 0o700); err != nil {
 		return nil, fmt.Errorf("mark %s: %w", dir, err)
 	}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if strings.HasPrefix(d.Name(), ".") && p != dir {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() { // symlinks and devices are never touched
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(b)
-		h := hex.EncodeToString(sum[:])
-		if err := os.WriteFile(filepath.Join(backup, h), b, 0o600); err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		m.Files = append(m.Files, Entry{Path: rel, SHA256: h})
-		return nil
-	})
+	backup, err := atomicfile.OpenDir(filepath.Join(dir, BackupDir))
 	if err == nil {
-		err = writeJSON(filepath.Join(dir, ManifestName), m)
+		defer backup.Close()
+		err = backup.Private(".")
+	}
+	if err == nil {
+		err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if strings.HasPrefix(d.Name(), ".") && p != dir {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !d.Type().IsRegular() { // symlinks and devices are never touched
+				return nil
+			}
+			b, mode, err := readNoFollow(p)
+			if errors.Is(err, atomicfile.ErrNotRegular) {
+				return nil // swapped for a link or a device while walking
+			}
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(b)
+			h := hex.EncodeToString(sum[:])
+			if err := backup.Write(h, b, 0o600); err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			m.Files = append(m.Files, Entry{Path: rel, SHA256: h, Mode: fmt.Sprintf("%04o", mode)})
+			return nil
+		})
+	}
+	if err == nil {
+		err = writeJSON(top, m)
 	}
 	if err != nil {
-		_ = os.RemoveAll(backup)
+		_ = os.RemoveAll(filepath.Join(dir, BackupDir))
 		return nil, fmt.Errorf("mark %s: %w", dir, err)
 	}
 	return m, nil
 }
 
-// Load reads dir's manifest.
+// readNoFollow reads the regular file p without following a symlink in
+// its folder's path (atomicfile.OpenDir) or at p, and returns its
+// permission bits.
+func readNoFollow(p string) ([]byte, fs.FileMode, error) {
+	d, err := atomicfile.OpenDir(filepath.Dir(p))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer d.Close()
+	f, err := d.OpenRegular(filepath.Base(p))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := io.ReadAll(f)
+	return b, fi.Mode().Perm(), err
+}
+
+// Load reads dir's manifest. The folder may be one other users can write,
+// and Undo writes what the manifest says as root, so it is trusted only if
+// it is a regular file owned by the user running the simulator, private
+// (0600), with one link, naming dir itself: a user can replace it, but
+// cannot make a file that passes.
 func Load(dir string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	dir, err := simdir.Check(dir)
+	if err != nil {
+		return nil, err
+	}
+	top, err := atomicfile.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer top.Close()
+	p := filepath.Join(dir, ManifestName)
+	b, err := top.ReadRegular(ManifestName, 256<<20)
 	if err != nil {
 		return nil, fmt.Errorf("%s is not marked (%w): run without --undo first", dir, err)
 	}
+	if err := top.Private(ManifestName); err != nil {
+		return nil, fmt.Errorf("manifest not trusted: %w", err)
+	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", filepath.Join(dir, ManifestName), err)
+		return nil, fmt.Errorf("manifest %s: %w", p, err)
+	}
+	if m.Dir != dir {
+		return nil, fmt.Errorf("manifest %s is for %q, not this folder", p, m.Dir)
 	}
 	return &m, nil
 }
@@ -131,8 +200,13 @@ type Options struct {
 	Rate float64
 }
 
-// Encrypt runs one worker over dir's marked files.
+// Encrypt runs one worker over dir's marked files. Each is opened
+// relative to its opened folder, without following a symlink: a marked
+// file swapped for a link is skipped.
 func Encrypt(dir string, m *Manifest, o Options) (int, error) {
+	if m.Dir != "" {
+		dir = m.Dir
+	}
 	key, err := hex.DecodeString(m.Key)
 	if err != nil || len(key) != 32 {
 		return 0, errors.New("manifest key is invalid")
@@ -152,8 +226,15 @@ func Encrypt(dir string, m *Manifest, o Options) (int, error) {
 			time.Sleep(time.Until(next))
 			next = next.Add(interval)
 		}
+		if !filepath.IsLocal(m.Files[i].Path) {
+			return n, fmt.Errorf("manifest path %q leaves %s", m.Files[i].Path, dir)
+		}
 		p := filepath.Join(dir, m.Files[i].Path)
-		if err := encryptOne(block, p, o.Mode); err != nil {
+		err := encryptOne(block, p, o.Mode)
+		if errors.Is(err, atomicfile.ErrNotRegular) {
+			continue
+		}
+		if err != nil {
 			return n, err
 		}
 		n++
@@ -162,7 +243,13 @@ func Encrypt(dir string, m *Manifest, o Options) (int, error) {
 }
 
 func encryptOne(block cipher.Block, p, mode string) error {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	d, err := atomicfile.OpenDir(filepath.Dir(p))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	name := filepath.Base(p)
+	f, err := d.OpenFile(name, os.O_RDWR)
 	if err != nil {
 		return err
 	}
@@ -190,11 +277,11 @@ func encryptOne(block cipher.Block, p, mode string) error {
 		stream.XORKeyStream(b, b)
 	}
 	if mode == ModeNewDelete {
-		if err := os.WriteFile(p+Ext, b, 0o644); err != nil {
+		if err := d.Write(name+Ext, b, 0o644); err != nil {
 			return err
 		}
 		f.Close()
-		return os.Remove(p)
+		return d.Remove(name)
 	}
 	if _, err := f.WriteAt(b, 0); err != nil {
 		return err
@@ -203,58 +290,99 @@ func encryptOne(block cipher.Block, p, mode string) error {
 		return err
 	}
 	if mode == ModeRename {
-		return os.Rename(p, p+Ext)
+		return d.Rename(name, name+Ext)
 	}
 	return nil
 }
 
 // Undo restores every marked file from its copy, removes the files the
 // simulator could have created (FILE+Ext) and the markers. It touches
-// nothing else. It returns how many files it restored.
+// nothing else. It returns how many files it restored. The manifest is
+// trusted only as Load says; each name must stay inside dir, is reached
+// without following a symlink, and each copy must hash to what the
+// manifest records, so a planted link or a forged entry cannot make root
+// write outside dir or copy a file it can read into dir.
 func Undo(dir string) (int, error) {
 	m, err := Load(dir)
 	if err != nil {
 		return 0, err
 	}
-	backup := filepath.Join(dir, BackupDir)
+	dir = m.Dir
+	backup, err := atomicfile.OpenDir(filepath.Join(dir, BackupDir))
+	if err != nil {
+		return 0, err
+	}
+	defer backup.Close()
+	if err := backup.Private("."); err != nil {
+		return 0, fmt.Errorf("copies not trusted: %w", err)
+	}
 	restored := 0
 	var errs []error
 	for _, e := range m.Files {
-		if !filepath.IsLocal(e.Path) {
-			errs = append(errs, fmt.Errorf("manifest path %q leaves %s; skipped", e.Path, dir))
-			continue
-		}
-		p := filepath.Join(dir, e.Path)
-		_ = os.Remove(p + Ext)
-		if cur, err := os.ReadFile(p); err == nil {
-			if sum := sha256.Sum256(cur); hex.EncodeToString(sum[:]) == e.SHA256 {
-				continue
-			}
-		}
-		b, err := os.ReadFile(filepath.Join(backup, e.SHA256))
+		ok, err := undoOne(dir, backup, e)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("copy of %s: %w", e.Path, err))
-			continue
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
 			errs = append(errs, err)
-			continue
+		} else if ok {
+			restored++
 		}
-		restored++
 	}
 	if len(errs) > 0 {
 		return restored, errors.Join(errs...) // markers kept so a second undo can finish
 	}
-	if err := os.RemoveAll(backup); err != nil {
+	if err := os.RemoveAll(filepath.Join(dir, BackupDir)); err != nil {
 		return restored, err
 	}
 	return restored, os.Remove(filepath.Join(dir, ManifestName))
 }
 
-func writeJSON(p string, v any) error {
-	b, err := json.MarshalIndent(v, "", " ")
+// undoOne restores one entry; false with no error when it was intact.
+func undoOne(dir string, backup *atomicfile.Dir, e Entry) (bool, error) {
+	if !filepath.IsLocal(e.Path) {
+		return false, fmt.Errorf("manifest path %q leaves %s; skipped", e.Path, dir)
+	}
+	if b, err := hex.DecodeString(e.SHA256); err != nil || len(b) != sha256.Size {
+		return false, fmt.Errorf("manifest digest %q of %s is not a SHA-256; skipped", e.SHA256, e.Path)
+	}
+	mode := fs.FileMode(0o644)
+	if e.Mode != "" {
+		v, err := strconv.ParseUint(e.Mode, 8, 32)
+		if err != nil || v > 0o777 {
+			return false, fmt.Errorf("manifest mode %q of %s; skipped", e.Mode, e.Path)
+		}
+		mode = fs.FileMode(v)
+	}
+	p := filepath.Join(dir, e.Path)
+	d, err := atomicfile.OpenDir(filepath.Dir(p))
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	name := filepath.Base(p)
+	if err := d.Remove(name + Ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if cur, err := d.ReadRegular(name, 1<<40); err == nil {
+		if sum := sha256.Sum256(cur); hex.EncodeToString(sum[:]) == e.SHA256 {
+			return false, nil
+		}
+	}
+	b, err := backup.ReadRegular(e.SHA256, 1<<40)
+	if err != nil {
+		return false, fmt.Errorf("copy of %s: %w", e.Path, err)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != e.SHA256 {
+		return false, fmt.Errorf("copy of %s does not match its digest; skipped", e.Path)
+	}
+	if err := d.Write(name, b, mode); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func writeJSON(d *atomicfile.Dir, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(p, b, 0o600)
+	return d.Write(ManifestName, b, 0o600)
 }

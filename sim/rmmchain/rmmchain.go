@@ -28,6 +28,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/atomicfile"
+	"github.com/tillwatch/tillwatch/sim/simdir"
 )
 
 // The product the agent stand-in poses as: a Linux agent of the catalog
@@ -120,13 +123,15 @@ func Create(o Options) (*Manifest, error) {
 	if o.Hold <= 0 {
 		o.Hold = 500 * time.Millisecond
 	}
-	dir, err := filepath.Abs(o.Dir)
+	dir, err := simdir.Check(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("%s is not a directory", dir)
+	top, err := atomicfile.OpenDir(dir)
+	if err != nil {
+		return nil, err
 	}
+	defer top.Close()
 	mp := filepath.Join(dir, ManifestName)
 	if _, err := os.Lstat(mp); err == nil {
 		return nil, fmt.Errorf("%s is already set up (%s): run with --undo first", dir, mp)
@@ -137,7 +142,7 @@ func Create(o Options) (*Manifest, error) {
 	// so an interrupted set-up can still be undone.
 	var b builder
 	b.m = m
-	save := func() error { return writeJSON(mp, m) }
+	save := func() error { return writeJSON(top, m) }
 	if err := save(); err != nil {
 		return nil, err
 	}
@@ -259,16 +264,35 @@ func Run(ctx context.Context, m *Manifest, stdout, stderr io.Writer) (Result, er
 	return res, err
 }
 
-// Load reads dir's manifest.
+// Load reads dir's manifest. Undo deletes what it lists as root, in a
+// folder other users may write, so it is trusted only if it is a regular
+// file owned by the user running the simulator, private (0600), with one
+// link, naming dir itself: a user can replace it but cannot make a file
+// that passes.
 func Load(dir string) (*Manifest, error) {
+	dir, err := simdir.Check(dir)
+	if err != nil {
+		return nil, err
+	}
+	top, err := atomicfile.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer top.Close()
 	p := filepath.Join(dir, ManifestName)
-	b, err := os.ReadFile(p)
+	b, err := top.ReadRegular(ManifestName, 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("%s is not set up (%w): run without --undo first", dir, err)
+	}
+	if err := top.Private(ManifestName); err != nil {
+		return nil, fmt.Errorf("manifest not trusted: %w", err)
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", p, err)
+	}
+	if m.Dir != dir {
+		return nil, fmt.Errorf("manifest %s is for %q, not this folder", p, m.Dir)
 	}
 	return &m, nil
 }
@@ -276,7 +300,9 @@ func Load(dir string) (*Manifest, error) {
 // Undo removes exactly what the manifest lists, newest first: files (those
 // the chain did not get to create are skipped) and then directories, which
 // are removed only when empty, so nothing the simulation did not create is
-// touched. The manifest goes last; on any error it is kept so a second
+// touched. Only paths the simulation can have created are considered (see
+// ours), and each is removed relative to its opened folder, never through
+// a symlink. The manifest goes last; on any error it is kept so a second
 // undo can finish. It returns how many paths it removed.
 func Undo(dir string) (int, error) {
 	m, err := Load(dir)
@@ -285,33 +311,94 @@ func Undo(dir string) (int, error) {
 	}
 	n := 0
 	var errs []error
-	for _, e := range slices.Backward(m.Created) {
+	for i, e := range slices.Backward(m.Created) {
 		if !filepath.IsAbs(e.Path) || filepath.Clean(e.Path) != e.Path {
 			errs = append(errs, fmt.Errorf("manifest path %q is not clean and absolute; skipped", e.Path))
 			continue
 		}
-		fi, err := os.Lstat(e.Path)
-		if errors.Is(err, os.ErrNotExist) {
+		if !ours(m, i, e) {
+			errs = append(errs, fmt.Errorf("manifest path %s is outside what the simulation creates; left alone", e.Path))
 			continue
 		}
+		removed, err := remove(e)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if (e.Kind == KindDir) != fi.IsDir() {
-			errs = append(errs, fmt.Errorf("%s is no longer a %s; left alone", e.Path, e.Kind))
-			continue
+		if removed {
+			n++
 		}
-		if err := os.Remove(e.Path); err != nil {
-			errs = append(errs, fmt.Errorf("%w (something the simulation did not create is inside; remove it, then undo again)", err))
-			continue
-		}
-		n++
 	}
 	if len(errs) > 0 {
 		return n, errors.Join(errs...)
 	}
-	return n, os.Remove(filepath.Join(m.Dir, ManifestName))
+	top, err := atomicfile.OpenDir(m.Dir)
+	if err != nil {
+		return n, err
+	}
+	defer top.Close()
+	return n, top.Remove(ManifestName)
+}
+
+// ours reports whether entry i can be something the simulation created:
+// a path in Dir/RootName, or in an agent directory (tillwatch-sim-*) that
+// an earlier entry records the simulator creating, or a directory the
+// simulator created on the way to one (a missing install root).
+func ours(m *Manifest, i int, e Entry) bool {
+	if within(e.Path, filepath.Join(m.Dir, RootName)) {
+		return true
+	}
+	for _, prev := range m.Created[:i] {
+		if prev.Kind == KindDir && prev.By == "simulator" && strings.HasPrefix(filepath.Base(prev.Path), "tillwatch-sim-") &&
+			e.Path != prev.Path && within(e.Path, prev.Path) {
+			return true
+		}
+	}
+	if e.Kind != KindDir || e.By != "simulator" {
+		return false
+	}
+	if strings.HasPrefix(filepath.Base(e.Path), "tillwatch-sim-") {
+		return true // the agent directory itself
+	}
+	// A created parent of an agent directory that follows it.
+	for _, next := range m.Created[i+1:] {
+		if next.Kind == KindDir && within(next.Path, e.Path) {
+			return true
+		}
+	}
+	return false
+}
+
+func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+
+// remove deletes e relative to its opened parent (atomicfile.OpenDir: no
+// symlink a user planted is followed); false when it was already gone.
+// unlinkat refuses a directory and rmdir a file, so a path that changed
+// kind is left alone.
+func remove(e Entry) (bool, error) {
+	d, err := atomicfile.OpenDir(filepath.Dir(e.Path))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	name := filepath.Base(e.Path)
+	if e.Kind == KindDir {
+		err = d.RemoveDir(name)
+	} else {
+		err = d.Remove(name)
+	}
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	case err != nil && e.Kind == KindDir:
+		return false, fmt.Errorf("%w (something the simulation did not create is inside, or it is no longer a directory; remove it, then undo again)", err)
+	case err != nil:
+		return false, fmt.Errorf("%w (no longer a file; left alone)", err)
+	}
+	return true, nil
 }
 
 // builder creates paths and records each in the manifest as it goes.
@@ -418,10 +505,10 @@ func quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func writeJSON(p string, v any) error {
-	b, err := json.MarshalIndent(v, "", " ")
+func writeJSON(d *atomicfile.Dir, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(p, b, 0o600)
+	return d.Write(ManifestName, b, 0o600)
 }
