@@ -208,7 +208,7 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 	}
 	var resp *event.Response
 	var stopped []int
-	var exes []string
+	var exes, notes []string
 	if g.o.Enforce && v.Tree > 0 {
 		resp = &event.Response{Action: event.ActionKill, Result: event.ResultOK, Target: "tree:" + strconv.Itoa(v.Tree)}
 		pids, err := g.tree.Stop(v.Tree)
@@ -217,7 +217,7 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 			g.stopped[p] = now
 		}
 		if g.o.Quarantine != nil {
-			exes = g.encryptorExes(pids, v) // read while stopped: a dead process has no exe link
+			exes, notes = g.encryptorExes(pids, v) // read while stopped: a dead process has no exe link
 		}
 		if err != nil {
 			resp.Result = "suspend: " + err.Error()
@@ -230,6 +230,9 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 	g.log.Warn("ransomware behaviour", "tree", v.Tree, "score", v.Score, logkey.Count, v.Total, "canary", v.Canary,
 		"stopped", len(stopped), logkey.Path, a.Path, "reasons", strings.Join(v.Reasons, "; "))
 	ev := ransomware.VerdictEvent(v, &trigger, stopped, resp)
+	if len(notes) > 0 && ev.Tillwatch != nil && ev.Tillwatch.Ransomware != nil {
+		ev.Tillwatch.Ransomware.Reasons = append(ev.Tillwatch.Ransomware.Reasons, notes...)
+	}
 	switch {
 	case len(exes) > 0:
 		// Quarantine hashes and moves files and waits for the action
@@ -285,11 +288,12 @@ func (g *Guard) quarantineAndEmit(ev event.Event, exes []string) {
 // encryptorExes returns the executables of the stopped processes that may
 // be quarantined: not a spawner (a shell or interpreter running the loop
 // is a system program, not the encryptor), not the RMM agent's executable,
-// not the sensor's, not already deleted.
-func (g *Guard) encryptorExes(pids []int, v ransomware.Verdict) []string {
+// not the sensor's, not already deleted, and only one the process's own
+// code made misbehave (exeToBlame); why one was not offered comes back in
+// notes, for the verdict's reasons.
+func (g *Guard) encryptorExes(pids []int, v ransomware.Verdict) (out, notes []string) {
 	self, _ := os.Executable()
 	seen := map[string]bool{}
-	var out []string
 	for _, pid := range pids {
 		exe := exeOf(g.o.ProcRoot, pid)
 		switch {
@@ -301,12 +305,17 @@ func (g *Guard) encryptorExes(pids []int, v ransomware.Verdict) []string {
 			continue
 		}
 		seen[exe] = true
+		if ok, why := exeToBlame(g.o.ProcRoot, pid, exe); !ok {
+			notes = append(notes, "executable not quarantined: "+why)
+			g.log.Warn("encryptor executable not offered for quarantine", logkey.Path, exe, "pid", pid, "why", why)
+			continue
+		}
 		out = append(out, exe)
 		if len(out) >= 8 {
 			break // a tree of many different programs is not one encryptor binary
 		}
 	}
-	return out
+	return out, notes
 }
 
 // restoreCanaries puts tampered decoys back once the tree is dead. It runs
