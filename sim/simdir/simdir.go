@@ -14,21 +14,23 @@ import (
 
 // Refused lists folders a simulator never works in, nor anywhere under
 // them: the system's programs, libraries, configuration, kernel
-// interfaces, root's home, and logs and state of installed software
-// (the sensor's own included).
+// interfaces, and logs and state of installed software (the sensor's own
+// included).
 var Refused = []string{
-	"/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run",
+	"/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
 	"/sbin", "/snap", "/sys", "/usr", "/var/backups", "/var/cache", "/var/lib/tillwatch", "/var/log",
 	"/var/mail", "/var/spool",
 }
 
 // RefusedExact lists folders refused themselves (a folder below them is
-// fine): the roots that hold everyone's data.
-var RefusedExact = []string{"/", "/home", "/media", "/mnt", "/opt", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp"}
+// fine): the roots that hold everyone's data, and root's home (a test
+// folder such as /root/rmm-test is fine).
+var RefusedExact = []string{"/", "/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var", "/var/lib", "/var/tmp"}
 
 // Check returns dir as a clean absolute path if a simulator may use it:
 // an existing directory, not a symlink, that neither as given nor with
-// symlinks resolved is a refused folder.
+// symlinks resolved is a refused folder or a hidden one (a name starting
+// with ".", such as ~/.ssh or ~/.config, or anything below one).
 func Check(dir string) (string, error) {
 	if dir == "" {
 		return "", fmt.Errorf("no folder given")
@@ -68,6 +70,11 @@ func refused(p string) error {
 	for _, r := range Refused {
 		if p == r || strings.HasPrefix(p, r+"/") {
 			return fmt.Errorf("a simulator never works in %s or below it", r)
+		}
+	}
+	for _, c := range strings.Split(p, "/") {
+		if strings.HasPrefix(c, ".") {
+			return fmt.Errorf("a simulator never works in a hidden folder (%s) or below it", c)
 		}
 	}
 	if home, err := os.UserHomeDir(); err == nil && os.Geteuid() == 0 && home != "" && home != "/" && p == filepath.Clean(home) {

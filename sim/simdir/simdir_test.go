@@ -9,7 +9,7 @@ import (
 func TestCheckRefusesSystemFolders(t *testing.T) {
 	t.Parallel()
 	for _, d := range []string{"/", "/etc", "/etc/systemd/system", "/usr", "/usr/bin", "/bin", "/boot", "/var", "/var/lib", "/var/lib/tillwatch",
-		"/home", "/root", "/tmp", "/proc/self", "/dev"} {
+		"/home", "/root", "/root/.ssh", "/tmp", "/proc/self", "/dev"} {
 		if _, err := os.Lstat(d); err != nil {
 			continue
 		}
@@ -20,6 +20,13 @@ func TestCheckRefusesSystemFolders(t *testing.T) {
 	base := t.TempDir()
 	if got, err := Check(base); err != nil || got != base {
 		t.Errorf("Check(%s) = %q, %v; a test folder must be accepted", base, got, err)
+	}
+	hidden := filepath.Join(base, ".config")
+	if err := os.Mkdir(hidden, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Check(hidden); err == nil {
+		t.Error("a hidden folder was accepted")
 	}
 	link := filepath.Join(base, "etc")
 	if err := os.Symlink("/etc", link); err != nil {
