@@ -95,7 +95,7 @@ func simulateRansomwareCmd(out io.Writer) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "", "directory to encrypt (only files marked under it are touched)")
+	f.StringVar(&dir, "dir", "", "directory to encrypt (only files marked under it are touched; system and hidden folders are refused)")
 	f.StringVar(&mode, "mode", sim.ModeInPlace, "inplace | rename | newdelete | intermittent | striped")
 	f.IntVar(&workers, "workers", 1, "worker processes")
 	f.Float64Var(&rate, "rate", 0, "files per second over all workers (0: as fast as possible)")

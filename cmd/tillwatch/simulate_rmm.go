@@ -69,7 +69,7 @@ exactly that. With --install-path the agent is placed in a new subdirectory of t
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "", "directory to set the simulation up in (it creates "+sim.RootName+" there)")
+	f.StringVar(&dir, "dir", "", "directory to set the simulation up in (it creates "+sim.RootName+" there; system and hidden folders are refused)")
 	f.BoolVar(&installPath, "install-path", false, "place the agent stand-in under the real "+sim.InstallRoot+" (a new subdirectory)")
 	f.DurationVar(&pause, "pause", time.Second, "pause between the steps of the procedure")
 	f.DurationVar(&hold, "hold", 500*time.Millisecond, "how long the decoder waits for its input (so the sensor sees its command line)")
