@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,9 @@ func OpenDir(path string) (*Dir, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("open directory %s: not an absolute path", path)
 	}
+	if slices.Contains(strings.Split(path, "/"), "..") {
+		return nil, fmt.Errorf("open directory %s: '..' is not allowed", path)
+	}
 	fd, err := openDir(path)
 	if err != nil {
 		return nil, fmt.Errorf("open directory %s: %w", path, err)
@@ -54,11 +58,9 @@ func openDir(path string) (int, error) {
 	for len(pending) > 0 {
 		comp := pending[0]
 		pending = pending[1:]
-		if comp == ".." {
-			// Lexical, as filepath.Clean would: the walk never climbs
-			// out of a directory it opened through a link.
-			return closeErr(fd, fmt.Errorf("%q: '..' is not allowed", path))
-		}
+		// '..' only comes from a trusted link's target (the path itself
+		// may not hold one): the kernel's parent of where the walk is,
+		// as a lookup through that link would go.
 		next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err == nil {
 			unix.Close(fd)

@@ -72,6 +72,24 @@ func TestOpenDirFollowsOnlyRootsLinks(t *testing.T) {
 		t.Fatalf("root's link in root's directory refused: %v", err)
 	}
 	d.Close()
+	// A relative target with '..' resolves as the kernel would.
+	if err := os.Mkdir(filepath.Join(base, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../trusted", filepath.Join(base, "a", "up")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(real, "marker"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := OpenDir(filepath.Join(base, "a", "up")); err != nil {
+		t.Errorf("root's link with ../ refused: %v", err)
+	} else {
+		if _, err := d.ReadRegular("marker", 10); err != nil {
+			t.Errorf("the link led elsewhere: %v", err)
+		}
+		d.Close()
+	}
 	// The same link owned by another user is refused.
 	if err := os.Lchown(filepath.Join(base, "trusted"), 65534, 65534); err != nil {
 		t.Fatal(err)
