@@ -12,6 +12,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
+	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
 	"github.com/tillwatch/tillwatch/sensor/yara"
 )
 
@@ -31,6 +32,7 @@ func ruleKinds() []ruleKind {
 		{"yara", lintYARA, testYARA},
 		{"rmm", lintRMM, lintRMM}, // catalog and behaviour rules; samples are checked at load
 		{"sigma", lintSigma, testSigma},
+		{"ransomware", lintRansomware, lintRansomware}, // thresholds; a sensor refuses a bundle whose thresholds do not load
 	}
 }
 
@@ -108,6 +110,11 @@ func lintExec(dir string) ([]string, error) {
 		out = append(out, filepath.Join(filepath.Dir(dir), line))
 	}
 	return out, nil
+}
+
+func lintRansomware(dir string) ([]string, error) {
+	_, err := ransomware.LoadRules(os.DirFS(filepath.Dir(dir)), filepath.Base(dir))
+	return nil, err
 }
 
 func lintYARA(dir string) ([]string, error) {
