@@ -1,6 +1,9 @@
 // Package atomicfile replaces small state files (identity, baselines,
 // replay caches, kill-switch state) so that a crash or power loss leaves
-// either the old or the new content, never a torn file.
+// either the old or the new content, never a torn file. Dir does the same,
+// and reads, renames and removes, relative to a directory opened without
+// following a user's symlink: for writes root makes in folders other users
+// can write (decoys, restored quarantine, simulators).
 package atomicfile
 
 import (
