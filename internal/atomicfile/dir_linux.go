@@ -338,3 +338,17 @@ func (d *Dir) Private(name string) error {
 	}
 	return nil
 }
+
+// Names lists the directory's entries (not "." or "..").
+func (d *Dir) Names() ([]string, error) {
+	dup, err := unix.Dup(d.fd)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), d.path)
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return f.Readdirnames(-1)
+}

@@ -46,3 +46,6 @@ func (d *Dir) RemoveDir(string) error { return errors.ErrUnsupported }
 
 // Private returns errors.ErrUnsupported.
 func (d *Dir) Private(string) error { return errors.ErrUnsupported }
+
+// Names returns errors.ErrUnsupported.
+func (d *Dir) Names() ([]string, error) { return nil, errors.ErrUnsupported }

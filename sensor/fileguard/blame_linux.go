@@ -36,8 +36,9 @@ func exeToBlame(procRoot string, pid int, exe string) (bool, string) {
 	if err != nil {
 		return false, fmt.Sprintf("%s: cannot read the process's user: %v", exe, err)
 	}
+	// The inode the process runs, not whatever the path names now.
 	var st syscall.Stat_t
-	if err := syscall.Stat(exe, &st); err != nil {
+	if err := syscall.Stat(filepath.Join(dir, "exe"), &st); err != nil {
 		return false, fmt.Sprintf("%s: %v", exe, err)
 	}
 	if int(st.Uid) != uid && st.Mode&0o022 == 0 {

@@ -90,10 +90,11 @@ func Mark(dir string) (*Manifest, error) {
 		return nil, fmt.Errorf("mark %s: %w", dir, err)
 	}
 	backup, err := atomicfile.OpenDir(filepath.Join(dir, BackupDir))
-	if err == nil {
-		defer backup.Close()
-		err = backup.Private(".")
+	if err != nil {
+		return nil, fmt.Errorf("mark %s: %w", dir, err)
 	}
+	defer backup.Close()
+	err = backup.Private(".")
 	if err == nil {
 		err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -129,7 +130,7 @@ func Mark(dir string) (*Manifest, error) {
 		err = writeJSON(top, m)
 	}
 	if err != nil {
-		_ = os.RemoveAll(filepath.Join(dir, BackupDir))
+		_ = removeCopies(top, backup)
 		return nil, fmt.Errorf("mark %s: %w", dir, err)
 	}
 	return m, nil
@@ -329,10 +330,30 @@ func Undo(dir string) (int, error) {
 	if len(errs) > 0 {
 		return restored, errors.Join(errs...) // markers kept so a second undo can finish
 	}
-	if err := os.RemoveAll(filepath.Join(dir, BackupDir)); err != nil {
+	top, err := atomicfile.OpenDir(dir)
+	if err != nil {
 		return restored, err
 	}
-	return restored, os.Remove(filepath.Join(dir, ManifestName))
+	defer top.Close()
+	if err := removeCopies(top, backup); err != nil {
+		return restored, err
+	}
+	return restored, top.Remove(ManifestName)
+}
+
+// removeCopies empties and removes the copies folder, by descriptor: a
+// folder swapped in by a user is never walked.
+func removeCopies(top, backup *atomicfile.Dir) error {
+	names, err := backup.Names()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := backup.Remove(n); err != nil {
+			return err
+		}
+	}
+	return top.RemoveDir(BackupDir)
 }
 
 // undoOne restores one entry; false with no error when it was intact.
