@@ -13,6 +13,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	sim "github.com/tillwatch/tillwatch/sim/ransomware"
+	"github.com/tillwatch/tillwatch/sim/simdir"
 )
 
 // simulateRansomwareCmd is `tillwatch simulate ransomware --dir DIR`.
@@ -34,6 +35,10 @@ func simulateRansomwareCmd(out io.Writer) *cobra.Command {
 			}
 			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 				return cfgfile.Usagef("--dir %s is not a directory", dir)
+			}
+			// System and hidden folders, and links, are refused (sim/simdir).
+			if _, err := simdir.Check(dir); err != nil {
+				return cfgfile.Usagef("--dir %v", err)
 			}
 			if undo {
 				n, err := sim.Undo(dir)

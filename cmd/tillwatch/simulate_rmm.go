@@ -10,6 +10,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	sim "github.com/tillwatch/tillwatch/sim/rmmchain"
+	"github.com/tillwatch/tillwatch/sim/simdir"
 )
 
 // simulateRMMCmd is `tillwatch simulate rmm-chain --dir DIR`.
@@ -37,6 +38,10 @@ exactly that. With --install-path the agent is placed in a new subdirectory of t
 			}
 			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 				return cfgfile.Usagef("--dir %s is not a directory", dir)
+			}
+			// System and hidden folders, and links, are refused (sim/simdir).
+			if _, err := simdir.Check(dir); err != nil {
+				return cfgfile.Usagef("--dir %v", err)
 			}
 			if undo {
 				n, err := sim.Undo(dir)
