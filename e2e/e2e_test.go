@@ -13,7 +13,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
-// requiredAlertFields are SPEC.md's required fields for an alert about a
+// requiredAlertFields are the required fields (docs/reference.md) for an alert about a
 // process (process.hash.sha256 is readable for our payload).
 var requiredAlertFields = []string{
 	"@timestamp", "event.kind", "event.id", "event.category", "event.type", "event.action",
