@@ -1,7 +1,6 @@
 package rmm
 
 import (
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -74,18 +73,4 @@ func (h *procHost) Digest(pid int64, file string) (string, int64, error) {
 	return h.digest(file)
 }
 
-func (h *procHost) digest(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", 0, fmt.Errorf("%s: not a regular file", path)
-	}
-	return h.hashes.Sum(f, rmmcat.MaxHashSize)
-}
+func (h *procHost) digest(path string) (string, int64, error) { return rmmcat.HashFile(h.hashes, path) }

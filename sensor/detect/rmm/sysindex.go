@@ -23,7 +23,7 @@ func newSysIndex(dirs, names []string) *sysIndex {
 			if err != nil {
 				continue
 			}
-			sum, _, err := rmmcat.HashFile(real)
+			sum, _, err := rmmcat.HashFile(nil, real)
 			if err != nil {
 				continue
 			}
