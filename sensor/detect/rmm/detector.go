@@ -10,6 +10,14 @@
 // chain up to it (process.parent, tillwatch.process.ancestry) and a
 // fingerprint of (agent, normalised command line) that the collector counts
 // across hosts to see a fleet-wide push.
+//
+// Files by concern: detector.go takes events in and keeps the short-lived
+// state; lineage.go evaluates the behaviour rules for an agent's
+// descendants; integrity.go checks approved agents' binaries; args.go reads
+// command lines; fingerprint.go; ecs.go builds the alerts; host.go is the
+// one seam to the OS (/proc and file digests), so the rules run on fakes in
+// tests. The agent above a process is found by sensor/rmm (FindAgent) on
+// the chain the process table gives.
 package rmm
 
 import (
