@@ -12,17 +12,17 @@ GO_DIRS := cmd collector internal rules sensor bench sim demo e2e build
 # cores for the suites that start real collectors and sensors.
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all build demo test deps vet fuzz fuzz-short clean rules bench-yara deb
+.PHONY: all build demo test deps test-deps vet fuzz fuzz-short clean rules bench-yara deb
 
 all: build
 
-## deps: check the toolchain; say in one line what is missing
+## deps: what `make build` needs (gcc, libyara-dev and static archives); installed as root on Debian/Ubuntu, else the command to run
 deps:
-	@command -v $(GO) >/dev/null || { echo "missing: Go 1.26 (https://go.dev/dl)"; exit 2; }
-	@command -v gcc >/dev/null || { echo "missing: a C compiler for cgo and -race: apt-get install -y gcc"; exit 2; }
-	@$(GO) version | grep -qE 'go1\.(2[6-9]|[3-9][0-9])' || { echo "need Go >= 1.26, have: $$($(GO) version)"; exit 2; }
-	@pkg-config --exists 'yara >= 4.2' 'yara < 4.3' 2>/dev/null || { echo "missing: libyara 4.2 for YARA (cgo): apt-get install -y libyara-dev pkg-config"; exit 2; }
-	@m=""; for l in yara magic jansson crypto z bz2 lzma; do case "$$(gcc -print-file-name=lib$$l.a)" in /*) ;; *) m="$$m lib$$l.a";; esac; done; [ -z "$$m" ] || { echo "missing static libraries for the static YARA link:$$m: apt-get install -y libyara-dev zlib1g-dev libbz2-dev liblzma-dev"; exit 2; }
+	@GO=$(GO) build/install-deps.sh build
+
+## test-deps: deps plus what `make test` needs (JDK 17 and Maven for the test Elasticsearch, curl, yara, dpkg, systemd)
+test-deps:
+	@GO=$(GO) build/install-deps.sh test
 
 # libyara (and libmagic, libjansson, libcrypto) are linked from their static
 # archives through our own yara.pc. CGO_CFLAGS differs from a plain build on
@@ -64,7 +64,7 @@ vet: deps
 	CGO_ENABLED=0 $(GO) build ./cmd/...
 
 ## test: everything CI runs
-test: vet fuzz-short
+test: test-deps vet fuzz-short
 	@$(MAKE) --no-print-directory es-up
 	@# es-down runs whatever the tests return; the exit code is the tests'.
 	@# e2e runs real sensors in enforce mode; they act on every process

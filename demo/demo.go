@@ -339,15 +339,8 @@ func (r *run) attack(ctx context.Context) error {
 }
 
 func get(doc map[string]any, path string) any {
-	var cur any = doc
-	for _, p := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		cur = m[p]
-	}
-	return cur
+	v, _ := event.Lookup(doc, path)
+	return v
 }
 
 func copyFile(src, dst string) error {

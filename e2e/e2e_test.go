@@ -13,7 +13,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
-// requiredAlertFields are SPEC.md's required fields for an alert about a
+// requiredAlertFields are the required fields (docs/reference.md) for an alert about a
 // process (process.hash.sha256 is readable for our payload).
 var requiredAlertFields = []string{
 	"@timestamp", "event.kind", "event.id", "event.category", "event.type", "event.action",
@@ -276,6 +276,9 @@ func TestVersionAndHelp(t *testing.T) {
 
 func TestSensorCheck(t *testing.T) {
 	requireRoot(t)
+	if bare := run(t, "tillwatch-sensor", "check"); bare.code != 0 || !strings.Contains(bare.stdout, "no config given") {
+		t.Errorf("check without a config: exit %d, %q %q", bare.code, bare.stdout, bare.stderr)
+	}
 	r := run(t, "tillwatch-sensor", "check", "--no-collector", "--state-dir", t.TempDir())
 	if r.code != 0 {
 		t.Fatalf("check exit %d: %s %s", r.code, r.stdout, r.stderr)

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tillwatch/tillwatch/internal/event"
 )
 
 // binDir holds the binaries built once for all tests of the package.
@@ -227,15 +229,8 @@ func jsonLines(t *testing.T, s string) []map[string]any {
 
 // get reads a dotted ECS path.
 func get(doc map[string]any, path string) any {
-	var cur any = doc
-	for _, p := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		cur = m[p]
-	}
-	return cur
+	v, _ := event.Lookup(doc, path)
+	return v
 }
 
 // payload copies sleep(1) into dir under a marked name and returns its path.

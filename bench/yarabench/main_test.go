@@ -12,7 +12,7 @@ import (
 // of each scanner, the same match sets, the section written.
 func TestShortRun(t *testing.T) {
 	if _, err := exec.LookPath("yara"); err != nil {
-		t.Skip("the yara CLI is not installed (.ci/run installs it)")
+		t.Skip("the yara CLI is not installed (make test-deps installs it)")
 	}
 	out := filepath.Join(t.TempDir(), "benchmarks.md")
 	t.Chdir("../..") // the benchmark reads rules/yara from the repository root

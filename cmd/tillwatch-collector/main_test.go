@@ -119,11 +119,28 @@ func TestVersionAndHelp(t *testing.T) {
 // TestTokenCreateThenEnroll runs the real binary end to end: create an
 // enrolment token, start the collector on a free port, enrol with the token
 // through the real client pinning the generated ca.pem, then stop it with
-// SIGTERM and expect a clean exit.
+// SIGTERM and expect a clean exit. It runs on SQLite and, with
+// TILLWATCH_ES_URL, on Elasticsearch given by the flag: `token create`
+// takes the same store flags as `run`.
 func TestTokenCreateThenEnroll(t *testing.T) {
 	t.Parallel()
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		tokenCreateThenEnroll(t, nil, []string{"tillwatch.db"})
+	})
+	t.Run("elasticsearch", func(t *testing.T) {
+		t.Parallel()
+		es := os.Getenv("TILLWATCH_ES_URL")
+		if es == "" {
+			t.Skip("TILLWATCH_ES_URL is not set (make es-up starts a node)")
+		}
+		tokenCreateThenEnroll(t, []string{"--elasticsearch", es}, nil)
+	})
+}
+
+func tokenCreateThenEnroll(t *testing.T, storeFlags, files []string) {
 	data := filepath.Join(t.TempDir(), "data")
-	stdout, stderr, code := run(t, "token", "create", "--role", "sensor", "--data", data)
+	stdout, stderr, code := run(t, append([]string{"token", "create", "--role", "sensor", "--data", data}, storeFlags...)...)
 	if code != 0 {
 		t.Fatalf("token create: exit %d: %s", code, stderr)
 	}
@@ -136,7 +153,7 @@ func TestTokenCreateThenEnroll(t *testing.T) {
 	os.WriteFile(cfg, []byte("log:\n  format: json\n  level: debug\n"), 0o600)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), "run", "-c", cfg, "--data", data, "--listen", "127.0.0.1:0")
+	cmd := exec.CommandContext(ctx, binary(t), append([]string{"run", "-c", cfg, "--data", data, "--listen", "127.0.0.1:0"}, storeFlags...)...)
 	errPipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -190,9 +207,40 @@ func TestTokenCreateThenEnroll(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("collector did not exit cleanly on SIGTERM: %v", err)
 	}
-	for _, f := range []string{"ca.pem", "ca.key", "server.pem", "server.key", "tillwatch.db"} {
+	for _, f := range append([]string{"ca.pem", "ca.key", "server.pem", "server.key", "store"}, files...) {
 		if _, err := os.Stat(filepath.Join(data, f)); err != nil {
 			t.Errorf("data dir: %v", err)
+		}
+	}
+}
+
+// TestTokenCreateRefusesAnotherStore: once run has used a data dir with one
+// store, token create with that data dir and another store is refused with
+// exit 2 and one line saying which flags to pass, and writes nothing.
+func TestTokenCreateRefusesAnotherStore(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	other := filepath.Join(t.TempDir(), "other.db")
+	// What run leaves behind after starting on Elasticsearch.
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "store"), []byte("elasticsearch:http://127.0.0.1:9200\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--data", data}, // default SQLite under the data dir
+		{"--data", data, "--store", "sqlite:" + other}, // another SQLite file
+		{"--data", data, "--elasticsearch", "http://127.0.0.1:1"},
+	} {
+		stdout, stderr, code := run(t, append([]string{"token", "create", "--role", "sensor"}, args...)...)
+		if code != 2 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "runs on elasticsearch:http://127.0.0.1:9200") {
+			t.Errorf("token create %v: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
+	for _, f := range []string{filepath.Join(data, "tillwatch.db"), other} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: created by a refused token create (%v)", f, err)
 		}
 	}
 }

@@ -1,6 +1,6 @@
-// Command tillwatch-sensor is the endpoint agent: it watches processes (and,
-// as features land, files and remote-management agents), raises alerts,
-// stops attacks locally and ships alerts to the collector. On Windows it
+// Command tillwatch-sensor is the endpoint agent: it watches processes,
+// files and remote-management agents, raises alerts, stops attacks locally
+// and ships alerts to the collector. On Windows it
 // also runs as a service (service_windows.go).
 package main
 

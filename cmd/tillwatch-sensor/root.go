@@ -158,14 +158,19 @@ func checkCmd(stdout io.Writer) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "check",
-		Short: "Print what this host supports and the effective config; exit 0 only if the sensor can run",
+		Short: "Print what this host supports; with -c FILE or run's flags, also check that config and exit non-zero if the sensor cannot run with it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load(cmd, &f)
 			if err != nil {
 				return err
 			}
-			rep := check.Run(cfg, slog.New(slog.DiscardHandler))
+			// Any config flag (or -c) means "can the sensor run like this";
+			// none means only "what does this host support", which needs
+			// no collector URL and so answers on a machine not yet set up.
+			withConfig := false
+			cmd.Flags().Visit(func(fl *pflag.Flag) { withConfig = withConfig || fl.Name != "json" })
+			rep := check.Run(cfg, withConfig, slog.New(slog.DiscardHandler))
 			if asJSON {
 				enc := json.NewEncoder(stdout)
 				enc.SetIndent("", "  ")
@@ -175,7 +180,7 @@ func checkCmd(stdout io.Writer) *cobra.Command {
 			} else {
 				rep.Print(stdout)
 			}
-			if !rep.CanRun {
+			if withConfig && !rep.CanRun {
 				return cfgfile.Usagef("the sensor cannot run here: %s", rep.Blocker)
 			}
 			return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/internal/event"
 )
 
 func alertsCmd(c *conn, out io.Writer) *cobra.Command {
@@ -94,18 +95,8 @@ func writeJSONLines[T any](out io.Writer, items []T) error {
 
 // field reads a dotted ECS path from a decoded document.
 func field(doc map[string]any, path string) any {
-	var cur any = doc
-	for _, p := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		if v, ok := m[path]; ok {
-			return v // a flat key written by another producer
-		}
-		cur = m[p]
-	}
-	return cur
+	v, _ := event.Lookup(doc, path)
+	return v
 }
 
 func str(doc map[string]any, path string) string {

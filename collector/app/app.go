@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -67,17 +66,24 @@ Start it with "tillwatch-collector run"; create an enrolment token for sensors w
 	return root
 }
 
-// common holds the flags shared by run and token create.
+// common holds the flags every subcommand that opens the store takes, so
+// whatever reaches a store in `run` reaches the same one in `token create`
+// (and any subcommand registered the same way).
 type common struct {
 	configFile string
 	dataDir    string
 	store      string
+	es         string
 }
 
+// register adds the config, data dir and store flags to cmd. Every
+// subcommand that opens the store calls it and loads its config with load.
 func (c *common) register(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&c.configFile, "config", "c", "", "YAML config file")
 	cmd.Flags().StringVar(&c.dataDir, "data", "", "data dir for the CA, certificates and database (default "+config.DefaultDataDir+")")
 	cmd.Flags().StringVar(&c.store, "store", "", "store URL sqlite:PATH (default sqlite:<data>/"+config.DBFile+")")
+	cmd.Flags().StringVar(&c.es, "elasticsearch", "", "store into the Elasticsearch cluster at URL instead of SQLite")
+	cmd.MarkFlagsMutuallyExclusive("store", "elasticsearch")
 }
 
 // load reads the config file (if any) and applies the flags set on cmd.
@@ -92,9 +98,14 @@ func (c *common) load(cmd *cobra.Command) (config.Config, error) {
 	if cmd.Flags().Changed("data") {
 		cfg.DataDir = c.dataDir
 	}
+	// Either flag picks the backend over the config file's.
 	if cmd.Flags().Changed("store") {
 		cfg.Store = c.store
-		cfg.Elasticsearch = "" // the flag picks the backend
+		cfg.Elasticsearch = ""
+	}
+	if cmd.Flags().Changed("elasticsearch") {
+		cfg.Elasticsearch = c.es
+		cfg.Store = ""
 	}
 	return cfg, nil
 }
@@ -110,7 +121,6 @@ func newRun(stderr io.Writer) *cobra.Command {
 	var (
 		cm     common
 		listen string
-		es     string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -119,10 +129,8 @@ func newRun(stderr io.Writer) *cobra.Command {
 	}
 	cm.register(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "", "HTTPS listen address (default "+config.DefaultListen+")")
-	cmd.Flags().StringVar(&es, "elasticsearch", "", "store into the Elasticsearch cluster at URL instead of SQLite")
 	var signingKey string
 	cmd.Flags().StringVar(&signingKey, "signing-key", "", "kill-switch signing key (default <data>/"+config.SigningKeyFile+", created on first start)")
-	cmd.MarkFlagsMutuallyExclusive("store", "elasticsearch")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cm.load(cmd)
 		if err != nil {
@@ -130,10 +138,6 @@ func newRun(stderr io.Writer) *cobra.Command {
 		}
 		if cmd.Flags().Changed("listen") {
 			cfg.Listen = listen
-		}
-		if cmd.Flags().Changed("elasticsearch") {
-			cfg.Elasticsearch = es
-			cfg.Store = ""
 		}
 		if cmd.Flags().Changed("signing-key") {
 			cfg.KillSwitch.SigningKey = signingKey
@@ -170,6 +174,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
+	if err := recordStore(cfg); err != nil {
+		return err
+	}
 	rulesSource, err := newRulesSource(cfg.RulesBundle)
 	if err != nil {
 		return err
@@ -269,12 +276,7 @@ token's --ttl.`,
 		if err := validate(cfg); err != nil {
 			return err
 		}
-		// Created here if the collector never ran, so tokens can be made
-		// before first start; 0700 like pki does.
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return fmt.Errorf("create data dir: %w", err)
-		}
-		st, _, err := openStore(cmd.Context(), cfg, nil, nil)
+		st, err := openCLIStore(cmd.Context(), cfg)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/internal/event"
 )
 
 var now = time.Date(2025, 5, 1, 10, 0, 0, 0, time.UTC)
@@ -294,23 +295,5 @@ func dropIngested(m map[string]any) int {
 	return n
 }
 
-// lookup finds a dotted ECS path in a document that may use nested objects
-// ({"event":{"id":…}}), dotted keys ({"event.id":…}) or a mix of both.
-func lookup(m map[string]any, path string) (any, bool) {
-	if v, ok := m[path]; ok {
-		return v, true
-	}
-	for i := 0; i < len(path); i++ {
-		if path[i] != '.' {
-			continue
-		}
-		sub, ok := m[path[:i]].(map[string]any)
-		if !ok {
-			continue
-		}
-		if v, ok := lookup(sub, path[i+1:]); ok {
-			return v, true
-		}
-	}
-	return nil, false
-}
+// lookup finds a dotted ECS path in a document (nested, dotted or mixed).
+func lookup(m map[string]any, path string) (any, bool) { return event.Lookup(m, path) }

@@ -1,6 +1,6 @@
 // Package store defines what the collector's server needs from a backend:
 // credentials, enrolled hosts, and the alert and telemetry documents sensors
-// send. Backends (sqlite today, Elasticsearch later) live in sub-packages and
+// send. Backends (sqlite, elasticsearch, and spooled around the latter) live in sub-packages and
 // are chosen by the collector's wiring, never by the server.
 package store
 

@@ -58,7 +58,7 @@ func TestSilencedOncePerEpisode(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := a.Validate(); err != nil {
-		t.Errorf("silenced alert is not SPEC-complete: %v", err)
+		t.Errorf("silenced alert lacks required fields: %v", err)
 	}
 	if a.Rule.ID != watchdog.RuleSilenced || a.Rule.Ruleset != event.RulesetIntegrity || a.Host.Name != "till 7" {
 		t.Errorf("alert = %+v", a)

@@ -58,7 +58,7 @@ func Decode(name string, raw []byte, dst any) error {
 	return nil
 }
 
-// Exit codes shared by every binary (SPEC.md).
+// Exit codes shared by every binary (docs/reference.md "Exit codes").
 const (
 	ExitOK      = 0
 	ExitRuntime = 1

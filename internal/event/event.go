@@ -24,7 +24,7 @@ const (
 	KindState = "state" // the sensor's own health
 )
 
-// Rulesets (rule.ruleset), the closed set from SPEC.md.
+// Rulesets (rule.ruleset), the closed set of docs/reference.md.
 const (
 	RulesetRMM        = "rmm"
 	RulesetRansomware = "ransomware"
@@ -261,7 +261,7 @@ type Ransomware struct {
 	Quarantined []string `json:"quarantined,omitempty"`
 }
 
-// Response actions (tillwatch.response.action), the closed set from SPEC.md.
+// Response actions (tillwatch.response.action), the closed set of docs/reference.md.
 const (
 	ActionKill       = "kill"
 	ActionSuspend    = "suspend"

@@ -53,18 +53,8 @@ func TestAlertJSONUsesECSNames(t *testing.T) {
 }
 
 func lookup(m map[string]any, path string) any {
-	var cur any = m
-	for _, p := range strings.Split(path, ".") {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		if v, ok := mm[path]; ok && p == path {
-			return v
-		}
-		cur = mm[p]
-	}
-	return cur
+	v, _ := Lookup(m, path)
+	return v
 }
 
 func TestValidate(t *testing.T) {

@@ -6,7 +6,8 @@ import (
 	"slices"
 )
 
-// Validate reports every way e falls short of SPEC.md's required fields.
+// Validate reports every way e falls short of the required fields
+// (docs/reference.md "Alerts").
 // Alerts carry more obligations than telemetry.
 func (e *Event) Validate() error {
 	var errs []error

@@ -1,5 +1,5 @@
-// Package killswitch is the signed fleet command of SPEC.md "Kill-switch
-// commands": its canonical encoding, Ed25519 signatures and key ids, the
+// Package killswitch is the signed fleet command (docs/reference.md
+// "Kill-switch commands"): its canonical encoding, Ed25519 signatures and key ids, the
 // authority policy (who may order what at which blast radius), and the
 // verification every sensor runs before it acts. The collector, the CLI and
 // the sensor share this one definition, so what is signed is exactly what is
@@ -27,7 +27,7 @@ import (
 // Version is the command format version carried in every payload.
 const Version = 1
 
-// Actions (SPEC.md allow-list). The sensor runs no other action.
+// Actions (the allow-list of docs/reference.md). The sensor runs no other action.
 const (
 	ActionDisableRMM     = "disable-rmm"
 	ActionEnableRMM      = "enable-rmm"

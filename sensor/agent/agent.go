@@ -45,11 +45,9 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/response"
 	"github.com/tillwatch/tillwatch/sensor/rulesync"
 	"github.com/tillwatch/tillwatch/sensor/shipper"
-	"github.com/tillwatch/tillwatch/sensor/sink/ndjson"
 	"github.com/tillwatch/tillwatch/sensor/spool"
 	"github.com/tillwatch/tillwatch/sensor/tamper"
 	"github.com/tillwatch/tillwatch/sensor/uplink"
-	yarascan "github.com/tillwatch/tillwatch/sensor/yara"
 )
 
 // MachineIDPath is where the host identity is read from when not overridden.
@@ -188,36 +186,10 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	if err := s.wireFiles(cfg, catalog); err != nil {
 		return nil, err
 	}
-	// YARA: one component that is both a detector (queues scans, returns
-	// finished ones) and a source (runs the scan workers and the rule
-	// watcher); see sensor/detect/yara. Off in a build without cgo.
-	var yaraEngine *yarascan.Engine
-	if cfg.YARA.Enabled {
-		ylog := log.With(logkey.Component, "yara")
-		eng, err := yarascan.New(yarascan.Options{
-			Builtin: rules.Builtin, BuiltinDir: "yara", Dirs: yarascan.TreeDirs(cfg.Rules),
-			MaxFileSize: cfg.YARA.MaxFileSize, Timeout: cfg.YARA.Timeout, SkipSHA256: yarascan.SelfSHA256(),
-			Log: ylog, Registerer: s.reg, Health: s.pipe.Health().Report, Hashes: s.hashes,
-		})
-		switch {
-		case errors.Is(err, errors.ErrUnsupported):
-			log.Warn("YARA is off: this sensor was built without cgo", logkey.Error, err)
-		case err != nil:
-			return nil, cfgfile.Usagef("rules (yara): %v", err)
-		default:
-			yd, err := yaradetect.New(yaradetect.Options{
-				Engine: eng, Workers: cfg.YARA.Workers, Queue: cfg.YARA.Queue,
-				Sweep: yarascan.SweepOptions{Threads: 1, CPU: cfg.YARA.SweepCPU},
-				Log:   ylog, Registerer: s.reg, Health: s.pipe.Health().Report,
-			})
-			if err != nil {
-				return nil, err
-			}
-			s.pipe.AddSource(yd)
-			s.pipe.AddDetector(yd)
-			s.memScan = yd
-			yaraEngine = eng
-		}
+	// YARA: a detector and a source in one (sensor/agent/yara.go).
+	yaraEngine, err := s.wireYARA(cfg)
+	if err != nil {
+		return nil, err
 	}
 	// The kill-switch: local actions and the command receiver
 	// (sensor/agent/killswitch.go).
@@ -231,27 +203,9 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	}
 	s.pipe.SetResponder(responder)
 
-	if cfg.AlertsOut != "" {
-		out, err := ndjson.Open(cfg.AlertsOut)
-		if err != nil {
-			return nil, cfgfile.Usagef("alerts_out: %v", err)
-		}
-		s.pipe.AddSink(out, event.KindAlert)
-	}
-	if s.uplink != nil {
-		sp, err := spool.Open(spool.Options{Dir: cfg.SpoolDir, MaxBytes: cfg.Collector.SpoolBytes, Health: s.pipe.Health().Report, Log: log})
-		if err != nil {
-			return nil, cfgfile.Usagef("spool_dir: %v", err)
-		}
-		s.spool = sp
-		s.shipper = shipper.New(shipper.Options{
-			Queue: sp, Sender: s.uplink, Permanent: uplink.Permanent,
-			BatchEvents: cfg.Collector.BatchEvents, FlushInterval: cfg.Collector.FlushInterval,
-			Health: s.pipe.Health().Report, Log: log, Registerer: s.reg,
-		})
-		// The spool is the journal: an alert is on disk before any other
-		// sink (or the collector) sees it.
-		s.pipe.SetJournal(s.shipper)
+	// Where alerts go: --alerts-out and the spool -> shipper journal.
+	if err := s.wireOutputs(cfg); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -49,7 +49,7 @@ func (s *Sensor) wireRMM(cfg config.Config, table *proctree.Table) (*rmm.Catalog
 	log := s.log.With(logkey.Component, "rmm")
 	d, err := rmmdetect.New(rmmdetect.Options{
 		Catalog: cat, Rules: rs, Approved: cfg.RMM.Approved, KillAgent: cfg.RMM.KillAgent, GOOS: runtime.GOOS,
-		Table: table, Baseline: bl, ProcRoot: cfg.Process.ProcRoot, Log: log, Health: s.pipe.Health().Report,
+		Table: table, Baseline: bl, Host: rmmdetect.NewProcHost(cfg.Process.ProcRoot, s.hashes), Log: log, Health: s.pipe.Health().Report,
 	})
 	if err != nil {
 		return nil, cfgfile.Usage(err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
+	"github.com/tillwatch/tillwatch/sensor/proctree"
 	"github.com/tillwatch/tillwatch/sensor/response"
 	"github.com/tillwatch/tillwatch/sensor/rmm"
 )
@@ -32,27 +33,29 @@ func newRMMLineage(cat *rmm.Catalog, approved []string, procRoot string) (*rmmLi
 	return &rmmLineage{matcher: rmm.NewMatcher(cat, runtime.GOOS), approved: ok, procRoot: procRoot, self: os.Getpid()}, nil
 }
 
-// maxLineage bounds the walk: real chains under an agent are a few deep.
-const maxLineage = 32
-
 // AgentOf implements fileguard.RMMLookup.
 func (l *rmmLineage) AgentOf(pid int) *ransomware.RMMAgent {
-	for range maxLineage {
-		if pid <= 1 || pid == l.self {
-			return nil
-		}
-		exe, _ := os.Readlink(filepath.Join(l.procRoot, strconv.Itoa(pid), "exe"))
-		exe = strings.TrimSuffix(exe, " (deleted)")
-		comm, _ := os.ReadFile(filepath.Join(l.procRoot, strconv.Itoa(pid), "comm"))
-		name := strings.TrimSpace(string(comm))
-		if p, _ := l.matcher.Process(name, exe); p != nil {
-			return &ransomware.RMMAgent{Product: p.ID, ProductName: p.Name, Name: name, Executable: exe, PID: pid, Approved: l.approved[p.ID]}
-		}
-		st, err := response.ReadStat(l.procRoot, pid)
-		if err != nil {
-			return nil
-		}
-		pid = st.PPID
+	a := l.matcher.WalkAgent(pid, l.step, func(pid int) bool { return pid == l.self })
+	if a == nil {
+		return nil
 	}
-	return nil
+	return &ransomware.RMMAgent{Product: a.Product.ID, ProductName: a.Product.Name, Name: a.Proc.Name,
+		Executable: a.Proc.Executable, PID: a.Proc.PID, Approved: l.approved[a.Product.ID]}
+}
+
+// step reads pid's executable, name and parent from /proc. The name and
+// executable are read before the parent, as before: a process that exits
+// meanwhile is matched on what was read and ends the walk.
+func (l *rmmLineage) step(pid int) (proctree.Proc, int, bool) {
+	dir := filepath.Join(l.procRoot, strconv.Itoa(pid))
+	exe, _ := os.Readlink(filepath.Join(dir, "exe"))
+	comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
+	p := proctree.Proc{PID: pid, Name: strings.TrimSpace(string(comm)), Executable: strings.TrimSuffix(exe, " (deleted)")}
+	st, err := response.ReadStat(l.procRoot, pid)
+	if err != nil {
+		// Gone: still match what was read (the agent itself may have
+		// exited), but walk no further.
+		return p, 0, true
+	}
+	return p, st.PPID, true
 }

@@ -1,5 +1,6 @@
-// Package check reports what the host supports for the sensor and whether
-// the sensor can run with the given configuration (`tillwatch-sensor check`).
+// Package check reports what the host supports for the sensor and, when a
+// configuration is given, whether the sensor can run with it
+// (`tillwatch-sensor check [-c FILE]`).
 package check
 
 import (
@@ -28,24 +29,33 @@ type Feature struct {
 
 // Report is the outcome of a check.
 type Report struct {
-	Version  string        `json:"version"`
-	OS       string        `json:"os"`
-	Features []Feature     `json:"features"`
-	Config   config.Config `json:"config"`
-	CanRun   bool          `json:"can_run"`
-	Blocker  string        `json:"blocker,omitempty"`
+	Version  string    `json:"version"`
+	OS       string    `json:"os"`
+	Features []Feature `json:"features"`
+	// ConfigChecked says whether Config, CanRun and Blocker mean anything:
+	// a check without a config answers only "what does this host support".
+	ConfigChecked bool          `json:"config_checked"`
+	Config        config.Config `json:"config"`
+	CanRun        bool          `json:"can_run"`
+	Blocker       string        `json:"blocker,omitempty"`
 }
 
-// Run probes the host. It changes nothing on it.
-func Run(cfg config.Config, _ *slog.Logger) Report {
-	r := Report{Version: buildinfo.Version, OS: runtime.GOOS + "/" + runtime.GOARCH, Config: cfg, CanRun: true}
+// Run probes the host. It changes nothing on it. With checkConfig it also
+// validates cfg and decides whether the sensor can run with it; without,
+// cfg (the defaults) only says where to probe and the report leaves CanRun
+// false and ConfigChecked false.
+func Run(cfg config.Config, checkConfig bool, _ *slog.Logger) Report {
+	r := Report{Version: buildinfo.Version, OS: runtime.GOOS + "/" + runtime.GOARCH, Config: cfg,
+		ConfigChecked: checkConfig, CanRun: checkConfig}
 	block := func(why string) {
 		if r.CanRun {
 			r.CanRun, r.Blocker = false, why
 		}
 	}
-	if err := cfg.Validate(); err != nil {
-		block("config: " + strings.ReplaceAll(err.Error(), "\n", "; "))
+	if checkConfig {
+		if err := cfg.Validate(); err != nil {
+			block("config: " + strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
 	}
 
 	nl := process.Probe()
@@ -111,6 +121,10 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, mark, f.Detail)
 	}
 	tw.Flush()
+	if !r.ConfigChecked {
+		fmt.Fprintln(w, "\nno config given: to check one, run tillwatch-sensor check -c FILE (or with run's flags)")
+		return
+	}
 	c := r.Config
 	fmt.Fprintf(w, "\neffective config:\n  mode: %s\n  state_dir: %s\n  spool_dir: %s\n  watch: %v\n  rules: %v\n  alerts_out: %q\n",
 		c.Mode, c.StateDir, c.SpoolDir, c.Watch, c.Rules, c.AlertsOut)

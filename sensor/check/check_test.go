@@ -32,7 +32,7 @@ func TestCheckSaysWhatTheKernelOffers(t *testing.T) {
 	cfg := config.Default()
 	cfg.Watch = []string{t.TempDir()}
 	cfg.Collector.Disabled = true
-	r := Run(cfg, slog.New(slog.DiscardHandler))
+	r := Run(cfg, true, slog.New(slog.DiscardHandler))
 	fa := feature(t, r, "fanotify")
 	if !fa.Available || !strings.Contains(fa.Detail, "permission events yes") || !strings.Contains(fa.Detail, cfg.Watch[0]+": name events") {
 		t.Errorf("fanotify: %+v", fa)
@@ -44,5 +44,26 @@ func TestCheckSaysWhatTheKernelOffers(t *testing.T) {
 	r.Print(&b)
 	if !strings.Contains(b.String(), "result: the sensor can run") {
 		t.Errorf("report:\n%s", b.String())
+	}
+}
+
+// TestCheckWithoutConfig: the default config has no collector and would not
+// validate; a check without a config must not judge it, only probe.
+func TestCheckWithoutConfig(t *testing.T) {
+	t.Parallel()
+	r := Run(config.Default(), false, slog.New(slog.DiscardHandler))
+	if r.ConfigChecked || r.CanRun || r.Blocker != "" {
+		t.Errorf("unchecked config judged: checked %v can run %v blocker %q", r.ConfigChecked, r.CanRun, r.Blocker)
+	}
+	feature(t, r, "fanotify")
+	feature(t, r, "yara")
+	var b strings.Builder
+	r.Print(&b)
+	if out := b.String(); !strings.Contains(out, "no config given") || strings.Contains(out, "result:") {
+		t.Errorf("report:\n%s", out)
+	}
+	checked := Run(config.Default(), true, slog.New(slog.DiscardHandler))
+	if checked.CanRun || !strings.Contains(checked.Blocker, "collector.url") {
+		t.Errorf("checked default config: can run %v blocker %q", checked.CanRun, checked.Blocker)
 	}
 }

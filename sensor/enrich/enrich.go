@@ -18,9 +18,6 @@ import (
 // stalling the alert path.
 const MaxHashSize = 256 << 20
 
-// MaxAncestry bounds the chain copied into an alert.
-const MaxAncestry = 32
-
 // Enricher implements pipeline.Enricher.
 type Enricher struct {
 	table    *proctree.Table
@@ -69,35 +66,7 @@ func (e *Enricher) ancestry(a *event.Event) {
 	if e.table == nil {
 		return
 	}
-	chain := e.table.Ancestry(int(a.Process.PID), MaxAncestry)
-	if len(chain) == 0 {
-		return
-	}
-	anc := make([]event.Ancestor, 0, len(chain))
-	for _, p := range chain {
-		x := event.Ancestor{PID: int64(p.PID), Name: p.Name, Executable: p.Executable, CommandLine: p.CommandLine, Exited: p.Exited}
-		if !p.Start.IsZero() {
-			st := p.Start
-			x.Start = &st
-		}
-		anc = append(anc, x)
-	}
-	if a.Tillwatch == nil {
-		a.Tillwatch = &event.Tillwatch{}
-	}
-	if a.Tillwatch.Process == nil {
-		a.Tillwatch.Process = &event.ProcessContext{}
-	}
-	a.Tillwatch.Process.Ancestry = anc
-	if a.Process.Parent == nil || a.Process.Parent.Name == "" {
-		p := chain[0]
-		pp := &event.ParentProcess{PID: int64(p.PID), Name: p.Name, Executable: p.Executable, CommandLine: p.CommandLine, Args: p.Args}
-		if !p.Start.IsZero() {
-			st := p.Start
-			pp.Start = &st
-		}
-		a.Process.Parent = pp
-	}
+	proctree.SetLineage(a, e.table.Ancestry(int(a.Process.PID), proctree.MaxDepth))
 }
 
 // hash returns the sha256 of the regular file at path, cached per file

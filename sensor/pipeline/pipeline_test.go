@@ -151,7 +151,7 @@ func TestAlertsFlowStampedEnrichedAndResponded(t *testing.T) {
 	runUntil(t, p, func() bool { return len(alerts.events()) == 1 })
 	a := alerts.events()[0]
 	if err := a.Validate(); err != nil {
-		t.Errorf("alert leaving the pipeline is not SPEC-complete: %v", err)
+		t.Errorf("alert leaving the pipeline lacks required fields: %v", err)
 	}
 	if a.Host.ID != "h1" || a.Agent.ID != "a1" || a.ECS.Version != event.ECSVersion || a.Event.ID == "" {
 		t.Errorf("alert not stamped: %+v", a)

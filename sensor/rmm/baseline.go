@@ -1,12 +1,9 @@
 package rmm
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/atomicfile"
+	"github.com/tillwatch/tillwatch/internal/filehash"
 )
 
 // BaselineFile is the name of the baseline in the state dir.
@@ -118,8 +116,10 @@ func (b *Baseline) saveLocked() error {
 	return nil
 }
 
-// HashFile returns the sha256 and size of the regular file at path.
-func HashFile(path string) (string, int64, error) {
+// HashFile returns the sha256 and size of the regular file at path (at
+// most MaxHashSize), answered from c when this version of the file was
+// hashed before; c may be nil.
+func HashFile(c *filehash.Cache, path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
@@ -132,13 +132,8 @@ func HashFile(path string) (string, int64, error) {
 	if !fi.Mode().IsRegular() {
 		return "", 0, fmt.Errorf("%s: not a regular file", path)
 	}
-	if fi.Size() > MaxHashSize {
-		return "", 0, fmt.Errorf("%s: %d bytes, over the %d hash limit", path, fi.Size(), MaxHashSize)
+	if c == nil {
+		c = filehash.New(1)
 	}
-	h := sha256.New()
-	n, err := io.Copy(h, io.LimitReader(f, MaxHashSize))
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	return c.Sum(f, MaxHashSize)
 }

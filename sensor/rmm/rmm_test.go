@@ -161,11 +161,11 @@ func TestHashFile(t *testing.T) {
 	if err := os.WriteFile(f, []byte("abc"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sum, n, err := HashFile(f)
+	sum, n, err := HashFile(nil, f)
 	if err != nil || n != 3 || sum != "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" {
 		t.Errorf("HashFile = %s %d %v", sum, n, err)
 	}
-	if _, _, err := HashFile(filepath.Dir(f)); err == nil {
+	if _, _, err := HashFile(nil, filepath.Dir(f)); err == nil {
 		t.Error("a directory must not hash")
 	}
 }

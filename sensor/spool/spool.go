@@ -17,16 +17,11 @@
 package spool
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -58,34 +53,6 @@ type Options struct {
 
 // Component is the health component name of the spool.
 const Component = "spool"
-
-const (
-	headerLen  = 8     // len + crc
-	bodyPrefix = 1 + 8 // kind + seq
-	// maxRecord bounds a record's body: a length field beyond it is
-	// corruption, not a record.
-	maxRecord = 16 << 20
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-var kinds = []string{event.KindAlert, event.KindEvent, event.KindState}
-
-func kindByte(k string) byte {
-	for i, x := range kinds {
-		if x == k {
-			return byte(i)
-		}
-	}
-	return 0 // unknown kinds travel as alerts: never the first dropped
-}
-
-func kindName(b byte) string {
-	if int(b) < len(kinds) {
-		return kinds[b]
-	}
-	return event.KindAlert
-}
 
 // segment is one file of records.
 type segment struct {
@@ -194,139 +161,6 @@ func (s *Spool) syncLoop() {
 	}
 }
 
-// recover loads the ack cursor and scans every segment.
-func (s *Spool) recover() error {
-	if raw, err := os.ReadFile(filepath.Join(s.o.Dir, "ack")); err == nil {
-		s.acked, _ = strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("spool: %w", err)
-	}
-	names, err := filepath.Glob(filepath.Join(s.o.Dir, "*.seg"))
-	if err != nil {
-		return err
-	}
-	type named struct {
-		path  string
-		first int64
-	}
-	var found []named
-	for _, n := range names {
-		first, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(n), ".seg"), 10, 64)
-		if err != nil {
-			s.o.Log.Warn("spool: ignoring a file that is not a segment", logkey.Path, n)
-			continue
-		}
-		found = append(found, named{n, first})
-	}
-	sort.Slice(found, func(i, j int) bool { return found[i].first < found[j].first })
-
-	maxSeq := s.acked
-	s.ackPos = pos{seg: -1}
-	for i, f := range found {
-		seg := &segment{path: f.path, first: f.first}
-		last := i == len(found)-1
-		n, lastSeq, good, bad, err := scan(f.path, s.acked, func(seq int64, end int64) {
-			if seq <= s.acked {
-				// Everything up to here was confirmed before the crash.
-				s.ackPos = pos{seg: i, off: end}
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("spool: read %s: %w", f.path, err)
-		}
-		seg.size = good
-		if bad > 0 {
-			what := "corrupt records in the middle of the spool; the rest of this segment is lost"
-			if last {
-				what = "torn tail (a write cut short by a crash or power loss)"
-			}
-			reason := fmt.Sprintf("%s: %d bytes skipped in %s", what, bad, filepath.Base(f.path))
-			s.o.Log.Warn("spool recovery", logkey.Reason, reason)
-			s.o.Health(Component, event.HealthDegraded, reason)
-			if err := os.Truncate(f.path, good); err != nil {
-				return fmt.Errorf("spool: cut torn tail of %s: %w", f.path, err)
-			}
-		}
-		s.pending += n
-		if lastSeq > maxSeq {
-			maxSeq = lastSeq
-		}
-		s.segs = append(s.segs, seg)
-		s.total += good
-	}
-	s.nextSeq = maxSeq + 1
-	if s.ackPos.seg < 0 {
-		s.ackPos = pos{seg: 0, off: 0}
-	}
-	ackF, err := os.OpenFile(filepath.Join(s.o.Dir, "ack"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	s.ackF = ackF
-	// Drop segments wholly before the ack position (a crash between the ack
-	// and the delete).
-	s.compact()
-	if len(s.segs) == 0 {
-		return s.rotate()
-	}
-	w, err := os.OpenFile(s.segs[len(s.segs)-1].path, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	s.w = w
-	return nil
-}
-
-// scan reads the records of a segment; it counts those after acked and
-// reports where the valid prefix ends and how many bytes follow it.
-func scan(path string, acked int64, each func(seq, end int64)) (pending int, lastSeq, good, bad int64, err error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return 0, 0, 0, 0, err
-	}
-	off := int64(0)
-	for {
-		seq, _, _, next, ok := decode(raw, off)
-		if !ok {
-			break
-		}
-		each(seq, next)
-		if seq > acked {
-			pending++
-		}
-		lastSeq, off = seq, next
-	}
-	return pending, lastSeq, off, int64(len(raw)) - off, nil
-}
-
-// decode reads the record at off; ok is false at the end or on corruption.
-func decode(raw []byte, off int64) (seq int64, kind byte, payload []byte, next int64, ok bool) {
-	if int64(len(raw))-off < headerLen {
-		return 0, 0, nil, off, false
-	}
-	n := int64(binary.LittleEndian.Uint32(raw[off:]))
-	sum := binary.LittleEndian.Uint32(raw[off+4:])
-	if n < bodyPrefix || n > maxRecord || off+headerLen+n > int64(len(raw)) {
-		return 0, 0, nil, off, false
-	}
-	body := raw[off+headerLen : off+headerLen+n]
-	if crc32.Checksum(body, castagnoli) != sum {
-		return 0, 0, nil, off, false
-	}
-	return int64(binary.LittleEndian.Uint64(body[1:])), body[0], body[bodyPrefix:], off + headerLen + n, true
-}
-
-func encodeRecord(kind string, seq int64, payload []byte) []byte {
-	rec := make([]byte, headerLen+bodyPrefix+len(payload))
-	body := rec[headerLen:]
-	body[0] = kindByte(kind)
-	binary.LittleEndian.PutUint64(body[1:], uint64(seq))
-	copy(body[bodyPrefix:], payload)
-	binary.LittleEndian.PutUint32(rec, uint32(len(body)))
-	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(body, castagnoli))
-	return rec
-}
-
 // rotate closes the write segment and starts a new one named after the
 // next sequence number.
 func (s *Spool) rotate() error {
@@ -347,15 +181,6 @@ func (s *Spool) rotate() error {
 	s.w = w
 	s.segs = append(s.segs, &segment{path: path, first: s.nextSeq})
 	return syncDir(s.o.Dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Append implements shipper.Queue.
@@ -508,17 +333,6 @@ func (s *Spool) Peek(maxEvents, maxBytes int) (shipper.Batch, error) {
 	b.Token = uint64(f.last)
 	s.inflight = f
 	return b, nil
-}
-
-func readRange(path string, from, to int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, to-from)
-	_, err = f.ReadAt(buf, from)
-	return buf, err
 }
 
 // Ack implements shipper.Queue: it persists the new ack cursor, then

@@ -24,7 +24,7 @@ const checkpointEvery = time.Second
 // connection of its own. In SQLite's default the writer does it inside
 // whichever commit crosses 1,000 WAL pages, which at full ingest was 2.4 s
 // of a 22 s run on the single writer connection, every other write
-// waiting behind it (issue 9). A PASSIVE checkpoint runs beside the writer
+// waiting behind it (bench/ingestbench). A PASSIVE checkpoint runs beside the writer
 // and never blocks it or a reader.
 type checkpointer struct {
 	db   *sql.DB

@@ -1,3 +1,5 @@
+// Long (660 lines) on purpose: the Store methods on the shared tables; commands, statements, group commit and checkpoints are split out already.
+
 // Package sqlite is the collector's embedded store: one SQLite database file
 // (pure Go, modernc.org/sqlite) in WAL mode. Writes go through a single
 // connection so concurrent ingest queues in Go instead of failing with

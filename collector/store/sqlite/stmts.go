@@ -11,7 +11,7 @@ import (
 // parsed and planned by SQLite on each call; prepared once here, the
 // driver keeps it compiled per connection. Parsing was 18% of the
 // collector's CPU when 10,000 sensors polled and acknowledged a kill-switch
-// at once (issue 9).
+// at once (bench/fanoutbench).
 const (
 	sqlAuthenticate = `SELECT hash, role, host_id, expires_at, revoked FROM tokens WHERE hash = ?`
 	sqlPending      = `

@@ -23,7 +23,7 @@ func newSysIndex(dirs, names []string) *sysIndex {
 			if err != nil {
 				continue
 			}
-			sum, _, err := rmmcat.HashFile(real)
+			sum, _, err := rmmcat.HashFile(nil, real)
 			if err != nil {
 				continue
 			}
@@ -35,20 +35,14 @@ func newSysIndex(dirs, names []string) *sysIndex {
 	return ix
 }
 
-// lookup returns the system binary the file is a copy of, or "". running
-// (/proc/<pid>/exe) is tried first, then path. Called only for descendants
-// of an RMM agent that run something outside the system dirs, which is rare
-// enough for a hash on the detector goroutine.
-func (ix *sysIndex) lookup(running, path string) string {
-	for _, p := range []string{running, path} {
-		if p == "" {
-			continue
-		}
-		sum, _, err := rmmcat.HashFile(p)
-		if err != nil {
-			continue
-		}
-		return ix.bySum[sum]
+// lookup returns the system binary the image pid runs (else the file at
+// path) is a copy of, or "". Called only for descendants of an RMM agent
+// that run something outside the system dirs; digests come from host's
+// cache, so a program run often is read once.
+func (ix *sysIndex) lookup(host Host, pid int64, path string) string {
+	sum, _, err := host.Digest(pid, path)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return ix.bySum[sum]
 }
