@@ -279,7 +279,7 @@ token's --ttl.`,
 			return err
 		}
 		defer st.Close()
-		t, err := st.CreateToken(cmd.Context(), role, "", expires)
+		t, err := st.CreateToken(cmd.Context(), role, "", expires, 0)
 		if err != nil {
 			return err
 		}

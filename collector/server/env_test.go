@@ -153,7 +153,7 @@ func (e *env) client(token string) *client.Client {
 
 func (e *env) token(role string) string {
 	e.t.Helper()
-	tok, err := e.st.CreateToken(context.Background(), role, "", time.Time{})
+	tok, err := e.st.CreateToken(context.Background(), role, "", time.Time{}, 0)
 	if err != nil {
 		e.t.Fatal(err)
 	}

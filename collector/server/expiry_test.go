@@ -28,11 +28,11 @@ func TestExpiredTokenIs401(t *testing.T) {
 	}
 
 	exp := e.clk.Now().Add(time.Hour)
-	enrolTok, err := e.st.CreateToken(ctx, api.RoleSensor, "", exp)
+	enrolTok, err := e.st.CreateToken(ctx, api.RoleSensor, "", exp, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	analystTok, err := e.st.CreateToken(ctx, api.RoleAnalyst, "", exp)
+	analystTok, err := e.st.CreateToken(ctx, api.RoleAnalyst, "", exp, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,6 +70,7 @@ func Run(t *testing.T, open Opener) {
 		{name: "HostsCountAlerts", fn: testHostsAlertCount},
 		{name: "Sequences", fn: testSequences},
 		{name: "Commands", fn: testCommands},
+		{name: "ConcurrentApprovalsLoseNoSignature", fn: testConcurrentApprovals},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +118,7 @@ func Telemetry(id, host string, ts time.Time) store.Doc {
 
 func enroll(t *testing.T, s store.Store, host string) api.EnrollResponse {
 	t.Helper()
-	r, err := s.Enroll(ctxFor(t), api.EnrollRequest{HostID: host, HostName: "name-" + host, OS: "linux", AgentVersion: "1.0"})
+	r, err := s.Enroll(ctxFor(t), api.EnrollRequest{HostID: host, HostName: "name-" + host, OS: "linux", AgentVersion: "1.0"}, store.Enroller{})
 	if err != nil {
 		t.Fatalf("Enroll(%s): %v", host, err)
 	}
@@ -139,7 +140,7 @@ func testTokens(t *testing.T, s store.Store) {
 		{"admin", "", true},
 	}
 	for _, tt := range tests {
-		tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{})
+		tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{}, 0)
 		if tt.wantErr {
 			if !errors.Is(err, store.ErrInvalidRole) {
 				t.Errorf("CreateToken(%q, %q) = %v, want ErrInvalidRole", tt.role, tt.host, err)
@@ -154,7 +155,7 @@ func testTokens(t *testing.T, s store.Store) {
 			t.Errorf("Authenticate(token of %s/%s) = %q %q %v", tt.role, tt.host, role, host, err)
 		}
 	}
-	good, err := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
+	good, err := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,15 +170,15 @@ func testTokenExpiry(t *testing.T, s store.Store, clk *clock) {
 	ctx := ctxFor(t)
 	start := clk.Now()
 	shortExp := start.Add(time.Hour)
-	short, err := s.CreateToken(ctx, api.RoleSensor, "", shortExp)
+	short, err := s.CreateToken(ctx, api.RoleSensor, "", shortExp, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	long, err := s.CreateToken(ctx, api.RoleAnalyst, "", start.Add(48*time.Hour))
+	long, err := s.CreateToken(ctx, api.RoleAnalyst, "", start.Add(48*time.Hour), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	never, err := s.CreateToken(ctx, api.RoleResponder, "", time.Time{})
+	never, err := s.CreateToken(ctx, api.RoleResponder, "", time.Time{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func testEnroll(t *testing.T, s store.Store) {
 	req := api.EnrollRequest{HostID: "till-1", HostName: "Till 1", OS: "linux", AgentVersion: "1.0",
 		Labels: map[string]string{"store": "42"}}
 	before := time.Now()
-	first, err := s.Enroll(ctx, req)
+	first, err := s.Enroll(ctx, req, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +237,7 @@ func testEnroll(t *testing.T, s store.Store) {
 	}
 	req.AgentVersion = "1.1"
 	req.Labels = map[string]string{"store": "43", "lane": "2"}
-	second, err := s.Enroll(ctx, req)
+	second, err := s.Enroll(ctx, req, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +658,7 @@ func testCommands(t *testing.T, s store.Store) {
 	// Approval: more signatures, then active.
 	sg := rec("cmd-waiting-2", "", time.Time{}).Signed
 	sg.Signatures = []killswitch.Signature{{KeyID: "aaaa", Sig: []byte{1}}, {KeyID: "bbbb", Sig: []byte{2}}}
-	if err := cs.UpdateCommand(ctx, "cmd-waiting-2", sg, store.CommandActive); err != nil {
+	if err := cs.UpdateCommand(ctx, "cmd-waiting-2", 0, sg, store.CommandActive); err != nil {
 		t.Fatal(err)
 	}
 	gen2, _ := cs.CommandsGeneration(ctx)
@@ -671,7 +672,7 @@ func testCommands(t *testing.T, s store.Store) {
 	if err != nil || w.State != store.CommandActive || len(w.Signed.Signatures) != 2 {
 		t.Fatalf("approved record %+v %v", w, err)
 	}
-	if err := cs.UpdateCommand(ctx, "cmd-nope-0000", sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
+	if err := cs.UpdateCommand(ctx, "cmd-nope-0000", 0, sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
 		t.Fatalf("update of an unknown command: %v", err)
 	}
 	if _, _, err := cs.Command(ctx, "cmd-nope-0000"); !errors.Is(err, store.ErrUnknownCommand) {
@@ -683,5 +684,82 @@ func testCommands(t *testing.T, s store.Store) {
 	}
 	if len(list) != 3 || list[0].ID != "cmd-expired-3" || list[2].ID != "cmd-active-1" {
 		t.Fatalf("commands newest first: %+v", list)
+	}
+}
+
+// testConcurrentApprovals is the lost-update attack on approvals: responders
+// approving at once each read the command, add their signature and write
+// it back. Without compare-and-swap the last write wins and the others'
+// signatures vanish (a two-person rule then never completes, or an audit
+// trail misses an approver). With it every signature survives: a write
+// from a stale read is refused with ErrCommandConflict and retried.
+func testConcurrentApprovals(t *testing.T, s store.Store) {
+	cs := s.(store.CommandStore)
+	ctx := ctxFor(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	id := "cmd-concurrent"
+	if err := cs.CreateCommand(ctx, store.CommandRecord{
+		ID: id, Action: killswitch.ActionIsolateHost, Targets: "all", Issuer: "responder:alice",
+		IssuedAt: now, NotAfter: now.Add(time.Hour), State: store.CommandPendingApproval, Required: 2,
+		Signed: killswitch.Signed{Payload: []byte(`{"id":"` + id + `"}`)},
+	}, []string{"till-a"}); err != nil {
+		t.Fatal(err)
+	}
+	// A stale count is refused outright.
+	stale := killswitch.Signed{Payload: []byte(`{"id":"` + id + `"}`), Signatures: []killswitch.Signature{{KeyID: "x", Sig: []byte{1}}}}
+	if err := cs.UpdateCommand(ctx, id, 3, stale, store.CommandPendingApproval); !errors.Is(err, store.ErrCommandConflict) {
+		t.Fatalf("update from a stale read: %v, want ErrCommandConflict", err)
+	}
+	const approvers = 8
+	var (
+		wg        sync.WaitGroup
+		conflicts sync.Map
+		start     = make(chan struct{})
+		errs      = make(chan error, approvers)
+	)
+	for i := range approvers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			sig := killswitch.Signature{KeyID: fmt.Sprintf("responder-%d", i), Sig: []byte{byte(i)}}
+			for attempt := 0; attempt < 10*approvers; attempt++ {
+				rec, _, err := cs.Command(ctx, id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				prev := len(rec.Signed.Signatures)
+				signed := rec.Signed
+				signed.Signatures = append(append([]killswitch.Signature(nil), signed.Signatures...), sig)
+				err = cs.UpdateCommand(ctx, id, prev, signed, store.CommandPendingApproval)
+				if errors.Is(err, store.ErrCommandConflict) {
+					conflicts.Store(i, true)
+					continue
+				}
+				if err != nil {
+					errs <- err
+				}
+				return
+			}
+			errs <- fmt.Errorf("approver %d: still conflicting", i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, _, err := cs.Command(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, sg := range got.Signed.Signatures {
+		seen[sg.KeyID] = true
+	}
+	if len(got.Signed.Signatures) != approvers || len(seen) != approvers {
+		t.Fatalf("%d concurrent approvals left %d signatures (%v): approvals were lost", approvers, len(got.Signed.Signatures), seen)
 	}
 }
