@@ -176,7 +176,7 @@ func TestTokenCreateThenEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till-7", AgentVersion: "test"})
+	resp, err := c.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till-7", AgentVersion: "test", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatalf("enrol with the printed token: %v", err)
 	}

@@ -164,7 +164,7 @@ func (e *env) token(role string) string {
 func (e *env) enroll(hostID string) string {
 	e.t.Helper()
 	resp, err := e.client(e.token(api.RoleSensor)).Enroll(context.Background(),
-		api.EnrollRequest{HostID: hostID, HostName: hostID, OS: "linux", AgentVersion: "1.0.0"})
+		api.EnrollRequest{HostID: hostID, HostName: hostID, OS: "linux", AgentVersion: "1.0.0", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ type Server struct {
 	now      func() time.Time
 
 	credentialTTL time.Duration
-	handler  http.Handler
+	handler       http.Handler
 
 	metricsHandler http.Handler
 

@@ -26,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"net/http"
 	"regexp"
 	"slices"
@@ -710,31 +711,43 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest, by store.Enro
 	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok, CredentialExpires: by.CredentialExpires}, nil
 }
 
-// useScript counts one use of an enrolment token unless it is used up; a
-// scripted update runs on the shard holding the document, so concurrent
-// enrolments cannot overrun max_uses.
-const useScript = `if (ctx._source.max_uses != null && ctx._source.max_uses > 0 && ` +
-	`(ctx._source.uses == null ? 0 : ctx._source.uses) >= ctx._source.max_uses) { ctx.op = 'noop' } ` +
-	`else { ctx._source.uses = (ctx._source.uses == null ? 0 : ctx._source.uses) + 1 }`
+// tokenUseRetries bounds the compare-and-swap on a token document: a
+// fleet enrolling at once with one token contends on it.
+const tokenUseRetries = 200
 
-// useToken counts one use of the enrolment token with hash;
-// ErrTokenUsedUp if none is left.
+// useToken counts one use of the enrolment token with hash, written with
+// if_seq_no so concurrent enrolments cannot overrun max_uses;
+// ErrTokenUsedUp if none is left. (The node may run without scripting, so
+// no scripted update.)
 func (s *Store) useToken(ctx context.Context, hash string) error {
-	var r struct {
-		Result string `json:"result"`
+	index := s.stateIndex("tokens")
+	for attempt := range tokenUseRetries {
+		r, err := get[tokenDoc](ctx, s, index, hash)
+		if err != nil {
+			return fmt.Errorf("elasticsearch: count token use: %w", err)
+		}
+		if !r.Found || r.Source.Revoked {
+			return store.ErrUnknownToken
+		}
+		t := r.Source
+		if t.MaxUses > 0 && t.Uses >= t.MaxUses {
+			return store.ErrTokenUsedUp
+		}
+		t.Uses++
+		err = s.do(ctx, esapi.IndexRequest{Index: index, DocumentID: hash, Body: jsonBody(t),
+			IfSeqNo: esapi.IntPtr(int(r.SeqNo)), IfPrimaryTerm: esapi.IntPtr(int(r.PrimaryTerm))}, nil)
+		if statusOf(err) == http.StatusConflict {
+			s.m.conflicts.Inc()
+			// Spread the contenders out a little.
+			time.Sleep(time.Duration(mrand.IntN(1+min(attempt, 20))) * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("elasticsearch: count token use: %w", err)
+		}
+		return nil
 	}
-	err := s.do(ctx, esapi.UpdateRequest{Index: s.stateIndex("tokens"), DocumentID: hash,
-		RetryOnConflict: esapi.IntPtr(1000),
-		Body: jsonBody(map[string]any{"script": map[string]any{"source": useScript, "lang": "painless"}})}, &r)
-	switch {
-	case statusOf(err) == http.StatusNotFound:
-		return store.ErrUnknownToken
-	case err != nil:
-		return fmt.Errorf("elasticsearch: count token use: %w", err)
-	case r.Result == "noop":
-		return store.ErrTokenUsedUp
-	}
-	return nil
+	return fmt.Errorf("elasticsearch: count token use: still conflicting after %d attempts", tokenUseRetries)
 }
 
 func (s *Store) revokeTokenDoc(ctx context.Context, hash string) error {
@@ -789,6 +802,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 	if len(id) != store.TokenIDLen {
 		return store.ErrUnknownToken
 	}
+	// _id takes no prefix query: match the id against the listing.
 	var r struct {
 		Hits struct {
 			Hits []struct {
@@ -799,9 +813,8 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 	if err := s.refresh(ctx, s.stateIndex("tokens")); err != nil {
 		return fmt.Errorf("elasticsearch: revoke token: %w", err)
 	}
-	// _id accepts prefix queries; the id is hex, checked below as well.
 	err := s.do(ctx, esapi.SearchRequest{Index: []string{s.stateIndex("tokens")}, Body: jsonBody(map[string]any{
-		"size": 2, "_source": false, "query": map[string]any{"prefix": map[string]any{"_id": id}},
+		"size": maxTokensListed, "_source": false, "query": map[string]any{"term": map[string]any{"revoked": false}},
 	})}, &r)
 	if statusOf(err) == http.StatusNotFound {
 		return store.ErrUnknownToken

@@ -71,6 +71,9 @@ func Run(t *testing.T, open Opener) {
 		{name: "Sequences", fn: testSequences},
 		{name: "Commands", fn: testCommands},
 		{name: "ConcurrentApprovalsLoseNoSignature", fn: testConcurrentApprovals},
+		{name: "EnrolAsAnotherHostIsRefused", fn: testHostBound},
+		{name: "EnrolmentTokenUsesAreBounded", fn: testTokenUses},
+		{name: "TokensListAndRevoke", fn: testTokensListRevoke},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -761,5 +764,145 @@ func testConcurrentApprovals(t *testing.T, s store.Store) {
 	}
 	if len(got.Signed.Signatures) != approvers || len(seen) != approvers {
 		t.Fatalf("%d concurrent approvals left %d signatures (%v): approvals were lost", approvers, len(got.Signed.Signatures), seen)
+	}
+}
+
+// testHostBound is the takeover at the store: a host id is bound to the
+// host key of its first enrolment. Another key is refused (the host's
+// credential keeps working); the same key re-enrols; a rebind (host
+// token) replaces it; a host enrolled before host keys is claimed only by
+// a renewal.
+func testHostBound(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	const keyA, keyB = "key-a-0123456789abcdef0123456789abcdef", "key-b-0123456789abcdef0123456789abcdef"
+	req := api.EnrollRequest{HostID: "till-a", HostName: "till-a", AgentVersion: "1", HostKey: keyA}
+	first, err := s.Enroll(ctx, req, store.Enroller{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := req
+	claim.HostKey = keyB
+	if _, err := s.Enroll(ctx, claim, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("enrolment with another key: %v, want ErrHostKeyMismatch", err)
+	}
+	if _, host, err := s.Authenticate(ctx, first.Credential); err != nil || host != "till-a" {
+		t.Fatalf("the real host's credential after a refused claim: %q %v", host, err)
+	}
+	claim.HostKey = ""
+	if _, err := s.Enroll(ctx, claim, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("enrolment without a key of a bound host: %v", err)
+	}
+	again, err := s.Enroll(ctx, req, store.Enroller{})
+	if err != nil || again.AgentID != first.AgentID {
+		t.Fatalf("re-enrolment with the bound key: %+v %v", again, err)
+	}
+	claim.HostKey = keyB
+	if _, err := s.Enroll(ctx, claim, store.Enroller{Rebind: true}); err != nil {
+		t.Fatalf("rebind: %v", err)
+	}
+	if _, err := s.Enroll(ctx, req, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("the old key after a rebind: %v", err)
+	}
+	// A host enrolled before host keys: an enrolment token cannot claim
+	// it, its own credential can.
+	legacy := api.EnrollRequest{HostID: "till-old", HostName: "till-old", AgentVersion: "0.9"}
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{}); err != nil {
+		t.Fatal(err)
+	}
+	legacy.HostKey = keyB
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("claim of a host enrolled before host keys: %v", err)
+	}
+	legacy.HostKey = keyA
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{Renewal: true}); err != nil {
+		t.Fatalf("renewal binding the first key: %v", err)
+	}
+	legacy.HostKey = keyB
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{Renewal: true}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("renewal with another key once bound: %v", err)
+	}
+}
+
+// testTokenUses: an enrolment token with max uses enrols that many times
+// (concurrently too) and then authenticates as used up.
+func testTokenUses(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	tok, err := s.CreateToken(ctx, api.RoleSensor, "", time.Time{}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := store.Enroller{TokenHash: store.HashToken(tok)}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, usedUp := 0, 0
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			host := fmt.Sprintf("fake-%d", i)
+			_, err := s.Enroll(ctx, api.EnrollRequest{HostID: host, HostName: host, HostKey: "key-0123456789abcdef0123456789abcdef"}, by)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, store.ErrTokenUsedUp):
+				usedUp++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 3 || usedUp != 3 {
+		t.Fatalf("six enrolments with a three-use token: %d enrolled, %d refused", ok, usedUp)
+	}
+	if _, _, err := s.Authenticate(ctx, tok); !errors.Is(err, store.ErrTokenUsedUp) {
+		t.Fatalf("Authenticate of a used-up token: %v", err)
+	}
+}
+
+// testTokensListAndRevoke: listing shows ids, roles, expiry and uses and
+// never the secret; revoking by id stops the token at once.
+func testTokensListRevoke(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+	tok, err := s.CreateToken(ctx, api.RoleAnalyst, "", exp, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrol, err := s.CreateToken(ctx, api.RoleSensor, "till-9", time.Time{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := store.TokenID(store.HashToken(tok))
+	var found, foundEnrol bool
+	for _, ti := range list {
+		raw, _ := json.Marshal(ti)
+		if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(store.HashToken(tok))) {
+			t.Fatalf("listing shows a secret: %s", raw)
+		}
+		if ti.ID == id {
+			found = ti.Role == api.RoleAnalyst && ti.ExpiresAt.Equal(exp) && !ti.Revoked
+		}
+		if ti.ID == store.TokenID(store.HashToken(enrol)) {
+			foundEnrol = ti.HostID == "till-9" && ti.MaxUses == 1 && ti.Uses == 0
+		}
+	}
+	if !found || !foundEnrol {
+		t.Fatalf("listing %+v lacks the tokens as created", list)
+	}
+	if err := s.RevokeToken(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Authenticate(ctx, tok); !errors.Is(err, store.ErrUnknownToken) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	if err := s.RevokeToken(ctx, "000000000000"); !errors.Is(err, store.ErrUnknownToken) {
+		t.Fatalf("revoking an unknown id: %v", err)
 	}
 }
