@@ -190,7 +190,7 @@ func TestTokenCreateThenEnroll(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("collector did not exit cleanly on SIGTERM: %v", err)
 	}
-	for _, f := range []string{"ca.pem", "ca.key", "server.pem", "server.key", "tillwatch.db"} {
+	for _, f := range []string{"ca.pem", "ca/ca.key", "server.pem", "server.key", "tillwatch.db"} {
 		if _, err := os.Stat(filepath.Join(data, f)); err != nil {
 			t.Errorf("data dir: %v", err)
 		}

@@ -214,6 +214,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Silenced sensors are found by every collector; derived alert ids make
 	// the alert exist once however many collectors share the store.
 	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log})
+	// The server certificate renews while running; handshakes read it
+	// through GetCertificate.
+	go bundle.Run(ctx)
 	if err := srv.Serve(ctx, ln, bundle.TLSConfig()); err != nil {
 		return err
 	}
