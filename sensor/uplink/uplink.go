@@ -161,8 +161,13 @@ func (u *Uplink) now() time.Time {
 }
 
 // renewDue reports whether the held credential is in the last third of
-// its life.
+// its life, or was issued before host keys (no key, never expires): such
+// a host renews once to bind its key, so that no enrolment token can
+// claim it.
 func renewDue(id identity.Identity, now time.Time) bool {
+	if id.HostKey == "" && id.CredentialExpires.IsZero() {
+		return true
+	}
 	if id.CredentialExpires.IsZero() || id.EnrolledAt.IsZero() {
 		return false
 	}
@@ -178,7 +183,12 @@ func (u *Uplink) renew(ctx context.Context) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	now := u.now()
-	if !u.id.Enrolled(u.o.URL) || u.id.HostKey == "" || !renewDue(u.id, now) || now.Before(u.renewAfter) {
+	if !u.id.Enrolled(u.o.URL) || !renewDue(u.id, now) || now.Before(u.renewAfter) {
+		return
+	}
+	if err := u.ensureHostKey(); err != nil {
+		u.renewAfter = now.Add(renewRetry)
+		u.o.Log.Warn("cannot renew the collector credential", logkey.Error, err)
 		return
 	}
 	req := u.o.Request

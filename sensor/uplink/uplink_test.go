@@ -14,6 +14,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/collector/collectortest"
+	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/sensor/identity"
 )
@@ -179,5 +180,37 @@ func TestRenewsCredentialBeforeItExpires(t *testing.T) {
 	kept, err := identity.Load(state)
 	if err != nil || kept.Credential != now.Credential {
 		t.Fatalf("renewed credential not kept: %v", err)
+	}
+}
+
+// TestUpgradedSensorBindsItsHostKey: a sensor enrolled before host keys
+// (a credential that never expires, no key) renews once on its first run
+// and so binds a key; from then on an enrolment token cannot claim its
+// host id.
+func TestUpgradedSensorBindsItsHostKey(t *testing.T) {
+	t.Parallel()
+	c := collectortest.Start(t, "", "")
+	ctx := context.Background()
+	old, err := c.Store.Enroll(ctx, api.EnrollRequest{HostID: "till-8", HostName: "till-8", AgentVersion: "old"}, store.Enroller{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	if err := identity.Save(state, identity.Identity{HostID: "till-8", AgentID: old.AgentID, Credential: old.Credential,
+		CollectorURL: c.URL, EnrolledAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	u := newUplink(t, c, "", "till-8", state)
+	if _, err := u.SendEvents(ctx, alertLine(t, "till-8")); err != nil {
+		t.Fatal(err)
+	}
+	now := u.Identity()
+	if now.HostKey == "" || now.CredentialExpires.IsZero() || now.Credential == old.Credential {
+		t.Fatalf("upgraded sensor did not bind a key and renew: %+v", now)
+	}
+	_, err = c.Client(c.Token(api.RoleSensor)).Enroll(ctx, api.EnrollRequest{HostID: "till-8", HostName: "till-8", AgentVersion: "t",
+		HostKey: "hk-intruder-0123456789abcdef0123456789abcdef"})
+	if err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("claim of the upgraded host: %v, want 409", err)
 	}
 }
