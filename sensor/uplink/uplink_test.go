@@ -169,7 +169,9 @@ func TestRenewsCredentialBeforeItExpires(t *testing.T) {
 	os.Remove(u.o.TokenFile)
 	u.o.TokenFile = ""
 	// Two thirds of the life have passed (the sensor's clock).
-	u.Now = func() time.Time { return first.CredentialExpires.Add(-first.CredentialExpires.Sub(first.EnrolledAt) / 4) }
+	u.Now = func() time.Time {
+		return first.CredentialExpires.Add(-first.CredentialExpires.Sub(first.EnrolledAt) / 4)
+	}
 	if _, err := u.SendEvents(context.Background(), alertLine(t, "till-7")); err != nil {
 		t.Fatal(err)
 	}
