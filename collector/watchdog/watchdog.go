@@ -29,7 +29,7 @@ const (
 	RuleEventsLost = "TW-COLL-0002"
 	// RuleEnrolConflict is another machine enrolling with an enrolled
 	// host's id and another host key.
-	RuleEnrolConflict = "TW-COLL-0003"
+	RuleEnrolConflict = "TW-COLL-0004"
 )
 
 // EnrolConflict returns the alert for a refused enrolment of h's host id
