@@ -17,6 +17,7 @@ import (
 	"github.com/tillwatch/tillwatch/bench/internal/benchproc"
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/sensor/identity"
 	"github.com/tillwatch/tillwatch/sim/fleet"
 )
 
@@ -146,7 +147,7 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	pr, err := probe.Enroll(ctx, api.EnrollRequest{HostID: "fb-probe", HostName: "fb-probe", AgentVersion: "fleetbench", OS: "linux"})
+	pr, err := probe.Enroll(ctx, api.EnrollRequest{HostID: "fb-probe", HostName: "fb-probe", AgentVersion: "fleetbench", OS: "linux", HostKey: identity.NewHostKey()})
 	if err != nil {
 		return r, fmt.Errorf("enrol the probe: %w", err)
 	}

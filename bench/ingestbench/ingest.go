@@ -27,6 +27,7 @@ import (
 	"github.com/tillwatch/tillwatch/bench/internal/benchproc"
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/sensor/identity"
 	"github.com/tillwatch/tillwatch/sim/fleet"
 )
 
@@ -405,7 +406,7 @@ func (c *collector) enrol(ctx context.Context, o Options) (*hosts, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, err := base.Enroll(ctx, api.EnrollRequest{HostID: h.ids[i], HostName: h.ids[i], AgentVersion: "ingestbench", OS: "linux"})
+			r, err := base.Enroll(ctx, api.EnrollRequest{HostID: h.ids[i], HostName: h.ids[i], AgentVersion: "ingestbench", OS: "linux", HostKey: identity.NewHostKey()})
 			creds[i], errs[i] = r.Credential, err
 		}()
 	}

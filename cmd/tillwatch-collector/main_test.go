@@ -193,7 +193,7 @@ func tokenCreateThenEnroll(t *testing.T, storeFlags, files []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till-7", AgentVersion: "test"})
+	resp, err := c.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till-7", AgentVersion: "test", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatalf("enrol with the printed token: %v", err)
 	}
@@ -207,7 +207,7 @@ func tokenCreateThenEnroll(t *testing.T, storeFlags, files []string) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("collector did not exit cleanly on SIGTERM: %v", err)
 	}
-	for _, f := range append([]string{"ca.pem", "ca.key", "server.pem", "server.key", "store"}, files...) {
+	for _, f := range append([]string{"ca.pem", "ca/ca.key", "server.pem", "server.key", "store"}, files...) {
 		if _, err := os.Stat(filepath.Join(data, f)); err != nil {
 			t.Errorf("data dir: %v", err)
 		}

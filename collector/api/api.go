@@ -62,6 +62,11 @@ type EnrollRequest struct {
 	OS           string            `json:"os,omitempty"`
 	AgentVersion string            `json:"agent_version"`
 	Labels       map[string]string `json:"labels,omitempty"`
+	// HostKey is a secret the sensor generated at its first enrolment and
+	// keeps in its state dir: the collector binds the host id to it, so
+	// another machine holding an enrolment token cannot enrol as this
+	// host. Required.
+	HostKey string `json:"host_key,omitempty"`
 }
 
 // EnrollResponse carries the sensor's own credential; the sensor keeps it in
@@ -70,6 +75,9 @@ type EnrollResponse struct {
 	AgentID    string `json:"agent_id"`
 	HostID     string `json:"host_id"`
 	Credential string `json:"credential"`
+	// CredentialExpires is when the credential stops working; the sensor
+	// renews it before then. Zero: never.
+	CredentialExpires time.Time `json:"credential_expires,omitzero"`
 	// CommandKeys are the collector's kill-switch signing keys; a sensor
 	// pins them at its first enrolment (see docs/security-model.md).
 	CommandKeys []killswitch.PublicKey `json:"command_keys,omitempty"`

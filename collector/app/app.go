@@ -5,12 +5,14 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/config"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
+	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/collector/watchdog"
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
@@ -218,12 +221,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Silenced sensors are found by every collector; derived alert ids make
 	// the alert exist once however many collectors share the store.
 	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log})
+	// The server certificate renews while running; handshakes read it
+	// through GetCertificate.
+	go bundle.Run(ctx)
 	if err := srv.Serve(ctx, ln, bundle.TLSConfig()); err != nil {
 		return err
 	}
 	log.Info("collector stopped")
 	return nil
 }
+
+// Default token lifetimes and uses: every token expires unless an
+// operator says --ttl never.
+const (
+	// DefaultEnrolTTL is a fleet enrolment token's life: a rollout week.
+	DefaultEnrolTTL = 7 * 24 * time.Hour
+	// DefaultEnrolUses bounds the enrolments of a fleet token; a
+	// host-specific token (--host) defaults to one.
+	DefaultEnrolUses = 100
+	// DefaultUserTTL is an analyst or responder token's life.
+	DefaultUserTTL = 90 * 24 * time.Hour
+)
 
 func newToken(stdout io.Writer) *cobra.Command {
 	tok := &cobra.Command{
@@ -235,24 +253,34 @@ func newToken(stdout io.Writer) *cobra.Command {
 		cm   common
 		role string
 		ttl  string
+		uses int
+		host string
 	)
 	create := &cobra.Command{
-		Use:   "create --role sensor|analyst|responder [--ttl DURATION]",
+		Use:   "create --role sensor|analyst|responder [--ttl DURATION|never] [--uses N] [--host HOST]",
 		Short: "create a token and print it (the only time it is shown)",
 		Long: `Create a token and print it on one line. Roles:
   sensor     enrolment token: sensors use it once to enrol and get their own credential
   analyst    read alerts and hosts
   responder  analyst plus kill-switch commands
 
-With --ttl the token stops working that long after creation (requests with
-it are then answered 401 "token expired"); without it, it never expires.
-Agent credentials issued at enrolment never expire, whatever the enrolment
-token's --ttl.`,
+Every token expires: sensor tokens after 7d, analyst and responder tokens
+after 90d, unless --ttl says otherwise (--ttl never: no expiry). Requests
+with an expired token are answered 401 "token expired".
+
+A sensor token enrols at most --uses hosts (default 100; 0: no bound).
+With --host it enrols only that host, once by default, and may replace the
+host key the host id is bound to: the way to enrol a reinstalled till.
+
+Agent credentials issued at enrolment expire after 90 days; sensors renew
+theirs with the credential itself well before.`,
 		Args: cobra.NoArgs,
 	}
 	cm.register(create)
 	create.Flags().StringVar(&role, "role", "", "sensor, analyst or responder (required)")
-	create.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 30m, 12h, 7d (1m to 5y; default: never expires)")
+	create.Flags().StringVar(&ttl, "ttl", "", "lifetime, e.g. 30m, 12h, 7d (1m to 5y) or never (default: 7d for sensor, 90d otherwise)")
+	create.Flags().IntVar(&uses, "uses", -1, "sensor tokens: how many enrolments (default 100, or 1 with --host; 0: no bound)")
+	create.Flags().StringVar(&host, "host", "", "sensor tokens: enrol only this host id (a reinstalled till)")
 	create.RunE = func(cmd *cobra.Command, _ []string) error {
 		switch role {
 		case api.RoleSensor, api.RoleAnalyst, api.RoleResponder:
@@ -261,27 +289,44 @@ token's --ttl.`,
 		default:
 			return cfgfile.Usagef("--role %q must be sensor, analyst or responder (agent credentials are issued at enrolment)", role)
 		}
-		var expires time.Time
-		if cmd.Flags().Changed("ttl") {
-			d, err := parseTTL(ttl)
-			if err != nil {
-				return err
+		if role != api.RoleSensor && (host != "" || cmd.Flags().Changed("uses")) {
+			return cfgfile.Usagef("--host and --uses are for sensor (enrolment) tokens only")
+		}
+		if uses < -1 || (cmd.Flags().Changed("uses") && uses < 0) {
+			return cfgfile.Usagef("--uses %d must be 0 (no bound) or more", uses)
+		}
+		maxUses := 0
+		if role == api.RoleSensor {
+			switch {
+			case uses >= 0:
+				maxUses = uses
+			case host != "":
+				maxUses = 1
+			default:
+				maxUses = DefaultEnrolUses
 			}
-			expires = time.Now().Add(d)
 		}
-		cfg, err := cm.load(cmd)
-		if err != nil {
-			return err
+		expires := time.Now().Add(DefaultUserTTL)
+		if role == api.RoleSensor {
+			expires = time.Now().Add(DefaultEnrolTTL)
 		}
-		if err := validate(cfg); err != nil {
-			return err
+		if cmd.Flags().Changed("ttl") {
+			if strings.TrimSpace(ttl) == "never" {
+				expires = time.Time{}
+			} else {
+				d, err := parseTTL(ttl)
+				if err != nil {
+					return err
+				}
+				expires = time.Now().Add(d)
+			}
 		}
-		st, err := openCLIStore(cmd.Context(), cfg)
+		st, err := openForTokens(cmd, &cm)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		t, err := st.CreateToken(cmd.Context(), role, "", expires)
+		t, err := st.CreateToken(cmd.Context(), role, host, expires, maxUses)
 		if err != nil {
 			return err
 		}
@@ -289,7 +334,109 @@ token's --ttl.`,
 		return err
 	}
 	tok.AddCommand(create)
+
+	var (
+		lcm    common
+		agents bool
+	)
+	list := &cobra.Command{
+		Use:   "list [--agents]",
+		Short: "list tokens: id, role, host, created, expires, uses (never a secret)",
+		Long: `List the tokens the collector accepts or accepted, oldest first: the id
+that ` + "`token revoke`" + ` takes, role, host (agent credentials and host-specific
+enrolment tokens), creation, expiry, uses and state. Agent credentials (one
+per enrolment and renewal) are shown with --agents.`,
+		Args: cobra.NoArgs,
+	}
+	lcm.register(list)
+	list.Flags().BoolVar(&agents, "agents", false, "include agent credentials")
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		st, err := openForTokens(cmd, &lcm)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		ts, err := st.Tokens(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return writeTokens(stdout, ts, agents, time.Now())
+	}
+	tok.AddCommand(list)
+
+	var rcm common
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "revoke a token by the id `token list` shows; it stops working at once",
+		Args:  cobra.ExactArgs(1),
+	}
+	rcm.register(revoke)
+	revoke.RunE = func(cmd *cobra.Command, args []string) error {
+		id := strings.ToLower(strings.TrimSpace(args[0]))
+		if len(id) != store.TokenIDLen || strings.Trim(id, "0123456789abcdef") != "" {
+			return cfgfile.Usagef("token id %q: want the %d hex digits `token list` shows", args[0], store.TokenIDLen)
+		}
+		st, err := openForTokens(cmd, &rcm)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if err := st.RevokeToken(cmd.Context(), id); errors.Is(err, store.ErrUnknownToken) {
+			return fmt.Errorf("no token with id %s (see `tillwatch-collector token list`)", id)
+		} else if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "revoked %s\n", id)
+		return err
+	}
+	tok.AddCommand(revoke)
 	return tok
+}
+
+// openForTokens opens the store a token command acts on: the one run uses
+// with the same flags (openCLIStore refuses another).
+func openForTokens(cmd *cobra.Command, cm *common) (store.Store, error) {
+	cfg, err := cm.load(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	return openCLIStore(cmd.Context(), cfg)
+}
+
+// writeTokens prints the listing as a table.
+func writeTokens(w io.Writer, ts []store.TokenInfo, agents bool, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tROLE\tHOST\tCREATED\tEXPIRES\tUSES\tSTATE")
+	for _, t := range ts {
+		if t.Role == api.RoleAgent && !agents {
+			continue
+		}
+		exp, state := "never", "active"
+		if !t.ExpiresAt.IsZero() {
+			exp = t.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		uses := strconv.Itoa(t.Uses)
+		if t.MaxUses > 0 {
+			uses += "/" + strconv.Itoa(t.MaxUses)
+		}
+		switch {
+		case t.Revoked:
+			state = "revoked"
+		case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
+			state = "expired"
+		case t.MaxUses > 0 && t.Uses >= t.MaxUses:
+			state = "used-up"
+		}
+		host := t.HostID
+		if host == "" {
+			host = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Role, host, t.CreatedAt.UTC().Format(time.RFC3339), exp, uses, state)
+	}
+	return tw.Flush()
 }
 
 // Token lifetimes --ttl accepts.

@@ -143,3 +143,76 @@ func TestTokenTTLExpires(t *testing.T) {
 		t.Errorf("Authenticate(token without --ttl) a day later = %v", err)
 	}
 }
+
+// TestTokenDefaultsListAndRevoke: tokens expire by default (sensor 7d and
+// 100 uses, analyst 90d), --ttl never opts out, `token list` shows them
+// without secrets and `token revoke ID` stops one at once.
+func TestTokenDefaultsListAndRevoke(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if err := Execute(ctx, append(args, "--data", dir), &out, &errb); err != nil {
+			t.Fatalf("%v: %v (%s)", args, err, errb.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	fleet := run("token", "create", "--role", "sensor")
+	analyst := run("token", "create", "--role", "analyst")
+	forever := run("token", "create", "--role", "responder", "--ttl", "never")
+	hostTok := run("token", "create", "--role", "sensor", "--host", "till-9")
+
+	st, err := sqlite.Open(filepath.Join(dir, config.DBFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	byID := map[string]store.TokenInfo{}
+	ts, err := st.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range ts {
+		byID[ti.ID] = ti
+	}
+	id := func(tok string) string { return store.TokenID(store.HashToken(tok)) }
+	near := func(got time.Time, d time.Duration) bool { return got.Sub(time.Now().Add(d)).Abs() < time.Minute }
+	if f := byID[id(fleet)]; !near(f.ExpiresAt, DefaultEnrolTTL) || f.MaxUses != DefaultEnrolUses {
+		t.Errorf("fleet token %+v: want 7d and %d uses", f, DefaultEnrolUses)
+	}
+	if a := byID[id(analyst)]; !near(a.ExpiresAt, DefaultUserTTL) {
+		t.Errorf("analyst token %+v: want 90d", a)
+	}
+	if r := byID[id(forever)]; !r.ExpiresAt.IsZero() {
+		t.Errorf("--ttl never token %+v expires", r)
+	}
+	if h := byID[id(hostTok)]; h.HostID != "till-9" || h.MaxUses != 1 {
+		t.Errorf("host token %+v: want till-9, one use", h)
+	}
+
+	list := run("token", "list")
+	for _, tok := range []string{fleet, analyst, forever, hostTok} {
+		if !strings.Contains(list, id(tok)) || strings.Contains(list, tok) || strings.Contains(list, store.HashToken(tok)) {
+			t.Fatalf("list must show id %s and never the secret or its hash:\n%s", id(tok), list)
+		}
+	}
+	if !strings.Contains(list, "0/100") || !strings.Contains(list, "never") {
+		t.Errorf("list lacks uses or expiry:\n%s", list)
+	}
+	run("token", "revoke", id(analyst))
+	if _, _, err := st.Authenticate(ctx, analyst); !errors.Is(err, store.ErrUnknownToken) {
+		t.Fatalf("revoked token still authenticates: %v", err)
+	}
+	if !strings.Contains(run("token", "list"), "revoked") {
+		t.Error("list does not show the revocation")
+	}
+	var out, errb bytes.Buffer
+	if err := Execute(ctx, []string{"token", "revoke", "0123456789ab", "--data", dir}, &out, &errb); err == nil {
+		t.Error("revoking an unknown id succeeded")
+	}
+	if err := Execute(ctx, []string{"token", "revoke", "../etc", "--data", dir}, &out, &errb); err == nil {
+		t.Error("revoking a malformed id succeeded")
+	}
+}

@@ -50,7 +50,7 @@ func newEnv(t *testing.T, hosts int) *env {
 	}
 	for i := range hosts {
 		id := fmt.Sprintf("till-%02d", i)
-		if _, err := st.Enroll(context.Background(), api.EnrollRequest{HostID: id, HostName: id, AgentVersion: "1"}); err != nil {
+		if _, err := st.Enroll(context.Background(), api.EnrollRequest{HostID: id, HostName: id, AgentVersion: "1"}, store.Enroller{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -98,7 +98,7 @@ func (s *serving) shutdown() {
 // (the zero time: never).
 func (s *serving) TokenExpiring(role string, expires time.Time) string {
 	s.t.Helper()
-	tok, err := s.st.CreateToken(context.Background(), role, "", expires)
+	tok, err := s.st.CreateToken(context.Background(), role, "", expires, 0)
 	if err != nil {
 		s.t.Fatalf("collectortest: token: %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -191,6 +192,23 @@ func (s *Service) Issue(ctx context.Context, issuer string, r Request) (store.Co
 // the stored payload; the command turns active once enough distinct
 // responders signed.
 func (s *Service) Approve(ctx context.Context, id string, sig killswitch.Signature) (store.CommandRecord, error) {
+	// Responders approving at once each read the record, add their
+	// signature and write back; the store's compare-and-swap refuses every
+	// write but one, and the others read again, so no signature is lost.
+	for range approveRetries {
+		rec, err := s.approveOnce(ctx, id, sig)
+		if !errors.Is(err, store.ErrCommandConflict) {
+			return rec, err
+		}
+	}
+	return store.CommandRecord{}, fmt.Errorf("command %s: approvals still conflicting after %d attempts; try again", id, approveRetries)
+}
+
+// approveRetries bounds Approve's compare-and-swap loop: each conflict
+// means another approval went in, and a command has few approvers.
+const approveRetries = 32
+
+func (s *Service) approveOnce(ctx context.Context, id string, sig killswitch.Signature) (store.CommandRecord, error) {
 	rec, _, err := s.cs.Command(ctx, id)
 	if err != nil {
 		return rec, err
@@ -203,6 +221,8 @@ func (s *Service) Approve(ctx context.Context, id string, sig killswitch.Signatu
 		return rec, fmt.Errorf("%w: command %s expired at %s", ErrBadApproval, id, rec.NotAfter.Format(time.RFC3339))
 	}
 	signed := rec.Signed
+	prev := len(signed.Signatures)
+	signed.Signatures = slices.Clone(signed.Signatures) // rec keeps what was read
 	trial := killswitch.Signed{Payload: signed.Payload, Signatures: []killswitch.Signature{sig}}
 	if _, err := killswitch.CheckSignatures(&trial, s.keys, s.o.Now()); err != nil {
 		return rec, fmt.Errorf("%w: %s", ErrBadApproval, cfgfile.OneLine(err))
@@ -218,7 +238,7 @@ func (s *Service) Approve(ctx context.Context, id string, sig killswitch.Signatu
 	if signers.Satisfies(rec.Required) {
 		state = store.CommandActive
 	}
-	if err := s.cs.UpdateCommand(ctx, id, signed, state); err != nil {
+	if err := s.cs.UpdateCommand(ctx, id, prev, signed, state); err != nil {
 		return rec, err
 	}
 	s.o.Log.Warn("kill-switch command approved", logkey.Command, id, "key_id", sig.KeyID,

@@ -57,7 +57,7 @@ func newFixture(t *testing.T, hosts ...string) *fixture {
 	f.st = st
 	for _, h := range hosts {
 		if _, err := st.Enroll(context.Background(), api.EnrollRequest{HostID: h, HostName: h, AgentVersion: "1",
-			Labels: map[string]string{"store": h[:4]}}); err != nil {
+			Labels: map[string]string{"store": h[:4]}}, store.Enroller{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -165,5 +165,70 @@ func TestApprovals(t *testing.T) {
 	}
 	if _, err := f.svc.Approve(ctx, "ks-unknown-0000", killswitch.Sign(f.alice, p)); !errors.Is(err, store.ErrUnknownCommand) {
 		t.Fatalf("approval of an unknown command: %v", err)
+	}
+}
+
+// TestConcurrentApprovalsLoseNoSignature: responders who approve the same
+// command at the same moment all end up in its signatures (the store's
+// compare-and-swap refuses the writes from stale reads and Approve retries
+// them), and the command turns active exactly once.
+func TestConcurrentApprovalsLoseNoSignature(t *testing.T) {
+	clk := &clock{t: time.Now().UTC()}
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "c.db"), sqlite.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	if _, err := st.Enroll(ctx, api.EnrollRequest{HostID: "s001-a", HostName: "s001-a"}, store.Enroller{}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var responders []ed25519.PrivateKey
+	var pubs []killswitch.PublicKey
+	for i := range n {
+		k := key(t)
+		responders = append(responders, k)
+		pubs = append(pubs, pub(k, string(rune('a'+i))))
+	}
+	var mu sync.Mutex
+	activations := 0
+	svc, err := command.New(command.Options{Store: st, Key: key(t), Now: clk.Now, IssueRate: 3, Responders: pubs,
+		Notify: func() { mu.Lock(); activations++; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := svc.Issue(ctx, "responder:test", command.Request{Action: killswitch.ActionReleaseHost, Targets: killswitch.Targets{All: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for _, k := range responders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, err := svc.Approve(ctx, rec.ID, killswitch.Sign(k, rec.Signed.Payload)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, _, err := st.Command(ctx, rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Signed.Signatures) != n || got.State != store.CommandActive {
+		t.Fatalf("%d concurrent approvals kept %d signatures (state %s): approvals were lost", n, len(got.Signed.Signatures), got.State)
+	}
+	if activations != 1 {
+		t.Fatalf("command activated %d times, want once", activations)
 	}
 }

@@ -6,6 +6,7 @@ package pki
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -24,6 +25,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/logkey"
@@ -31,19 +34,31 @@ import (
 
 // File names inside the data dir.
 const (
-	CAFile         = "ca.pem"
-	CAKeyFile      = "ca.key"
+	CAFile = "ca.pem"
+	// CADir holds the CA key alone (0700), apart from the server key and
+	// the kill-switch signing key that sit in the data dir: it can be
+	// backed up, mounted or audited on its own.
+	CADir          = "ca"
+	CAKeyFile      = CADir + "/ca.key"
 	ServerCertFile = "server.pem"
 	ServerKeyFile  = "server.key"
+	// legacyCAKeyFile is where versions before CADir kept the CA key; a
+	// start moves it.
+	legacyCAKeyFile = "ca.key"
 )
 
-// Lifetimes. The CA outlives many server certificates; the server certificate
-// is renewed on start once it gets within RenewBefore of expiry, so a
-// collector restarted at least monthly never serves an expired certificate.
+// Lifetimes. The CA outlives many server certificates; the server
+// certificate is renewed once it gets within RenewBefore of expiry, at
+// start and while running (Bundle.Run), and served through
+// GetCertificate, so a collector never serves an expired certificate
+// however long it runs.
 const (
 	CAValidity     = 10 * 365 * 24 * time.Hour
 	ServerValidity = 397 * 24 * time.Hour
 	RenewBefore    = 30 * 24 * time.Hour
+	// RenewCheck is how often a running collector looks at its server
+	// certificate.
+	RenewCheck = 12 * time.Hour
 )
 
 // Options tunes Ensure. The zero value is usable.
@@ -65,15 +80,71 @@ type Bundle struct {
 	CAPath      string // the file sensors and the CLI pin with --ca
 	CAPEM       []byte
 	CA          *x509.Certificate
-	Certificate tls.Certificate // server certificate chain and key
+	Certificate tls.Certificate // server certificate chain and key, as of Ensure
+
+	current atomic.Pointer[tls.Certificate] // what handshakes get; Renew replaces it
+	dns     []string
+	ips     []net.IP
+	now     func() time.Time
+	log     *slog.Logger
+	renewMu sync.Mutex
 }
 
 // TLSConfig is the server-side TLS configuration: TLS 1.2 or newer with the
-// server certificate.
+// current server certificate, read at every handshake so a renewal takes
+// effect without a restart.
 func (b *Bundle) TLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{b.Certificate},
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return b.current.Load(), nil
+		},
+	}
+}
+
+// Current returns the server certificate handshakes get now.
+func (b *Bundle) Current() *tls.Certificate { return b.current.Load() }
+
+// Renew reissues the server certificate if it is within RenewBefore of
+// expiry, and reports whether it did. The CA key is read from disk for
+// the purpose (and its permissions checked), then dropped.
+func (b *Bundle) Renew() (bool, error) {
+	b.renewMu.Lock()
+	defer b.renewMu.Unlock()
+	now := b.now()
+	if leaf := b.current.Load().Leaf; leaf != nil && !now.Add(RenewBefore).After(leaf.NotAfter) {
+		return false, nil
+	}
+	ca, caKey, _, err := loadOrCreateCA(b.Dir, now, b.log)
+	if err != nil {
+		return false, err
+	}
+	cert, err := issueServer(b.Dir, ca, caKey, now, b.dns, b.ips)
+	if err != nil {
+		return false, err
+	}
+	b.current.Store(&cert)
+	b.log.Info("renewed the server certificate", logkey.Path, filepath.Join(b.Dir, ServerCertFile),
+		"not_after", cert.Leaf.NotAfter.Format(time.RFC3339))
+	return true, nil
+}
+
+// Run renews the server certificate every RenewCheck while ctx lives. A
+// failed renewal is logged at error and retried at the next check: the
+// current certificate keeps serving meanwhile (RenewBefore leaves a month).
+func (b *Bundle) Run(ctx context.Context) {
+	t := time.NewTicker(RenewCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := b.Renew(); err != nil {
+			b.log.Error("cannot renew the server certificate; retrying in 12h", logkey.Error, err,
+				"not_after", b.current.Load().Leaf.NotAfter.Format(time.RFC3339))
+		}
 	}
 }
 
@@ -107,13 +178,24 @@ func Ensure(dir string, opts Options) (*Bundle, error) {
 			return nil, err
 		}
 	}
-	return &Bundle{
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("pki: %w", err)
+		}
+	}
+	b := &Bundle{
 		Dir:         dir,
 		CAPath:      filepath.Join(dir, CAFile),
 		CAPEM:       caPEM,
 		CA:          ca,
 		Certificate: cert,
-	}, nil
+		dns:         dns,
+		ips:         ips,
+		now:         now,
+		log:         log,
+	}
+	b.current.Store(&cert)
+	return b, nil
 }
 
 // sans returns the DNS names and IPs the server certificate must carry.
@@ -145,8 +227,46 @@ func sans(opts Options) ([]string, []net.IP) {
 	return dns, ips
 }
 
+// moveLegacyCAKey moves a CA key from where earlier versions kept it (the
+// data dir, beside the server and signing keys) into CADir.
+func moveLegacyCAKey(dir string, log *slog.Logger) error {
+	legacy, keyPath := filepath.Join(dir, legacyCAKeyFile), filepath.Join(dir, CAKeyFile)
+	if _, err := os.Lstat(legacy); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Lstat(keyPath); err == nil {
+		return fmt.Errorf("pki: both %s and %s exist; keep the one that signed %s and remove the other", legacy, keyPath, CAFile)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, CADir), 0o700); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := os.Rename(legacy, keyPath); err != nil {
+		return fmt.Errorf("pki: move the CA key into %s: %w", filepath.Join(dir, CADir), err)
+	}
+	log.Info("moved the CA key into its own directory", logkey.Path, keyPath)
+	return nil
+}
+
+// checkKeyMode refuses a private key file others can read.
+func checkKeyMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil // reading it reports the error
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("pki: %s is readable or writable by group or others (mode %04o); run: chmod 600 %s", path, perm, path)
+	}
+	return nil
+}
+
 func loadOrCreateCA(dir string, now time.Time, log *slog.Logger) (*x509.Certificate, crypto.Signer, []byte, error) {
+	if err := moveLegacyCAKey(dir, log); err != nil {
+		return nil, nil, nil, err
+	}
 	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
+	if err := checkKeyMode(keyPath); err != nil {
+		return nil, nil, nil, err
+	}
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
 	switch {
@@ -199,6 +319,9 @@ func loadOrCreateCA(dir string, now time.Time, log *slog.Logger) (*x509.Certific
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	// Key first: a crash in between leaves a key without certificate, which
 	// the next start reports instead of silently minting a second CA.
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return nil, nil, nil, fmt.Errorf("pki: %w", err)
+	}
 	if err := writeAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, nil, err
 	}
@@ -290,6 +413,11 @@ func issueServer(dir string, ca *x509.Certificate, caKey crypto.Signer, now time
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
+	}
+	if pair.Leaf == nil {
+		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return tls.Certificate{}, fmt.Errorf("pki: %w", err)
+		}
 	}
 	return pair, nil
 }

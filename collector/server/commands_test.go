@@ -20,7 +20,7 @@ func TestKillSwitchFlow(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	enrolled, err := e.client(e.token(api.RoleSensor)).Enroll(ctx,
-		api.EnrollRequest{HostID: "till-1", HostName: "till-1", AgentVersion: "1", Labels: map[string]string{"store": "s1"}})
+		api.EnrollRequest{HostID: "till-1", HostName: "till-1", AgentVersion: "1", Labels: map[string]string{"store": "s1"}, HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -153,7 +153,7 @@ func (e *env) client(token string) *client.Client {
 
 func (e *env) token(role string) string {
 	e.t.Helper()
-	tok, err := e.st.CreateToken(context.Background(), role, "", time.Time{})
+	tok, err := e.st.CreateToken(context.Background(), role, "", time.Time{}, 0)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func (e *env) token(role string) string {
 func (e *env) enroll(hostID string) string {
 	e.t.Helper()
 	resp, err := e.client(e.token(api.RoleSensor)).Enroll(context.Background(),
-		api.EnrollRequest{HostID: hostID, HostName: hostID, OS: "linux", AgentVersion: "1.0.0"})
+		api.EnrollRequest{HostID: hostID, HostName: hostID, OS: "linux", AgentVersion: "1.0.0", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		e.t.Fatal(err)
 	}

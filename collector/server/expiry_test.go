@@ -28,15 +28,15 @@ func TestExpiredTokenIs401(t *testing.T) {
 	}
 
 	exp := e.clk.Now().Add(time.Hour)
-	enrolTok, err := e.st.CreateToken(ctx, api.RoleSensor, "", exp)
+	enrolTok, err := e.st.CreateToken(ctx, api.RoleSensor, "", exp, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	analystTok, err := e.st.CreateToken(ctx, api.RoleAnalyst, "", exp)
+	analystTok, err := e.st.CreateToken(ctx, api.RoleAnalyst, "", exp, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enr, err := e.client(enrolTok).Enroll(ctx, api.EnrollRequest{HostID: "till-x", HostName: "till-x", OS: "linux", AgentVersion: "1.0.0"})
+	enr, err := e.client(enrolTok).Enroll(ctx, api.EnrollRequest{HostID: "till-x", HostName: "till-x", OS: "linux", AgentVersion: "1.0.0", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatalf("enrol before expiry: %v", err)
 	}
@@ -62,7 +62,7 @@ func TestExpiredTokenIs401(t *testing.T) {
 		}
 	}
 	// The client surfaces the server's message.
-	_, err = e.client(enrolTok).Enroll(ctx, api.EnrollRequest{HostID: "till-z", HostName: "till-z", OS: "linux", AgentVersion: "1.0.0"})
+	_, err = e.client(enrolTok).Enroll(ctx, api.EnrollRequest{HostID: "till-z", HostName: "till-z", OS: "linux", AgentVersion: "1.0.0", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	var he *client.HTTPError
 	if !errors.As(err, &he) || he.StatusCode != 401 || !strings.Contains(err.Error(), "token expired") {
 		t.Errorf("client enrol with an expired token: %v", err)

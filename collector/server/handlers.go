@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -80,32 +81,98 @@ func checkMap(name string, m map[string]string, maxEntries int) error {
 	return nil
 }
 
+// Host keys the collector accepts: 32 random bytes in any printable
+// encoding at least, and short.
+const (
+	minHostKeyLen = 32
+	maxHostKeyLen = 256
+)
+
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	var req api.EnrollRequest
 	if !s.decodeJSON(w, r, &req) {
 		return
 	}
-	if err := errors.Join(
+	errs := []error{
 		checkField("host_id", req.HostID, true),
 		checkField("host_name", req.HostName, true),
 		checkField("os", req.OS, false),
 		checkField("agent_version", req.AgentVersion, false),
 		checkMap("labels", req.Labels, maxLabels),
-	); err != nil {
+		checkField("host_key", req.HostKey, true),
+	}
+	if n := len(req.HostKey); n > 0 && (n < minHostKeyLen || n > maxHostKeyLen) {
+		errs = append(errs, fmt.Errorf("host_key must be %d to %d bytes (a sensor generates it once)", minHostKeyLen, maxHostKeyLen))
+	}
+	if err := errors.Join(errs...); err != nil {
 		s.fail(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	resp, err := s.st.Enroll(r.Context(), req)
-	if err != nil {
+	p := principalFrom(r.Context())
+	by := store.Enroller{}
+	switch p.Role {
+	case api.RoleAgent:
+		// A renewal: the host's own credential, for its own host only.
+		by.Renewal = true
+	case api.RoleSensor:
+		by.TokenHash = p.tokenHash
+		// A host-specific enrolment token may re-bind its host (a
+		// reinstalled till) and nothing else.
+		by.Rebind = p.HostID != ""
+	}
+	if p.HostID != "" && req.HostID != p.HostID {
+		s.fail(w, r, http.StatusForbidden, "this credential may only enrol host "+p.HostID)
+		return
+	}
+	if s.credentialTTL > 0 {
+		by.CredentialExpires = s.now().Add(s.credentialTTL).UTC()
+	}
+	resp, err := s.st.Enroll(r.Context(), req, by)
+	switch {
+	case errors.Is(err, store.ErrHostKeyMismatch):
+		s.enrolConflict(r, req)
+		s.fail(w, r, http.StatusConflict, "host "+req.HostID+" is enrolled with another host key; "+
+			"if this till was reinstalled, enrol it with a token from `tillwatch-collector token create --role sensor --host "+req.HostID+"`")
+		return
+	case errors.Is(err, store.ErrTokenUsedUp), errors.Is(err, store.ErrUnknownToken):
+		s.m.authFailures.WithLabelValues("used-up").Inc()
+		s.fail(w, r, http.StatusUnauthorized, "enrolment token used up or revoked; create a new one with `tillwatch-collector token create --role sensor`")
+		return
+	case err != nil:
 		s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable; enrolment not recorded", err)
 		return
 	}
 	s.m.enrolments.Inc()
-	s.log.Info("host enrolled", logkey.HostID, resp.HostID, logkey.AgentID, resp.AgentID, logkey.Remote, r.RemoteAddr)
+	s.log.Info("host enrolled", logkey.HostID, resp.HostID, logkey.AgentID, resp.AgentID, logkey.Remote, r.RemoteAddr,
+		"renewal", by.Renewal, "rebind", by.Rebind)
 	if s.commands != nil {
 		resp.CommandKeys = s.commands.PinnedKeys()
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// enrolConflict raises the alert for a refused claim of an enrolled host
+// id: the store refused it, the SOC must hear of it.
+func (s *Server) enrolConflict(r *http.Request, req api.EnrollRequest) {
+	s.m.enrolConflicts.Inc()
+	s.log.Warn("refused an enrolment with another host key: another machine claims this host id",
+		logkey.HostID, req.HostID, logkey.Remote, r.RemoteAddr)
+	host := api.Host{HostID: req.HostID, HostName: req.HostName}
+	if hosts, err := s.st.Hosts(r.Context()); err == nil {
+		for _, h := range hosts {
+			if h.HostID == req.HostID {
+				host = h // the real host's identity, not the claimant's
+			}
+		}
+	}
+	remote, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		remote = r.RemoteAddr
+	}
+	a := watchdog.EnrolConflict(host, remote, s.now())
+	if _, err := watchdog.Raise(r.Context(), s.st, []event.Event{a}, s.now()); err != nil {
+		s.log.Warn("cannot store the enrolment-conflict alert", logkey.HostID, req.HostID, logkey.Error, err)
+	}
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {

@@ -47,7 +47,7 @@ func pinnedHTTP(t *testing.T, c *collectortest.Collector) *http.Client {
 
 func agentToken(t *testing.T, c *collectortest.Collector, host string) string {
 	t.Helper()
-	enr, err := c.Client(c.Token(api.RoleSensor)).Enroll(context.Background(), api.EnrollRequest{HostID: host, HostName: host, AgentVersion: "1"})
+	enr, err := c.Client(c.Token(api.RoleSensor)).Enroll(context.Background(), api.EnrollRequest{HostID: host, HostName: host, AgentVersion: "1", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}

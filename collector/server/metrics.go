@@ -15,11 +15,14 @@ import (
 const namespace = "tillwatch_collector"
 
 type metrics struct {
-	requests     *prometheus.CounterVec
-	ingested     *prometheus.CounterVec
-	enrolments   prometheus.Counter
-	authFailures *prometheus.CounterVec
-	throttled    prometheus.Counter
+	requests   *prometheus.CounterVec
+	ingested   *prometheus.CounterVec
+	enrolments prometheus.Counter
+	// enrolConflicts counts enrolments refused because the host id is
+	// bound to another host key (each also raises an alert).
+	enrolConflicts prometheus.Counter
+	authFailures   *prometheus.CounterVec
+	throttled      prometheus.Counter
 
 	commandsIssued    *prometheus.CounterVec
 	commandsDelivered prometheus.Counter
@@ -36,6 +39,10 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 			Namespace: namespace, Name: "ingest_events_total",
 			Help: "Events received, by result: accepted (stored), duplicate (already stored), rejected (malformed).",
 		}, []string{"result"}),
+		enrolConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "enrol_conflicts_total",
+			Help: "Enrolments refused because the host id is bound to another host key (impersonation attempts).",
+		}),
 		enrolments: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "enrolments_total",
 			Help: "Successful sensor enrolments (including re-enrolments).",
@@ -83,7 +90,7 @@ func newMetrics(reg *prometheus.Registry, st store.Store) (*metrics, error) {
 	for _, r := range []string{"missing", "unknown", "expired", "forbidden"} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.ingested, m.enrolments, m.authFailures, m.throttled, hosts,
+	for _, c := range []prometheus.Collector{m.requests, m.ingested, m.enrolments, m.enrolConflicts, m.authFailures, m.throttled, hosts,
 		m.commandsIssued, m.commandsDelivered, m.commandAcks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {

@@ -22,6 +22,8 @@ type principal struct {
 	// TokenID names the credential in audit records (a prefix of its
 	// hash, never the token).
 	TokenID string
+	// tokenHash is the full hash, for counting enrolment-token uses.
+	tokenHash string
 }
 
 type principalKey struct{}
@@ -108,6 +110,11 @@ func (s *Server) authed(roles []string, h http.HandlerFunc) http.HandlerFunc {
 			s.fail(w, r, http.StatusUnauthorized, "token expired (at "+expired.At.UTC().Format(time.RFC3339)+
 				"); create a new one with `tillwatch-collector token create`")
 			return
+		case errors.Is(err, store.ErrTokenUsedUp):
+			s.m.authFailures.WithLabelValues("used-up").Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tillwatch", error="invalid_token", error_description="token used up"`)
+			s.fail(w, r, http.StatusUnauthorized, "enrolment token used up; create a new one with `tillwatch-collector token create --role sensor`")
+			return
 		case errors.Is(err, store.ErrUnknownToken):
 			s.m.authFailures.WithLabelValues("unknown").Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tillwatch", error="invalid_token"`)
@@ -125,7 +132,8 @@ func (s *Server) authed(roles []string, h http.HandlerFunc) http.HandlerFunc {
 		if rec, ok := w.(*recorder); ok {
 			rec.hostID = hostID
 		}
-		ctx := context.WithValue(r.Context(), principalKey{}, principal{Role: role, HostID: hostID, TokenID: store.HashToken(tok)[:12]})
+		hash := store.HashToken(tok)
+		ctx := context.WithValue(r.Context(), principalKey{}, principal{Role: role, HostID: hostID, TokenID: store.TokenID(hash), tokenHash: hash})
 		h(w, r.WithContext(ctx))
 	}
 }

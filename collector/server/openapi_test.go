@@ -117,7 +117,9 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 	analyst := e.token(api.RoleAnalyst)
 	agent := e.enroll("till-1")
 	hb := []byte(`{"host_id":"till-1","agent_version":"1.0.0","mode":"enforce","sent_at":"2025-05-01T10:00:00Z"}`)
-	enrol := []byte(`{"host_id":"till-2","host_name":"till-2","agent_version":"1.0.0"}`)
+	enrol := []byte(`{"host_id":"till-2","host_name":"till-2","agent_version":"1.0.0","host_key":"hk-test-0123456789abcdef0123456789abcdef"}`)
+	// till-1 is bound to env.enroll's host key; another key is a claim.
+	claim := []byte(`{"host_id":"till-1","host_name":"till-1","agent_version":"1.0.0","host_key":"hk-other-0123456789abcdef0123456789abcdef"}`)
 	big := bytes.Repeat([]byte(" "), 70<<10)
 	gz := map[string]string{"Content-Encoding": "gzip"}
 
@@ -128,6 +130,7 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			400: func() reply { return e.do("POST", api.PathEnroll, sensor, nil, []byte(`{"host_id":""}`)) },
 			401: func() reply { return e.do("POST", api.PathEnroll, "", nil, enrol) },
 			403: func() reply { return e.do("POST", api.PathEnroll, analyst, nil, enrol) },
+			409: func() reply { return e.do("POST", api.PathEnroll, sensor, nil, claim) },
 			413: func() reply {
 				return e.do("POST", api.PathEnroll, sensor, nil, append([]byte(`{"host_id":"x","pad":"`), big...))
 			},

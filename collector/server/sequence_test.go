@@ -26,7 +26,7 @@ func TestSequenceGapRaisesAnAlert(t *testing.T) {
 	t.Parallel()
 	c := collectortest.Start(t, "", "")
 	ctx := context.Background()
-	enr, err := c.Client(c.Token(api.RoleSensor)).Enroll(ctx, api.EnrollRequest{HostID: "till-g", HostName: "till-g", AgentVersion: "1"})
+	enr, err := c.Client(c.Token(api.RoleSensor)).Enroll(ctx, api.EnrollRequest{HostID: "till-g", HostName: "till-g", AgentVersion: "1", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatal(err)
 	}

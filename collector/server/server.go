@@ -71,7 +71,16 @@ type Options struct {
 	Observer Observer
 	// Rules is the signed rule bundle served to sensors; nil means none.
 	Rules RulesSource
+	// CredentialTTL is how long an agent credential issued at enrolment
+	// works (0: DefaultCredentialTTL, negative: never expires). Sensors
+	// renew theirs when a third of it is left.
+	CredentialTTL time.Duration
 }
+
+// DefaultCredentialTTL is the lifetime of agent credentials: long enough
+// that a till switched off for a season renews on its return, short
+// enough that a copied credential dies.
+const DefaultCredentialTTL = 90 * 24 * time.Hour
 
 // Observer is told about stored sensor batches. Observe must return
 // quickly: it runs inside the ingest request.
@@ -87,7 +96,9 @@ type Server struct {
 	m        *metrics
 	interval time.Duration
 	now      func() time.Time
-	handler  http.Handler
+
+	credentialTTL time.Duration
+	handler       http.Handler
 
 	metricsHandler http.Handler
 
@@ -143,6 +154,12 @@ func New(opts Options) (*Server, error) {
 	s.commands = opts.Commands
 	s.observer = opts.Observer
 	s.rules = opts.Rules
+	switch s.credentialTTL = opts.CredentialTTL; {
+	case s.credentialTTL == 0:
+		s.credentialTTL = DefaultCredentialTTL
+	case s.credentialTTL < 0:
+		s.credentialTTL = 0
+	}
 	if cs, ok := s.st.(store.CommandStore); ok {
 		s.hub = newHub(cs, s.log)
 	}
@@ -218,7 +235,8 @@ var readers = []string{api.RoleAnalyst, api.RoleResponder}
 // openapi.yaml both ways.
 func Routes() []Route {
 	return []Route{
-		{http.MethodPost, api.PathEnroll, []string{api.RoleSensor}},
+		// An agent enrols again to renew its credential (its own host only).
+		{http.MethodPost, api.PathEnroll, []string{api.RoleSensor, api.RoleAgent}},
 		{http.MethodPost, api.PathEvents, []string{api.RoleAgent}},
 		{http.MethodPost, api.PathHeartbeat, []string{api.RoleAgent}},
 		{http.MethodGet, api.PathAlerts, readers},

@@ -23,7 +23,7 @@ func TestEnroll(t *testing.T) {
 	ctx := context.Background()
 	sensor := e.token(api.RoleSensor)
 	agent := e.enroll("till-0")
-	good := api.EnrollRequest{HostID: "till-1", HostName: "Till 1", OS: "linux", AgentVersion: "1.0.0", Labels: map[string]string{"store": "0042"}}
+	good := api.EnrollRequest{HostID: "till-1", HostName: "Till 1", OS: "linux", AgentVersion: "1.0.0", Labels: map[string]string{"store": "0042"}, HostKey: "hk-test-0123456789abcdef0123456789abcdef"}
 	tests := []struct {
 		name    string
 		token   string
@@ -35,7 +35,9 @@ func TestEnroll(t *testing.T) {
 		{"unknown token", "tw_not-a-token", good, 401, "collector refused the token (401): unknown token"},
 		{"no token", "", good, 401, "missing bearer token"},
 		{"analyst token", e.token(api.RoleAnalyst), good, 403, "analyst token may not call"},
-		{"agent credential", agent, good, 403, "agent token may not call"},
+		{"agent credential of another host", agent, good, 403, "may only enrol host till-0"},
+		{"no host_key", sensor, api.EnrollRequest{HostID: "till-5", HostName: "x"}, 400, "host_key is required"},
+		{"short host_key", sensor, api.EnrollRequest{HostID: "till-5", HostName: "x", HostKey: "short"}, 400, "host_key must be 32 to 256 bytes"},
 		{"empty host_id", sensor, api.EnrollRequest{HostName: "x"}, 400, "host_id is required"},
 		{"long host_id", sensor, api.EnrollRequest{HostID: strings.Repeat("h", 257), HostName: "x"}, 400, "host_id longer than 256"},
 		{"control chars", sensor, api.EnrollRequest{HostID: "till\x1b[31m", HostName: "x"}, 400, "host_id contains non-printable"},

@@ -60,8 +60,13 @@ type CommandStore interface {
 	CreateCommand(ctx context.Context, rec CommandRecord, hosts []string) error
 
 	// UpdateCommand replaces the signatures and state of a stored command
-	// (an approval); ErrUnknownCommand if it was never stored.
-	UpdateCommand(ctx context.Context, id string, signed killswitch.Signed, state string) error
+	// (an approval), but only if it still holds prevSignatures signatures,
+	// the number the caller read: it is compare-and-swap, so two approvals
+	// at once cannot both start from the same record and lose one
+	// signature. ErrCommandConflict if the count changed (read again and
+	// retry), ErrUnknownCommand if it was never stored. Signatures are
+	// only ever added, so their count is the record's version.
+	UpdateCommand(ctx context.Context, id string, prevSignatures int, signed killswitch.Signed, state string) error
 
 	// Command returns one command and its hosts, by host id.
 	Command(ctx context.Context, id string) (CommandRecord, []CommandHost, error)
@@ -89,3 +94,7 @@ type CommandStore interface {
 
 // ErrUnknownCommand is returned for a command id the store does not hold.
 var ErrUnknownCommand = errors.New("unknown command")
+
+// ErrCommandConflict is returned by UpdateCommand when the command changed
+// since the caller read it.
+var ErrCommandConflict = errors.New("command changed since it was read")

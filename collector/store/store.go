@@ -26,21 +26,38 @@ import (
 type Store interface {
 	// CreateToken issues a new random token of role and returns its
 	// plaintext, the only time it is ever visible. hostID binds agent
-	// credentials to a host and must be empty for other roles. The token
-	// stops working at expires (by the store's clock); the zero time means
-	// it never expires.
-	CreateToken(ctx context.Context, role, hostID string, expires time.Time) (string, error)
+	// credentials to a host (required) and may bind an enrolment token to
+	// the one host it may enrol (optional); other roles have none. The
+	// token stops working at expires (by the store's clock); the zero time
+	// means it never expires. maxUses bounds the enrolments an enrolment
+	// token may make (0: no bound).
+	CreateToken(ctx context.Context, role, hostID string, expires time.Time, maxUses int) (string, error)
 
-	// Authenticate maps a plaintext token to its role and, for agent
-	// credentials, host. Unknown and revoked tokens return ErrUnknownToken;
-	// an expired one returns a *TokenExpiredError, which matches
-	// ErrTokenExpired.
+	// Authenticate maps a plaintext token to its role and host (agent
+	// credentials and host-specific enrolment tokens). Unknown and revoked
+	// tokens return ErrUnknownToken; an expired one returns a
+	// *TokenExpiredError, which matches ErrTokenExpired; an enrolment
+	// token with no uses left returns ErrTokenUsedUp.
 	Authenticate(ctx context.Context, token string) (role, hostID string, err error)
 
 	// Enroll records the host (creating or updating it) and issues its agent
 	// credential. Re-enrolling a host_id revokes its previous credential and
 	// keeps its agent id.
-	Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error)
+	//
+	// A host is bound to the host key of its first enrolment (its hash is
+	// kept): a later enrolment of that host id with another key returns
+	// ErrHostKeyMismatch and changes nothing, unless by allows a rebind.
+	// When by.TokenHash names an enrolment token, one of its uses is
+	// counted first (ErrTokenUsedUp when none is left); a refused
+	// enrolment still used it.
+	Enroll(ctx context.Context, req api.EnrollRequest, by Enroller) (api.EnrollResponse, error)
+
+	// Tokens lists every token (never a secret), oldest first.
+	Tokens(ctx context.Context) ([]TokenInfo, error)
+
+	// RevokeToken revokes the token whose TokenInfo.ID is id;
+	// ErrUnknownToken if none is.
+	RevokeToken(ctx context.Context, id string) error
 
 	// Ingest stores docs in one transaction. A doc whose EventID is already
 	// stored (in this or an earlier batch) is counted as a duplicate and not
@@ -64,6 +81,45 @@ type Store interface {
 	// Close releases the backend.
 	Close() error
 }
+
+// Enroller says how an enrolment was authenticated.
+type Enroller struct {
+	// TokenHash is HashToken of the enrolment token presented; Enroll
+	// counts one of its uses. Empty when no enrolment token was used (a
+	// renewal, or a tool calling the store directly).
+	TokenHash string
+	// Rebind lets the request bind a new host key to an existing host:
+	// the token was made by an operator for this one host (a reinstalled
+	// till).
+	Rebind bool
+	// Renewal means the request carried the host's own current agent
+	// credential: it may bind a first key to a host enrolled before host
+	// keys existed, and must present the bound key otherwise.
+	Renewal bool
+	// CredentialExpires is when the issued credential stops working; zero
+	// means never.
+	CredentialExpires time.Time
+}
+
+// TokenInfo describes a token without its secret.
+type TokenInfo struct {
+	ID        string    `json:"id"` // TokenID of its hash
+	Role      string    `json:"role"`
+	HostID    string    `json:"host_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: never
+	Uses      int       `json:"uses"`
+	MaxUses   int       `json:"max_uses,omitempty"` // 0: no bound
+	Revoked   bool      `json:"revoked,omitempty"`
+}
+
+// TokenIDLen is how many hex digits of a token's hash name it in listings,
+// audit records and `token revoke`: 48 bits, unique in any real store and
+// useless for finding the token.
+const TokenIDLen = 12
+
+// TokenID names a token by its hash.
+func TokenID(hash string) string { return hash[:min(TokenIDLen, len(hash))] }
 
 // Doc is one validated event document ready to store.
 type Doc struct {
@@ -140,6 +196,11 @@ var (
 	ErrTokenExpired = errors.New("token expired")
 	ErrUnknownHost  = errors.New("host not enrolled")
 	ErrInvalidRole  = errors.New("invalid role")
+	ErrTokenUsedUp  = errors.New("enrolment token used up")
+	// ErrHostKeyMismatch is an enrolment of an existing host id with
+	// another host key than the one it is bound to: another machine
+	// claiming to be this host.
+	ErrHostKeyMismatch = errors.New("host is enrolled with another host key")
 )
 
 // TokenExpiredError is what Authenticate returns for a token past its

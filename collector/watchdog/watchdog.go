@@ -27,7 +27,29 @@ import (
 const (
 	RuleSilenced   = "TW-COLL-0001"
 	RuleEventsLost = "TW-COLL-0002"
+	// RuleEnrolConflict is another machine enrolling with an enrolled
+	// host's id and another host key.
+	RuleEnrolConflict = "TW-COLL-0004"
 )
+
+// EnrolConflict returns the alert for a refused enrolment of h's host id
+// with another host key from remote: someone with an enrolment token
+// tried to take over h's identity (or h was reinstalled without a
+// host-specific token). One alert per host and remote per minute.
+func EnrolConflict(h api.Host, remote string, now time.Time) event.Event {
+	a := base(h, now, "enrol-conflict|"+h.HostID+"|"+remote+"|"+now.UTC().Truncate(time.Minute).Format(time.RFC3339))
+	a.Message = fmt.Sprintf("refused an enrolment as %s (%s) from %s: the host id is bound to another host key. "+
+		"Another machine with an enrolment token claims to be this host; if the till was reinstalled, enrol it with "+
+		"`tillwatch-collector token create --role sensor --host %s`", h.HostID, h.HostName, remote, h.HostID)
+	a.Event.Action = "sensor-enrol-conflict"
+	a.Event.Category, a.Event.Type = []string{"iam"}, []string{"denied"}
+	a.Event.Severity, a.Event.RiskScore = 90, 90
+	a.Rule = &event.Rule{ID: RuleEnrolConflict, Name: "Enrolment as another host refused", Ruleset: event.RulesetIntegrity,
+		Description: "An enrolment claimed an enrolled host's id with another host key: an attempt to impersonate a till."}
+	a.Threat.Technique = event.Technique{ID: []string{"T1078"}, Name: []string{"Valid Accounts"},
+		Reference: []string{"https://attack.mitre.org/techniques/T1078/"}}
+	return a
+}
 
 // Silenced returns the alert for a host not heard from since h.LastSeen.
 func Silenced(h api.Host, silentFor time.Duration, now time.Time) event.Event {

@@ -33,7 +33,7 @@ func TestSilencedOncePerEpisode(t *testing.T) {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	if _, err := st.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till 7", AgentVersion: "1.0"}); err != nil {
+	if _, err := st.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till 7", AgentVersion: "1.0"}, store.Enroller{}); err != nil {
 		t.Fatal(err)
 	}
 	after := 5 * time.Minute

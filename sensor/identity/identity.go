@@ -4,6 +4,8 @@ package identity
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,14 @@ type Identity struct {
 	Credential   string    `json:"credential,omitempty"`
 	CollectorURL string    `json:"collector_url,omitempty"`
 	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
+	// CredentialExpires is when the collector stops taking Credential
+	// (zero: never); the sensor renews it before.
+	CredentialExpires time.Time `json:"credential_expires,omitzero"`
+	// HostKey is the secret this host id is bound to on the collector:
+	// made once, before the first enrolment, and presented at every
+	// enrolment and renewal. Another machine with an enrolment token but
+	// not this key cannot enrol as this host.
+	HostKey string `json:"host_key,omitempty"`
 	// CommandKeys are the collector's kill-switch keys, pinned at the
 	// first enrolment with this collector and kept across re-enrolments.
 	CommandKeys []killswitch.PublicKey `json:"command_keys,omitempty"`
@@ -36,6 +46,13 @@ type Identity struct {
 // Enrolled reports whether the identity holds a credential for url.
 func (id Identity) Enrolled(url string) bool {
 	return id.Credential != "" && id.CollectorURL == url
+}
+
+// NewHostKey returns a new host key: 256 random bits.
+func NewHostKey() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return "twhk_" + base64.RawURLEncoding.EncodeToString(b)
 }
 
 // Load reads the identity from stateDir; a missing file is an empty identity.

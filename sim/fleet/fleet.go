@@ -24,6 +24,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/killswitch"
+	"github.com/tillwatch/tillwatch/sensor/identity"
 	"github.com/tillwatch/tillwatch/sensor/shipper"
 )
 
@@ -188,7 +189,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			host := fmt.Sprintf("%s-%05d", o.HostPrefix, i)
-			resp, err := base.WithToken(o.EnrollToken).Enroll(ctx, api.EnrollRequest{HostID: host, HostName: host, AgentVersion: "fleet-sim", OS: "linux"})
+			resp, err := base.WithToken(o.EnrollToken).Enroll(ctx, api.EnrollRequest{HostID: host, HostName: host, AgentVersion: "fleet-sim", OS: "linux", HostKey: identity.NewHostKey()})
 			if err != nil {
 				f.stats.enrollErrors.Add(1)
 				o.Log.Debug("enrol failed", "host", host, "err", err)

@@ -186,8 +186,13 @@ func (s *Store) CreateCommand(ctx context.Context, rec store.CommandRecord, host
 }
 
 // UpdateCommand implements store.CommandStore.
-func (s *Store) UpdateCommand(ctx context.Context, id string, signed killswitch.Signed, state string) error {
+func (s *Store) UpdateCommand(ctx context.Context, id string, prevSignatures int, signed killswitch.Signed, state string) error {
+	// modifyCommand writes with if_seq_no/if_primary_term, so the count
+	// checked here is the one replaced.
 	d, err := s.modifyCommand(ctx, id, func(d *commandDoc) error {
+		if len(d.Signed.Signatures) != prevSignatures {
+			return store.ErrCommandConflict
+		}
 		d.Signed, d.State = signed, state
 		if state == store.CommandActive && d.Activated == 0 {
 			n, err := s.nextStamp(ctx, "activated")
@@ -198,7 +203,7 @@ func (s *Store) UpdateCommand(ctx context.Context, id string, signed killswitch.
 		}
 		return nil
 	})
-	if errors.Is(err, store.ErrUnknownCommand) {
+	if errors.Is(err, store.ErrUnknownCommand) || errors.Is(err, store.ErrCommandConflict) {
 		return err
 	}
 	if err != nil {

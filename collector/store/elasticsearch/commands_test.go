@@ -51,7 +51,7 @@ func TestCommandsLayout(t *testing.T) {
 	}
 	signed := rec.Signed
 	signed.Signatures = append(signed.Signatures, killswitch.Signature{KeyID: "k2", Sig: all[:64]})
-	if err := s.UpdateCommand(ctx, rec.ID, signed, store.CommandActive); err != nil {
+	if err := s.UpdateCommand(ctx, rec.ID, 1, signed, store.CommandActive); err != nil {
 		t.Fatal(err)
 	}
 	got, gotHosts, err := s.Command(ctx, rec.ID)
@@ -293,19 +293,19 @@ func TestCommandsGeneration(t *testing.T) {
 		t.Fatalf("generation %d %v, want %d", g, err, ahead)
 	}
 	sg := testCommand("ks-a", "", now).Signed
-	if err := s.UpdateCommand(ctx, "ks-a", sg, store.CommandActive); err != nil {
+	if err := s.UpdateCommand(ctx, "ks-a", len(sg.Signatures), sg, store.CommandActive); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := s.CommandsGeneration(ctx); g != ahead+1 {
 		t.Fatalf("generation after approval %d, want %d", g, ahead+1)
 	}
-	if err := s.UpdateCommand(ctx, "ks-a", sg, store.CommandActive); err != nil {
+	if err := s.UpdateCommand(ctx, "ks-a", len(sg.Signatures), sg, store.CommandActive); err != nil {
 		t.Fatal(err)
 	}
 	if g, _ := s.CommandsGeneration(ctx); g != ahead+1 {
 		t.Fatalf("re-approving an active command moved the generation to %d", g)
 	}
-	if err := s.UpdateCommand(ctx, "ks-zz", sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
+	if err := s.UpdateCommand(ctx, "ks-zz", 0, sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
 		t.Fatalf("unknown command: %v", err)
 	}
 	if err := s.AckCommand(ctx, "ks-zz", "h", killswitch.Result{Status: "ok"}, now); !errors.Is(err, store.ErrUnknownCommand) {

@@ -26,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"net/http"
 	"regexp"
 	"slices"
@@ -453,12 +454,14 @@ type tokenDoc struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Revoked   bool       `json:"revoked"`
+	Uses      int        `json:"uses,omitempty"`
+	MaxUses   int        `json:"max_uses,omitempty"`
 }
 
-func (s *Store) putToken(ctx context.Context, role, hostID string, expires time.Time) (tok, hash string, err error) {
+func (s *Store) putToken(ctx context.Context, role, hostID string, expires time.Time, maxUses int) (tok, hash string, err error) {
 	tok = store.NewToken()
 	hash = store.HashToken(tok)
-	doc := tokenDoc{Role: role, HostID: hostID, CreatedAt: s.now().UTC()}
+	doc := tokenDoc{Role: role, HostID: hostID, CreatedAt: s.now().UTC(), MaxUses: max(maxUses, 0)}
 	if !expires.IsZero() {
 		exp := expires.UTC()
 		doc.ExpiresAt = &exp
@@ -472,11 +475,11 @@ func (s *Store) putToken(ctx context.Context, role, hostID string, expires time.
 }
 
 // CreateToken implements store.Store.
-func (s *Store) CreateToken(ctx context.Context, role, hostID string, expires time.Time) (string, error) {
+func (s *Store) CreateToken(ctx context.Context, role, hostID string, expires time.Time, maxUses int) (string, error) {
 	if err := store.ValidRole(role, hostID); err != nil {
 		return "", err
 	}
-	tok, _, err := s.putToken(ctx, role, hostID, expires)
+	tok, _, err := s.putToken(ctx, role, hostID, expires, maxUses)
 	if err == nil && role != api.RoleAgent {
 		err = s.audit(ctx, "token-created", "creation", "", map[string]any{"tillwatch": map[string]any{"token_role": role}})
 	}
@@ -520,6 +523,9 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 	if t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt) {
 		return "", "", &store.TokenExpiredError{At: *t.ExpiresAt}
 	}
+	if t.MaxUses > 0 && t.Uses >= t.MaxUses {
+		return "", "", store.ErrTokenUsedUp
+	}
 	if t.Role == api.RoleAgent {
 		h, err := get[hostDoc](ctx, s, s.stateIndex("hosts"), t.HostID)
 		if err != nil {
@@ -549,6 +555,7 @@ type hostDoc struct {
 	SeqMax         int64             `json:"seq_max"`
 	EventsLost     int64             `json:"events_lost"`
 	CredentialHash string            `json:"credential_hash"`
+	KeyHash        string            `json:"key_hash,omitempty"` // host-bound enrolment (store.BindKey)
 	ConfigVersion  string            `json:"config_version,omitempty"`
 	RulesVersion   string            `json:"rules_version,omitempty"`
 }
@@ -636,27 +643,49 @@ func (s *Store) forgetHost(hostID string) {
 }
 
 // Enroll implements store.Store.
-func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
+func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest, by store.Enroller) (api.EnrollResponse, error) {
 	if req.HostID == "" {
 		return api.EnrollResponse{}, errors.New("elasticsearch: enroll: empty host id")
 	}
-	tok, hash, err := s.putToken(ctx, api.RoleAgent, req.HostID, time.Time{}) // agent credentials never expire
+	if by.TokenHash != "" {
+		if err := s.useToken(ctx, by.TokenHash); err != nil {
+			return api.EnrollResponse{}, err
+		}
+	}
+	tok, hash, err := s.putToken(ctx, api.RoleAgent, req.HostID, by.CredentialExpires, 0)
 	if err != nil {
 		return api.EnrollResponse{}, err
 	}
 	var agentID, oldHash string
 	reenrol := false
+	// The key check and the write are one conditional write of the host
+	// document (if_seq_no), so two claims of one host cannot both pass.
 	err = s.updateHost(ctx, req.HostID, func(h *hostDoc, exists bool) error {
 		now := s.now().UTC()
+		keyHash, err := store.BindKey(exists, h.KeyHash, req.HostKey, by)
+		if err != nil {
+			return err
+		}
 		if !exists {
 			*h = hostDoc{HostID: req.HostID, AgentID: store.NewAgentID()}
 		}
+		h.KeyHash = keyHash
 		reenrol, oldHash = exists, h.CredentialHash
 		h.HostName, h.AgentVersion, h.OS, h.Labels = req.HostName, req.AgentVersion, req.OS, req.Labels
 		h.EnrolledAt, h.LastSeen, h.CredentialHash = now, now, hash
 		agentID = h.AgentID
 		return nil
 	})
+	if errors.Is(err, store.ErrHostKeyMismatch) {
+		// The credential made for the claim never became the host's, so
+		// Authenticate refuses it; mark it for the audit trail.
+		s.revokeTokenDoc(ctx, hash)
+		aerr := s.auditEvent(ctx, "iam", "host-enrol-refused", "denied", "failure", req.HostID, map[string]any{
+			"host":  map[string]any{"id": req.HostID, "name": req.HostName},
+			"event": map[string]any{"reason": "host id is bound to another host key"},
+		})
+		return api.EnrollResponse{}, errors.Join(err, aerr)
+	}
 	if err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("elasticsearch: enroll: %w", err)
 	}
@@ -679,7 +708,134 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 	}); err != nil {
 		return api.EnrollResponse{}, err
 	}
-	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok}, nil
+	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok, CredentialExpires: by.CredentialExpires}, nil
+}
+
+// tokenUseRetries bounds the compare-and-swap on a token document: a
+// fleet enrolling at once with one token contends on it.
+const tokenUseRetries = 200
+
+// useToken counts one use of the enrolment token with hash, written with
+// if_seq_no so concurrent enrolments cannot overrun max_uses;
+// ErrTokenUsedUp if none is left. (The node may run without scripting, so
+// no scripted update.)
+func (s *Store) useToken(ctx context.Context, hash string) error {
+	index := s.stateIndex("tokens")
+	for attempt := range tokenUseRetries {
+		r, err := get[tokenDoc](ctx, s, index, hash)
+		if err != nil {
+			return fmt.Errorf("elasticsearch: count token use: %w", err)
+		}
+		if !r.Found || r.Source.Revoked {
+			return store.ErrUnknownToken
+		}
+		t := r.Source
+		if t.MaxUses > 0 && t.Uses >= t.MaxUses {
+			return store.ErrTokenUsedUp
+		}
+		t.Uses++
+		err = s.do(ctx, esapi.IndexRequest{Index: index, DocumentID: hash, Body: jsonBody(t),
+			IfSeqNo: esapi.IntPtr(int(r.SeqNo)), IfPrimaryTerm: esapi.IntPtr(int(r.PrimaryTerm))}, nil)
+		if statusOf(err) == http.StatusConflict {
+			s.m.conflicts.Inc()
+			// Spread the contenders out a little.
+			time.Sleep(time.Duration(mrand.IntN(1+min(attempt, 20))) * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("elasticsearch: count token use: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("elasticsearch: count token use: still conflicting after %d attempts", tokenUseRetries)
+}
+
+func (s *Store) revokeTokenDoc(ctx context.Context, hash string) error {
+	err := s.do(ctx, esapi.UpdateRequest{Index: s.stateIndex("tokens"), DocumentID: hash, Refresh: "true",
+		Body: jsonBody(map[string]any{"doc": map[string]any{"revoked": true}})}, nil)
+	if statusOf(err) == http.StatusNotFound {
+		return store.ErrUnknownToken
+	}
+	return err
+}
+
+// Tokens implements store.Store.
+func (s *Store) Tokens(ctx context.Context) ([]store.TokenInfo, error) {
+	if err := s.refresh(ctx, s.stateIndex("tokens")); err != nil {
+		return nil, fmt.Errorf("elasticsearch: tokens: %w", err)
+	}
+	var r struct {
+		Hits struct {
+			Hits []struct {
+				ID     string   `json:"_id"`
+				Source tokenDoc `json:"_source"`
+			} `json:"hits"`
+		} `json:"hits"`
+	}
+	err := s.do(ctx, esapi.SearchRequest{Index: []string{s.stateIndex("tokens")}, Body: jsonBody(map[string]any{
+		"size": maxTokensListed, "sort": []any{map[string]any{"created_at": "asc"}},
+	})}, &r)
+	if statusOf(err) == http.StatusNotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: tokens: %w", err)
+	}
+	out := make([]store.TokenInfo, 0, len(r.Hits.Hits))
+	for _, h := range r.Hits.Hits {
+		t := h.Source
+		ti := store.TokenInfo{ID: store.TokenID(h.ID), Role: t.Role, HostID: t.HostID, CreatedAt: t.CreatedAt,
+			Uses: t.Uses, MaxUses: t.MaxUses, Revoked: t.Revoked}
+		if t.ExpiresAt != nil {
+			ti.ExpiresAt = *t.ExpiresAt
+		}
+		out = append(out, ti)
+	}
+	return out, nil
+}
+
+// maxTokensListed bounds Tokens: one search page.
+const maxTokensListed = 10000
+
+// RevokeToken implements store.Store.
+func (s *Store) RevokeToken(ctx context.Context, id string) error {
+	if len(id) != store.TokenIDLen {
+		return store.ErrUnknownToken
+	}
+	// _id takes no prefix query: match the id against the listing.
+	var r struct {
+		Hits struct {
+			Hits []struct {
+				ID string `json:"_id"`
+			} `json:"hits"`
+		} `json:"hits"`
+	}
+	if err := s.refresh(ctx, s.stateIndex("tokens")); err != nil {
+		return fmt.Errorf("elasticsearch: revoke token: %w", err)
+	}
+	err := s.do(ctx, esapi.SearchRequest{Index: []string{s.stateIndex("tokens")}, Body: jsonBody(map[string]any{
+		"size": maxTokensListed, "_source": false, "query": map[string]any{"term": map[string]any{"revoked": false}},
+	})}, &r)
+	if statusOf(err) == http.StatusNotFound {
+		return store.ErrUnknownToken
+	}
+	if err != nil {
+		return fmt.Errorf("elasticsearch: revoke token: %w", err)
+	}
+	revoked := false
+	for _, h := range r.Hits.Hits {
+		if store.TokenID(h.ID) != id {
+			continue
+		}
+		if err := s.revokeTokenDoc(ctx, h.ID); err != nil {
+			return fmt.Errorf("elasticsearch: revoke token: %w", err)
+		}
+		revoked = true
+	}
+	if !revoked {
+		return store.ErrUnknownToken
+	}
+	return s.audit(ctx, "token-revoked", "deletion", "", map[string]any{"tillwatch": map[string]any{"token_id": id}})
 }
 
 // audit writes one ECS document to the audit data stream: enrolments and

@@ -102,7 +102,7 @@ func TestLayout(t *testing.T) {
 	if acc, dup, err := s.Ingest(ctx, docs); err != nil || acc != 4 || dup != 0 {
 		t.Fatalf("Ingest = %d %d %v", acc, dup, err)
 	}
-	if _, err := s.Enroll(ctx, enrollReq("h1")); err != nil {
+	if _, err := s.Enroll(ctx, enrollReq("h1"), store.Enroller{}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct{ stream, id string }{
@@ -174,7 +174,7 @@ func TestStateMappingUpgrade(t *testing.T) {
 
 	s := OpenTest(t, Options{Namespace: ns})
 	ctx := context.Background()
-	if _, err := s.Enroll(ctx, enrollReq("h1")); err != nil {
+	if _, err := s.Enroll(ctx, enrollReq("h1"), store.Enroller{}); err != nil {
 		t.Fatal(err)
 	}
 	hb := api.Heartbeat{HostID: "h1", ConfigVersion: "0123456789ab", RulesVersion: "builtin-0123456789ab"}
@@ -414,7 +414,7 @@ func TestHostWritesStartFromTheVersionWritten(t *testing.T) {
 	t.Parallel()
 	a := OpenTest(t, Options{})
 	ctx := context.Background()
-	if _, err := a.Enroll(ctx, enrollReq("till-1")); err != nil {
+	if _, err := a.Enroll(ctx, enrollReq("till-1"), store.Enroller{}); err != nil {
 		t.Fatal(err)
 	}
 	hostGets := func() int64 {

@@ -281,6 +281,7 @@ var stateMappings = map[string]map[string]any{
 		"seq_max":         map[string]any{"type": "long"},
 		"events_lost":     map[string]any{"type": "long"},
 		"credential_hash": map[string]any{"type": "keyword"},
+		"key_hash":        map[string]any{"type": "keyword"},
 		"config_version":  map[string]any{"type": "keyword"},
 		"rules_version":   map[string]any{"type": "keyword"},
 	}},
@@ -290,6 +291,8 @@ var stateMappings = map[string]map[string]any{
 		"created_at": map[string]any{"type": "date_nanos"},
 		"expires_at": map[string]any{"type": "date_nanos"},
 		"revoked":    map[string]any{"type": "boolean"},
+		"uses":       map[string]any{"type": "long"},
+		"max_uses":   map[string]any{"type": "long"},
 	}},
 	// Kill-switch commands (commands.go), one document per command, _id =
 	// command id. signed is the envelope exactly as stored (payload and

@@ -195,7 +195,7 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 		}
 		s.auth[key] = authEntry{role: role, hostID: hostID, at: time.Now()}
 		return role, hostID, nil
-	case errors.Is(err, store.ErrUnknownToken), errors.Is(err, store.ErrTokenExpired):
+	case errors.Is(err, store.ErrUnknownToken), errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenUsedUp):
 		delete(s.auth, key)
 		return role, hostID, err
 	}
@@ -207,8 +207,8 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 
 // Enroll remembers the credential it issues, so a sensor enrolled just
 // before an outage can still hand its batches to the spool.
-func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
-	resp, err := s.Backend.Enroll(ctx, req)
+func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest, by store.Enroller) (api.EnrollResponse, error) {
+	resp, err := s.Backend.Enroll(ctx, req, by)
 	if err == nil {
 		s.authMu.Lock()
 		if len(s.auth) >= maxAuthCache {

@@ -79,7 +79,7 @@ func TestSpoolAcceptsDuringOutageAndReplaysAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	resp, err := s.Enroll(ctx, api.EnrollRequest{HostID: "till-1", HostName: "till-1", AgentVersion: "1"})
+	resp, err := s.Enroll(ctx, api.EnrollRequest{HostID: "till-1", HostName: "till-1", AgentVersion: "1"}, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,11 +141,11 @@ func TestAuthenticateDuringOutage(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	resp, err := s.Enroll(ctx, api.EnrollRequest{HostID: "till-2", HostName: "till-2", AgentVersion: "1"})
+	resp, err := s.Enroll(ctx, api.EnrollRequest{HostID: "till-2", HostName: "till-2", AgentVersion: "1"}, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	analyst, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
+	analyst, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{}, 0)
 	b.Store.Close() // the backend no longer answers
 	role, host, err := s.Authenticate(ctx, resp.Credential)
 	if err != nil || role != api.RoleAgent || host != "till-2" {

@@ -54,23 +54,33 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, `+activated+`)`,
 }
 
 // UpdateCommand implements store.CommandStore.
-func (s *Store) UpdateCommand(ctx context.Context, id string, signed killswitch.Signed, state string) error {
+func (s *Store) UpdateCommand(ctx context.Context, id string, prevSignatures int, signed killswitch.Signed, state string) error {
 	b, err := json.Marshal(signed)
 	if err != nil {
 		return err
 	}
+	// One conditional statement on the single writer connection: the
+	// count check and the write cannot be split by another approval.
 	res, err := s.w.ExecContext(ctx, `
 UPDATE commands SET signed = ?, state = ?,
 	activated = CASE WHEN ? = 'active' AND activated = 0
 		THEN (SELECT COALESCE(MAX(activated), 0) + 1 FROM commands) ELSE activated END
-WHERE id = ?`, string(b), state, state, id)
+WHERE id = ? AND COALESCE(json_array_length(signed, '$.signatures'), 0) = ?`, string(b), state, state, id, prevSignatures)
 	if err != nil {
 		return fmt.Errorf("sqlite: update command %s: %w", id, err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return store.ErrUnknownCommand
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
 	}
-	return nil
+	var one int
+	err = s.w.QueryRowContext(ctx, `SELECT 1 FROM commands WHERE id = ?`, id).Scan(&one)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrUnknownCommand
+	case err != nil:
+		return fmt.Errorf("sqlite: update command %s: %w", id, err)
+	}
+	return store.ErrCommandConflict
 }
 
 const commandColumns = `id, action, targets, issuer, reason, issued_at, not_after, state, required, signed`

@@ -281,6 +281,13 @@ CREATE INDEX command_hosts_open ON command_hosts(host_id) WHERE state != 'acked'
 ALTER TABLE hosts ADD COLUMN config_version TEXT NOT NULL DEFAULT '';
 ALTER TABLE hosts ADD COLUMN rules_version TEXT NOT NULL DEFAULT '';
 `,
+	`
+-- Host-bound enrolment: the hash of the host key a host first enrolled
+-- with ('' for hosts enrolled before host keys), and enrolment-token uses.
+ALTER TABLE hosts ADD COLUMN key_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE tokens ADD COLUMN uses INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN max_uses INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // SchemaVersion is the user_version this build migrates to.
@@ -333,15 +340,15 @@ type execer interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string, expires time.Time) (string, error) {
+func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string, expires time.Time, maxUses int) (string, error) {
 	tok := store.NewToken()
 	var exp sql.NullInt64
 	if !expires.IsZero() {
 		exp = sql.NullInt64{Int64: expires.UnixNano(), Valid: true}
 	}
 	_, err := db.ExecContext(ctx,
-		`INSERT INTO tokens (hash, role, host_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-		store.HashToken(tok), role, hostID, s.now().UnixNano(), exp)
+		`INSERT INTO tokens (hash, role, host_id, created_at, expires_at, max_uses) VALUES (?, ?, ?, ?, ?, ?)`,
+		store.HashToken(tok), role, hostID, s.now().UnixNano(), exp, max(maxUses, 0))
 	if err != nil {
 		return "", fmt.Errorf("sqlite: store token: %w", err)
 	}
@@ -349,11 +356,54 @@ func (s *Store) insertToken(ctx context.Context, db execer, role, hostID string,
 }
 
 // CreateToken implements store.Store.
-func (s *Store) CreateToken(ctx context.Context, role, hostID string, expires time.Time) (string, error) {
+func (s *Store) CreateToken(ctx context.Context, role, hostID string, expires time.Time, maxUses int) (string, error) {
 	if err := store.ValidRole(role, hostID); err != nil {
 		return "", err
 	}
-	return s.insertToken(ctx, s.w, role, hostID, expires)
+	return s.insertToken(ctx, s.w, role, hostID, expires, maxUses)
+}
+
+// Tokens implements store.Store.
+func (s *Store) Tokens(ctx context.Context) ([]store.TokenInfo, error) {
+	rows, err := s.r.QueryContext(ctx,
+		`SELECT hash, role, host_id, created_at, expires_at, uses, max_uses, revoked FROM tokens ORDER BY created_at, hash`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []store.TokenInfo
+	for rows.Next() {
+		var (
+			t       store.TokenInfo
+			hash    string
+			created int64
+			expires sql.NullInt64
+		)
+		if err := rows.Scan(&hash, &t.Role, &t.HostID, &created, &expires, &t.Uses, &t.MaxUses, &t.Revoked); err != nil {
+			return nil, fmt.Errorf("sqlite: tokens: %w", err)
+		}
+		t.ID, t.CreatedAt = store.TokenID(hash), time.Unix(0, created).UTC()
+		if expires.Valid {
+			t.ExpiresAt = time.Unix(0, expires.Int64).UTC()
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeToken implements store.Store.
+func (s *Store) RevokeToken(ctx context.Context, id string) error {
+	if len(id) != store.TokenIDLen {
+		return store.ErrUnknownToken
+	}
+	res, err := s.w.ExecContext(ctx, `UPDATE tokens SET revoked = 1 WHERE substr(hash, 1, ?) = ?`, store.TokenIDLen, id)
+	if err != nil {
+		return fmt.Errorf("sqlite: revoke token: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrUnknownToken
+	}
+	return nil
 }
 
 // Authenticate implements store.Store.
@@ -366,9 +416,10 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 		stored, role, hostID string
 		expires              sql.NullInt64
 		revoked              bool
+		uses, maxUses        int
 	)
 	err := s.st.authenticate.QueryRowContext(ctx, string(want)).
-		Scan(&stored, &role, &hostID, &expires, &revoked)
+		Scan(&stored, &role, &hostID, &expires, &revoked, &uses, &maxUses)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", "", store.ErrUnknownToken
 	}
@@ -383,6 +434,9 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 	if expires.Valid && s.now().UnixNano() >= expires.Int64 {
 		return "", "", &store.TokenExpiredError{At: time.Unix(0, expires.Int64)}
 	}
+	if maxUses > 0 && uses >= maxUses {
+		return "", "", store.ErrTokenUsedUp
+	}
 	return role, hostID, nil
 }
 
@@ -395,7 +449,7 @@ func marshalMap(m map[string]string) string {
 }
 
 // Enroll implements store.Store.
-func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
+func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest, by store.Enroller) (api.EnrollResponse, error) {
 	if req.HostID == "" {
 		return api.EnrollResponse{}, errors.New("sqlite: enroll: empty host id")
 	}
@@ -405,22 +459,50 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollRe
 	}
 	defer tx.Rollback()
 
+	if by.TokenHash != "" {
+		// Counted in the enrolment's transaction: concurrent enrolments
+		// cannot overrun the bound.
+		res, err := tx.ExecContext(ctx,
+			`UPDATE tokens SET uses = uses + 1 WHERE hash = ? AND (max_uses = 0 OR uses < max_uses)`, by.TokenHash)
+		if err != nil {
+			return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return api.EnrollResponse{}, store.ErrTokenUsedUp
+		}
+	}
+	var bound string
+	err = tx.QueryRowContext(ctx, `SELECT key_hash FROM hosts WHERE host_id = ?`, req.HostID).Scan(&bound)
+	exists := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
+	}
+	keyHash, err := store.BindKey(exists, bound, req.HostKey, by)
+	if err != nil {
+		// The use counted above stays counted: a refused claim burns it.
+		if cerr := tx.Commit(); cerr != nil {
+			return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", cerr)
+		}
+		return api.EnrollResponse{}, err
+	}
+
 	now := s.now().UnixNano()
 	agentID := store.NewAgentID()
 	// Keep the agent id across re-enrolment: it is what alerts already
 	// stored carry in agent.id.
 	err = tx.QueryRowContext(ctx, `
-INSERT INTO hosts (host_id, host_name, agent_id, agent_version, os, labels, enrolled_at, last_seen)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO hosts (host_id, host_name, agent_id, agent_version, os, labels, enrolled_at, last_seen, key_hash)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (host_id) DO UPDATE SET
 	host_name = excluded.host_name,
 	agent_version = excluded.agent_version,
 	os = excluded.os,
 	labels = excluded.labels,
 	enrolled_at = excluded.enrolled_at,
-	last_seen = excluded.last_seen
+	last_seen = excluded.last_seen,
+	key_hash = excluded.key_hash
 RETURNING agent_id`,
-		req.HostID, req.HostName, agentID, req.AgentVersion, req.OS, marshalMap(req.Labels), now, now).Scan(&agentID)
+		req.HostID, req.HostName, agentID, req.AgentVersion, req.OS, marshalMap(req.Labels), now, now, keyHash).Scan(&agentID)
 	if err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
 	}
@@ -429,14 +511,14 @@ RETURNING agent_id`,
 		`UPDATE tokens SET revoked = 1 WHERE role = 'agent' AND host_id = ? AND revoked = 0`, req.HostID); err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
 	}
-	tok, err := s.insertToken(ctx, tx, api.RoleAgent, req.HostID, time.Time{}) // agent credentials never expire
+	tok, err := s.insertToken(ctx, tx, api.RoleAgent, req.HostID, by.CredentialExpires, 0)
 	if err != nil {
 		return api.EnrollResponse{}, err
 	}
 	if err := tx.Commit(); err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
 	}
-	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok}, nil
+	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok, CredentialExpires: by.CredentialExpires}, nil
 }
 
 // Ingest implements store.Store.

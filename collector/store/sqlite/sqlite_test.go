@@ -57,7 +57,7 @@ func TestTokens(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.role+"/"+tt.host, func(t *testing.T) {
 			t.Parallel()
-			tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{})
+			tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{}, 0)
 			if tt.wantErr {
 				if !errors.Is(err, store.ErrInvalidRole) {
 					t.Fatalf("got %v, want ErrInvalidRole", err)
@@ -79,7 +79,7 @@ func TestTokens(t *testing.T) {
 		}
 	}
 	// Only the hash is stored.
-	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
+	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{}, 0)
 	var n int
 	s.r.QueryRow("SELECT COUNT(*) FROM tokens WHERE hash = ?", tok).Scan(&n)
 	if n != 0 {
@@ -92,12 +92,12 @@ func TestEnrollReplacesCredential(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	req := api.EnrollRequest{HostID: "till-1", HostName: "Till 1", OS: "linux", AgentVersion: "1.0", Labels: map[string]string{"store": "42"}}
-	first, err := s.Enroll(ctx, req)
+	first, err := s.Enroll(ctx, req, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.AgentVersion = "1.1"
-	second, err := s.Enroll(ctx, req)
+	second, err := s.Enroll(ctx, req, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestHeartbeatAndHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Enroll(ctx, api.EnrollRequest{HostID: "h1", HostName: "one", AgentVersion: "1"}); err != nil {
+	if _, err := s.Enroll(ctx, api.EnrollRequest{HostID: "h1", HostName: "one", AgentVersion: "1"}, store.Enroller{}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -292,7 +292,7 @@ func TestMigrationsAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
+	tok, _ := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{}, 0)
 	var v int
 	s.w.QueryRow("PRAGMA user_version").Scan(&v)
 	if v != SchemaVersion {

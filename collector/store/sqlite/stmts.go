@@ -13,7 +13,7 @@ import (
 // collector's CPU when 10,000 sensors polled and acknowledged a kill-switch
 // at once (bench/fanoutbench).
 const (
-	sqlAuthenticate = `SELECT hash, role, host_id, expires_at, revoked FROM tokens WHERE hash = ?`
+	sqlAuthenticate = `SELECT hash, role, host_id, expires_at, revoked, uses, max_uses FROM tokens WHERE hash = ?`
 	sqlPending      = `
 SELECT c.id, c.signed, h.state FROM command_hosts h JOIN commands c ON c.id = h.command_id
 WHERE h.host_id = ? AND h.state != 'acked' AND c.state = 'active' AND c.not_after > ?

@@ -72,6 +72,10 @@ func Run(t *testing.T, open Opener) {
 		{name: "HostsCountAlerts", fn: testHostsAlertCount},
 		{name: "Sequences", fn: testSequences},
 		{name: "Commands", fn: testCommands},
+		{name: "ConcurrentApprovalsLoseNoSignature", fn: testConcurrentApprovals},
+		{name: "EnrolAsAnotherHostIsRefused", fn: testHostBound},
+		{name: "EnrolmentTokenUsesAreBounded", fn: testTokenUses},
+		{name: "TokensListAndRevoke", fn: testTokensListRevoke},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,7 +123,7 @@ func Telemetry(id, host string, ts time.Time) store.Doc {
 
 func enroll(t *testing.T, s store.Store, host string) api.EnrollResponse {
 	t.Helper()
-	r, err := s.Enroll(ctxFor(t), api.EnrollRequest{HostID: host, HostName: "name-" + host, OS: "linux", AgentVersion: "1.0"})
+	r, err := s.Enroll(ctxFor(t), api.EnrollRequest{HostID: host, HostName: "name-" + host, OS: "linux", AgentVersion: "1.0"}, store.Enroller{})
 	if err != nil {
 		t.Fatalf("Enroll(%s): %v", host, err)
 	}
@@ -141,7 +145,7 @@ func testTokens(t *testing.T, s store.Store) {
 		{"admin", "", true},
 	}
 	for _, tt := range tests {
-		tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{})
+		tok, err := s.CreateToken(ctx, tt.role, tt.host, time.Time{}, 0)
 		if tt.wantErr {
 			if !errors.Is(err, store.ErrInvalidRole) {
 				t.Errorf("CreateToken(%q, %q) = %v, want ErrInvalidRole", tt.role, tt.host, err)
@@ -156,7 +160,7 @@ func testTokens(t *testing.T, s store.Store) {
 			t.Errorf("Authenticate(token of %s/%s) = %q %q %v", tt.role, tt.host, role, host, err)
 		}
 	}
-	good, err := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{})
+	good, err := s.CreateToken(ctx, api.RoleAnalyst, "", time.Time{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,15 +175,15 @@ func testTokenExpiry(t *testing.T, s store.Store, clk *clock) {
 	ctx := ctxFor(t)
 	start := clk.Now()
 	shortExp := start.Add(time.Hour)
-	short, err := s.CreateToken(ctx, api.RoleSensor, "", shortExp)
+	short, err := s.CreateToken(ctx, api.RoleSensor, "", shortExp, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	long, err := s.CreateToken(ctx, api.RoleAnalyst, "", start.Add(48*time.Hour))
+	long, err := s.CreateToken(ctx, api.RoleAnalyst, "", start.Add(48*time.Hour), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	never, err := s.CreateToken(ctx, api.RoleResponder, "", time.Time{})
+	never, err := s.CreateToken(ctx, api.RoleResponder, "", time.Time{}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +233,7 @@ func testEnroll(t *testing.T, s store.Store) {
 	req := api.EnrollRequest{HostID: "till-1", HostName: "Till 1", OS: "linux", AgentVersion: "1.0",
 		Labels: map[string]string{"store": "42"}}
 	before := time.Now()
-	first, err := s.Enroll(ctx, req)
+	first, err := s.Enroll(ctx, req, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +242,7 @@ func testEnroll(t *testing.T, s store.Store) {
 	}
 	req.AgentVersion = "1.1"
 	req.Labels = map[string]string{"store": "43", "lane": "2"}
-	second, err := s.Enroll(ctx, req)
+	second, err := s.Enroll(ctx, req, store.Enroller{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -659,7 +663,7 @@ func testCommands(t *testing.T, s store.Store) {
 	// Approval: more signatures, then active.
 	sg := rec("cmd-waiting-2", "", time.Time{}).Signed
 	sg.Signatures = []killswitch.Signature{{KeyID: "aaaa", Sig: []byte{1}}, {KeyID: "bbbb", Sig: []byte{2}}}
-	if err := cs.UpdateCommand(ctx, "cmd-waiting-2", sg, store.CommandActive); err != nil {
+	if err := cs.UpdateCommand(ctx, "cmd-waiting-2", 0, sg, store.CommandActive); err != nil {
 		t.Fatal(err)
 	}
 	gen2, _ := cs.CommandsGeneration(ctx)
@@ -673,7 +677,7 @@ func testCommands(t *testing.T, s store.Store) {
 	if err != nil || w.State != store.CommandActive || len(w.Signed.Signatures) != 2 {
 		t.Fatalf("approved record %+v %v", w, err)
 	}
-	if err := cs.UpdateCommand(ctx, "cmd-nope-0000", sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
+	if err := cs.UpdateCommand(ctx, "cmd-nope-0000", 0, sg, store.CommandActive); !errors.Is(err, store.ErrUnknownCommand) {
 		t.Fatalf("update of an unknown command: %v", err)
 	}
 	if _, _, err := cs.Command(ctx, "cmd-nope-0000"); !errors.Is(err, store.ErrUnknownCommand) {
@@ -685,5 +689,222 @@ func testCommands(t *testing.T, s store.Store) {
 	}
 	if len(list) != 3 || list[0].ID != "cmd-expired-3" || list[2].ID != "cmd-active-1" {
 		t.Fatalf("commands newest first: %+v", list)
+	}
+}
+
+// testConcurrentApprovals is the lost-update attack on approvals: responders
+// approving at once each read the command, add their signature and write
+// it back. Without compare-and-swap the last write wins and the others'
+// signatures vanish (a two-person rule then never completes, or an audit
+// trail misses an approver). With it every signature survives: a write
+// from a stale read is refused with ErrCommandConflict and retried.
+func testConcurrentApprovals(t *testing.T, s store.Store) {
+	cs := s.(store.CommandStore)
+	ctx := ctxFor(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	id := "cmd-concurrent"
+	if err := cs.CreateCommand(ctx, store.CommandRecord{
+		ID: id, Action: killswitch.ActionIsolateHost, Targets: "all", Issuer: "responder:alice",
+		IssuedAt: now, NotAfter: now.Add(time.Hour), State: store.CommandPendingApproval, Required: 2,
+		Signed: killswitch.Signed{Payload: []byte(`{"id":"` + id + `"}`)},
+	}, []string{"till-a"}); err != nil {
+		t.Fatal(err)
+	}
+	// A stale count is refused outright.
+	stale := killswitch.Signed{Payload: []byte(`{"id":"` + id + `"}`), Signatures: []killswitch.Signature{{KeyID: "x", Sig: []byte{1}}}}
+	if err := cs.UpdateCommand(ctx, id, 3, stale, store.CommandPendingApproval); !errors.Is(err, store.ErrCommandConflict) {
+		t.Fatalf("update from a stale read: %v, want ErrCommandConflict", err)
+	}
+	const approvers = 8
+	var (
+		wg        sync.WaitGroup
+		conflicts sync.Map
+		start     = make(chan struct{})
+		errs      = make(chan error, approvers)
+	)
+	for i := range approvers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			sig := killswitch.Signature{KeyID: fmt.Sprintf("responder-%d", i), Sig: []byte{byte(i)}}
+			for attempt := 0; attempt < 10*approvers; attempt++ {
+				rec, _, err := cs.Command(ctx, id)
+				if err != nil {
+					errs <- err
+					return
+				}
+				prev := len(rec.Signed.Signatures)
+				signed := rec.Signed
+				signed.Signatures = append(append([]killswitch.Signature(nil), signed.Signatures...), sig)
+				err = cs.UpdateCommand(ctx, id, prev, signed, store.CommandPendingApproval)
+				if errors.Is(err, store.ErrCommandConflict) {
+					conflicts.Store(i, true)
+					continue
+				}
+				if err != nil {
+					errs <- err
+				}
+				return
+			}
+			errs <- fmt.Errorf("approver %d: still conflicting", i)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, _, err := cs.Command(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, sg := range got.Signed.Signatures {
+		seen[sg.KeyID] = true
+	}
+	if len(got.Signed.Signatures) != approvers || len(seen) != approvers {
+		t.Fatalf("%d concurrent approvals left %d signatures (%v): approvals were lost", approvers, len(got.Signed.Signatures), seen)
+	}
+}
+
+// testHostBound is the takeover at the store: a host id is bound to the
+// host key of its first enrolment. Another key is refused (the host's
+// credential keeps working); the same key re-enrols; a rebind (host
+// token) replaces it; a host enrolled before host keys is claimed only by
+// a renewal.
+func testHostBound(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	const keyA, keyB = "key-a-0123456789abcdef0123456789abcdef", "key-b-0123456789abcdef0123456789abcdef"
+	req := api.EnrollRequest{HostID: "till-a", HostName: "till-a", AgentVersion: "1", HostKey: keyA}
+	first, err := s.Enroll(ctx, req, store.Enroller{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := req
+	claim.HostKey = keyB
+	if _, err := s.Enroll(ctx, claim, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("enrolment with another key: %v, want ErrHostKeyMismatch", err)
+	}
+	if _, host, err := s.Authenticate(ctx, first.Credential); err != nil || host != "till-a" {
+		t.Fatalf("the real host's credential after a refused claim: %q %v", host, err)
+	}
+	claim.HostKey = ""
+	if _, err := s.Enroll(ctx, claim, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("enrolment without a key of a bound host: %v", err)
+	}
+	again, err := s.Enroll(ctx, req, store.Enroller{})
+	if err != nil || again.AgentID != first.AgentID {
+		t.Fatalf("re-enrolment with the bound key: %+v %v", again, err)
+	}
+	claim.HostKey = keyB
+	if _, err := s.Enroll(ctx, claim, store.Enroller{Rebind: true}); err != nil {
+		t.Fatalf("rebind: %v", err)
+	}
+	if _, err := s.Enroll(ctx, req, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("the old key after a rebind: %v", err)
+	}
+	// A host enrolled before host keys: an enrolment token cannot claim
+	// it, its own credential can.
+	legacy := api.EnrollRequest{HostID: "till-old", HostName: "till-old", AgentVersion: "0.9"}
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{}); err != nil {
+		t.Fatal(err)
+	}
+	legacy.HostKey = keyB
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("claim of a host enrolled before host keys: %v", err)
+	}
+	legacy.HostKey = keyA
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{Renewal: true}); err != nil {
+		t.Fatalf("renewal binding the first key: %v", err)
+	}
+	legacy.HostKey = keyB
+	if _, err := s.Enroll(ctx, legacy, store.Enroller{Renewal: true}); !errors.Is(err, store.ErrHostKeyMismatch) {
+		t.Fatalf("renewal with another key once bound: %v", err)
+	}
+}
+
+// testTokenUses: an enrolment token with max uses enrols that many times
+// (concurrently too) and then authenticates as used up.
+func testTokenUses(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	tok, err := s.CreateToken(ctx, api.RoleSensor, "", time.Time{}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := store.Enroller{TokenHash: store.HashToken(tok)}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, usedUp := 0, 0
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			host := fmt.Sprintf("fake-%d", i)
+			_, err := s.Enroll(ctx, api.EnrollRequest{HostID: host, HostName: host, HostKey: "key-0123456789abcdef0123456789abcdef"}, by)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, store.ErrTokenUsedUp):
+				usedUp++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok != 3 || usedUp != 3 {
+		t.Fatalf("six enrolments with a three-use token: %d enrolled, %d refused", ok, usedUp)
+	}
+	if _, _, err := s.Authenticate(ctx, tok); !errors.Is(err, store.ErrTokenUsedUp) {
+		t.Fatalf("Authenticate of a used-up token: %v", err)
+	}
+}
+
+// testTokensListAndRevoke: listing shows ids, roles, expiry and uses and
+// never the secret; revoking by id stops the token at once.
+func testTokensListRevoke(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Millisecond)
+	tok, err := s.CreateToken(ctx, api.RoleAnalyst, "", exp, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrol, err := s.CreateToken(ctx, api.RoleSensor, "till-9", time.Time{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Tokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := store.TokenID(store.HashToken(tok))
+	var found, foundEnrol bool
+	for _, ti := range list {
+		raw, _ := json.Marshal(ti)
+		if bytes.Contains(raw, []byte(tok)) || bytes.Contains(raw, []byte(store.HashToken(tok))) {
+			t.Fatalf("listing shows a secret: %s", raw)
+		}
+		if ti.ID == id {
+			found = ti.Role == api.RoleAnalyst && ti.ExpiresAt.Equal(exp) && !ti.Revoked
+		}
+		if ti.ID == store.TokenID(store.HashToken(enrol)) {
+			foundEnrol = ti.HostID == "till-9" && ti.MaxUses == 1 && ti.Uses == 0
+		}
+	}
+	if !found || !foundEnrol {
+		t.Fatalf("listing %+v lacks the tokens as created", list)
+	}
+	if err := s.RevokeToken(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Authenticate(ctx, tok); !errors.Is(err, store.ErrUnknownToken) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	if err := s.RevokeToken(ctx, "000000000000"); !errors.Is(err, store.ErrUnknownToken) {
+		t.Fatalf("revoking an unknown id: %v", err)
 	}
 }
