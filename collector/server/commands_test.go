@@ -57,8 +57,16 @@ func TestKillSwitchFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A responder token alone gets nothing that acts signed: one
+	// responder key's approval activates the protective command.
+	if issued.Command.State != store.CommandPendingApproval || issued.Command.Required != 1 {
+		t.Fatalf("token-issued disable-rmm: %s, %d required; want pending for one responder", issued.Command.State, issued.Command.Required)
+	}
+	if issued, err = responder.ApproveCommand(ctx, issued.Command.ID, killswitch.Sign(e.alice, issued.Command.Signed.Payload)); err != nil {
+		t.Fatal(err)
+	}
 	if issued.Command.State != store.CommandActive {
-		t.Fatalf("protective command state %s, want active at once", issued.Command.State)
+		t.Fatalf("approved disable-rmm state %s, want active", issued.Command.State)
 	}
 	var got []killswitch.Signed
 	select {
