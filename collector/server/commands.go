@@ -178,6 +178,9 @@ func (s *Server) handlePending(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(cmds) > 0 {
 			s.hub.unsubscribe()
+			if len(cmds) > api.MaxPendingCommands {
+				cmds = cmds[:api.MaxPendingCommands] // oldest first; the rest with the next poll
+			}
 			s.m.commandsDelivered.Add(float64(len(cmds)))
 			writeJSON(w, http.StatusOK, api.PendingCommandsResponse{Commands: cmds})
 			return
