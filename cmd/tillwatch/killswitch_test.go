@@ -16,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/collectortest"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // ksEnv is a real collector with two enrolled tills and a responder token.
@@ -245,4 +247,35 @@ func TestPIDKillWithoutStartTimeRefusedByCLI(t *testing.T) {
 	if err != nil || len(cmds) != 0 {
 		t.Fatalf("the collector got %d commands (%v)", len(cmds), err)
 	}
+}
+
+// FuzzSameAsRequested: whatever a collector answers an issue request with,
+// the check never panics, and what it accepts has exactly the action,
+// targets, params, reason and lifetime that were asked for.
+func FuzzSameAsRequested(f *testing.F) {
+	sent := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	want := killswitch.Command{V: killswitch.Version, Targets: killswitch.Targets{Hosts: []string{"till-A"}},
+		Action: killswitch.ActionIsolateHost, Reason: "r"}
+	good := want
+	good.ID, good.Issuer, good.IssuedAt, good.NotBefore, good.NotAfter = "ks-1-abcdef", "responder:t1", sent, sent, sent.Add(time.Hour)
+	p, _ := good.Canonical()
+	f.Add(p, "host:till-A")
+	wide := good
+	wide.Targets = killswitch.Targets{All: true}
+	p, _ = wide.Canonical()
+	f.Add(p, "host:till-A")
+	f.Add([]byte(`{"v":1}`), "all")
+	f.Fuzz(func(t *testing.T, payload []byte, listed string) {
+		got, _ := killswitch.ParseCanonical(payload) // the listing copies what it can read
+		rec := api.Command{ID: got.ID, Action: got.Action, Targets: listed, Issuer: got.Issuer, Reason: got.Reason,
+			Signed: killswitch.Signed{Payload: payload}}
+		c, err := sameAsRequested(want, time.Hour, rec, sent)
+		if err != nil {
+			return
+		}
+		if c.Action != want.Action || !sameTargets(c.Targets, want.Targets) || len(c.Params) != 0 || c.Reason != want.Reason ||
+			c.NotAfter.Sub(c.IssuedAt) != time.Hour || !c.NotBefore.Equal(c.IssuedAt) || listed != c.Targets.String() {
+			t.Fatalf("accepted %q listed as %q", payload, listed)
+		}
+	})
 }

@@ -445,3 +445,45 @@ func TestSingleKey(t *testing.T) {
 		t.Fatal("a protective command spends no budget")
 	}
 }
+
+// FuzzOpenLedger: any file content either opens or is an error naming the
+// file; what opens can be charged without panicking and round-trips.
+func FuzzOpenLedger(f *testing.F) {
+	f.Add([]byte(`{"abc":[{"at":"2026-11-30T10:00:00Z","command_id":"cmd-0123456789"}]}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"k":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "budget.json")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err := OpenLedger(path, func() time.Time { return t0 })
+		if err != nil {
+			if !strings.Contains(err.Error(), path) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		c := baseCommand(ActionKillProcess, Targets{Hosts: []string{"a"}})
+		p := Policy{BudgetCommands: 2}
+		before := l.Spent("alice", time.Hour)
+		err = l.Charge(&c, []string{"alice"}, p)
+		if before >= 2 {
+			if re, ok := IsRefused(err); !ok || re.Reason != RefuseOverBudget {
+				t.Fatalf("spent %d of 2, charge: %v", before, err)
+			}
+			return
+		}
+		if err != nil {
+			return // e.g. the ledger already holds too many keys
+		}
+		again, err := OpenLedger(path, func() time.Time { return t0 })
+		if err != nil {
+			t.Fatalf("a charged ledger does not reopen: %v", err)
+		}
+		if got := again.Spent("alice", time.Hour); got != before+1 {
+			t.Fatalf("spent %d after reopening, want %d", got, before+1)
+		}
+	})
+}
