@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -81,6 +82,14 @@ func (l *Ledger) Charge(c *Command, keys []string, p Policy) error {
 	defer l.mu.Unlock()
 	now := l.now()
 	cut := now.Add(-p.BudgetWindow)
+	// A command charged before (the sensor stopped while acting and it
+	// was redelivered) is not charged again.
+	keys = slices.DeleteFunc(slices.Clone(keys), func(k string) bool {
+		return slices.ContainsFunc(l.entries[k], func(e ledgerEntry) bool { return e.CommandID == c.ID })
+	})
+	if len(keys) == 0 {
+		return nil
+	}
 	for _, k := range keys {
 		if n := l.spent(k, cut); n >= p.BudgetCommands {
 			re := refuse(RefuseOverBudget, "responder key %s had %d single-key destructive commands accepted on this host in the last %s (budget %d); a second responder's approval lifts the budget",

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -404,10 +405,16 @@ func TestOneKeyBudgetOnThisHost(t *testing.T) {
 	c := baseCommand(ActionKillProcess, Targets{Hosts: []string{"till-001"}})
 	for i := range 3 {
 		now = now.Add(time.Minute)
+		c.ID = fmt.Sprintf("cmd-budget-%d", i)
 		if err := l.Charge(&c, []string{"alice"}, p); err != nil {
 			t.Fatalf("command %d: %v", i, err)
 		}
+		// A redelivery of the same command after a crash is not charged twice.
+		if err := l.Charge(&c, []string{"alice"}, p); err != nil || l.Spent("alice", time.Hour) != i+1 {
+			t.Fatalf("command %d charged again: %v, spent %d", i, err, l.Spent("alice", time.Hour))
+		}
 	}
+	c.ID = "cmd-budget-over"
 	l, err = OpenLedger(path, clock) // a restart forgets nothing
 	if err != nil {
 		t.Fatal(err)
@@ -466,6 +473,12 @@ func FuzzOpenLedger(f *testing.F) {
 			return
 		}
 		c := baseCommand(ActionKillProcess, Targets{Hosts: []string{"a"}})
+		c.ID = "cmd-fuzz-charge"
+		for _, e := range l.entries["alice"] {
+			if e.CommandID == c.ID {
+				return // charged before: Charge is a no-op, TestOneKeyBudgetOnThisHost covers it
+			}
+		}
 		p := Policy{BudgetCommands: 2}
 		before := l.Spent("alice", time.Hour)
 		err = l.Charge(&c, []string{"alice"}, p)
