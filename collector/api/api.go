@@ -228,6 +228,17 @@ type PendingCommandsResponse struct {
 	Commands []killswitch.Signed `json:"commands"`
 }
 
+// Bounds on a long-poll answer. The collector hands out at most
+// MaxPendingCommands per answer (the rest come with the next poll: a
+// command is redelivered until acknowledged), so a sensor never reads
+// more than MaxPendingResponse: each envelope is at most a 16 KiB payload
+// in base64 and 16 signatures, under MaxEnvelope in JSON.
+const (
+	MaxPendingCommands = 64
+	MaxEnvelope        = 32 << 10
+	MaxPendingResponse = MaxPendingCommands*MaxEnvelope + 1<<10
+)
+
 // Long-poll bounds for GET /api/v1/sensor/commands?wait=SECONDS.
 const (
 	DefaultCommandWait = 25 * time.Second

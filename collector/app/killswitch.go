@@ -34,14 +34,16 @@ func newCommandService(cfg config.Config, st store.Store, log *slog.Logger, noti
 	}
 	svc, err := command.New(command.Options{
 		Store: st, Key: priv, Responders: responders, Log: log, Notify: notify,
-		Policy:    killswitch.Policy{Approvals: cfg.KillSwitch.Approvals, MaxHosts: cfg.KillSwitch.MaxHosts},
+		Policy: killswitch.Policy{Approvals: cfg.KillSwitch.Approvals, MaxHosts: cfg.KillSwitch.MaxHosts,
+			BudgetHosts: cfg.KillSwitch.BudgetHosts, BudgetWindow: cfg.KillSwitch.BudgetWindow},
 		IssueRate: cfg.KillSwitch.IssueRate,
 	})
 	if err != nil {
 		return nil, err
 	}
 	log.Info("kill-switch ready", "key_id", command.CollectorPublicKey(priv).ID,
-		"responder_keys", len(responders), "approvals", cfg.KillSwitch.Approvals, "max_hosts", cfg.KillSwitch.MaxHosts)
+		"responder_keys", len(responders), "approvals", cfg.KillSwitch.Approvals, "max_hosts", cfg.KillSwitch.MaxHosts,
+		"budget_hosts", cfg.KillSwitch.BudgetHosts, "budget_window", cfg.KillSwitch.BudgetWindow)
 	return svc, nil
 }
 

@@ -309,7 +309,7 @@ func (d *Detector) act(ctx context.Context, t trigger) {
 	case d.o.Issuer == nil:
 		outcome = "no kill-switch on this collector"
 	default:
-		rec, err := d.o.Issuer.Issue(ctx, "collector:campaign", *req)
+		rec, err := d.o.Issuer.Issue(ctx, command.IssuerCampaign, *req)
 		if err != nil {
 			outcome = "issuing " + req.Action + " failed: " + err.Error()
 			d.o.Log.Error("campaign: automatic command failed", logkey.Action, req.Action, logkey.Error, err)

@@ -23,15 +23,32 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/internal/killswitch"
+	"github.com/tillwatch/tillwatch/internal/rulebundle"
 )
 
 // DefaultTimeout bounds one request when Config.Timeout is 0.
 const DefaultTimeout = 30 * time.Second
 
-// maxResponse bounds a response body the client will read: a full alerts
-// page (10000 alerts of up to 256 KiB) would be larger, but real alerts are
-// a few KiB each.
-const maxResponse = 256 << 20
+// Bounds on the answers the client reads, each what that answer may be:
+// a sensor never reads more than its long-poll, acknowledgement or rule
+// bundle can hold, so a compromised or broken collector cannot make a
+// till buffer hundreds of MiB before a later size check.
+const (
+	// maxSmall: enrolment, heartbeat, ingest and acknowledgement answers.
+	maxSmall = 1 << 20
+	// maxRules: a rule bundle is served as its signed JSON file.
+	maxRules = rulebundle.MaxBundle + 4<<10
+	// maxCommand: one command's status, with up to killswitch.MaxTargets
+	// hosts.
+	maxCommand = 16 << 20
+	// maxListing: the analysts' listings (alerts, hosts, commands). A full
+	// alerts page (10000 alerts of up to 256 KiB) would be larger, but
+	// real alerts are a few KiB each.
+	maxListing = 256 << 20
+)
+
+// ErrTooLarge is an answer over the bound for its kind.
+var ErrTooLarge = errors.New("collector answer too large")
 
 // Config configures a Client.
 type Config struct {
@@ -113,7 +130,7 @@ func (c *Client) WithToken(tok string) *Client {
 // returns its own credential.
 func (c *Client) Enroll(ctx context.Context, req api.EnrollRequest) (api.EnrollResponse, error) {
 	var resp api.EnrollResponse
-	err := c.doJSON(ctx, http.MethodPost, api.PathEnroll, nil, req, &resp)
+	err := c.doJSON(ctx, http.MethodPost, api.PathEnroll, nil, req, &resp, maxSmall)
 	return resp, err
 }
 
@@ -133,14 +150,14 @@ func (c *Client) SendEvents(ctx context.Context, ndjson []byte) (api.IngestRespo
 		"Content-Encoding": {"gzip"},
 	}
 	var resp api.IngestResponse
-	err := c.do(ctx, http.MethodPost, api.PathEvents, nil, hdr, buf.Bytes(), &resp)
+	err := c.do(ctx, http.MethodPost, api.PathEvents, nil, hdr, buf.Bytes(), &resp, maxSmall)
 	return resp, err
 }
 
 // Heartbeat reports the sensor's state and returns when to report next.
 func (c *Client) Heartbeat(ctx context.Context, hb api.Heartbeat) (api.HeartbeatResponse, error) {
 	var resp api.HeartbeatResponse
-	err := c.doJSON(ctx, http.MethodPost, api.PathHeartbeat, nil, hb, &resp)
+	err := c.doJSON(ctx, http.MethodPost, api.PathHeartbeat, nil, hb, &resp, maxSmall)
 	return resp, err
 }
 
@@ -170,7 +187,7 @@ func (c *Client) Alerts(ctx context.Context, q AlertQuery) ([]map[string]any, er
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
 	var resp api.AlertsResponse
-	if err := c.do(ctx, http.MethodGet, api.PathAlerts, v, nil, nil, &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, api.PathAlerts, v, nil, nil, &resp, maxListing); err != nil {
 		return nil, err
 	}
 	if resp.Alerts == nil {
@@ -182,21 +199,23 @@ func (c *Client) Alerts(ctx context.Context, q AlertQuery) ([]map[string]any, er
 // Hosts lists the enrolled hosts.
 func (c *Client) Hosts(ctx context.Context) ([]api.Host, error) {
 	var resp api.HostsResponse
-	if err := c.do(ctx, http.MethodGet, api.PathHosts, nil, nil, nil, &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, api.PathHosts, nil, nil, nil, &resp, maxListing); err != nil {
 		return nil, err
 	}
 	return resp.Hosts, nil
 }
 
-func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, in, out any) error {
+func (c *Client) doJSON(ctx context.Context, method, path string, q url.Values, in, out any, limit int64) error {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
 	}
-	return c.do(ctx, method, path, q, http.Header{"Content-Type": {"application/json"}}, body, out)
+	return c.do(ctx, method, path, q, http.Header{"Content-Type": {"application/json"}}, body, out, limit)
 }
 
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, hdr http.Header, body []byte, out any) error {
+// do sends one request and decodes a 2xx answer into out, reading at most
+// limit bytes of it.
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, hdr http.Header, body []byte, out any, limit int64) error {
 	u := *c.base
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	u.RawQuery = q.Encode()
@@ -221,14 +240,24 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, hdr 
 		return c.netError(err)
 	}
 	defer resp.Body.Close()
-	lr := io.LimitReader(resp.Body, maxResponse)
 	if resp.StatusCode/100 != 2 {
-		return readHTTPError(resp.StatusCode, lr)
+		return readHTTPError(resp.StatusCode, resp.Body)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
-	if err := json.NewDecoder(lr).Decode(out); err != nil {
+	tooLarge := fmt.Errorf("collector %s: answer to %s %s is over %d bytes; not read: %w", c.origin(), method, path, limit, ErrTooLarge)
+	if resp.ContentLength > limit {
+		return tooLarge
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return c.netError(err)
+	}
+	if int64(len(raw)) > limit {
+		return tooLarge
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("collector %s: unreadable answer to %s %s: %w", c.origin(), method, path, err)
 	}
 	return nil
@@ -339,21 +368,21 @@ func oneLine(v any) string {
 // IssueCommand issues a kill-switch command (responder token).
 func (c *Client) IssueCommand(ctx context.Context, req api.IssueRequest) (api.CommandStatus, error) {
 	var resp api.CommandStatus
-	err := c.doJSON(ctx, http.MethodPost, api.PathCommands, nil, req, &resp)
+	err := c.doJSON(ctx, http.MethodPost, api.PathCommands, nil, req, &resp, maxCommand)
 	return resp, err
 }
 
 // ApproveCommand adds a responder's signature to a command.
 func (c *Client) ApproveCommand(ctx context.Context, id string, sig killswitch.Signature) (api.CommandStatus, error) {
 	var resp api.CommandStatus
-	err := c.doJSON(ctx, http.MethodPost, commandPath(api.PathCommandApprove, id), nil, api.ApproveRequest{Signature: sig}, &resp)
+	err := c.doJSON(ctx, http.MethodPost, commandPath(api.PathCommandApprove, id), nil, api.ApproveRequest{Signature: sig}, &resp, maxCommand)
 	return resp, err
 }
 
 // Command returns one command and its hosts' states.
 func (c *Client) Command(ctx context.Context, id string) (api.CommandStatus, error) {
 	var resp api.CommandStatus
-	err := c.do(ctx, http.MethodGet, commandPath(api.PathCommand, id), nil, nil, nil, &resp)
+	err := c.do(ctx, http.MethodGet, commandPath(api.PathCommand, id), nil, nil, nil, &resp, maxCommand)
 	return resp, err
 }
 
@@ -364,7 +393,7 @@ func (c *Client) Commands(ctx context.Context, limit int) ([]api.Command, error)
 		v.Set("limit", strconv.Itoa(limit))
 	}
 	var resp api.CommandsResponse
-	err := c.do(ctx, http.MethodGet, api.PathCommands, v, nil, nil, &resp)
+	err := c.do(ctx, http.MethodGet, api.PathCommands, v, nil, nil, &resp, maxListing)
 	return resp.Commands, err
 }
 
@@ -373,13 +402,13 @@ func (c *Client) Commands(ctx context.Context, limit int) ([]api.Command, error)
 func (c *Client) PendingCommands(ctx context.Context, wait time.Duration) ([]killswitch.Signed, error) {
 	v := url.Values{"wait": {strconv.Itoa(int(wait / time.Second))}}
 	var resp api.PendingCommandsResponse
-	err := c.do(ctx, http.MethodGet, api.PathCommandsPending, v, nil, nil, &resp)
+	err := c.do(ctx, http.MethodGet, api.PathCommandsPending, v, nil, nil, &resp, api.MaxPendingResponse)
 	return resp.Commands, err
 }
 
 // AckCommand reports a sensor's result for a command.
 func (c *Client) AckCommand(ctx context.Context, id string, r killswitch.Result) error {
-	return c.doJSON(ctx, http.MethodPost, commandPath(api.PathCommandAck, id), nil, r, nil)
+	return c.doJSON(ctx, http.MethodPost, commandPath(api.PathCommandAck, id), nil, r, nil, maxSmall)
 }
 
 // commandPath fills {id}; ids are escaped, so an id can never leave its
@@ -392,7 +421,7 @@ func commandPath(pattern, id string) string {
 // the serial have; nil bytes mean the sensor runs it already.
 func (c *Client) SensorRules(ctx context.Context, have int64) ([]byte, error) {
 	var raw json.RawMessage
-	err := c.do(ctx, http.MethodGet, api.PathSensorRules, url.Values{"have": {strconv.FormatInt(have, 10)}}, nil, nil, &raw)
+	err := c.do(ctx, http.MethodGet, api.PathSensorRules, url.Values{"have": {strconv.FormatInt(have, 10)}}, nil, nil, &raw, maxRules)
 	if err != nil {
 		return nil, err
 	}

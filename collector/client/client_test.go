@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,7 +153,7 @@ func TestHTTPErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.code), func(t *testing.T) {
 			t.Parallel()
-			err := c.do(context.Background(), http.MethodGet, "/x", map[string][]string{"code": {fmt.Sprint(tt.code)}}, nil, nil, nil)
+			err := c.do(context.Background(), http.MethodGet, "/x", map[string][]string{"code": {fmt.Sprint(tt.code)}}, nil, nil, nil, maxSmall)
 			var he *HTTPError
 			if !errors.As(err, &he) || he.StatusCode != tt.code {
 				t.Fatalf("err = %v", err)
@@ -221,5 +223,67 @@ func TestRequestsCarryTokenAndGzip(t *testing.T) {
 	}
 	if c.token != "tw_first" {
 		t.Error("WithToken changed the original client")
+	}
+}
+
+// TestOversizedCollectorAnswersAreNotBuffered: a compromised collector
+// answers a sensor's long-poll, acknowledgement and rule fetch with an
+// endless body (or announces a huge one); the client stops at the bound
+// for that kind of answer instead of buffering up to 256 MiB first.
+func TestOversizedCollectorAnswersAreNotBuffered(t *testing.T) {
+	t.Parallel()
+	const endless = 300 << 20
+	cases := []struct {
+		name     string
+		announce bool // send a Content-Length over the bound
+		call     func(c *Client) error
+		limit    int64
+	}{
+		{"long-poll streamed", false, func(c *Client) error { _, err := c.PendingCommands(context.Background(), 0); return err }, api.MaxPendingResponse},
+		{"rule bundle streamed", false, func(c *Client) error { _, err := c.SensorRules(context.Background(), 0); return err }, maxRules},
+		{"rule bundle announced", true, func(c *Client) error { _, err := c.SensorRules(context.Background(), 0); return err }, maxRules},
+		{"heartbeat streamed", false, func(c *Client) error { _, err := c.Heartbeat(context.Background(), api.Heartbeat{}); return err }, maxSmall},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			wrote := make(chan int64, 1)
+			srv, ca := tlsServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if tc.announce {
+					w.Header().Set("Content-Length", strconv.Itoa(endless))
+				}
+				chunk := bytes.Repeat([]byte(" "), 64<<10)
+				var n int64
+				if k, err := w.Write([]byte(`{"commands":[`)); err == nil {
+					n += int64(k)
+				}
+				for n < endless {
+					k, err := w.Write(chunk)
+					n += int64(k)
+					if err != nil {
+						break
+					}
+				}
+				wrote <- n
+			}))
+			c, err := New(Config{URL: srv.URL, CAPEM: ca, Token: "tw_x", Timeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tc.call(c)
+			if !errors.Is(err, ErrTooLarge) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("err = %v, want one line wrapping ErrTooLarge", err)
+			}
+			select {
+			case n := <-wrote:
+				// Socket buffers take a few MiB beyond what was read.
+				if n >= endless {
+					t.Fatalf("the collector wrote all %d bytes: the client read on past its bound %d", n, tc.limit)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("the collector's write never failed: the client kept reading")
+			}
+		})
 	}
 }

@@ -126,10 +126,17 @@ var (
 	ErrRateLimited = errors.New("too many commands")
 	ErrNoTargets   = errors.New("no enrolled host matches the targets")
 	ErrBadApproval = errors.New("approval refused")
+	// ErrOverBudget: the approval was kept, but one key alone may not
+	// activate the command; a second responder's approval does.
+	ErrOverBudget = errors.New("over the key's budget")
 )
 
+// IssuerCampaign is the issuer of the automatic campaign policy's
+// commands, the only ones besides scan that the collector signs alone.
+const IssuerCampaign = "collector:campaign"
+
 // Issue creates a command for issuer ("responder:<token id>" or
-// "collector:campaign"). It is signed by the collector and active at once
+// IssuerCampaign). It is signed by the collector and active at once
 // when the policy lets one key order it; otherwise it waits for approvals.
 func (s *Service) Issue(ctx context.Context, issuer string, r Request) (store.CommandRecord, error) {
 	if !s.limiter(issuer).Allow() {
@@ -161,6 +168,12 @@ func (s *Service) Issue(ctx context.Context, issuer string, r Request) (store.Co
 		return store.CommandRecord{}, fmt.Errorf("%w (%s)", ErrNoTargets, c.Targets)
 	}
 	required := s.o.Policy.Required(&c)
+	if required == 0 && issuer != IssuerCampaign && c.Action != killswitch.ActionScan {
+		// A responder token is a bearer secret on a laptop: alone it
+		// may only read (scan). Anything that acts needs a responder
+		// key's signature, so a stolen token cannot order it.
+		required = 1
+	}
 	var signed killswitch.Signed
 	state := store.CommandPendingApproval
 	if required == 0 {
@@ -235,8 +248,15 @@ func (s *Service) approveOnce(ctx context.Context, id string, sig killswitch.Sig
 		return rec, fmt.Errorf("%w: %s", ErrBadApproval, cfgfile.OneLine(err))
 	}
 	state := rec.State
+	var over error
 	if signers.Satisfies(rec.Required) {
 		state = store.CommandActive
+		if over, err = s.overBudget(ctx, rec, signers); err != nil {
+			return rec, err
+		}
+		if over != nil {
+			state = rec.State
+		}
 	}
 	if err := s.cs.UpdateCommand(ctx, id, prev, signed, state); err != nil {
 		return rec, err
@@ -247,7 +267,79 @@ func (s *Service) approveOnce(ctx context.Context, id string, sig killswitch.Sig
 		s.o.Notify()
 	}
 	rec.Signed, rec.State = signed, state
+	if over != nil {
+		s.o.Log.Warn("kill-switch approval over the key's budget; the command waits for a second responder",
+			logkey.Command, id, "key_id", sig.KeyID, logkey.Reason, over.Error())
+		return rec, over
+	}
 	return rec, nil
+}
+
+// budgetScan bounds how many recent commands the fleet-wide budget reads.
+const budgetScan = 2000
+
+// overBudget applies the fleet-wide per-key budget to a command about to
+// turn active with one responder key (Policy.SingleKey): the distinct
+// hosts that key has hit with single-key commands in the window, with
+// this command's, may not exceed Policy.BudgetHosts. A command counts
+// when it was issued within the window or is still unexpired, so approving
+// old pending commands all at once gains nothing. The answer is an
+// ErrOverBudget error to report, or nil.
+func (s *Service) overBudget(ctx context.Context, rec store.CommandRecord, signers killswitch.Signers) (error, error) {
+	c, err := killswitch.ParseCanonical(rec.Signed.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("command %s: stored payload: %w", rec.ID, err)
+	}
+	p := s.o.Policy.WithDefaults()
+	keys, single := p.SingleKey(&c, signers)
+	if !single {
+		return nil, nil
+	}
+	now := s.o.Now()
+	cut := now.Add(-p.BudgetWindow)
+	recent, err := s.cs.Commands(ctx, budgetScan)
+	if err != nil {
+		return nil, err
+	}
+	_, mine, err := s.cs.Command(ctx, rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, key := range keys {
+		hosts := map[string]bool{}
+		for _, h := range mine {
+			hosts[h.HostID] = true
+		}
+		for _, o := range recent {
+			if o.ID == rec.ID || o.State != store.CommandActive || (o.IssuedAt.Before(cut) && !o.NotAfter.After(now)) {
+				continue
+			}
+			oc, err := killswitch.ParseCanonical(o.Signed.Payload)
+			if err != nil {
+				continue
+			}
+			osig, err := killswitch.CheckSignatures(&o.Signed, s.keys, now)
+			if err != nil {
+				continue
+			}
+			okeys, osingle := p.SingleKey(&oc, osig)
+			if !osingle || !slices.Contains(okeys, key) {
+				continue
+			}
+			_, ohosts, err := s.cs.Command(ctx, o.ID)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range ohosts {
+				hosts[h.HostID] = true
+			}
+		}
+		if len(hosts) > p.BudgetHosts {
+			return fmt.Errorf("%w: responder key %s would reach %d distinct hosts with single-key destructive commands in %s (budget %d); the approval is kept, and a second responder's approval activates %s",
+				ErrOverBudget, key, len(hosts), p.BudgetWindow, p.BudgetHosts, rec.ID), nil
+		}
+	}
+	return nil, nil
 }
 
 func (s *Service) limiter(issuer string) *rate.Limiter {

@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,12 +86,16 @@ func TestIssueFollowsBlastRadius(t *testing.T) {
 		hosts    int
 		required int
 	}{
-		{killswitch.ActionDisableRMM, killswitch.Targets{All: true}, store.CommandActive, 6, 0},
+		{killswitch.ActionScan, killswitch.Targets{All: true}, store.CommandActive, 6, 0},
 		{killswitch.ActionIsolateHost, killswitch.Targets{Labels: map[string]string{"store": "s001"}}, store.CommandPendingApproval, 2, 2},
-		{killswitch.ActionKillProcess, killswitch.Targets{Hosts: []string{"s002-a", "s003-a"}}, store.CommandActive, 2, 0},
+		{killswitch.ActionKillProcess, killswitch.Targets{Hosts: []string{"s002-a", "s003-a"}}, store.CommandPendingApproval, 2, 1},
 	}
 	for _, tc := range cases {
-		rec, err := f.svc.Issue(ctx, "responder:test", command.Request{Action: tc.action, Targets: tc.targets, Params: map[string]string{"name": "x"}})
+		var params map[string]string
+		if tc.action == killswitch.ActionKillProcess {
+			params = map[string]string{"name": "x"}
+		}
+		rec, err := f.svc.Issue(ctx, "responder:test", command.Request{Action: tc.action, Targets: tc.targets, Params: params})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.action, err)
 		}
@@ -108,7 +114,7 @@ func TestIssueFollowsBlastRadius(t *testing.T) {
 			t.Fatal("the collector signed a command it may not order alone")
 		}
 	}
-	if f.notified != 2 {
+	if f.notified != 1 {
 		t.Fatalf("long-polls woken %d times, want once per active command", f.notified)
 	}
 	if _, err := f.svc.Issue(ctx, "responder:test", command.Request{Action: killswitch.ActionScan, Targets: killswitch.Targets{All: true}}); !errors.Is(err, command.ErrRateLimited) {
@@ -230,5 +236,105 @@ func TestConcurrentApprovalsLoseNoSignature(t *testing.T) {
 	}
 	if activations != 1 {
 		t.Fatalf("command activated %d times, want once", activations)
+	}
+}
+
+// TestStolenResponderTokenCannotOrderAlone: a responder token without any
+// key gets nothing that acts signed by the collector: kill-process on one
+// host and disable-rmm fleet-wide wait for a responder signature; only
+// scan is active at once. The automatic campaign policy still gets its
+// disable-rmm signed by the collector alone, and a pid kill without its
+// start time is refused outright.
+func TestStolenResponderTokenCannotOrderAlone(t *testing.T) {
+	f := newFixture(t, "s001-a", "s001-b")
+	ctx := context.Background()
+	one := killswitch.Targets{Hosts: []string{"s001-a"}}
+	all := killswitch.Targets{All: true}
+	cases := []struct {
+		name, issuer, action string
+		targets              killswitch.Targets
+		params               map[string]string
+		state                string
+	}{
+		{"token kill-process on one host", "responder:stolen", killswitch.ActionKillProcess, one, map[string]string{"name": "pos.exe"}, store.CommandPendingApproval},
+		{"token quarantine on one host", "responder:stolen", killswitch.ActionQuarantineFile, one, map[string]string{"path": "/srv/pos/db"}, store.CommandPendingApproval},
+		{"token disable-rmm on all", "responder:stolen", killswitch.ActionDisableRMM, all, map[string]string{"product": "*"}, store.CommandPendingApproval},
+		{"token scan on all", "responder:other", killswitch.ActionScan, all, nil, store.CommandActive},
+		{"campaign disable-rmm on all", command.IssuerCampaign, killswitch.ActionDisableRMM, all, map[string]string{"product": "*"}, store.CommandActive},
+	}
+	for _, tc := range cases {
+		rec, err := f.svc.Issue(ctx, tc.issuer, command.Request{Action: tc.action, Targets: tc.targets, Params: tc.params})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if rec.State != tc.state {
+			t.Fatalf("%s: state %s, want %s", tc.name, rec.State, tc.state)
+		}
+		if tc.state == store.CommandPendingApproval && len(rec.Signed.Signatures) != 0 {
+			t.Fatalf("%s: the collector signed what a token alone asked for", tc.name)
+		}
+	}
+	_, err := f.svc.Issue(ctx, "responder:x", command.Request{Action: killswitch.ActionKillProcess, Targets: one, Params: map[string]string{"pid": "4242"}})
+	if !errors.Is(err, command.ErrInvalid) || !strings.Contains(err.Error(), "start_time") {
+		t.Fatalf("pid kill without start_time: %v, want ErrInvalid naming start_time", err)
+	}
+}
+
+// TestOneKeyCannotIsolateFleetInBatchesOfFive: one responder key may
+// isolate at most 5 hosts per command alone, and the collector holds it to
+// 10 distinct hosts per hour across commands: the third batch of five
+// waits for a second responder, approving old pending commands later does
+// not escape the count, and the window rolls.
+func TestOneKeyCannotIsolateFleetInBatchesOfFive(t *testing.T) {
+	var hosts []string
+	for i := range 20 {
+		hosts = append(hosts, fmt.Sprintf("s%03d-a", i))
+	}
+	f := newFixture(t, hosts...)
+	ctx := context.Background()
+	issue := func(batch []string) store.CommandRecord {
+		t.Helper()
+		// One token per batch: the issue rate is not what is under test.
+		rec, err := f.svc.Issue(ctx, "responder:"+batch[0], command.Request{Action: killswitch.ActionIsolateHost,
+			Targets: killswitch.Targets{Hosts: batch}, TTL: 3 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.State != store.CommandPendingApproval || rec.Required != 1 {
+			t.Fatalf("isolate-host on %d hosts: %s, %d required", len(batch), rec.State, rec.Required)
+		}
+		return rec
+	}
+	var recs []store.CommandRecord
+	for i := 0; i < 20; i += 5 {
+		recs = append(recs, issue(hosts[i:i+5]))
+	}
+	for i, rec := range recs[:2] {
+		got, err := f.svc.Approve(ctx, rec.ID, killswitch.Sign(f.alice, rec.Signed.Payload))
+		if err != nil || got.State != store.CommandActive {
+			t.Fatalf("batch %d by alice alone: %s %v", i, got.State, err)
+		}
+	}
+	got, err := f.svc.Approve(ctx, recs[2].ID, killswitch.Sign(f.alice, recs[2].Signed.Payload))
+	if !errors.Is(err, command.ErrOverBudget) || got.State != store.CommandPendingApproval {
+		t.Fatalf("third batch of five by alice alone: %s %v, want pending and ErrOverBudget", got.State, err)
+	}
+	if stored, _, _ := f.st.Command(ctx, recs[2].ID); stored.State != store.CommandPendingApproval || len(stored.Signed.Signatures) != 1 {
+		t.Fatalf("stored: %s with %d signatures; want pending with alice's kept", stored.State, len(stored.Signed.Signatures))
+	}
+	got, err = f.svc.Approve(ctx, recs[2].ID, killswitch.Sign(f.bob, recs[2].Signed.Payload))
+	if err != nil || got.State != store.CommandActive {
+		t.Fatalf("second responder on the third batch: %s %v", got.State, err)
+	}
+	// Issued over an hour ago but unexpired: still counts.
+	f.clk.Add(61 * time.Minute)
+	if _, err := f.svc.Approve(ctx, recs[3].ID, killswitch.Sign(f.alice, recs[3].Signed.Payload)); !errors.Is(err, command.ErrOverBudget) {
+		t.Fatalf("approving an old pending batch after the window: %v, want ErrOverBudget", err)
+	}
+	// Once the earlier commands expired and left the window, the budget is back.
+	f.clk.Add(3 * time.Hour)
+	fresh := issue(hosts[15:20])
+	if got, err := f.svc.Approve(ctx, fresh.ID, killswitch.Sign(f.alice, fresh.Signed.Payload)); err != nil || got.State != store.CommandActive {
+		t.Fatalf("after the window: %s %v", got.State, err)
 	}
 }

@@ -92,6 +92,11 @@ type KillSwitch struct {
 	MaxHosts int `yaml:"max_hosts"`
 	// IssueRate is how many commands one token may issue per minute.
 	IssueRate int `yaml:"issue_rate"`
+	// BudgetHosts is how many distinct hosts one responder key may hit
+	// with single-key destructive commands per BudgetWindow, fleet-wide;
+	// a second responder's approval lifts it.
+	BudgetHosts  int           `yaml:"budget_hosts"`
+	BudgetWindow time.Duration `yaml:"budget_window"`
 }
 
 // SigningKeyFile is the default signing key's name in the data dir.
@@ -126,7 +131,7 @@ func Default() Config {
 		HeartbeatInterval: DefaultHeartbeatInterval,
 		SilenceAfter:      5 * time.Minute,
 		Log:               Log{Level: "info", Format: "text"},
-		KillSwitch:        KillSwitch{Approvals: 2, MaxHosts: 5, IssueRate: 10},
+		KillSwitch:        KillSwitch{Approvals: 2, MaxHosts: 5, IssueRate: 10, BudgetHosts: 10, BudgetWindow: time.Hour},
 		Campaign:          Campaign{Hosts: 3, Window: 10 * time.Minute, MinSeverity: 47, Action: "alert"},
 	}
 }
@@ -189,6 +194,12 @@ func (c Config) Validate() error {
 	}
 	if c.KillSwitch.MaxHosts < 1 {
 		bad("killswitch.max_hosts", "%d must be at least 1", c.KillSwitch.MaxHosts)
+	}
+	if c.KillSwitch.BudgetHosts < 1 || c.KillSwitch.BudgetHosts > 1000000 {
+		bad("killswitch.budget_hosts", "%d must be from 1 to 1000000", c.KillSwitch.BudgetHosts)
+	}
+	if c.KillSwitch.BudgetWindow < time.Minute || c.KillSwitch.BudgetWindow > 7*24*time.Hour {
+		bad("killswitch.budget_window", "%s must be from 1m to 168h", c.KillSwitch.BudgetWindow)
 	}
 	if c.KillSwitch.IssueRate < 1 || c.KillSwitch.IssueRate > 10000 {
 		bad("killswitch.issue_rate", "%d must be from 1 to 10000 per minute", c.KillSwitch.IssueRate)

@@ -80,6 +80,8 @@ func (s *Server) commandError(w http.ResponseWriter, r *http.Request, err error)
 		s.fail(w, r, http.StatusTooManyRequests, err.Error())
 	case errors.Is(err, command.ErrInvalid), errors.Is(err, command.ErrBadApproval):
 		s.fail(w, r, http.StatusBadRequest, err.Error())
+	case errors.Is(err, command.ErrOverBudget):
+		s.fail(w, r, http.StatusConflict, err.Error())
 	case errors.Is(err, command.ErrNoTargets):
 		s.fail(w, r, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, store.ErrUnknownCommand):
@@ -176,6 +178,9 @@ func (s *Server) handlePending(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(cmds) > 0 {
 			s.hub.unsubscribe()
+			if len(cmds) > api.MaxPendingCommands {
+				cmds = cmds[:api.MaxPendingCommands] // oldest first; the rest with the next poll
+			}
 			s.m.commandsDelivered.Add(float64(len(cmds)))
 			writeJSON(w, http.StatusOK, api.PendingCommandsResponse{Commands: cmds})
 			return

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/client"
+	"github.com/tillwatch/tillwatch/collector/command"
 	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
@@ -57,8 +59,16 @@ func TestKillSwitchFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A responder token alone gets nothing that acts signed: one
+	// responder key's approval activates the protective command.
+	if issued.Command.State != store.CommandPendingApproval || issued.Command.Required != 1 {
+		t.Fatalf("token-issued disable-rmm: %s, %d required; want pending for one responder", issued.Command.State, issued.Command.Required)
+	}
+	if issued, err = responder.ApproveCommand(ctx, issued.Command.ID, killswitch.Sign(e.alice, issued.Command.Signed.Payload)); err != nil {
+		t.Fatal(err)
+	}
 	if issued.Command.State != store.CommandActive {
-		t.Fatalf("protective command state %s, want active at once", issued.Command.State)
+		t.Fatalf("approved disable-rmm state %s, want active", issued.Command.State)
 	}
 	var got []killswitch.Signed
 	select {
@@ -146,5 +156,42 @@ func TestKillSwitchFlow(t *testing.T) {
 	list, err := responder.Commands(ctx, 10)
 	if err != nil || len(list) != 2 || list[0].ID != rel.Command.ID {
 		t.Fatalf("commands list %+v %v", list, err)
+	}
+}
+
+// TestLongPollAnswerIsBounded: however many commands are pending for a
+// host, one long-poll answer carries at most api.MaxPendingCommands (the
+// bound the sensor reads up to); the rest come with the next poll.
+func TestLongPollAnswerIsBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	sensor := e.client(e.enroll("till-1"))
+	total := api.MaxPendingCommands + 3
+	var responder *client.Client
+	for i := range total {
+		if i%command.DefaultIssueRate == 0 { // a fresh token per rate-limit burst
+			responder = e.client(e.token(api.RoleResponder))
+		}
+		if _, err := responder.IssueCommand(ctx, api.IssueRequest{Action: killswitch.ActionScan, Targets: killswitch.Targets{All: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := sensor.PendingCommands(ctx, 0)
+	if err != nil || len(first) != api.MaxPendingCommands {
+		t.Fatalf("first poll: %d commands, %v; want %d", len(first), err, api.MaxPendingCommands)
+	}
+	for _, s := range first {
+		c, err := killswitch.ParseCanonical(s.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sensor.AckCommand(ctx, c.ID, killswitch.Result{Status: killswitch.StatusOK}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rest, err := sensor.PendingCommands(ctx, 0)
+	if err != nil || len(rest) != 3 {
+		t.Fatalf("second poll: %d commands, %v; want 3", len(rest), err)
 	}
 }

@@ -223,6 +223,25 @@ func TestOpenAPIMatchesServer(t *testing.T) {
 			},
 			401: func() reply { return e.do("POST", cmdPath(api.PathCommandApprove, "ks-1"), "", nil, []byte("{}")) },
 			403: func() reply { return e.do("POST", cmdPath(api.PathCommandApprove, "ks-1"), analyst, nil, []byte("{}")) },
+			409: func() reply {
+				// alice alone isolates 5 + 5 hosts (her budget is 10), then one more.
+				var last reply
+				for i, n := range []int{5, 5, 1} {
+					var hosts []string
+					for j := range n {
+						h := fmt.Sprintf("till-b%d-%d", i, j)
+						e.enroll(h)
+						hosts = append(hosts, `"`+h+`"`)
+					}
+					r := e.do("POST", api.PathCommands, responder, nil, []byte(`{"action":"isolate-host","targets":{"hosts":[`+strings.Join(hosts, ",")+`]}}`))
+					var st api.CommandStatus
+					if r.code != http.StatusCreated || json.Unmarshal(r.body, &st) != nil {
+						t.Fatalf("issue isolate-host: %d %s", r.code, r.body)
+					}
+					last = e.do("POST", cmdPath(api.PathCommandApprove, st.Command.ID), responder, nil, approval(e.alice, st.Command.Signed.Payload))
+				}
+				return last
+			},
 			404: func() reply {
 				return e.do("POST", cmdPath(api.PathCommandApprove, "ks-unknown-1"), responder, nil, approval(e.alice, []byte("x")))
 			},

@@ -211,10 +211,31 @@ func (c *Command) Validate() error {
 			errs = append(errs, fmt.Errorf("param %s is %d bytes, at most %d", k, len(v), MaxParamBytes))
 		}
 	}
+	if err := c.checkPIDKill(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(c.Reason) > MaxParamBytes {
 		errs = append(errs, fmt.Errorf("reason is %d bytes, at most %d", len(c.Reason), MaxParamBytes))
 	}
 	return errors.Join(errs...)
+}
+
+// ErrPIDWithoutStart refuses kill-process by pid without start_time: a pid
+// alone names whatever holds that number when the command runs, which may
+// be days after it was issued, not the process the responder saw.
+var ErrPIDWithoutStart = errors.New("kill-process by pid needs start_time (unix ms of the process start, the alert's process.start), so a reused pid is never killed")
+
+func (c *Command) checkPIDKill() error {
+	if c.Action != ActionKillProcess {
+		return nil
+	}
+	if _, pid := c.Params["pid"]; !pid {
+		return nil
+	}
+	if st, ok := c.Params["start_time"]; !ok || st == "" {
+		return ErrPIDWithoutStart
+	}
+	return nil
 }
 
 func (t Targets) validate() error {

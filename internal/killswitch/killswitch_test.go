@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,7 +79,8 @@ func TestVerifyMatrix(t *testing.T) {
 		{"scan by one responder, label", func() Signed {
 			return signWith(t, baseCommand(ActionScan, Targets{Labels: map[string]string{"store": "s1"}}), alice)
 		}, ""},
-		{"bounded on one host by collector", func() Signed { return signWith(t, baseCommand(ActionIsolateHost, me), coll) }, ""},
+		{"bounded on one host by collector", func() Signed { return signWith(t, baseCommand(ActionIsolateHost, me), coll) }, RefuseUnderApproved},
+		{"bounded on one host by one responder", func() Signed { return signWith(t, baseCommand(ActionIsolateHost, me), alice) }, ""},
 		{"bounded on six hosts by collector", func() Signed { return signWith(t, baseCommand(ActionIsolateHost, six), coll) }, RefuseUnderApproved},
 		{"bounded on six hosts, two responders", func() Signed { return signWith(t, baseCommand(ActionIsolateHost, six), alice, bob) }, ""},
 		{"bounded on all by collector", func() Signed { return signWith(t, baseCommand(ActionKillProcess, Targets{All: true}), coll) }, RefuseUnderApproved},
@@ -338,6 +341,9 @@ func FuzzParseCanonical(f *testing.F) {
 	c.Params = map[string]string{"name": "agent.exe", "pid": "42"}
 	p, _ := c.Canonical()
 	f.Add(p)
+	c.Params = map[string]string{"pid": "42", "start_time": "1700000000000"}
+	p, _ = c.Canonical()
+	f.Add(p)
 	f.Add([]byte(`{"v":1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseCanonical(b)
@@ -347,6 +353,150 @@ func FuzzParseCanonical(f *testing.F) {
 		again, _ := c.Canonical()
 		if !bytes.Equal(again, b) {
 			t.Fatalf("accepted non-canonical bytes %q", b)
+		}
+		if _, pid := c.Params["pid"]; pid && c.Action == ActionKillProcess && c.Params["start_time"] == "" {
+			t.Fatalf("accepted a pid kill without start_time: %q", b)
+		}
+	})
+}
+
+// TestKillOfReusedPIDWithoutStartTimeRefused: a kill-process by pid alone
+// would kill whatever holds that pid when the command runs, days later
+// perhaps; the verifier refuses it however many responders signed, and
+// accepts the same kill pinned by its start time.
+func TestKillOfReusedPIDWithoutStartTimeRefused(t *testing.T) {
+	alice := newKey(t, RoleResponder, "alice")
+	bob := newKey(t, RoleResponder, "bob")
+	ks, err := NewKeySet(alice.pub, bob.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &Verifier{Keys: ks, HostID: "till-001", Now: func() time.Time { return t0.Add(time.Minute) }}
+	c := baseCommand(ActionKillProcess, Targets{Hosts: []string{"till-001"}})
+	c.Params = map[string]string{"pid": "4242"}
+	if err := c.Validate(); !errors.Is(err, ErrPIDWithoutStart) {
+		t.Fatalf("Validate: %v, want ErrPIDWithoutStart", err)
+	}
+	s := signWith(t, c, alice, bob)
+	_, _, err = v.Verify(&s)
+	if re, ok := IsRefused(err); !ok || re.Reason != RefuseMalformed || !strings.Contains(re.Detail, "start_time") {
+		t.Fatalf("pid kill without start_time: %v, want a malformed refusal naming start_time", err)
+	}
+	c.Params["start_time"] = "1700000000000"
+	s = signWith(t, c, alice, bob)
+	if _, _, err := v.Verify(&s); err != nil {
+		t.Fatalf("pid kill with start_time refused: %v", err)
+	}
+}
+
+// TestOneKeyBudgetOnThisHost: the sensor's ledger holds one responder key
+// to Policy.BudgetCommands single-key commands on this host per window,
+// durably across a restart; other keys keep their own budget and the
+// window rolls.
+func TestOneKeyBudgetOnThisHost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "budget.json")
+	now := t0
+	clock := func() time.Time { return now }
+	p := Policy{BudgetCommands: 3, BudgetWindow: time.Hour}
+	l, err := OpenLedger(path, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := baseCommand(ActionKillProcess, Targets{Hosts: []string{"till-001"}})
+	for i := range 3 {
+		now = now.Add(time.Minute)
+		c.ID = fmt.Sprintf("cmd-budget-%d", i)
+		if err := l.Charge(&c, []string{"alice"}, p); err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+		// A redelivery of the same command after a crash is not charged twice.
+		if err := l.Charge(&c, []string{"alice"}, p); err != nil || l.Spent("alice", time.Hour) != i+1 {
+			t.Fatalf("command %d charged again: %v, spent %d", i, err, l.Spent("alice", time.Hour))
+		}
+	}
+	c.ID = "cmd-budget-over"
+	l, err = OpenLedger(path, clock) // a restart forgets nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.Charge(&c, []string{"alice"}, p)
+	if re, ok := IsRefused(err); !ok || re.Reason != RefuseOverBudget {
+		t.Fatalf("fourth command by alice: %v, want over-budget", err)
+	}
+	if err := l.Charge(&c, []string{"bob"}, p); err != nil {
+		t.Fatalf("bob's budget is his own: %v", err)
+	}
+	now = now.Add(time.Hour - time.Minute) // the first of alice's three left the window
+	if err := l.Charge(&c, []string{"alice"}, p); err != nil {
+		t.Fatalf("after the window rolled: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenLedger(path, clock); err == nil {
+		t.Fatal("a corrupt ledger opened as empty")
+	}
+}
+
+func TestSingleKey(t *testing.T) {
+	p := Policy{}
+	kill := baseCommand(ActionKillProcess, Targets{Hosts: []string{"a"}})
+	scan := baseCommand(ActionScan, Targets{All: true})
+	if k, ok := p.SingleKey(&kill, Signers{Responders: []string{"alice"}}); !ok || len(k) != 1 {
+		t.Fatal("one responder on a bounded command is single-key")
+	}
+	if _, ok := p.SingleKey(&kill, Signers{Responders: []string{"alice", "bob"}}); ok {
+		t.Fatal("two responders lift the budget")
+	}
+	if _, ok := p.SingleKey(&scan, Signers{Collector: []string{"c"}}); ok {
+		t.Fatal("a protective command spends no budget")
+	}
+}
+
+// FuzzOpenLedger: any file content either opens or is an error naming the
+// file; what opens can be charged without panicking and round-trips.
+func FuzzOpenLedger(f *testing.F) {
+	f.Add([]byte(`{"abc":[{"at":"2026-11-30T10:00:00Z","command_id":"cmd-0123456789"}]}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"k":null}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "budget.json")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err := OpenLedger(path, func() time.Time { return t0 })
+		if err != nil {
+			if !strings.Contains(err.Error(), path) {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		c := baseCommand(ActionKillProcess, Targets{Hosts: []string{"a"}})
+		c.ID = "cmd-fuzz-charge"
+		for _, e := range l.entries["alice"] {
+			if e.CommandID == c.ID {
+				return // charged before: Charge is a no-op, TestOneKeyBudgetOnThisHost covers it
+			}
+		}
+		p := Policy{BudgetCommands: 2}
+		before := l.Spent("alice", time.Hour)
+		err = l.Charge(&c, []string{"alice"}, p)
+		if before >= 2 {
+			if re, ok := IsRefused(err); !ok || re.Reason != RefuseOverBudget {
+				t.Fatalf("spent %d of 2, charge: %v", before, err)
+			}
+			return
+		}
+		if err != nil {
+			return // e.g. the ledger already holds too many keys
+		}
+		again, err := OpenLedger(path, func() time.Time { return t0 })
+		if err != nil {
+			t.Fatalf("a charged ledger does not reopen: %v", err)
+		}
+		if got := again.Spent("alice", time.Hour); got != before+1 {
+			t.Fatalf("spent %d after reopening, want %d", got, before+1)
 		}
 	})
 }

@@ -65,46 +65,87 @@ func (s *Signed) AddSignature(sig Signature) bool {
 }
 
 // Policy is the authority rule of the kill-switch; sensor and collector
-// apply the same one.
+// apply the same one, each enforcing the part it can see.
 type Policy struct {
 	// Approvals is M: distinct responder keys needed for reversing actions
 	// and for bounded actions beyond MaxHosts (default 2).
 	Approvals int
-	// MaxHosts bounds what one key may do with a bounded action (default 5).
+	// MaxHosts bounds what one responder key may do with a bounded action
+	// in one command (default 5).
 	MaxHosts int
+	// BudgetWindow is the rolling window of the per-key budget (default
+	// 1h). A bounded command signed by fewer than two distinct responders
+	// is a single-key command and spends the budget of the key that
+	// signed it; a second responder's signature lifts the budget.
+	BudgetWindow time.Duration
+	// BudgetHosts is how many distinct hosts one key may hit with
+	// single-key commands in the window, fleet-wide (default 10). Only the
+	// collector sees every command, so only the collector counts this.
+	BudgetHosts int
+	// BudgetCommands is how many single-key commands one key may have
+	// accepted on one host in the window (default 10). Each sensor counts
+	// this itself, durably, so it holds even against a collector that
+	// skips its own count.
+	BudgetCommands int
 }
 
 // Defaults of Policy.
 const (
-	DefaultApprovals = 2
-	DefaultMaxHosts  = 5
+	DefaultApprovals      = 2
+	DefaultMaxHosts       = 5
+	DefaultBudgetWindow   = time.Hour
+	DefaultBudgetHosts    = 10
+	DefaultBudgetCommands = 10
 )
 
-func (p Policy) withDefaults() Policy {
+// WithDefaults fills the unset fields.
+func (p Policy) WithDefaults() Policy {
 	if p.Approvals <= 0 {
 		p.Approvals = DefaultApprovals
 	}
 	if p.MaxHosts <= 0 {
 		p.MaxHosts = DefaultMaxHosts
 	}
+	if p.BudgetWindow <= 0 {
+		p.BudgetWindow = DefaultBudgetWindow
+	}
+	if p.BudgetHosts <= 0 {
+		p.BudgetHosts = DefaultBudgetHosts
+	}
+	if p.BudgetCommands <= 0 {
+		p.BudgetCommands = DefaultBudgetCommands
+	}
 	return p
 }
 
 // Required says how many distinct responder signatures c needs; 0 means one
-// signature by any pinned key (collector or responder) is enough.
+// signature by any pinned key (collector or responder) is enough. Only
+// protective actions may be signed by the collector's key alone: anything
+// that destroys, cuts off or reverses needs at least one responder key, so
+// neither a stolen responder token nor a compromised collector can order it.
 func (p Policy) Required(c *Command) int {
-	p = p.withDefaults()
+	p = p.WithDefaults()
 	switch actionClass[c.Action] {
 	case Protective:
 		return 0
 	case Bounded:
 		if n, ok := c.Targets.NamedHosts(); ok && n <= p.MaxHosts {
-			return 0
+			return 1
 		}
 		return p.Approvals
 	default: // Reversing, and anything unknown
 		return p.Approvals
 	}
+}
+
+// SingleKey reports whether c, with these signers, spends the budget of
+// its responder key: a bounded action signed by fewer than two distinct
+// responders. The key ids returned are the ones to charge.
+func (p Policy) SingleKey(c *Command, s Signers) (keys []string, ok bool) {
+	if actionClass[c.Action] != Bounded || len(s.Responders) >= 2 {
+		return nil, false
+	}
+	return s.Responders, len(s.Responders) > 0
 }
 
 // Signers summarises which pinned keys validly signed a payload.
@@ -133,6 +174,7 @@ const (
 	RefuseMisaddressed  = "misaddressed"
 	RefuseUnknownAction = "unknown-action"
 	RefuseUnderApproved = "under-approved"
+	RefuseOverBudget    = "over-budget"
 )
 
 // RefusedError is why a verifier refused a command.

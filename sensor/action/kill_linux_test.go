@@ -25,6 +25,10 @@ func killExec(t *testing.T, root string, protected ...int) *Executor {
 	return e
 }
 
+// anyStart is a well-formed start time for cases decided before the start
+// time is compared (protected, kernel thread, absent, zombie).
+const anyStart = "1700000000000"
+
 func kill(e *Executor, params map[string]string) Result {
 	return e.Run(context.Background(), Request{CommandID: "cmd-kill", Action: ActKillProcess, Params: params})
 }
@@ -48,7 +52,7 @@ func TestKillByPIDWithStartTime(t *testing.T) {
 	}
 	s.killedBySIGKILL(t)
 
-	if res := kill(e, map[string]string{"pid": pid}); res.Status != StatusNoop {
+	if res := kill(e, map[string]string{"pid": pid, "start_time": strconv.FormatInt(s.startMilli(t), 10)}); res.Status != StatusNoop {
 		t.Errorf("killing a reaped pid again: %+v, want noop", res)
 	}
 }
@@ -63,7 +67,7 @@ func TestKillByPIDTakesTheTree(t *testing.T) {
 		return len(kids) >= 3
 	})
 	e := killExec(t, t.TempDir())
-	res := kill(e, map[string]string{"pid": strconv.Itoa(s.pid)})
+	res := kill(e, map[string]string{"pid": strconv.Itoa(s.pid), "start_time": strconv.FormatInt(s.startMilli(t), 10)})
 	if res.Status != StatusOK || len(res.Affected) < 3 || res.Affected[0] != strconv.Itoa(s.pid) {
 		t.Fatalf("kill tree: %+v", res)
 	}
@@ -177,7 +181,7 @@ func TestKillRefusesProtectedTargets(t *testing.T) {
 		cases["the sensor's parent"] = strconv.Itoa(pp)
 	}
 	for name, pid := range cases {
-		if res := kill(e, map[string]string{"pid": pid}); res.Status != StatusRefused || !strings.Contains(res.Detail, "protected") {
+		if res := kill(e, map[string]string{"pid": pid, "start_time": anyStart}); res.Status != StatusRefused || !strings.Contains(res.Detail, "protected") {
 			t.Errorf("%s: %+v, want refused as protected", name, res)
 		}
 	}
@@ -202,7 +206,7 @@ func TestKillRefusesKernelThreads(t *testing.T) {
 	if i < 0 {
 		t.Skip("no kernel thread visible in this pid namespace")
 	}
-	if res := kill(e, map[string]string{"pid": strconv.Itoa(ps[i].PID)}); res.Status != StatusRefused || !strings.Contains(res.Detail, "kernel thread") {
+	if res := kill(e, map[string]string{"pid": strconv.Itoa(ps[i].PID), "start_time": anyStart}); res.Status != StatusRefused || !strings.Contains(res.Detail, "kernel thread") {
 		t.Fatalf("kernel thread %d (%s): %+v, want refused", ps[i].PID, ps[i].Comm, res)
 	}
 }
@@ -216,7 +220,7 @@ func TestKillPIDNotRunning(t *testing.T) {
 	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
 		t.Skip("pid in use")
 	}
-	if res := kill(e, map[string]string{"pid": strconv.Itoa(pid)}); res.Status != StatusNoop {
+	if res := kill(e, map[string]string{"pid": strconv.Itoa(pid), "start_time": anyStart}); res.Status != StatusNoop {
 		t.Fatalf("absent pid: %+v, want noop", res)
 	}
 }
@@ -248,7 +252,7 @@ func TestKillZombieIsNoop(t *testing.T) {
 		return false
 	})
 	e := killExec(t, dir)
-	if res := kill(e, map[string]string{"pid": strconv.Itoa(zombie)}); res.Status != StatusNoop || !strings.Contains(res.Detail, "zombie") {
+	if res := kill(e, map[string]string{"pid": strconv.Itoa(zombie), "start_time": anyStart}); res.Status != StatusNoop || !strings.Contains(res.Detail, "zombie") {
 		t.Errorf("kill a zombie by pid: %+v, want noop", res)
 	}
 	if res := kill(e, map[string]string{"name": name}); res.Status != StatusNoop {

@@ -169,6 +169,12 @@ func parseKill(m map[string]string) (params, error) {
 		p.start = v
 	}
 	if v, ok := m["pid"]; ok {
+		// A pid alone names whatever holds that number when the command
+		// runs, which may be days after it was issued: the start time
+		// pins the one process the responder saw.
+		if _, ok := m["start_time"]; !ok {
+			return p, errors.New("kill-process: pid needs start_time (unix ms of the process start, the alert's process.start), so a reused pid is never killed")
+		}
 		if !pidPattern.MatchString(v) {
 			return p, fmt.Errorf("kill-process: pid %s is not a positive decimal number", quote(v))
 		}

@@ -28,7 +28,7 @@ func TestValidateMatrix(t *testing.T) {
 		{"disable with unknown key", ActDisableRMM, map[string]string{"product": "x1", "force": "1"}, `unknown parameter "force"`},
 		{"enable one product", ActEnableRMM, map[string]string{"product": "anydesk"}, ""},
 		{"enable empty product", ActEnableRMM, map[string]string{"product": ""}, "is empty"},
-		{"kill by pid", ActKillProcess, map[string]string{"pid": "1234"}, ""},
+		{"kill by pid without start time", ActKillProcess, map[string]string{"pid": "1234"}, "pid needs start_time"},
 		{"kill by pid and start", ActKillProcess, map[string]string{"pid": "1234", "start_time": "1700000000000"}, ""},
 		{"kill by name", ActKillProcess, map[string]string{"name": "xmrig"}, ""},
 		{"kill by sha256", ActKillProcess, map[string]string{"sha256": sha}, ""},
@@ -37,12 +37,12 @@ func TestValidateMatrix(t *testing.T) {
 		{"kill with no selector", ActKillProcess, map[string]string{}, "exactly one of"},
 		{"kill with two selectors", ActKillProcess, map[string]string{"pid": "12", "name": "x"}, "exactly one of"},
 		{"kill start without pid", ActKillProcess, map[string]string{"name": "x", "start_time": "1"}, "only valid with pid"},
-		{"kill pid zero", ActKillProcess, map[string]string{"pid": "0"}, "not a positive decimal"},
-		{"kill negative pid", ActKillProcess, map[string]string{"pid": "-1"}, "not a positive decimal"},
-		{"kill pid with sign", ActKillProcess, map[string]string{"pid": "+5"}, "not a positive decimal"},
-		{"kill pid hex", ActKillProcess, map[string]string{"pid": "0x10"}, "not a positive decimal"},
-		{"kill pid too large", ActKillProcess, map[string]string{"pid": "9999999999"}, "out of range"},
-		{"kill pid with space", ActKillProcess, map[string]string{"pid": "12 "}, "not a positive decimal"},
+		{"kill pid zero", ActKillProcess, map[string]string{"pid": "0", "start_time": "1700000000000"}, "not a positive decimal"},
+		{"kill negative pid", ActKillProcess, map[string]string{"pid": "-1", "start_time": "1700000000000"}, "not a positive decimal"},
+		{"kill pid with sign", ActKillProcess, map[string]string{"pid": "+5", "start_time": "1700000000000"}, "not a positive decimal"},
+		{"kill pid hex", ActKillProcess, map[string]string{"pid": "0x10", "start_time": "1700000000000"}, "not a positive decimal"},
+		{"kill pid too large", ActKillProcess, map[string]string{"pid": "9999999999", "start_time": "1700000000000"}, "out of range"},
+		{"kill pid with space", ActKillProcess, map[string]string{"pid": "12 ", "start_time": "1700000000000"}, "not a positive decimal"},
 		{"kill start not a number", ActKillProcess, map[string]string{"pid": "12", "start_time": "yesterday"}, "unix milliseconds"},
 		{"kill name with slash", ActKillProcess, map[string]string{"name": "bin/sh"}, "bare name"},
 		{"kill name dot dot", ActKillProcess, map[string]string{"name": ".."}, "not a process name"},
@@ -279,7 +279,7 @@ func FuzzRequestValidation(f *testing.F) {
 					n++
 				}
 			}
-			if n != 1 || p.pid < 0 || p.pid > maxPID || p.start < 0 || (p.start != 0 && p.pid == 0) {
+			if n != 1 || p.pid < 0 || p.pid > maxPID || p.start < 0 || (p.start != 0 && p.pid == 0) || (p.pid != 0 && p.start == 0) {
 				t.Fatalf("kill-process params %+v accepted", p)
 			}
 			if p.name != "" && (strings.ContainsAny(p.name, "/\x00\n") || p.name == "..") {

@@ -80,14 +80,16 @@ func (s *Sensor) wireKillSwitch(cfg config.Config, cat *rmm.Catalog, eng *yarasc
 	rcv, err := fleetcmd.New(fleetcmd.Options{
 		Link: pinnedLink{Uplink: s.uplink, extra: collectors}, Actions: executorActions{exec},
 		HostID: s.hostID, Labels: cfg.Labels, ResponderKeys: responders,
-		Policy:   killswitch.Policy{Approvals: cfg.KillSwitch.Approvals, MaxHosts: cfg.KillSwitch.MaxHosts},
+		Policy: killswitch.Policy{Approvals: cfg.KillSwitch.Approvals, MaxHosts: cfg.KillSwitch.MaxHosts,
+			BudgetCommands: cfg.KillSwitch.BudgetCommands, BudgetWindow: cfg.KillSwitch.BudgetWindow},
 		StateDir: cfg.StateDir, Emit: s.pipe.Emit, Log: s.log, Registerer: s.reg,
 	})
 	if err != nil {
 		return cfgfile.Usagef("killswitch: %v", err)
 	}
 	s.receiver = rcv
-	log.Info("kill-switch on", "responder_keys", len(responders), "approvals", cfg.KillSwitch.Approvals, "max_hosts", cfg.KillSwitch.MaxHosts)
+	log.Info("kill-switch on", "responder_keys", len(responders), "approvals", cfg.KillSwitch.Approvals, "max_hosts", cfg.KillSwitch.MaxHosts,
+		"budget_commands", cfg.KillSwitch.BudgetCommands, "budget_window", cfg.KillSwitch.BudgetWindow)
 	return nil
 }
 

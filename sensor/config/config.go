@@ -104,6 +104,11 @@ type KillSwitch struct {
 	// sensor enforces them itself.
 	Approvals int `yaml:"approvals"`
 	MaxHosts  int `yaml:"max_hosts"`
+	// BudgetCommands is how many single-key destructive commands (one
+	// responder signature) one key may have run on this host per
+	// BudgetWindow; a second responder's signature lifts it.
+	BudgetCommands int           `yaml:"budget_commands"`
+	BudgetWindow   time.Duration `yaml:"budget_window"`
 	// AllowedRoots bound quarantine-file, kill-process by path and scan.
 	AllowedRoots []string `yaml:"allowed_roots"`
 	// QuarantineDir (default <state_dir>/quarantine) is root-only.
@@ -135,7 +140,7 @@ func Default() Config {
 		Files:   Files{Backend: "auto", Canaries: true, Guard: true},
 		RMM:     RMM{ScanInterval: 60 * time.Second},
 		YARA:    YARA{Enabled: true, Workers: 1, Queue: 256, MaxFileSize: 32 << 20, Timeout: 10 * time.Second, SweepCPU: 0.25},
-		KillSwitch: KillSwitch{Approvals: 2, MaxHosts: 5,
+		KillSwitch: KillSwitch{Approvals: 2, MaxHosts: 5, BudgetCommands: 10, BudgetWindow: time.Hour,
 			AllowedRoots: []string{"/tmp", "/var/tmp", "/dev/shm", "/home", "/opt", "/srv", "/root"}},
 	}
 }
@@ -285,6 +290,12 @@ func (c *Config) Validate() error {
 	}
 	if ks.MaxHosts < 1 {
 		bad("killswitch.max_hosts", "%d: want at least 1", ks.MaxHosts)
+	}
+	if ks.BudgetCommands < 1 || ks.BudgetCommands > 10000 {
+		bad("killswitch.budget_commands", "%d: want 1-10000", ks.BudgetCommands)
+	}
+	if ks.BudgetWindow < time.Minute || ks.BudgetWindow > 7*24*time.Hour {
+		bad("killswitch.budget_window", "%s: want 1m-168h", ks.BudgetWindow)
 	}
 	for _, r := range ks.AllowedRoots {
 		if !filepath.IsAbs(r) || filepath.Clean(r) == "/" {

@@ -62,10 +62,14 @@ type Options struct {
 // ReplayFile is the replay cache's name in the state dir.
 const ReplayFile = "killswitch-replay.json"
 
+// LedgerFile is the per-key budget ledger's name in the state dir.
+const LedgerFile = "killswitch-budget.json"
+
 // Receiver runs the command loop.
 type Receiver struct {
 	o      Options
 	replay *killswitch.ReplayCache
+	ledger *killswitch.Ledger
 
 	mu      sync.Mutex
 	alerted map[string]time.Time // digest of refused envelopes already reported
@@ -90,7 +94,11 @@ func New(o Options) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Receiver{o: o, replay: rc, alerted: map[string]time.Time{}}
+	lg, err := killswitch.OpenLedger(filepath.Join(o.StateDir, LedgerFile), o.Now)
+	if err != nil {
+		return nil, err
+	}
+	r := &Receiver{o: o, replay: rc, ledger: lg, alerted: map[string]time.Time{}}
 	r.handled = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "tillwatch_sensor", Name: "killswitch_commands_total",
 		Help: "Kill-switch commands handled, by result status (ok, noop, failed, refused).",
@@ -156,6 +164,19 @@ func (r *Receiver) Handle(ctx context.Context, s *killswitch.Signed) killswitch.
 	}
 	if err != nil {
 		return r.refuse(ctx, s, err)
+	}
+	// The per-key budget is spent before acting and durably: a key that
+	// ordered its share on this host is refused here even when the
+	// collector that delivered the command kept no count.
+	if keys, single := r.o.Policy.SingleKey(&c, signers); single {
+		if err := r.ledger.Charge(&c, keys, r.o.Policy); err != nil {
+			if _, ok := killswitch.IsRefused(err); ok {
+				return r.refuse(ctx, s, err)
+			}
+			res := killswitch.Result{Status: killswitch.StatusFailed, Detail: "cannot record the key's budget before acting: " + err.Error()}
+			r.ack(ctx, c.ID, res)
+			return res
+		}
 	}
 	if err := r.replay.Record(&c, s.Payload, killswitch.Result{Status: killswitch.StatusStarted}); err != nil {
 		// Without a durable record the command could be replayed later:
@@ -271,7 +292,7 @@ const (
 
 var refusedMeta = alert.Meta{
 	RuleID: RuleRefused, RuleName: ruleRefusedName, Ruleset: event.RulesetKillswitch, Severity: 73,
-	Description: "The sensor refused a fleet command: unsigned, wrongly signed, signed by an unpinned key, expired, not yet valid, replayed, misaddressed, unknown or under-approved. Someone may be trying to abuse the kill-switch channel.",
+	Description: "The sensor refused a fleet command: unsigned, wrongly signed, signed by an unpinned key, expired, not yet valid, replayed, misaddressed, unknown, under-approved or over one key's budget. Someone may be trying to abuse the kill-switch channel.",
 	Action:      "killswitch-refused",
 	// Abusing the fleet's management channel is T1072, Software Deployment Tools.
 	Techniques: []alert.Technique{{ID: "T1072", Name: "Software Deployment Tools"}},

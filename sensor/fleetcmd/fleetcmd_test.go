@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -110,8 +111,13 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) receiver(t *testing.T) *fleetcmd.Receiver {
 	t.Helper()
+	return f.receiverWith(t, killswitch.Policy{})
+}
+
+func (f *fixture) receiverWith(t *testing.T, p killswitch.Policy) *fleetcmd.Receiver {
+	t.Helper()
 	r, err := fleetcmd.New(fleetcmd.Options{
-		Link: f.up, Actions: f.acts, HostID: "till-7", Labels: map[string]string{"store": "s7"},
+		Link: f.up, Actions: f.acts, HostID: "till-7", Labels: map[string]string{"store": "s7"}, Policy: p,
 		ResponderKeys: f.pinned, StateDir: f.stateDir, Emit: f.alerts.emit, Wait: 5 * time.Second,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -139,6 +145,10 @@ func TestCommandReachesSensorAndIsAcknowledged(t *testing.T) {
 		Targets: killswitch.Targets{All: true}, Params: map[string]string{"product": "kaseya-vsa"}, Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A token alone gets nothing that acts; one responder key signs it.
+	if st, err = resp.ApproveCommand(ctx, st.Command.ID, killswitch.Sign(f.alice, st.Command.Signed.Payload)); err != nil || st.Command.State != store.CommandActive {
+		t.Fatalf("approval: %s %v", st.Command.State, err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -222,6 +232,7 @@ func TestBadCommandMatrix(t *testing.T) {
 		{"misaddressed", sign(cmd("cmd-misaddr-1", killswitch.ActionDisableRMM, killswitch.Targets{Hosts: []string{"till-8"}}), f.collector), killswitch.RefuseMisaddressed},
 		{"unknown action", sign(cmd("cmd-unknown-1", "wipe-disk", me), f.collector), killswitch.RefuseUnknownAction},
 		{"under-approved", sign(cmd("cmd-under-1", killswitch.ActionEnableRMM, me), f.collector, f.alice), killswitch.RefuseUnderApproved},
+		{"destructive by the collector alone", sign(cmd("cmd-collonly-1", killswitch.ActionIsolateHost, me), f.collector), killswitch.RefuseUnderApproved},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -269,5 +280,85 @@ func TestBadCommandMatrix(t *testing.T) {
 	rp := sign(replayed, f.collector)
 	if res := r2.Handle(ctx, &rp); res.Refusal != killswitch.RefuseReplayed {
 		t.Fatalf("replay after restart: %+v", res)
+	}
+}
+
+// TestStolenTokenKillIsNotDeliveredUntilAResponderSigns: a responder token
+// alone asks the real collector for kill-process on this till; nothing
+// reaches the sensor until a responder key signs it, then it runs.
+func TestStolenTokenKillIsNotDeliveredUntilAResponderSigns(t *testing.T) {
+	f := newFixture(t)
+	r := f.receiver(t)
+	ctx := context.Background()
+	tok := f.coll.Client(f.coll.Token(api.RoleResponder))
+	st, err := tok.IssueCommand(ctx, api.IssueRequest{Action: killswitch.ActionKillProcess,
+		Targets: killswitch.Targets{Hosts: []string{"till-7"}}, Params: map[string]string{"name": "pos.exe"}, Reason: "stolen token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Command.State == store.CommandActive || len(st.Command.Signed.Signatures) != 0 {
+		t.Fatalf("a token alone got %s with %d signatures", st.Command.State, len(st.Command.Signed.Signatures))
+	}
+	cmds, err := f.up.PollCommands(ctx, time.Second)
+	if err != nil || len(cmds) != 0 {
+		t.Fatalf("delivered before any responder signed: %d commands, %v", len(cmds), err)
+	}
+	if _, err := tok.ApproveCommand(ctx, st.Command.ID, killswitch.Sign(f.alice, st.Command.Signed.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	cmds, err = f.up.PollCommands(ctx, 5*time.Second)
+	if err != nil || len(cmds) != 1 {
+		t.Fatalf("after alice signed: %d commands, %v", len(cmds), err)
+	}
+	if res := r.Handle(ctx, &cmds[0]); res.Status != killswitch.StatusOK || f.acts.count() != 1 {
+		t.Fatalf("signed by a responder: %+v", res)
+	}
+}
+
+// TestOneKeyCannotExhaustThisTillThroughACompromisedCollector: a
+// collector that skips its own count delivers command after command signed
+// by one responder key; the sensor's durable ledger refuses the one over
+// the key's budget on this host (also after a restart) and alerts, and a
+// second responder's signature still gets through.
+func TestOneKeyCannotExhaustThisTillThroughACompromisedCollector(t *testing.T) {
+	f := newFixture(t)
+	p := killswitch.Policy{BudgetCommands: 3}
+	r := f.receiverWith(t, p)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	kill := func(id string, keys ...ed25519.PrivateKey) killswitch.Signed {
+		c := killswitch.Command{V: killswitch.Version, ID: id, IssuedAt: now, NotBefore: now, NotAfter: now.Add(time.Hour),
+			Issuer: "responder:x", Targets: killswitch.Targets{Hosts: []string{"till-7"}}, Action: killswitch.ActionKillProcess,
+			Params: map[string]string{"name": "pos.exe"}}
+		pl, err := c.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := killswitch.Signed{Payload: pl}
+		for _, k := range keys {
+			s.AddSignature(killswitch.Sign(k, pl))
+		}
+		return s
+	}
+	for i := range 3 {
+		s := kill(fmt.Sprintf("cmd-alice-%d", i), f.alice)
+		if res := r.Handle(ctx, &s); res.Status != killswitch.StatusOK {
+			t.Fatalf("command %d by alice alone: %+v", i, res)
+		}
+	}
+	r = f.receiverWith(t, p) // restarted
+	over := kill("cmd-alice-over", f.alice)
+	if res := r.Handle(ctx, &over); res.Status != killswitch.StatusRefused || res.Refusal != killswitch.RefuseOverBudget {
+		t.Fatalf("fourth command by alice alone: %+v, want refused over-budget", res)
+	}
+	if f.acts.count() != 3 {
+		t.Fatalf("%d actions ran, want 3", f.acts.count())
+	}
+	if a := f.alerts.take(); len(a) != 1 || a[0].Tillwatch.KillSwitch.Refusal != killswitch.RefuseOverBudget {
+		t.Fatalf("alerts %+v, want one over-budget refusal", a)
+	}
+	both := kill("cmd-alice-bob", f.alice, f.bob)
+	if res := r.Handle(ctx, &both); res.Status != killswitch.StatusOK {
+		t.Fatalf("approved by two responders: %+v", res)
 	}
 }
