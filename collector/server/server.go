@@ -71,7 +71,13 @@ type Options struct {
 	Observer Observer
 	// Rules is the signed rule bundle served to sensors; nil means none.
 	Rules RulesSource
+	// Console, when set, is given the API handler and serves what it
+	// returns under ConsolePrefix on the same listener (collector/console).
+	Console func(api http.Handler) http.Handler
 }
+
+// ConsolePrefix is where Options.Console is mounted.
+const ConsolePrefix = "/console/"
 
 // Observer is told about stored sensor batches. Observe must return
 // quickly: it runs inside the ingest request.
@@ -98,6 +104,7 @@ type Server struct {
 	hub      *hub
 	observer Observer
 	rules    RulesSource
+	console  func(api http.Handler) http.Handler
 
 	// stopping is closed when Serve begins its graceful shutdown, so
 	// long-polls answer at once instead of holding it up.
@@ -143,6 +150,7 @@ func New(opts Options) (*Server, error) {
 	s.commands = opts.Commands
 	s.observer = opts.Observer
 	s.rules = opts.Rules
+	s.console = opts.Console
 	if cs, ok := s.st.(store.CommandStore); ok {
 		s.hub = newHub(cs, s.log)
 	}
@@ -285,5 +293,25 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such route "+r.URL.Path+"; see "+api.PathOpenAPI)
 	})
-	return s.observe(mux)
+	h := s.observe(mux)
+	if s.console == nil {
+		return h
+	}
+	outer := http.NewServeMux()
+	outer.Handle("/", h)
+	outer.Handle(ConsolePrefix, s.console(h))
+	outer.Handle("GET "+strings.TrimSuffix(ConsolePrefix, "/"), http.RedirectHandler(ConsolePrefix, http.StatusFound))
+	return outer
+}
+
+// RoleTable maps "METHOD PATH" of every authenticated route to the roles
+// that may call it: the console authorises its pages with the same table.
+func RoleTable() map[string][]string {
+	out := map[string][]string{}
+	for _, rt := range Routes() {
+		if rt.Roles != nil {
+			out[rt.Method+" "+rt.Path] = rt.Roles
+		}
+	}
+	return out
 }
