@@ -433,7 +433,11 @@ async function renderCommand(id) {
         el('td', {}, fmtTime(h.delivered_at)), el('td', {}, fmtTime(h.acked_at)),
         el('td', { class: h.result && h.result.status === 'ok' ? 'ok' : '' }, h.result ? h.result.status : ''),
         el('td', {}, h.result ? (h.result.detail || '') + (h.result.refusal ? ' ' + h.result.refusal : '') : '')))));
+    const sigs = (c.signed.signatures || []).length;
     const kids = [
+      el('p', { id: 'approvals', 'data-signatures': sigs, class: 'lead' }, c.state === 'pending-approval'
+        ? 'Waiting for approval: ' + sigs + ' of ' + c.required_approvals + ' responder signatures'
+        : 'Active: delivered to its tills'),
       dl([['Action', c.action], ['Targets', c.targets], ['Parameters', Object.entries(cmd.params || {}).map(([k, x]) => k + '=' + x)],
         ['Reason', c.reason], ['Issuer', c.issuer], ['Issued', fmtTime(c.issued_at)], ['Expires', fmtTime(c.not_after)],
         ['State', c.state === 'pending-approval' ? 'waiting for approval' : c.state],
