@@ -121,6 +121,11 @@ bench-footprint: build
 bench-load: build
 	$(GO) run ./bench/loadbench -out docs/benchmarks.md
 
+## bench-console: console page loads on 1,000 tills and 100,000 alerts, SQLite then Elasticsearch (needs make es-up; SQLite only without it); writes docs/benchmarks.md
+.PHONY: bench-console
+bench-console: deps
+	$(GO) run ./bench/consolebench -es $(ES_URL) -out docs/benchmarks.md
+
 ## bench-ingest: collector ingest rate from 1,000 hosts into SQLite, then into Elasticsearch against a bare bulk indexer (needs make es-up; skipped with a message without it); writes docs/benchmarks.md
 .PHONY: bench-ingest
 bench-ingest: deps

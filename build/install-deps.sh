@@ -68,6 +68,7 @@ if [[ "$want" == test ]]; then
   need systemd "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
   need passwd "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
   need ca-certificates "ca-certificates so Maven can fetch Elasticsearch's jars over HTTPS"
+  need chromium "Chromium for the console's browser tests (collector/console)"
 fi
 
 # check_yara: the Go binding (go-yara v4.2) compiles only against libyara 4.2.

@@ -52,6 +52,8 @@ type run struct {
 	cl     *client.Client
 	ca     string
 	analyt string
+	// responder is the file holding responderTok, the console's token.
+	responder, responderTok string
 }
 
 // Run performs the demo; it returns an error if any step fails, after
@@ -90,6 +92,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	r.nextSteps()
 	if o.Keep {
+		r.say("\nweb console: %s/console/\n  sign in with this responder token (valid 24h): %s\n  the browser warns about the certificate: it is signed by the demo collector's own CA (%s); accept it for this demo or import that CA.",
+			r.url, r.responderTok, r.ca)
 		r.say("\ncollector and sensor keep running; press Ctrl-C to stop them.")
 		<-ctx.Done()
 	}
@@ -215,6 +219,18 @@ func (r *run) startCollector(ctx context.Context) error {
 		return err
 	}
 	r.say("      collector listening on %s, data in %s (TLS with its own CA: %s)", r.url, data, r.ca)
+	// The web console signs in with a responder token: it sees the
+	// kill-switch forms too.
+	resp, err := r.output(ctx, "tillwatch-collector", "token", "create", "--role", "responder", "--ttl", "24h", "--data", data)
+	if err != nil {
+		return err
+	}
+	r.responderTok = resp
+	r.responder = filepath.Join(r.work, "responder.token")
+	if err := os.WriteFile(r.responder, []byte(resp+"\n"), 0o600); err != nil {
+		return err
+	}
+	r.say("      web console at %s/console/ (sign in with the responder token in %s)", r.url, r.responder)
 	return nil
 }
 
@@ -365,6 +381,7 @@ func (r *run) nextSteps() {
 	r.say(`
 what to try next:
   - keep everything running and query it yourself:   ./bin/tillwatch demo --keep
+    it prints the web console's address and a token to sign in with: stores, alerts, hosts, kill-switch
     then, in another terminal:
       %s ./bin/tillwatch alerts
       %s ./bin/tillwatch hosts --json

@@ -21,6 +21,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/campaign"
 	"github.com/tillwatch/tillwatch/collector/config"
+	"github.com/tillwatch/tillwatch/collector/console"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
 	"github.com/tillwatch/tillwatch/collector/store"
@@ -189,7 +190,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	con, err := console.New(console.Options{Store: st, Roles: server.RoleTable(), SilenceAfter: cfg.SilenceAfter, Logger: log})
+	if err != nil {
+		return err
+	}
 	srv, err = server.New(server.Options{
+		Console:           con.Handler,
 		Store:             st,
 		Logger:            log,
 		Registry:          reg,
@@ -217,6 +223,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		logkey.DataDir, cfg.DataDir,
 		logkey.CAFile, bundle.CAPath,
 		logkey.Store, storeName,
+		"console", "https://"+ln.Addr().String()+console.Prefix,
 		"version", buildinfo.Version)
 	// Silenced sensors are found by every collector; derived alert ids make
 	// the alert exist once however many collectors share the store.

@@ -16,6 +16,7 @@ import (
 	"github.com/tillwatch/tillwatch/collector/campaign"
 	"github.com/tillwatch/tillwatch/collector/client"
 	"github.com/tillwatch/tillwatch/collector/command"
+	"github.com/tillwatch/tillwatch/collector/console"
 	"github.com/tillwatch/tillwatch/collector/pki"
 	"github.com/tillwatch/tillwatch/collector/server"
 	"github.com/tillwatch/tillwatch/collector/store"
@@ -54,7 +55,11 @@ func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Regis
 	if err != nil {
 		fail("kill-switch", err)
 	}
-	opts := server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds}
+	con, err := console.New(console.Options{Store: st, Roles: server.RoleTable()})
+	if err != nil {
+		fail("console", err)
+	}
+	opts := server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds, Console: con.Handler}
 	if policy != nil {
 		opts.Observer = campaign.New(campaign.Options{Policy: *policy, Store: st, Issuer: cmds})
 	}

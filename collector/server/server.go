@@ -75,7 +75,13 @@ type Options struct {
 	// works (0: DefaultCredentialTTL, negative: never expires). Sensors
 	// renew theirs when a third of it is left.
 	CredentialTTL time.Duration
+	// Console, when set, is given the API handler and serves what it
+	// returns under ConsolePrefix on the same listener (collector/console).
+	Console func(api http.Handler) http.Handler
 }
+
+// ConsolePrefix is where Options.Console is mounted.
+const ConsolePrefix = "/console/"
 
 // DefaultCredentialTTL is the lifetime of agent credentials: long enough
 // that a till switched off for a season renews on its return, short
@@ -109,6 +115,7 @@ type Server struct {
 	hub      *hub
 	observer Observer
 	rules    RulesSource
+	console  func(api http.Handler) http.Handler
 
 	// stopping is closed when Serve begins its graceful shutdown, so
 	// long-polls answer at once instead of holding it up.
@@ -160,6 +167,7 @@ func New(opts Options) (*Server, error) {
 	case s.credentialTTL < 0:
 		s.credentialTTL = 0
 	}
+	s.console = opts.Console
 	if cs, ok := s.st.(store.CommandStore); ok {
 		s.hub = newHub(cs, s.log)
 	}
@@ -303,5 +311,25 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusNotFound, "no such route "+r.URL.Path+"; see "+api.PathOpenAPI)
 	})
-	return s.observe(mux)
+	h := s.observe(mux)
+	if s.console == nil {
+		return h
+	}
+	outer := http.NewServeMux()
+	outer.Handle("/", h)
+	outer.Handle(ConsolePrefix, s.console(h))
+	outer.Handle("GET "+strings.TrimSuffix(ConsolePrefix, "/"), http.RedirectHandler(ConsolePrefix, http.StatusFound))
+	return outer
+}
+
+// RoleTable maps "METHOD PATH" of every authenticated route to the roles
+// that may call it: the console authorises its pages with the same table.
+func RoleTable() map[string][]string {
+	out := map[string][]string{}
+	for _, rt := range Routes() {
+		if rt.Roles != nil {
+			out[rt.Method+" "+rt.Path] = rt.Roles
+		}
+	}
+	return out
 }

@@ -177,6 +177,16 @@ type AlertFilter struct {
 	HostID string
 	RuleID string
 	Limit  int // 0 means DefaultAlertLimit; capped at MaxAlertLimit
+	// Until keeps @timestamp < Until: the console pages newest first by
+	// asking again with the oldest timestamp it was given.
+	Until time.Time
+	// HostIDs keeps alerts of any of these hosts (a store's tills); an
+	// empty list does not filter. Combined with HostID, both must match.
+	HostIDs []string
+	// MinSeverity keeps event.severity >= MinSeverity.
+	MinSeverity int
+	// EventID keeps the one alert with that event.id.
+	EventID string
 }
 
 // EffectiveLimit applies the default and the cap.

@@ -992,6 +992,19 @@ func (s *Store) QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.Ra
 	if f.RuleID != "" {
 		filter = append(filter, map[string]any{"term": map[string]any{"rule.id": f.RuleID}})
 	}
+	if !f.Until.IsZero() {
+		filter = append(filter, map[string]any{"range": map[string]any{"@timestamp": map[string]any{
+			"lt": f.Until.UTC().Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}})
+	}
+	if len(f.HostIDs) > 0 {
+		filter = append(filter, map[string]any{"terms": map[string]any{"host.id": f.HostIDs}})
+	}
+	if f.MinSeverity > 0 {
+		filter = append(filter, map[string]any{"range": map[string]any{"event.severity": map[string]any{"gte": f.MinSeverity}}})
+	}
+	if f.EventID != "" {
+		filter = append(filter, map[string]any{"term": map[string]any{"event.id": f.EventID}})
+	}
 	r, err := s.search(ctx, index, map[string]any{
 		"size":             f.EffectiveLimit(),
 		"query":            map[string]any{"bool": map[string]any{"filter": filter}},

@@ -623,6 +623,23 @@ func (s *Store) QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.Ra
 		where = append(where, "rule_id = ?")
 		args = append(args, f.RuleID)
 	}
+	if !f.Until.IsZero() {
+		where = append(where, "ts < ?")
+		args = append(args, f.Until.UnixNano())
+	}
+	if len(f.HostIDs) > 0 {
+		where = append(where, "host_id IN (SELECT value FROM json_each(?))")
+		ids, _ := json.Marshal(f.HostIDs) // []string cannot fail
+		args = append(args, string(ids))
+	}
+	if f.MinSeverity > 0 {
+		where = append(where, "severity >= ?")
+		args = append(args, f.MinSeverity)
+	}
+	if f.EventID != "" {
+		where = append(where, "event_id = ?")
+		args = append(args, f.EventID)
+	}
 	q := "SELECT doc FROM alerts"
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -443,6 +443,9 @@ func testQueryAlerts(t *testing.T, s store.Store) {
 		docs = append(docs, Alert(fmt.Sprintf("q%02d", i), host, rule, t0.Add(time.Duration(i)*time.Minute)))
 	}
 	docs = append(docs, Telemetry("t1", "h1", t0.Add(time.Hour)))
+	// One alert of higher severity, for MinSeverity.
+	docs[4].Severity = 90
+	docs[4].JSON = bytes.Replace(docs[4].JSON, []byte(`"severity":70`), []byte(`"severity":90`), 1)
 	if _, _, err := s.Ingest(ctx, docs); err != nil {
 		t.Fatal(err)
 	}
@@ -459,6 +462,11 @@ func testQueryAlerts(t *testing.T, s store.Store) {
 		{"host and rule and since", store.AlertFilter{HostID: "h1", RuleID: "rA", Since: t0.Add(time.Minute)}, "[q06]"},
 		{"nothing matches", store.AlertFilter{HostID: "h3"}, "[]"},
 		{"limit above the cap is capped", store.AlertFilter{Limit: store.MaxAlertLimit + 1}, "[q09 q08 q07 q06 q05 q04 q03 q02 q01 q00]"},
+		{"until is exclusive (the next page)", store.AlertFilter{Until: t0.Add(7 * time.Minute), Limit: 3}, "[q06 q05 q04]"},
+		{"any of hosts", store.AlertFilter{HostIDs: []string{"h2", "h3"}, Limit: 2}, "[q09 q07]"},
+		{"hosts and rule", store.AlertFilter{HostIDs: []string{"h1"}, RuleID: "rB"}, "[q04]"},
+		{"min severity", store.AlertFilter{MinSeverity: 80}, "[q04]"},
+		{"event id", store.AlertFilter{EventID: "q05"}, "[q05]"},
 	}
 	for _, tt := range tests {
 		got, err := s.QueryAlerts(ctx, tt.f)

@@ -1,0 +1,280 @@
+// Command consolebench measures how fast the web console answers on a large
+// fleet: a SQLite store (and, with -es, an Elasticsearch one) holding
+// -hosts enrolled tills in stores of ten, -alerts alerts spread over the
+// last 20 hours and a few kill-switch commands with acknowledgements, served
+// by the real collector server with the console mounted, over TLS on
+// loopback. For each page it times what a browser's load of it asks for
+// (the page, its script and style, the session, the page's data) from a
+// signed-in client, and writes the "## Console page load" section of
+// docs/benchmarks.md. Run with `make bench-console`.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tillwatch/tillwatch/bench/internal/benchdoc"
+	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/command"
+	"github.com/tillwatch/tillwatch/collector/console"
+	"github.com/tillwatch/tillwatch/collector/server"
+	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/collector/store/elasticsearch"
+	"github.com/tillwatch/tillwatch/collector/store/sqlite"
+	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/internal/killswitch"
+)
+
+const heading = "## Console page load"
+
+func main() {
+	out := flag.String("out", "docs/benchmarks.md", "markdown file whose console section is replaced (\"\" prints only)")
+	hosts := flag.Int("hosts", 1000, "enrolled tills")
+	alerts := flag.Int("alerts", 100000, "stored alerts")
+	runs := flag.Int("runs", 20, "loads of each page")
+	es := flag.String("es", os.Getenv("TILLWATCH_ES_URL"), "Elasticsearch URL (\"\": SQLite only)")
+	flag.Parse()
+	if err := run(*out, *hosts, *alerts, *runs, *es); err != nil {
+		fmt.Fprintln(os.Stderr, "consolebench:", err)
+		os.Exit(1)
+	}
+}
+
+type pageResult struct {
+	page      string
+	p50, max  time.Duration
+	dataBytes int
+}
+
+func run(out string, nHosts, nAlerts, runs int, esURL string) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "consolebench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nMeasured by `make bench-console` (bench/consolebench): %d tills in stores of ten, %d alerts over the last 20 hours, "+
+		"20 kill-switch commands acknowledged by 10 tills each; the real collector server with the console mounted, over TLS on loopback, "+
+		"one signed-in client. A page load is every request a browser makes for it: the page, its script and style, the session, "+
+		"and the page's data. %d loads per page; times from the first request to the last byte of the last answer.\n\n", heading, nHosts, nAlerts, runs)
+	backends := []string{"sqlite"}
+	if esURL != "" {
+		backends = append(backends, "elasticsearch")
+	}
+	for _, backend := range backends {
+		var st store.Store
+		switch backend {
+		case "sqlite":
+			st, err = sqlite.Open(filepath.Join(dir, "tillwatch.db"), sqlite.Options{})
+		default:
+			b := make([]byte, 6)
+			rand.Read(b)
+			st, err = elasticsearch.Open(ctx, elasticsearch.Options{URL: esURL, Namespace: fmt.Sprintf("cb%x", b)})
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", backend, err)
+		}
+		fill0 := time.Now()
+		if err := fill(ctx, st, nHosts, nAlerts); err != nil {
+			st.Close()
+			return fmt.Errorf("%s: fill: %w", backend, err)
+		}
+		fmt.Fprintf(os.Stderr, "%s: filled in %s\n", backend, time.Since(fill0).Round(time.Millisecond))
+		res, err := measure(ctx, st, runs)
+		st.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", backend, err)
+		}
+		fmt.Fprintf(&b, "| %s page | p50 | max | data answer |\n| --- | ---: | ---: | ---: |\n", backend)
+		for _, r := range res {
+			fmt.Fprintf(&b, "| %s | %s | %s | %d KiB |\n", r.page, ms(r.p50), ms(r.max), r.dataBytes/1024)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("The stores page reads every host, the newest 5,000 alerts of the alert window and the newest 200 commands " +
+		"(collector/console/views.go); the alerts list is one indexed page of 50 (keyset paging on the timestamp); the host page " +
+		"reads that host's newest 200 alerts and its commands.\n")
+	return benchdoc.Publish(out, heading, b.String())
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d.Microseconds())/1000) }
+
+// fill enrols the tills, stores the alerts and issues commands that half
+// the targeted tills acknowledge.
+func fill(ctx context.Context, st store.Store, nHosts, nAlerts int) error {
+	hostID := func(i int) string { return fmt.Sprintf("till-%04d", i) }
+	for i := range nHosts {
+		if _, err := st.Enroll(ctx, api.EnrollRequest{HostID: hostID(i), HostName: hostID(i), AgentVersion: "1.4.0", OS: "linux",
+			Labels: map[string]string{"store": fmt.Sprintf("%04d", i/10), "region": []string{"north", "south"}[i%2]}}, store.Enroller{}); err != nil {
+			return err
+		}
+	}
+	now := time.Now().UTC()
+	const batch = 1000
+	for start := 0; start < nAlerts; start += batch {
+		docs := make([]store.Doc, 0, batch)
+		for i := start; i < min(start+batch, nAlerts); i++ {
+			h := hostID(i % nHosts)
+			ts := now.Add(-time.Duration(int64(20*time.Hour) * int64(nAlerts-i) / int64(nAlerts)))
+			ev := alert(h, ts, i)
+			raw, err := json.Marshal(&ev)
+			if err != nil {
+				return err
+			}
+			docs = append(docs, store.Doc{EventID: ev.Event.ID, Kind: event.KindAlert, Dataset: event.DatasetAlerts, HostID: h,
+				Timestamp: ts, Ingested: now, RuleID: ev.Rule.ID, Ruleset: ev.Rule.Ruleset, Severity: ev.Event.Severity, JSON: raw})
+		}
+		if _, _, err := st.Ingest(ctx, docs); err != nil {
+			return err
+		}
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	svc, err := command.New(command.Options{Store: st, Key: priv, IssueRate: 1000})
+	if err != nil {
+		return err
+	}
+	cs := st.(store.CommandStore)
+	for c := range 20 {
+		store := fmt.Sprintf("%04d", c)
+		rec, err := svc.Issue(ctx, "bench", command.Request{Action: killswitch.ActionDisableRMM,
+			Targets: killswitch.Targets{Labels: map[string]string{"store": store}}, Reason: "bench"})
+		if err != nil {
+			return err
+		}
+		for i := c * 10; i < c*10+10; i++ {
+			if _, err := cs.PendingCommands(ctx, hostID(i), time.Now()); err != nil {
+				return err
+			}
+			if err := cs.AckCommand(ctx, rec.ID, hostID(i), killswitch.Result{Status: killswitch.StatusOK}, time.Now()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func alert(host string, ts time.Time, n int) event.Event {
+	resp := &event.Response{Action: event.ActionKill, Result: event.ResultOK}
+	if n%3 == 0 {
+		resp = &event.Response{Action: event.ActionNone, Result: event.ResultOK}
+	}
+	return event.Event{
+		Timestamp: ts, ECS: event.ECS{Version: event.ECSVersion},
+		Event: event.Meta{Kind: event.KindAlert, ID: event.NewID(), Category: []string{"process"}, Type: []string{"start"},
+			Severity: 21 + n%60, Dataset: event.DatasetAlerts},
+		Rule:  &event.Rule{ID: fmt.Sprintf("TW-RMM-%04d", n%7), Name: "RMM agent started a decoder", Ruleset: event.RulesetRMM},
+		Host:  event.Host{ID: host, Name: host},
+		Agent: event.Agent{ID: host, Type: event.AgentType, Version: "1.4.0"},
+		Process: &event.Process{PID: int64(4000 + n%1000), Name: "agent.bin", Executable: "/tmp/agent.bin", CommandLine: "/tmp/agent.bin --silent",
+			Parent: &event.ParentProcess{PID: 4241, Name: "base64", CommandLine: "base64 -d /tmp/x.b64"}},
+		Tillwatch: &event.Tillwatch{Mode: "enforce", Response: resp, Process: &event.ProcessContext{Ancestry: []event.Ancestor{
+			{PID: 4241, Name: "base64"}, {PID: 4240, Name: "sh", CommandLine: "sh -c 'base64 -d /tmp/x.b64 > agent.bin; ./agent.bin'"},
+			{PID: 4200, Name: "agentmon", Executable: "/opt/kaseya/agentmon"}}}},
+	}
+}
+
+// measure serves st and loads each page runs times.
+func measure(ctx context.Context, st store.Store, runs int) ([]pageResult, error) {
+	con, err := console.New(console.Options{Store: st, Roles: server.RoleTable()})
+	if err != nil {
+		return nil, err
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	cmds, err := command.New(command.Options{Store: st, Key: priv})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Options{Store: st, Commands: cmds, Console: con.Handler})
+	if err != nil {
+		return nil, err
+	}
+	ts := httptest.NewTLSServer(srv.Handler())
+	defer ts.Close()
+	cl := ts.Client()
+	tok, err := st.CreateToken(ctx, api.RoleResponder, "", time.Time{}, 0)
+	if err != nil {
+		return nil, err
+	}
+	cookie := ""
+	req := func(method, path, body string) (int, error) {
+		r, err := http.NewRequestWithContext(ctx, method, ts.URL+path, strings.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		r.Header.Set("Origin", ts.URL)
+		r.Header.Set("Content-Type", "application/json")
+		if cookie != "" {
+			r.Header.Set("Cookie", cookie)
+		}
+		resp, err := cl.Do(r)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("%s %s: %d", method, path, resp.StatusCode)
+		}
+		if setCk := resp.Header.Get("Set-Cookie"); setCk != "" && method == http.MethodPost {
+			cookie = strings.SplitN(setCk, ";", 2)[0]
+		}
+		return int(n), err
+	}
+	if _, err := req(http.MethodPost, "/console/session", `{"token":"`+tok+`"}`); err != nil {
+		return nil, err
+	}
+	if cookie == "" {
+		return nil, errors.New("no session cookie")
+	}
+	pages := []struct{ name, data string }{
+		{"stores", "/console/data/stores"},
+		{"stores, one state", "/console/data/stores?state=alerting"},
+		{"alerts", "/console/data/alerts"},
+		{"alerts of one store", "/console/data/alerts?store=0042"},
+		{"alerts, severity ≥ 70", "/console/data/alerts?severity=70"},
+		{"host", "/console/data/host?id=till-0042"},
+		{"kill-switch", "/console/api/v1/commands?limit=100"},
+	}
+	var out []pageResult
+	for _, p := range pages {
+		var times []time.Duration
+		var size int
+		for range runs {
+			t0 := time.Now()
+			for _, path := range []string{"/console/", "/console/static/app.js", "/console/static/style.css", "/console/session"} {
+				if _, err := req(http.MethodGet, path, ""); err != nil {
+					return nil, err
+				}
+			}
+			n, err := req(http.MethodGet, p.data, "")
+			if err != nil {
+				return nil, err
+			}
+			times = append(times, time.Since(t0))
+			size = n
+		}
+		slices.Sort(times)
+		out = append(out, pageResult{page: p.name, p50: times[len(times)/2], max: times[len(times)-1], dataBytes: size})
+	}
+	return out, nil
+}
