@@ -189,3 +189,28 @@ func settle(t *testing.T, out *sink, dir string) {
 	}
 	t.Fatal("the probe write was not seen within 5s")
 }
+
+// TestShredOfOneFileIsNotStopped: shred overwrites one file with random
+// bytes in place, renames and removes it: one file destroyed is a single
+// act, never a stop on its own.
+func TestShredOfOneFileIsNotStopped(t *testing.T) {
+	t.Parallel()
+	shred, err := exec.LookPath("shred")
+	if err != nil {
+		t.Skip("shred not installed")
+	}
+	dir := t.TempDir()
+	files := corpus(t, dir, 10)
+	out := run(t, dir, nil)
+	victim := filepath.Join(dir, "sales-003.csv")
+	if b, err := exec.Command(shred, "-u", victim).CombinedOutput(); err != nil {
+		t.Fatalf("shred: %v: %s", err, b)
+	}
+	settle(t, out, dir)
+	if vs := out.verdicts(); len(vs) != 0 {
+		t.Fatalf("shred of one file was stopped: %+v", vs[0].Tillwatch.Ransomware)
+	}
+	if n := lost(files); n != 1 {
+		t.Errorf("%d files changed, want only the shredded one", n)
+	}
+}

@@ -162,19 +162,23 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 			// output is scored as new): no need to ask what the opener
 			// means to do, which tar's and gzip's creates never pay.
 			if a.ReadAt == nil || a.Size == 0 {
+				// An empty file is being created or filled: for a tree
+				// that already damaged a file, this is its next file.
 				delete(g.before, a.Path)
-				return verdict
+				obs.Op = ransomware.OpOpen
+				break
 			}
 			// Every opened file's content is recorded with the family
 			// that opened it: a file later replaced by rename or link,
 			// or deleted beside an encrypted copy, is judged against it.
 			f := sample(a)
-			if g.intent.read(a.PID) != intentRead {
-				g.remember(a.Path, f)
+			read := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, Tree: root, Ancestors: ancestors, Op: ransomware.OpRead, After: &f}
+			g.scorer.Observe(read)
+			if g.intent.read(a.PID) == intentRead {
+				return verdict
 			}
-			obs.Op, obs.After = ransomware.OpRead, &f
-			g.scorer.Observe(obs)
-			return verdict
+			g.remember(a.Path, f)
+			obs.Op = ransomware.OpOpen
 		}
 	case fileactivity.OpCloseWrite:
 		obs.Op = ransomware.OpWrite

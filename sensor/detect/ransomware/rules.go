@@ -52,10 +52,10 @@ type Weights struct {
 	// ReplacedUnread is the same replacement when no process of the family
 	// read the original first: one such file stays below alert_score.
 	ReplacedUnread int `yaml:"replaced_unread"`
-	Rename        int `yaml:"rename"`         // a file renamed to an unknown extension appended to its name
-	Note          int `yaml:"note"`           // the same ransom-note name written in many folders
-	Breadth       int `yaml:"breadth"`        // writes in many folders per second
-	Canary        int `yaml:"canary"`         // a decoy written, renamed or deleted
+	Rename         int `yaml:"rename"`  // a file renamed to an unknown extension appended to its name
+	Note           int `yaml:"note"`    // the same ransom-note name written in many folders
+	Breadth        int `yaml:"breadth"` // writes in many folders per second
+	Canary         int `yaml:"canary"`  // a decoy written, renamed or deleted
 }
 
 // Note configures ransom-note detection.

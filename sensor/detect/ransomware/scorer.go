@@ -133,7 +133,12 @@ type tree struct {
 	alerted bool
 	rmm     *RMMAgent
 	reasons map[string]int
-	contrib map[int]time.Time // spawner groups: trees that added weight, when last
+	contrib map[int]time.Time // family groups: worker trees that behaved suspiciously, when last
+	// other is the last file the tree opened for writing (or created), and
+	// when: a second file, beyond the one it already damaged, is what lets
+	// a tree's score reach the threshold (see verdict).
+	other   string
+	otherAt time.Time
 }
 
 // maxTrees and maxFiles bound the scorer's memory under a storm.
@@ -293,7 +298,9 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 	case OpOpen:
 		if o.Canary {
 			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
+			break
 		}
+		t.other, t.otherAt = o.Path, o.Time
 	}
 	return suspicious || len(t.scores) > n
 }
@@ -304,6 +311,15 @@ func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
 	r := s.r
 	score := s.score(t, now)
 	threshold := s.Threshold(t.rmm != nil)
+	// A single file never reaches the threshold on its own unless it is a
+	// decoy: shred of one file, a one-file conversion, an atomic save that
+	// looks like a replacement are single acts. The score counts in full
+	// once a second file is involved: damaged too, or opened for writing
+	// (or created) after the first was damaged, so the encryptor is still
+	// stopped at its second file's open, before writing it.
+	if !t.canary && s.involved(t, now) < 2 {
+		score = min(score, threshold-1)
+	}
 	if score < threshold || t.alerted {
 		return Verdict{}, false
 	}
@@ -325,6 +341,16 @@ func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
 			a.Name, a.Product, approved, a.PID, threshold, r.AlertScore, s.factor()))
 	}
 	return v, true
+}
+
+// involved is how many distinct files the tree damaged, plus one when it
+// then opened another file for writing within the window.
+func (s *Scorer) involved(t *tree, now time.Time) int {
+	n := t.total
+	if t.other != "" && !t.seen[t.other] && now.Sub(t.otherAt) <= s.r.Window && len(t.seen) < maxFiles {
+		n++
+	}
+	return n
 }
 
 // Threshold is the score at which a tree is reported and stopped: the
