@@ -752,6 +752,10 @@ scoring alone.
 		if len(r.alerts) > 0 {
 			al = strings.Join(r.alerts, "; ")
 		}
+		if r.skipped != "" {
+			fmt.Fprintf(&w, "| %s | `%s` | 0 | not run: %s | |\n", r.name, r.command, r.skipped)
+			continue
+		}
 		fmt.Fprintf(&w, "| %s | `%s` | %d | %d | %s |\n", r.name, r.command, r.runs, r.fps, al)
 	}
 	verdict := "met: no benign program was stopped or killed"
