@@ -180,7 +180,10 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 			worker = o.Ancestors[i-1].PID
 		}
 		g := s.treeIn(s.groups, a.PID, o.Time)
-		if s.apply(g, o) || suspicious {
+		// A worker opening a file for writing joins a family that already
+		// has another suspicious worker: the next `dd of=F` of a wiper
+		// loop is stopped at its open, not after its write.
+		if s.apply(g, o) || suspicious || o.Op == OpOpen && !o.Canary && otherWorker(g, worker) {
 			if len(g.contrib) >= maxTrees {
 				clear(g.contrib)
 			}
@@ -208,6 +211,16 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 	gv.Reasons = append(gv.Reasons, fmt.Sprintf("family root %s (pid %d): %d of the processes it started changed files suspiciously in the window; it is stopped with everything it started",
 		root.Name, root.PID, workers[i]))
 	return gv, true
+}
+
+// otherWorker reports whether g already counts a worker other than w.
+func otherWorker(g *tree, w int) bool {
+	for k := range g.contrib {
+		if k != w {
+			return true
+		}
+	}
+	return false
 }
 
 // MinFamilyWorkers is how many suspicious worker trees an ancestor needs to
