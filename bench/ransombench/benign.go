@@ -76,10 +76,8 @@ for root, _, names in os.walk("data/Source"):
     for n in names:
         p = os.path.join(root, n)
         src = open(p, encoding="utf-8", errors="replace").read()
-        out = "
-".join(l.strip() for l in src.splitlines() if l.strip() and not l.strip().startswith(("//", "#")))
-        open(p + ".min-tmp", "w").write(out + "
-")
+        out = chr(10).join(l.strip() for l in src.splitlines() if l.strip() and not l.strip().startswith(("//", "#")))
+        open(p + ".min-tmp", "w").write(out + chr(10))
         os.replace(p + ".min-tmp", p)
 `
 
@@ -165,6 +163,9 @@ func genCBuild(dir string) error {
 func (b *bench) benignAll() ([]benignResult, error) {
 	var out []benignResult
 	for _, w := range b.workloads() {
+		if b.onlyWorkloads != nil && !slices.Contains(b.onlyWorkloads, w.name) {
+			continue
+		}
 		r := benignResult{name: w.name, command: strings.Split(w.script, "\n")[0]}
 		if strings.HasPrefix(w.script, b.helper) {
 			r.command = "ransombench -helper sqlite (modernc.org/sqlite, 2000 autocommit INSERTs)"

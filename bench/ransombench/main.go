@@ -15,6 +15,13 @@
 // gone against a SHA-256 manifest taken before the sensor first started
 // (decoys are not in it). The corpus is then restored with --undo and
 // checked against the manifest again.
+//
+// The adaptive behaviours (-adaptive: one-file worker families, openssl,
+// gpg and dd loops, rename-over, reverse and size order, an encryptor named
+// gzip) run at both speeds with decoys on and off, each with its own table
+// row. The benign workloads include git, encrypted backups, rsync, atomic
+// saves and a package install; a workload whose tool is not installed is
+// listed as not run, with the tool's name.
 package main
 
 import (
@@ -54,6 +61,7 @@ func main() {
 	adaptive := flag.String("adaptive", "all", "adaptive behaviours to run (comma-separated names of the table, all or none)")
 	nfiles := flag.Int("files", 1000, "files in the corpus")
 	benignOnly := flag.Bool("benign-only", false, "only the benign workloads")
+	workloads := flag.String("workloads", "", "benign workloads to run (comma-separated names of the table; empty: all)")
 	noBenign := flag.Bool("no-benign", false, "skip the benign workloads")
 	decoys := flag.String("decoys", "on,off", "decoy settings to run: on, off or both")
 	settle := flag.Duration("settle", 0, "wait after the sensor's marks are in place")
@@ -70,7 +78,7 @@ func main() {
 		return
 	}
 	b := &bench{bin: *bin, runs: *runs, rate: *rate, modes: splitList(*modes), noBenign: *noBenign,
-		decoys: strings.Split(*decoys, ","), settle: *settle, keep: *keep, wantFiles: *nfiles}
+		decoys: strings.Split(*decoys, ","), settle: *settle, keep: *keep, wantFiles: *nfiles, onlyWorkloads: splitList(*workloads)}
 	switch *adaptive {
 	case "all":
 		b.adaptive = adaptiveVariants
@@ -109,8 +117,9 @@ type bench struct {
 	helper   string // a copy of this program: its own executable, so its own process tree
 	// wantFiles is the corpus size asked for; adaptive the adaptive
 	// behaviours to run.
-	wantFiles int
-	adaptive  []variant
+	wantFiles     int
+	adaptive      []variant
+	onlyWorkloads []string // benign workloads to run (nil: all)
 }
 
 // variant is an adaptive behaviour of the simulator: a mode driven through

@@ -501,19 +501,29 @@ const scrambledGain = 0.5
 
 // replaced: the deleted file is an original (not content the tree wrote
 // itself within the window: a temporary, such as the object git writes,
-// links into place and unlinks) and has an encrypted-looking sibling the
-// tree wrote in the same folder within the window (write-new-then-delete,
-// and link-over: unlink the original, link the encrypted copy in its place).
+// links into place and unlinks) that held something of value (a format or
+// text, not random bytes already: a package extraction replacing its own
+// data blobs destroys nothing), and has an encrypted-looking sibling the
+// tree wrote in the same folder within the window: write-new-then-delete,
+// and link-over (unlink the original, link the encrypted copy in its
+// place). The sibling must carry the original's name (F.enc, F.t) unless
+// the family read the original first: a tool that unlinks and re-extracts
+// files beside unrelated compressed ones (tar, dpkg) does neither.
 func (s *Scorer) replaced(t *tree, o Obs) bool {
 	if _, own := t.created[o.Path]; own {
 		return false
 	}
-	if rec, ok := s.records[o.Path]; ok && rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window {
+	rec, known := s.records[o.Path]
+	if known && rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window {
 		return false
 	}
-	dir := filepath.Dir(o.Path)
+	if known && rec.f.Sampled >= s.r.MinSample && rec.f.Magic == "" && rec.f.Entropy >= s.r.EntropyLow {
+		return false
+	}
+	read := known && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o)
+	dir, base := filepath.Dir(o.Path), filepath.Base(o.Path)
 	for p := range t.created {
-		if p != o.Path && filepath.Dir(p) == dir {
+		if p != o.Path && filepath.Dir(p) == dir && (read || strings.HasPrefix(filepath.Base(p), base)) {
 			return true
 		}
 	}
