@@ -25,7 +25,7 @@ var words = strings.Fields("the till receipt payment card store cashier loyalty 
 
 // makeCorpus writes real files of mixed types (fixed seed: the same corpus
 // every run) in several folders.
-func makeCorpus(dir string) error {
+func makeCorpus(dir string, nfiles int) error {
 	rng := rand.New(rand.NewPCG(7, 11))
 	folders := map[string][]string{
 		"Accounts":          {"pdf", "csv", "docx", "txt"},
@@ -38,7 +38,7 @@ func makeCorpus(dir string) error {
 		"Source/till-app":   {"go", "c", "py", "txt"},
 		"Source/till-app/x": {"c", "go"},
 	}
-	perFolder := 36
+	perFolder := max(1, (nfiles+len(folders)-1)/len(folders))
 	for _, f := range slices.Sorted(maps.Keys(folders)) { // sorted: the same corpus every run
 		exts := folders[f]
 		d := filepath.Join(dir, f)

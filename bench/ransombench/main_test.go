@@ -13,8 +13,9 @@ import (
 )
 
 // TestShortRun keeps the benchmark from rotting: the real program, the real
-// CLI and sensor, one mode, one run of each speed and worker count with
-// decoys on, and the section it writes. (It broke once unnoticed when the
+// CLI and sensor, one mode and one adaptive behaviour (a family of one-file
+// workers), one run of each speed and worker count with decoys on, and the
+// section it writes. (It broke once unnoticed when the
 // sensor's name group moved to a filesystem mark and the readiness check
 // still counted a mark per folder.)
 func TestShortRun(t *testing.T) {
@@ -30,7 +31,8 @@ func TestShortRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "benchmarks.md")
-	cmd := exec.Command(filepath.Join(bin, "ransombench"), "-bin", bin, "-out", out, "-runs", "1", "-modes", "inplace", "-decoys", "on", "-no-benign")
+	cmd := exec.Command(filepath.Join(bin, "ransombench"), "-bin", bin, "-out", out, "-runs", "1", "-modes", "inplace", "-adaptive", "family",
+		"-files", "300", "-decoys", "on", "-no-benign")
 	log, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("ransombench: %v\n%s", err, log)
@@ -40,7 +42,8 @@ func TestShortRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(b)
-	for _, want := range []string{"## Ransomware: files lost", "### inplace", "| on | full speed | 1 |", "| on | 400 files/s | 4 |"} {
+	for _, want := range []string{"## Ransomware: files lost", "### inplace", "| on | full speed | 1 |", "| on | 400 files/s | 4 |",
+		"### Adaptive behaviours", "| family |"} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the section lacks %q:\n%s", want, doc)
 		}

@@ -254,6 +254,12 @@ type Ransomware struct {
 	Canary bool `json:"canary,omitempty"`
 	// TreePID is the root of the process tree the behaviour was scored on.
 	TreePID int `json:"tree_pid,omitempty"`
+	// FamilyRoot names the executable of TreePID when the verdict was a
+	// family's: the ancestor that spawned many one-file workers (xargs, a
+	// shell loop, a launcher), scored and stopped with its whole tree.
+	FamilyRoot string `json:"family_root,omitempty"`
+	// FamilyWorkers is how many of its workers changed files suspiciously.
+	FamilyWorkers int `json:"family_workers,omitempty"`
 	// Stopped lists the pids stopped synchronously by the file guard.
 	Stopped []int `json:"stopped,omitempty"`
 	// Quarantined lists the encryptor executables moved into the sensor's

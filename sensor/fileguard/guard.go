@@ -75,6 +75,11 @@ type Guard struct {
 	// sensor's own parents (and be refused, leaving the encryptor running).
 	sensorLine map[int]bool
 	stopped    map[int]time.Time // pids stopped by the guard: their opens are denied
+	// owners remember which tree (and lineage) last opened or wrote each
+	// recent path: a one-shot worker (`mv`, `rm`) is often gone, reaped,
+	// by the time its rename or delete is read, and its event is then
+	// attributed to the family whose file it moved.
+	owners map[string]treeKey
 	// rmm caches the RMM lookup per tree root, so the /proc walk runs once
 	// per tree, not per file event.
 	rmm    map[int]rmmEntry
@@ -87,9 +92,9 @@ type rmmEntry struct {
 }
 
 type treeKey struct {
-	root    int
-	spawner *ransomware.Spawner
-	at      time.Time
+	root      int
+	ancestors []ransomware.Spawner
+	at        time.Time
 }
 
 // New returns a guard.
@@ -104,6 +109,7 @@ func New(o Options) *Guard {
 		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
 		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
 		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{}, intent: newIntentReader(o.ProcRoot),
+		owners: map[string]treeKey{},
 	}
 }
 
@@ -133,8 +139,13 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	if _, ok := g.stopped[a.PID]; ok && a.PID > 0 {
 		return fileactivity.Verdict{Deny: true}
 	}
-	root, spawner := g.treeOf(a.PID, now)
-	obs := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, OldPath: a.OldPath, Tree: root, Spawner: spawner}
+	root, ancestors, gone := g.treeOf(a.PID, now)
+	if gone {
+		root, ancestors = g.ownerOf(a, root, ancestors, now)
+	} else if a.PID > 0 && (a.Op == fileactivity.OpOpen || a.Op == fileactivity.OpCloseWrite) {
+		g.own(a.Path, treeKey{root: root, ancestors: ancestors, at: now})
+	}
+	obs := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, OldPath: a.OldPath, Tree: root, Ancestors: ancestors}
 	canaryHit := g.o.Canaries != nil && (g.o.Canaries.Is(a.Path) || a.OldPath != "" && g.o.Canaries.Is(a.OldPath))
 	obs.Canary = canaryHit
 	verdict := fileactivity.Verdict{}
@@ -151,13 +162,23 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 			// output is scored as new): no need to ask what the opener
 			// means to do, which tar's and gzip's creates never pay.
 			if a.ReadAt == nil || a.Size == 0 {
+				// An empty file is being created or filled: for a tree
+				// that already damaged a file, this is its next file.
 				delete(g.before, a.Path)
+				obs.Op = ransomware.OpOpen
+				break
+			}
+			// Every opened file's content is recorded with the family
+			// that opened it: a file later replaced by rename or link,
+			// or deleted beside an encrypted copy, is judged against it.
+			f := sample(a)
+			read := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, Tree: root, Ancestors: ancestors, Op: ransomware.OpRead, After: &f}
+			g.scorer.Observe(read)
+			if g.intent.read(a.PID) == intentRead {
 				return verdict
 			}
-			if g.intent.read(a.PID) != intentRead {
-				g.remember(a)
-			}
-			return verdict
+			g.remember(a.Path, f)
+			obs.Op = ransomware.OpOpen
 		}
 	case fileactivity.OpCloseWrite:
 		obs.Op = ransomware.OpWrite
@@ -182,6 +203,9 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	case fileactivity.OpDelete:
 		obs.Op = ransomware.OpDelete
 	case fileactivity.OpRename:
+		if a.Dir {
+			return verdict // renaming a folder changes no content
+		}
 		obs.Op = ransomware.OpRename
 	default:
 		return verdict
@@ -227,7 +251,11 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 		g.scorer.Forget(v)
 		g.pruneStopped(now)
 	}
-	g.log.Warn("ransomware behaviour", "tree", v.Tree, "score", v.Score, logkey.Count, v.Total, "canary", v.Canary,
+	family := ""
+	if v.Spawner != nil {
+		family = v.Spawner.Name
+	}
+	g.log.Warn("ransomware behaviour", "tree", v.Tree, "family_root", family, "score", v.Score, logkey.Count, v.Total, "canary", v.Canary,
 		"stopped", len(stopped), logkey.Path, a.Path, "reasons", strings.Join(v.Reasons, "; "))
 	ev := ransomware.VerdictEvent(v, &trigger, stopped, resp)
 	if len(notes) > 0 && ev.Tillwatch != nil && ev.Tillwatch.Ransomware != nil {
@@ -336,12 +364,12 @@ func (g *Guard) pruneStopped(now time.Time) {
 	}
 }
 
-// remember samples the content of a file about to be opened for writing.
-func (g *Guard) remember(a *fileactivity.Activity) {
+// remember keeps the content of a file about to be opened for writing.
+func (g *Guard) remember(path string, f ransomware.Features) {
 	if len(g.before) >= 8192 {
 		clear(g.before) // bound; a lost sample only weakens one observation
 	}
-	g.before[a.Path] = sample(a)
+	g.before[path] = f
 }
 
 func sample(a *fileactivity.Activity) ransomware.Features {
@@ -351,34 +379,75 @@ func sample(a *fileactivity.Activity) ransomware.Features {
 // treeOf returns the key behaviour is aggregated on: the highest ancestor
 // running the same executable (an encryptor and the workers it forked or
 // re-executed), stopping below pid 1 and below the sensor and its
-// ancestors; and the spawner (a shell, xargs, an interpreter: rules
-// spawners) that started that root, if any, climbed to its own highest
-// same-executable ancestor (a loop's per-iteration subshell is still the
-// loop). Cached for a second so a storm of events costs one /proc walk per
-// process.
-func (g *Guard) treeOf(pid int, now time.Time) (int, *ransomware.Spawner) {
+// ancestors; and that root's ancestors, nearest first (the candidates for
+// its family root: ransomware.FamilyRoot). gone reports a process that had
+// already exited and been reaped (nothing of it is left in /proc). Cached
+// for a second so a storm of events costs one /proc walk per process.
+func (g *Guard) treeOf(pid int, now time.Time) (root int, ancestors []ransomware.Spawner, gone bool) {
 	if pid <= 0 {
-		return -1, nil
+		return -1, nil, false
 	}
 	if k, ok := g.keys[pid]; ok && now.Sub(k.at) < time.Second {
-		return k.root, k.spawner
+		return k.root, k.ancestors, false
 	}
-	root, parent := g.climb(pid, exeOf(g.o.ProcRoot, pid))
-	var spawner *ransomware.Spawner
-	if parent > 1 && !g.sensorLine[parent] {
-		if exe := exeOf(g.o.ProcRoot, parent); exe != "" {
-			name := filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
-			if g.o.Rules.IsSpawner(name) {
-				top, _ := g.climb(parent, exe)
-				spawner = &ransomware.Spawner{PID: top, Name: name}
-			}
-		}
+	exe := exeOf(g.o.ProcRoot, pid)
+	root, parent := g.climb(pid, exe)
+	if exe == "" && parent == 0 {
+		return pid, nil, true
 	}
+	ancestors = Lineage(g.o.ProcRoot, parent, g.sensorLine)
 	if len(g.keys) >= 4096 {
 		clear(g.keys)
 	}
-	g.keys[pid] = treeKey{root: root, spawner: spawner, at: now}
-	return root, spawner
+	g.keys[pid] = treeKey{root: root, ancestors: ancestors, at: now}
+	return root, ancestors, false
+}
+
+// ownerOf attributes an event of a process that is gone to the tree that
+// last opened or wrote the file it acted on (for a rename, the file moved
+// into place), if that was recent; else it keeps the lone pid.
+func (g *Guard) ownerOf(a *fileactivity.Activity, root int, ancestors []ransomware.Spawner, now time.Time) (int, []ransomware.Spawner) {
+	for _, p := range []string{a.OldPath, a.Path} {
+		if k, ok := g.owners[p]; ok && p != "" && now.Sub(k.at) <= ownerTTL {
+			return k.root, k.ancestors
+		}
+	}
+	return root, ancestors
+}
+
+// ownerTTL bounds how old an owner may be to take a gone process's event.
+const ownerTTL = 10 * time.Second
+
+func (g *Guard) own(path string, k treeKey) {
+	if len(g.owners) >= 8192 {
+		clear(g.owners)
+	}
+	g.owners[path] = k
+}
+
+// maxLineage bounds how far up a family root is looked for.
+const maxLineage = 8
+
+// Lineage returns pid and its ancestors, nearest first, with their
+// executables' base names: at most maxLineage, never pid 1 nor any pid in
+// stop (the sensor and its own ancestors, whose "family" must never be
+// stopped). These are the candidate family roots of a tree whose root's
+// parent is pid; a kernel-side burst counter can group by the same chain.
+func Lineage(procRoot string, pid int, stop map[int]bool) []ransomware.Spawner {
+	var out []ransomware.Spawner
+	for len(out) < maxLineage && pid > 1 && !stop[pid] {
+		exe := exeOf(procRoot, pid)
+		if exe == "" {
+			break // gone (or a kernel thread): nothing above is known
+		}
+		out = append(out, ransomware.Spawner{PID: pid, Name: filepath.Base(strings.TrimSuffix(exe, " (deleted)"))})
+		st, err := response.ReadStat(procRoot, pid)
+		if err != nil {
+			break
+		}
+		pid = st.PPID
+	}
+	return out
 }
 
 // climb returns the highest ancestor of pid running exe (pid itself at

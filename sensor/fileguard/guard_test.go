@@ -235,8 +235,8 @@ func TestShellLoopIsStoppedAtTheShell(t *testing.T) {
 		t.Errorf("%d files lost, want at most 2", n)
 	}
 	spawner := waitVerdict(t, out, func(v event.Event) bool { return v.Tillwatch.Ransomware.TreePID == loop.Process.Pid })
-	if !strings.Contains(strings.Join(spawner.Tillwatch.Ransomware.Reasons, "; "), "started by bash") {
-		t.Errorf("verdict reasons %q do not name the spawner", spawner.Tillwatch.Ransomware.Reasons)
+	if rw := spawner.Tillwatch.Ransomware; rw.FamilyRoot != "bash" || !strings.Contains(strings.Join(rw.Reasons, "; "), "family root bash") {
+		t.Errorf("verdict family root %q, reasons %q: want the shell named as the family root", rw.FamilyRoot, rw.Reasons)
 	}
 	if q := spawner.Tillwatch.Ransomware.Quarantined; len(q) != 0 {
 		t.Errorf("quarantined %v, want nothing", q)

@@ -10,6 +10,7 @@
 package ransomware
 
 import (
+	"cmp"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -22,6 +23,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,16 +39,52 @@ const (
 	ModeNewDelete    = "newdelete"    // write FILE+Ext, then delete the original
 	ModeIntermittent = "intermittent" // encrypt 4 KiB of every 64 KiB in place
 	ModeStriped      = "striped"      // encrypt every other 16 bytes in place (LockFile)
+	// ModeRenameOver reads each file, writes its ciphertext to FILE+TmpExt
+	// and renames that over the original: the original is never opened
+	// for writing.
+	ModeRenameOver = "renameover"
 )
 
-// Modes lists every mode.
+// Modes lists the modes one simulator process runs itself (the table of
+// the benchmark); AdaptiveModes are driven through other processes.
 var Modes = []string{ModeInPlace, ModeRename, ModeNewDelete, ModeIntermittent, ModeStriped}
+
+// Adaptive modes: no process does more than one file, or the encryption
+// is done by the machine's own tools (the simulator only drives them).
+const (
+	// ModeFamily re-executes the simulator once per file (renameover),
+	// Workers at a time, as `xargs -P` does: a family of one-file workers.
+	ModeFamily = "family"
+	// ModeOpenSSLLoop runs `openssl enc` per file and renames the output
+	// over the original (`sh -c` loop; `xargs -P Workers sh -c` with more
+	// than one worker).
+	ModeOpenSSLLoop = "openssl-loop"
+	// ModeGPGLoop does the same with `gpg -c`.
+	ModeGPGLoop = "gpg-loop"
+	// ModeDDLoop overwrites each file with random bytes by `dd` (a wiper).
+	ModeDDLoop = "dd-loop"
+)
+
+// AdaptiveModes lists the adaptive modes.
+var AdaptiveModes = []string{ModeRenameOver, ModeFamily, ModeOpenSSLLoop, ModeGPGLoop, ModeDDLoop}
+
+// Orders in which files are encrypted.
+const (
+	OrderName    = "name"    // the manifest's (walk) order
+	OrderReverse = "reverse" // reverse name order
+	OrderSize    = "size"    // largest first
+)
+
+// Orders lists every order.
+var Orders = []string{OrderName, OrderReverse, OrderSize}
 
 // Names of the marker files in DIR.
 const (
 	ManifestName = ".tillwatch-sim.json"
 	BackupDir    = ".tillwatch-sim"
 	Ext          = ".tillsim"
+	// TmpExt names the temporary a rename-over writes beside a file.
+	TmpExt = ".tillsim-tmp"
 )
 
 // Manifest records what was marked.
@@ -61,6 +99,7 @@ type Entry struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
 	Mode   string `json:"mode,omitempty"` // permission bits, octal
+	Size   int64  `json:"size"`
 }
 
 // Mark records every visible regular file under dir and keeps a copy of
@@ -122,7 +161,7 @@ func Mark(dir string) (*Manifest, error) {
 				return err
 			}
 			rel, _ := filepath.Rel(dir, p)
-			m.Files = append(m.Files, Entry{Path: rel, SHA256: h, Mode: fmt.Sprintf("%04o", mode)})
+			m.Files = append(m.Files, Entry{Path: rel, SHA256: h, Mode: fmt.Sprintf("%04o", mode), Size: int64(len(b))})
 			return nil
 		})
 	}
@@ -199,6 +238,20 @@ type Options struct {
 	Worker, Workers int
 	// Rate is this worker's files per second; 0 is as fast as possible.
 	Rate float64
+	// Order is the order of the files (OrderName when empty).
+	Order string
+}
+
+// Ordered returns m's files in the given order.
+func (m *Manifest) Ordered(order string) []Entry {
+	files := slices.Clone(m.Files)
+	switch order {
+	case OrderReverse:
+		slices.Reverse(files)
+	case OrderSize:
+		slices.SortStableFunc(files, func(a, b Entry) int { return cmp.Compare(b.Size, a.Size) })
+	}
+	return files
 }
 
 // Encrypt runs one worker over dir's marked files. Each is opened
@@ -222,15 +275,16 @@ func Encrypt(dir string, m *Manifest, o Options) (int, error) {
 	}
 	n := 0
 	next := time.Now()
-	for i := o.Worker; i < len(m.Files); i += o.Workers {
+	files := m.Ordered(o.Order)
+	for i := o.Worker; i < len(files); i += o.Workers {
 		if interval > 0 {
 			time.Sleep(time.Until(next))
 			next = next.Add(interval)
 		}
-		if !filepath.IsLocal(m.Files[i].Path) {
-			return n, fmt.Errorf("manifest path %q leaves %s", m.Files[i].Path, dir)
+		if !filepath.IsLocal(files[i].Path) {
+			return n, fmt.Errorf("manifest path %q leaves %s", files[i].Path, dir)
 		}
-		p := filepath.Join(dir, m.Files[i].Path)
+		p := filepath.Join(dir, files[i].Path)
 		err := encryptOne(block, p, o.Mode)
 		if errors.Is(err, atomicfile.ErrNotRegular) {
 			continue
@@ -243,6 +297,20 @@ func Encrypt(dir string, m *Manifest, o Options) (int, error) {
 	return n, nil
 }
 
+// EncryptOne encrypts the marked file rel under dir (a family worker's
+// one file) in the given mode.
+func EncryptOne(dir string, m *Manifest, rel, mode string) error {
+	key, err := hex.DecodeString(m.Key)
+	if err != nil || len(key) != 32 {
+		return errors.New("manifest key is invalid")
+	}
+	if !slices.ContainsFunc(m.Files, func(e Entry) bool { return e.Path == rel }) {
+		return fmt.Errorf("%s is not a marked file of %s", rel, dir)
+	}
+	block, _ := aes.NewCipher(key)
+	return encryptOne(block, filepath.Join(dir, rel), mode)
+}
+
 func encryptOne(block cipher.Block, p, mode string) error {
 	d, err := atomicfile.OpenDir(filepath.Dir(p))
 	if err != nil {
@@ -250,7 +318,11 @@ func encryptOne(block cipher.Block, p, mode string) error {
 	}
 	defer d.Close()
 	name := filepath.Base(p)
-	f, err := d.OpenFile(name, os.O_RDWR)
+	flags := os.O_RDWR
+	if mode == ModeRenameOver || mode == ModeFamily {
+		flags = os.O_RDONLY // the original is only read: its replacement is renamed over it
+	}
+	f, err := d.OpenFile(name, flags)
 	if err != nil {
 		return err
 	}
@@ -277,12 +349,19 @@ func encryptOne(block cipher.Block, p, mode string) error {
 	default:
 		stream.XORKeyStream(b, b)
 	}
-	if mode == ModeNewDelete {
+	switch mode {
+	case ModeNewDelete:
 		if err := d.Write(name+Ext, b, 0o644); err != nil {
 			return err
 		}
 		f.Close()
 		return d.Remove(name)
+	case ModeRenameOver, ModeFamily:
+		if err := d.Write(name+TmpExt, b, 0o644); err != nil {
+			return err
+		}
+		f.Close()
+		return d.Rename(name+TmpExt, name)
 	}
 	if _, err := f.WriteAt(b, 0); err != nil {
 		return err
@@ -379,8 +458,10 @@ func undoOne(dir string, backup *atomicfile.Dir, e Entry) (bool, error) {
 	}
 	defer d.Close()
 	name := filepath.Base(p)
-	if err := d.Remove(name + Ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, err
+	for _, leftover := range []string{name + Ext, name + TmpExt} {
+		if err := d.Remove(leftover); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
 	}
 	if cur, err := d.ReadRegular(name, 1<<40); err == nil {
 		if sum := sha256.Sum256(cur); hex.EncodeToString(sum[:]) == e.SHA256 {

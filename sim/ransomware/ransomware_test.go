@@ -2,8 +2,10 @@ package ransomware
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -92,5 +94,77 @@ func TestUndoOfUnmarkedDirectoryFails(t *testing.T) {
 	t.Parallel()
 	if _, err := Undo(t.TempDir()); err == nil {
 		t.Fatal("undo of an unmarked directory succeeded")
+	}
+}
+
+func TestAdaptiveModesEncryptEveryFileAndUndoRestoresExactly(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode    string
+		tool    string
+		workers int
+	}{
+		{ModeRenameOver, "", 1},
+		{ModeOpenSSLLoop, "openssl", 1},
+		{ModeOpenSSLLoop, "openssl", 3},
+		{ModeGPGLoop, "gpg", 2},
+		{ModeDDLoop, "dd", 1},
+	} {
+		t.Run(fmt.Sprintf("%s-%d", tc.mode, tc.workers), func(t *testing.T) {
+			t.Parallel()
+			if tc.tool != "" {
+				if _, err := exec.LookPath(tc.tool); err != nil {
+					t.Skipf("%s not installed", tc.tool)
+				}
+			}
+			dir, files := tree(t)
+			m, err := Mark(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.tool == "" {
+				_, err = Encrypt(dir, m, Options{Mode: tc.mode, Workers: 1, Order: OrderSize})
+			} else {
+				var out bytes.Buffer
+				_, err = Drive(context.Background(), dir, m, Options{Mode: tc.mode, Workers: tc.workers, Order: OrderReverse}, nil, &out, &out)
+				if err != nil {
+					err = fmt.Errorf("%w: %s", err, out.String())
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rel, want := range files {
+				got, err := os.ReadFile(filepath.Join(dir, rel))
+				if err != nil || bytes.Equal(got, want) {
+					t.Errorf("%s not encrypted in place (%v)", rel, err)
+				}
+				if _, err := os.Stat(filepath.Join(dir, rel+TmpExt)); err == nil {
+					t.Errorf("%s left its temporary", rel)
+				}
+			}
+			if _, err := Undo(dir); err != nil {
+				t.Fatal(err)
+			}
+			for rel, want := range files {
+				if got, _ := os.ReadFile(filepath.Join(dir, rel)); !bytes.Equal(got, want) {
+					t.Errorf("%s not restored", rel)
+				}
+			}
+		})
+	}
+}
+
+func TestOrders(t *testing.T) {
+	t.Parallel()
+	m := &Manifest{Files: []Entry{{Path: "a", Size: 1}, {Path: "b", Size: 3}, {Path: "c", Size: 2}}}
+	for order, want := range map[string]string{OrderName: "abc", OrderReverse: "cba", OrderSize: "bca"} {
+		got := ""
+		for _, e := range m.Ordered(order) {
+			got += e.Path
+		}
+		if got != want {
+			t.Errorf("order %s: %s, want %s", order, got, want)
+		}
 	}
 }

@@ -39,6 +39,10 @@ func VerdictEvent(v Verdict, trigger *event.Event, stopped []int, response *even
 			Ransomware:    &event.Ransomware{Score: v.Score, Reasons: v.Reasons, Files: v.Files, Canary: v.Canary, TreePID: v.Tree, Stopped: stopped},
 		},
 	}
+	if v.Spawner != nil {
+		ev.Tillwatch.Ransomware.FamilyRoot = v.Spawner.Name
+		ev.Tillwatch.Ransomware.FamilyWorkers = v.Workers
+	}
 	if v.RMM != nil {
 		ev.Tillwatch.RMM = &event.RMM{Product: v.RMM.Product, ProductName: v.RMM.ProductName, Approved: v.RMM.Approved,
 			AgentPID: int64(v.RMM.PID), AgentExe: v.RMM.Executable}
@@ -84,6 +88,9 @@ func (d *Detector) Detect(ev *event.Event) []pipeline.Detection {
 		first = ev.File.Path
 	}
 	msg := fmt.Sprintf("%s: %d files affected, first %s (score %d)", meta.Name, ev.Tillwatch.FilesAffected, first, rw.Score)
+	if rw.FamilyRoot != "" {
+		msg += fmt.Sprintf("; scored and stopped at family root %s (pid %d, %d workers)", rw.FamilyRoot, rw.TreePID, rw.FamilyWorkers)
+	}
 	if r := ev.Tillwatch.RMM; r != nil {
 		msg += fmt.Sprintf("; the process tree descends from RMM agent %s (pid %d)", r.Product, r.AgentPID)
 	}

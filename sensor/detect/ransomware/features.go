@@ -7,6 +7,8 @@ package ransomware
 
 import (
 	"bytes"
+	"compress/flate"
+	"io"
 	"math"
 )
 
@@ -86,9 +88,16 @@ func Extract(sample []byte, size int64) Features {
 	f := Features{Size: size, Sampled: len(sample), Entropy: Entropy(sample)}
 	for _, s := range signatures {
 		if len(sample) >= s.off+len(s.magic) && string(sample[s.off:s.off+len(s.magic)]) == s.magic {
+			if s.name == "gzip" && !inflates(gzipBody(sample)) {
+				break // two magic bytes in front of random ones: not gzip
+			}
 			f.Magic = s.name
 			return f
 		}
+	}
+	if isZlib(sample) {
+		f.Magic = "zlib" // git objects, PNG-less deflate streams
+		return f
 	}
 	if isText(sample) {
 		f.Magic = "text"
@@ -129,4 +138,80 @@ func isText(b []byte) bool {
 		}
 	}
 	return bad*100 < len(b)
+}
+
+// isZlib recognises a zlib stream (RFC 1950), as git writes every loose
+// object: a two-byte header whose check bits hold (CMF*256+FLG divisible by
+// 31, deflate, no preset dictionary) followed by deflate data that really
+// inflates. The header alone is 2 bytes an encryptor could prepend; random
+// bytes behind it fail to inflate within a few hundred bytes.
+func isZlib(sample []byte) bool {
+	if len(sample) < 2 || sample[0]&0x0f != 8 || sample[0]>>4 > 7 || sample[1]&0x20 != 0 ||
+		(int(sample[0])<<8|int(sample[1]))%31 != 0 {
+		return false
+	}
+	return inflates(sample[2:])
+}
+
+// gzipBody returns the deflate data behind a gzip member header (RFC 1952),
+// nil when the header is malformed or longer than the sample.
+func gzipBody(sample []byte) []byte {
+	if len(sample) < 10 || sample[2] != 8 {
+		return nil
+	}
+	flg, p := sample[3], 10
+	if flg&0x04 != 0 { // FEXTRA
+		if len(sample) < p+2 {
+			return nil
+		}
+		p += 2 + int(sample[p]) | int(sample[p+1])<<8
+	}
+	for _, bit := range []byte{0x08, 0x10} { // FNAME, FCOMMENT: zero-terminated
+		if flg&bit != 0 {
+			if p > len(sample) {
+				return nil
+			}
+			i := bytes.IndexByte(sample[p:], 0)
+			if i < 0 {
+				return nil
+			}
+			p += i + 1
+		}
+	}
+	if flg&0x02 != 0 { // FHCRC
+		p += 2
+	}
+	if p > len(sample) {
+		return nil
+	}
+	return sample[p:]
+}
+
+// inflateProbe is how much a deflate stream must yield (or end cleanly
+// before) to count as one.
+const inflateProbe = 512
+
+// inflates reports whether data starts a valid deflate stream: it yields
+// inflateProbe bytes, or ends cleanly (a small file), or runs out of
+// sample (only the head block is contiguous) after yielding some.
+func inflates(data []byte) bool {
+	if len(data) == 0 {
+		return false
+	}
+	head := data[:min(len(data), SampleSize)]
+	r := flate.NewReader(bytes.NewReader(head))
+	defer r.Close()
+	var out [inflateProbe]byte
+	n, err := io.ReadFull(r, out[:])
+	switch {
+	case n == inflateProbe:
+		return true
+	case err == io.ErrUnexpectedEOF || err == io.EOF:
+		// Ended before the probe: a small complete stream is fine; a
+		// stream cut by the end of the head block is fine only if it
+		// yielded a fair amount for the bytes it consumed.
+		return n > 0 && (len(head) < SampleSize || n >= len(head)/4)
+	default:
+		return false
+	}
 }

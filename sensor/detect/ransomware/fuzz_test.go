@@ -31,7 +31,7 @@ func FuzzLoadRules(f *testing.F) {
 		before := &Features{Magic: "text", Entropy: 4.5, Sampled: SampleSize}
 		for i, op := range []string{OpWrite, OpCreate, OpRename, OpDelete, OpOpen} {
 			s.Observe(Obs{Time: now, Tree: 1, PID: 2, Op: op, Path: "/d/a.csv", OldPath: "/d/b.csv", Before: before, After: &enc,
-				Spawner: &Spawner{PID: 3, Name: "sh"}, Canary: i%2 == 0})
+				Ancestors: []Spawner{{PID: 3, Name: "sh"}, {PID: 2, Name: "xargs"}}, Canary: i%2 == 0})
 		}
 		r.IsSpawner("python3.11")
 	})

@@ -3,6 +3,7 @@ package ransomware
 import (
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"crypto/rand"
 	"fmt"
 	"os"
@@ -307,7 +308,8 @@ func encryptAfterHeader(b []byte) []byte {
 
 // TestPartialEncryptionIsSeen samples real content through Sample, as the
 // guard does through fanotify's descriptor, before and after each kind of
-// partial encryption, and checks the scorer's verdict on one file.
+// partial encryption, and checks the scorer's verdict on one file (reached
+// when the tree opens its next file).
 func TestPartialEncryptionIsSeen(t *testing.T) {
 	t.Parallel()
 	r := builtin(t)
@@ -334,7 +336,13 @@ func TestPartialEncryptionIsSeen(t *testing.T) {
 			before := Sample(bytes.NewReader(tc.before).ReadAt, int64(len(tc.before)))
 			after := Sample(bytes.NewReader(tc.after).ReadAt, int64(len(tc.after)))
 			s := NewScorer(r)
-			_, alerted := s.Observe(Obs{Time: time.Now(), Tree: 1, PID: 1, Op: OpWrite, Path: "/d/x", Before: &before, After: &after})
+			now := time.Now()
+			// One file alone never alerts; the tree's next open for
+			// writing of another file does.
+			if _, alone := s.Observe(Obs{Time: now, Tree: 1, PID: 1, Op: OpWrite, Path: "/d/x", Before: &before, After: &after}); alone {
+				t.Error("one file alone reached the threshold")
+			}
+			_, alerted := s.Observe(Obs{Time: now, Tree: 1, PID: 1, Op: OpOpen, Path: "/d/y"})
 			if alerted != tc.alert {
 				t.Errorf("alert = %v, want %v (before %+v, after %+v)", alerted, tc.alert, before, after)
 			}
@@ -348,4 +356,39 @@ func utf16(b []byte) []byte {
 		out = append(out, c, 0)
 	}
 	return out
+}
+
+// TestZlibIsRecognisedByInflatingIt: a git loose object (zlib) is a known
+// format, even of incompressible content; two zlib header bytes in front of
+// random bytes are not.
+func TestZlibIsRecognisedByInflatingIt(t *testing.T) {
+	t.Parallel()
+	var obj bytes.Buffer
+	zw := zlib.NewWriter(&obj)
+	_, _ = zw.Write(append([]byte("blob 65536\x00"), random(64<<10)...))
+	_ = zw.Close()
+	fake := append([]byte{0x78, 0x9c}, random(64<<10)...)
+	var gzBuf bytes.Buffer
+	gw := gzip.NewWriter(&gzBuf)
+	_, _ = gw.Write(random(20 << 10))
+	_ = gw.Close()
+	fakeGz := append([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3}, random(20<<10)...)
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"git object of random content", obj.Bytes(), "zlib"},
+		{"zlib header before random bytes", fake, ""},
+		{"gzip of random content", gzBuf.Bytes(), "gzip"},
+		{"gzip header before random bytes", fakeGz, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := Sample(bytes.NewReader(tc.b).ReadAt, int64(len(tc.b)))
+			if f.Magic != tc.want {
+				t.Errorf("magic %q, want %q (entropy %.2f)", f.Magic, tc.want, f.Entropy)
+			}
+		})
+	}
 }

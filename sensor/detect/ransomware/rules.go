@@ -32,10 +32,11 @@ type Rules struct {
 	Breadth   Breadth `yaml:"breadth"`
 	// KnownExtensions are extensions a rename to which is not suspicious.
 	KnownExtensions []string `yaml:"known_extensions"`
-	// Spawners are executables (base names; a version suffix such as
+	// Spawners are system programs (base names; a version suffix such as
 	// python3.11 matches python) that start a program per file: shells,
-	// xargs, find, interpreters. The trees they start are also scored
-	// together, so a loop of one-file programs is stopped at its spawner.
+	// xargs, find, interpreters. Families are found by behaviour whatever
+	// the ancestor's name (FamilyRoot); this list only keeps these programs
+	// out of the encryptor quarantine.
 	Spawners  []string `yaml:"spawners"`
 	Behaviour Meta     `yaml:"behaviour"`
 	Canary    Meta     `yaml:"canary"`
@@ -47,11 +48,14 @@ type Rules struct {
 // Weights score each behaviour.
 type Weights struct {
 	TypeDestroyed int `yaml:"type_destroyed"` // a known format rewritten as high-entropy unknown content
-	Replaced      int `yaml:"replaced"`       // an original deleted after an encrypted copy was written beside it
-	Rename        int `yaml:"rename"`         // a file renamed to an unknown extension appended to its name
-	Note          int `yaml:"note"`           // the same ransom-note name written in many folders
-	Breadth       int `yaml:"breadth"`        // writes in many folders per second
-	Canary        int `yaml:"canary"`         // a decoy written, renamed or deleted
+	Replaced      int `yaml:"replaced"`       // an original the family read, replaced by an encrypted copy (rename, link or write-beside-then-delete)
+	// ReplacedUnread is the same replacement when no process of the family
+	// read the original first: one such file stays below alert_score.
+	ReplacedUnread int `yaml:"replaced_unread"`
+	Rename         int `yaml:"rename"`  // a file renamed to an unknown extension appended to its name
+	Note           int `yaml:"note"`    // the same ransom-note name written in many folders
+	Breadth        int `yaml:"breadth"` // writes in many folders per second
+	Canary         int `yaml:"canary"`  // a decoy written, renamed or deleted
 }
 
 // Note configures ransom-note detection.
@@ -102,6 +106,9 @@ type CaseObs struct {
 	// Spawner is the pid of the spawner (named "sh") that started the
 	// tree; 0 for none.
 	Spawner int `yaml:"spawner"`
+	// Family lists further ancestors above the spawner (named "sh"),
+	// nearest first: xargs above a per-file `sh -c`.
+	Family []int `yaml:"family"`
 	// RMM names the catalogued product of the RMM agent the tree descends
 	// from (the agent is pid 1000 named "<product>-agent"); "" for none.
 	RMM string `yaml:"rmm"`
@@ -125,6 +132,9 @@ func (r *Rules) Validate() error {
 	}
 	if r.MinSample < 16 || r.MinSample > SampleSize {
 		bad("min_sample %d: want 16-%d", r.MinSample, SampleSize)
+	}
+	if w := r.Weights.ReplacedUnread; w < 0 || w >= r.Threshold(true) {
+		bad("weights.replaced_unread %d: want 0 <= weight < the lowest stop threshold %d (one file replaced by a process that never read it must not stop anything alone)", w, r.Threshold(true))
 	}
 	if r.Note.MinDirs < 2 {
 		bad("note.min_dirs %d: want at least 2", r.Note.MinDirs)
@@ -198,7 +208,10 @@ func (r *Rules) RunTests() error {
 		for _, o := range c.Obs {
 			ob := Obs{Time: t0.Add(time.Duration(o.AtMS) * time.Millisecond), Tree: o.PID, PID: o.PID, Op: o.Op, Path: o.Path, OldPath: o.Old, Canary: o.Canary}
 			if o.Spawner > 0 {
-				ob.Spawner = &Spawner{PID: o.Spawner, Name: "sh"}
+				ob.Ancestors = append(ob.Ancestors, Spawner{PID: o.Spawner, Name: "sh"})
+			}
+			for _, p := range o.Family {
+				ob.Ancestors = append(ob.Ancestors, Spawner{PID: p, Name: "sh"})
 			}
 			if o.RMM != "" {
 				ob.RMM = &RMMAgent{Product: o.RMM, Name: o.RMM + "-agent", PID: 1000}

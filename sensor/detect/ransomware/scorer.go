@@ -15,6 +15,10 @@ const (
 	OpDelete = "delete"
 	OpRename = "rename"
 	OpOpen   = "open" // an open with intent to write (only canaries score it)
+	// OpRead is an open whose content was sampled (After): it scores
+	// nothing, but records what the file held and which family read it, so
+	// that a later rename, link or delete over it is judged against it.
+	OpRead = "read"
 )
 
 // Obs is one file observation attributed to a process tree.
@@ -36,14 +40,15 @@ type Obs struct {
 	// first observation of a tree that carries it marks the tree: its stop
 	// threshold is scaled by the rules' rmm_descendant_threshold_factor.
 	RMM *RMMAgent
-	// Spawner is the shell, xargs or interpreter that started the tree's
-	// root (nil: none): a loop that starts a program per file is many
-	// one-file trees, and their spawner's group scores them together.
-	Spawner *Spawner
+	// Ancestors are the tree root's ancestors, nearest first (bounded,
+	// never pid 1 or the sensor's own line): a loop that starts a program
+	// per file is many one-file trees, and the ancestor that spawned them
+	// (the family root: FamilyRoot) scores them together, whatever its name.
+	Ancestors []Spawner
 }
 
-// Spawner is a process that starts a program per file (rules:
-// spawners): a shell, xargs, find, an interpreter.
+// Spawner is an ancestor that may start a program per file: a shell,
+// xargs, find, an interpreter, a service manager, a custom launcher.
 type Spawner struct {
 	PID  int
 	Name string // executable base name
@@ -73,9 +78,13 @@ type Verdict struct {
 	// score the tree was stopped at (AlertScore, or lowered for RMM).
 	RMM       *RMMAgent
 	Threshold int
-	// Spawner is set when the verdict is a spawner group's: Tree is then
-	// the spawner's pid, and stopping it stops the loop.
+	// Spawner is set when the verdict is a family's: Tree is then the
+	// family root's pid (the ancestor that spawned the one-file workers),
+	// and stopping its tree stops the loop.
 	Spawner *Spawner
+	// Workers is how many of the family root's worker trees changed files
+	// suspiciously within the window (0 for a tree's own verdict).
+	Workers int
 }
 
 // Scorer keeps per-tree behaviour within the rules' window. It is not safe
@@ -83,7 +92,24 @@ type Verdict struct {
 type Scorer struct {
 	r      *Rules
 	trees  map[int]*tree
-	groups map[int]*tree // spawner groups, by the spawner's pid
+	groups map[int]*tree // family groups, by the ancestor's pid
+	// records remember what each recently seen file held and who read it:
+	// a rename, link or delete over a file is judged against the content
+	// that was there. Bounded (maxRecords); losing one only weakens one
+	// observation.
+	records map[string]record
+}
+
+// record is what the scorer last knew of a path's content.
+type record struct {
+	f Features
+	// reader and readerParent are the tree (and the tree root's parent)
+	// that last opened the file; readAt when.
+	reader, readerParent int
+	readAt               time.Time
+	// writer is the tree that wrote the content (0: found there); wrote when.
+	writer int
+	wrote  time.Time
 }
 
 type scored struct {
@@ -107,64 +133,130 @@ type tree struct {
 	alerted bool
 	rmm     *RMMAgent
 	reasons map[string]int
-	contrib map[int]time.Time // spawner groups: trees that added weight, when last
+	contrib map[int]time.Time // family groups: worker trees that behaved suspiciously, when last
+	// other is the last file the tree opened for writing (or created), and
+	// when: a second file, beyond the one it already damaged, is what lets
+	// a tree's score reach the threshold (see verdict).
+	other   string
+	otherAt time.Time
 }
 
 // maxTrees and maxFiles bound the scorer's memory under a storm.
 const (
-	maxTrees = 4096
-	maxFiles = 256
+	maxTrees   = 4096
+	maxFiles   = 256
+	maxRecords = 16384
 )
 
 // NewScorer returns an empty scorer for r.
 func NewScorer(r *Rules) *Scorer {
-	return &Scorer{r: r, trees: map[int]*tree{}, groups: map[int]*tree{}}
+	return &Scorer{r: r, trees: map[int]*tree{}, groups: map[int]*tree{}, records: map[string]record{}}
 }
 
-// Observe scores o. It returns the tree's verdict the first time the tree's
-// score reaches the alert threshold within the window. With o.Spawner set,
-// o also counts for the spawner's group; the group's verdict (Tree =
-// the spawner's pid, Spawner set) wins when both cross at once, since
-// stopping the spawner stops the tree too.
+// Observe scores o. It returns a verdict the first time a score reaches
+// the alert threshold within the window: the tree's own, or its family's
+// when the tree is one of the workers of an ancestor that spawned several
+// suspicious ones (FamilyRoot). The family's verdict (Tree = the family
+// root's pid, Spawner set) wins when both cross at once, since stopping the
+// family root stops the tree too.
 func (s *Scorer) Observe(o Obs) (Verdict, bool) {
+	if o.Op == OpRead {
+		s.read(o)
+		return Verdict{}, false
+	}
 	t := s.tree(o.Tree, o.Time)
 	suspicious := s.apply(t, o)
 	v, ok := s.verdict(t, o.Tree, o.Time)
-	if o.Spawner == nil || o.Spawner.PID <= 0 {
+	if len(o.Ancestors) == 0 {
+		s.remember(o)
 		return v, ok
 	}
-	g := s.treeIn(s.groups, o.Spawner.PID, o.Time)
-	if s.apply(g, o) || suspicious {
-		if len(g.contrib) >= maxTrees {
-			clear(g.contrib)
+	// Every ancestor's group scores the observation; the worker it counts
+	// for is the ancestor's child on the way down to this tree.
+	workers := make([]int, len(o.Ancestors))
+	for i, a := range o.Ancestors {
+		worker := o.Tree
+		if i > 0 {
+			worker = o.Ancestors[i-1].PID
 		}
-		g.contrib[o.Tree] = o.Time
-	}
-	for k, at := range g.contrib {
-		if o.Time.Sub(at) > s.r.Window {
-			delete(g.contrib, k)
+		g := s.treeIn(s.groups, a.PID, o.Time)
+		// A worker opening a file for writing joins a family that already
+		// has another suspicious worker: the next `dd of=F` of a wiper
+		// loop is stopped at its open, not after its write.
+		if s.apply(g, o) || suspicious || o.Op == OpOpen && !o.Canary && otherWorker(g, worker) {
+			if len(g.contrib) >= maxTrees {
+				clear(g.contrib)
+			}
+			g.contrib[worker] = o.Time
 		}
+		for k, at := range g.contrib {
+			if o.Time.Sub(at) > s.r.Window {
+				delete(g.contrib, k)
+			}
+		}
+		workers[i] = len(g.contrib)
 	}
-	// One scoring tree is that tree's own verdict; a group stops its
-	// spawner only when several of the spawner's trees changed files (a
-	// shell loop starting a program per file), so an encryptor launched
-	// from a login shell is stopped without the shell and its siblings.
-	if len(g.contrib) < minGroupTrees {
+	s.remember(o)
+	i := FamilyRoot(workers)
+	if i < 0 {
 		return v, ok
 	}
-	gv, gok := s.verdict(g, o.Spawner.PID, o.Time)
+	root := o.Ancestors[i]
+	gv, gok := s.verdict(s.groups[root.PID], root.PID, o.Time)
 	if !gok {
 		return v, ok
 	}
-	gv.Spawner = o.Spawner
-	gv.Reasons = append(gv.Reasons, fmt.Sprintf("%d processes started by %s (pid %d) changed files in the window: the spawner is stopped with them",
-		len(g.contrib), o.Spawner.Name, o.Spawner.PID))
+	gv.Spawner = &root
+	gv.Workers = workers[i]
+	gv.Reasons = append(gv.Reasons, fmt.Sprintf("family root %s (pid %d): %d of the processes it started changed files suspiciously in the window; it is stopped with everything it started",
+		root.Name, root.PID, workers[i]))
 	return gv, true
 }
 
-// minGroupTrees is how many scoring trees a spawner needs for its group to
-// be stopped.
-const minGroupTrees = 2
+// otherWorker reports whether g already counts a worker other than w.
+func otherWorker(g *tree, w int) bool {
+	for k := range g.contrib {
+		if k != w {
+			return true
+		}
+	}
+	return false
+}
+
+// MinFamilyWorkers is how many suspicious worker trees an ancestor needs to
+// be a family root. Two, not one: an encryptor started from an operator's
+// login shell is stopped alone, the shell and its other children are left.
+const MinFamilyWorkers = 2
+
+// FamilyRoot is the family-root decision, shared with any other counter of
+// file bursts (a kernel burst threshold should count the same families).
+// workers[i] is how many distinct worker trees below the i-th ancestor of a
+// tree (nearest first) behaved suspiciously within the window, each counted
+// by the ancestor's child on the way down. The family root is the highest
+// ancestor of the run of qualifying ancestors (at least MinFamilyWorkers)
+// that starts at most maxWrapperLevels above the tree: for
+// `xargs -P4 sh -c 'openssl … && mv …'` each per-file `sh` may hold one or
+// two workers, xargs holds many and the login shell above holds one (xargs),
+// so xargs is the root. It returns -1 when no ancestor qualifies there: the
+// tree is scored alone (an encryptor started from a login shell is stopped
+// without the shell).
+func FamilyRoot(workers []int) int {
+	root := -1
+	for i, n := range workers {
+		if n < MinFamilyWorkers {
+			if root >= 0 || i >= maxWrapperLevels {
+				break
+			}
+			continue
+		}
+		root = i
+	}
+	return root
+}
+
+// maxWrapperLevels is how many single-worker ancestors (a per-file
+// `sh -c`, `timeout`, `nice`) may sit between a worker and its family root.
+const maxWrapperLevels = 2
 
 // apply scores o into t and reports whether o was suspicious: it added
 // weight or wrote an encrypted-looking new file (the first half of an
@@ -198,14 +290,19 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			break
 		}
 		if s.replaced(t, o) {
-			s.add(t, o, r.Weights.Replaced, "original deleted after an encrypted copy was written beside it", true)
+			w, how := s.replaceWeight(o, o.Path)
+			s.add(t, o, w, "original deleted after an encrypted copy was written beside it"+how, true)
 		}
 	case OpRename:
 		if o.Canary {
-			s.add(t, o, r.Weights.Canary, "decoy file renamed: "+o.OldPath, true)
+			s.add(t, o, r.Weights.Canary, fmt.Sprintf("decoy file renamed or replaced by rename: %s -> %s", o.OldPath, o.Path), true)
 			break
 		}
-		if s.suspiciousRename(o.OldPath, o.Path) {
+		if before, after, ok := s.renamedOver(o); ok {
+			w, how := s.replaceWeight(o, o.Path)
+			s.add(t, o, w, fmt.Sprintf("file replaced by rename (%s -> %s)%s", name(before), describe(after, r.EntropyHigh), how), true)
+			t.created[o.Path] = o.Time
+		} else if s.suspiciousRename(o.OldPath, o.Path) {
 			s.add(t, o, r.Weights.Rename, "renamed to an unknown extension: "+filepath.Ext(o.Path), true)
 		}
 		if at, ok := t.created[o.OldPath]; ok {
@@ -214,7 +311,9 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 	case OpOpen:
 		if o.Canary {
 			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
+			break
 		}
+		t.other, t.otherAt = o.Path, o.Time
 	}
 	return suspicious || len(t.scores) > n
 }
@@ -225,6 +324,15 @@ func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
 	r := s.r
 	score := s.score(t, now)
 	threshold := s.Threshold(t.rmm != nil)
+	// A single file never reaches the threshold on its own unless it is a
+	// decoy: shred of one file, a one-file conversion, an atomic save that
+	// looks like a replacement are single acts. The score counts in full
+	// once a second file is involved: damaged too, or opened for writing
+	// (or created) after the first was damaged, so the encryptor is still
+	// stopped at its second file's open, before writing it.
+	if !t.canary && s.involved(t, now) < 2 {
+		score = min(score, threshold-1)
+	}
 	if score < threshold || t.alerted {
 		return Verdict{}, false
 	}
@@ -248,18 +356,33 @@ func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
 	return v, true
 }
 
+// involved is how many distinct files the tree damaged, plus one when it
+// then opened another file for writing within the window.
+func (s *Scorer) involved(t *tree, now time.Time) int {
+	n := t.total
+	if t.other != "" && !t.seen[t.other] && now.Sub(t.otherAt) <= s.r.Window && len(t.seen) < maxFiles {
+		n++
+	}
+	return n
+}
+
 // Threshold is the score at which a tree is reported and stopped: the
 // rules' alert_score, scaled by rmm_descendant_threshold_factor for a tree
 // that descends from an RMM agent (rounded up, at least 1).
-func (s *Scorer) Threshold(rmm bool) int {
+func (s *Scorer) Threshold(rmm bool) int { return s.r.Threshold(rmm) }
+
+func (s *Scorer) factor() float64 { return s.r.factor() }
+
+// Threshold is the stop threshold of a tree (see Scorer.Threshold).
+func (r *Rules) Threshold(rmm bool) int {
 	if !rmm {
-		return s.r.AlertScore
+		return r.AlertScore
 	}
-	return max(1, int(math.Ceil(float64(s.r.AlertScore)*s.factor())))
+	return max(1, int(math.Ceil(float64(r.AlertScore)*r.factor())))
 }
 
-func (s *Scorer) factor() float64 {
-	if f := s.r.RMMDescendantThresholdFactor; f > 0 {
+func (r *Rules) factor() float64 {
+	if f := r.RMMDescendantThresholdFactor; f > 0 {
 		return f
 	}
 	return 1
@@ -376,16 +499,128 @@ func (s *Scorer) destroyed(before, after *Features) bool {
 // become for a lost format to count as scrambled rather than rewritten.
 const scrambledGain = 0.5
 
-// replaced: the deleted file has an encrypted-looking sibling the tree
-// wrote in the same folder within the window (write-new-then-delete).
+// replaced: the deleted file is an original (not content the tree wrote
+// itself within the window: a temporary, such as the object git writes,
+// links into place and unlinks) that held something of value (a format or
+// text, not random bytes already: a package extraction replacing its own
+// data blobs destroys nothing), and has an encrypted-looking sibling the
+// tree wrote in the same folder within the window: write-new-then-delete,
+// and link-over (unlink the original, link the encrypted copy in its
+// place). The sibling must carry the original's name (F.enc, F.t) unless
+// the family read the original first: a tool that unlinks and re-extracts
+// files beside unrelated compressed ones (tar, dpkg) does neither.
 func (s *Scorer) replaced(t *tree, o Obs) bool {
-	dir := filepath.Dir(o.Path)
+	if _, own := t.created[o.Path]; own {
+		return false
+	}
+	rec, known := s.records[o.Path]
+	if known && rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window {
+		return false
+	}
+	if known && rec.f.Sampled >= s.r.MinSample && rec.f.Magic == "" && rec.f.Entropy >= s.r.EntropyLow {
+		return false
+	}
+	read := known && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o)
+	dir, base := filepath.Dir(o.Path), filepath.Base(o.Path)
 	for p := range t.created {
-		if filepath.Dir(p) == dir {
+		if p != o.Path && filepath.Dir(p) == dir && (read || strings.HasPrefix(filepath.Base(p), base)) {
 			return true
 		}
 	}
 	return false
+}
+
+// renamedOver: o renamed a file over one whose content the scorer knew, and
+// what took its place destroyed that content's type (a PDF or text replaced
+// by high-entropy or scrambled unknown bytes). Atomic saves (a document
+// replaced by the same format), package managers' .dpkg-new and compressors
+// keep or declare a format and are not counted.
+func (s *Scorer) renamedOver(o Obs) (before, after *Features, ok bool) {
+	if o.OldPath == "" {
+		return nil, nil, false
+	}
+	b, okb := s.records[o.Path]
+	a, oka := s.records[o.OldPath]
+	if !okb || !oka {
+		return nil, nil, false
+	}
+	if !s.destroyed(&b.f, &a.f) {
+		return nil, nil, false
+	}
+	return &b.f, &a.f, true
+}
+
+// replaceWeight is the weight of a file replaced by another (rename-over,
+// link-over, write-beside-then-delete): full when the same process family
+// read the original first (an encryptor must read what it encrypts), and
+// replaced_unread otherwise, so that one file replaced by a tool that never
+// read it (a package manager, a sync client) stays below the threshold.
+func (s *Scorer) replaceWeight(o Obs, path string) (int, string) {
+	rec, ok := s.records[path]
+	if ok && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o) {
+		return s.r.Weights.Replaced, ""
+	}
+	return s.r.Weights.ReplacedUnread, " (the original was not read by this process family first)"
+}
+
+// sameFamily: the record's reader is o's tree, or a sibling of it (the
+// same parent: `openssl -in f -out f.t` and `mv f.t f` of one loop
+// iteration), or its parent.
+func (s *Scorer) sameFamily(rec record, o Obs) bool {
+	if rec.reader == o.Tree {
+		return true
+	}
+	if len(o.Ancestors) == 0 {
+		return false
+	}
+	p := o.Ancestors[0].PID
+	return rec.readerParent == p || rec.reader == p
+}
+
+// read records what an opened file holds and which family opened it.
+func (s *Scorer) read(o Obs) {
+	if o.After == nil {
+		return
+	}
+	s.bound()
+	rec := record{f: *o.After, reader: o.Tree, readAt: o.Time}
+	if len(o.Ancestors) > 0 {
+		rec.readerParent = o.Ancestors[0].PID
+	}
+	s.records[o.Path] = rec
+}
+
+// remember keeps the per-file records in step with what o did.
+func (s *Scorer) remember(o Obs) {
+	switch o.Op {
+	case OpWrite, OpCreate:
+		if o.After == nil {
+			return
+		}
+		s.bound()
+		rec := s.records[o.Path]
+		rec.f, rec.writer, rec.wrote = *o.After, o.Tree, o.Time
+		s.records[o.Path] = rec
+	case OpRename:
+		if o.OldPath == "" {
+			delete(s.records, o.Path)
+			return
+		}
+		if rec, ok := s.records[o.OldPath]; ok {
+			s.records[o.Path] = rec
+		} else {
+			delete(s.records, o.Path)
+		}
+		delete(s.records, o.OldPath)
+	case OpDelete:
+		delete(s.records, o.Path)
+	}
+}
+
+func (s *Scorer) bound() {
+	if len(s.records) >= maxRecords {
+		clear(s.records)
+	}
 }
 
 // suspiciousRename: an extension appended or swapped to one that is not
