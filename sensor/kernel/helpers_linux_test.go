@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"os"
@@ -20,6 +21,7 @@ func newTestLayer(t *testing.T, cfg Config) *Layer {
 	if cfg.PinDir == "" {
 		cfg.PinDir = testPinDir(t)
 	}
+	t.Cleanup(func() { Release(cfg.PinDir) }) // also when Load fails half-way
 	l, err := Load(cfg)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -45,4 +47,8 @@ func unique(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
 }

@@ -291,7 +291,8 @@ func (l *Layer) AddTools(names ...string) error { return putKeys(l.objs.Tools, n
 // AddTargets adds strings that mean the sensor when a tamper tool gets them
 // as an argument or a tainted process writes them as a path: its unit and
 // binary names, its pid, its config, state and pin paths. A path is also
-// matched by its basename, so give distinctive ones.
+// matched by its basename, so give distinctive ones. Names longer than
+// KeyLen-1 bytes are refused: the kernel compares only whole names.
 func (l *Layer) AddTargets(names ...string) error { return putKeys(l.objs.Targets, names) }
 
 // AddDecoys adds decoy basenames to the decoy tripwire.
@@ -302,11 +303,11 @@ func putKeys(m *ebpf.Map, names []string) error {
 		if n == "" {
 			continue
 		}
+		if len(n) > KeyLen-1 {
+			return fmt.Errorf("kernel: %q is longer than %d bytes, which the kernel never compares", n, KeyLen-1)
+		}
 		k := tripwireKey{}
 		for i, c := range []byte(n) {
-			if i >= KeyLen-1 {
-				break
-			}
 			k.S[i] = int8(c)
 		}
 		if err := m.Update(k, uint32(1), ebpf.UpdateAny); err != nil {

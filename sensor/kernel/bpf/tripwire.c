@@ -406,7 +406,8 @@ static __always_inline void base_key(struct scratch *sc, int len)
 	struct slash_ctx c = {.sc = sc, .len = len, .start = 0};
 	bpf_loop(PATH_LEN, slash_step, &c, 0);
 	__builtin_memset(sc->base.s, 0, KEY_LEN);
-	bpf_probe_read_kernel_str(sc->base.s, KEY_LEN, &sc->path[c.start & (PATH_LEN - 1)]);
+	if (len - c.start < KEY_LEN)
+		bpf_probe_read_kernel_str(sc->base.s, KEY_LEN, &sc->path[c.start & (PATH_LEN - 1)]);
 }
 
 // read_path reads a user path into sc->path and fills sc->k (the whole path,
@@ -417,8 +418,11 @@ static __always_inline int read_path(struct scratch *sc, const char *p)
 	int n = bpf_probe_read_user_str(sc->path, PATH_LEN, p);
 	if (n <= 0)
 		return n;
+	// A path longer than a key is never compared whole: cut, it would
+	// match every path sharing its first bytes.
 	__builtin_memset(sc->k.s, 0, KEY_LEN);
-	bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
+	if (n <= KEY_LEN)
+		bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
 	base_key(sc, n - 1);
 	return n;
 }
@@ -427,7 +431,10 @@ static __always_inline int read_path(struct scratch *sc, const char *p)
 static __always_inline int read_key(struct scratch *sc, const char *p)
 {
 	__builtin_memset(sc->k.s, 0, KEY_LEN);
-	return bpf_probe_read_user_str(sc->k.s, KEY_LEN, p);
+	int n = bpf_probe_read_user_str(sc->k.s, KEY_LEN, p);
+	if (n == KEY_LEN) // cut: never compared, like read_path
+		sc->k.s[0] = 0;
+	return n;
 }
 
 // decoy_stop stops the caller when path names a decoy.
