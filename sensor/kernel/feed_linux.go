@@ -194,3 +194,8 @@ func decodeTamper(b []byte) (Tamper, bool) {
 		Name: cstr(b[nameOffset : nameOffset+KeyLen]),
 	}, true
 }
+
+// RunTamper runs the tamper feed; it lets a Layer serve as Tripwires.
+func (l *Layer) RunTamper(ctx context.Context, fn func(Tamper)) error {
+	return l.TamperFeed().Run(ctx, fn)
+}

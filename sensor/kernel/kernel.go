@@ -139,3 +139,11 @@ func cstr(b []byte) string {
 	}
 	return string(b)
 }
+
+// Stopped is a process a decoy tripwire stopped, waiting for a judgement.
+type Stopped struct {
+	PID    int
+	TimeNS uint64
+	Reason Reason
+	Name   string
+}

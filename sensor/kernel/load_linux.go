@@ -317,14 +317,6 @@ func putKeys(m *ebpf.Map, names []string) error {
 	return nil
 }
 
-// Stopped is a process a decoy tripwire stopped, waiting for a judgement.
-type Stopped struct {
-	PID    int
-	TimeNS uint64
-	Reason Reason
-	Name   string
-}
-
 // Stopped lists the processes stopped by a tripwire and not yet judged,
 // including those stopped while the sensor was down.
 func (l *Layer) Stopped() ([]Stopped, error) {
