@@ -150,7 +150,7 @@ func TestCollectorUnit(t *testing.T) {
 	u.want(t, "Service", "ProtectHome", "yes")
 	u.want(t, "Service", "PrivateTmp", "yes")
 	u.want(t, "Service", "PrivateDevices", "yes")
-	u.want(t, "Service", "Restart", "always") // the kernel tripwires cover the gap; see docs/kernel.md
+	u.want(t, "Service", "Restart", "on-failure")
 	u.want(t, "Service", "SystemCallArchitectures", "native")
 	if v := u["Service"]["SystemCallFilter"]; len(v) == 0 || v[0] != "@system-service" {
 		t.Errorf("SystemCallFilter=%q, want @system-service first", v)
