@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -40,8 +41,10 @@ func TestExecStormFromKernel(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if p.Executable == "" || len(p.Args) != 3 || p.Args[1] != marker {
-			bad = append(bad, fmt.Sprintf("%q %q", p.Executable, p.Args))
+		// Ancestry is what the RMM detectors walk: the parent must be
+		// this test process, known from the fork record.
+		if p.Executable != true_ || len(p.Args) != 3 || p.Args[1] != marker || p.Parent == nil || p.Parent.PID != int64(os.Getpid()) {
+			bad = append(bad, fmt.Sprintf("%q %q parent %+v", p.Executable, p.Args, p.Parent))
 			return
 		}
 		seen[p.Args[2]] = true

@@ -265,8 +265,15 @@ func TestTamperTripwiresBenign(t *testing.T) {
 	})
 	t.Run("routine work under the agent", func(t *testing.T) {
 		s := newScene(t, l)
-		s.runAgent(fmt.Sprintf("kill -0 %d\napt-get install -y curl\nsystemctl restart cron.service\npgrep -x cron >/dev/null\nrm -f %s/none\n%s",
-			s.sensor.Process.Pid, s.dir, s.encryptLoop()), true)
+		git := ""
+		if _, err := exec.LookPath("git"); err == nil {
+			git = fmt.Sprintf("cd %s && git init -q repo && cd repo && echo x > f && git add f && git -c user.email=a@b -c user.name=a commit -qm m && git log --oneline > %s/git-ran\ncd /\n", s.dir, s.dir)
+		}
+		s.runAgent(fmt.Sprintf("kill -0 %d\napt-get install -y curl\nsystemctl restart cron.service\npgrep -x cron >/dev/null\nrm -f %s/none\n%s%s",
+			s.sensor.Process.Pid, s.dir, git, s.encryptLoop()), true)
+		if git != "" && !exists(filepath.Join(s.dir, "git-ran")) {
+			t.Error("git under an agent was stopped")
+		}
 		if !exists(filepath.Join(s.dir, "apt-get-ran")) || !exists(filepath.Join(s.dir, "payload-finished")) {
 			t.Error("routine commands under an agent were stopped")
 		}
