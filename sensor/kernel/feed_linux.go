@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -70,7 +71,7 @@ func (f *ProcessFeed) Malformed() uint64 { return f.lost.Load() }
 
 // Run implements process.KernelFeed.
 func (f *ProcessFeed) Run(ctx context.Context, fn func(process.KernelEvent)) error {
-	return readRing(ctx, f.ring, func(b []byte) {
+	return readRing(ctx, f.ring, procPoll, func(b []byte) {
 		if ev, ok := f.decode(b); ok {
 			fn(ev)
 		}
@@ -145,8 +146,13 @@ func splitArgs(b []byte, argc int) []string {
 	return out
 }
 
-// readRing calls fn with every record of ring until ctx is done.
-func readRing(ctx context.Context, ring *ebpf.Map, fn func([]byte)) error {
+// procPoll is how often the process feed looks for records the kernel did
+// not wake it for (it wakes the reader only once a batch waits).
+const procPoll = 10 * time.Millisecond
+
+// readRing calls fn with every record of ring until ctx is done; with a
+// non-zero poll it also looks every poll for records without a wake-up.
+func readRing(ctx context.Context, ring *ebpf.Map, poll time.Duration, fn func([]byte)) error {
 	r, err := ringbuf.NewReader(ring)
 	if err != nil {
 		return fmt.Errorf("kernel: ring reader: %w", err)
@@ -156,7 +162,13 @@ func readRing(ctx context.Context, ring *ebpf.Map, fn func([]byte)) error {
 	defer r.Close()
 	var rec ringbuf.Record
 	for {
+		if poll > 0 {
+			r.SetDeadline(time.Now().Add(poll))
+		}
 		if err := r.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
@@ -175,7 +187,7 @@ func (l *Layer) TamperFeed() *TamperFeed { return &TamperFeed{ring: l.objs.Tampe
 
 // Run calls fn with every tripwire record until ctx is done.
 func (f *TamperFeed) Run(ctx context.Context, fn func(Tamper)) error {
-	return readRing(ctx, f.ring, func(b []byte) {
+	return readRing(ctx, f.ring, 0, func(b []byte) {
 		if t, ok := decodeTamper(b); ok {
 			fn(t)
 		}

@@ -306,6 +306,15 @@ struct tp_sched_exit {
 	__u8 group_dead;
 };
 
+// proc_wake batches the process ring's wake-ups: the reader is woken only
+// once a batch is waiting (it also polls every few milliseconds), instead of
+// once per record, which cost an exec storm a context switch per exec.
+#define WAKE_BYTES (256 << 10)
+static __always_inline __u64 proc_wake(void)
+{
+	return bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline __u32 cfg_flags(void)
 {
 	__u32 zero = 0;
@@ -546,7 +555,7 @@ static __always_inline void emit_exec_args(const char *filename, const char *con
 	}
 	r->argc = argc;
 	r->args_len = off;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, proc_wake());
 }
 
 static __always_inline int on_exec(const char *filename, const char *const *argv)
@@ -584,7 +593,7 @@ int tw_exec(struct tp_sched_exec *ctx)
 	r->filename[0] = 0;
 	__u32 loc = ctx->filename_loc & 0xffff;
 	bpf_probe_read_kernel_str(r->filename, PATH_LEN, (char *)ctx + loc);
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, proc_wake());
 	return 0;
 }
 
@@ -610,7 +619,7 @@ int tw_fork(struct tp_sched_fork *ctx)
 		return 0;
 	fill_hdr(&r->h, REC_FORK);
 	r->child = child;
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, proc_wake());
 	return 0;
 }
 
@@ -628,7 +637,7 @@ int tw_exit(struct tp_sched_exit *ctx)
 	if (!r)
 		return 0;
 	fill_hdr(r, REC_EXIT);
-	bpf_ringbuf_submit(r, 0);
+	bpf_ringbuf_submit(r, proc_wake());
 	return 0;
 }
 
