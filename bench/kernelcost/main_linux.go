@@ -1,4 +1,4 @@
-// Command kernelcost measures what the kernel layer alone adds to a process
+// Command kernelcost (Linux: the layer is eBPF) measures what the kernel layer alone adds to a process
 // storm and a file storm: the same workloads with no layer, then with the
 // layer loaded (pinned under a private dir, removed after) and its process
 // feed read and decoded, without the rest of the sensor.
