@@ -31,6 +31,9 @@ type Options struct {
 	ProcRoot string // "/proc"
 	// SensorArgs are extra arguments for the sensor (profiling).
 	SensorArgs []string
+	// Kernel is the sensor's kernel.mode: off (default) or auto, which
+	// adds the eBPF layer (process feed and tripwires).
+	Kernel string
 }
 
 // Phase is one workload's wall times without and with the sensor.
@@ -119,6 +122,19 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	// malicious (and, on a shared machine, other people's processes).
 	r.Args = append([]string{"run", "--no-collector", "--mode", "monitor", "--metrics-listen", metricsAddr,
 		"--state-dir", filepath.Join(tmp, "state"), "--spool", filepath.Join(tmp, "spool"), "--watch", watch}, o.SensorArgs...)
+	// The kernel layer (eBPF) is chosen by config: off, or on with a pin
+	// dir of the benchmark's own, released after the run.
+	kcfg := filepath.Join(tmp, "kernel.yaml")
+	pinDir := "/sys/fs/bpf/tillwatch-loadbench"
+	mode := o.Kernel
+	if mode == "" {
+		mode = "off"
+	}
+	if err := os.WriteFile(kcfg, []byte("kernel:\n  mode: "+mode+"\n  pin_dir: "+pinDir+"\n"), 0o600); err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(pinDir)
+	r.Args = append(r.Args, "-c", kcfg)
 
 	tarP := Phase{Name: "tar", What: fmt.Sprintf("`tar -xf` of %d files into the watched folder", r.TarFiles)}
 	gzP := Phase{Name: "gzip", What: "`gzip -r` over the extracted tree (each file compressed, the original removed)"}

@@ -40,10 +40,11 @@ func main() {
 	settle := flag.Duration("settle", 2*time.Second, "pause before each run (and after the sensor is ready)")
 	dir := flag.String("dir", "/dev/shm", "where the tar, the watched folder and the sensor's state go (\"\" = the temp dir); see the report for why tmpfs")
 	profile := flag.String("profile", "", "diagnose instead: run bench/profsensor (the sensor with pprof), write cpu.pprof and heap.pprof (of the last run with it) into DIR, leave the docs alone")
+	kernelMode := flag.String("kernel", "off", "the sensor's kernel.mode: off, or auto to run with the eBPF layer (pinned under /sys/fs/bpf/tillwatch-loadbench, removed after)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := Options{Sensor: filepath.Join(*bin, "tillwatch-sensor"), Files: *files, Execs: *execs, Runs: *runs, Settle: *settle, Dir: *dir}
+	o := Options{Sensor: filepath.Join(*bin, "tillwatch-sensor"), Files: *files, Execs: *execs, Runs: *runs, Settle: *settle, Dir: *dir, Kernel: *kernelMode}
 	if *profile != "" {
 		var err error
 		if o.Sensor, o.SensorArgs, err = benchproc.ProfSensor(*profile); err != nil {

@@ -28,7 +28,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(runCmd(stderr), checkCmd(stdout), versionCmd(stdout))
+	root.AddCommand(runCmd(stderr), checkCmd(stdout), versionCmd(stdout), kernelCmd(stdout))
 	root.AddCommand(serviceCommands(stdout)...) // Windows only
 	return root
 }

@@ -181,6 +181,10 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	// eBPF: process feed, agent taint, tripwires (sensor/agent/kernel_linux.go).
+	if err := s.wireKernel(cfg, src, table, catalog); err != nil {
+		return nil, err
+	}
 	// File activity under --watch, the synchronous ransomware guard and
 	// decoys, and the ransomware detector (sensor/agent/files.go).
 	if err := s.wireFiles(cfg, catalog); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/buildinfo"
 	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/config"
+	"github.com/tillwatch/tillwatch/sensor/kernel"
 	"github.com/tillwatch/tillwatch/sensor/privilege"
 	"github.com/tillwatch/tillwatch/sensor/process"
 	yarascan "github.com/tillwatch/tillwatch/sensor/yara"
@@ -64,6 +65,14 @@ func Run(cfg config.Config, checkConfig bool, _ *slog.Logger) Report {
 		block("process.backend netlink: " + nl.Error())
 	}
 	r.add("process polling (gopsutil)", true, "fallback: processes shorter than the poll interval may be missed")
+
+	if cfg.Kernel.Mode != "off" {
+		for _, f := range kernel.Probe(cfg.Kernel.PinDir) {
+			r.add(f.Name, f.Available, f.Detail)
+		}
+	} else {
+		r.add("tamper protection", false, "missing: kernel.mode is off")
+	}
 
 	fa, fd := probeFanotify(cfg.Watch)
 	r.add("fanotify", fa, fd)

@@ -38,9 +38,11 @@ type Config struct {
 
 	Collector Collector `yaml:"collector"`
 	Process   Process   `yaml:"process"`
-	Log       Log       `yaml:"log"`
-	Metrics   Metrics   `yaml:"metrics"`
-	YARA      YARA      `yaml:"yara"`
+	// Kernel configures the eBPF layer (sensor/kernel, docs/kernel.md).
+	Kernel  Kernel  `yaml:"kernel"`
+	Log     Log     `yaml:"log"`
+	Metrics Metrics `yaml:"metrics"`
+	YARA    YARA    `yaml:"yara"`
 	// RMM names the approved remote-management tools (sensor/detect/rmm).
 	RMM RMM `yaml:"rmm"`
 	// Files configures file activity under Watch and ransomware protection.
@@ -68,6 +70,17 @@ type Collector struct {
 	// the collector is away; beyond it telemetry is dropped first, alerts
 	// use a further reserve of a quarter of it.
 	SpoolBytes int64 `yaml:"spool_bytes"`
+}
+
+// Kernel configures the eBPF kernel layer: the process feed and the
+// tripwires that keep acting while the sensor is down.
+type Kernel struct {
+	// Mode is auto (use it where the kernel allows, else run without and
+	// report the tamper protection missing), required (failing to load is
+	// an error) or off.
+	Mode string `yaml:"mode"`
+	// PinDir is the bpffs directory for its pins.
+	PinDir string `yaml:"pin_dir"`
 }
 
 // Process configures the process source.
@@ -135,6 +148,7 @@ func Default() Config {
 			SpoolBytes:        256 << 20,
 		},
 		Process: Process{Backend: "auto", PollInterval: time.Second, ProcRoot: "/proc"},
+		Kernel:  Kernel{Mode: "auto", PinDir: "/sys/fs/bpf/tillwatch"},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		Files:   Files{Backend: "auto", Canaries: true, Guard: true},
@@ -224,6 +238,14 @@ func (c *Config) Validate() error {
 	case "auto", "netlink", "poll":
 	default:
 		bad("process.backend", "%q is not auto, netlink or poll", c.Process.Backend)
+	}
+	switch c.Kernel.Mode {
+	case "auto", "required", "off":
+	default:
+		bad("kernel.mode", "%q is not auto, required or off", c.Kernel.Mode)
+	}
+	if c.Kernel.Mode != "off" && (!filepath.IsAbs(c.Kernel.PinDir) || filepath.Clean(c.Kernel.PinDir) != c.Kernel.PinDir || !strings.HasPrefix(c.Kernel.PinDir, "/sys/fs/bpf/")) {
+		bad("kernel.pin_dir", "%q: want a clean absolute path below /sys/fs/bpf/", c.Kernel.PinDir)
 	}
 	if c.Process.PollInterval < 50*time.Millisecond {
 		bad("process.poll_interval", "%s is below 50ms", c.Process.PollInterval)

@@ -61,6 +61,8 @@ type Source struct {
 	users *userCache
 	// dial opens the proc connector; a seam so tests can make it fail.
 	dial func() (*nlConn, error)
+	// kernel, when set, is the first choice of backend auto (kernel.go).
+	kernel KernelFeed
 
 	health  HealthFunc
 	started atomic.Bool
@@ -146,6 +148,9 @@ func (s *Source) run(ctx context.Context, emit func(event.Event)) error {
 		}
 		return s.runNetlink(ctx, c, emit)
 	default:
+		if s.kernel != nil {
+			return s.runKernel(ctx, emit)
+		}
 		c, err := s.dial()
 		if err == nil {
 			return s.runNetlink(ctx, c, emit)

@@ -1,0 +1,784 @@
+// SPDX-License-Identifier: (Apache-2.0 OR GPL-2.0)
+//
+// tillwatch kernel tripwires. Syscall and sched tracepoints only: they load
+// where BPF LSM, fentry and kprobes are refused. Every map and link is pinned
+// by the loader, so the tripwires keep acting while the sensor is dead.
+//
+// Contexts are declared by hand from
+// /sys/kernel/tracing/events/{syscalls,sched}/*/format (no vmlinux.h).
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#define SIGKILL 9
+#define SIGSTOP 19
+
+#define PATH_LEN 256  // bytes of a path read at a syscall (power of two)
+#define KEY_LEN 64    // bytes of a name or argument compared in a map
+#define ARGS_LEN 4096 // bytes of argv packed into one exec record
+#define ARG_MAX 256   // bytes of one argument in that record
+#define MAX_ARGS 64   // arguments read from argv
+
+// Record types on the rings (struct hdr.type).
+#define REC_EXEC_ARGS 1 // sys_enter_execve(at): what the caller asked to run
+#define REC_EXEC 2      // sched_process_exec: the exec succeeded
+#define REC_FORK 3      // sched_process_fork
+#define REC_EXIT 4      // sched_process_exit of a thread-group leader
+#define REC_TAMPER 5    // a tripwire on the sensor fired
+#define REC_STOP 6      // a decoy tripwire stopped a process
+
+// Reasons (struct tamper_rec.reason, struct stop_val.reason).
+#define WHY_SIGNAL 1      // signalled a protected process
+#define WHY_EXEC_TOOL 2   // exec of a tamper tool naming the sensor
+#define WHY_HOSTILE 3     // member of a hostile family made a syscall
+#define WHY_PATH 4        // wrote, renamed or unlinked a protected path
+#define WHY_PIDFD 5       // opened a pidfd on a protected process
+#define WHY_DECOY_OPEN 16 // opened a decoy for writing
+#define WHY_DECOY_RENAME 17
+#define WHY_DECOY_UNLINK 18
+#define WHY_DECOY_LINK 19
+
+// Taint flags (struct taint.flags).
+#define TAINT_AGENT 1 // the RMM agent itself, marked by the sensor
+
+// Config flags (config[0].flags).
+#define CFG_ENFORCE 1 // kill and stop; without it, only report
+#define CFG_DECOYS 2  // decoy tripwires armed
+#define CFG_OFF 4     // the operator's clean stop: every tripwire disarmed
+
+#define O_WRONLY 01
+#define O_RDWR 02
+#define O_CREAT 0100
+#define O_TRUNC 01000
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct config {
+	__u32 flags;
+	__u32 _pad;
+};
+
+struct taint {
+	__u32 family; // pid of the agent's child that started this tree; 0 for the agent
+	__u32 flags;
+};
+
+struct key {
+	char s[KEY_LEN];
+};
+
+struct stop_val {
+	__u64 ktime;
+	__u32 reason;
+	__u32 _pad;
+	char name[KEY_LEN];
+};
+
+struct hdr {
+	__u32 type;
+	__u32 pid; // thread-group id of the process the record is about
+	__u32 tid;
+	__u32 uid;
+	__u64 ktime; // CLOCK_MONOTONIC ns
+};
+
+struct exec_args_rec {
+	struct hdr h;
+	__u32 argc;     // arguments stored
+	__u32 args_len; // bytes used in args, NUL-separated
+	__u32 truncated;
+	__u32 _pad;
+	char filename[PATH_LEN];
+	char args[ARGS_LEN + ARG_MAX];
+};
+
+struct exec_rec {
+	struct hdr h;
+	__u32 old_tid; // the thread that called execve
+	__u32 _pad;
+	char filename[PATH_LEN];
+};
+
+struct fork_rec {
+	struct hdr h; // pid: the parent's thread-group id
+	__u32 child;  // the new task (a process or a thread)
+	__u32 _pad;
+};
+
+struct tamper_rec {
+	struct hdr h;
+	__u32 reason;
+	__u32 target; // the pid signalled, or 0
+	__u32 sig;
+	__u32 family;
+	char name[KEY_LEN]; // the tool, the path, or the target argument
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct taint);
+} taint SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   // family
+	__type(value, __u64); // ktime it was declared hostile
+} hostile SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); // task id (the sensor's threads inherit at fork)
+	__type(value, __u32);
+} protected_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct key); // basename of a tamper tool
+	__type(value, __u32);
+} tools SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct key); // a name, path or pid string that means the sensor
+	__type(value, __u32);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct key); // basename of a decoy
+	__type(value, __u32);
+} decoys SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); // thread-group id stopped by a tripwire
+	__type(value, struct stop_val);
+} stopped SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} proc_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} tamper_events SEC(".maps");
+
+// Scratch space: a path and two keys per CPU, too big for the 512-byte stack.
+struct scratch {
+	char path[PATH_LEN + KEY_LEN]; // padded so a basename copy stays inside
+	struct key k;
+	struct key base;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+// Tracepoint contexts (offsets from the format files; 8 common bytes first).
+struct tp_execve {
+	__u64 common;
+	__u64 nr;
+	const char *filename;
+	const char *const *argv;
+	const char *const *envp;
+};
+
+struct tp_execveat {
+	__u64 common;
+	__u64 nr;
+	__u64 fd;
+	const char *filename;
+	const char *const *argv;
+	const char *const *envp;
+	__u64 flags;
+};
+
+struct tp_kill {
+	__u64 common;
+	__u64 nr;
+	__s64 pid;
+	__u64 sig;
+};
+
+struct tp_tgkill {
+	__u64 common;
+	__u64 nr;
+	__s64 tgid;
+	__s64 pid;
+	__u64 sig;
+};
+
+struct tp_pidfd_open {
+	__u64 common;
+	__u64 nr;
+	__s64 pid;
+	__u64 flags;
+};
+
+struct tp_openat {
+	__u64 common;
+	__u64 nr;
+	__u64 dfd;
+	const char *filename;
+	__u64 flags;
+	__u64 mode;
+};
+
+struct tp_path1 { // unlink, unlinkat's pathname after dfd: see below
+	__u64 common;
+	__u64 nr;
+	const char *path;
+};
+
+struct tp_dfd_path { // unlinkat, fchmodat
+	__u64 common;
+	__u64 nr;
+	__u64 dfd;
+	const char *path;
+	__u64 flag;
+};
+
+struct tp_renameat { // renameat, renameat2, linkat
+	__u64 common;
+	__u64 nr;
+	__u64 olddfd;
+	const char *oldname;
+	__u64 newdfd;
+	const char *newname;
+	__u64 flags;
+};
+
+struct tp_rename { // rename, link
+	__u64 common;
+	__u64 nr;
+	const char *oldname;
+	const char *newname;
+};
+
+struct tp_write {
+	__u64 common;
+	__u64 nr;
+	__u64 fd;
+	const char *buf;
+	__u64 count;
+};
+
+struct tp_sched_fork {
+	__u64 common;
+	__u32 parent_comm_loc;
+	__s32 parent_pid;
+	__u32 child_comm_loc;
+	__s32 child_pid;
+};
+
+struct tp_sched_exec {
+	__u64 common;
+	__u32 filename_loc; // __data_loc: low 16 bits offset, high 16 bits length
+	__s32 pid;
+	__s32 old_pid;
+};
+
+struct tp_sched_exit {
+	__u64 common;
+	char comm[16];
+	__s32 pid;
+	__s32 prio;
+	__u8 group_dead;
+};
+
+// proc_wake batches the process ring's wake-ups: the reader is woken only
+// once a batch is waiting (it also polls every few milliseconds), instead of
+// once per record, which cost an exec storm a context switch per exec.
+#define WAKE_BYTES (256 << 10)
+static __always_inline __u64 proc_wake(void)
+{
+	return bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline __u32 cfg_flags(void)
+{
+	__u32 zero = 0;
+	struct config *c = bpf_map_lookup_elem(&config, &zero);
+	return c ? c->flags : 0;
+}
+
+static __always_inline void fill_hdr(struct hdr *h, __u32 type)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	h->type = type;
+	h->pid = id >> 32;
+	h->tid = (__u32)id;
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->ktime = bpf_ktime_get_ns();
+}
+
+static __always_inline void report(__u32 reason, __u32 target, __u32 sig, __u32 family, const char *name)
+{
+	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
+	if (!r)
+		return;
+	fill_hdr(&r->h, REC_TAMPER);
+	r->reason = reason;
+	r->target = target;
+	r->sig = sig;
+	r->family = family;
+	__builtin_memset(r->name, 0, sizeof(r->name));
+	if (name)
+		bpf_probe_read_kernel_str(r->name, sizeof(r->name), name);
+	bpf_ringbuf_submit(r, 0);
+}
+
+// family_of returns the caller's taint, or NULL when it is not tainted.
+static __always_inline struct taint *taint_of_current(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&taint, &tgid);
+}
+
+// poison declares the caller's family hostile and kills the caller. The
+// agent itself (family 0) is killed but its other sessions are spared.
+static __always_inline void poison(struct taint *t, __u32 flags)
+{
+	if (!(flags & CFG_ENFORCE))
+		return;
+	if (t->family) {
+		__u64 now = bpf_ktime_get_ns();
+		bpf_map_update_elem(&hostile, &t->family, &now, BPF_ANY);
+	}
+	bpf_send_signal(SIGKILL);
+}
+
+// hostile_check kills the caller if its family was declared hostile: the
+// rest of a tree that attacked the sensor dies at its next syscall of
+// interest, even while the sensor is down. Returns 1 if it did.
+static __always_inline int hostile_check(__u32 flags)
+{
+	if (flags & CFG_OFF)
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t || !t->family)
+		return 0;
+	if (!bpf_map_lookup_elem(&hostile, &t->family))
+		return 0;
+	if (flags & CFG_ENFORCE)
+		bpf_send_signal(SIGKILL);
+	return 1;
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+struct slash_ctx {
+	struct scratch *sc;
+	int len;
+	int start;
+};
+
+static long slash_step(__u32 i, void *data)
+{
+	struct slash_ctx *c = data;
+	if ((int)i >= c->len)
+		return 1;
+	if (c->sc->path[i & (PATH_LEN - 1)] == '/')
+		c->start = i + 1;
+	return 0;
+}
+
+// base_key fills sc->base with the basename of sc->path[0:len), cut to
+// KEY_LEN-1 bytes and zero-filled, so it compares equal as a map key. The
+// scan runs in bpf_loop so the verifier checks its body once, not per byte.
+static __always_inline void base_key(struct scratch *sc, int len)
+{
+	struct slash_ctx c = {.sc = sc, .len = len, .start = 0};
+	bpf_loop(PATH_LEN, slash_step, &c, 0);
+	__builtin_memset(sc->base.s, 0, KEY_LEN);
+	if (len - c.start < KEY_LEN)
+		bpf_probe_read_kernel_str(sc->base.s, KEY_LEN, &sc->path[c.start & (PATH_LEN - 1)]);
+}
+
+// read_path reads a user path into sc->path and fills sc->k (the whole path,
+// cut to KEY_LEN-1 bytes) and sc->base (its basename). Returns the length
+// read including the NUL, or <= 0.
+static __always_inline int read_path(struct scratch *sc, const char *p)
+{
+	int n = bpf_probe_read_user_str(sc->path, PATH_LEN, p);
+	if (n <= 0)
+		return n;
+	// A path longer than a key is never compared whole: cut, it would
+	// match every path sharing its first bytes.
+	__builtin_memset(sc->k.s, 0, KEY_LEN);
+	if (n <= KEY_LEN)
+		bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
+	base_key(sc, n - 1);
+	return n;
+}
+
+// read_key reads a user string into sc->k, cut and zero-filled.
+static __always_inline int read_key(struct scratch *sc, const char *p)
+{
+	__builtin_memset(sc->k.s, 0, KEY_LEN);
+	int n = bpf_probe_read_user_str(sc->k.s, KEY_LEN, p);
+	if (n == KEY_LEN) // cut: never compared, like read_path
+		sc->k.s[0] = 0;
+	return n;
+}
+
+// decoy_stop stops the caller when path names a decoy.
+static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why)
+{
+	if (!(flags & CFG_DECOYS) || (flags & CFG_OFF))
+		return;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (bpf_map_lookup_elem(&protected_pids, &tgid))
+		return; // the sensor writes and restores its own decoys
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path(sc, path) <= 0)
+		return;
+	if (!bpf_map_lookup_elem(&decoys, &sc->base))
+		return;
+	struct stop_val v = {};
+	v.ktime = bpf_ktime_get_ns();
+	v.reason = why;
+	__builtin_memcpy(v.name, sc->base.s, KEY_LEN);
+	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
+	if (flags & CFG_ENFORCE)
+		bpf_send_signal(SIGSTOP);
+	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
+	if (!r)
+		return;
+	fill_hdr(&r->h, REC_STOP);
+	r->reason = why;
+	r->target = 0;
+	r->sig = SIGSTOP;
+	r->family = 0;
+	__builtin_memcpy(r->name, sc->base.s, KEY_LEN);
+	bpf_ringbuf_submit(r, 0);
+}
+
+// path_check kills a tainted caller that writes, renames or unlinks a path
+// that means the sensor (its binary, unit, config, state, pins).
+static __always_inline void path_check(__u32 flags, const char *path)
+{
+	if (flags & CFG_OFF)
+		return;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return;
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path(sc, path) <= 0)
+		return;
+	if (!bpf_map_lookup_elem(&targets, &sc->k) && !bpf_map_lookup_elem(&targets, &sc->base))
+		return;
+	report(WHY_PATH, 0, SIGKILL, t->family, sc->k.s);
+	poison(t, flags);
+}
+
+// exec_check looks at an exec by a tainted caller: a tamper tool whose
+// arguments name the sensor is killed before it runs.
+static __always_inline void exec_check(__u32 flags, struct scratch *sc, const char *filename,
+				       const char *const *argv)
+{
+	struct taint *t = taint_of_current();
+	if (!t || (flags & CFG_OFF))
+		return;
+	if (read_path(sc, filename) <= 0)
+		return;
+	if (!bpf_map_lookup_elem(&tools, &sc->base))
+		return;
+	// Arguments are compared whole (a pid, a unit name, a path): give the
+	// targets map every spelling that matters.
+	for (int i = 1; i < 24; i++) {
+		const char *a = 0;
+		if (bpf_probe_read_user(&a, sizeof(a), &argv[i]) || !a)
+			return;
+		if (read_key(sc, a) <= 0)
+			continue;
+		if (bpf_map_lookup_elem(&targets, &sc->k)) {
+			report(WHY_EXEC_TOOL, 0, SIGKILL, t->family, sc->k.s);
+			poison(t, flags);
+			return;
+		}
+	}
+}
+
+// emit_exec_args sends what the caller asked to exec: the filename and
+// argv, NUL-separated, for the process source.
+static __always_inline void emit_exec_args(const char *filename, const char *const *argv)
+{
+	struct exec_args_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
+	if (!r)
+		return;
+	fill_hdr(&r->h, REC_EXEC_ARGS);
+	r->truncated = 0;
+	r->filename[0] = 0;
+	bpf_probe_read_user_str(r->filename, PATH_LEN, filename);
+	__u32 off = 0, argc = 0;
+	for (int i = 0; i < MAX_ARGS; i++) {
+		const char *a = 0;
+		if (bpf_probe_read_user(&a, sizeof(a), &argv[i]) || !a)
+			break;
+		if (off >= ARGS_LEN) {
+			r->truncated = 1;
+			break;
+		}
+		int n = bpf_probe_read_user_str(&r->args[off & (ARGS_LEN - 1)], ARG_MAX, a);
+		if (n <= 0)
+			break;
+		if (n == ARG_MAX)
+			r->truncated = 1;
+		off += n;
+		argc++;
+	}
+	r->argc = argc;
+	r->args_len = off;
+	bpf_ringbuf_submit(r, proc_wake());
+}
+
+static __always_inline int on_exec(const char *filename, const char *const *argv)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	emit_exec_args(filename, argv);
+	struct scratch *sc = get_scratch();
+	if (sc)
+		exec_check(flags, sc, filename, argv);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int tw_execve(struct tp_execve *ctx)
+{
+	return on_exec(ctx->filename, ctx->argv);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int tw_execveat(struct tp_execveat *ctx)
+{
+	return on_exec(ctx->filename, ctx->argv);
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int tw_exec(struct tp_sched_exec *ctx)
+{
+	struct exec_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
+	if (!r)
+		return 0;
+	fill_hdr(&r->h, REC_EXEC);
+	r->old_tid = ctx->old_pid;
+	r->filename[0] = 0;
+	__u32 loc = ctx->filename_loc & 0xffff;
+	bpf_probe_read_kernel_str(r->filename, PATH_LEN, (char *)ctx + loc);
+	bpf_ringbuf_submit(r, proc_wake());
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int tw_fork(struct tp_sched_fork *ctx)
+{
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	__u32 child = ctx->child_pid;
+	// Taint is inherited in the kernel: a child of the agent starts a
+	// family of its own, a child of a family member joins it.
+	struct taint *t = bpf_map_lookup_elem(&taint, &parent);
+	if (t) {
+		struct taint c = {.family = t->family ? t->family : child, .flags = 0};
+		bpf_map_update_elem(&taint, &child, &c, BPF_ANY);
+	}
+	// The sensor's threads (and children) are protected like the sensor.
+	if (bpf_map_lookup_elem(&protected_pids, &parent)) {
+		__u32 one = 1;
+		bpf_map_update_elem(&protected_pids, &child, &one, BPF_ANY);
+	}
+	struct fork_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
+	if (!r)
+		return 0;
+	fill_hdr(&r->h, REC_FORK);
+	r->child = child;
+	bpf_ringbuf_submit(r, proc_wake());
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int tw_exit(struct tp_sched_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	bpf_map_delete_elem(&taint, &tid);
+	bpf_map_delete_elem(&protected_pids, &tid);
+	if (tid != (__u32)(id >> 32))
+		return 0; // a thread, not the process
+	bpf_map_delete_elem(&stopped, &tid);
+	struct hdr *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
+	if (!r)
+		return 0;
+	fill_hdr(r, REC_EXIT);
+	bpf_ringbuf_submit(r, proc_wake());
+	return 0;
+}
+
+// signal_check handles a signal sig to pid (a task id) by the caller.
+static __always_inline int signal_check(__s64 pid, __u64 sig)
+{
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	if (hostile_check(flags))
+		return 0;
+	if (sig == 0)
+		return 0; // an existence probe
+	struct taint *t = taint_of_current();
+	if (!t)
+		return 0;
+	__u32 target = pid;
+	if (pid == -1 || (pid > 0 && bpf_map_lookup_elem(&protected_pids, &target))) {
+		report(WHY_SIGNAL, target, sig, t->family, 0);
+		poison(t, flags);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_kill")
+int tw_kill(struct tp_kill *ctx)
+{
+	return signal_check(ctx->pid, ctx->sig);
+}
+
+SEC("tracepoint/syscalls/sys_enter_tkill")
+int tw_tkill(struct tp_kill *ctx)
+{
+	return signal_check(ctx->pid, ctx->sig);
+}
+
+SEC("tracepoint/syscalls/sys_enter_tgkill")
+int tw_tgkill(struct tp_tgkill *ctx)
+{
+	return signal_check(ctx->tgid, ctx->sig);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pidfd_open")
+int tw_pidfd_open(struct tp_pidfd_open *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	struct taint *t = taint_of_current();
+	__u32 target = ctx->pid;
+	if (t && ctx->pid > 0 && bpf_map_lookup_elem(&protected_pids, &target)) {
+		report(WHY_PIDFD, target, 0, t->family, 0);
+		poison(t, flags);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int tw_openat(struct tp_openat *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	if (!(ctx->flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)))
+		return 0;
+	decoy_check(flags, ctx->filename, WHY_DECOY_OPEN);
+	path_check(flags, ctx->filename);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int tw_unlinkat(struct tp_dfd_path *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
+	path_check(flags, ctx->path);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int tw_unlink(struct tp_path1 *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
+	path_check(flags, ctx->path);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int tw_renameat2(struct tp_renameat *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
+	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
+	path_check(flags, ctx->oldname);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int tw_renameat(struct tp_renameat *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
+	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
+	path_check(flags, ctx->oldname);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int tw_rename(struct tp_rename *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
+	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
+	path_check(flags, ctx->oldname);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int tw_linkat(struct tp_renameat *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	decoy_check(flags, ctx->oldname, WHY_DECOY_LINK);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int tw_write(struct tp_write *ctx)
+{
+	hostile_check(cfg_flags());
+	return 0;
+}

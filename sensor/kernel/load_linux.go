@@ -1,0 +1,384 @@
+package kernel
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Config flags, as the programs read them (CFG_* in bpf/tripwire.c).
+const (
+	cfgEnforce = 1
+	cfgDecoys  = 2
+	cfgOff     = 4
+)
+
+// Where tracefs and bpffs are mounted when missing.
+const (
+	tracefsDir = "/sys/kernel/tracing"
+	bpffsDir   = "/sys/fs/bpf"
+)
+
+// attach lists every program with its tracepoint.
+var attach = []struct{ prog, group, name string }{
+	{"tw_execve", "syscalls", "sys_enter_execve"},
+	{"tw_execveat", "syscalls", "sys_enter_execveat"},
+	{"tw_exec", "sched", "sched_process_exec"},
+	{"tw_fork", "sched", "sched_process_fork"},
+	{"tw_exit", "sched", "sched_process_exit"},
+	{"tw_kill", "syscalls", "sys_enter_kill"},
+	{"tw_tkill", "syscalls", "sys_enter_tkill"},
+	{"tw_tgkill", "syscalls", "sys_enter_tgkill"},
+	{"tw_pidfd_open", "syscalls", "sys_enter_pidfd_open"},
+	{"tw_openat", "syscalls", "sys_enter_openat"},
+	{"tw_unlinkat", "syscalls", "sys_enter_unlinkat"},
+	{"tw_unlink", "syscalls", "sys_enter_unlink"},
+	{"tw_renameat2", "syscalls", "sys_enter_renameat2"},
+	{"tw_renameat", "syscalls", "sys_enter_renameat"},
+	{"tw_rename", "syscalls", "sys_enter_rename"},
+	{"tw_linkat", "syscalls", "sys_enter_linkat"},
+	{"tw_write", "syscalls", "sys_enter_write"},
+}
+
+// Layer is the loaded kernel layer. Its pins outlive it: Close releases
+// this process's handles and leaves the tripwires armed; Unpin removes
+// them (the operator's way out, and tests' cleanup).
+type Layer struct {
+	cfg     Config
+	dir     string // PinDir/<version>
+	objs    tripwireObjects
+	links   []link.Link
+	reused  int // links found pinned by an earlier run
+	version string
+}
+
+// Version is the short digest of the compiled programs: pins live in
+// PinDir/<Version>, so an upgraded sensor replaces an older set instead of
+// attaching beside it.
+func Version() string {
+	sum := sha256.Sum256(_TripwireBytes)
+	return hex.EncodeToString(sum[:6])
+}
+
+// Load mounts tracefs and bpffs if missing, loads the programs, attaches
+// them and pins programs' links and maps under cfg.PinDir. Links and maps
+// already pinned by an earlier run of the same version are re-used, so a
+// restarted sensor never attaches twice and keeps the taint, hostile and
+// stopped state the kernel built while it was down. Pins of other versions
+// are removed. The configuration flags are written at once.
+func Load(cfg Config) (*Layer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ensureMounts(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.PinDir, 0o700); err != nil {
+		return nil, fmt.Errorf("kernel: pin dir: %w", err)
+	}
+	l := &Layer{cfg: cfg, version: Version()}
+	l.dir = filepath.Join(cfg.PinDir, l.version)
+	if err := removeOtherVersions(cfg.PinDir, l.version); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(l.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("kernel: pin dir: %w", err)
+	}
+	spec, err := loadTripwire()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range spec.Maps {
+		if m.Name == "scratch" || strings.HasPrefix(m.Name, ".") {
+			continue // per-CPU scratch space is per program set, not state
+		}
+		m.Pinning = ebpf.PinByName
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: l.dir}}
+	if err := spec.LoadAndAssign(&l.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("kernel: loading programs: %w (verifier: %+v)", err, ve)
+		}
+		return nil, fmt.Errorf("kernel: loading programs: %w", err)
+	}
+	progs := map[string]*ebpf.Program{}
+	if err := forEachProgram(&l.objs.tripwirePrograms, func(name string, p *ebpf.Program) { progs[name] = p }); err != nil {
+		l.Close()
+		return nil, err
+	}
+	for _, a := range attach {
+		pin := filepath.Join(l.dir, "link_"+a.prog)
+		if old, err := link.LoadPinnedLink(pin, nil); err == nil {
+			l.links = append(l.links, old)
+			l.reused++
+			continue
+		}
+		lk, err := link.Tracepoint(a.group, a.name, progs[a.prog], nil)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("kernel: attaching %s to %s:%s: %w", a.prog, a.group, a.name, err)
+		}
+		if err := lk.Pin(pin); err != nil {
+			lk.Close()
+			l.Close()
+			return nil, fmt.Errorf("kernel: pinning %s: %w", a.prog, err)
+		}
+		l.links = append(l.links, lk)
+	}
+	if err := l.SetConfig(cfg); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// forEachProgram walks the generated struct's programs by their ELF names.
+func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
+	for name, prog := range map[string]*ebpf.Program{
+		"tw_execve": p.TwExecve, "tw_execveat": p.TwExecveat, "tw_exec": p.TwExec, "tw_fork": p.TwFork,
+		"tw_exit": p.TwExit, "tw_kill": p.TwKill, "tw_tkill": p.TwTkill, "tw_tgkill": p.TwTgkill,
+		"tw_pidfd_open": p.TwPidfdOpen, "tw_openat": p.TwOpenat, "tw_unlinkat": p.TwUnlinkat,
+		"tw_unlink": p.TwUnlink, "tw_renameat2": p.TwRenameat2, "tw_renameat": p.TwRenameat,
+		"tw_rename": p.TwRename, "tw_linkat": p.TwLinkat, "tw_write": p.TwWrite,
+	} {
+		if prog == nil {
+			return fmt.Errorf("kernel: program %s missing from the object", name)
+		}
+		fn(name, prog)
+	}
+	return nil
+}
+
+// ensureMounts mounts tracefs and bpffs where they are missing: tracepoint
+// attachment needs the first, pins the second.
+func ensureMounts() error {
+	for _, m := range []struct {
+		dir, fstype string
+		magic       int64
+	}{
+		{tracefsDir, "tracefs", unix.TRACEFS_MAGIC},
+		{bpffsDir, "bpf", unix.BPF_FS_MAGIC},
+	} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(m.dir, &st); err == nil && int64(st.Type) == m.magic {
+			continue
+		}
+		if err := unix.Mount(m.fstype, m.dir, m.fstype, 0, ""); err != nil {
+			return fmt.Errorf("kernel: mounting %s on %s: %w", m.fstype, m.dir, err)
+		}
+	}
+	return nil
+}
+
+// removeOtherVersions unpins program sets of other versions under root.
+func removeOtherVersions(root, keep string) error {
+	des, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("kernel: pin dir: %w", err)
+	}
+	for _, de := range des {
+		if !de.IsDir() || de.Name() == keep || len(de.Name()) != 12 {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(root, de.Name())); err != nil {
+			return fmt.Errorf("kernel: removing old pins: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reused reports how many links were found pinned by an earlier run.
+func (l *Layer) Reused() int { return l.reused }
+
+// PinDir is the directory holding this version's pins.
+func (l *Layer) PinDir() string { return l.dir }
+
+// SetConfig writes cfg's Enforce and Decoys to the kernel.
+func (l *Layer) SetConfig(cfg Config) error {
+	var f uint32
+	if cfg.Enforce {
+		f |= cfgEnforce
+	}
+	if cfg.Decoys {
+		f |= cfgDecoys
+	}
+	return l.setFlags(f)
+}
+
+// Disarm turns every tripwire off until the next SetConfig: the operator's
+// clean stop calls it before stopping the sensor, and it stays in force
+// while the sensor is down (the flag lives in a pinned map).
+func (l *Layer) Disarm() error { return l.setFlags(cfgOff) }
+
+func (l *Layer) setFlags(f uint32) error {
+	if err := l.objs.Config.Update(uint32(0), tripwireConfig{Flags: f}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("kernel: writing config: %w", err)
+	}
+	return nil
+}
+
+// Protect adds pid (the sensor) to the protected processes: a signal to it
+// or a pidfd on it by a tainted process fires the tripwire. Its threads
+// and children created later inherit the protection in the kernel; the
+// ones running now are added from /proc.
+func (l *Layer) Protect(pid int) error {
+	ids := []int{pid}
+	if des, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task")); err == nil {
+		for _, de := range des {
+			if tid, err := strconv.Atoi(de.Name()); err == nil && tid != pid {
+				ids = append(ids, tid)
+			}
+		}
+	}
+	for _, id := range ids {
+		if err := l.objs.ProtectedPids.Update(uint32(id), uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: protecting %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// TaintAgent marks pid as a remote-management agent: its children start
+// tainted families of their own, inherited at every fork in the kernel.
+func (l *Layer) TaintAgent(pid int) error {
+	v := tripwireTaint{Family: 0, Flags: 1}
+	if err := l.objs.Taint.Update(uint32(pid), v, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("kernel: tainting %d: %w", pid, err)
+	}
+	return nil
+}
+
+// TaintChild marks pid as a member of family fam (the pid of the agent's
+// child that started the tree): for descendants that existed before the
+// agent was marked.
+func (l *Layer) TaintChild(pid, fam int) error {
+	v := tripwireTaint{Family: uint32(fam)}
+	if err := l.objs.Taint.Update(uint32(pid), v, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("kernel: tainting %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Tainted returns pid's family and whether it is tainted.
+func (l *Layer) Tainted(pid int) (family int, ok bool) {
+	var v tripwireTaint
+	if err := l.objs.Taint.Lookup(uint32(pid), &v); err != nil {
+		return 0, false
+	}
+	return int(v.Family), true
+}
+
+// Hostile reports whether family was declared hostile.
+func (l *Layer) Hostile(family int) bool {
+	var v uint64
+	return l.objs.Hostile.Lookup(uint32(family), &v) == nil
+}
+
+// AddTools adds basenames of tamper tools.
+func (l *Layer) AddTools(names ...string) error { return putKeys(l.objs.Tools, names) }
+
+// AddTargets adds strings that mean the sensor when a tamper tool gets them
+// as an argument or a tainted process writes them as a path: its unit and
+// binary names, its pid, its config, state and pin paths. A path is also
+// matched by its basename, so give distinctive ones. Names longer than
+// KeyLen-1 bytes are refused: the kernel compares only whole names.
+func (l *Layer) AddTargets(names ...string) error { return putKeys(l.objs.Targets, names) }
+
+// AddDecoys adds decoy basenames to the decoy tripwire.
+func (l *Layer) AddDecoys(names ...string) error { return putKeys(l.objs.Decoys, names) }
+
+func putKeys(m *ebpf.Map, names []string) error {
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		if len(n) > KeyLen-1 {
+			return fmt.Errorf("kernel: %q is longer than %d bytes, which the kernel never compares", n, KeyLen-1)
+		}
+		k := tripwireKey{}
+		for i, c := range []byte(n) {
+			k.S[i] = int8(c)
+		}
+		if err := m.Update(k, uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: adding %q: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// Stopped lists the processes stopped by a tripwire and not yet judged,
+// including those stopped while the sensor was down.
+func (l *Layer) Stopped() ([]Stopped, error) {
+	var out []Stopped
+	var pid uint32
+	var v tripwireStopVal
+	it := l.objs.Stopped.Iterate()
+	for it.Next(&pid, &v) {
+		b := make([]byte, 0, KeyLen)
+		for _, c := range v.Name {
+			if c == 0 {
+				break
+			}
+			b = append(b, byte(c))
+		}
+		out = append(out, Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b)})
+	}
+	return out, it.Err()
+}
+
+// Judged removes pid from the stopped map once the sensor decided.
+func (l *Layer) Judged(pid int) error {
+	if err := l.objs.Stopped.Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Close releases this process's handles; pinned links keep the programs
+// attached and pinned maps keep their state.
+func (l *Layer) Close() error {
+	var errs []error
+	for _, lk := range l.links {
+		errs = append(errs, lk.Close())
+	}
+	l.links = nil
+	errs = append(errs, l.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Unpin detaches every program and removes the pins (this version's and
+// any other under PinDir), then closes the layer. The tripwires are gone
+// once it returns.
+func (l *Layer) Unpin() error {
+	var errs []error
+	for _, lk := range l.links {
+		errs = append(errs, lk.Unpin())
+	}
+	errs = append(errs, l.Close())
+	errs = append(errs, Release(l.cfg.PinDir))
+	return errors.Join(errs...)
+}
+
+// Release removes every pin under pinDir without loading anything: the
+// operator's way out (`tillwatch-sensor kernel release`) when the sensor
+// will not start. Programs detach when their last pin goes.
+func Release(pinDir string) error {
+	if pinDir == "" {
+		pinDir = DefaultPinDir
+	}
+	if err := os.RemoveAll(pinDir); err != nil {
+		return fmt.Errorf("kernel: removing %s: %w", pinDir, err)
+	}
+	return nil
+}

@@ -1,0 +1,289 @@
+package kernel
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// scene is one attack rehearsal: a stand-in sensor (a renamed sleep the
+// layer protects), a folder of files to encrypt, a stand-in RMM agent (a
+// shell the layer taints; everything it starts inherits the taint in the
+// kernel) and the tamper records the kernel wrote.
+type scene struct {
+	t       *testing.T
+	l       *Layer
+	dir     string
+	data    string
+	name    string // the stand-in sensor's unique name
+	sensor  *exec.Cmd
+	mu      sync.Mutex
+	tampers []Tamper
+}
+
+const nFiles = 200
+
+func newScene(t *testing.T, l *Layer) *scene {
+	s := &scene{t: t, l: l, dir: t.TempDir(), name: "tw-sensor-" + unique(t)}
+	s.data = filepath.Join(s.dir, "data")
+	if err := os.Mkdir(s.data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nFiles {
+		if err := os.WriteFile(filepath.Join(s.data, fmt.Sprintf("doc%03d.txt", i)), []byte("plain\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep(1)")
+	}
+	bin := filepath.Join(s.dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stand := filepath.Join(bin, s.name)
+	copyFile(t, sleep, stand, 0o755)
+	s.sensor = exec.Command(stand, "300")
+	if err := s.sensor.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.sensor.Process.Kill(); s.sensor.Wait() })
+	pid := s.sensor.Process.Pid
+	if err := l.Protect(pid); err != nil {
+		t.Fatal(err)
+	}
+	// What names this stand-in sensor: its unit, binary, pid and path.
+	if err := l.AddTargets(s.name, s.name+".service", strconv.Itoa(pid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddTools(DefaultTools...); err != nil {
+		t.Fatal(err)
+	}
+	// A fake systemctl: if it ever ran, it would leave a marker behind.
+	script(t, filepath.Join(bin, "systemctl"), `echo "$@" > "`+filepath.Join(s.dir, "systemctl-ran")+`"`)
+	script(t, filepath.Join(bin, "apt-get"), `echo installing "$@" > "`+filepath.Join(s.dir, "apt-get-ran")+`"`)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.TamperFeed().Run(ctx, func(tp Tamper) { s.mu.Lock(); s.tampers = append(s.tampers, tp); s.mu.Unlock() })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func script(t *testing.T, path, body string) {
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// encryptLoop is what the payload does after switching the sensor off:
+// rewrite every file of the folder as fast as the shell goes.
+func (s *scene) encryptLoop() string {
+	return `for f in "` + s.data + `"/*; do echo encrypted > "$f"; done; echo finished > "` + filepath.Join(s.dir, "payload-finished") + `"`
+}
+
+// runAgent starts a stand-in agent (tainted before it forks anything) that
+// runs payload with sh, and waits for the agent. tainted=false runs the
+// same without the taint, as any admin shell would.
+func (s *scene) runAgent(payload string, tainted bool) {
+	t := s.t
+	p := filepath.Join(s.dir, "payload.sh")
+	if err := os.WriteFile(p, []byte(payload+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command("/bin/sh", "-c", `read go; /bin/sh "$0"; echo agent-alive > "$1"`, p, filepath.Join(s.dir, "agent-alive"))
+	agent.Env = append(os.Environ(), "PATH="+filepath.Join(s.dir, "bin")+":"+os.Getenv("PATH"))
+	stdin, err := agent.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if tainted {
+		if err := s.l.TaintAgent(agent.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fmt.Fprintln(stdin, "go")
+	stdin.Close()
+	waitBounded(t, agent, 60*time.Second)
+}
+
+func waitBounded(t *testing.T, c *exec.Cmd, bound time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(bound):
+		c.Process.Kill()
+		<-done
+		t.Fatalf("%s did not finish in %s", c.Path, bound)
+	}
+}
+
+// changed counts the folder's files that are no longer "plain".
+func (s *scene) changed() int {
+	n := 0
+	des, _ := os.ReadDir(s.data)
+	for _, de := range des {
+		if b, err := os.ReadFile(filepath.Join(s.data, de.Name())); err != nil || string(b) != "plain\n" {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *scene) sensorAlive() bool {
+	return s.sensor.Process.Signal(syscall.Signal(0)) == nil && s.sensor.ProcessState == nil && !zombie(s.sensor.Process.Pid)
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
+}
+
+func exists(path string) bool { _, err := os.Stat(path); return err == nil }
+
+// waitTamper waits for a tamper record with reason r.
+func (s *scene) waitTamper(r Reason) Tamper {
+	var got Tamper
+	waitFor(s.t, 10*time.Second, "a "+r.String()+" record", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, tp := range s.tampers {
+			if tp.Reason == r {
+				got = tp
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// TestTamperTripwires rehearses the attack: a tree under a stand-in RMM
+// agent switches the sensor off, then encrypts a folder at full speed. The
+// kernel kills the tree at the signal or at the tool's exec, and the rest
+// of its family at their next syscall; at most one file may change.
+func TestTamperTripwires(t *testing.T) {
+	l := newTestLayer(t, Config{Enforce: true})
+	cases := []struct {
+		name       string
+		payload    func(s *scene) string
+		reason     Reason
+		sensorDies bool // the kill syscall itself completes
+	}{
+		{"kill -9 pid", func(s *scene) string {
+			return fmt.Sprintf("kill -9 %d\n%s", s.sensor.Process.Pid, s.encryptLoop())
+		}, ReasonSignal, true},
+		{"kill -9 $(pidof name)", func(s *scene) string {
+			return fmt.Sprintf("kill -9 $(pidof %s)\n%s", s.name, s.encryptLoop())
+		}, ReasonExecTool, false},
+		{"systemctl stop unit", func(s *scene) string {
+			return fmt.Sprintf("systemctl stop %s.service\n%s", s.name, s.encryptLoop())
+		}, ReasonExecTool, false},
+		{"encryptor forked before the kill", func(s *scene) string {
+			// The encryptor waits on a pipe so it is surely forked first
+			// and surely runs after the kill.
+			return fmt.Sprintf("mkfifo %[1]s/go\n(read x < %[1]s/go; %[2]s) &\nkill -9 %[3]d\necho go > %[1]s/go\nwait",
+				s.dir, s.encryptLoop(), s.sensor.Process.Pid)
+		}, ReasonSignal, true},
+		{"payload decoded from base64", func(s *scene) string {
+			inner := fmt.Sprintf("kill -9 %d\n%s\n", s.sensor.Process.Pid, s.encryptLoop())
+			return fmt.Sprintf("echo %s | base64 -d > %[2]s/p.sh\nsh %[2]s/p.sh", base64.StdEncoding.EncodeToString([]byte(inner)), s.dir)
+		}, ReasonSignal, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newScene(t, l)
+			s.runAgent(c.payload(s), true)
+			tp := s.waitTamper(c.reason)
+			if n := s.changed(); n > 1 {
+				t.Errorf("%d of %d files changed, want at most 1", n, nFiles)
+			}
+			if exists(filepath.Join(s.dir, "payload-finished")) {
+				t.Error("the payload ran to its end")
+			}
+			if exists(filepath.Join(s.dir, "systemctl-ran")) {
+				t.Error("systemctl ran")
+			}
+			if !exists(filepath.Join(s.dir, "agent-alive")) {
+				t.Error("the agent itself died; only the tree it started should")
+			}
+			if !c.sensorDies && !s.sensorAlive() {
+				t.Error("the stand-in sensor died")
+			}
+			if tp.Family == 0 || !l.Hostile(tp.Family) {
+				t.Errorf("family %d not declared hostile: %+v", tp.Family, tp)
+			}
+			t.Logf("%s: %+v; %d files changed", tp.Reason, tp, s.changed())
+		})
+	}
+}
+
+// TestTamperTripwiresBenign runs honest work: the same commands outside
+// any agent's tree, and routine commands inside one.
+func TestTamperTripwiresBenign(t *testing.T) {
+	l := newTestLayer(t, Config{Enforce: true})
+	t.Run("operator outside the agent", func(t *testing.T) {
+		s := newScene(t, l)
+		s.runAgent(fmt.Sprintf("pidof %s\nsystemctl stop %s.service\n%s", s.name, s.name, s.encryptLoop()), false)
+		if !exists(filepath.Join(s.dir, "systemctl-ran")) || !exists(filepath.Join(s.dir, "payload-finished")) {
+			t.Error("an untainted operator's commands were stopped")
+		}
+		if n := s.changed(); n != nFiles {
+			t.Errorf("%d of %d files written", n, nFiles)
+		}
+	})
+	t.Run("routine work under the agent", func(t *testing.T) {
+		s := newScene(t, l)
+		git := ""
+		if _, err := exec.LookPath("git"); err == nil {
+			git = fmt.Sprintf("cd %s && git init -q repo && cd repo && echo x > f && git add f && git -c user.email=a@b -c user.name=a commit -qm m && git log --oneline > %s/git-ran\ncd /\n", s.dir, s.dir)
+		}
+		s.runAgent(fmt.Sprintf("kill -0 %d\napt-get install -y curl\nsystemctl restart cron.service\npgrep -x cron >/dev/null\nrm -f %s/none\n%s%s",
+			s.sensor.Process.Pid, s.dir, git, s.encryptLoop()), true)
+		if git != "" && !exists(filepath.Join(s.dir, "git-ran")) {
+			t.Error("git under an agent was stopped")
+		}
+		if !exists(filepath.Join(s.dir, "apt-get-ran")) || !exists(filepath.Join(s.dir, "payload-finished")) {
+			t.Error("routine commands under an agent were stopped")
+		}
+		if !s.sensorAlive() {
+			t.Error("the stand-in sensor died")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.tampers) > 0 {
+			t.Errorf("tamper records for routine work: %+v", s.tampers)
+		}
+	})
+}

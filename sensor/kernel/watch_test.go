@@ -1,0 +1,86 @@
+package kernel
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tillwatch/tillwatch/internal/event"
+)
+
+// fakeTripwires records taints and replays records; the real layer is
+// exercised by the *_linux_test.go tests with real processes.
+type fakeTripwires struct {
+	tainted []int
+	stopped []Stopped
+	records []Tamper
+}
+
+func (f *fakeTripwires) TaintAgent(pid int) error    { f.tainted = append(f.tainted, pid); return nil }
+func (f *fakeTripwires) Stopped() ([]Stopped, error) { return f.stopped, nil }
+func (f *fakeTripwires) RunTamper(_ context.Context, fn func(Tamper)) error {
+	for _, r := range f.records {
+		fn(r)
+	}
+	return nil
+}
+
+func TestWatchAlerts(t *testing.T) {
+	t.Parallel()
+	f := &fakeTripwires{
+		stopped: []Stopped{{PID: 50, Reason: ReasonDecoyOpen, Name: "0000 Accounts.pdf"}},
+		records: []Tamper{
+			{Reason: ReasonDecoyOpen, PID: 50, Name: "0000 Accounts.pdf"}, // the same stop: reported once
+			{Reason: ReasonSignal, PID: 60, Target: 7, Signal: 9, Family: 60},
+			{Reason: ReasonExecTool, PID: 61, Name: "tillwatch-sensor.service", Family: 60},
+			{Reason: ReasonPath, PID: 62, Name: "/etc/tillwatch/sensor.yaml", Family: 60},
+			{Reason: ReasonPidfd, PID: 63, Target: 7, Family: 60},
+		},
+	}
+	w := NewWatch(WatchOptions{Layer: f})
+	var evs []event.Event
+	if err := w.Run(context.Background(), func(e event.Event) { evs = append(evs, e) }); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		pid      int64
+		rule     string
+		response string
+	}{
+		{50, RuleDecoy, event.ActionKill},
+		{60, RuleSignal, ""},
+		{61, RuleToolExec, ""},
+		{62, RulePath, ""},
+		{63, RulePidfd, ""},
+	}
+	if len(evs) != len(want) {
+		t.Fatalf("%d events, want %d: %+v", len(evs), len(want), evs)
+	}
+	for i, w2 := range want {
+		ds := w.Detect(&evs[i])
+		if len(ds) != 1 {
+			t.Fatalf("event %d: %d detections", i, len(ds))
+		}
+		d := ds[0]
+		if d.Alert.Rule == nil || d.Alert.Rule.ID != w2.rule || d.Alert.Process == nil || d.Alert.Process.PID != w2.pid || d.Response != w2.response {
+			t.Errorf("event %d: rule %+v pid %v response %q, want %s %d %q", i, d.Alert.Rule, d.Alert.Process, d.Response, w2.rule, w2.pid, w2.response)
+		}
+		if w2.response != "" && (d.Target == nil || d.Target.PID != int(w2.pid) || !d.Target.Tree) {
+			t.Errorf("event %d: target %+v, want the tree of %d", i, d.Target, w2.pid)
+		}
+	}
+}
+
+func TestWatchTaintsAgentsAtExec(t *testing.T) {
+	t.Parallel()
+	f := &fakeTripwires{}
+	w := NewWatch(WatchOptions{Layer: f, IsAgent: func(name, exe string) bool { return name == "agentmon" }})
+	for _, p := range []event.Process{{PID: 10, Name: "agentmon", Executable: "/opt/kaseya/agentmon"}, {PID: 11, Name: "bash"}} {
+		ev := event.Event{Event: event.Meta{Dataset: event.DatasetProcess, Action: "exec"}, Process: &p}
+		if ds := w.Detect(&ev); len(ds) != 0 {
+			t.Errorf("exec of %s raised %d alerts", p.Name, len(ds))
+		}
+	}
+	if len(f.tainted) != 1 || f.tainted[0] != 10 {
+		t.Errorf("tainted %v, want [10]", f.tainted)
+	}
+}
