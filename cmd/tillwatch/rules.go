@@ -77,11 +77,15 @@ func runRules(w io.Writer, dir string, test bool) error {
 		if err != nil {
 			ps = append(ps, sub+": "+cfgfile.OneLine(err))
 		}
+		bad := 0
 		for _, p := range ps {
 			fmt.Fprintln(w, p)
+			if !isNote(p) {
+				bad++
+			}
 		}
-		problems += len(ps)
-		if len(ps) == 0 {
+		problems += bad
+		if bad == 0 {
 			fmt.Fprintf(w, "%s: ok (%s)\n", k.name, sub)
 		}
 	}
@@ -96,6 +100,18 @@ func runRules(w io.Writer, dir string, test bool) error {
 		return fmt.Errorf("%d problem(s) in %s", problems, dir)
 	}
 	return nil
+}
+
+// isNote reports whether a lint line is information (a warning, a rule
+// skipped as not applicable, a summary) rather than a problem that fails
+// the command.
+func isNote(line string) bool {
+	for _, m := range []string{": warning: ", ": skipped: ", ": note: "} {
+		if strings.Contains(line, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func lintExec(dir string) ([]string, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
@@ -60,8 +61,14 @@ func validateRuleDir(dir string) error {
 	if _, err := execpath.LoadRules(fsys, "exec"); err != nil {
 		return fmt.Errorf("exec rules: %w", err)
 	}
-	if _, err := sigmadetect.LoadAll(rules.Builtin, "sigma", []string{dir}); err != nil {
-		return fmt.Errorf("sigma rules: %w", err)
+	// A Sigma rule that does not load is reported and skipped at start,
+	// never fatal; a bundle whose sigma/ cannot even be read is refused.
+	if _, ps := sigmadetect.LoadAll(rules.Builtin, "sigma", []string{dir}); len(ps) > 0 {
+		for _, p := range ps {
+			if p.Level == sigmadetect.LevelError && p.Line == 0 && strings.HasSuffix(p.File, "sigma") {
+				return fmt.Errorf("sigma rules: %s", p)
+			}
+		}
 	}
 	cat, err := rmm.LoadCatalog(rules.Builtin, "rmm")
 	if err != nil {
