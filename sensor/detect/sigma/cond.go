@@ -159,7 +159,11 @@ func lexCondition(s string) ([]string, error) {
 		switch {
 		case unicode.IsSpace(c):
 			i++
-		case c == '(' || c == ')' || c == '|':
+		case c == '|':
+			// What follows is an aggregation (count() by x > 5): the
+			// parser refuses it by this token.
+			return append(toks, "|"), nil
+		case c == '(' || c == ')':
 			toks = append(toks, string(c))
 			i++
 		case c == '_' || c == '*' || c == '?' || c == '.' || c == '-' || unicode.IsLetter(c) || unicode.IsDigit(c):
@@ -174,11 +178,6 @@ func lexCondition(s string) ([]string, error) {
 			toks = append(toks, s[i:j])
 			i = j
 		default:
-			// The rest is an aggregation expression (count() by x > 5):
-			// keep it as one token so the parser can name it.
-			if len(toks) > 0 && toks[len(toks)-1] == "|" {
-				return toks, nil
-			}
 			return nil, fmt.Errorf("unexpected character %q in condition", c)
 		}
 	}

@@ -12,6 +12,7 @@ package sigma
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -116,12 +117,16 @@ var tactics = map[string]alert.Technique{
 // search is one named search of a rule's detection.
 type search struct {
 	line     int
+	never    bool              // not applicable here: never matches
 	anyOf    [][]*fieldMatcher // a list of maps: any map whose fields all match
 	keywords []func(record) bool
 	allKeys  bool // keywords: all must match (a list under "keywords|all")
 }
 
 func (s *search) match(r record) bool {
+	if s.never {
+		return false
+	}
 	if s.keywords != nil {
 		for _, k := range s.keywords {
 			ok := k(r)
@@ -381,7 +386,8 @@ func (c *ruleParser) detection(r *Rule, n *yaml.Node, line int) {
 		return
 	}
 	r.searches = map[string]*search{}
-	broken := map[string]bool{} // searches already reported
+	broken := map[string]bool{}  // searches already reported
+	never := map[string]string{} // searches that cannot match here, and why
 	var condNode *yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -396,7 +402,13 @@ func (c *ruleParser) detection(r *Rule, n *yaml.Node, line int) {
 				var le *lineError
 				switch {
 				case isNA(err):
-					c.na = append(c.na, err.Error())
+					// Like a missing field in a log, the search never
+					// matches; whether the rule can still fire is
+					// decided below.
+					r.searches[k.Value] = &search{line: k.Line, never: true}
+					r.names = append(r.names, k.Value)
+					never[k.Value] = err.Error()
+					continue
 				case errors.As(err, &le):
 					c.bad(le.line, "search %s: %v", k.Value, le.err)
 				default:
@@ -440,7 +452,8 @@ func (c *ruleParser) detection(r *Rule, n *yaml.Node, line int) {
 		}
 		for _, id := range e.idents() {
 			if strings.ContainsAny(id, "*?") {
-				if !slices.ContainsFunc(r.names, func(n string) bool { return (ofExpr{pattern: id}).matching([]string{n}) != nil }) {
+				fits := func(n string) bool { return (ofExpr{pattern: id}).matching([]string{n}) != nil }
+				if !slices.ContainsFunc(r.names, fits) && !slices.ContainsFunc(slices.Collect(maps.Keys(broken)), fits) {
 					c.bad(cn.Line, "condition: no search matches %s", id)
 				}
 			} else if !slices.Contains(r.names, id) && !broken[id] {
@@ -449,6 +462,51 @@ func (c *ruleParser) detection(r *Rule, n *yaml.Node, line int) {
 		}
 		r.conds = append(r.conds, e)
 	}
+	if len(never) > 0 && len(r.conds) > 0 && !c.failed() {
+		names := slices.Sorted(maps.Keys(never))
+		var whys []string
+		for _, n := range names {
+			whys = append(whys, never[n])
+		}
+		if !satisfiable(r, never) {
+			c.na = append(c.na, strings.Join(whys, "; "))
+		} else {
+			for _, n := range names {
+				c.warn(r.searches[n].line, "search %s never matches here (%s); the rule runs without it", n, never[n])
+			}
+		}
+	}
+}
+
+// maxSatSearches bounds the searches satisfiable tries every combination
+// of; beyond it the rule is assumed to be able to fire.
+const maxSatSearches = 12
+
+// satisfiable reports whether some outcome of the searches that can match
+// makes a condition true while the never-matching ones are false: else the
+// rule is dead on tillwatch's events and is not applicable.
+func satisfiable(r *Rule, never map[string]string) bool {
+	var free []string
+	for _, n := range r.names {
+		if _, ok := never[n]; !ok {
+			free = append(free, n)
+		}
+	}
+	if len(free) > maxSatSearches {
+		return true
+	}
+	for bits := 0; bits < 1<<len(free); bits++ {
+		res := func(name string) bool {
+			i := slices.Index(free, name)
+			return i >= 0 && bits&(1<<i) != 0
+		}
+		for _, c := range r.conds {
+			if c.eval(res, r.names) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // lineError is an error at a line of the file.
@@ -478,6 +536,7 @@ func (c *ruleParser) search(r *Rule, k, v *yaml.Node) (*search, error) {
 		if len(v.Content) == 0 {
 			return nil, fmt.Errorf("empty list")
 		}
+		var dropped []string
 		for _, e := range v.Content {
 			switch e.Kind {
 			case yaml.MappingNode:
@@ -485,6 +544,14 @@ func (c *ruleParser) search(r *Rule, k, v *yaml.Node) (*search, error) {
 					return nil, fmt.Errorf("mixes keywords and field maps")
 				}
 				em, err := c.eventMatcher(r, k.Value, e)
+				if isNA(err) {
+					// An alternative on a field the sensor has no value
+					// for can never match (a missing field matches
+					// nothing); the others still can.
+					dropped = append(dropped, err.Error())
+					c.warn(e.Line, "%v: this alternative never matches here", err)
+					continue
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -501,6 +568,9 @@ func (c *ruleParser) search(r *Rule, k, v *yaml.Node) (*search, error) {
 			default:
 				return nil, &lineError{e.Line, fmt.Errorf("want keywords or field maps")}
 			}
+		}
+		if s.anyOf == nil && s.keywords == nil && len(dropped) > 0 {
+			return nil, na("%s", strings.Join(dropped, "; "))
 		}
 	case yaml.ScalarNode:
 		// A single keyword.
@@ -534,7 +604,7 @@ func (c *ruleParser) eventMatcher(r *Rule, name string, n *yaml.Node) ([]*fieldM
 		}
 		if field != "" && r.Category != "" && Fields[r.Category] != nil {
 			if why := fieldNA(r.Category, field); why != "" {
-				c.na = append(c.na, why)
+				return nil, na("search %s: %s", name, why)
 			}
 		}
 		em = append(em, fm)
