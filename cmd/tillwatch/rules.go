@@ -36,7 +36,7 @@ func ruleKinds() []ruleKind {
 
 func rulesCmd(stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{Use: "rules", Short: "Lint, test and bundle rule folders (rule authors; CI runs the same checks)"}
-	c.AddCommand(rulesBundleCmd(stdout))
+	c.AddCommand(rulesBundleCmd(stdout), rulesImportCmd(stdout))
 	for _, mode := range []string{"lint", "test"} {
 		short := "Compile every rule and check its metadata"
 		if mode == "test" {
