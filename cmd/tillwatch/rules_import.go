@@ -119,6 +119,9 @@ func importSigma(w io.Writer, src, out, name string, oses []string) error {
 		len(items), counts[sigmadetect.ImportTaken], dest, counts[sigmadetect.ImportOtherOS], counts[sigmadetect.ImportNotApplicable], counts[sigmadetect.ImportError])
 	fmt.Fprintln(w, summary)
 	printReasons(w, reasons)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
 	reportFile := filepath.Join(out, "import-sigma-"+name+".txt")
 	fmt.Fprintf(w, "per-file report: %s\n", reportFile)
 	return os.WriteFile(reportFile, []byte(summary+"\n\n"+report.String()), 0o644)

@@ -316,3 +316,24 @@ func FuzzParseRule(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDetectImported evaluates a whole imported tree (a SigmaHQ
+// checkout's rules/, given in TILLWATCH_SIGMA_TREE) on one exec event:
+// the per-event cost of running every Linux rule that loads.
+func BenchmarkDetectImported(b *testing.B) {
+	dir := os.Getenv("TILLWATCH_SIGMA_TREE")
+	if dir == "" {
+		b.Skip("set TILLWATCH_SIGMA_TREE to a Sigma rule tree (e.g. a SigmaHQ checkout's rules/)")
+	}
+	rs, ps := LoadDir(os.DirFS(dir), ".")
+	d := New(rs, "linux")
+	b.Logf("%s", Summarize(rs, ps, "linux"))
+	ev := &event.Event{Event: event.Meta{Kind: event.KindEvent, Action: "exec"}, Process: &event.Process{
+		PID: 7, Executable: "/usr/bin/curl", CommandLine: "curl -fsSL https://example.org/install.sh -o /tmp/i.sh", WorkingDirectory: "/root",
+		User:   &event.User{Name: "root"},
+		Parent: &event.ParentProcess{PID: 1, Executable: "/usr/bin/bash", CommandLine: "-bash"}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		d.Detect(ev)
+	}
+}

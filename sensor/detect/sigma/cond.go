@@ -294,3 +294,69 @@ func (p *condParser) primary() (expr, error) {
 	p.pos++
 	return identExpr(raw), nil
 }
+
+// compiled is a condition resolved against a rule's search names: search
+// i's result comes from res(i), patterns are expanded once at load.
+type compiled func(res func(i int) bool) bool
+
+func compileExpr(e expr, names []string) compiled {
+	index := func(n string) int {
+		for i, x := range names {
+			if x == n {
+				return i
+			}
+		}
+		return -1
+	}
+	switch e := e.(type) {
+	case orExpr:
+		xs := make([]compiled, len(e))
+		for i, x := range e {
+			xs[i] = compileExpr(x, names)
+		}
+		return func(res func(int) bool) bool {
+			for _, x := range xs {
+				if x(res) {
+					return true
+				}
+			}
+			return false
+		}
+	case andExpr:
+		xs := make([]compiled, len(e))
+		for i, x := range e {
+			xs[i] = compileExpr(x, names)
+		}
+		return func(res func(int) bool) bool {
+			for _, x := range xs {
+				if !x(res) {
+					return false
+				}
+			}
+			return true
+		}
+	case notExpr:
+		x := compileExpr(e.x, names)
+		return func(res func(int) bool) bool { return !x(res) }
+	case identExpr:
+		i := index(string(e))
+		return func(res func(int) bool) bool { return i >= 0 && res(i) }
+	case ofExpr:
+		var idx []int
+		for _, n := range e.matching(names) {
+			idx = append(idx, index(n))
+		}
+		all := e.all
+		return func(res func(int) bool) bool {
+			for _, i := range idx {
+				if ok := res(i); ok && !all {
+					return true
+				} else if !ok && all {
+					return false
+				}
+			}
+			return all && len(idx) > 0
+		}
+	}
+	return func(func(int) bool) bool { return false }
+}

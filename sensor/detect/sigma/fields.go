@@ -108,9 +108,9 @@ func categoryOf(ev *event.Event) string {
 // missing value is "".
 func values(cat string, ev *event.Event) record {
 	fs := Fields[cat]
-	m := make(record, len(fs))
+	m := newRecord(len(fs))
 	for _, f := range fs {
-		m[f.Name] = f.get(ev)
+		m.set(f.Name, f.get(ev))
 	}
 	return m
 }

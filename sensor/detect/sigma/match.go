@@ -33,12 +33,25 @@ func isNA(err error) bool {
 	return errors.As(err, &n)
 }
 
-// record is one event as the matcher sees it: Sigma field name -> value;
-// "" is a missing value.
-type record map[string]string
+// record is one event as the matcher sees it: Sigma field name -> value
+// ("" is a missing value), and each value lower-cased once per event, so
+// that case-insensitive comparisons do not lower-case per rule.
+type record struct {
+	raw, low map[string]string
+}
 
-// pred is one compiled value of a field matcher.
-type pred func(v string, r record) bool
+func newRecord(n int) record {
+	return record{raw: make(map[string]string, n), low: make(map[string]string, n)}
+}
+
+func (r record) set(k, v string) {
+	r.raw[k] = v
+	r.low[k] = strings.ToLower(v)
+}
+
+// pred is one compiled value of a field matcher: v is the field's value,
+// lv the same lower-cased.
+type pred func(v, lv string, r record) bool
 
 // fieldMatcher is one "Field|modifiers: values" of a search.
 type fieldMatcher struct {
@@ -50,19 +63,19 @@ type fieldMatcher struct {
 func (m *fieldMatcher) match(r record) bool {
 	if m.field == "" {
 		// "|contains: x" without a field name: a keyword with modifiers.
-		for _, v := range r {
-			if v != "" && m.matchValue(v, r) {
+		for k, v := range r.raw {
+			if v != "" && m.matchValue(v, r.low[k], r) {
 				return true
 			}
 		}
 		return false
 	}
-	return m.matchValue(r[m.field], r)
+	return m.matchValue(r.raw[m.field], r.low[m.field], r)
 }
 
-func (m *fieldMatcher) matchValue(v string, r record) bool {
+func (m *fieldMatcher) matchValue(v, lv string, r record) bool {
 	for _, p := range m.preds {
-		ok := p(v, r)
+		ok := p(v, lv, r)
 		if ok && !m.all {
 			return true
 		}
@@ -173,7 +186,7 @@ func compileField(field string, mods []string, values []any) (*fieldMatcher, err
 func compileValue(field string, ms modSet, v any) (pred, error) {
 	if v == nil {
 		// null: the field has no value.
-		return func(a string, _ record) bool { return a == "" }, nil
+		return func(a, _ string, _ record) bool { return a == "" }, nil
 	}
 	s, err := scalar(v)
 	if err != nil {
@@ -185,14 +198,14 @@ func compileValue(field string, ms modSet, v any) (pred, error) {
 		if !ok {
 			return nil, fmt.Errorf("field %s: exists takes true or false, not %q", field, s)
 		}
-		return func(a string, _ record) bool { return (a != "") == want }, nil
+		return func(a, _ string, _ record) bool { return (a != "") == want }, nil
 	case ms.fieldref:
 		if ms.cmp == "re" || ms.cmp == "cidr" || strings.HasPrefix(ms.cmp, "l") || strings.HasPrefix(ms.cmp, "g") {
 			return nil, fmt.Errorf("field %s: fieldref does not go with %s", field, ms.cmp)
 		}
 		ref, cmp, cased := s, ms.cmp, ms.cased
-		return func(a string, r record) bool {
-			b := r[ref]
+		return func(a, _ string, r record) bool {
+			b := r.raw[ref]
 			if !cased {
 				a, b = strings.ToLower(a), strings.ToLower(b)
 			}
@@ -224,14 +237,14 @@ func compileValue(field string, ms modSet, v any) (pred, error) {
 		if err != nil {
 			return nil, fmt.Errorf("field %s: re: %w", field, err)
 		}
-		return func(a string, _ record) bool { return re.MatchString(a) }, nil
+		return func(a, _ string, _ record) bool { return re.MatchString(a) }, nil
 	case ms.cmp == "cidr":
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("field %s: cidr: %w", field, err)
 		}
 		pfx = pfx.Masked()
-		return func(a string, _ record) bool {
+		return func(a, _ string, _ record) bool {
 			ip, err := netip.ParseAddr(a)
 			return err == nil && pfx.Contains(ip.Unmap())
 		}, nil
@@ -241,7 +254,7 @@ func compileValue(field string, ms modSet, v any) (pred, error) {
 			return nil, fmt.Errorf("field %s: %s needs a number, not %q", field, ms.cmp, s)
 		}
 		cmp := ms.cmp
-		return func(a string, _ record) bool {
+		return func(a, _ string, _ record) bool {
 			got, err := strconv.ParseFloat(a, 64)
 			if err != nil {
 				return false
@@ -310,9 +323,9 @@ func compileString(field string, ms modSet, s string) (pred, error) {
 	if len(ps) == 1 {
 		return ps[0], nil
 	}
-	return func(a string, r record) bool {
+	return func(a, la string, r record) bool {
 		for _, p := range ps {
-			if p(a, r) {
+			if p(a, la, r) {
 				return true
 			}
 		}
@@ -380,28 +393,27 @@ func globPred(g []globPart, cmp string, cased bool) (pred, error) {
 		if !cased {
 			lit = strings.ToLower(lit)
 		}
-		low := func(a string) string {
+		// pick chooses the raw or the lower-cased value.
+		pick := func(a, la string) string {
 			if cased {
 				return a
 			}
-			return strings.ToLower(a)
+			return la
 		}
 		switch cmp {
 		case "contains":
-			return func(a string, _ record) bool { return strings.Contains(low(a), lit) }, nil
+			return func(a, la string, _ record) bool { return strings.Contains(pick(a, la), lit) }, nil
 		case "startswith":
-			return func(a string, _ record) bool { return strings.HasPrefix(low(a), lit) }, nil
+			return func(a, la string, _ record) bool { return strings.HasPrefix(pick(a, la), lit) }, nil
 		case "endswith":
-			return func(a string, _ record) bool { return strings.HasSuffix(low(a), lit) }, nil
+			return func(a, la string, _ record) bool { return strings.HasSuffix(pick(a, la), lit) }, nil
 		}
-		return func(a string, _ record) bool { return low(a) == lit }, nil
+		return func(a, la string, _ record) bool { return pick(a, la) == lit }, nil
 	}
 	var b strings.Builder
-	b.WriteString("(?s")
-	if !cased {
-		b.WriteString("i")
-	}
-	b.WriteString(")")
+	// Case-insensitive: the lower-cased pattern against the lower-cased
+	// value; RE2's (?i) is much slower.
+	b.WriteString("(?s)")
 	if cmp == "" || cmp == "startswith" {
 		b.WriteString(`\A`)
 	}
@@ -412,7 +424,11 @@ func globPred(g []globPart, cmp string, cased bool) (pred, error) {
 		case '?':
 			b.WriteString(".")
 		default:
-			b.WriteString(regexp.QuoteMeta(p.lit))
+			lit := p.lit
+			if !cased {
+				lit = strings.ToLower(lit)
+			}
+			b.WriteString(regexp.QuoteMeta(lit))
 		}
 	}
 	if cmp == "" || cmp == "endswith" {
@@ -422,7 +438,10 @@ func globPred(g []globPart, cmp string, cased bool) (pred, error) {
 	if err != nil {
 		return nil, err
 	}
-	return func(a string, _ record) bool { return re.MatchString(a) }, nil
+	if cased {
+		return func(a, _ string, _ record) bool { return re.MatchString(a) }, nil
+	}
+	return func(_, la string, _ record) bool { return re.MatchString(la) }, nil
 }
 
 // windashChars are what an option's leading dash may be written as on
@@ -500,8 +519,8 @@ func keywordPred(s string) (func(record) bool, error) {
 		return nil, err
 	}
 	return func(r record) bool {
-		for _, v := range r {
-			if v != "" && p(v, r) {
+		for k, v := range r.raw {
+			if v != "" && p(v, r.low[k], r) {
 				return true
 			}
 		}

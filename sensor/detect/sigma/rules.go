@@ -45,8 +45,10 @@ type Rule struct {
 	NotApplicable string
 
 	searches map[string]*search
-	names    []string // search names, sorted
-	conds    []expr   // any condition holding is a match
+	names    []string  // search names, sorted
+	conds    []expr    // any condition holding is a match
+	ordered  []*search // searches in names order, for run
+	run      []compiled
 }
 
 // Problem levels.
@@ -154,26 +156,32 @@ func (s *search) match(r record) bool {
 	return false
 }
 
-// match reports whether the record satisfies any of the rule's conditions.
+// matchRecord reports whether the record satisfies any of the rule's
+// conditions; each search is evaluated at most once.
 func (r *Rule) matchRecord(rec record) bool {
-	memo := make(map[string]int8, len(r.searches))
-	res := func(name string) bool {
-		switch memo[name] {
+	var buf [32]int8 // 0 unknown, 1 match, 2 no match
+	memo := buf[:0]
+	if len(r.ordered) <= len(buf) {
+		memo = buf[:len(r.ordered)]
+	} else {
+		memo = make([]int8, len(r.ordered))
+	}
+	res := func(i int) bool {
+		switch memo[i] {
 		case 1:
 			return true
 		case 2:
 			return false
 		}
-		s := r.searches[name]
-		ok := s != nil && s.match(rec)
-		memo[name] = 2
+		ok := r.ordered[i].match(rec)
+		memo[i] = 2
 		if ok {
-			memo[name] = 1
+			memo[i] = 1
 		}
 		return ok
 	}
-	for _, c := range r.conds {
-		if c.eval(res, r.names) {
+	for _, c := range r.run {
+		if c(res) {
 			return true
 		}
 	}
@@ -310,6 +318,12 @@ func parseRule(file string, raw []byte) (*Rule, []Problem) {
 	}
 	if len(c.na) > 0 {
 		r.NotApplicable = strings.Join(c.na, "; ")
+	}
+	for _, n := range r.names {
+		r.ordered = append(r.ordered, r.searches[n])
+	}
+	for _, e := range r.conds {
+		r.run = append(r.run, compileExpr(e, r.names))
 	}
 	return r, c.ps
 }

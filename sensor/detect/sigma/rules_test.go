@@ -259,7 +259,7 @@ func TestUserFallsBackToEventUser(t *testing.T) {
 	t.Parallel()
 	ev := &event.Event{Event: event.Meta{Kind: event.KindEvent, Action: "exec"}, Process: &event.Process{PID: 3},
 		User: &event.User{Name: "pos"}}
-	v := values(CategoryProcess, ev)
+	v := values(CategoryProcess, ev).raw
 	if v["User"] != "pos" || v["ProcessId"] != "3" || v["ParentProcessId"] != "" || v["ParentImage"] != "" {
 		t.Errorf("values = %v", v)
 	}
