@@ -33,7 +33,6 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/action"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
-	sigmadetect "github.com/tillwatch/tillwatch/sensor/detect/sigma"
 	yaradetect "github.com/tillwatch/tillwatch/sensor/detect/yara"
 	"github.com/tillwatch/tillwatch/sensor/enrich"
 	"github.com/tillwatch/tillwatch/sensor/fleetcmd"
@@ -171,11 +170,7 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	s.pipe.AddDetector(s.tamper)
 	s.pipe.AddDetector(execpath.New(execRules, nil))
 	// Sigma: rules/sigma plus each rule folder's sigma/ (sensor/detect/sigma).
-	sigmaRules, err := sigmadetect.LoadAll(rules.Builtin, "sigma", cfg.Rules)
-	if err != nil {
-		return nil, cfgfile.Usagef("rules (sigma): %v", err)
-	}
-	s.pipe.AddDetector(sigmadetect.New(sigmaRules, runtime.GOOS))
+	s.wireSigma(cfg, log)
 	// RMM-agent watch: catalog, lineage, integrity (sensor/agent/rmm.go).
 	catalog, err := s.wireRMM(cfg, table)
 	if err != nil {

@@ -109,8 +109,16 @@ var ruleLoaders = map[string]func(dir string) error{
 		return err
 	},
 	"sigma": func(dir string) error {
-		_, err := sigmadetect.LoadAll(rules.Builtin, "sigma", []string{dir})
-		return err
+		// A Sigma rule that does not load is reported and skipped at
+		// start, never fatal; a bundle whose sigma/ cannot even be read
+		// is refused.
+		_, ps := sigmadetect.LoadAll(rules.Builtin, "sigma", []string{dir})
+		for _, p := range ps {
+			if p.Level == sigmadetect.LevelError && p.Line == 0 && strings.HasSuffix(p.File, "sigma") {
+				return errors.New(p.String())
+			}
+		}
+		return nil
 	},
 	"yara": func(dir string) error {
 		if !isDir(filepath.Join(dir, "yara")) {

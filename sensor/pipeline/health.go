@@ -23,6 +23,7 @@ type Health struct {
 	log    *slog.Logger
 	gauge  *prometheus.GaugeVec
 	out    func(event.Event) // set by the pipeline; nil until Run
+	early  [][3]string       // component, state, reason reported before Run
 	now    func() time.Time
 }
 
@@ -56,8 +57,16 @@ func (h *Health) Report(component, state, reason string) {
 	}
 	h.log.Log(context.Background(), lvl, "component health changed", logkey.Component, component, "state", state, logkey.Reason, reason)
 	if out == nil {
+		// Reported while wiring, before Run: announced when Run starts.
+		h.mu.Lock()
+		h.early = append(h.early, [3]string{component, state, reason})
+		h.mu.Unlock()
 		return
 	}
+	out(h.event(component, state, reason))
+}
+
+func (h *Health) event(component, state, reason string) event.Event {
 	ev := event.Event{
 		Timestamp: h.now(),
 		Message:   component + " " + state + ": " + reason,
@@ -70,7 +79,7 @@ func (h *Health) Report(component, state, reason string) {
 	if state != event.HealthOK {
 		ev.Error = &event.Error{Message: reason}
 	}
-	out(ev)
+	return ev
 }
 
 // States returns a copy of every component's current state, for heartbeats.
@@ -83,5 +92,10 @@ func (h *Health) States() map[string]string {
 func (h *Health) setOut(out func(event.Event)) {
 	h.mu.Lock()
 	h.out = out
+	early := h.early
+	h.early = nil
 	h.mu.Unlock()
+	for _, e := range early {
+		out(h.event(e[0], e[1], e[2]))
+	}
 }

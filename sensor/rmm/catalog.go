@@ -40,17 +40,18 @@ type Product struct {
 	// digits and dashes).
 	ID     string `yaml:"id"`
 	Name   string `yaml:"name"`
-	Vendor string `yaml:"vendor"`
+	Vendor string `yaml:"vendor,omitempty"`
 	Kind   string `yaml:"kind"`
 	// Aliases are other names an operator may use in rmm.approved.
-	Aliases []string `yaml:"aliases"`
-	Linux   *OSInfo  `yaml:"linux"`
-	Windows *OSInfo  `yaml:"windows"`
-	Darwin  *OSInfo  `yaml:"darwin"`
-	// Domains the product talks to; for network sources and the SOC.
-	Domains []string `yaml:"domains"`
+	Aliases []string `yaml:"aliases,omitempty"`
+	Linux   *OSInfo  `yaml:"linux,omitempty"`
+	Windows *OSInfo  `yaml:"windows,omitempty"`
+	Darwin  *OSInfo  `yaml:"darwin,omitempty"`
+	// There is no "domains": the sensor sees no DNS queries, TLS SNI or
+	// connections, so a list of domains would be data nothing reads
+	// (docs/rules.md, "RMM catalog").
 	// Reference is where the recognisers come from.
-	Reference string `yaml:"reference"`
+	Reference string `yaml:"reference,omitempty"`
 }
 
 // OSInfo is what recognises a product on one operating system.
@@ -58,13 +59,13 @@ type OSInfo struct {
 	// Processes are process names (the executable's base name), compared
 	// case-insensitively. Names a system also uses for other programs do not
 	// belong here.
-	Processes []string `yaml:"processes"`
+	Processes []string `yaml:"processes,omitempty"`
 	// Paths are install paths: a path ending in a separator is a directory
 	// (everything below it belongs to the product), anything else one file.
-	Paths []string `yaml:"paths"`
+	Paths []string `yaml:"paths,omitempty"`
 	// Services are service names (systemd units without ".service",
 	// Windows service names, launchd labels).
-	Services []string `yaml:"services"`
+	Services []string `yaml:"services,omitempty"`
 }
 
 // Catalog is a loaded, validated set of products.

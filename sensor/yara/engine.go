@@ -260,7 +260,7 @@ func (e *Engine) ScanFile(p string) (Result, error) {
 		e.scans.WithLabelValues("file", "skipped").Inc()
 		return res, nil
 	}
-	var head [8]byte
+	var head [HeadSize]byte
 	n, _ := f.ReadAt(head[:], 0)
 	x := FileExternals(p, head[:n], e.owners.name(fi))
 	key := res.SHA256 + "\x00" + x.Filepath + "\x00" + x.Filename + "\x00" + x.Owner

@@ -1,7 +1,6 @@
 package yara
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -67,7 +67,116 @@ func LoadFS(fsys fs.FS, dir, display, ns string) ([]Source, error) {
 		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return roots(out), nil
+}
+
+var (
+	includeRe = regexp.MustCompile(`(?m)^[ \t]*include[ \t]+"([^"\n]+)"`)
+	commentRe = regexp.MustCompile(`(?s)/\*.*?\*/|//[^\n]*`)
+	onlyRe    = regexp.MustCompile(`^(?:\s*(?:include|import)\s+"[^"\n]*")*\s*$`)
+)
+
+// includes lists the files s includes, as paths in s.FS.
+func includes(s Source) []string {
+	var out []string
+	for _, m := range includeRe.FindAllSubmatch(s.Text, -1) {
+		name := string(m[1])
+		if path.IsAbs(name) {
+			continue
+		}
+		out = append(out, path.Join(path.Dir(s.Path), name))
+	}
+	return out
+}
+
+// isIndex reports whether s only includes other files (an index file,
+// as Yara-Rules' index.yar and malware_index.yar are).
+func isIndex(s Source) bool {
+	return includeRe.Match(s.Text) && onlyRe.Match(commentRe.ReplaceAll(s.Text, nil))
+}
+
+// roots picks the files of a folder to compile so that each file is
+// compiled once: a file another file includes is compiled through that
+// file. Index files (files that only include others, as Yara-Rules'
+// index.yar and malware_index.yar) say what the set of their folder is:
+// index.yar (or index.yara) when the folder has one, else each of its
+// index files; the files they list, directly or through other index files,
+// are compiled, each once, and the index files themselves are not (two
+// index files listing the same file made it a duplicate). Files below an
+// index's folder that no index lists are not loaded, as with the yara CLI
+// given the index; folders without an index load every file.
+func roots(srcs []Source) []Source {
+	byPath := map[string]int{}
+	byDir := map[string][]int{}
+	for i, s := range srcs {
+		byPath[s.Path] = i
+		if isIndex(s) {
+			d := path.Dir(s.Path)
+			byDir[d] = append(byDir[d], i)
+		}
+	}
+	included := map[string]bool{}
+	for _, s := range srcs {
+		if !isIndex(s) {
+			for _, inc := range includes(s) {
+				included[inc] = true
+			}
+		}
+	}
+	var idx []int
+	var dirs []string
+	for d, is := range byDir {
+		dirs = append(dirs, d)
+		chosen := is
+		for _, i := range is {
+			if b := path.Base(srcs[i].Path); b == "index.yar" || b == "index.yara" {
+				chosen = []int{i}
+				break
+			}
+		}
+		idx = append(idx, chosen...)
+	}
+	sort.Ints(idx)
+	governed := func(p string) bool {
+		for _, d := range dirs {
+			if d == "." || strings.HasPrefix(p, d+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	var out []Source
+	seen := map[string]bool{}
+	var walk func(s Source, depth int)
+	walk = func(s Source, depth int) {
+		if depth > 16 {
+			return
+		}
+		for _, inc := range includes(s) {
+			if seen[inc] || included[inc] {
+				continue
+			}
+			seen[inc] = true
+			j, ok := byPath[inc]
+			if !ok {
+				continue // outside the tree or not a .yar: libyara resolves it, or says why
+			}
+			if isIndex(srcs[j]) {
+				walk(srcs[j], depth+1)
+				continue
+			}
+			out = append(out, srcs[j])
+		}
+	}
+	for _, i := range idx {
+		walk(srcs[i], 0)
+	}
+	for _, s := range srcs {
+		if !isIndex(s) && !included[s.Path] && !governed(s.Path) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // RuleDir is where the YARA rules of a rule folder given with --rules are:
@@ -105,30 +214,14 @@ func LoadPath(p string) ([]Source, error) {
 	return srcs, nil
 }
 
-// Filetype names a file's type from its first bytes, as the filetype
-// external: "EXE" (MZ), "ELF", "SCRIPT" (#!), "ZIP" or "".
-func Filetype(head []byte) string {
-	switch {
-	case bytes.HasPrefix(head, []byte("MZ")):
-		return "EXE"
-	case bytes.HasPrefix(head, []byte("\x7fELF")):
-		return "ELF"
-	case bytes.HasPrefix(head, []byte("#!")):
-		return "SCRIPT"
-	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
-		return "ZIP"
-	}
-	return ""
-}
-
 // FileExternals are the externals of the file at p with its first bytes
-// head and owner name.
+// head (HeadSize of them, or all of a shorter file) and owner name.
 func FileExternals(p string, head []byte, owner string) Externals {
 	return Externals{
 		Filename:  filepath.Base(p),
 		Filepath:  filepath.Dir(p),
 		Extension: strings.ToLower(filepath.Ext(p)),
-		Filetype:  Filetype(head),
+		Filetype:  Filetype(head, p),
 		Owner:     owner,
 	}
 }

@@ -137,7 +137,7 @@ func sweepFile(r *Rules, p string, so SweepOptions, own *owners) (Result, error)
 		return res, fmt.Errorf("%s (%d bytes): %w", p, fi.Size(), ErrTooLarge)
 	}
 	defer f.Close()
-	head := make([]byte, 8)
+	head := make([]byte, HeadSize)
 	n, _ := io.ReadFull(f, head)
 	// Scan the file opened and checked above, not the path again: no
 	// second open, and no window in which the path could become a FIFO

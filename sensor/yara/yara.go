@@ -25,7 +25,7 @@ const (
 	ExtFilename  = "filename"  // base name, e.g. "agent.exe"
 	ExtFilepath  = "filepath"  // directory, e.g. "/opt/kworking"
 	ExtExtension = "extension" // with the dot, lower case, e.g. ".exe"
-	ExtFiletype  = "filetype"  // "EXE", "ELF", "SCRIPT", "ZIP" or "" (from the magic bytes)
+	ExtFiletype  = "filetype"  // "EXE", "ELF", "PHP", "Python", ... or "" (Filetype: magic, content, extension)
 	ExtOwner     = "owner"     // owner's user name (numeric uid if unknown)
 )
 

@@ -2,7 +2,6 @@ package sigma
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,39 +19,32 @@ const Action = "sigma-match"
 // Matches reports whether ev matches r, through the same category and
 // field mapping as the detector (the rule's product is not checked).
 func (r *Rule) Matches(ev *event.Event) (bool, error) {
-	if r.eval == nil {
-		return false, fmt.Errorf("rule %s was not loaded", r.ID)
+	if r.NotApplicable != "" {
+		return false, fmt.Errorf("rule %s is not applicable: %s", r.ID, r.NotApplicable)
 	}
 	cat := categoryOf(ev)
 	if cat != r.Category {
 		return false, nil
 	}
-	return r.match(values(cat, ev))
-}
-
-func (r *Rule) match(vals map[string]any) (bool, error) {
-	res, err := r.eval.Matches(context.Background(), vals)
-	if err != nil {
-		return false, fmt.Errorf("rule %s: %w", r.ID, err)
-	}
-	return res.Match, nil
+	return r.matchRecord(values(cat, ev)), nil
 }
 
 // Detector implements pipeline.Detector: every rule of an event's category
 // is evaluated on it; each matching rule is one alert.
 type Detector struct {
 	byCat map[string][]*Rule
-	// errs counts evaluation errors; loading refuses everything the engine
-	// is known to fail on, so this stays 0 unless the engine surprises us.
+	// errs counts evaluation errors: matchers are compiled at load, so
+	// evaluation cannot fail and this stays 0; kept for the metric.
 	errs atomic.Uint64
 }
 
 // New returns a detector for rules on a host running goos: rules for
-// another product (logsource.product windows on linux) are left out.
+// another product (logsource.product windows on linux) and rules that are
+// not applicable are left out (Rule.Skip says why).
 func New(rules []*Rule, goos string) *Detector {
 	d := &Detector{byCat: map[string][]*Rule{}}
 	for _, r := range rules {
-		if r.eval == nil || (r.Product != "" && r.Product != goos) {
+		if r.Skip(goos) != "" {
 			continue
 		}
 		d.byCat[r.Category] = append(d.byCat[r.Category], r)
@@ -85,12 +77,7 @@ func (d *Detector) Detect(ev *event.Event) []pipeline.Detection {
 	vals := values(cat, ev)
 	var out []pipeline.Detection
 	for _, r := range rs {
-		ok, err := r.match(vals)
-		if err != nil {
-			d.errs.Add(1)
-			continue
-		}
-		if ok {
+		if r.matchRecord(vals) {
 			out = append(out, pipeline.Detection{Alert: r.alert(ev)})
 		}
 	}

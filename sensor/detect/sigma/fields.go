@@ -1,6 +1,11 @@
 package sigma
 
 import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
@@ -18,29 +23,71 @@ var fileActions = map[string]bool{"create": true, "close-write": true, "rename":
 type Field struct {
 	Name string // Sigma (Sysmon) name, e.g. "Image"
 	ECS  string // where the value comes from, e.g. "process.executable"
-	get  func(ev *event.Event) any
+	get  func(ev *event.Event) string
 }
 
-// Fields lists, per category, every field a rule may use. A rule naming any
-// other field fails lint and load: it could never match, and silently never
-// matching is how detection rots.
+// Fields lists, per category, every field a rule may use. A rule naming
+// another field is not applicable (NoValue says why for the known ones):
+// it could never match, and silently never matching is how detection rots.
 var Fields = map[string][]Field{
 	CategoryProcess: {
-		{"Image", "process.executable", func(ev *event.Event) any { return proc(ev).Executable }},
-		{"CommandLine", "process.command_line", func(ev *event.Event) any { return proc(ev).CommandLine }},
-		{"ParentImage", "process.parent.executable", func(ev *event.Event) any { return parent(ev).Executable }},
-		{"ParentCommandLine", "process.parent.command_line", func(ev *event.Event) any { return parent(ev).CommandLine }},
+		{"Image", "process.executable", func(ev *event.Event) string { return proc(ev).Executable }},
+		{"CommandLine", "process.command_line", func(ev *event.Event) string { return proc(ev).CommandLine }},
+		{"ParentImage", "process.parent.executable", func(ev *event.Event) string { return parent(ev).Executable }},
+		{"ParentCommandLine", "process.parent.command_line", func(ev *event.Event) string { return parent(ev).CommandLine }},
 		{"User", "process.user.name (else user.name)", userName},
-		{"CurrentDirectory", "process.working_directory", func(ev *event.Event) any { return proc(ev).WorkingDirectory }},
-		{"ProcessId", "process.pid", func(ev *event.Event) any { return pid(proc(ev).PID) }},
-		{"ParentProcessId", "process.parent.pid", func(ev *event.Event) any { return pid(parent(ev).PID) }},
+		{"CurrentDirectory", "process.working_directory", func(ev *event.Event) string { return proc(ev).WorkingDirectory }},
+		{"ProcessId", "process.pid", func(ev *event.Event) string { return pid(proc(ev).PID) }},
+		{"ParentProcessId", "process.parent.pid", func(ev *event.Event) string { return pid(parent(ev).PID) }},
+		{"ProcessGuid", "process.entity_id", func(ev *event.Event) string { return proc(ev).EntityID }},
+		{"ParentProcessGuid", "process.parent.entity_id", func(ev *event.Event) string { return parent(ev).EntityID }},
+		{"Hashes", "process.hash.sha256 as SHA256=<hex>", func(ev *event.Event) string { return hashes(proc(ev).Hash) }},
 	},
 	CategoryFile: {
-		{"TargetFilename", "file.path", func(ev *event.Event) any { return ev.File.Path }},
-		{"Image", "process.executable", func(ev *event.Event) any { return proc(ev).Executable }},
+		{"TargetFilename", "file.path", func(ev *event.Event) string { return ev.File.Path }},
+		{"Image", "process.executable", func(ev *event.Event) string { return proc(ev).Executable }},
 		{"User", "process.user.name (else user.name)", userName},
-		{"ProcessId", "process.pid", func(ev *event.Event) any { return pid(proc(ev).PID) }},
+		{"ProcessId", "process.pid", func(ev *event.Event) string { return pid(proc(ev).PID) }},
+		{"ProcessGuid", "process.entity_id", func(ev *event.Event) string { return proc(ev).EntityID }},
 	},
+}
+
+// NoValue lists the Sysmon/Windows fields public rules use that tillwatch's
+// events have no analogue for, with the reason: a rule using one is not
+// applicable (skipped with that reason), not broken.
+var NoValue = map[string]string{
+	"OriginalFileName":  "PE version-resource name; ELF binaries have none and the sensor reads no PE metadata",
+	"Product":           "PE version-resource field; not read by the sensor",
+	"Company":           "PE version-resource field; not read by the sensor",
+	"Description":       "PE version-resource field; not read by the sensor",
+	"FileVersion":       "PE version-resource field; not read by the sensor",
+	"IntegrityLevel":    "Windows integrity level; no Linux analogue",
+	"LogonId":           "Windows logon session id; not on tillwatch events",
+	"LogonGuid":         "Windows logon session id; not on tillwatch events",
+	"TerminalSessionId": "Windows session id; not on tillwatch events",
+	"ParentUser":        "the parent's user is not on tillwatch events",
+	"Signed":            "code-signing state; not read by the sensor",
+	"Signature":         "code-signing state; not read by the sensor",
+	"SignatureStatus":   "code-signing state; not read by the sensor",
+	"Imphash":           "PE import hash; not computed",
+	"CreationUtcTime":   "file creation time; not on tillwatch events",
+	"EventID":           "Windows event id; the sensor's events have none",
+	"Provider_Name":     "Windows event provider; the sensor's events have none",
+}
+
+// fieldNA says why field cannot be evaluated in category, "" if it can.
+func fieldNA(category, field string) string {
+	if slices.ContainsFunc(Fields[category], func(f Field) bool { return f.Name == field }) {
+		return ""
+	}
+	if why, ok := NoValue[field]; ok {
+		return fmt.Sprintf("field %s: %s", field, why)
+	}
+	var names []string
+	for _, f := range Fields[category] {
+		names = append(names, f.Name)
+	}
+	return fmt.Sprintf("field %s is not on tillwatch's %s events (mapped: %s)", field, category, strings.Join(names, ", "))
 }
 
 // categoryOf is the logsource category ev belongs to, "" if none: only
@@ -57,14 +104,13 @@ func categoryOf(ev *event.Event) string {
 	return ""
 }
 
-// values is ev as the flat map the engine evaluates, keyed by Sigma names.
-// A missing value is "" (not absent) so that "contains" never sees the
-// engine's rendering of nil.
-func values(cat string, ev *event.Event) map[string]any {
+// values is ev as the flat record rules evaluate, keyed by Sigma names. A
+// missing value is "".
+func values(cat string, ev *event.Event) record {
 	fs := Fields[cat]
-	m := make(map[string]any, len(fs))
+	m := newRecord(len(fs))
 	for _, f := range fs {
-		m[f.Name] = f.get(ev)
+		m.set(f.Name, f.get(ev))
 	}
 	return m
 }
@@ -88,7 +134,7 @@ func parent(ev *event.Event) *event.ParentProcess {
 	return ev.Process.Parent
 }
 
-func userName(ev *event.Event) any {
+func userName(ev *event.Event) string {
 	if p := proc(ev); p.User != nil && p.User.Name != "" {
 		return p.User.Name
 	}
@@ -98,11 +144,19 @@ func userName(ev *event.Event) any {
 	return ""
 }
 
-// pid is an int (the engine's numeric comparators know int, not int64), or
-// "" when unknown.
-func pid(p int64) any {
+// hashes renders the executable's hash as Sysmon's Hashes field does
+// ("SHA256=<HEX>"), so `Hashes|contains: SHA256=...` rules work.
+func hashes(h *event.Hash) string {
+	if h == nil || h.SHA256 == "" {
+		return ""
+	}
+	return "SHA256=" + strings.ToUpper(h.SHA256)
+}
+
+// pid is the decimal pid, or "" when unknown.
+func pid(p int64) string {
 	if p <= 0 {
 		return ""
 	}
-	return int(p)
+	return strconv.FormatInt(p, 10)
 }

@@ -1,0 +1,6 @@
+// not listed in any index: not loaded (a duplicate name would break it)
+rule TW_Test_Fake_Loader
+{
+    condition:
+        false
+}

@@ -1,0 +1,1 @@
+include "./webshells/fake_webshell.yar"
