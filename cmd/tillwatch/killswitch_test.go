@@ -39,7 +39,7 @@ func newKSEnv(t *testing.T) *ksEnv {
 	coll := collectortest.Start(t, "", "")
 	enrol := coll.Client(coll.Token(api.RoleSensor))
 	for _, h := range []string{"till-A", "till-B"} {
-		if _, err := enrol.Enroll(context.Background(), api.EnrollRequest{HostID: h, HostName: h, AgentVersion: "test"}); err != nil {
+		if _, err := enrol.Enroll(context.Background(), api.EnrollRequest{HostID: h, HostName: h, AgentVersion: "test", HostKey: "twhk_cli-killswitch-test-host-key-" + h}); err != nil {
 			t.Fatal(err)
 		}
 	}

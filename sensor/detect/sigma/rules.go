@@ -1,5 +1,6 @@
 // rules.go is long on purpose: a Sigma rule is parsed, checked and compiled in one pass, so the line of each
 // offending key and the compiled matchers come from the same walk of the YAML.
+
 // Package sigma evaluates Sigma rules (rules/sigma and the sigma/ folder of
 // every --rules tree, nested folders included) on the sensor's own process
 // and file events. It reads rules as published (SigmaHQ and others): every
