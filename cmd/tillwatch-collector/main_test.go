@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -193,7 +194,10 @@ func tokenCreateThenEnroll(t *testing.T, storeFlags, files []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := c.Enroll(ctx, api.EnrollRequest{HostID: "till-7", HostName: "till-7", AgentVersion: "test", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
+	// A host id of its own: the Elasticsearch store outlives the test, and an
+	// id bound to another run's host key would be refused (409).
+	host := fmt.Sprintf("till-7-%d", time.Now().UnixNano())
+	resp, err := c.Enroll(ctx, api.EnrollRequest{HostID: host, HostName: host, AgentVersion: "test", HostKey: "hk-test-0123456789abcdef0123456789abcdef"})
 	if err != nil {
 		t.Fatalf("enrol with the printed token: %v", err)
 	}

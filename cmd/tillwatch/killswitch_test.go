@@ -135,6 +135,9 @@ func compromisedCollector(t *testing.T, real *collectortest.Collector, lie bool)
 	}
 	srv := httptest.NewUnstartedServer(proxy)
 	srv.TLS = bundle.TLSConfig()
+	// httptest adds its own certificate when Certificates is empty, and
+	// crypto/tls prefers it to GetCertificate for a client without SNI.
+	srv.TLS.Certificates = []tls.Certificate{*bundle.Current()}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	caFile = filepath.Join(t.TempDir(), "ca.pem")

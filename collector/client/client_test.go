@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,9 @@ func tlsServer(t *testing.T, h http.Handler) (*httptest.Server, []byte) {
 	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = b.TLSConfig()
+	// httptest adds its own certificate when Certificates is empty, and
+	// crypto/tls prefers it to GetCertificate for a client without SNI.
+	srv.TLS.Certificates = []tls.Certificate{*b.Current()}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv, b.CAPEM

@@ -357,7 +357,20 @@ func encryptOne(block cipher.Block, p, mode string) error {
 		f.Close()
 		return d.Remove(name)
 	case ModeRenameOver, ModeFamily:
-		if err := d.Write(name+TmpExt, b, 0o644); err != nil {
+		// The temporary has the fixed name undo knows to remove (a worker
+		// killed between write and rename leaves it behind); created
+		// exclusively, so a link planted under that name is never written
+		// through.
+		if err := d.Remove(name + TmpExt); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		tmp, err := d.OpenFile(name+TmpExt, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		if err != nil {
+			return err
+		}
+		_, err = tmp.Write(b)
+		err = errors.Join(err, tmp.Chmod(0o644), tmp.Close())
+		if err != nil {
 			return err
 		}
 		f.Close()
