@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/sensor/kernel"
 	"io"
 	"net"
 	"os"
@@ -67,8 +68,16 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// The demo's sensor arms the kernel layer, whose pins outlive it by
+	// design; a demo leaves none behind unless a deployed sensor had them.
+	_, pinErr := os.Stat(kernel.DefaultPinDir)
 	defer func() {
 		r.stopAll()
+		if os.IsNotExist(pinErr) {
+			if err := kernel.Release(kernel.DefaultPinDir); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+				r.say("could not remove the kernel layer's pins: %v (tillwatch-sensor kernel release)", err)
+			}
+		}
 		if err == nil && !o.Keep {
 			os.RemoveAll(r.work)
 		} else {

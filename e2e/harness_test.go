@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"errors"
+
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tillwatch/tillwatch/sensor/kernel"
 	"io"
 	"net"
 	"os"
@@ -43,7 +46,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// The sensors under test arm the kernel layer (kernel.mode auto) and its
+	// pins outlive them by design; remove them unless they were there
+	// before (a sensor deployed on this machine).
+	_, pinErr := os.Stat(kernel.DefaultPinDir)
 	code := m.Run()
+	if os.IsNotExist(pinErr) {
+		if err := kernel.Release(kernel.DefaultPinDir); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			fmt.Fprintln(os.Stderr, "release kernel pins:", err)
+		}
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -46,6 +46,7 @@ const (
 )
 
 func main() {
+	defer benchproc.KeepNoKernelPins()()
 	out := flag.String("out", "docs/benchmarks.md", "markdown file whose footprint section is replaced (\"\" prints only)")
 	bin := flag.String("bin", "bin", "folder holding tillwatch-sensor (make build)")
 	window := flag.Duration("window", 5*time.Minute, "how long the idle sensor is sampled (in each placement)")

@@ -53,6 +53,7 @@ import (
 )
 
 func main() {
+	defer benchproc.KeepNoKernelPins()()
 	out := flag.String("out", "docs/benchmarks.md", "markdown file whose ransomware section is replaced")
 	bin := flag.String("bin", "bin", "folder holding tillwatch and tillwatch-sensor (make build)")
 	runs := flag.Int("runs", 3, "runs of every configuration (medians are reported)")

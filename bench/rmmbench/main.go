@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tillwatch/tillwatch/bench/internal/benchproc"
 	"io"
 	"net"
 	"net/http"
@@ -35,6 +36,7 @@ import (
 )
 
 func main() {
+	defer benchproc.KeepNoKernelPins()()
 	out := flag.String("out", "docs/benchmarks.md", "markdown file whose RMM latency section is replaced")
 	runs := flag.Int("runs", 100, "measured runs")
 	warmup := flag.Int("warmup", 3, "runs before the measured ones (not counted)")

@@ -116,6 +116,7 @@ func TestSensorWithUnloadableCurrentBundleFallsBack(t *testing.T) {
 	cfg.Collector.Disabled = true
 	cfg.Mode = "monitor"
 	cfg.Files.Canaries = false
+	cfg.Kernel.Mode = "off" // pins would outlive the test
 	s, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("sensor with a bad current bundle did not start: %v", err)

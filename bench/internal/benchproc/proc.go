@@ -5,6 +5,7 @@ package benchproc
 import (
 	"errors"
 	"fmt"
+	"github.com/tillwatch/tillwatch/sensor/kernel"
 	"io"
 	"net/http"
 	"os"
@@ -264,4 +265,20 @@ func ProfCollector(dir string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(abs, "profcollector"), nil
+}
+
+// KeepNoKernelPins returns a function that removes the sensor's kernel-layer
+// pins (sensor/kernel.DefaultPinDir) if they were not there when it was
+// called: a benchmark's sensors arm the layer, whose pins outlive them by
+// design, and a benchmark leaves nothing behind unless a deployed sensor
+// had them.
+func KeepNoKernelPins() func() {
+	if _, err := os.Stat(kernel.DefaultPinDir); !os.IsNotExist(err) {
+		return func() {}
+	}
+	return func() {
+		if err := kernel.Release(kernel.DefaultPinDir); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			fmt.Fprintln(os.Stderr, "remove the kernel layer's pins:", err, "(tillwatch-sensor kernel release)")
+		}
+	}
 }

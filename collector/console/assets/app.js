@@ -13,6 +13,7 @@ const STATE_TEXT = {
 const ACTIONS = ['disable-rmm', 'enable-rmm', 'isolate-host', 'release-host', 'kill-process', 'quarantine-file', 'scan'];
 
 let me = null;        // session info: role, csrf, can_issue, can_approve
+let justIssued = '';  // id of a command this page issued that still waits for the issuer's signature
 let timer = null;     // the current page's refresh
 const storesFilter = { label: 'store', value: '', state: '' };
 let alertsFilter = {};
@@ -317,6 +318,10 @@ function issueForm() {
   const ttl = el('input', { id: 'k-ttl', name: 'ttl', type: 'number', min: 1, max: 10080, value: 60 });
   const params = el('input', { id: 'k-params', name: 'params', placeholder: 'key=value, ...' });
   const out = el('p', { id: 'issue-result', role: 'status' });
+  const note = el('p', { id: 'issue-note', class: 'note' });
+  const showNote = () => { note.textContent = issueNote(sel.value); };
+  sel.addEventListener('change', showNote);
+  showNote();
   const form = el('form', { id: 'issue-form', class: 'stack' },
     el('label', { for: 'k-action' }, 'Action'), sel,
     el('label', { for: 'k-target-kind' }, 'Target'), kind,
@@ -324,7 +329,7 @@ function issueForm() {
     el('label', { for: 'k-params' }, 'Parameters'), params,
     el('label', { for: 'k-reason' }, 'Reason'), reason,
     el('label', { for: 'k-ttl' }, 'Time to live (minutes)'), ttl,
-    el('button', { type: 'submit' }, 'Issue command'), out);
+    note, el('button', { type: 'submit' }, 'Issue command'), out);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const body = { action: sel.value, reason: reason.value.trim(), ttl_seconds: Number(ttl.value) * 60, targets: {} };
@@ -334,10 +339,28 @@ function issueForm() {
       else body.targets.labels = parseLines(target.value);
       if (params.value.trim()) body.params = parseLines(params.value);
       const r = await call('api/v1/commands', { method: 'POST', body });
+      // Anything but a scan waits for a responder key: the issuer signs it
+      // on the command's page, which opens with the signing step.
+      justIssued = r.command.state === 'pending-approval' ? r.command.id : '';
       location.hash = '#/command/' + encodeURIComponent(r.command.id);
     } catch (e) { out.replaceChildren(errorBox(e)); }
   });
   return el('section', { 'aria-labelledby': 'issue-h' }, el('h2', { id: 'issue-h' }, 'Issue a command'), form);
+}
+
+// issueNote says, before issuing, who will sign the action: a token alone
+// gets only a scan signed by the collector; everything that acts waits for
+// responder keys, the issuer's first (the collector's policy decides how
+// many; these are its defaults).
+function issueNote(action) {
+  const sign = 'After issuing, you will sign it with your key: the command\'s page shows exactly what is signed and asks for your responder key file (read in this browser only). ';
+  switch (action) {
+    case 'scan': return 'The collector signs a scan itself: it is active as soon as it is issued.';
+    case 'disable-rmm': return sign + 'Your signature alone activates it.';
+    case 'enable-rmm': case 'release-host':
+      return sign + 'It undoes a protection, so a second responder must approve it with their key too.';
+    default: return sign + 'Your signature alone activates it on a few named hosts (5 by default, within your key\'s budget); all tills, labels or more hosts need a second responder\'s approval too.';
+  }
 }
 
 async function renderKillswitch() {
@@ -391,7 +414,9 @@ async function signApproval(keyText, payload) {
   return { key_id: keyID, sig: b64encode(sig) };
 }
 
-function approveSection(c, cmd, payload) {
+// approveSection is the signing step: for the responder who just issued the
+// command it is their own signature, for anyone else an approval.
+function approveSection(c, cmd, payload, mine) {
   const file = el('input', { id: 'key-file', type: 'file', accept: '.key,.pem' });
   const out = el('p', { id: 'approve-result', role: 'status' });
   const ttl = Math.round((new Date(cmd.not_after) - new Date(cmd.issued_at)) / 60000);
@@ -399,7 +424,7 @@ function approveSection(c, cmd, payload) {
     id: cmd.id, action: cmd.action, targets: cmd.targets, params: cmd.params || {}, reason: cmd.reason || '',
     issued_at: cmd.issued_at, not_after: cmd.not_after, ttl_minutes: ttl, issuer: cmd.issuer,
   }, null, 2));
-  const btn = el('button', { type: 'button', id: 'approve-btn' }, 'Sign with this key and approve');
+  const btn = el('button', { type: 'button', id: 'approve-btn' }, mine ? 'Sign with this key' : 'Sign with this key and approve');
   btn.addEventListener('click', async () => {
     out.replaceChildren();
     if (!file.files.length) { out.replaceChildren(errorBox('pick your responder key file first')); return; }
@@ -407,12 +432,14 @@ function approveSection(c, cmd, payload) {
       const sig = await signApproval(await file.files[0].text(), payload);
       file.value = '';
       await call('api/v1/commands/' + encodeURIComponent(c.id) + '/approve', { method: 'POST', body: { signature: sig } });
-      out.textContent = 'Approved with key ' + sig.key_id + '.';
+      if (justIssued === c.id) justIssued = '';
+      out.textContent = (mine ? 'Signed' : 'Approved') + ' with key ' + sig.key_id + '.';
       renderCommand(c.id);
     } catch (e) { out.replaceChildren(errorBox(e)); }
   });
-  return el('section', { 'aria-labelledby': 'approve-h', id: 'approve' },
-    el('h2', { id: 'approve-h' }, 'Approve'),
+  return el('section', { 'aria-labelledby': 'approve-h', id: 'approve', 'data-step': mine ? 'issuer' : 'approver' },
+    el('h2', { id: 'approve-h' }, mine ? 'Sign the command you issued' : 'Approve'),
+    mine ? el('p', { id: 'sign-why' }, 'A token alone cannot order this: it stays waiting until responders sign it with their own keys, yours first.') : null,
     el('p', {}, 'This is exactly what your signature will cover (decoded from the signed payload):'), shown,
     el('label', { for: 'key-file' }, 'Your responder key file (read in this browser only; never uploaded)'), file, btn, out,
     el('p', {}, 'Or from a terminal:'), el('pre', { id: 'cli-line' }, 'tillwatch killswitch approve ' + c.id + ' --sign-with ~/.tillwatch/you.key'));
@@ -436,16 +463,17 @@ async function renderCommand(id) {
     const sigs = (c.signed.signatures || []).length;
     const kids = [
       el('p', { id: 'approvals', 'data-signatures': sigs, class: 'lead' }, c.state === 'pending-approval'
-        ? 'Waiting for approval: ' + sigs + ' of ' + c.required_approvals + ' responder signatures'
+        ? (justIssued === c.id ? 'Issued; waiting for your signature: ' : 'Waiting for approval: ') + sigs + ' of ' + c.required_approvals + ' responder signatures'
         : 'Active: delivered to its tills'),
       dl([['Action', c.action], ['Targets', c.targets], ['Parameters', Object.entries(cmd.params || {}).map(([k, x]) => k + '=' + x)],
         ['Reason', c.reason], ['Issuer', c.issuer], ['Issued', fmtTime(c.issued_at)], ['Expires', fmtTime(c.not_after)],
         ['State', c.state === 'pending-approval' ? 'waiting for approval' : c.state],
-        ['Approvals needed', c.required_approvals ? c.required_approvals + ' distinct responders' : 'one pinned key'],
+        ['Approvals needed', c.required_approvals > 1 ? c.required_approvals + ' distinct responders' : c.required_approvals ? 'one responder key' : 'one pinned key'],
         ['Signed by (key ids)', (c.signed.signatures || []).map((s) => s.key_id)]]),
     ];
+    if (c.state !== 'pending-approval' && justIssued === c.id) justIssued = '';
     if (c.state === 'pending-approval') {
-      if (me.can_approve) kids.push(approveSection(c, cmd, payload));
+      if (me.can_approve) kids.push(approveSection(c, cmd, payload, justIssued === c.id));
       else kids.push(el('p', { class: 'muted' }, 'Waiting for responders to approve.'));
     }
     kids.push(el('div', { class: 'scroll' }, hosts));
