@@ -400,12 +400,41 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 			chromedp.SendKeys(chromedp.CSS("#k-target"), "store=0042"),
 			chromedp.SendKeys(chromedp.CSS("#k-reason"), "Kaseya VSA pushing a decoder to store 0042"),
 		)
+		// The form says before issuing that a token alone orders nothing
+		// that acts: the responder will sign it with their key.
+		if note := evalJS[string](t, ctx, `document.getElementById('issue-note').textContent`); !strings.Contains(note, "you will sign it with your key") {
+			t.Errorf("issue form note for disable-rmm %q does not say the issuer signs", note)
+		}
 		shot(t, ctx, "killswitch")
 		do(t, ctx, "issue", submit("#issue-form"))
-		waitJS(t, ctx, "command page", `document.getElementById('page-title').textContent.startsWith('Command ')`)
+		// A token alone cannot get disable-rmm signed: the command waits,
+		// and its page opens with the issuer's signing step.
+		waitJS(t, ctx, "signing step for the issuer",
+			`document.getElementById('page-title').textContent.startsWith('Command ') && document.getElementById('approve')?.dataset.step === 'issuer' && !!document.getElementById('approve-btn')`)
+		disableID = strings.TrimPrefix(evalJS[string](t, ctx, `document.getElementById('page-title').textContent`), "Command ")
+		if acked := evalJS[int](t, ctx, `[...document.querySelectorAll('#acks-table tbody tr')].filter(r => r.children[1].textContent === 'acked').length`); acked != 0 {
+			t.Fatalf("%d tills acknowledged a disable-rmm nobody signed", acked)
+		}
+		shown := evalJS[string](t, ctx, `document.getElementById('to-sign').textContent`)
+		for _, w := range []string{`"action": "disable-rmm"`, `"store": "0042"`, `"ttl_minutes": 60`, disableID} {
+			if !strings.Contains(shown, w) {
+				t.Errorf("what will be signed %q lacks %q", shown, w)
+			}
+		}
+		if lead := evalJS[string](t, ctx, `document.getElementById('approvals').textContent`); !strings.Contains(lead, "waiting for your signature: 0 of 1") {
+			t.Errorf("the issuer is not asked for their signature: %q", lead)
+		}
+		do(t, ctx, "pick alice's key", chromedp.SetUploadFiles(chromedp.CSS("#key-file"), []string{keyFile("alice")}))
+		shot(t, ctx, "sign")
+		do(t, ctx, "sign as alice", chromedp.Click(chromedp.CSS("#approve-btn")))
 		waitJS(t, ctx, "three tills acknowledged ok",
 			`[...document.querySelectorAll('#acks-table tbody tr')].filter(r => r.children[1].textContent === 'acked' && r.children[4].textContent === 'ok').length === 3`)
-		disableID = strings.TrimPrefix(evalJS[string](t, ctx, `document.getElementById('page-title').textContent`), "Command ")
+		if sigs := evalJS[string](t, ctx, `document.getElementById('approvals').dataset.signatures`); sigs != "1" {
+			t.Errorf("active disable-rmm carries %s signatures, want alice's 1", sigs)
+		}
+		if n := evalJS[int](t, ctx, `document.querySelectorAll('#approve-btn').length`); n != 0 {
+			t.Error("an active command still offers signing")
+		}
 		shot(t, ctx, "command")
 		do(t, ctx, "stores", chromedp.Navigate(base+"/console/#/stores"))
 		waitJS(t, ctx, "till-0042-3 shows RMM disabled", tillState("till-0042-3")+`?.state === 'rmm-disabled'`)
@@ -413,16 +442,20 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 			tillState("till-0042-1")+`?.state === 'attack-stopped' && document.querySelector('a.till[data-host="till-0042-1"] .till-more').textContent.includes('RMM disabled')`)
 	})
 
-	t.Run("enable-rmm waits for a second responder approved in the browser", func(t *testing.T) {
+	t.Run("enable-rmm: the issuer signs, a second responder approves in the browser", func(t *testing.T) {
 		do(t, ctx, "kill-switch", chromedp.Navigate(base+"/console/#/killswitch"))
 		waitJS(t, ctx, "issue form", `!!document.getElementById('issue-form')`)
 		do(t, ctx, "fill the form",
 			chromedp.SetValue(chromedp.CSS("#k-action"), "enable-rmm"),
 			chromedp.SetValue(chromedp.CSS("#k-target-kind"), "hosts"),
 			chromedp.SendKeys(chromedp.CSS("#k-target"), "till-0042-3"),
-			chromedp.SendKeys(chromedp.CSS("#k-reason"), "till-0042-3 clean; vendor patched"),
-			submit("#issue-form"))
-		waitJS(t, ctx, "waiting for approval", `document.getElementById('page').innerText.includes('waiting for approval') && !!document.getElementById('approve-btn')`)
+			chromedp.SendKeys(chromedp.CSS("#k-reason"), "till-0042-3 clean; vendor patched"))
+		if note := evalJS[string](t, ctx, `document.getElementById('issue-note').textContent`); !strings.Contains(note, "you will sign it with your key") || !strings.Contains(note, "second responder") {
+			t.Errorf("issue form note for enable-rmm %q does not say the issuer signs and a second responder approves", note)
+		}
+		do(t, ctx, "issue", submit("#issue-form"))
+		waitJS(t, ctx, "waiting for approval, the issuer's signing step shown",
+			`document.getElementById('page').innerText.includes('waiting for approval') && document.getElementById('approve')?.dataset.step === 'issuer' && !!document.getElementById('approve-btn')`)
 		id := strings.TrimPrefix(evalJS[string](t, ctx, `document.getElementById('page-title').textContent`), "Command ")
 		if acked := evalJS[int](t, ctx, `[...document.querySelectorAll('#acks-table tbody tr')].filter(r => r.children[1].textContent === 'acked').length`); acked != 0 {
 			t.Fatalf("%d tills acknowledged a command still waiting for approval", acked)
@@ -436,16 +469,20 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 		if cli := evalJS[string](t, ctx, `document.getElementById('cli-line').textContent`); !strings.Contains(cli, "tillwatch killswitch approve "+id) {
 			t.Errorf("CLI line %q", cli)
 		}
-		// First responder: alice, in the browser.
+		// First responder: alice, who issued it, signs in the browser.
 		do(t, ctx, "pick alice's key", chromedp.SetUploadFiles(chromedp.CSS("#key-file"), []string{keyFile("alice")}))
-		shot(t, ctx, "approve")
-		do(t, ctx, "approve as alice", chromedp.Click(chromedp.CSS("#approve-btn")))
-		waitJS(t, ctx, "one approval recorded, still waiting",
-			`document.getElementById('approvals')?.dataset.signatures === '1' && !!document.getElementById('approve-btn')`)
+		do(t, ctx, "sign as alice", chromedp.Click(chromedp.CSS("#approve-btn")))
+		waitJS(t, ctx, "one signature recorded, still waiting for a second responder",
+			`document.getElementById('approvals')?.dataset.signatures === '1' && document.getElementById('approve')?.dataset.step === 'approver' && !!document.getElementById('approve-btn')`)
+		if acked := evalJS[int](t, ctx, `[...document.querySelectorAll('#acks-table tbody tr')].filter(r => r.children[1].textContent === 'acked').length`); acked != 0 {
+			t.Fatalf("%d tills acknowledged an enable-rmm with one responder's signature", acked)
+		}
 		// Second responder: bob, in the browser.
 		do(t, ctx, "reload", chromedp.Navigate(base+"/console/#/command/"+id), chromedp.Reload())
 		waitJS(t, ctx, "approve button", `!!document.getElementById('approve-btn')`)
-		do(t, ctx, "pick bob's key", chromedp.SetUploadFiles(chromedp.CSS("#key-file"), []string{keyFile("bob")}), chromedp.Click(chromedp.CSS("#approve-btn")))
+		do(t, ctx, "pick bob's key", chromedp.SetUploadFiles(chromedp.CSS("#key-file"), []string{keyFile("bob")}))
+		shot(t, ctx, "approve")
+		do(t, ctx, "approve as bob", chromedp.Click(chromedp.CSS("#approve-btn")))
 		waitJS(t, ctx, "active and acknowledged",
 			`document.getElementById('page').innerText.includes('active') && [...document.querySelectorAll('#acks-table tbody tr')].some(r => r.children[1].textContent === 'acked' && r.children[4].textContent === 'ok')`)
 		do(t, ctx, "stores", chromedp.Navigate(base+"/console/#/stores"))
