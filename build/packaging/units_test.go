@@ -74,7 +74,7 @@ func TestSensorUnit(t *testing.T) {
 
 	u.want(t, "Service", "Type", "simple")
 	u.want(t, "Service", "ExecStart", "/usr/bin/tillwatch-sensor run -c "+ConfigDir+"/"+sensordeploy.Config)
-	u.want(t, "Service", "Restart", "always") // the kernel tripwires cover the gap; see docs/kernel.md
+	u.want(t, "Service", "Restart", "always")             // the kernel tripwires cover the gap; see docs/kernel.md
 	u.want(t, "Service", "RestartPreventExitStatus", "2") // a config error does not loop
 	u.want(t, "Service", "NoNewPrivileges", "yes")
 	u.want(t, "Service", "ProtectSystem", "strict")

@@ -425,6 +425,7 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 			t.Errorf("the issuer is not asked for their signature: %q", lead)
 		}
 		do(t, ctx, "pick alice's key", chromedp.SetUploadFiles(chromedp.CSS("#key-file"), []string{keyFile("alice")}))
+		do(t, ctx, "show the key field", chromedp.Evaluate[chromedp.Void](`document.getElementById('approve-btn').scrollIntoView({block: 'center'})`))
 		shot(t, ctx, "sign")
 		do(t, ctx, "sign as alice", chromedp.Click(chromedp.CSS("#approve-btn")))
 		waitJS(t, ctx, "three tills acknowledged ok",
