@@ -81,7 +81,10 @@ level: critical
 	agent := startAgent(t, agentExe)
 
 	sensorCfg := filepath.Join(dir, "sensor.yaml")
-	writeFile(t, sensorCfg, "yara: {enabled: false}\nfiles: {canaries: false}\nmetrics: {listen: \"\"}\nrmm: {approved: ["+e2eProduct+"]}\n")
+	// Twenty sensors on one machine: the kernel layer is one per host (its
+	// pinned ring hands each record to one reader), so they use the proc
+	// connector, as twenty tills would each use their own kernel.
+	writeFile(t, sensorCfg, "yara: {enabled: false}\nfiles: {canaries: false}\nmetrics: {listen: \"\"}\nrmm: {approved: ["+e2eProduct+"]}\nkernel: {mode: \"off\"}\n")
 	for i := range sensors {
 		state := filepath.Join(dir, fmt.Sprintf("sensor-%02d", i))
 		args := []string{"run", "-c", sensorCfg, "--collector", coll.url, "--ca", coll.ca, "--enroll-token", enroll,
