@@ -203,23 +203,11 @@ func readNoFollow(p string) ([]byte, fs.FileMode, error) {
 // (0600), with one link, naming dir itself: a user can replace it, but
 // cannot make a file that passes.
 func Load(dir string) (*Manifest, error) {
-	dir, err := simdir.Check(dir)
+	dir, b, err := simdir.ReadManifest(dir, ManifestName, 256<<20)
 	if err != nil {
 		return nil, err
 	}
-	top, err := atomicfile.OpenDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer top.Close()
 	p := filepath.Join(dir, ManifestName)
-	b, err := top.ReadRegular(ManifestName, 256<<20)
-	if err != nil {
-		return nil, fmt.Errorf("%s is not marked (%w): run without --undo first", dir, err)
-	}
-	if err := top.Private(ManifestName); err != nil {
-		return nil, fmt.Errorf("manifest not trusted: %w", err)
-	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", p, err)

@@ -270,23 +270,11 @@ func Run(ctx context.Context, m *Manifest, stdout, stderr io.Writer) (Result, er
 // link, naming dir itself: a user can replace it but cannot make a file
 // that passes.
 func Load(dir string) (*Manifest, error) {
-	dir, err := simdir.Check(dir)
+	dir, b, err := simdir.ReadManifest(dir, ManifestName, 16<<20)
 	if err != nil {
 		return nil, err
 	}
-	top, err := atomicfile.OpenDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer top.Close()
 	p := filepath.Join(dir, ManifestName)
-	b, err := top.ReadRegular(ManifestName, 16<<20)
-	if err != nil {
-		return nil, fmt.Errorf("%s is not set up (%w): run without --undo first", dir, err)
-	}
-	if err := top.Private(ManifestName); err != nil {
-		return nil, fmt.Errorf("manifest not trusted: %w", err)
-	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", p, err)

@@ -123,7 +123,7 @@ func TestRunWritesMarkerAndUndoRemovesExactlyWhatItCreated(t *testing.T) {
 
 func TestUndoWithoutSetUpFails(t *testing.T) {
 	t.Parallel()
-	if _, err := Undo(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not set up") {
+	if _, err := Undo(t.TempDir()); err == nil || !strings.Contains(err.Error(), "has no manifest") {
 		t.Errorf("got %v", err)
 	}
 }
