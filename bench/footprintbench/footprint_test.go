@@ -19,6 +19,7 @@ func TestShortRun(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (process connector, fanotify); CI runs as root")
 	}
+	t.Cleanup(benchproc.KeepNoKernelPins())
 	bin := t.TempDir()
 	if err := benchproc.Build(bin, nil, "github.com/tillwatch/tillwatch/cmd/tillwatch-sensor"); err != nil {
 		t.Fatal(err)

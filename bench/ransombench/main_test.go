@@ -22,6 +22,7 @@ func TestShortRun(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (fanotify permission events, kill, a PID namespace); CI runs as root")
 	}
+	t.Cleanup(benchproc.KeepNoKernelPins())
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("unshare not installed")
 	}
