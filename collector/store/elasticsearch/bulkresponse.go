@@ -11,7 +11,7 @@ import (
 // item: its status and error (collector/store/elasticsearch.classify). The
 // full answer repeats _index, _id, _version, result, _shards, _seq_no and
 // _primary_term for every document; decoding it with encoding/json was 23%
-// of the collector's CPU at full ingest (issue 9), and the node spends less
+// of the collector's CPU at full ingest (the ingest benchmark), and the node spends less
 // on writing it. Items keep their positions, which is how the bulk indexer
 // matches them to documents. Exported so the ingest benchmark's bare
 // indexer asks the node for the same answer.

@@ -4,7 +4,7 @@
 // cluster and every update is atomic there (optimistic concurrency on
 // _seq_no/_primary_term, op_type=create for events).
 //
-// Layout (SPEC.md): events go to the data streams
+// Layout (docs/reference.md): events go to the data streams
 // logs-tillwatch.{alerts,process,file,audit,health}-<namespace>, with
 // event.id as _id so a replayed batch is answered 409 and counted as a
 // duplicate. The collector's own state lives in the regular indices
@@ -572,7 +572,7 @@ const casRetries = 20
 // The first attempt starts from the version this collector wrote last, if
 // it has one, instead of reading it back: every batch updates its host
 // (sequence tracking), and that real-time GET was one more round trip and
-// read per batch for the node (issue 9's ingest benchmark). The write is
+// read per batch for the node (the ingest benchmark). The write is
 // conditional either way, so a version someone else replaced
 // (another collector, a partial update) only costs a conflict and a read.
 func (s *Store) updateHost(ctx context.Context, hostID string, fn func(h *hostDoc, exists bool) error) error {

@@ -87,7 +87,7 @@ func TestSharedSuite(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store { return OpenTest(t, Options{Now: now}) })
 }
 
-// TestLayout checks SPEC.md's layout: each kind of document lands in its
+// TestLayout checks the layout in docs/reference.md: each kind of document lands in its
 // data stream, the templates are installed, and a replay is a 409.
 func TestLayout(t *testing.T) {
 	t.Parallel()

@@ -12,7 +12,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 )
 
-// Data streams (SPEC.md "Elasticsearch layout"), one per dataset, each
+// Data streams (docs/reference.md "Elasticsearch layout"), one per dataset, each
 // logs-<dataset>-<namespace>. Health is our extension: sensor health events
 // are neither process nor file telemetry.
 const (
