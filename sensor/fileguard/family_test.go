@@ -78,8 +78,11 @@ for n in sorted(os.listdir(d)):
     os.replace(p + ".tmp", p)
 `, dir).Run()
 	killedBySIGKILL(t, "rename-over encryptor", err)
-	if n := lost(files); n > 5 {
-		t.Errorf("%d files lost, want at most 5", n)
+	// Renames are notifications, not permission events: the encryptor runs
+	// on until the guard has read them. Most files must be saved; the
+	// benchmark (make bench-ransomware) measures how many are lost.
+	if n := lost(files); n > 10 {
+		t.Errorf("%d of 40 files lost, want at most 10", n)
 	}
 	v := waitVerdict(t, out, func(event.Event) bool { return true })
 	if r := strings.Join(v.Tillwatch.Ransomware.Reasons, "; "); !strings.Contains(r, "replaced by rename") {
@@ -100,6 +103,10 @@ func TestDecoyReplacedByRenameIsTampering(t *testing.T) {
 	}
 	out := run(t, dir, set)
 	decoy := set.Paths()[0]
+	original, err := os.ReadFile(decoy)
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The replacer renames over the decoy, then waits to be stopped
 	// (bounded: it gives up after 20 s and exits 3).
 	err = exec.Command(py, "-c", `
@@ -117,6 +124,19 @@ sys.exit(3)
 	}
 	if lost(files) != 0 {
 		t.Error("real files changed")
+	}
+	// The decoy is put back once the tree is dead (asynchronously, after
+	// the verdict); wait for it, so the folder is also quiet before the
+	// test's cleanup removes it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(decoy); err == nil && bytes.Equal(b, original) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replaced decoy was not restored")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
