@@ -10,10 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tillwatch/tillwatch/sensor/procclock"
+	"github.com/tillwatch/tillwatch/sensor/proctree"
 	"github.com/tillwatch/tillwatch/sensor/response"
 	"github.com/tillwatch/tillwatch/sensor/rmm"
-
-	"github.com/tillwatch/tillwatch/sensor/procclock"
 )
 
 const supportsProcesses = true
@@ -96,15 +96,14 @@ func (e *Executor) startMilli(p proc) (int64, error) {
 // ancestors returns the sensor's parent chain up to (not including) pid 1.
 func (e *Executor) ancestors() []int {
 	var out []int
-	pid := e.self
-	for i := 0; i < 64; i++ {
+	proctree.Up(e.self, func(pid int) (int, bool) {
 		p, err := e.readProc(pid)
 		if err != nil || p.PPID <= 1 {
-			break
+			return 0, false
 		}
 		out = append(out, p.PPID)
-		pid = p.PPID
-	}
+		return p.PPID, true
+	})
 	return out
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/canary"
 	"github.com/tillwatch/tillwatch/sensor/detect/ransomware"
 	"github.com/tillwatch/tillwatch/sensor/fileactivity"
+	"github.com/tillwatch/tillwatch/sensor/proctree"
 	"github.com/tillwatch/tillwatch/sensor/response"
 )
 
@@ -117,17 +118,11 @@ func New(o Options) *Guard {
 // running process never change (an orphan is re-parented, not re-rooted).
 func ancestorsOf(procRoot string, pid int) map[int]bool {
 	line := map[int]bool{1: true}
-	for range 64 {
-		if pid <= 1 {
-			break
-		}
+	proctree.Up(pid, func(pid int) (int, bool) {
 		line[pid] = true
 		st, err := response.ReadStat(procRoot, pid)
-		if err != nil {
-			break
-		}
-		pid = st.PPID
-	}
+		return st.PPID, err == nil
+	})
 	return line
 }
 
@@ -435,18 +430,18 @@ const maxLineage = 8
 // parent is pid; a kernel-side burst counter can group by the same chain.
 func Lineage(procRoot string, pid int, stop map[int]bool) []ransomware.Spawner {
 	var out []ransomware.Spawner
-	for len(out) < maxLineage && pid > 1 && !stop[pid] {
+	proctree.Up(pid, func(pid int) (int, bool) {
+		if len(out) >= maxLineage || stop[pid] {
+			return 0, false
+		}
 		exe := exeOf(procRoot, pid)
 		if exe == "" {
-			break // gone (or a kernel thread): nothing above is known
+			return 0, false // gone (or a kernel thread): nothing above is known
 		}
 		out = append(out, ransomware.Spawner{PID: pid, Name: filepath.Base(strings.TrimSuffix(exe, " (deleted)"))})
 		st, err := response.ReadStat(procRoot, pid)
-		if err != nil {
-			break
-		}
-		pid = st.PPID
-	}
+		return st.PPID, err == nil
+	})
 	return out
 }
 
@@ -455,17 +450,19 @@ func Lineage(procRoot string, pid int, stop map[int]bool) []ransomware.Spawner {
 // pid 1 or the sensor's line.
 func (g *Guard) climb(pid int, exe string) (root, parent int) {
 	root = pid
-	for range 16 {
-		st, err := response.ReadStat(g.o.ProcRoot, root)
+	proctree.Up(pid, func(pid int) (int, bool) {
+		st, err := response.ReadStat(g.o.ProcRoot, pid)
 		if err != nil {
-			return root, 0
+			return 0, false
 		}
 		if st.PPID <= 1 || g.sensorLine[st.PPID] || exe == "" || exeOf(g.o.ProcRoot, st.PPID) != exe {
-			return root, st.PPID
+			parent = st.PPID
+			return 0, false
 		}
 		root = st.PPID
-	}
-	return root, 0
+		return root, true
+	})
+	return root, parent
 }
 
 // rmmOf returns the RMM agent above the tree rooted at root, cached for a

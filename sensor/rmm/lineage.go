@@ -29,24 +29,25 @@ type Step func(pid int) (p proctree.Proc, ppid int, ok bool)
 
 // WalkAgent walks up from pid itself, one Step at a time, and returns the
 // nearest catalogued agent, or nil at pid 1, at a pid for which stop is
-// true, at a process that is gone or after proctree.MaxDepth processes. It
+// true, at a process that is gone or where proctree.Up ends a walk. It
 // reads no more than it must: the walk ends at the first agent.
 func (m *Matcher) WalkAgent(pid int, step Step, stop func(pid int) bool) *Agent {
 	var chain []proctree.Proc
-	for range proctree.MaxDepth {
-		if pid <= 1 || stop(pid) {
-			return nil
+	var found *Agent
+	proctree.Up(pid, func(pid int) (int, bool) {
+		if stop(pid) {
+			return 0, false
 		}
 		p, ppid, ok := step(pid)
 		if !ok {
-			return nil
+			return 0, false
 		}
 		chain = append(chain, p)
-		if a := m.FindAgent(chain[len(chain)-1:]); a != nil {
-			a.Chain = chain
-			return a
+		if found = m.FindAgent(chain[len(chain)-1:]); found != nil {
+			found.Chain = chain
+			return 0, false
 		}
-		pid = ppid
-	}
-	return nil
+		return ppid, true
+	})
+	return found
 }
