@@ -312,6 +312,18 @@ const (
 	HealthFailed   = "failed"
 )
 
+// HealthFunc receives a part's health changes: component names the part,
+// state is HealthOK, HealthDegraded or HealthFailed, and reason says why in
+// words an operator can act on. Every part that can degrade takes one; the
+// sensor wires pipeline.Health.Report, which turns each change into a
+// health event. It is called from the part's own goroutines and must not
+// block.
+type HealthFunc func(component, state, reason string)
+
+// NoHealth is the HealthFunc of a part built without one (a tool or a
+// test that does not watch health): it drops every report.
+func NoHealth(component, state, reason string) {}
+
 // RMM is tillwatch.rmm: the remote-management product an alert is about
 // and, for behaviour seen below an agent, a fingerprint the collector counts
 // across hosts (the same agent spawning the same unusual command line on many

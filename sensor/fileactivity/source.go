@@ -101,7 +101,7 @@ type Source struct {
 	cfg     Config
 	log     *slog.Logger
 	hook    Hook
-	health  func(component, state, reason string)
+	health  event.HealthFunc
 	procs   *procCache
 	events  *prometheus.CounterVec
 	lost    *prometheus.CounterVec
@@ -138,7 +138,7 @@ func New(cfg Config, hook Hook, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	s := &Source{
 		cfg: cfg, hook: hook, log: log.With(logkey.Component, "fileactivity"),
-		health: func(string, string, string) {},
+		health: event.NoHealth,
 		procs:  newProcCache(cfg.ProcRoot, 4096, 2*time.Second),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tillwatch_file_events_total",
@@ -154,7 +154,7 @@ func New(cfg Config, hook Hook, log *slog.Logger, reg prometheus.Registerer) (*S
 }
 
 // OnHealth sets where degradations are reported (pipeline.Health.Report).
-func (s *Source) OnHealth(f func(component, state, reason string)) { s.health = f }
+func (s *Source) OnHealth(f event.HealthFunc) { s.health = f }
 
 // Name implements pipeline.Source.
 func (s *Source) Name() string { return "fileactivity" }

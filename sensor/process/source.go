@@ -31,12 +31,6 @@ const (
 	TagResync = "resync"
 )
 
-// HealthFunc receives the source's health changes: component is the source
-// name, state one of event.HealthOK, HealthDegraded, HealthFailed, and reason
-// says why in words an operator can act on. It is called from the Run
-// goroutine and must not block.
-type HealthFunc func(component, state, reason string)
-
 // Stats are the source's counters since New. All only grow.
 type Stats struct {
 	// Events is how many events were emitted.
@@ -64,7 +58,7 @@ type Source struct {
 	// kernel, when set, is the first choice of backend auto (kernel.go).
 	kernel KernelFeed
 
-	health  HealthFunc
+	health  event.HealthFunc
 	started atomic.Bool
 	backend atomic.Pointer[string]
 
@@ -96,10 +90,10 @@ func New(cfg Config, table *proctree.Table, log *slog.Logger) *Source {
 // Name returns "process", the source's name in logs, health and metrics.
 func (s *Source) Name() string { return "process" }
 
-// OnHealth sets the health callback; call it before Run. See HealthFunc for
+// OnHealth sets the health callback; call it before Run. See event.HealthFunc for
 // when it is called: falling back to polling (degraded), an overflow
 // (degraded) and the resync after it (ok), and Run failing (failed).
-func (s *Source) OnHealth(fn HealthFunc) { s.health = fn }
+func (s *Source) OnHealth(fn event.HealthFunc) { s.health = fn }
 
 // Backend returns the backend in use (BackendNetlink or BackendPoll), or ""
 // until Run has subscribed and loaded the running processes into the table.

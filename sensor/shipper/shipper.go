@@ -28,9 +28,6 @@ type Sender interface {
 	SendEvents(ctx context.Context, ndjson []byte) (api.IngestResponse, error)
 }
 
-// HealthFunc receives the shipper's state changes (pipeline.Health.Report).
-type HealthFunc func(component, state, reason string)
-
 // Options configure a Shipper.
 type Options struct {
 	Queue  Queue
@@ -44,7 +41,7 @@ type Options struct {
 	MaxBackoff    time.Duration // default 30s
 	// DrainTimeout bounds the final flush at shutdown (default 5s).
 	DrainTimeout time.Duration
-	Health       HealthFunc
+	Health       event.HealthFunc
 	Log          *slog.Logger
 	Registerer   prometheus.Registerer
 }
@@ -86,7 +83,7 @@ func New(o Options) *Shipper {
 		o.Permanent = func(error) bool { return false }
 	}
 	if o.Health == nil {
-		o.Health = func(string, string, string) {}
+		o.Health = event.NoHealth
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -47,7 +47,7 @@ type Options struct {
 	// (default 10000).
 	MemoryFallback int
 	// Health receives degradations (torn tail, disk full, drops).
-	Health func(component, state, reason string)
+	Health event.HealthFunc
 	Log    *slog.Logger
 }
 
@@ -125,7 +125,7 @@ func Open(o Options) (*Spool, error) {
 		o.MemoryFallback = 10000
 	}
 	if o.Health == nil {
-		o.Health = func(string, string, string) {}
+		o.Health = event.NoHealth
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

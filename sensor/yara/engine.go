@@ -59,7 +59,7 @@ type Options struct {
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
 	// Health receives state changes (pipeline.Health.Report); may be nil.
-	Health func(component, state, reason string)
+	Health event.HealthFunc
 }
 
 // Engine holds the current rule set and scans with it. All methods are
@@ -104,7 +104,7 @@ func New(o Options) (*Engine, error) {
 		o.Registerer = prometheus.NewRegistry()
 	}
 	if o.Health == nil {
-		o.Health = func(string, string, string) {}
+		o.Health = event.NoHealth
 	}
 	if o.Hashes == nil {
 		o.Hashes = filehash.New(0)

@@ -62,7 +62,7 @@ type Options struct {
 	Host Host
 	Log  *slog.Logger
 	// Health receives degradations (the baseline cannot be written).
-	Health func(component, state, reason string)
+	Health event.HealthFunc
 	Now    func() time.Time
 }
 
@@ -118,7 +118,7 @@ func New(o Options) (*Detector, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Health == nil {
-		o.Health = func(string, string, string) {}
+		o.Health = event.NoHealth
 	}
 	d := &Detector{
 		o: o, m: rmmcat.NewMatcher(o.Catalog, o.GOOS), approved: approved, rules: o.Rules,

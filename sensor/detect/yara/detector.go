@@ -47,7 +47,7 @@ type Options struct {
 	Sweep      yr.SweepOptions
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
-	Health     func(component, state, reason string)
+	Health     event.HealthFunc
 }
 
 type job struct {
@@ -85,7 +85,7 @@ func New(o Options) (*Detector, error) {
 		o.Registerer = prometheus.NewRegistry()
 	}
 	if o.Health == nil {
-		o.Health = func(string, string, string) {}
+		o.Health = event.NoHealth
 	}
 	d := &Detector{o: o, jobs: make(chan job, o.Queue)}
 	d.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "tillwatch_yara_jobs_dropped_total", Help: "YARA scan jobs dropped because the scan queue was full."})
