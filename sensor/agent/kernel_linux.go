@@ -49,11 +49,7 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 			if !ok {
 				return nil
 			}
-			var parent *proctree.Proc
-			if anc := table.Ancestry(pid, 1); len(anc) == 1 {
-				parent = &anc[0]
-			}
-			return process.ToECS(p, parent)
+			return process.TableECS(table, p)
 		},
 		Log: log,
 	})

@@ -21,10 +21,21 @@ type Meta struct {
 	Action string
 }
 
-// Technique is a MITRE ATT&CK technique or tactic.
+// Technique is a MITRE ATT&CK technique or tactic, as rule files write it
+// ({id, name}) and alerts carry it: every rule format uses this one type,
+// so its ATT&CK mapping reaches the alert without a conversion of its own.
 type Technique struct {
-	ID   string
-	Name string
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+}
+
+// TacticOf is a rule's tactic for Meta.Tactic: nil when the rule names
+// none (no id).
+func TacticOf(t Technique) *Technique {
+	if t.ID == "" {
+		return nil
+	}
+	return &t
 }
 
 // FromEvent returns an alert about src: category and type follow the

@@ -174,11 +174,7 @@ func (s *Source) reportHealth(state, reason string) {
 // emitProc builds and emits the start (ActionExec) or end (ActionExit)
 // event of the table entry p.
 func (s *Source) emitProc(emit func(event.Event), action string, p proctree.Proc, at time.Time, tags ...string) {
-	var parent *proctree.Proc
-	if anc := s.table.Ancestry(p.PID, 1); len(anc) == 1 {
-		parent = &anc[0]
-	}
-	ev := newEvent(at, action, ToECS(p, parent))
+	ev := newEvent(at, action, TableECS(s.table, p))
 	if len(tags) > 0 {
 		ev.Tags = tags
 	}
@@ -205,6 +201,17 @@ func newEvent(at time.Time, action string, p *event.Process) event.Event {
 		},
 		Process: p,
 	}
+}
+
+// TableECS builds the ECS process group of p, a process of t, with its
+// parent from t as process.parent: the one conversion from the table for
+// events about a process (the source's own, the kernel watch's).
+func TableECS(t *proctree.Table, p proctree.Proc) *event.Process {
+	var parent *proctree.Proc
+	if anc := t.Ancestry(p.PID, 1); len(anc) == 1 {
+		parent = &anc[0]
+	}
+	return ToECS(p, parent)
 }
 
 // ToECS builds the ECS process group of p, with parent as process.parent.

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,12 +93,7 @@ func (d *Detector) detection(r *Rule, ev *event.Event, why string) pipeline.Dete
 	m := alert.Meta{
 		RuleID: r.ID, RuleName: r.Name, Description: r.Description, Ruleset: event.RulesetSigma,
 		Severity: r.Severity, Action: "exec-from-" + r.Match,
-	}
-	for _, t := range r.Technique {
-		m.Techniques = append(m.Techniques, alert.Technique{ID: t.ID, Name: t.Name})
-	}
-	if r.Tactic.ID != "" {
-		m.Tactic = &alert.Technique{ID: r.Tactic.ID, Name: r.Tactic.Name}
+		Techniques: slices.Clone(r.Technique), Tactic: alert.TacticOf(r.Tactic),
 	}
 	a := alert.FromEvent(m, ev, r.Name+": "+ev.Process.Executable+" ("+why+")")
 	det := pipeline.Detection{Alert: a, Response: r.Response}

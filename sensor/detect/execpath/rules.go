@@ -13,6 +13,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/sensor/alert"
 )
 
 // Match kinds.
@@ -23,23 +24,17 @@ const (
 
 // Rule is one entry of an exec-location rule file.
 type Rule struct {
-	ID          string     `yaml:"id"`
-	Name        string     `yaml:"name"`
-	Description string     `yaml:"description"`
-	Match       string     `yaml:"match"`
-	Paths       []string   `yaml:"paths"`
-	Exclude     []string   `yaml:"exclude"`
-	Severity    int        `yaml:"severity"`
-	Response    string     `yaml:"response"`
-	Technique   []Named    `yaml:"technique"`
-	Tactic      Named      `yaml:"tactic"`
-	Tests       *RuleTests `yaml:"tests"`
-}
-
-// Named is an ATT&CK id with its name.
-type Named struct {
-	ID   string `yaml:"id"`
-	Name string `yaml:"name"`
+	ID          string            `yaml:"id"`
+	Name        string            `yaml:"name"`
+	Description string            `yaml:"description"`
+	Match       string            `yaml:"match"`
+	Paths       []string          `yaml:"paths"`
+	Exclude     []string          `yaml:"exclude"`
+	Severity    int               `yaml:"severity"`
+	Response    string            `yaml:"response"`
+	Technique   []alert.Technique `yaml:"technique"`
+	Tactic      alert.Technique   `yaml:"tactic"`
+	Tests       *RuleTests        `yaml:"tests"`
 }
 
 // RuleTests are executable paths a memory rule must and must not match.

@@ -2,6 +2,7 @@ package ransomware
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/event"
@@ -79,10 +80,8 @@ func (d *Detector) Detect(ev *event.Event) []pipeline.Detection {
 		meta = d.r.Canary
 	}
 	m := alert.Meta{RuleID: meta.ID, RuleName: meta.Name, Description: meta.Description, Ruleset: event.RulesetRansomware,
-		Severity: meta.Severity, Action: ev.Event.Action, Tactic: &alert.Technique{ID: "TA0040", Name: "Impact"}}
-	for _, t := range meta.Technique {
-		m.Techniques = append(m.Techniques, alert.Technique{ID: t.ID, Name: t.Name})
-	}
+		Severity: meta.Severity, Action: ev.Event.Action, Tactic: &alert.Technique{ID: "TA0040", Name: "Impact"},
+		Techniques: slices.Clone(meta.Technique)}
 	first := ""
 	if ev.File != nil {
 		first = ev.File.Path

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
+	"github.com/tillwatch/tillwatch/sensor/alert"
 )
 
 // Rules are the thresholds, weights and alert metadata of the ransomware
@@ -72,17 +73,11 @@ type Breadth struct {
 
 // Meta is what an alert says about itself.
 type Meta struct {
-	ID          string  `yaml:"id"`
-	Name        string  `yaml:"name"`
-	Description string  `yaml:"description"`
-	Severity    int     `yaml:"severity"`
-	Technique   []Named `yaml:"technique"`
-}
-
-// Named is an ATT&CK id with its name.
-type Named struct {
-	ID   string `yaml:"id"`
-	Name string `yaml:"name"`
+	ID          string            `yaml:"id"`
+	Name        string            `yaml:"name"`
+	Description string            `yaml:"description"`
+	Severity    int               `yaml:"severity"`
+	Technique   []alert.Technique `yaml:"technique"`
 }
 
 // Case is a rule test: observations and whether they must alert.

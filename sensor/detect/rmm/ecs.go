@@ -2,6 +2,7 @@ package rmm
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/sensor/alert"
@@ -23,12 +24,7 @@ func (d *Detector) detection(r *Rule, ev *event.Event, msg string) pipeline.Dete
 	m := alert.Meta{
 		RuleID: r.ID, RuleName: r.Name, Description: r.Description, Ruleset: r.Ruleset,
 		Severity: r.Severity, Action: "rmm-" + r.Behaviour,
-	}
-	for _, t := range r.Technique {
-		m.Techniques = append(m.Techniques, alert.Technique{ID: t.ID, Name: t.Name})
-	}
-	if r.Tactic.ID != "" {
-		m.Tactic = &alert.Technique{ID: r.Tactic.ID, Name: r.Tactic.Name}
+		Techniques: slices.Clone(r.Technique), Tactic: alert.TacticOf(r.Tactic),
 	}
 	a := alert.FromEvent(m, ev, msg)
 	det := pipeline.Detection{Alert: a, Response: r.Response}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/event"
+	"github.com/tillwatch/tillwatch/sensor/alert"
 )
 
 // Behaviours a rule can describe. Pattern behaviours match the effective
@@ -82,23 +83,17 @@ type Guards struct {
 
 // Rule is one behaviour rule.
 type Rule struct {
-	ID          string    `yaml:"id"`
-	Name        string    `yaml:"name"`
-	Description string    `yaml:"description"`
-	Behaviour   string    `yaml:"behaviour"`
-	Ruleset     string    `yaml:"ruleset"` // rmm (default) or integrity
-	Severity    int       `yaml:"severity"`
-	Response    string    `yaml:"response"` // none | kill
-	Technique   []Named   `yaml:"technique"`
-	Tactic      Named     `yaml:"tactic"`
-	Patterns    []Pattern `yaml:"patterns"`
-	Tests       *Tests    `yaml:"tests"`
-}
-
-// Named is an ATT&CK id with its name.
-type Named struct {
-	ID   string `yaml:"id"`
-	Name string `yaml:"name"`
+	ID          string            `yaml:"id"`
+	Name        string            `yaml:"name"`
+	Description string            `yaml:"description"`
+	Behaviour   string            `yaml:"behaviour"`
+	Ruleset     string            `yaml:"ruleset"` // rmm (default) or integrity
+	Severity    int               `yaml:"severity"`
+	Response    string            `yaml:"response"` // none | kill
+	Technique   []alert.Technique `yaml:"technique"`
+	Tactic      alert.Technique   `yaml:"tactic"`
+	Patterns    []Pattern         `yaml:"patterns"`
+	Tests       *Tests            `yaml:"tests"`
 }
 
 // Pattern matches one program's invocation.
