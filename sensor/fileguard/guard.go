@@ -1,3 +1,7 @@
+// Long (about 500 lines) on purpose: Handle answers a fanotify permission
+// event while the writer waits, so the tree lookup, its caches and the
+// stop decision are read together as one synchronous path.
+
 // Package fileguard is the synchronous half of ransomware protection: a
 // fileactivity.Hook that scores every file observation per process tree
 // (sensor/detect/ransomware) and, in enforce mode, stops the tree inside the

@@ -1,3 +1,9 @@
+// Long (about 700 lines) on purpose: the Scorer is one state machine over
+// per-tree records (Observe -> apply -> verdict), and every signal that
+// feeds the score (destroyed formats, replacements, renames, notes,
+// breadth, families) reads and updates the same records under the same
+// lock; kept in one file so a weight's whole effect reads in one place.
+
 package ransomware
 
 import (
