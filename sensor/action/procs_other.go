@@ -2,8 +2,8 @@
 
 package action
 
-// Process control is built for Linux (/proc); Windows and macOS slot in
-// with their own procs_<os>.go.
+// Process control reads /proc, so it is Linux-only: elsewhere every
+// process action is refused as unsupported.
 const supportsProcesses = false
 
 type proc struct {

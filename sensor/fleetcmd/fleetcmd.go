@@ -144,7 +144,7 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // Handle verifies, acts on and acknowledges one delivered command. It is
-// exported for tests and for a future second transport.
+// exported so tests drive it without a collector.
 func (r *Receiver) Handle(ctx context.Context, s *killswitch.Signed) killswitch.Result {
 	keys, err := r.keySet()
 	if err != nil {

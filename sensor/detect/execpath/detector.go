@@ -25,7 +25,8 @@ type Detector struct {
 
 	// cache remembers directory modes for a short while: an exec storm from
 	// one directory must not become a stat storm. Detect runs on one
-	// goroutine, the mutex only guards against future concurrent use.
+	// goroutine; the mutex keeps the cache safe for a caller that shares
+	// the detector across goroutines.
 	mu    sync.Mutex
 	cache map[string]dirEntry
 }

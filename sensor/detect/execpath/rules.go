@@ -1,4 +1,4 @@
-// Package execpath is the first process detector: it flags programs executed
+// Package execpath is the exec-location detector: it flags programs executed
 // from where payloads are dropped — memory-backed locations and
 // world-writable directories. Its rules are data (rules/exec/*.yaml).
 package execpath
