@@ -83,92 +83,25 @@ type Sensor struct {
 // pipeline. Configuration and privilege problems come back as
 // cfgfile.UsageError (exit 2); it does not contact the collector.
 func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, cfgfile.Usage(err)
+	if err := prepareHost(cfg); err != nil {
+		return nil, err
 	}
-	if err := checkPrivileges(cfg); err != nil {
-		return nil, cfgfile.Usage(err)
-	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, cfgfile.Usagef("state_dir: %v", err)
-	}
-	hostID, err := identity.HostID(cfg.StateDir, cfg.HostID, MachineIDPath)
-	if err != nil {
-		return nil, cfgfile.Usagef("state_dir: %v", err)
-	}
-	hostName := cfg.HostName
-	if hostName == "" {
-		hostName, _ = os.Hostname()
-	}
-	// The operator's configuration, before a bundle adds its folder.
-	cfgVer, err := configVersion(cfg)
-	if err != nil {
-		return nil, cfgfile.Usage(err)
-	}
-	// A signed rule bundle from the collector adds its folder to the rule
-	// folders before any rule is loaded (sensor/agent/rulebundles.go).
-	bundles, rulesDegraded, err := openRuleBundles(&cfg, log)
+	hostID, hostName, err := identify(cfg)
 	if err != nil {
 		return nil, err
 	}
-	execRules, err := loadExecRules(cfg.Rules)
+	rs, err := loadRuleSet(&cfg, log)
 	if err != nil {
-		return nil, cfgfile.Usage(err)
+		return nil, err
 	}
-	rulesVer, err := rulesVersion(cfg.Rules)
-	if err != nil {
-		return nil, cfgfile.Usage(err)
+	s := newSensor(cfg, log, hostID, hostName, rs)
+	if err := s.wireUplink(cfg); err != nil {
+		return nil, err
 	}
-
-	s := &Sensor{cfg: cfg, log: log, reg: prometheus.NewRegistry(), hostID: hostID, hostName: hostName,
-		configVersion: cfgVer, rulesVersion: rulesVer, bundles: bundles, restart: make(chan struct{}), hashes: filehash.New(0)}
-	bundles.SetFetcher(lazyFetcher{s})
-	bundles.SetApplied(func(rulebundle.Manifest) { s.requestRestart() })
-	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	if !cfg.Collector.Disabled {
-		c, err := client.New(client.Config{URL: cfg.Collector.URL, CAFile: cfg.Collector.CAFile, Timeout: 30 * time.Second, UserAgent: "tillwatch-sensor/" + buildinfo.Version})
-		if err != nil {
-			return nil, cfgfile.Usagef("collector: %v", err)
-		}
-		s.uplink, err = uplink.New(uplink.Options{
-			Client: c, URL: cfg.Collector.URL, StateDir: cfg.StateDir, TokenFile: cfg.Collector.EnrollTokenFile,
-			Request: api.EnrollRequest{HostID: hostID, HostName: hostName, OS: runtime.GOOS, AgentVersion: buildinfo.Version, Labels: cfg.Labels},
-			Log:     log,
-		})
-		if err != nil {
-			return nil, cfgfile.Usagef("state_dir: %v", err)
-		}
-	}
-
-	agentID := hostID
-	if s.uplink != nil && s.uplink.Identity().AgentID != "" {
-		agentID = s.uplink.Identity().AgentID
-	}
-	s.pipe = pipeline.New(pipeline.Options{
-		Stamp: pipeline.Stamp{
-			Host:   event.Host{ID: hostID, Name: hostName, Hostname: hostName, Architecture: runtime.GOARCH, OS: &event.OS{Type: runtime.GOOS}},
-			Agent:  event.Agent{ID: agentID, Type: event.AgentType, Version: buildinfo.Version, Name: "tillwatch-sensor"},
-			Mode:   cfg.Mode,
-			Labels: cfg.Labels,
-		},
-		Log: log, Registerer: s.reg, ForwardTelemetry: cfg.ForwardTelemetry,
-	})
-	bundles.SetEmit(s.pipe.Emit)
-	if rulesDegraded != "" {
-		s.pipe.Health().Report("rules", event.HealthDegraded, rulesDegraded)
-	}
-
-	table := proctree.New(proctree.Options{})
-	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, log)
-	src.OnHealth(s.pipe.Health().Report)
-	s.pipe.AddSource(src)
-	s.reg.MustRegister(processMetrics(src)...)
-	// A previous run that ended uncleanly becomes an alert (sensor/tamper).
-	s.tamper = tamper.New(tamper.Options{StateDir: cfg.StateDir, Version: buildinfo.Version})
-	s.pipe.AddSource(s.tamper)
-	s.pipe.AddDetector(s.tamper)
-	s.pipe.AddDetector(execpath.New(execRules, nil))
+	s.wirePipeline(cfg, rs.degraded)
+	table, src := s.wireProcess(cfg)
+	s.wireTamper(cfg)
+	s.pipe.AddDetector(execpath.New(rs.exec, nil))
 	// Sigma: rules/sigma plus each rule folder's sigma/ (sensor/detect/sigma).
 	s.wireSigma(cfg, log)
 	// RMM-agent watch: catalog, lineage, integrity (sensor/agent/rmm.go).
@@ -195,18 +128,161 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	if err := s.wireKillSwitch(cfg, catalog, yaraEngine); err != nil {
 		return nil, err
 	}
-	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot, s.hashes))
-	var responder pipeline.Responder = response.New(cfg.Mode, nil, log)
-	if s.memScan != nil {
-		responder = scanMemoryAfterResponse{next: responder, yd: s.memScan}
-	}
-	s.pipe.SetResponder(responder)
+	s.wireResponse(cfg, table)
 
 	// Where alerts go: --alerts-out and the spool -> shipper journal.
 	if err := s.wireOutputs(cfg); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// prepareHost validates cfg, checks this process's privileges for it and
+// creates the state dir.
+func prepareHost(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return cfgfile.Usage(err)
+	}
+	if err := checkPrivileges(cfg); err != nil {
+		return cfgfile.Usage(err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return cfgfile.Usagef("state_dir: %v", err)
+	}
+	return nil
+}
+
+// identify returns the host's id (kept in the state dir) and name.
+func identify(cfg config.Config) (hostID, hostName string, err error) {
+	hostID, err = identity.HostID(cfg.StateDir, cfg.HostID, MachineIDPath)
+	if err != nil {
+		return "", "", cfgfile.Usagef("state_dir: %v", err)
+	}
+	hostName = cfg.HostName
+	if hostName == "" {
+		hostName, _ = os.Hostname()
+	}
+	return hostID, hostName, nil
+}
+
+// ruleSet is what loadRuleSet gathers before anything is wired.
+type ruleSet struct {
+	configVersion, rulesVersion string
+	bundles                     *rulesync.Syncer
+	degraded                    string // why the rule bundles are degraded, or ""
+	exec                        []execpath.Rule
+}
+
+// loadRuleSet opens the signed rule bundles (which add their folder to
+// cfg.Rules), loads the exec-location rules and computes the versions the
+// heartbeat reports.
+func loadRuleSet(cfg *config.Config, log *slog.Logger) (ruleSet, error) {
+	var rs ruleSet
+	var err error
+	// The operator's configuration, before a bundle adds its folder.
+	rs.configVersion, err = configVersion(*cfg)
+	if err != nil {
+		return rs, cfgfile.Usage(err)
+	}
+	// A signed rule bundle from the collector adds its folder to the rule
+	// folders before any rule is loaded (sensor/agent/rulebundles.go).
+	rs.bundles, rs.degraded, err = openRuleBundles(cfg, log)
+	if err != nil {
+		return rs, err
+	}
+	rs.exec, err = loadExecRules(cfg.Rules)
+	if err != nil {
+		return rs, cfgfile.Usage(err)
+	}
+	rs.rulesVersion, err = rulesVersion(cfg.Rules)
+	if err != nil {
+		return rs, cfgfile.Usage(err)
+	}
+	return rs, nil
+}
+
+// newSensor returns the sensor with its registry and the rule bundles'
+// hooks, nothing wired yet.
+func newSensor(cfg config.Config, log *slog.Logger, hostID, hostName string, rs ruleSet) *Sensor {
+	s := &Sensor{cfg: cfg, log: log, reg: prometheus.NewRegistry(), hostID: hostID, hostName: hostName,
+		configVersion: rs.configVersion, rulesVersion: rs.rulesVersion, bundles: rs.bundles, restart: make(chan struct{}), hashes: filehash.New(0)}
+	rs.bundles.SetFetcher(lazyFetcher{s})
+	rs.bundles.SetApplied(func(rulebundle.Manifest) { s.requestRestart() })
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return s
+}
+
+// wireUplink builds the collector client and the enrolment, unless the
+// collector is disabled.
+func (s *Sensor) wireUplink(cfg config.Config) error {
+	if cfg.Collector.Disabled {
+		return nil
+	}
+	c, err := client.New(client.Config{URL: cfg.Collector.URL, CAFile: cfg.Collector.CAFile, Timeout: 30 * time.Second, UserAgent: "tillwatch-sensor/" + buildinfo.Version})
+	if err != nil {
+		return cfgfile.Usagef("collector: %v", err)
+	}
+	s.uplink, err = uplink.New(uplink.Options{
+		Client: c, URL: cfg.Collector.URL, StateDir: cfg.StateDir, TokenFile: cfg.Collector.EnrollTokenFile,
+		Request: api.EnrollRequest{HostID: s.hostID, HostName: s.hostName, OS: runtime.GOOS, AgentVersion: buildinfo.Version, Labels: cfg.Labels},
+		Log:     s.log,
+	})
+	if err != nil {
+		return cfgfile.Usagef("state_dir: %v", err)
+	}
+	return nil
+}
+
+// wirePipeline builds the pipeline that stamps every event with this host
+// and agent, and reports degraded rule bundles on it.
+func (s *Sensor) wirePipeline(cfg config.Config, rulesDegraded string) {
+	agentID := s.hostID
+	if s.uplink != nil && s.uplink.Identity().AgentID != "" {
+		agentID = s.uplink.Identity().AgentID
+	}
+	s.pipe = pipeline.New(pipeline.Options{
+		Stamp: pipeline.Stamp{
+			Host:   event.Host{ID: s.hostID, Name: s.hostName, Hostname: s.hostName, Architecture: runtime.GOARCH, OS: &event.OS{Type: runtime.GOOS}},
+			Agent:  event.Agent{ID: agentID, Type: event.AgentType, Version: buildinfo.Version, Name: "tillwatch-sensor"},
+			Mode:   cfg.Mode,
+			Labels: cfg.Labels,
+		},
+		Log: s.log, Registerer: s.reg, ForwardTelemetry: cfg.ForwardTelemetry,
+	})
+	s.bundles.SetEmit(s.pipe.Emit)
+	if rulesDegraded != "" {
+		s.pipe.Health().Report("rules", event.HealthDegraded, rulesDegraded)
+	}
+}
+
+// wireProcess adds the process source and returns it with the process
+// table it fills.
+func (s *Sensor) wireProcess(cfg config.Config) (*proctree.Table, *process.Source) {
+	table := proctree.New(proctree.Options{})
+	src := process.New(process.Config{Backend: cfg.Process.Backend, PollInterval: cfg.Process.PollInterval, ProcRoot: cfg.Process.ProcRoot}, table, s.log)
+	src.OnHealth(s.pipe.Health().Report)
+	s.pipe.AddSource(src)
+	s.reg.MustRegister(processMetrics(src)...)
+	return table, src
+}
+
+// wireTamper turns a previous run that ended uncleanly into an alert
+// (sensor/tamper): a source and a detector.
+func (s *Sensor) wireTamper(cfg config.Config) {
+	s.tamper = tamper.New(tamper.Options{StateDir: cfg.StateDir, Version: buildinfo.Version})
+	s.pipe.AddSource(s.tamper)
+	s.pipe.AddDetector(s.tamper)
+}
+
+// wireResponse adds the enricher and the responder of the alert loop
+// (a memory scan after a response when YARA's memory scanning is on).
+func (s *Sensor) wireResponse(cfg config.Config, table *proctree.Table) {
+	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot, s.hashes))
+	var responder pipeline.Responder = response.New(cfg.Mode, nil, s.log)
+	if s.memScan != nil {
+		responder = scanMemoryAfterResponse{next: responder, yd: s.memScan}
+	}
+	s.pipe.SetResponder(responder)
 }
 
 // loadExecRules loads the built-in exec-location rules and those in extra
