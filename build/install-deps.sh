@@ -4,7 +4,8 @@
 #
 # Go 1.26 is the one thing it never installs: it is checked, and the error
 # says where to get it. Everything else comes from Debian/Ubuntu packages:
-#   build  gcc (cgo, -race), pkg-config, libyara-dev 4.2 with the static
+#   build  gcc (cgo, -race), pkg-config, ca-certificates (Go modules over
+#          HTTPS), libyara-dev 4.2 with the static
 #          archives the statically linked sensor needs (libmagic, libjansson,
 #          libcrypto come with libyara-dev; zlib, bz2 and lzma do not).
 #   test   the above, plus what the test suite starts or inspects: a JDK 17
@@ -59,6 +60,7 @@ need libyara-dev "libyara-dev 4.2 (headers and static archives) for the statical
 for p in zlib1g-dev libbz2-dev liblzma-dev; do need "$p" "zlib/bz2/lzma static archives that libmagic needs in the static link"; done
 command -v make >/dev/null || need make "make"
 command -v git >/dev/null || need git "git for the version stamp"
+need ca-certificates "ca-certificates so Go can fetch modules (and Maven jars) over HTTPS"
 if [[ "$want" == test ]]; then
   need openjdk-17-jdk-headless "JDK 17 + Maven to build and run the test Elasticsearch node"
   need maven "JDK 17 + Maven to build and run the test Elasticsearch node"
@@ -67,7 +69,6 @@ if [[ "$want" == test ]]; then
   need dpkg "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
   need systemd "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
   need passwd "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
-  need ca-certificates "ca-certificates so Maven can fetch Elasticsearch's jars over HTTPS"
   need chromium "Chromium for the console's browser tests (collector/console)"
 fi
 
