@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/tillwatch/tillwatch/sensor/process"
+	"github.com/tillwatch/tillwatch/sensor/proctree"
 )
 
 // Record types and layouts on the rings (struct hdr and friends in
@@ -127,10 +128,23 @@ func (f *ProcessFeed) decode(b []byte) (process.KernelEvent, bool) {
 		return process.KernelEvent{Kind: process.KernelFork, PID: int(h.pid), Child: int(le.Uint32(b[hdrLen:])), UID: int(h.uid), TimeNS: h.ktime}, true
 	case recExit:
 		delete(f.pending, h.tid)
-		return process.KernelEvent{Kind: process.KernelExit, PID: int(h.pid), TimeNS: h.ktime}, true
+		code := proctree.ExitCodeUnknown
+		if len(b) >= hdrLen+4 {
+			code = ShellExitCode(le.Uint32(b[hdrLen:]))
+		}
+		return process.KernelEvent{Kind: process.KernelExit, PID: int(h.pid), TimeNS: h.ktime, ExitCode: code}, true
 	}
 	f.lost.Add(1)
 	return process.KernelEvent{}, false
+}
+
+// ShellExitCode turns a wait status (the kernel's task exit_code) into a
+// shell-style code: the exit code, or 128+signal when a signal ended it.
+func ShellExitCode(status uint32) int {
+	if sig := status & 0x7f; sig != 0 {
+		return 128 + int(sig)
+	}
+	return int(status>>8) & 0xff
 }
 
 // splitArgs splits NUL-terminated strings; at most argc of them.
