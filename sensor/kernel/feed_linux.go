@@ -55,6 +55,7 @@ type ProcessFeed struct {
 	// succeeds (sched_process_exec names the thread that asked).
 	pending map[uint32]execArgs
 	lost    atomic.Uint64
+	at      atomic.Uint64 // kernel time of the last record applied
 }
 
 type execArgs struct {
@@ -76,8 +77,16 @@ func (f *ProcessFeed) Run(ctx context.Context, fn func(process.KernelEvent)) err
 		if ev, ok := f.decode(b); ok {
 			fn(ev)
 		}
+		if h, ok := parseHdr(b); ok && h.ktime > f.at.Load() {
+			f.at.Store(h.ktime)
+		}
 	})
 }
+
+// Applied returns the kernel time (CLOCK_MONOTONIC ns) of the newest record
+// the feed has handed on: everything the kernel recorded before it is in
+// the process table.
+func (f *ProcessFeed) Applied() uint64 { return f.at.Load() }
 
 // maxPending bounds exec requests waiting for their exec: failed execs
 // (a PATH search tries several) leave one per thread until its next try.

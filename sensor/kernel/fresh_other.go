@@ -1,0 +1,14 @@
+//go:build !linux
+
+package kernel
+
+import (
+	"errors"
+	"time"
+)
+
+// confirmFresh confirms nothing off Linux: there is no kernel layer.
+func confirmFresh(string, int, string, time.Time) (string, string, bool) { return "", "", false }
+
+// resume returns errors.ErrUnsupported off Linux.
+func resume(int) error { return errors.ErrUnsupported }
