@@ -147,15 +147,6 @@ func (f *ProcessFeed) decode(b []byte) (process.KernelEvent, bool) {
 	return process.KernelEvent{}, false
 }
 
-// ShellExitCode turns a wait status (the kernel's task exit_code) into a
-// shell-style code: the exit code, or 128+signal when a signal ended it.
-func ShellExitCode(status uint32) int {
-	if sig := status & 0x7f; sig != 0 {
-		return 128 + int(sig)
-	}
-	return int(status>>8) & 0xff
-}
-
 // splitArgs splits NUL-terminated strings; at most argc of them.
 func splitArgs(b []byte, argc int) []string {
 	s := strings.TrimSuffix(string(b), "\x00")

@@ -40,6 +40,9 @@ type FreshFacts struct {
 	// CopyOf is the system tool the writer's executable is a byte-for-byte
 	// copy of ("" if none or not known).
 	CopyOf string
+	// FileCopyOf is the system tool the file run is a copy of: a decoder,
+	// downloader or interpreter about to run under another name.
+	FileCopyOf string
 	// YARA lists the rules the file matched.
 	YARA []string
 	// Approved says the tree belongs to an approved RMM agent.
@@ -75,7 +78,8 @@ var downloaders = []string{"curl", "wget", "fetch", "aria2c"}
 //  2. the file matches a YARA rule: kill;
 //  3. the writer decoded it (base64 -d, openssl ... -d, xxd -r, uudecode,
 //     certutil -decode, an interpreter calling a decoding function): kill;
-//  4. the writer is a copy of a system tool running under another name: kill;
+//  4. the writer is a copy of a system tool running under another name, or
+//     the file run is such a copy (certutil.exe copied to cert.exe): kill;
 //  5. the tree is not under an approved RMM agent: kill;
 //  6. the agent itself or a downloader (curl, wget) under it wrote the file:
 //     let go, the routine deployment;
@@ -93,6 +97,9 @@ func JudgeFresh(f FreshFacts) Verdict {
 	}
 	if f.CopyOf != "" && filepath.Base(f.WriterExe) != filepath.Base(f.CopyOf) {
 		return Verdict{Kill: true, Why: fmt.Sprintf("the file was written by a copy of %s running as %s", f.CopyOf, filepath.Base(f.WriterExe))}
+	}
+	if f.FileCopyOf != "" && filepath.Base(f.Path) != filepath.Base(f.FileCopyOf) {
+		return Verdict{Kill: true, Why: fmt.Sprintf("the file is a copy of %s under another name", f.FileCopyOf)}
 	}
 	if !f.Approved {
 		return Verdict{Kill: true, Why: "a file written under an RMM agent that is not approved was run"}

@@ -36,6 +36,9 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 	if f.WriterExe != "" {
 		f.CopyOf = w.tools.copyOf(f.WriterExe)
 	}
+	if f.Confirmed {
+		f.FileCopyOf = w.tools.copyOf(read)
+	}
 	if f.Confirmed && w.o.ScanFile != nil {
 		rules, err := w.o.ScanFile(read)
 		if err != nil {

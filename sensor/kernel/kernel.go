@@ -192,3 +192,12 @@ type RingDrops struct {
 	Process uint64 // exec, fork and exit records
 	Tamper  uint64 // tripwire records
 }
+
+// ShellExitCode turns a wait status (the kernel's task exit_code) into a
+// shell-style code: the exit code, or 128+signal when a signal ended it.
+func ShellExitCode(status uint32) int {
+	if sig := status & 0x7f; sig != 0 {
+		return 128 + int(sig)
+	}
+	return int(status>>8) & 0xff
+}

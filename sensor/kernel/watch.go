@@ -53,7 +53,8 @@ type WatchOptions struct {
 	// Process describes pid for an alert (the process table); nil or a
 	// nil result leaves only the pid.
 	Process func(pid int) *event.Process
-	// Wall converts the kernel's CLOCK_MONOTONIC ns to wall time.
+	// Wall converts the kernel's CLOCK_MONOTONIC ns to wall time (default:
+	// against the clocks now).
 	Wall func(ns uint64) time.Time
 	Log  *slog.Logger
 
@@ -93,7 +94,7 @@ func NewWatch(o WatchOptions) *Watch {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Wall == nil {
-		o.Wall = func(uint64) time.Time { return time.Now() }
+		o.Wall = defaultWall
 	}
 	if o.ProcRoot == "" {
 		o.ProcRoot = "/proc"
