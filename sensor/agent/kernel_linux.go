@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -50,7 +51,14 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 	}
 	w := kernel.NewWatch(kernel.WatchOptions{
 		ProcRoot: cfg.Process.ProcRoot,
-		FeedAt:   feed.Applied,
+		// Wait for the writer's exec only when the table is fed by the
+		// kernel feed; another backend never advances it.
+		FeedAt: func() uint64 {
+			if src.Backend() != process.BackendKernel {
+				return math.MaxUint64
+			}
+			return feed.Applied()
+		},
 		// The nearest catalogued agent above pid, from the table (which
 		// keeps exited shells in between), decides.
 		Approved: func(pid int) bool {
