@@ -375,3 +375,39 @@ func TestFreshExecUntaintedNeverStopped(t *testing.T) {
 		t.Errorf("stopped: %+v", st)
 	}
 }
+
+// TestFreshExecRoutineNotStopped: routine work under an agent with the
+// tripwire armed and no sensor to judge anything (a stop would hang the
+// agent): git, writing and reading files, unpacking an archive and running
+// its setup script through sh, running system tools. Nothing is stopped.
+func TestFreshExecRoutineNotStopped(t *testing.T) {
+	l := newTestLayer(t, Config{Enforce: true, FreshExec: true})
+	dir := t.TempDir()
+	git := ""
+	if _, err := exec.LookPath("git"); err == nil {
+		git = "git init -q repo && cd repo && echo x > f && git add f && git -c user.email=a@b -c user.name=a commit -qm m && git log --oneline >/dev/null && cd ..\n"
+	}
+	payload := "cd " + dir + "\n" + git +
+		"printf 'key: 1\\n' > app.conf && cat app.conf >/dev/null\n" +
+		"mkdir pkg && printf '#!/bin/sh\\necho set up > " + filepath.Join(dir, "setup-ran") + "\\n' > pkg/setup.sh && tar -czf pkg.tgz pkg && rm -r pkg && tar -xzf pkg.tgz\n" +
+		"sh ./pkg/setup.sh\n" +
+		"ls -l >/dev/null && date >/dev/null && id >/dev/null\n" +
+		"echo done > " + filepath.Join(dir, "routine-done")
+	_, wait := startAgent(t, dir, payload, func(pid int) {
+		if err := l.TaintAgent(pid); err != nil {
+			t.Fatal(err)
+		}
+	})
+	wait()
+	for _, f := range []string{"setup-ran", "routine-done"} {
+		if !exists(filepath.Join(dir, f)) {
+			t.Errorf("%s missing: routine work under the agent did not finish", f)
+		}
+	}
+	if st, _ := l.Stopped(); len(st) > 0 {
+		t.Errorf("stopped: %+v", st)
+	}
+	if _, ok := l.Fresh("setup.sh"); !ok {
+		t.Error("a script the tree unpacked is not in the fresh map: the tripwire would not see it run directly")
+	}
+}
