@@ -91,6 +91,9 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 	s.kernelWatch = w
 	s.reg.MustRegister(ringDropMetrics(l)...)
 	s.taintRunningAgents(l, m, cfg.Process.ProcRoot)
+	if l.NoBTF() {
+		log.Warn("the kernel has no BTF (/sys/kernel/btf/vmlinux): process exits from the kernel carry no exit code")
+	}
 	log.Info("kernel layer armed", "pin_dir", l.PinDir(), "reused_links", l.Reused(), "enforce", cfg.Mode == "enforce")
 	return nil
 }

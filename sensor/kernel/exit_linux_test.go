@@ -16,20 +16,35 @@ import (
 
 // TestExitCodesFromKernel: the process source on the kernel feed ends a
 // process with its exit code, shell-style, as the proc connector would: an
-// exit(3) is 3, a SIGKILL is 137.
+// exit(3) is 3, a SIGKILL is 137. On a kernel without BTF the layer still
+// loads and the codes are unknown.
 func TestExitCodesFromKernel(t *testing.T) {
-	l := newTestLayer(t, Config{})
+	t.Run("BTF", func(t *testing.T) { exitCodes(t, Config{}, 3, 137) })
+	t.Run("no BTF", func(t *testing.T) {
+		exitCodes(t, Config{noKernelBTF: true, FreshExec: true}, proctree.ExitCodeUnknown, proctree.ExitCodeUnknown)
+	})
+}
+
+func exitCodes(t *testing.T, cfg Config, wantExit3, wantKilled int64) {
+	l := newTestLayer(t, cfg)
+	if l.NoBTF() != cfg.noKernelBTF {
+		t.Fatalf("NoBTF %v", l.NoBTF())
+	}
 	src := process.New(process.Config{}, proctree.New(proctree.Options{}), slog.New(slog.DiscardHandler))
 	src.SetKernelFeed(l.ProcessFeed())
 	var mu sync.Mutex
 	codes := map[int64]int64{}
 	emit := func(ev event.Event) {
 		p := ev.Process
-		if p == nil || p.ExitCode == nil {
+		if p == nil || ev.Event.Action != process.ActionExit {
 			return
 		}
+		code := int64(proctree.ExitCodeUnknown)
+		if p.ExitCode != nil {
+			code = *p.ExitCode
+		}
 		mu.Lock()
-		codes[p.PID] = *p.ExitCode
+		codes[p.PID] = code
 		mu.Unlock()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -51,7 +66,7 @@ func TestExitCodesFromKernel(t *testing.T) {
 	}
 	killed.Process.Signal(syscall.SIGKILL)
 	killed.Wait()
-	for pid, want := range map[int]int64{three.Process.Pid: 3, killed.Process.Pid: 137} {
+	for pid, want := range map[int]int64{three.Process.Pid: wantExit3, killed.Process.Pid: wantKilled} {
 		waitFor(t, 10*time.Second, "the exit code", func() bool {
 			mu.Lock()
 			defer mu.Unlock()

@@ -27,6 +27,8 @@ const (
 	recTamper   = 5
 	recStop     = 6
 
+	exitUnknown = 0xffffffff // exit_rec.code without the kernel's BTF
+
 	hdrLen      = 24
 	pathLen     = 256
 	argsOffset  = hdrLen + 16 + pathLen // exec_args_rec.args
@@ -138,7 +140,7 @@ func (f *ProcessFeed) decode(b []byte) (process.KernelEvent, bool) {
 	case recExit:
 		delete(f.pending, h.tid)
 		code := proctree.ExitCodeUnknown
-		if len(b) >= hdrLen+4 {
+		if len(b) >= hdrLen+4 && le.Uint32(b[hdrLen:]) != exitUnknown {
 			code = ShellExitCode(le.Uint32(b[hdrLen:]))
 		}
 		return process.KernelEvent{Kind: process.KernelExit, PID: int(h.pid), TimeNS: h.ktime, ExitCode: code}, true

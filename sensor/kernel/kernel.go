@@ -35,6 +35,9 @@ type Config struct {
 	// executable in the last FreshWindow is stopped at exec and judged
 	// (see JudgeFresh).
 	FreshExec bool
+
+	// noKernelBTF loads as on a kernel without BTF (tests).
+	noKernelBTF bool
 }
 
 func (c Config) withDefaults() Config {

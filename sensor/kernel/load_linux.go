@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -69,7 +71,8 @@ type Layer struct {
 	objs    tripwireObjects
 	links   []link.Link
 	reused  int // links found pinned by an earlier run
-	skipped int // optional tracepoints this kernel lacks
+	skipped int  // optional tracepoints this kernel lacks
+	noBTF   bool // loaded without the kernel's BTF: exit codes unknown
 	version string
 }
 
@@ -117,6 +120,18 @@ func Load(cfg Config) (*Layer, error) {
 		m.Pinning = ebpf.PinByName
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: l.dir}}
+	// The exit record's code is read with a CO-RE relocation. A kernel
+	// without BTF still loads everything: the relocation resolves against
+	// an empty spec, the program sees the field missing and reports the
+	// code unknown.
+	if _, err := btf.LoadKernelSpec(); err != nil || cfg.noKernelBTF {
+		empty, err := emptyBTF()
+		if err != nil {
+			return nil, err
+		}
+		opts.Programs.KernelTypes = empty
+		l.noBTF = true
+	}
 	if err := spec.LoadAndAssign(&l.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -220,6 +235,27 @@ func (l *Layer) Reused() int { return l.reused }
 
 // PinDir is the directory holding this version's pins.
 func (l *Layer) PinDir() string { return l.dir }
+
+// emptyBTF is a type spec with nothing of the kernel's in it.
+func emptyBTF() (*btf.Spec, error) {
+	b, err := btf.NewBuilder([]btf.Type{&btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: empty BTF: %w", err)
+	}
+	raw, err := b.Marshal(nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: empty BTF: %w", err)
+	}
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("kernel: empty BTF: %w", err)
+	}
+	return spec, nil
+}
+
+// NoBTF reports that the kernel has no BTF: the layer runs, exit codes
+// are unknown.
+func (l *Layer) NoBTF() bool { return l.noBTF }
 
 // Skipped reports how many optional tracepoints this kernel lacks.
 func (l *Layer) Skipped() int { return l.skipped }

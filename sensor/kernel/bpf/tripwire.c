@@ -120,9 +120,11 @@ struct fork_rec {
 	__u32 _pad;
 };
 
+#define EXIT_UNKNOWN 0xffffffff // exit_rec.code when the kernel has no BTF
+
 struct exit_rec {
 	struct hdr h;
-	__u32 code; // wait status: exit code << 8, or the killing signal
+	__u32 code; // wait status: exit code << 8, or the killing signal; or EXIT_UNKNOWN
 	__u32 _pad;
 };
 
@@ -619,6 +621,10 @@ static __always_inline void exec_check(__u32 flags, struct scratch *sc, const ch
 static __always_inline __u32 exit_status(void)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	// Without the kernel's BTF the loader cannot place the field: the
+	// check is then 0, and the read below is never verified nor run.
+	if (!bpf_core_field_exists(t->exit_code))
+		return EXIT_UNKNOWN;
 	return BPF_CORE_READ(t, exit_code);
 }
 
