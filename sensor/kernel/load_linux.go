@@ -70,7 +70,7 @@ type Layer struct {
 	dir     string // PinDir/<version>
 	objs    tripwireObjects
 	links   []link.Link
-	reused  int // links found pinned by an earlier run
+	reused  int  // links found pinned by an earlier run
 	skipped int  // optional tracepoints this kernel lacks
 	noBTF   bool // loaded without the kernel's BTF: exit codes unknown
 	version string
