@@ -75,3 +75,34 @@ func confirmFresh(procRoot string, pid int, base string, since time.Time) (shown
 
 // resume lets a stopped process go on.
 func resume(pid int) error { return syscall.Kill(pid, syscall.SIGCONT) }
+
+// childrenIn maps each pid under procRoot to its children.
+func childrenIn(procRoot string) map[int][]int {
+	out := map[int][]int{}
+	des, err := os.ReadDir(procRoot)
+	if err != nil {
+		return out
+	}
+	for _, de := range des {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(procRoot, de.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			out[ppid] = append(out[ppid], pid)
+		}
+	}
+	return out
+}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -409,5 +410,44 @@ func TestFreshExecRoutineNotStopped(t *testing.T) {
 	}
 	if _, ok := l.Fresh("setup.sh"); !ok {
 		t.Error("a script the tree unpacked is not in the fresh map: the tripwire would not see it run directly")
+	}
+}
+
+// TestTaintReachesWhatTheAgentForkedFirst: the watch learns of an agent's
+// exec after the fact; a procedure it forked at once is marked too, as the
+// kernel would have at fork (a child starts a family, its children join).
+func TestTaintReachesWhatTheAgentForkedFirst(t *testing.T) {
+	l := newTestLayer(t, Config{})
+	agent := exec.Command("/bin/sh", "-c", `/bin/sh -c 'sleep 60; :' & wait`)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var child, grandchild int
+	t.Cleanup(func() {
+		for _, pid := range []int{grandchild, child} {
+			if pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		agent.Process.Kill()
+		agent.Wait()
+	})
+	waitFor(t, 10*time.Second, "the procedure and its sleep", func() bool {
+		ch := childrenIn("/proc")
+		if c := ch[agent.Process.Pid]; len(c) == 1 {
+			child = c[0]
+			if g := ch[child]; len(g) == 1 {
+				grandchild = g[0]
+			}
+		}
+		return grandchild != 0
+	})
+	w := NewWatch(WatchOptions{Layer: l, IsAgent: func(string, string) bool { return true }})
+	ev := event.Event{Event: event.Meta{Dataset: event.DatasetProcess, Action: "exec"}, Process: &event.Process{PID: int64(agent.Process.Pid), Name: "agent"}}
+	w.Detect(&ev)
+	for pid, want := range map[int]int{agent.Process.Pid: 0, child: child, grandchild: child} {
+		if fam, ok := l.Tainted(pid); !ok || fam != want {
+			t.Errorf("pid %d tainted %v family %d, want family %d", pid, ok, fam, want)
+		}
 	}
 }

@@ -15,3 +15,6 @@ func resume(int) error { return errors.ErrUnsupported }
 
 // defaultWall off Linux: there are no kernel times to convert.
 func defaultWall(uint64) time.Time { return time.Now() }
+
+// childrenIn finds nothing off Linux.
+func childrenIn(string) map[int][]int { return nil }

@@ -28,6 +28,11 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 	}
 	var read string
 	f.Path, read, f.Confirmed = confirmFresh(w.o.ProcRoot, t.PID, t.Name, since)
+	// The file first, while the process is surely there (in monitor mode
+	// it was not stopped and may be gone soon).
+	if f.Confirmed {
+		f.FileCopyOf = w.tools.copyOf(read)
+	}
 	if writer > 0 && w.o.Process != nil {
 		if p := w.o.Process(writer); p != nil {
 			f.WriterExe, f.WriterArgs = p.Executable, p.Args
@@ -35,9 +40,6 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 	}
 	if f.WriterExe != "" {
 		f.CopyOf = w.tools.copyOf(f.WriterExe)
-	}
-	if f.Confirmed {
-		f.FileCopyOf = w.tools.copyOf(read)
 	}
 	if f.Confirmed && w.o.ScanFile != nil {
 		rules, err := w.o.ScanFile(read)
@@ -98,4 +100,30 @@ func (w *Watch) waitFeed(ctx context.Context, ns uint64) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// taintDescendants marks what the agent forked before the watch marked it
+// (it learns of the agent's exec after the fact; an agent that starts a
+// procedure at once would otherwise run it untainted): each child of the
+// agent starts a family, its descendants join it, as the kernel does at
+// fork.
+func (w *Watch) taintDescendants(agent int) {
+	children := childrenIn(w.o.ProcRoot)
+	var walk func(pid, family, depth int)
+	walk = func(pid, family, depth int) {
+		if depth > 32 {
+			return
+		}
+		for _, c := range children[pid] {
+			fam := family
+			if fam == 0 {
+				fam = c
+			}
+			if err := w.o.Layer.TaintChild(c, fam); err != nil {
+				w.o.Log.Warn("could not mark a process under an RMM agent in the kernel", "pid", c, "error", err)
+			}
+			walk(c, fam, depth+1)
+		}
+	}
+	walk(agent, 0, 0)
 }

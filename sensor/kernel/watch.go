@@ -34,6 +34,7 @@ const (
 // Tripwires is what the watch needs of the loaded layer.
 type Tripwires interface {
 	TaintAgent(pid int) error
+	TaintChild(pid, family int) error
 	Stopped() ([]Stopped, error)
 	RunTamper(ctx context.Context, fn func(Tamper)) error
 	// Fresh, Forget and Judged serve the fresh-exec judgement: what the
@@ -125,6 +126,9 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	if w.o.Drops != nil && w.o.Health != nil {
 		go w.watchDrops(ctx)
 	}
+	// Fingerprint the system tools now, not at the first judgement, which
+	// must be quick.
+	go w.tools.once.Do(w.tools.build)
 	seen := map[int]bool{}
 	for _, s := range st {
 		seen[s.PID] = true
@@ -218,6 +222,8 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		if w.o.IsAgent != nil && w.o.IsAgent(ev.Process.Name, ev.Process.Executable) {
 			if err := w.o.Layer.TaintAgent(int(ev.Process.PID)); err != nil {
 				w.o.Log.Warn("could not mark an RMM agent in the kernel; its tree is not guarded", "pid", ev.Process.PID, "error", err)
+			} else {
+				w.taintDescendants(int(ev.Process.PID))
 			}
 		}
 		return nil

@@ -16,6 +16,7 @@ type fakeTripwires struct {
 }
 
 func (f *fakeTripwires) TaintAgent(pid int) error       { f.tainted = append(f.tainted, pid); return nil }
+func (f *fakeTripwires) TaintChild(int, int) error      { return nil }
 func (f *fakeTripwires) Fresh(string) (FreshFile, bool) { return FreshFile{}, false }
 func (f *fakeTripwires) Forget(string) error            { return nil }
 func (f *fakeTripwires) Judged(int) error               { return nil }
