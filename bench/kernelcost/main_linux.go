@@ -22,23 +22,33 @@ func main() {
 	files := flag.Int("files", 10000, "files written, renamed and removed")
 	dir := flag.String("dir", "/dev/shm", "where the files go")
 	runs := flag.Int("runs", 3, "alternating runs without and with the layer")
+	tainted := flag.Bool("tainted", false, "run the workloads as a tainted tree (as under an RMM agent) with the fresh-exec tripwire armed: the cost of recording every file the tree writes")
 	flag.Parse()
-	if err := run(*execs, *files, *dir, *runs); err != nil {
+	if err := run(*execs, *files, *dir, *runs, *tainted); err != nil {
 		fmt.Fprintln(os.Stderr, "kernelcost: "+err.Error())
 		os.Exit(1)
 	}
 }
 
-func run(execs, files int, dir string, runs int) error {
+func run(execs, files int, dir string, runs int, tainted bool) error {
 	var off, on [2][]time.Duration
 	for i := 0; i < runs; i++ {
 		for _, with := range []bool{false, true} {
 			var stop func()
 			if with {
 				pin := fmt.Sprintf("/sys/fs/bpf/tillwatch-kernelcost-%d", os.Getpid())
-				l, err := kernel.Load(kernel.Config{PinDir: pin})
+				l, err := kernel.Load(kernel.Config{PinDir: pin, FreshExec: tainted})
 				if err != nil {
 					return err
+				}
+				if tainted {
+					// This process plays the agent; its /bin/true children
+					// inherit the taint. Nothing it runs is fresh, so
+					// nothing is stopped (and enforce is off anyway).
+					if err := l.TaintAgent(os.Getpid()); err != nil {
+						l.Unpin()
+						return err
+					}
 				}
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})

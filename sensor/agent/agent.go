@@ -37,6 +37,7 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/enrich"
 	"github.com/tillwatch/tillwatch/sensor/fleetcmd"
 	"github.com/tillwatch/tillwatch/sensor/identity"
+	"github.com/tillwatch/tillwatch/sensor/kernel"
 	"github.com/tillwatch/tillwatch/sensor/pipeline"
 	"github.com/tillwatch/tillwatch/sensor/privilege"
 	"github.com/tillwatch/tillwatch/sensor/process"
@@ -62,8 +63,11 @@ type Sensor struct {
 	shipper *shipper.Shipper
 	spool   *spool.Spool
 	memScan *yaradetect.Detector // nil when YARA is off
-	tamper  *tamper.Watch        // the unclean-stop marker
-	actions *action.Executor     // kill-switch actions on this host
+	// kernelWatch judges what the kernel tripwires stopped; nil without
+	// the kernel layer. YARA is handed to it once wired.
+	kernelWatch *kernel.Watch
+	tamper      *tamper.Watch    // the unclean-stop marker
+	actions     *action.Executor // kill-switch actions on this host
 	// hashes is the digest cache per file version that enrichment, YARA
 	// and the kill-switch share: an executable is read once per version.
 	hashes   *filehash.Cache
@@ -122,6 +126,16 @@ func New(cfg config.Config, log *slog.Logger) (*Sensor, error) {
 	yaraEngine, err := s.wireYARA(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if s.kernelWatch != nil && yaraEngine != nil {
+		s.kernelWatch.SetScanFile(func(p string) ([]string, error) {
+			res, err := yaraEngine.ScanFile(p)
+			var names []string
+			for _, m := range res.Matches {
+				names = append(names, m.Rule)
+			}
+			return names, err
+		})
 	}
 	// The kill-switch: local actions and the command receiver
 	// (sensor/agent/killswitch.go).

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tillwatch/tillwatch/internal/cfgfile"
 	"github.com/tillwatch/tillwatch/internal/event"
@@ -27,7 +30,7 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 		return nil
 	}
 	log := s.log.With(logkey.Component, "kernel")
-	l, err := kernel.Load(kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce"})
+	l, err := kernel.Load(kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true})
 	if err == nil {
 		err = s.armKernel(l, cfg)
 	}
@@ -39,9 +42,35 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 		s.pipe.Health().Report("kernel", event.HealthDegraded, "tamper protection missing: "+err.Error())
 		return nil
 	}
-	src.SetKernelFeed(l.ProcessFeed())
+	feed := l.ProcessFeed()
+	src.SetKernelFeed(feed)
 	m := rmm.NewMatcher(cat, runtime.GOOS)
+	approved, err := cat.Resolve(cfg.RMM.Approved)
+	if err != nil {
+		return cfgfile.Usagef("rmm.approved: %v", err)
+	}
 	w := kernel.NewWatch(kernel.WatchOptions{
+		ProcRoot: cfg.Process.ProcRoot,
+		// Wait for the writer's exec only when the table is fed by the
+		// kernel feed; another backend never advances it.
+		FeedAt: func() uint64 {
+			if src.Backend() != process.BackendKernel {
+				return math.MaxUint64
+			}
+			return feed.Applied()
+		},
+		// The nearest catalogued agent above pid, from the table (which
+		// keeps exited shells in between), decides.
+		Approved: func(pid int) bool {
+			self, ok := table.Get(pid)
+			if !ok {
+				return false
+			}
+			a := m.FindAgent(append([]proctree.Proc{self}, table.Ancestry(pid, proctree.MaxDepth)...))
+			return a != nil && approved[a.Product.ID]
+		},
+		Drops:   l.RingDrops,
+		Health:  s.pipe.Health().Report,
 		Layer:   l,
 		IsAgent: func(name, exe string) bool { p, _ := m.Process(name, exe); return p != nil },
 		Process: func(pid int) *event.Process {
@@ -55,7 +84,12 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 	})
 	s.pipe.AddSource(w)
 	s.pipe.AddDetector(w)
+	s.kernelWatch = w
+	s.reg.MustRegister(ringDropMetrics(l)...)
 	s.taintRunningAgents(l, m, cfg.Process.ProcRoot)
+	if l.NoBTF() {
+		log.Warn("the kernel has no BTF (/sys/kernel/btf/vmlinux): process exits from the kernel carry no exit code")
+	}
 	log.Info("kernel layer armed", "pin_dir", l.PinDir(), "reused_links", l.Reused(), "enforce", cfg.Mode == "enforce")
 	return nil
 }
@@ -107,5 +141,28 @@ func (s *Sensor) taintRunningAgents(l *kernel.Layer, m *rmm.Matcher, procRoot st
 				s.log.Info("RMM agent marked in the kernel", logkey.PID, pid, "product", p.ID)
 			}
 		}
+	}
+}
+
+// ringDropMetrics exports the kernel's ring drop counters: records the
+// programs could not put in a full ring, counted in a pinned map (so drops
+// while no sensor read are counted too).
+func ringDropMetrics(l *kernel.Layer) []prometheus.Collector {
+	counter := func(ring string, f func(kernel.RingDrops) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "tillwatch_kernel_ring_drops_total",
+			Help:        "Records the kernel layer could not put in its ring because it was full (process: exec, fork, exit; tamper: tripwires).",
+			ConstLabels: prometheus.Labels{"ring": ring},
+		}, func() float64 {
+			d, err := l.RingDrops()
+			if err != nil {
+				return 0
+			}
+			return float64(f(d))
+		})
+	}
+	return []prometheus.Collector{
+		counter("process", func(d kernel.RingDrops) uint64 { return d.Process }),
+		counter("tamper", func(d kernel.RingDrops) uint64 { return d.Tamper }),
 	}
 }

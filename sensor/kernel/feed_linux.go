@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/tillwatch/tillwatch/sensor/process"
+	"github.com/tillwatch/tillwatch/sensor/proctree"
 )
 
 // Record types and layouts on the rings (struct hdr and friends in
@@ -25,6 +26,8 @@ const (
 	recExit     = 4
 	recTamper   = 5
 	recStop     = 6
+
+	exitUnknown = 0xffffffff // exit_rec.code without the kernel's BTF
 
 	hdrLen      = 24
 	pathLen     = 256
@@ -54,6 +57,7 @@ type ProcessFeed struct {
 	// succeeds (sched_process_exec names the thread that asked).
 	pending map[uint32]execArgs
 	lost    atomic.Uint64
+	at      atomic.Uint64 // kernel time of the last record applied
 }
 
 type execArgs struct {
@@ -75,8 +79,16 @@ func (f *ProcessFeed) Run(ctx context.Context, fn func(process.KernelEvent)) err
 		if ev, ok := f.decode(b); ok {
 			fn(ev)
 		}
+		if h, ok := parseHdr(b); ok && h.ktime > f.at.Load() {
+			f.at.Store(h.ktime)
+		}
 	})
 }
+
+// Applied returns the kernel time (CLOCK_MONOTONIC ns) of the newest record
+// the feed has handed on: everything the kernel recorded before it is in
+// the process table.
+func (f *ProcessFeed) Applied() uint64 { return f.at.Load() }
 
 // maxPending bounds exec requests waiting for their exec: failed execs
 // (a PATH search tries several) leave one per thread until its next try.
@@ -127,7 +139,11 @@ func (f *ProcessFeed) decode(b []byte) (process.KernelEvent, bool) {
 		return process.KernelEvent{Kind: process.KernelFork, PID: int(h.pid), Child: int(le.Uint32(b[hdrLen:])), UID: int(h.uid), TimeNS: h.ktime}, true
 	case recExit:
 		delete(f.pending, h.tid)
-		return process.KernelEvent{Kind: process.KernelExit, PID: int(h.pid), TimeNS: h.ktime}, true
+		code := proctree.ExitCodeUnknown
+		if len(b) >= hdrLen+4 && le.Uint32(b[hdrLen:]) != exitUnknown {
+			code = ShellExitCode(le.Uint32(b[hdrLen:]))
+		}
+		return process.KernelEvent{Kind: process.KernelExit, PID: int(h.pid), TimeNS: h.ktime, ExitCode: code}, true
 	}
 	f.lost.Add(1)
 	return process.KernelEvent{}, false

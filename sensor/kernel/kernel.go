@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // DefaultPinDir is where the layer pins its programs, links and maps.
@@ -29,6 +30,14 @@ type Config struct {
 	// Decoys arms the decoy tripwire (SIGSTOP on a write-open, rename,
 	// unlink or link of a decoy's basename).
 	Decoys bool
+	// FreshExec arms the fresh-exec tripwire: a process under an RMM agent
+	// that execs a file its tree wrote, renamed into place or made
+	// executable in the last FreshWindow is stopped at exec and judged
+	// (see JudgeFresh).
+	FreshExec bool
+
+	// noKernelBTF loads as on a kernel without BTF (tests).
+	noKernelBTF bool
 }
 
 func (c Config) withDefaults() Config {
@@ -61,6 +70,7 @@ const (
 	ReasonDecoyRename Reason = 17
 	ReasonDecoyUnlink Reason = 18
 	ReasonDecoyLink   Reason = 19
+	ReasonFreshExec   Reason = 32 // a process under an RMM agent exec'd a file its tree just wrote
 )
 
 // String returns the reason as a short word for logs and alerts.
@@ -84,13 +94,19 @@ func (r Reason) String() string {
 		return "decoy-unlink"
 	case ReasonDecoyLink:
 		return "decoy-link"
+	case ReasonFreshExec:
+		return "fresh-exec"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
 
 // Decoy reports whether r is a decoy tripwire (the caller was stopped and
 // waits for a judgement) rather than a tamper tripwire (the caller was killed).
-func (r Reason) Decoy() bool { return r >= ReasonDecoyOpen }
+func (r Reason) Decoy() bool { return r >= ReasonDecoyOpen && r < ReasonFreshExec }
+
+// Stops reports whether the tripwire stopped the caller (SIGSTOP) and
+// left it to the sensor's judgement: the decoy and fresh-exec tripwires.
+func (r Reason) Stops() bool { return r >= ReasonDecoyOpen }
 
 // Tamper is one tripwire firing, as read from the kernel.
 type Tamper struct {
@@ -146,4 +162,45 @@ type Stopped struct {
 	TimeNS uint64
 	Reason Reason
 	Name   string
+}
+
+// FreshWindow is how long after a tainted process wrote, renamed or
+// chmodded a file an exec of it stops the caller (FRESH_NS in the programs).
+const FreshWindow = 5 * time.Minute
+
+// FreshHow says how a fresh file was made (FRESH_* bits in the programs).
+type FreshHow uint32
+
+// Ways a file becomes fresh.
+const (
+	FreshWrite  FreshHow = 1 // opened for writing
+	FreshRename FreshHow = 2 // renamed into place
+	FreshChmod  FreshHow = 4 // made executable
+)
+
+// FreshFile is the kernel's record of a file a tainted process made.
+type FreshFile struct {
+	Name   string // basename
+	TimeNS uint64 // CLOCK_MONOTONIC of the last write, rename or chmod
+	// Writer is the process that wrote it (or renamed or chmodded it when
+	// no write by the tree was seen); Comm is its name at the write.
+	Writer int
+	Family int
+	How    FreshHow
+	Comm   string
+}
+
+// RingDrops counts records the kernel could not put in its rings.
+type RingDrops struct {
+	Process uint64 // exec, fork and exit records
+	Tamper  uint64 // tripwire records
+}
+
+// ShellExitCode turns a wait status (the kernel's task exit_code) into a
+// shell-style code: the exit code, or 128+signal when a signal ended it.
+func ShellExitCode(status uint32) int {
+	if sig := status & 0x7f; sig != 0 {
+		return 128 + int(sig)
+	}
+	return int(status>>8) & 0xff
 }

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -20,6 +22,7 @@ const (
 	cfgEnforce = 1
 	cfgDecoys  = 2
 	cfgOff     = 4
+	cfgFresh   = 8
 )
 
 // Where tracefs and bpffs are mounted when missing.
@@ -29,24 +32,34 @@ const (
 )
 
 // attach lists every program with its tracepoint.
-var attach = []struct{ prog, group, name string }{
-	{"tw_execve", "syscalls", "sys_enter_execve"},
-	{"tw_execveat", "syscalls", "sys_enter_execveat"},
-	{"tw_exec", "sched", "sched_process_exec"},
-	{"tw_fork", "sched", "sched_process_fork"},
-	{"tw_exit", "sched", "sched_process_exit"},
-	{"tw_kill", "syscalls", "sys_enter_kill"},
-	{"tw_tkill", "syscalls", "sys_enter_tkill"},
-	{"tw_tgkill", "syscalls", "sys_enter_tgkill"},
-	{"tw_pidfd_open", "syscalls", "sys_enter_pidfd_open"},
-	{"tw_openat", "syscalls", "sys_enter_openat"},
-	{"tw_unlinkat", "syscalls", "sys_enter_unlinkat"},
-	{"tw_unlink", "syscalls", "sys_enter_unlink"},
-	{"tw_renameat2", "syscalls", "sys_enter_renameat2"},
-	{"tw_renameat", "syscalls", "sys_enter_renameat"},
-	{"tw_rename", "syscalls", "sys_enter_rename"},
-	{"tw_linkat", "syscalls", "sys_enter_linkat"},
-	{"tw_write", "syscalls", "sys_enter_write"},
+// An optional tracepoint is skipped where the kernel lacks it
+// (sys_enter_fchmodat2 is new in Linux 6.6); a program the attach list does
+// not name is a build error caught by forEachProgram.
+var attach = []struct {
+	prog, group, name string
+	optional          bool
+}{
+	{"tw_execve", "syscalls", "sys_enter_execve", false},
+	{"tw_execveat", "syscalls", "sys_enter_execveat", false},
+	{"tw_exec", "sched", "sched_process_exec", false},
+	{"tw_fork", "sched", "sched_process_fork", false},
+	{"tw_exit", "sched", "sched_process_exit", false},
+	{"tw_kill", "syscalls", "sys_enter_kill", false},
+	{"tw_tkill", "syscalls", "sys_enter_tkill", false},
+	{"tw_tgkill", "syscalls", "sys_enter_tgkill", false},
+	{"tw_pidfd_open", "syscalls", "sys_enter_pidfd_open", false},
+	{"tw_openat", "syscalls", "sys_enter_openat", false},
+	{"tw_unlinkat", "syscalls", "sys_enter_unlinkat", false},
+	{"tw_unlink", "syscalls", "sys_enter_unlink", false},
+	{"tw_renameat2", "syscalls", "sys_enter_renameat2", false},
+	{"tw_renameat", "syscalls", "sys_enter_renameat", false},
+	{"tw_rename", "syscalls", "sys_enter_rename", false},
+	{"tw_linkat", "syscalls", "sys_enter_linkat", false},
+	{"tw_creat", "syscalls", "sys_enter_creat", false},
+	{"tw_chmod", "syscalls", "sys_enter_chmod", false},
+	{"tw_fchmodat", "syscalls", "sys_enter_fchmodat", false},
+	{"tw_fchmodat2", "syscalls", "sys_enter_fchmodat2", true},
+	{"tw_write", "syscalls", "sys_enter_write", false},
 }
 
 // Layer is the loaded kernel layer. Its pins outlive it: Close releases
@@ -57,7 +70,9 @@ type Layer struct {
 	dir     string // PinDir/<version>
 	objs    tripwireObjects
 	links   []link.Link
-	reused  int // links found pinned by an earlier run
+	reused  int  // links found pinned by an earlier run
+	skipped int  // optional tracepoints this kernel lacks
+	noBTF   bool // loaded without the kernel's BTF: exit codes unknown
 	version string
 }
 
@@ -105,6 +120,18 @@ func Load(cfg Config) (*Layer, error) {
 		m.Pinning = ebpf.PinByName
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: l.dir}}
+	// The exit record's code is read with a CO-RE relocation. A kernel
+	// without BTF still loads everything: the relocation resolves against
+	// an empty spec, the program sees the field missing and reports the
+	// code unknown.
+	if _, err := btf.LoadKernelSpec(); err != nil || cfg.noKernelBTF {
+		empty, err := emptyBTF()
+		if err != nil {
+			return nil, err
+		}
+		opts.Programs.KernelTypes = empty
+		l.noBTF = true
+	}
 	if err := spec.LoadAndAssign(&l.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -125,6 +152,10 @@ func Load(cfg Config) (*Layer, error) {
 			continue
 		}
 		lk, err := link.Tracepoint(a.group, a.name, progs[a.prog], nil)
+		if err != nil && a.optional && errors.Is(err, os.ErrNotExist) {
+			l.skipped++
+			continue
+		}
 		if err != nil {
 			l.Close()
 			return nil, fmt.Errorf("kernel: attaching %s to %s:%s: %w", a.prog, a.group, a.name, err)
@@ -151,6 +182,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 		"tw_pidfd_open": p.TwPidfdOpen, "tw_openat": p.TwOpenat, "tw_unlinkat": p.TwUnlinkat,
 		"tw_unlink": p.TwUnlink, "tw_renameat2": p.TwRenameat2, "tw_renameat": p.TwRenameat,
 		"tw_rename": p.TwRename, "tw_linkat": p.TwLinkat, "tw_write": p.TwWrite,
+		"tw_creat": p.TwCreat, "tw_chmod": p.TwChmod, "tw_fchmodat": p.TwFchmodat, "tw_fchmodat2": p.TwFchmodat2,
 	} {
 		if prog == nil {
 			return fmt.Errorf("kernel: program %s missing from the object", name)
@@ -204,7 +236,31 @@ func (l *Layer) Reused() int { return l.reused }
 // PinDir is the directory holding this version's pins.
 func (l *Layer) PinDir() string { return l.dir }
 
-// SetConfig writes cfg's Enforce and Decoys to the kernel.
+// emptyBTF is a type spec with nothing of the kernel's in it.
+func emptyBTF() (*btf.Spec, error) {
+	b, err := btf.NewBuilder([]btf.Type{&btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: empty BTF: %w", err)
+	}
+	raw, err := b.Marshal(nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: empty BTF: %w", err)
+	}
+	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("kernel: empty BTF: %w", err)
+	}
+	return spec, nil
+}
+
+// NoBTF reports that the kernel has no BTF: the layer runs, exit codes
+// are unknown.
+func (l *Layer) NoBTF() bool { return l.noBTF }
+
+// Skipped reports how many optional tracepoints this kernel lacks.
+func (l *Layer) Skipped() int { return l.skipped }
+
+// SetConfig writes cfg's Enforce, Decoys and FreshExec to the kernel.
 func (l *Layer) SetConfig(cfg Config) error {
 	var f uint32
 	if cfg.Enforce {
@@ -212,6 +268,9 @@ func (l *Layer) SetConfig(cfg Config) error {
 	}
 	if cfg.Decoys {
 		f |= cfgDecoys
+	}
+	if cfg.FreshExec {
+		f |= cfgFresh
 	}
 	return l.setFlags(f)
 }
@@ -381,4 +440,66 @@ func Release(pinDir string) error {
 		return fmt.Errorf("kernel: removing %s: %w", pinDir, err)
 	}
 	return nil
+}
+
+// Fresh returns what the kernel recorded of the file named base (a
+// basename) that a tainted process wrote, renamed into place or made
+// executable, if it is still in the fresh map.
+func (l *Layer) Fresh(base string) (FreshFile, bool) {
+	if base == "" || len(base) > KeyLen-1 {
+		return FreshFile{}, false
+	}
+	var v tripwireFreshVal
+	if err := l.objs.Fresh.Lookup(keyOf(base), &v); err != nil {
+		return FreshFile{}, false
+	}
+	b := make([]byte, 0, len(v.Comm))
+	for _, c := range v.Comm {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	return FreshFile{Name: base, TimeNS: v.Ktime, Writer: int(v.Writer), Family: int(v.Family), How: FreshHow(v.How), Comm: string(b)}, true
+}
+
+// Forget removes base from the fresh map: a file the sensor let run is
+// not stopped again at its next exec (until a tainted process writes it
+// again).
+func (l *Layer) Forget(base string) error {
+	if base == "" || len(base) > KeyLen-1 {
+		return nil
+	}
+	if err := l.objs.Fresh.Delete(keyOf(base)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("kernel: forgetting %q: %w", base, err)
+	}
+	return nil
+}
+
+func keyOf(s string) tripwireKey {
+	k := tripwireKey{}
+	for i, c := range []byte(s) {
+		if i >= KeyLen-1 {
+			break
+		}
+		k.S[i] = int8(c)
+	}
+	return k
+}
+
+// RingDrops returns how many records the kernel could not put in the
+// process and the tamper ring because they were full, summed over CPUs,
+// since the layer was first loaded (the counters are pinned).
+func (l *Layer) RingDrops() (RingDrops, error) {
+	var d RingDrops
+	for i, dst := range []*uint64{&d.Process, &d.Tamper} {
+		var per []uint64
+		if err := l.objs.RingDrops.Lookup(uint32(i), &per); err != nil {
+			return RingDrops{}, fmt.Errorf("kernel: reading ring drops: %w", err)
+		}
+		for _, n := range per {
+			*dst += n
+		}
+	}
+	return d, nil
 }

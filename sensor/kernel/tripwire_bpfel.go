@@ -19,6 +19,16 @@ type tripwireConfig struct {
 	Pad   uint32
 }
 
+type tripwireFreshVal struct {
+	_      structs.HostLayout
+	Ktime  uint64
+	Writer uint32
+	Family uint32
+	How    uint32
+	Pad    uint32
+	Comm   [16]int8
+}
+
 type tripwireKey struct {
 	_ structs.HostLayout
 	S [64]int8
@@ -51,19 +61,25 @@ type tripwireTaint struct {
 const (
 	tripwireMapConfig        = "config"
 	tripwireMapDecoys        = "decoys"
+	tripwireMapFresh         = "fresh"
 	tripwireMapHostile       = "hostile"
 	tripwireMapProcEvents    = "proc_events"
 	tripwireMapProtectedPids = "protected_pids"
+	tripwireMapRingDrops     = "ring_drops"
 	tripwireMapScratch       = "scratch"
 	tripwireMapStopped       = "stopped"
 	tripwireMapTaint         = "taint"
 	tripwireMapTamperEvents  = "tamper_events"
 	tripwireMapTargets       = "targets"
 	tripwireMapTools         = "tools"
+	tripwireProgTwChmod      = "tw_chmod"
+	tripwireProgTwCreat      = "tw_creat"
 	tripwireProgTwExec       = "tw_exec"
 	tripwireProgTwExecve     = "tw_execve"
 	tripwireProgTwExecveat   = "tw_execveat"
 	tripwireProgTwExit       = "tw_exit"
+	tripwireProgTwFchmodat   = "tw_fchmodat"
+	tripwireProgTwFchmodat2  = "tw_fchmodat2"
 	tripwireProgTwFork       = "tw_fork"
 	tripwireProgTwKill       = "tw_kill"
 	tripwireProgTwLinkat     = "tw_linkat"
@@ -121,10 +137,14 @@ type tripwireSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireProgramSpecs struct {
+	TwChmod     *ebpf.ProgramSpec `ebpf:"tw_chmod"`
+	TwCreat     *ebpf.ProgramSpec `ebpf:"tw_creat"`
 	TwExec      *ebpf.ProgramSpec `ebpf:"tw_exec"`
 	TwExecve    *ebpf.ProgramSpec `ebpf:"tw_execve"`
 	TwExecveat  *ebpf.ProgramSpec `ebpf:"tw_execveat"`
 	TwExit      *ebpf.ProgramSpec `ebpf:"tw_exit"`
+	TwFchmodat  *ebpf.ProgramSpec `ebpf:"tw_fchmodat"`
+	TwFchmodat2 *ebpf.ProgramSpec `ebpf:"tw_fchmodat2"`
 	TwFork      *ebpf.ProgramSpec `ebpf:"tw_fork"`
 	TwKill      *ebpf.ProgramSpec `ebpf:"tw_kill"`
 	TwLinkat    *ebpf.ProgramSpec `ebpf:"tw_linkat"`
@@ -146,9 +166,11 @@ type tripwireProgramSpecs struct {
 type tripwireMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
+	Fresh         *ebpf.MapSpec `ebpf:"fresh"`
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
 	ProcEvents    *ebpf.MapSpec `ebpf:"proc_events"`
 	ProtectedPids *ebpf.MapSpec `ebpf:"protected_pids"`
+	RingDrops     *ebpf.MapSpec `ebpf:"ring_drops"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
 	Stopped       *ebpf.MapSpec `ebpf:"stopped"`
 	Taint         *ebpf.MapSpec `ebpf:"taint"`
@@ -185,9 +207,11 @@ func (o *tripwireObjects) Close() error {
 type tripwireMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
+	Fresh         *ebpf.Map `ebpf:"fresh"`
 	Hostile       *ebpf.Map `ebpf:"hostile"`
 	ProcEvents    *ebpf.Map `ebpf:"proc_events"`
 	ProtectedPids *ebpf.Map `ebpf:"protected_pids"`
+	RingDrops     *ebpf.Map `ebpf:"ring_drops"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
 	Stopped       *ebpf.Map `ebpf:"stopped"`
 	Taint         *ebpf.Map `ebpf:"taint"`
@@ -200,9 +224,11 @@ func (m *tripwireMaps) Close() error {
 	return _TripwireClose(
 		m.Config,
 		m.Decoys,
+		m.Fresh,
 		m.Hostile,
 		m.ProcEvents,
 		m.ProtectedPids,
+		m.RingDrops,
 		m.Scratch,
 		m.Stopped,
 		m.Taint,
@@ -222,10 +248,14 @@ type tripwireVariables struct {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwirePrograms struct {
+	TwChmod     *ebpf.Program `ebpf:"tw_chmod"`
+	TwCreat     *ebpf.Program `ebpf:"tw_creat"`
 	TwExec      *ebpf.Program `ebpf:"tw_exec"`
 	TwExecve    *ebpf.Program `ebpf:"tw_execve"`
 	TwExecveat  *ebpf.Program `ebpf:"tw_execveat"`
 	TwExit      *ebpf.Program `ebpf:"tw_exit"`
+	TwFchmodat  *ebpf.Program `ebpf:"tw_fchmodat"`
+	TwFchmodat2 *ebpf.Program `ebpf:"tw_fchmodat2"`
 	TwFork      *ebpf.Program `ebpf:"tw_fork"`
 	TwKill      *ebpf.Program `ebpf:"tw_kill"`
 	TwLinkat    *ebpf.Program `ebpf:"tw_linkat"`
@@ -243,10 +273,14 @@ type tripwirePrograms struct {
 
 func (p *tripwirePrograms) Close() error {
 	return _TripwireClose(
+		p.TwChmod,
+		p.TwCreat,
 		p.TwExec,
 		p.TwExecve,
 		p.TwExecveat,
 		p.TwExit,
+		p.TwFchmodat,
+		p.TwFchmodat2,
 		p.TwFork,
 		p.TwKill,
 		p.TwLinkat,

@@ -18,6 +18,8 @@ const (
 	RulePath     = "TW-TAMPER-0003" // ... wrote, renamed or removed a sensor file
 	RulePidfd    = "TW-TAMPER-0004" // ... opened a pidfd on the sensor
 	RuleDecoy    = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
+	RuleFresh    = "TW-TAMPER-0020" // a process under an RMM agent ran a file its tree made; stopped at exec, judged hostile
+	RuleFreshLet = "TW-TAMPER-0021" // ... judged honest (a deployment) and let go
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -25,13 +27,22 @@ const (
 	Dataset      = "tillwatch.sensor"
 	ActionTamper = "kernel-tamper"
 	ActionStop   = "kernel-stop"
+	// ActionRelease: a stopped process judged honest and let go.
+	ActionRelease = "kernel-release"
 )
 
 // Tripwires is what the watch needs of the loaded layer.
 type Tripwires interface {
 	TaintAgent(pid int) error
+	TaintChild(pid, family int) error
 	Stopped() ([]Stopped, error)
 	RunTamper(ctx context.Context, fn func(Tamper)) error
+	// Fresh, Forget and Judged serve the fresh-exec judgement: what the
+	// kernel recorded of a file, forgetting a file let run, clearing a
+	// stopped entry.
+	Fresh(base string) (FreshFile, bool)
+	Forget(base string) error
+	Judged(pid int) error
 }
 
 // WatchOptions configures a Watch.
@@ -43,16 +54,40 @@ type WatchOptions struct {
 	// Process describes pid for an alert (the process table); nil or a
 	// nil result leaves only the pid.
 	Process func(pid int) *event.Process
-	// Wall converts the kernel's CLOCK_MONOTONIC ns to wall time.
+	// Wall converts the kernel's CLOCK_MONOTONIC ns to wall time (default:
+	// against the clocks now).
 	Wall func(ns uint64) time.Time
 	Log  *slog.Logger
+
+	// The fresh-exec judgement (JudgeFresh). ProcRoot is where the stopped
+	// process is read (default "/proc"). Approved says whether pid is
+	// under an approved RMM agent (nil: none is). ScanFile returns the YARA
+	// rules a file matches (nil: no YARA). FeedAt returns the kernel time
+	// up to which the process table is current, so the writer's exec is
+	// known before it is judged (nil: judge at once); FeedWait bounds that
+	// wait (default 2 s).
+	ProcRoot string
+	Approved func(pid int) bool
+	ScanFile func(path string) ([]string, error)
+	FeedAt   func() uint64
+	FeedWait time.Duration
+
+	// Drops returns the kernel's ring drop counters; Health is told when
+	// they grow (checked every DropsEvery, default 10 s). Either nil: not
+	// watched.
+	Drops      func() (RingDrops, error)
+	Health     func(component, state, reason string)
+	DropsEvery time.Duration
 }
 
 // Watch is the kernel layer's pipeline component: as a source it turns
 // tripwire records (and processes a tripwire stopped while no sensor ran)
 // into events; as a detector it taints catalogued agents at their exec and
 // turns the records into alerts, asking for a kill of what a decoy stopped.
-type Watch struct{ o WatchOptions }
+type Watch struct {
+	o     WatchOptions
+	tools toolIndex
+}
 
 // NewWatch returns the watch.
 func NewWatch(o WatchOptions) *Watch {
@@ -60,10 +95,23 @@ func NewWatch(o WatchOptions) *Watch {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Wall == nil {
-		o.Wall = func(uint64) time.Time { return time.Now() }
+		o.Wall = defaultWall
 	}
-	return &Watch{o: o}
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	if o.FeedWait <= 0 {
+		o.FeedWait = 2 * time.Second
+	}
+	if o.DropsEvery <= 0 {
+		o.DropsEvery = 10 * time.Second
+	}
+	return &Watch{o: o, tools: toolIndex{dirs: systemDirs}}
 }
+
+// SetScanFile hands the watch a YARA scan for the fresh-exec judgement
+// (the rules a file matches); call it before Run.
+func (w *Watch) SetScanFile(fn func(path string) ([]string, error)) { w.o.ScanFile = fn }
 
 // Name returns "kernel".
 func (w *Watch) Name() string { return "kernel" }
@@ -75,23 +123,66 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	if err != nil {
 		return fmt.Errorf("kernel: listing stopped processes: %w", err)
 	}
+	if w.o.Drops != nil && w.o.Health != nil {
+		go w.watchDrops(ctx)
+	}
+	// Fingerprint the system tools now, not at the first judgement, which
+	// must be quick.
+	go w.tools.once.Do(w.tools.build)
 	seen := map[int]bool{}
 	for _, s := range st {
 		seen[s.PID] = true
-		emit(w.event(Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19}))
+		t := Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19}
+		if t.Reason == ReasonFreshExec {
+			emit(w.judgeFresh(ctx, t))
+			continue
+		}
+		emit(w.event(t))
 	}
 	return w.o.Layer.RunTamper(ctx, func(t Tamper) {
-		if t.Reason.Decoy() && seen[t.PID] {
+		if t.Reason.Stops() && seen[t.PID] {
 			delete(seen, t.PID) // reported from the stopped map already
+			return
+		}
+		if t.Reason == ReasonFreshExec {
+			emit(w.judgeFresh(ctx, t))
 			return
 		}
 		emit(w.event(t))
 	})
 }
 
+// watchDrops reports a health event whenever the kernel dropped records
+// because a ring was full (the reader fell behind, or no sensor read).
+func (w *Watch) watchDrops(ctx context.Context) {
+	var last RingDrops
+	first := true
+	tk := time.NewTicker(w.o.DropsEvery)
+	defer tk.Stop()
+	for {
+		d, err := w.o.Drops()
+		switch {
+		case err != nil:
+			w.o.Log.Warn("could not read the kernel's ring drop counters", "error", err)
+		case d.Process > last.Process || d.Tamper > last.Tamper:
+			// The first look reports drops from before this run too: the
+			// counters are pinned and count while no sensor reads.
+			w.o.Health("kernel", event.HealthDegraded, fmt.Sprintf("kernel rings full: %d process and %d tripwire records dropped (%d and %d in all%s); see tillwatch_kernel_ring_drops_total",
+				d.Process-last.Process, d.Tamper-last.Tamper, d.Process, d.Tamper, map[bool]string{true: ", some while no sensor read them", false: ""}[first]))
+			last = d
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+	}
+}
+
 func (w *Watch) event(t Tamper) event.Event {
 	action, cat := ActionTamper, []string{"process"}
-	if t.Reason.Decoy() {
+	if t.Reason.Stops() {
 		action = ActionStop
 	}
 	var p *event.Process
@@ -131,10 +222,12 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		if w.o.IsAgent != nil && w.o.IsAgent(ev.Process.Name, ev.Process.Executable) {
 			if err := w.o.Layer.TaintAgent(int(ev.Process.PID)); err != nil {
 				w.o.Log.Warn("could not mark an RMM agent in the kernel; its tree is not guarded", "pid", ev.Process.PID, "error", err)
+			} else {
+				w.taintDescendants(int(ev.Process.PID))
 			}
 		}
 		return nil
-	case ev.Event.Dataset != Dataset || (ev.Event.Action != ActionTamper && ev.Event.Action != ActionStop):
+	case ev.Event.Dataset != Dataset || (ev.Event.Action != ActionTamper && ev.Event.Action != ActionStop && ev.Event.Action != ActionRelease):
 		return nil
 	}
 	m := alert.Meta{
@@ -152,6 +245,20 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
+	case ReasonFreshExec.String():
+		m.Techniques = []alert.Technique{{ID: "T1140", Name: "Deobfuscate/Decode Files or Information"}, {ID: "T1072", Name: "Software Deployment Tools"}}
+		m.Tactic = &alert.Technique{ID: "TA0002", Name: "Execution"}
+		if ev.Event.Action == ActionRelease {
+			// Honest work let go: an info-level record, no response.
+			m.RuleID, m.RuleName, m.Ruleset, m.Severity = RuleFreshLet, "File made under an RMM agent run after a check: let go", event.RulesetRMM, 10
+			break
+		}
+		m.RuleID, m.RuleName, m.Ruleset, m.Severity = RuleFresh, "File made under an RMM agent stopped at exec: judged hostile", event.RulesetRMM, 90
+		d.Response = event.ActionKill
+		d.Target = &pipeline.Target{PID: int(ev.Process.PID), Tree: true}
+		if ev.Process.Start != nil {
+			d.Target.Start = ev.Process.Start.UnixMilli()
+		}
 	default:
 		m.RuleID, m.RuleName, m.Ruleset, m.Severity = RuleDecoy, "Decoy touched: process stopped in the kernel", event.RulesetRansomware, 80
 		m.Techniques = []alert.Technique{{ID: "T1486", Name: "Data Encrypted for Impact"}}

@@ -15,8 +15,12 @@ type fakeTripwires struct {
 	records []Tamper
 }
 
-func (f *fakeTripwires) TaintAgent(pid int) error    { f.tainted = append(f.tainted, pid); return nil }
-func (f *fakeTripwires) Stopped() ([]Stopped, error) { return f.stopped, nil }
+func (f *fakeTripwires) TaintAgent(pid int) error       { f.tainted = append(f.tainted, pid); return nil }
+func (f *fakeTripwires) TaintChild(int, int) error      { return nil }
+func (f *fakeTripwires) Fresh(string) (FreshFile, bool) { return FreshFile{}, false }
+func (f *fakeTripwires) Forget(string) error            { return nil }
+func (f *fakeTripwires) Judged(int) error               { return nil }
+func (f *fakeTripwires) Stopped() ([]Stopped, error)    { return f.stopped, nil }
 func (f *fakeTripwires) RunTamper(_ context.Context, fn func(Tamper)) error {
 	for _, r := range f.records {
 		fn(r)

@@ -45,6 +45,9 @@ type KernelEvent struct {
 	// argv the caller passed (cut only at the feed's documented limits).
 	Executable string
 	Args       []string
+	// ExitCode is an exit's code, shell-style (128+signal when a signal
+	// ended it), or proctree.ExitCodeUnknown.
+	ExitCode int
 }
 
 // KernelFeed delivers process events read in the kernel. Run calls fn from
@@ -92,7 +95,7 @@ func (k *tracker) kernel(ev KernelEvent, emit func(event.Event)) {
 	case KernelExec:
 		k.kernelExec(ev, at, emit)
 	case KernelExit:
-		k.exit(ev.PID, at, proctree.ExitCodeUnknown, emit)
+		k.exit(ev.PID, at, ev.ExitCode, emit)
 	}
 }
 

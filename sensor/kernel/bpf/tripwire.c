@@ -9,6 +9,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #define SIGKILL 9
 #define SIGSTOP 19
@@ -25,7 +26,7 @@
 #define REC_FORK 3      // sched_process_fork
 #define REC_EXIT 4      // sched_process_exit of a thread-group leader
 #define REC_TAMPER 5    // a tripwire on the sensor fired
-#define REC_STOP 6      // a decoy tripwire stopped a process
+#define REC_STOP 6      // a tripwire stopped a process (decoy, fresh exec)
 
 // Reasons (struct tamper_rec.reason, struct stop_val.reason).
 #define WHY_SIGNAL 1      // signalled a protected process
@@ -37,6 +38,7 @@
 #define WHY_DECOY_RENAME 17
 #define WHY_DECOY_UNLINK 18
 #define WHY_DECOY_LINK 19
+#define WHY_FRESH_EXEC 32 // a tainted process exec'd a file its tree just wrote
 
 // Taint flags (struct taint.flags).
 #define TAINT_AGENT 1 // the RMM agent itself, marked by the sensor
@@ -45,6 +47,19 @@
 #define CFG_ENFORCE 1 // kill and stop; without it, only report
 #define CFG_DECOYS 2  // decoy tripwires armed
 #define CFG_OFF 4     // the operator's clean stop: every tripwire disarmed
+#define CFG_FRESH 8   // fresh-exec tripwire armed
+
+// Rings, as indexes of ring_drops.
+#define RING_PROC 0
+#define RING_TAMPER 1
+
+// How a fresh file was made (struct fresh_val.how).
+#define FRESH_WRITE 1  // opened for writing (O_CREAT, O_TRUNC, O_WRONLY, O_RDWR)
+#define FRESH_RENAME 2 // renamed into place
+#define FRESH_CHMOD 4  // made executable
+
+// A file is fresh this long after a tainted process wrote it.
+#define FRESH_NS (300ULL * 1000000000ULL)
 
 #define O_WRONLY 01
 #define O_RDWR 02
@@ -102,6 +117,14 @@ struct exec_rec {
 struct fork_rec {
 	struct hdr h; // pid: the parent's thread-group id
 	__u32 child;  // the new task (a process or a thread)
+	__u32 _pad;
+};
+
+#define EXIT_UNKNOWN 0xffffffff // exit_rec.code when the kernel has no BTF
+
+struct exit_rec {
+	struct hdr h;
+	__u32 code; // wait status: exit code << 8, or the killing signal; or EXIT_UNKNOWN
 	__u32 _pad;
 };
 
@@ -180,6 +203,34 @@ struct {
 	__uint(max_entries, 1 << 20);
 } tamper_events SEC(".maps");
 
+// fresh: files a tainted process wrote, renamed into place or made
+// executable, by basename (what execve's filename can be matched by). The
+// kernel's match is coarse; the sensor confirms the file before judging.
+struct fresh_val {
+	__u64 ktime;     // last write, rename or chmod
+	__u32 writer;    // thread-group id that wrote it (or renamed/chmodded it, if no write was seen)
+	__u32 family;    // the writer's taint family
+	__u32 how;       // FRESH_* bits
+	__u32 _pad;
+	char comm[16];   // the writer's comm at the write
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct key); // basename
+	__type(value, struct fresh_val);
+} fresh SEC(".maps");
+
+// ring_drops counts records the kernel could not put in a ring (reserve
+// failed: the ring was full), per CPU, indexed by RING_*.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} ring_drops SEC(".maps");
+
 // Scratch space: a path and two keys per CPU, too big for the 512-byte stack.
 struct scratch {
 	char path[PATH_LEN + KEY_LEN]; // padded so a basename copy stays inside
@@ -193,6 +244,12 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
+
+// The one field of the kernel's task_struct the programs read, relocated
+// against the running kernel's BTF (CO-RE) when the object is loaded.
+struct task_struct {
+	int exit_code;
+} __attribute__((preserve_access_index));
 
 // Tracepoint contexts (offsets from the format files; 8 common bytes first).
 struct tp_execve {
@@ -275,6 +332,28 @@ struct tp_rename { // rename, link
 	const char *newname;
 };
 
+struct tp_chmod { // chmod
+	__u64 common;
+	__u64 nr;
+	const char *path;
+	__u64 mode;
+};
+
+struct tp_fchmodat { // fchmodat, fchmodat2
+	__u64 common;
+	__u64 nr;
+	__u64 dfd;
+	const char *path;
+	__u64 mode;
+};
+
+struct tp_creat {
+	__u64 common;
+	__u64 nr;
+	const char *path;
+	__u64 mode;
+};
+
 struct tp_write {
 	__u64 common;
 	__u64 nr;
@@ -315,6 +394,14 @@ static __always_inline __u64 proc_wake(void)
 	return bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
+// ring_drop counts one record lost to a full ring.
+static __always_inline void ring_drop(__u32 ring)
+{
+	__u64 *n = bpf_map_lookup_elem(&ring_drops, &ring);
+	if (n)
+		*n += 1;
+}
+
 static __always_inline __u32 cfg_flags(void)
 {
 	__u32 zero = 0;
@@ -335,8 +422,10 @@ static __always_inline void fill_hdr(struct hdr *h, __u32 type)
 static __always_inline void report(__u32 reason, __u32 target, __u32 sig, __u32 family, const char *name)
 {
 	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		ring_drop(RING_TAMPER);
 		return;
+	}
 	fill_hdr(&r->h, REC_TAMPER);
 	r->reason = reason;
 	r->target = target;
@@ -468,8 +557,10 @@ static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why
 	if (flags & CFG_ENFORCE)
 		bpf_send_signal(SIGSTOP);
 	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		ring_drop(RING_TAMPER);
 		return;
+	}
 	fill_hdr(&r->h, REC_STOP);
 	r->reason = why;
 	r->target = 0;
@@ -525,13 +616,134 @@ static __always_inline void exec_check(__u32 flags, struct scratch *sc, const ch
 	}
 }
 
+// exit_status is the exiting task's wait status (exit code << 8, or the
+// signal that killed it), set by do_exit before sched_process_exit fires.
+static __always_inline __u32 exit_status(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	// Without the kernel's BTF the loader cannot place the field: the
+	// check is then 0, and the read below is never verified nor run.
+	if (!bpf_core_field_exists(t->exit_code))
+		return EXIT_UNKNOWN;
+	return BPF_CORE_READ(t, exit_code);
+}
+
+// fresh_note records that a tainted caller wrote (or renamed into place, or
+// made executable) the file at path, by basename. A rename or chmod of a
+// file the tree wrote keeps the writer: the judgement is about who made
+// the content, not who moved it.
+static __always_inline void fresh_note(__u32 flags, const char *path, __u32 how)
+{
+	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
+		return;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return;
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path(sc, path) <= 0 || !sc->base.s[0])
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	struct fresh_val *old = bpf_map_lookup_elem(&fresh, &sc->base);
+	if (old && how != FRESH_WRITE && now - old->ktime < FRESH_NS) {
+		old->ktime = now;
+		old->how |= how;
+		return;
+	}
+	struct fresh_val v = {};
+	v.ktime = now;
+	v.writer = bpf_get_current_pid_tgid() >> 32;
+	v.family = t->family;
+	v.how = how;
+	bpf_get_current_comm(v.comm, sizeof(v.comm));
+	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
+}
+
+// fresh_rename carries a fresh file's record to the name it is renamed to
+// (a payload written as a temporary file, then moved into place).
+static __always_inline void fresh_rename(__u32 flags, const char *oldname, const char *newname)
+{
+	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
+		return;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return;
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path(sc, oldname) <= 0)
+		return;
+	struct fresh_val *old = bpf_map_lookup_elem(&fresh, &sc->base);
+	__u64 now = bpf_ktime_get_ns();
+	if (!old || now - old->ktime >= FRESH_NS) {
+		fresh_note(flags, newname, FRESH_RENAME);
+		return;
+	}
+	struct fresh_val v = *old;
+	v.ktime = now;
+	v.how |= FRESH_RENAME;
+	if (read_path(sc, newname) <= 0 || !sc->base.s[0])
+		return;
+	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
+}
+
+// fresh_chmod notes a chmod that makes a file executable.
+static __always_inline void fresh_chmod(__u32 flags, const char *path, __u64 mode)
+{
+	if (mode & 0111)
+		fresh_note(flags, path, FRESH_CHMOD);
+}
+
+// fresh_exec stops (SIGSTOP, before the new image runs a single
+// instruction) a tainted caller that execs a file whose basename a tainted
+// process wrote, renamed or made executable within FRESH_NS, and records it
+// in stopped for the sensor's judgement. The match is by basename and so
+// coarse: the sensor confirms the file before it judges.
+static __always_inline void fresh_exec(__u32 flags, const char *filename)
+{
+	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
+		return;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return;
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path(sc, filename) <= 0 || !sc->base.s[0])
+		return;
+	struct fresh_val *f = bpf_map_lookup_elem(&fresh, &sc->base);
+	if (!f)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - f->ktime >= FRESH_NS)
+		return;
+	__u32 writer = f->writer;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct stop_val v = {};
+	v.ktime = now;
+	v.reason = WHY_FRESH_EXEC;
+	__builtin_memcpy(v.name, sc->base.s, KEY_LEN);
+	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
+	if (flags & CFG_ENFORCE)
+		bpf_send_signal(SIGSTOP);
+	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
+	if (!r) {
+		ring_drop(RING_TAMPER);
+		return;
+	}
+	fill_hdr(&r->h, REC_STOP);
+	r->reason = WHY_FRESH_EXEC;
+	r->target = writer;
+	r->sig = SIGSTOP;
+	r->family = t->family;
+	__builtin_memcpy(r->name, sc->base.s, KEY_LEN);
+	bpf_ringbuf_submit(r, 0);
+}
+
 // emit_exec_args sends what the caller asked to exec: the filename and
 // argv, NUL-separated, for the process source.
 static __always_inline void emit_exec_args(const char *filename, const char *const *argv)
 {
 	struct exec_args_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		ring_drop(RING_PROC);
 		return;
+	}
 	fill_hdr(&r->h, REC_EXEC_ARGS);
 	r->truncated = 0;
 	r->filename[0] = 0;
@@ -567,6 +779,7 @@ static __always_inline int on_exec(const char *filename, const char *const *argv
 	struct scratch *sc = get_scratch();
 	if (sc)
 		exec_check(flags, sc, filename, argv);
+	fresh_exec(flags, filename);
 	return 0;
 }
 
@@ -586,8 +799,10 @@ SEC("tracepoint/sched/sched_process_exec")
 int tw_exec(struct tp_sched_exec *ctx)
 {
 	struct exec_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		ring_drop(RING_PROC);
 		return 0;
+	}
 	fill_hdr(&r->h, REC_EXEC);
 	r->old_tid = ctx->old_pid;
 	r->filename[0] = 0;
@@ -615,8 +830,10 @@ int tw_fork(struct tp_sched_fork *ctx)
 		bpf_map_update_elem(&protected_pids, &child, &one, BPF_ANY);
 	}
 	struct fork_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
-	if (!r)
+	if (!r) {
+		ring_drop(RING_PROC);
 		return 0;
+	}
 	fill_hdr(&r->h, REC_FORK);
 	r->child = child;
 	bpf_ringbuf_submit(r, proc_wake());
@@ -633,10 +850,14 @@ int tw_exit(struct tp_sched_exit *ctx)
 	if (tid != (__u32)(id >> 32))
 		return 0; // a thread, not the process
 	bpf_map_delete_elem(&stopped, &tid);
-	struct hdr *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
-	if (!r)
+	struct exit_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
+	if (!r) {
+		ring_drop(RING_PROC);
 		return 0;
-	fill_hdr(r, REC_EXIT);
+	}
+	fill_hdr(&r->h, REC_EXIT);
+	r->code = exit_status();
+	r->_pad = 0;
 	bpf_ringbuf_submit(r, proc_wake());
 	return 0;
 }
@@ -705,6 +926,7 @@ int tw_openat(struct tp_openat *ctx)
 		return 0;
 	decoy_check(flags, ctx->filename, WHY_DECOY_OPEN);
 	path_check(flags, ctx->filename);
+	fresh_note(flags, ctx->filename, FRESH_WRITE);
 	return 0;
 }
 
@@ -739,6 +961,7 @@ int tw_renameat2(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
+	fresh_rename(flags, ctx->oldname, ctx->newname);
 	return 0;
 }
 
@@ -751,6 +974,7 @@ int tw_renameat(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
+	fresh_rename(flags, ctx->oldname, ctx->newname);
 	return 0;
 }
 
@@ -763,6 +987,7 @@ int tw_rename(struct tp_rename *ctx)
 	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
+	fresh_rename(flags, ctx->oldname, ctx->newname);
 	return 0;
 }
 
@@ -773,6 +998,37 @@ int tw_linkat(struct tp_renameat *ctx)
 	if (hostile_check(flags))
 		return 0;
 	decoy_check(flags, ctx->oldname, WHY_DECOY_LINK);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int tw_creat(struct tp_creat *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags))
+		return 0;
+	fresh_note(flags, ctx->path, FRESH_WRITE);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_chmod")
+int tw_chmod(struct tp_chmod *ctx)
+{
+	fresh_chmod(cfg_flags(), ctx->path, ctx->mode);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat")
+int tw_fchmodat(struct tp_fchmodat *ctx)
+{
+	fresh_chmod(cfg_flags(), ctx->path, ctx->mode);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmodat2")
+int tw_fchmodat2(struct tp_fchmodat *ctx)
+{
+	fresh_chmod(cfg_flags(), ctx->path, ctx->mode);
 	return 0;
 }
 

@@ -1,0 +1,20 @@
+//go:build !linux
+
+package kernel
+
+import (
+	"errors"
+	"time"
+)
+
+// confirmFresh confirms nothing off Linux: there is no kernel layer.
+func confirmFresh(string, int, string, time.Time) (string, string, bool) { return "", "", false }
+
+// resume returns errors.ErrUnsupported off Linux.
+func resume(int) error { return errors.ErrUnsupported }
+
+// defaultWall off Linux: there are no kernel times to convert.
+func defaultWall(uint64) time.Time { return time.Now() }
+
+// childrenIn finds nothing off Linux.
+func childrenIn(string) map[int][]int { return nil }
