@@ -132,8 +132,7 @@ async function renderStores() {
       on: { click: (ev) => { ev.preventDefault(); storesFilter.state = storesFilter.state === s ? '' : s; renderStores(); } },
     }, el('strong', {}, String(v.counts[s] || 0)), ' ', STATE_TEXT[s])));
     status.textContent = v.total + ' tills in ' + v.groups.length + ' groups by "' + v.label + '"; updated ' +
-      fmtTime(v.generated_at) + '; alerts of the last ' + v.window + ' count' +
-      (v.alerts_truncated ? ' (only the newest alerts were read: more than the console scans)' : '');
+      fmtTime(v.generated_at) + '; alerts of the last ' + v.window + ' count';
     groups.replaceChildren(...v.groups.map((g) => el('section', { class: 'store', 'aria-label': v.label + ' ' + g.name },
       el('h2', {}, g.name, ' ', el('span', { class: 'muted' }, g.tills.length + ' tills')),
       el('p', { class: 'store-counts' }, ...Object.entries(g.counts).map(([s, n]) => el('span', { class: 'mini st-' + s }, n + ' ' + (STATE_TEXT[s] || s)))),
@@ -282,7 +281,7 @@ async function renderHost(id) {
   try { v = await call('data/host?id=' + encodeURIComponent(id)); } catch (e) { page().append(errorBox(e)); return; }
   const h = v.host;
   const health = Object.entries(h.health || {});
-  const tl = el('ol', { class: 'timeline', id: 'timeline' }, ...v.timeline.map((e) => el('li', { class: 'tl-' + e.kind },
+  const tl = el('ol', { class: 'timeline', id: 'timeline' }, ...v.timeline.map((e) => el('li', { class: 'tl-' + e.kind + (e.kind === 'health' && e.status && e.status !== 'ok' ? ' bad' : ''), 'data-status': e.status },
     el('time', { datetime: e.time }, fmtTime(e.time)), ' ', el('span', { class: 'tl-kind' }, e.kind), ' ',
     e.link ? el('a', { href: '#/' + e.link.replace(':', '/') }, e.text) : e.text)));
   setPage('Host ' + (h.host_name || h.host_id),
