@@ -22,6 +22,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -125,11 +126,14 @@ func run(out string, nHosts, nAlerts, runs int, esURL, esNS string, keep, withSQ
 			}
 			fmt.Fprintf(os.Stderr, "%s: filled in %s\n", backend, time.Since(fill0).Round(time.Millisecond))
 		}
+		load0 := loadAverage()
 		res, err := profiled(cpuProfile, backend, func() ([]pageResult, error) { return measure(ctx, st, runs) })
 		close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", backend, err)
 		}
+		fmt.Fprintf(&b, "%s, measured %s; load average of the machine (%d CPUs) at the start and end: %s and %s.\n\n",
+			backend, time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), load0, loadAverage())
 		fmt.Fprintf(&b, "| %s page | p50 | max | data answer |\n| --- | ---: | ---: | ---: |\n", backend)
 		for _, r := range res {
 			fmt.Fprintf(&b, "| %s | %s | %s | %d KiB |\n", r.page, ms(r.p50), ms(r.max), r.dataBytes/1024)
@@ -156,6 +160,20 @@ func dropStateIndices(s *elasticsearch.Store) {
 		return
 	}
 	res.Body.Close()
+}
+
+// loadAverage is the 1, 5 and 15 minute load average, or "unknown" off
+// Linux: a page time means little without how busy the machine was.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " / ")
 }
 
 // profiled runs f under the CPU profiler when prefix is set.

@@ -331,6 +331,9 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 	tills["till-0043-2"].send(t, bg,
 		healthChange("till-0043-2", "fileactivity", "degraded", "fanotify queue overflowed", now.Add(-2*time.Minute)),
 		healthChange("till-0043-2", "fileactivity", "ok", "fanotify queue drained", now.Add(-time.Minute)))
+	tills["till-0042-3"].send(t, bg,
+		healthChange("till-0042-3", "process", "degraded", "exec events lost: ring buffer full", now.Add(-3*time.Minute)),
+		healthChange("till-0042-3", "process", "ok", "exec events flowing again", now.Add(-2*time.Minute)))
 
 	responder, analyst := col.Token(api.RoleResponder), col.Token(api.RoleAnalyst)
 
@@ -540,7 +543,8 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 
 	t.Run("host timeline has commands and acknowledgements", func(t *testing.T) {
 		do(t, ctx, "host", chromedp.Navigate(base+"/console/#/host/till-0042-3"))
-		waitJS(t, ctx, "timeline", `document.querySelectorAll('#timeline li.tl-ack').length === 2 && document.querySelectorAll('#timeline li.tl-command').length === 2`)
+		waitJS(t, ctx, "timeline", `document.querySelectorAll('#timeline li.tl-ack').length === 2 && document.querySelectorAll('#timeline li.tl-command').length === 2 &&
+			document.querySelectorAll('#timeline li.tl-health').length === 2`)
 		text := evalJS[string](t, ctx, `document.getElementById('page').innerText`)
 		for _, w := range []string{"store=0042", "1.4.0-test", "enforce", "fileactivity: ok"} {
 			if !strings.Contains(text, w) {

@@ -109,18 +109,18 @@ func (c *Console) toggles(ctx context.Context, host string) (map[string]*hostTog
 	if err != nil {
 		return nil, err
 	}
+	var ids []string
 	for _, rec := range recs {
-		if _, ok := toggles[rec.Action]; !ok || rec.State != store.CommandActive {
-			continue
+		if _, ok := toggles[rec.Action]; ok && rec.State == store.CommandActive {
+			ids = append(ids, rec.ID)
 		}
-		_, hosts, err := cs.Command(ctx, rec.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range hosts {
-			if host != "" && h.HostID != host {
-				continue
-			}
+	}
+	hostsOf, err := c.ov.CommandHosts(ctx, ids, host)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range recs {
+		for _, h := range hostsOf[rec.ID] { // only the toggles asked for
 			if h.State != store.HostAcked || h.Result == nil || (h.Result.Status != "ok" && h.Result.Status != "noop") {
 				continue
 			}
@@ -431,18 +431,22 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 			c.storeError(w, err)
 			return
 		}
+		ids := make([]string, 0, len(recs))
+		for _, rec := range recs {
+			ids = append(ids, rec.ID)
+		}
+		hostsOf, err := c.ov.CommandHosts(r.Context(), ids, id)
+		if err != nil {
+			c.storeError(w, err)
+			return
+		}
 		tg := &hostToggle{}
 		for _, rec := range recs {
-			_, chs, err := cs.Command(r.Context(), rec.ID)
-			if err != nil {
-				c.storeError(w, err)
-				return
-			}
-			j := slices.IndexFunc(chs, func(ch store.CommandHost) bool { return ch.HostID == id })
-			if j < 0 {
+			chs := hostsOf[rec.ID]
+			if len(chs) == 0 {
 				continue
 			}
-			ch := chs[j]
+			ch := chs[0]
 			tl = append(tl, timelineEntry{Time: rec.IssuedAt, Kind: "command", Link: "command:" + rec.ID, Status: rec.State,
 				Text: rec.Action + " issued by " + rec.Issuer + reasonSuffix(rec.Reason)})
 			if ch.State == store.HostAcked && ch.Result != nil {

@@ -264,6 +264,12 @@ type Overview interface {
 	// or event.dataset "tillwatch.health": a sensor component changing
 	// state), newest @timestamp first, at most limit.
 	HealthEvents(ctx context.Context, hostID string, limit int) ([]json.RawMessage, error)
+
+	// CommandHosts returns the hosts of each kill-switch command in ids,
+	// as CommandStore.Command does for one, by command id and then host
+	// id; with hostID set, only that host's. One query for a page that
+	// would otherwise ask once per command.
+	CommandHosts(ctx context.Context, ids []string, hostID string) (map[string][]CommandHost, error)
 }
 
 // AlertTally is one host's attack alerts in a window.

@@ -97,3 +97,35 @@ func (s *Store) HealthEvents(ctx context.Context, hostID string, limit int) ([]j
 	}
 	return out, nil
 }
+
+// CommandHosts implements store.Overview: one paged search of the
+// command-hosts index for every command at once.
+func (s *Store) CommandHosts(ctx context.Context, ids []string, hostID string) (map[string][]store.CommandHost, error) {
+	out := map[string][]store.CommandHost{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	index := s.stateIndex(kindCommandHosts)
+	if err := s.refresh(ctx, index); err != nil {
+		return nil, fmt.Errorf("elasticsearch: command hosts: %w", err)
+	}
+	filter := []any{map[string]any{"terms": map[string]any{"command_id": ids}}}
+	if hostID != "" {
+		filter = append(filter, map[string]any{"term": map[string]any{"host_id": hostID}})
+	}
+	err := s.searchPages(ctx, index, map[string]any{
+		"query": map[string]any{"bool": map[string]any{"filter": filter}},
+		"sort":  []any{map[string]any{"command_id": "asc"}, map[string]any{"host_id": "asc"}},
+	}, 0, func(h rawHit) error {
+		var d commandHostDoc
+		if err := json.Unmarshal(h.Source, &d); err != nil {
+			return fmt.Errorf("host document %s: %w", h.ID, err)
+		}
+		out[d.CommandID] = append(out[d.CommandID], d.host())
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch: command hosts: %w", err)
+	}
+	return out, nil
+}

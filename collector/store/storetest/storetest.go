@@ -16,7 +16,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -765,6 +767,40 @@ func testCommands(t *testing.T, s store.Store) {
 	if h := hosts[0]; h.State != store.HostAcked || h.Result == nil || h.Result.Status != killswitch.StatusOK ||
 		fmt.Sprint(h.Result.Affected) != "[41 42]" || h.AckedAt.IsZero() || h.DeliveredAt.IsZero() {
 		t.Fatalf("acked host %+v", h)
+	}
+	// The same states for several commands in one query (store.Overview).
+	if ov, ok := s.(store.Overview); ok {
+		ids := []string{"cmd-active-1", "cmd-waiting-2", "cmd-nope-0000"}
+		all, err := ov.CommandHosts(ctx, ids, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		brief := func(m map[string][]store.CommandHost) string {
+			var out []string
+			for _, id := range ids {
+				for _, h := range m[id] {
+					st := h.State
+					if h.Result != nil {
+						st += "/" + h.Result.Status
+					}
+					out = append(out, id+":"+h.HostID+"="+st)
+				}
+			}
+			return strings.Join(out, " ")
+		}
+		if got, want := brief(all), "cmd-active-1:till-a=acked/ok cmd-active-1:till-b=pending cmd-waiting-2:till-a=pending"; got != want {
+			t.Errorf("CommandHosts = %s, want %s", got, want)
+		}
+		if !reflect.DeepEqual(all["cmd-active-1"], hosts) {
+			t.Errorf("CommandHosts %+v differs from Command's %+v", all["cmd-active-1"], hosts)
+		}
+		one, err := ov.CommandHosts(ctx, ids, "till-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := brief(one), "cmd-active-1:till-b=pending"; got != want {
+			t.Errorf("CommandHosts for till-b = %s, want %s", got, want)
+		}
 	}
 
 	// Approval: more signatures, then active.
