@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -129,8 +130,24 @@ func (tl *till) send(t *testing.T, ctx context.Context, evs ...event.Event) {
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	if _, err := tl.c.SendEvents(ctx, []byte(b.String())); err != nil {
-		t.Fatalf("send from %s: %v", tl.id, err)
+	// As a sensor does: a busy store answers 503 or 429 ("retry the
+	// batch"), and the batch is sent again after a pause, within a bound.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err := tl.c.SendEvents(ctx, []byte(b.String()))
+		var he *client.HTTPError
+		if err == nil {
+			return
+		}
+		if !errors.As(err, &he) || (he.StatusCode != http.StatusServiceUnavailable && he.StatusCode != http.StatusTooManyRequests) ||
+			time.Now().After(deadline) {
+			t.Fatalf("send from %s: %v", tl.id, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("send from %s: %v", tl.id, ctx.Err())
+		case <-time.After(time.Second):
+		}
 	}
 }
 
