@@ -70,7 +70,7 @@ type storesView struct {
 // the alert window's tally per host (an aggregate query, cached; see
 // tallyCache) and the newest commands' acknowledgements.
 func (c *Console) fleetStates(ctx context.Context) ([]api.Host, map[string]facts, error) {
-	hosts, err := c.st.Hosts(ctx)
+	hosts, err := c.ov.HostList(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -285,7 +285,7 @@ func (c *Console) handleAlerts(w http.ResponseWriter, r *http.Request, _ *sessio
 		if label == "" {
 			label = DefaultGroupLabel
 		}
-		hosts, err := c.st.Hosts(r.Context())
+		hosts, err := c.ov.HostList(r.Context())
 		if err != nil {
 			c.storeError(w, err)
 			return

@@ -265,6 +265,11 @@ type Overview interface {
 	// state), newest @timestamp first, at most limit.
 	HealthEvents(ctx context.Context, hostID string, limit int) ([]json.RawMessage, error)
 
+	// HostList is Hosts without AlertCount (zero): the pages that need
+	// every host but not how many alerts each has stored, without
+	// counting every alert ever stored on each load.
+	HostList(ctx context.Context) ([]api.Host, error)
+
 	// CommandHosts returns the hosts of each kill-switch command in ids,
 	// as CommandStore.Command does for one, by command id and then host
 	// id; with hostID set, only that host's. One query for a page that

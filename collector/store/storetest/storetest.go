@@ -505,6 +505,19 @@ func testHostsAlertCount(t *testing.T, s store.Store) {
 	if fmt.Sprint(got) != "[a-till=2 b-till=1 c-till=0]" {
 		t.Errorf("hosts %v, want [a-till=2 b-till=1 c-till=0] (sorted by host id)", got)
 	}
+	// HostList: the same hosts without counting their alerts.
+	if ov, ok := s.(store.Overview); ok {
+		list, err := ov.HostList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range hosts {
+			hosts[i].AlertCount = 0
+		}
+		if !reflect.DeepEqual(list, hosts) {
+			t.Errorf("HostList %+v, want Hosts without counts %+v", list, hosts)
+		}
+	}
 }
 
 // withFields returns d with extra top-level members merged into its
