@@ -195,14 +195,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Commands:          cmds,
 		Rules:             rulesSource,
-		Observer: campaign.New(campaign.Options{
+		Observer: server.Observers{con, campaign.New(campaign.Options{
 			Policy: campaign.Policy{
 				Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
 				Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
 				Product: cfg.Campaign.RMMProduct,
 			},
 			Store: st, Issuer: cmds, Log: log,
-		}),
+		})},
 	})
 	if err != nil {
 		return err

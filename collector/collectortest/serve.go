@@ -59,10 +59,12 @@ func serve(t testing.TB, st store.Store, dir, addr string, reg *prometheus.Regis
 	if err != nil {
 		fail("console", err)
 	}
-	opts := server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds, Console: con.Handler}
+	observers := server.Observers{con}
 	if policy != nil {
-		opts.Observer = campaign.New(campaign.Options{Policy: *policy, Store: st, Issuer: cmds})
+		observers = append(observers, campaign.New(campaign.Options{Policy: *policy, Store: st, Issuer: cmds}))
 	}
+	opts := server.Options{Store: st, Registry: reg, Logger: slog.New(slog.DiscardHandler), Commands: cmds, Console: con.Handler,
+		Observer: observers}
 	srv, err = server.New(opts)
 	if err != nil {
 		fail("server", err)

@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -129,8 +130,24 @@ func (tl *till) send(t *testing.T, ctx context.Context, evs ...event.Event) {
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	if _, err := tl.c.SendEvents(ctx, []byte(b.String())); err != nil {
-		t.Fatalf("send from %s: %v", tl.id, err)
+	// As a sensor does: a busy store answers 503 or 429 ("retry the
+	// batch"), and the batch is sent again after a pause, within a bound.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err := tl.c.SendEvents(ctx, []byte(b.String()))
+		var he *client.HTTPError
+		if err == nil {
+			return
+		}
+		if !errors.As(err, &he) || (he.StatusCode != http.StatusServiceUnavailable && he.StatusCode != http.StatusTooManyRequests) ||
+			time.Now().After(deadline) {
+			t.Fatalf("send from %s: %v", tl.id, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("send from %s: %v", tl.id, ctx.Err())
+		case <-time.After(time.Second):
+		}
 	}
 }
 
@@ -203,6 +220,23 @@ func rmmAttack(host string, stopped bool) event.Event {
 	}
 }
 
+// healthChange is the event a sensor's health tracker sends when a
+// component changes state (sensor/pipeline).
+func healthChange(host, component, state, reason string, at time.Time) event.Event {
+	ev := event.Event{
+		Timestamp: at, ECS: event.ECS{Version: event.ECSVersion}, Message: component + " " + state + ": " + reason,
+		Event: event.Meta{Kind: event.KindState, ID: event.NewID(), Category: []string{"host"}, Type: []string{"info"},
+			Action: "health-" + state, Dataset: event.DatasetHealth, Reason: reason},
+		Host:      event.Host{ID: host, Name: host},
+		Agent:     event.Agent{ID: host, Type: event.AgentType, Version: "1.4.0-test"},
+		Tillwatch: &event.Tillwatch{Health: &event.Health{Component: component, State: state}},
+	}
+	if state != event.HealthOK {
+		ev.Error = &event.Error{Message: reason}
+	}
+	return ev
+}
+
 // shot saves a screenshot when ScreenshotsEnv is set.
 func shot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
@@ -253,7 +287,8 @@ func submit(sel string) chromedp.Action[chromedp.Void] {
 func signIn(t *testing.T, ctx context.Context, base, tok string) {
 	t.Helper()
 	do(t, ctx, "open the console", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.CSS("#token")))
-	do(t, ctx, "sign in", chromedp.SendKeys(chromedp.CSS("#token"), tok), submit("#signin-form"))
+	// Enter in the token field submits, as for any form.
+	do(t, ctx, "sign in", chromedp.SendKeys(chromedp.CSS("#token"), tok), enter("#token"))
 	waitJS(t, ctx, "signed in", `document.getElementById('who').textContent.startsWith('Signed in')`)
 }
 
@@ -308,13 +343,25 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 	tills["till-0042-1"].send(t, bg, attack)
 	tills["till-0043-1"].send(t, bg, rmmAttack("till-0043-1", false))
 	tills["till-0043-2"].heartbeat(t, bg, map[string]string{"process": "ok", "fileactivity": "degraded"})
+	// The same till's health changes, as its sensor sends them.
+	now := time.Now().UTC()
+	tills["till-0043-2"].send(t, bg,
+		healthChange("till-0043-2", "fileactivity", "degraded", "fanotify queue overflowed", now.Add(-2*time.Minute)),
+		healthChange("till-0043-2", "fileactivity", "ok", "fanotify queue drained", now.Add(-time.Minute)))
+	tills["till-0042-3"].send(t, bg,
+		healthChange("till-0042-3", "process", "degraded", "exec events lost: ring buffer full", now.Add(-3*time.Minute)),
+		healthChange("till-0042-3", "process", "ok", "exec events flowing again", now.Add(-2*time.Minute)))
 
 	responder, analyst := col.Token(api.RoleResponder), col.Token(api.RoleAnalyst)
 
 	t.Run("sign in", func(t *testing.T) {
 		do(t, ctx, "open the console", chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.CSS("#token")))
 		shot(t, ctx, "signin")
-		do(t, ctx, "wrong token", chromedp.SendKeys(chromedp.CSS("#token"), "tw_wrong"), submit("#signin-form"))
+		if evalJS[bool](t, ctx, `document.getElementById('nav').getClientRects().length > 0`) {
+			t.Error("the console's pages are offered before sign-in")
+		}
+		accessible(t, ctx, "sign-in")
+		do(t, ctx, "wrong token", chromedp.SendKeys(chromedp.CSS("#token"), "tw_wrong"), enter("#token"))
 		waitJS(t, ctx, "refusal shown", `document.getElementById('signin-error').textContent.includes('unknown')`)
 		do(t, ctx, "clear", chromedp.Clear(chromedp.CSS("#token")))
 		signIn(t, ctx, base, responder)
@@ -348,25 +395,26 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 		}
 		shot(t, ctx, "stores")
 		// Filter by state.
-		do(t, ctx, "filter alerting", chromedp.SetValue(chromedp.CSS("#f-state"), "alerting"), submit("#stores-filter"))
+		accessible(t, ctx, "stores")
+		// Filter by state (Enter in the form submits it).
+		do(t, ctx, "filter alerting", chromedp.SetValue(chromedp.CSS("#f-state"), "alerting"), enter("#f-value"))
 		waitJS(t, ctx, "only the alerting till", `document.querySelectorAll('a.till').length === 1 && !!document.querySelector('a.till[data-host="till-0043-1"]')`)
-		do(t, ctx, "clear filter", chromedp.SetValue(chromedp.CSS("#f-state"), ""), submit("#stores-filter"))
+		do(t, ctx, "clear filter", chromedp.SetValue(chromedp.CSS("#f-state"), ""), enter("#f-value"))
 		waitJS(t, ctx, "all tills", `document.querySelectorAll('a.till').length === 6`)
-		// Tablet width stays readable (no horizontal scrolling of the page).
-		do(t, ctx, "tablet", chromedp.EmulateViewport(768, 1024))
-		if w := evalJS[bool](t, ctx, `document.documentElement.scrollWidth <= 768`); !w {
-			t.Error("the stores page scrolls sideways at 768px")
-		}
+		// The page refreshes itself without taking the keyboard's place.
+		keepsFocus(t, ctx, "stores", `a.till[data-host="till-0043-1"]`)
+		do(t, ctx, "tablet", chromedp.EmulateViewport(viewports[1][0], viewports[1][1]))
 		shot(t, ctx, "stores-tablet")
-		do(t, ctx, "desktop", chromedp.EmulateViewport(1280, 800))
+		do(t, ctx, "laptop", chromedp.EmulateViewport(viewports[0][0], viewports[0][1]))
 	})
 
 	t.Run("alert page draws the process tree", func(t *testing.T) {
 		do(t, ctx, "alerts", chromedp.Navigate(base+"/console/#/alerts"))
 		waitJS(t, ctx, "two alerts listed", `document.querySelectorAll('#alerts-table tbody tr').length === 2`)
-		do(t, ctx, "filter by store", chromedp.SetValue(chromedp.CSS("#a-store"), "0042"), submit("#alerts-filter"))
+		do(t, ctx, "filter by store", chromedp.SendKeys(chromedp.CSS("#a-store"), "0042"), enter("#a-store"))
 		waitJS(t, ctx, "one alert in store 0042", `document.querySelectorAll('#alerts-table tbody tr').length === 1`)
 		shot(t, ctx, "alerts")
+		accessible(t, ctx, "alerts")
 		do(t, ctx, "open the alert", chromedp.Click(chromedp.CSS("#alerts-table tbody tr a")))
 		waitJS(t, ctx, "process tree", `!!document.querySelector('#process-tree')`)
 		chain := evalJS[[]string](t, ctx, `[...document.querySelectorAll('#process-tree .proc > .pname')].map(e => e.textContent.trim())`)
@@ -385,9 +433,25 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 			}
 		}
 		shot(t, ctx, "alert")
+		accessible(t, ctx, "alert")
 		do(t, ctx, "to the host", chromedp.Click(chromedp.CSS("#alert-host")))
 		waitJS(t, ctx, "host page", `document.getElementById('page-title').textContent === 'Host till-0042-1'`)
 		waitJS(t, ctx, "timeline has the alert", `[...document.querySelectorAll('#timeline li')].some(li => li.textContent.includes('TW-RMM-0003'))`)
+	})
+
+	t.Run("host timeline has health changes", func(t *testing.T) {
+		do(t, ctx, "host", chromedp.Navigate(base+"/console/#/host/till-0043-2"))
+		waitJS(t, ctx, "health entries",
+			`[...document.querySelectorAll('#timeline li.tl-health')].map(li => li.dataset.status + ' ' + li.textContent).join('|').includes('degraded')`)
+		got := evalJS[[]string](t, ctx, `[...document.querySelectorAll('#timeline li.tl-health')].map(li => li.dataset.status + ': ' + li.textContent.replace(/^.*?health\s*/, ''))`)
+		want := []string{"ok: fileactivity ok: fanotify queue drained", "degraded: fileactivity degraded: fanotify queue overflowed"}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("health on the timeline %q, want %q (newest first)", got, want)
+		}
+		if ok := evalJS[bool](t, ctx, `document.querySelector('#timeline li.tl-health[data-status="degraded"]').classList.contains('bad')`); !ok {
+			t.Error("the degraded entry is not marked")
+		}
+		accessible(t, ctx, "host")
 	})
 
 	var disableID string
@@ -400,13 +464,14 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 			chromedp.SendKeys(chromedp.CSS("#k-target"), "store=0042"),
 			chromedp.SendKeys(chromedp.CSS("#k-reason"), "Kaseya VSA pushing a decoder to store 0042"),
 		)
+		accessible(t, ctx, "kill-switch")
 		// The form says before issuing that a token alone orders nothing
 		// that acts: the responder will sign it with their key.
 		if note := evalJS[string](t, ctx, `document.getElementById('issue-note').textContent`); !strings.Contains(note, "you will sign it with your key") {
 			t.Errorf("issue form note for disable-rmm %q does not say the issuer signs", note)
 		}
 		shot(t, ctx, "killswitch")
-		do(t, ctx, "issue", submit("#issue-form"))
+		do(t, ctx, "issue with Enter", enter("#k-reason"))
 		// A token alone cannot get disable-rmm signed: the command waits,
 		// and its page opens with the issuer's signing step.
 		waitJS(t, ctx, "signing step for the issuer",
@@ -424,6 +489,7 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 		if lead := evalJS[string](t, ctx, `document.getElementById('approvals').textContent`); !strings.Contains(lead, "waiting for your signature: 0 of 1") {
 			t.Errorf("the issuer is not asked for their signature: %q", lead)
 		}
+		accessible(t, ctx, "command, signing step")
 		do(t, ctx, "pick alice's key", chromedp.SetUploadFiles(chromedp.CSS("#key-file"), []string{keyFile("alice")}))
 		do(t, ctx, "show the key field", chromedp.Evaluate[chromedp.Void](`document.getElementById('approve-btn').scrollIntoView({block: 'center'})`))
 		shot(t, ctx, "sign")
@@ -437,6 +503,7 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 			t.Error("an active command still offers signing")
 		}
 		shot(t, ctx, "command")
+		keepsFocus(t, ctx, "command", `#acks-table a[href="#/host/till-0042-1"]`)
 		do(t, ctx, "stores", chromedp.Navigate(base+"/console/#/stores"))
 		waitJS(t, ctx, "till-0042-3 shows RMM disabled", tillState("till-0042-3")+`?.state === 'rmm-disabled'`)
 		waitJS(t, ctx, "till-0042-1 still attack stopped, RMM disabled too",
@@ -493,7 +560,8 @@ func runConsole(t *testing.T, ctx context.Context, col collector, base, caFile s
 
 	t.Run("host timeline has commands and acknowledgements", func(t *testing.T) {
 		do(t, ctx, "host", chromedp.Navigate(base+"/console/#/host/till-0042-3"))
-		waitJS(t, ctx, "timeline", `document.querySelectorAll('#timeline li.tl-ack').length === 2 && document.querySelectorAll('#timeline li.tl-command').length === 2`)
+		waitJS(t, ctx, "timeline", `document.querySelectorAll('#timeline li.tl-ack').length === 2 && document.querySelectorAll('#timeline li.tl-command').length === 2 &&
+			document.querySelectorAll('#timeline li.tl-health').length === 2`)
 		text := evalJS[string](t, ctx, `document.getElementById('page').innerText`)
 		for _, w := range []string{"store=0042", "1.4.0-test", "enforce", "fileactivity: ok"} {
 			if !strings.Contains(text, w) {

@@ -23,6 +23,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -70,6 +71,7 @@ type Options struct {
 // Console serves the web console.
 type Console struct {
 	st       store.Store
+	ov       store.Overview
 	roles    map[string][]string
 	silence  time.Duration
 	window   time.Duration
@@ -78,12 +80,17 @@ type Console struct {
 	log      *slog.Logger
 	static   http.Handler
 	index    []byte
+	tally    *tallyCache
 }
 
 // New builds a Console.
 func New(o Options) (*Console, error) {
 	if o.Store == nil {
 		return nil, errors.New("console: no store")
+	}
+	ov, ok := o.Store.(store.Overview)
+	if !ok {
+		return nil, fmt.Errorf("console: the store (%T) answers no aggregate queries (store.Overview)", o.Store)
 	}
 	if len(o.Roles) == 0 {
 		return nil, errors.New("console: no role table")
@@ -115,11 +122,12 @@ func New(o Options) (*Console, error) {
 		return nil, err
 	}
 	return &Console{
-		st: o.Store, roles: o.Roles, silence: o.SilenceAfter, window: o.AlertWindow,
+		st: o.Store, ov: ov, roles: o.Roles, silence: o.SilenceAfter, window: o.AlertWindow,
 		sessions: newSessions(o.IdleTimeout, o.MaxLifetime, o.Now), now: o.Now,
 		log:    o.Logger.With(logkey.Component, "console"),
 		static: http.StripPrefix(Prefix+"static/", http.FileServerFS(sub)),
 		index:  index,
+		tally:  &tallyCache{src: ov, window: o.AlertWindow, ttl: tallyTTL},
 	}, nil
 }
 

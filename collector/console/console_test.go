@@ -44,6 +44,7 @@ func apiEcho(w http.ResponseWriter, r *http.Request) {
 }
 
 type fixture struct {
+	con  *Console
 	srv  *httptest.Server
 	st   *sqlite.Store
 	clk  *clock
@@ -65,7 +66,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	srv := httptest.NewTLSServer(c.Handler(http.HandlerFunc(apiEcho)))
 	t.Cleanup(srv.Close)
-	f := &fixture{srv: srv, st: st, clk: clk, host: strings.TrimPrefix(srv.URL, "https://"), tok: map[string]string{}}
+	f := &fixture{con: c, srv: srv, st: st, clk: clk, host: strings.TrimPrefix(srv.URL, "https://"), tok: map[string]string{}}
 	for _, role := range []string{api.RoleAnalyst, api.RoleResponder, api.RoleSensor} {
 		tok, err := st.CreateToken(context.Background(), role, "", time.Time{}, 0)
 		if err != nil {

@@ -2,9 +2,11 @@ package console
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/collector/store"
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
@@ -61,12 +63,6 @@ func parseAlert(raw json.RawMessage) (alertLite, error) {
 	return a, err
 }
 
-// stopping responses are the sensor actions that end an attack on the till.
-var stopping = map[string]bool{
-	event.ActionKill: true, event.ActionSuspend: true, event.ActionQuarantine: true,
-	event.ActionDisableRMM: true, event.ActionIsolate: true,
-}
-
 // integrity alerts are about the sensor itself (silenced, events lost,
 // tampering): they show as silenced or degraded, not as an attack.
 func (a alertLite) integrity() bool {
@@ -74,12 +70,13 @@ func (a alertLite) integrity() bool {
 }
 
 // stopped reports whether the sensor stopped what the alert is about: a
-// stopping response that succeeded, or the file guard's synchronous stop.
+// stopping response that succeeded, or the file guard's synchronous stop
+// (store.StoppingActions; the stores count the same way).
 func (a alertLite) stopped() bool {
 	if a.Tillwatch == nil {
 		return false
 	}
-	if r := a.Tillwatch.Response; r != nil && stopping[r.Action] && r.Result == event.ResultOK {
+	if r := a.Tillwatch.Response; r != nil && slices.Contains(store.StoppingActions, r.Action) && r.Result == event.ResultOK {
 		return true
 	}
 	if rw := a.Tillwatch.Ransomware; rw != nil && len(rw.Stopped) > 0 {

@@ -13,25 +13,22 @@ import (
 
 	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/store"
+	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/killswitch"
 )
 
 // Bounds of the console's queries, so a page costs the same on a fleet of
 // ten tills and one of ten thousand.
 const (
-	// stateAlertScan is how many of the newest alerts in the window the
-	// stores page reads to classify tills. A fleet with more alerts than
-	// this in the window shows the tills of the older ones by their other
-	// facts only; the page says so (alerts_truncated).
-	stateAlertScan = 5000
 	// stateCommandScan is how many of the newest commands the stores page
 	// reads for isolation and RMM state.
 	stateCommandScan = 200
 	// alertPage is the alerts list's page size (at most maxAlertPage).
 	alertPage    = 50
 	maxAlertPage = 500
-	// hostAlerts and hostCommands bound a host's timeline.
+	// hostAlerts, hostHealth and hostCommands bound a host's timeline.
 	hostAlerts   = 200
+	hostHealth   = 100
 	hostCommands = 100
 )
 
@@ -58,51 +55,37 @@ type groupView struct {
 }
 
 type storesView struct {
-	Label           string         `json:"label"`
-	Labels          []string       `json:"labels"`
-	States          []string       `json:"states"`
-	Counts          map[string]int `json:"counts"`
-	Total           int            `json:"total"`
-	Groups          []groupView    `json:"groups"`
-	GeneratedAt     time.Time      `json:"generated_at"`
-	Window          string         `json:"window"`
-	SilenceAfter    string         `json:"silence_after"`
-	AlertsTruncated bool           `json:"alerts_truncated"`
+	Label        string         `json:"label"`
+	Labels       []string       `json:"labels"`
+	States       []string       `json:"states"`
+	Counts       map[string]int `json:"counts"`
+	Total        int            `json:"total"`
+	Groups       []groupView    `json:"groups"`
+	GeneratedAt  time.Time      `json:"generated_at"`
+	Window       string         `json:"window"`
+	SilenceAfter string         `json:"silence_after"`
 }
 
-// fleetStates derives every till's facts and states.
-func (c *Console) fleetStates(ctx context.Context) ([]api.Host, map[string]facts, bool, error) {
-	hosts, err := c.st.Hosts(ctx)
+// fleetStates derives every till's facts and states: the hosts as stored,
+// the alert window's tally per host (an aggregate query, cached; see
+// tallyCache) and the newest commands' acknowledgements.
+func (c *Console) fleetStates(ctx context.Context) ([]api.Host, map[string]facts, error) {
+	hosts, err := c.ov.HostList(ctx)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, err
 	}
-	now := c.now()
+	tally, err := c.tally.get(ctx, c.now())
+	if err != nil {
+		return nil, nil, err
+	}
 	fs := make(map[string]facts, len(hosts))
 	for _, h := range hosts {
-		fs[h.HostID] = facts{Host: h}
-	}
-	raws, err := c.st.QueryAlerts(ctx, store.AlertFilter{Since: now.Add(-c.window), Limit: stateAlertScan})
-	if err != nil {
-		return nil, nil, false, err
-	}
-	for _, raw := range raws {
-		a, err := parseAlert(raw)
-		if err != nil || a.integrity() {
-			continue
-		}
-		f, ok := fs[a.Host.ID]
-		if !ok {
-			continue
-		}
-		f.Alerts++
-		if !a.stopped() {
-			f.Unstopped++
-		}
-		fs[a.Host.ID] = f
+		t := tally[h.HostID]
+		fs[h.HostID] = facts{Host: h, Alerts: t.Alerts, Unstopped: t.Unstopped}
 	}
 	toggles, err := c.toggles(ctx, "")
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, err
 	}
 	for id, tg := range toggles {
 		if f, ok := fs[id]; ok {
@@ -110,7 +93,7 @@ func (c *Console) fleetStates(ctx context.Context) ([]api.Host, map[string]facts
 			fs[id] = f
 		}
 	}
-	return hosts, fs, len(raws) >= stateAlertScan, nil
+	return hosts, fs, nil
 }
 
 // toggles reads the newest commands' acknowledgements: each till's latest
@@ -126,18 +109,18 @@ func (c *Console) toggles(ctx context.Context, host string) (map[string]*hostTog
 	if err != nil {
 		return nil, err
 	}
+	var ids []string
 	for _, rec := range recs {
-		if _, ok := toggles[rec.Action]; !ok || rec.State != store.CommandActive {
-			continue
+		if _, ok := toggles[rec.Action]; ok && rec.State == store.CommandActive {
+			ids = append(ids, rec.ID)
 		}
-		_, hosts, err := cs.Command(ctx, rec.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range hosts {
-			if host != "" && h.HostID != host {
-				continue
-			}
+	}
+	hostsOf, err := c.ov.CommandHosts(ctx, ids, host)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range recs {
+		for _, h := range hostsOf[rec.ID] { // only the toggles asked for
 			if h.State != store.HostAcked || h.Result == nil || (h.Result.Status != "ok" && h.Result.Status != "noop") {
 				continue
 			}
@@ -163,7 +146,7 @@ func (c *Console) handleStores(w http.ResponseWriter, r *http.Request, _ *sessio
 		writeError(w, http.StatusBadRequest, "state must be one of "+strings.Join(States, ", "))
 		return
 	}
-	hosts, fs, truncated, err := c.fleetStates(r.Context())
+	hosts, fs, err := c.fleetStates(r.Context())
 	if err != nil {
 		c.storeError(w, err)
 		return
@@ -171,7 +154,7 @@ func (c *Console) handleStores(w http.ResponseWriter, r *http.Request, _ *sessio
 	now := c.now()
 	out := storesView{
 		Label: label, States: States, Counts: map[string]int{}, GeneratedAt: now,
-		Window: c.window.String(), SilenceAfter: c.silence.String(), AlertsTruncated: truncated,
+		Window: c.window.String(), SilenceAfter: c.silence.String(),
 	}
 	labelSet := map[string]bool{}
 	groups := map[string]*groupView{}
@@ -302,7 +285,7 @@ func (c *Console) handleAlerts(w http.ResponseWriter, r *http.Request, _ *sessio
 		if label == "" {
 			label = DefaultGroupLabel
 		}
-		hosts, err := c.st.Hosts(r.Context())
+		hosts, err := c.ov.HostList(r.Context())
 		if err != nil {
 			c.storeError(w, err)
 			return
@@ -432,24 +415,38 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 		}
 		tl = append(tl, timelineEntry{Time: a.Timestamp, Kind: kind, Text: text, Link: "alert:" + rw.ID})
 	}
+	healths, err := c.ov.HealthEvents(r.Context(), id, hostHealth)
+	if err != nil {
+		c.storeError(w, err)
+		return
+	}
+	for _, raw := range healths {
+		if e, ok := healthEntry(raw); ok {
+			tl = append(tl, e)
+		}
+	}
 	if cs, ok := c.st.(store.CommandStore); ok {
 		recs, err := cs.Commands(r.Context(), hostCommands)
 		if err != nil {
 			c.storeError(w, err)
 			return
 		}
+		ids := make([]string, 0, len(recs))
+		for _, rec := range recs {
+			ids = append(ids, rec.ID)
+		}
+		hostsOf, err := c.ov.CommandHosts(r.Context(), ids, id)
+		if err != nil {
+			c.storeError(w, err)
+			return
+		}
 		tg := &hostToggle{}
 		for _, rec := range recs {
-			_, chs, err := cs.Command(r.Context(), rec.ID)
-			if err != nil {
-				c.storeError(w, err)
-				return
-			}
-			j := slices.IndexFunc(chs, func(ch store.CommandHost) bool { return ch.HostID == id })
-			if j < 0 {
+			chs := hostsOf[rec.ID]
+			if len(chs) == 0 {
 				continue
 			}
-			ch := chs[j]
+			ch := chs[0]
 			tl = append(tl, timelineEntry{Time: rec.IssuedAt, Kind: "command", Link: "command:" + rec.ID, Status: rec.State,
 				Text: rec.Action + " issued by " + rec.Issuer + reasonSuffix(rec.Reason)})
 			if ch.State == store.HostAcked && ch.Result != nil {
@@ -467,6 +464,34 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 		tl = []timelineEntry{}
 	}
 	writeJSON(w, http.StatusOK, hostView{Host: hosts[i], States: deriveStates(f, now, c.silence), Timeline: tl})
+}
+
+// healthDoc is the part of a health document (a sensor component changing
+// state) the timeline shows.
+type healthDoc struct {
+	Timestamp time.Time `json:"@timestamp"`
+	Message   string    `json:"message"`
+	Event     struct {
+		Reason string `json:"reason"`
+	} `json:"event"`
+	Tillwatch *struct {
+		Health *event.Health `json:"health"`
+	} `json:"tillwatch"`
+}
+
+// healthEntry turns a health document into a timeline entry; false for a
+// document that names no component.
+func healthEntry(raw json.RawMessage) (timelineEntry, bool) {
+	var d healthDoc
+	if err := json.Unmarshal(raw, &d); err != nil || d.Tillwatch == nil || d.Tillwatch.Health == nil || d.Tillwatch.Health.Component == "" {
+		return timelineEntry{}, false
+	}
+	h := d.Tillwatch.Health
+	text := h.Component + " " + h.State
+	if d.Event.Reason != "" {
+		text += ": " + d.Event.Reason
+	}
+	return timelineEntry{Time: d.Timestamp, Kind: "health", Text: text, Status: h.State}, true
 }
 
 func reasonSuffix(r string) string {

@@ -94,6 +94,17 @@ type Observer interface {
 	Observe(docs []store.Doc)
 }
 
+// Observers tells each of its observers in turn (campaign detection and
+// the console's cache).
+type Observers []Observer
+
+// Observe implements Observer.
+func (o Observers) Observe(docs []store.Doc) {
+	for _, x := range o {
+		x.Observe(docs)
+	}
+}
+
 // Server serves the collector API.
 type Server struct {
 	st       store.Store

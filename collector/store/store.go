@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
+	"github.com/tillwatch/tillwatch/internal/event"
 )
 
 // Store is the collector's persistence.
@@ -246,3 +247,46 @@ func Gaps(high int64, seqs []int64) (gaps []SequenceGap, newHigh, lost int64) {
 	}
 	return gaps, high, lost
 }
+
+// Overview is implemented by stores that answer the console's fleet-wide
+// questions with one aggregate query each instead of documents read one by
+// one: what a page over a thousand tills and a hundred thousand alerts
+// needs to answer within a second.
+type Overview interface {
+	// AlertTally counts, per host, the attack alerts (every ruleset but
+	// integrity, whose alerts are about the sensor itself) with @timestamp
+	// >= since, and how many of them the sensor did not stop (see
+	// Stopped). Hosts without such alerts are absent, and so may be hosts
+	// that are not enrolled (SQLite counts from the hosts it knows).
+	AlertTally(ctx context.Context, since time.Time) (map[string]AlertTally, error)
+
+	// HealthEvents returns hostID's health documents (event.kind "state"
+	// or event.dataset "tillwatch.health": a sensor component changing
+	// state), newest @timestamp first, at most limit.
+	HealthEvents(ctx context.Context, hostID string, limit int) ([]json.RawMessage, error)
+
+	// HostList is Hosts without AlertCount (zero): the pages that need
+	// every host but not how many alerts each has stored, without
+	// counting every alert ever stored on each load.
+	HostList(ctx context.Context) ([]api.Host, error)
+
+	// CommandHosts returns the hosts of each kill-switch command in ids,
+	// as CommandStore.Command does for one, by command id and then host
+	// id; with hostID set, only that host's. One query for a page that
+	// would otherwise ask once per command.
+	CommandHosts(ctx context.Context, ids []string, hostID string) (map[string][]CommandHost, error)
+}
+
+// AlertTally is one host's attack alerts in a window.
+type AlertTally struct {
+	Alerts    int // attack alerts
+	Unstopped int // of which the sensor did not stop
+}
+
+// StoppingActions are the sensor responses (tillwatch.response.action)
+// that end an attack on the till when their result is "ok". An alert is
+// stopped when its response is one of them with result "ok", or when the
+// file guard stopped processes synchronously (tillwatch.ransomware.stopped
+// is not empty). Each backend evaluates this in its own query language;
+// the shared suite (storetest) checks that they agree.
+var StoppingActions = []string{event.ActionKill, event.ActionSuspend, event.ActionQuarantine, event.ActionDisableRMM, event.ActionIsolate}

@@ -65,11 +65,44 @@ async function call(path, opts = {}) {
 
 function stopTimer() { if (timer) { clearInterval(timer); timer = null; } }
 
+// focusKey names the focused control inside the page so that a refresh,
+// which rebuilds the page's elements, can give focus back to its
+// successor: a keyboard user must not be thrown to the top every few
+// seconds.
+function focusKey() {
+  const a = document.activeElement;
+  if (!a || a === document.body || !page().contains(a)) return null;
+  if (a.id) return '#' + CSS.escape(a.id);
+  for (const attr of ['data-host', 'data-state', 'href']) {
+    const v = a.getAttribute(attr);
+    if (v !== null) return a.tagName.toLowerCase() + '[' + attr + '="' + CSS.escape(v) + '"]';
+  }
+  return null;
+}
+
+// refreshed runs fn, which replaces part of the page, keeping focus, and
+// counts the refreshes (the browser tests wait on the count).
+function refreshed(fn) {
+  const key = focusKey();
+  fn();
+  if (key && (document.activeElement === document.body || !document.activeElement)) {
+    const n = page().querySelector(key);
+    if (n) n.focus({ preventScroll: true });
+  }
+  document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
+}
+
+// scroller wraps a wide table so that it scrolls inside the page, not the
+// page itself; it takes focus so the keyboard can scroll it too.
+function scroller(label, table) {
+  return el('div', { class: 'scroll', tabindex: 0, role: 'region', 'aria-label': label }, table);
+}
+
 function page() { return document.getElementById('page'); }
 
 function setPage(title, ...kids) {
   const p = page();
-  p.replaceChildren(el('h1', { id: 'page-title' }, title), ...kids);
+  p.replaceChildren(el('h1', { id: 'page-title', tabindex: -1 }, title), ...kids);
   document.title = title + ' — tillwatch console';
 }
 
@@ -127,13 +160,13 @@ async function renderStores() {
     try { v = await call('data/stores?' + q); } catch (e) { status.replaceChildren(errorBox(e)); return; }
     const labels = new Set(v.labels.concat([storesFilter.label]));
     labelSel.replaceChildren(...[...labels].sort().map((l) => el('option', { value: l, selected: l === v.label }, l)));
-    summary.replaceChildren(...v.states.map((s) => el('a', {
-      class: 'count st-' + s, href: '#/stores', 'data-state': s,
-      on: { click: (ev) => { ev.preventDefault(); storesFilter.state = storesFilter.state === s ? '' : s; renderStores(); } },
+    refreshed(() => {
+    summary.replaceChildren(...v.states.map((s) => el('button', {
+      type: 'button', class: 'count st-' + s, 'data-state': s, 'aria-pressed': storesFilter.state === s ? 'true' : 'false',
+      on: { click: () => { storesFilter.state = storesFilter.state === s ? '' : s; renderStores(); } },
     }, el('strong', {}, String(v.counts[s] || 0)), ' ', STATE_TEXT[s])));
     status.textContent = v.total + ' tills in ' + v.groups.length + ' groups by "' + v.label + '"; updated ' +
-      fmtTime(v.generated_at) + '; alerts of the last ' + v.window + ' count' +
-      (v.alerts_truncated ? ' (only the newest alerts were read: more than the console scans)' : '');
+      fmtTime(v.generated_at) + '; alerts of the last ' + v.window + ' count';
     groups.replaceChildren(...v.groups.map((g) => el('section', { class: 'store', 'aria-label': v.label + ' ' + g.name },
       el('h2', {}, g.name, ' ', el('span', { class: 'muted' }, g.tills.length + ' tills')),
       el('p', { class: 'store-counts' }, ...Object.entries(g.counts).map(([s, n]) => el('span', { class: 'mini st-' + s }, n + ' ' + (STATE_TEXT[s] || s)))),
@@ -142,6 +175,7 @@ async function renderStores() {
           el('span', { class: 'till-name' }, t.host_name || t.host_id),
           el('span', { class: 'till-state' }, STATE_TEXT[t.state] || t.state),
           t.states.length > 1 ? el('span', { class: 'till-more' }, '+ ' + t.states.slice(1).map((s) => STATE_TEXT[s] || s).join(', ')) : null)))))));
+    });
   }
   await load();
   timer = setInterval(load, 10000);
@@ -166,7 +200,7 @@ async function renderAlerts(params) {
   table.append(body);
   const more = el('button', { type: 'button', id: 'alerts-older', hidden: true }, 'Older alerts');
   const status = el('p', { class: 'muted', id: 'alerts-status' });
-  setPage('Alerts', form, status, el('div', { class: 'scroll' }, table), more);
+  setPage('Alerts', form, status, scroller('Alerts', table), more);
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const nf = {};
@@ -282,7 +316,7 @@ async function renderHost(id) {
   try { v = await call('data/host?id=' + encodeURIComponent(id)); } catch (e) { page().append(errorBox(e)); return; }
   const h = v.host;
   const health = Object.entries(h.health || {});
-  const tl = el('ol', { class: 'timeline', id: 'timeline' }, ...v.timeline.map((e) => el('li', { class: 'tl-' + e.kind },
+  const tl = el('ol', { class: 'timeline', id: 'timeline' }, ...v.timeline.map((e) => el('li', { class: 'tl-' + e.kind + (e.kind === 'health' && e.status && e.status !== 'ok' ? ' bad' : ''), 'data-status': e.status },
     el('time', { datetime: e.time }, fmtTime(e.time)), ' ', el('span', { class: 'tl-kind' }, e.kind), ' ',
     e.link ? el('a', { href: '#/' + e.link.replace(':', '/') }, e.text) : e.text)));
   setPage('Host ' + (h.host_name || h.host_id),
@@ -371,18 +405,18 @@ async function renderKillswitch() {
     el('thead', {}, el('tr', {}, ...['Issued (UTC)', 'Command', 'Action', 'Targets', 'State', 'Signatures', 'Issuer', 'Reason'].map((h) => el('th', { scope: 'col' }, h)))));
   const body = el('tbody');
   table.append(body);
-  kids.push(el('h2', {}, 'Commands'), el('div', { class: 'scroll' }, table));
+  kids.push(el('h2', {}, 'Commands'), scroller('Commands', table));
   setPage('Kill-switch', ...kids);
   async function load() {
     let v;
     try { v = await call('api/v1/commands?limit=100'); } catch (e) { body.replaceChildren(el('tr', {}, el('td', { colspan: 8 }, errorBox(e)))); return; }
-    body.replaceChildren(...v.commands.map((c) => el('tr', { class: 'cmd-' + c.state },
+    refreshed(() => body.replaceChildren(...v.commands.map((c) => el('tr', { class: 'cmd-' + c.state },
       el('td', {}, fmtTime(c.issued_at)),
       el('td', {}, el('a', { href: '#/command/' + encodeURIComponent(c.id) }, c.id)),
       el('td', {}, c.action), el('td', {}, c.targets),
       el('td', {}, c.state === 'pending-approval' ? 'waiting for approval' : c.state),
       el('td', { class: 'num' }, (c.signed.signatures || []).length + (c.required_approvals ? ' of ' + c.required_approvals + ' responders' : '')),
-      el('td', {}, c.issuer), el('td', {}, c.reason || ''))));
+      el('td', {}, c.issuer), el('td', {}, c.reason || '')))));
   }
   await load();
   timer = setInterval(load, 5000);
@@ -476,10 +510,10 @@ async function renderCommand(id) {
       if (me.can_approve) kids.push(approveSection(c, cmd, payload, justIssued === c.id));
       else kids.push(el('p', { class: 'muted' }, 'Waiting for responders to approve.'));
     }
-    kids.push(el('div', { class: 'scroll' }, hosts));
+    kids.push(scroller('Per-host delivery and acknowledgement', hosts));
     const keep = document.getElementById('key-file');
     if (keep && keep.files.length) return; // do not wipe a key the responder just picked
-    setPage('Command ' + c.id, ...kids);
+    refreshed(() => setPage('Command ' + c.id, ...kids));
   }
   await load();
   timer = setInterval(load, 3000);
@@ -505,6 +539,10 @@ async function route() {
     case 'command': await renderCommand(id); break;
     default: await renderStores();
   }
+  // A new page announces itself: focus goes to its heading (the page's
+  // refreshes do not move focus).
+  const title = document.getElementById('page-title');
+  if (title && page().contains(document.activeElement) === false) { title.tabIndex = -1; title.focus({ preventScroll: true }); }
   document.body.dataset.ready = pageName;
 }
 

@@ -1026,14 +1026,31 @@ const hostPage = 1000
 
 // Hosts implements store.Store.
 func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
+	return s.hosts(ctx, true)
+}
+
+// HostList implements store.Overview: Hosts without the aggregation that
+// counts every stored alert per host.
+func (s *Store) HostList(ctx context.Context) ([]api.Host, error) {
+	return s.hosts(ctx, false)
+}
+
+func (s *Store) hosts(ctx context.Context, withCounts bool) ([]api.Host, error) {
 	index := s.stateIndex("hosts")
 	alerts := s.Stream(StreamAlerts)
-	if err := s.refresh(ctx, index, alerts); err != nil {
+	indices := []string{index}
+	if withCounts {
+		indices = append(indices, alerts)
+	}
+	if err := s.refresh(ctx, indices...); err != nil {
 		return nil, fmt.Errorf("elasticsearch: hosts: %w", err)
 	}
-	counts, err := s.alertCounts(ctx, alerts)
-	if err != nil {
-		return nil, err
+	counts := map[string]int64{}
+	if withCounts {
+		var err error
+		if counts, err = s.alertCounts(ctx, alerts); err != nil {
+			return nil, err
+		}
 	}
 	out := []api.Host{}
 	var after []any

@@ -38,6 +38,7 @@ type Backend interface {
 	store.Store
 	store.CommandStore
 	store.SequenceTracker
+	store.Overview
 }
 
 // Options configure the spool.

@@ -117,27 +117,67 @@ SELECT host_id, state, delivered_at, acked_at, result FROM command_hosts WHERE c
 	defer rows.Close()
 	var hosts []store.CommandHost
 	for rows.Next() {
-		var h store.CommandHost
-		var delivered, acked sql.NullInt64
-		var result sql.NullString
-		if err := rows.Scan(&h.HostID, &h.State, &delivered, &acked, &result); err != nil {
+		h, err := scanCommandHost(rows)
+		if err != nil {
 			return rec, nil, fmt.Errorf("sqlite: command %s: %w", id, err)
-		}
-		if delivered.Valid {
-			h.DeliveredAt = time.Unix(0, delivered.Int64).UTC()
-		}
-		if acked.Valid {
-			h.AckedAt = time.Unix(0, acked.Int64).UTC()
-		}
-		if result.Valid {
-			var r killswitch.Result
-			if err := json.Unmarshal([]byte(result.String), &r); err == nil {
-				h.Result = &r
-			}
 		}
 		hosts = append(hosts, h)
 	}
 	return rec, hosts, rows.Err()
+}
+
+// scanCommandHost reads host_id, state, delivered_at, acked_at, result
+// and then any further columns into extra.
+func scanCommandHost(rows *sql.Rows, extra ...any) (store.CommandHost, error) {
+	var h store.CommandHost
+	var delivered, acked sql.NullInt64
+	var result sql.NullString
+	if err := rows.Scan(append([]any{&h.HostID, &h.State, &delivered, &acked, &result}, extra...)...); err != nil {
+		return h, err
+	}
+	if delivered.Valid {
+		h.DeliveredAt = time.Unix(0, delivered.Int64).UTC()
+	}
+	if acked.Valid {
+		h.AckedAt = time.Unix(0, acked.Int64).UTC()
+	}
+	if result.Valid {
+		var r killswitch.Result
+		if err := json.Unmarshal([]byte(result.String), &r); err == nil {
+			h.Result = &r
+		}
+	}
+	return h, nil
+}
+
+// CommandHosts implements store.Overview.
+func (s *Store) CommandHosts(ctx context.Context, ids []string, hostID string) (map[string][]store.CommandHost, error) {
+	out := map[string][]store.CommandHost{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	list, _ := json.Marshal(ids) // []string cannot fail
+	q := `SELECT host_id, state, delivered_at, acked_at, result, command_id FROM command_hosts
+WHERE command_id IN (SELECT value FROM json_each(?))`
+	args := []any{string(list)}
+	if hostID != "" {
+		q += ` AND host_id = ?`
+		args = append(args, hostID)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY command_id, host_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: command hosts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		h, err := scanCommandHost(rows, &id)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: command hosts: %w", err)
+		}
+		out[id] = append(out[id], h)
+	}
+	return out, rows.Err()
 }
 
 // Commands implements store.CommandStore.

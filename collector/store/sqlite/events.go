@@ -26,8 +26,8 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 	}
 	defer tx.Rollback()
 	alertStmt, err := tx.PrepareContext(ctx, `
-INSERT OR IGNORE INTO alerts (event_id, ts, host_id, rule_id, rule_ruleset, severity, ingested_at, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+INSERT OR IGNORE INTO alerts (event_id, ts, host_id, rule_id, rule_ruleset, severity, ingested_at, doc, stopped)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, `+stoppedExpr("?8")+`)`)
 	if err != nil {
 		return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
 	}

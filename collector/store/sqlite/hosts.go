@@ -112,10 +112,20 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, hb api.Heartbeat) 
 
 // Hosts implements store.Store.
 func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
+	return s.hosts(ctx, "(SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)")
+}
+
+// HostList implements store.Overview.
+func (s *Store) HostList(ctx context.Context) ([]api.Host, error) {
+	return s.hosts(ctx, "0")
+}
+
+// hosts lists the hosts with count (an SQL expression) as AlertCount.
+func (s *Store) hosts(ctx context.Context, count string) ([]api.Host, error) {
 	rows, err := s.r.QueryContext(ctx, `
 SELECT h.host_id, h.host_name, h.agent_id, h.agent_version, h.os, h.labels, h.mode, h.health,
        h.enrolled_at, h.last_seen, h.seq_max, h.events_lost, h.config_version, h.rules_version,
-       (SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)
+       `+count+`
 FROM hosts h ORDER BY h.host_id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: hosts: %w", err)

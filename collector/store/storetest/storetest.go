@@ -16,7 +16,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +72,7 @@ func Run(t *testing.T, open Opener) {
 		{name: "Heartbeat", fn: testHeartbeat},
 		{name: "QueryAlerts", fn: testQueryAlerts},
 		{name: "HostsCountAlerts", fn: testHostsAlertCount},
+		{name: "OverviewTalliesAlertsAndListsHealth", fn: testOverview},
 		{name: "Sequences", fn: testSequences},
 		{name: "Commands", fn: testCommands},
 		{name: "ConcurrentApprovalsLoseNoSignature", fn: testConcurrentApprovals},
@@ -502,6 +505,117 @@ func testHostsAlertCount(t *testing.T, s store.Store) {
 	if fmt.Sprint(got) != "[a-till=2 b-till=1 c-till=0]" {
 		t.Errorf("hosts %v, want [a-till=2 b-till=1 c-till=0] (sorted by host id)", got)
 	}
+	// HostList: the same hosts without counting their alerts.
+	if ov, ok := s.(store.Overview); ok {
+		list, err := ov.HostList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range hosts {
+			hosts[i].AlertCount = 0
+		}
+		if !reflect.DeepEqual(list, hosts) {
+			t.Errorf("HostList %+v, want Hosts without counts %+v", list, hosts)
+		}
+	}
+}
+
+// withFields returns d with extra top-level members merged into its
+// document (one level deep: {"tillwatch": {...}}).
+func withFields(d store.Doc, extra map[string]any) store.Doc {
+	var m map[string]any
+	_ = json.Unmarshal(d.JSON, &m) // Alert's own output
+	for k, v := range extra {
+		m[k] = v
+	}
+	d.JSON, _ = json.Marshal(m)
+	return d
+}
+
+func testOverview(t *testing.T, s store.Store) {
+	ov, ok := s.(store.Overview)
+	if !ok {
+		t.Skip("the store does not implement store.Overview")
+	}
+	ctx := ctxFor(t)
+	for _, h := range []string{"h1", "h2", "h3", "h5"} {
+		enroll(t, s, h)
+	}
+	since := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	at := func(m int) time.Time { return since.Add(time.Duration(m) * time.Minute) }
+	response := func(action, result string) map[string]any {
+		return map[string]any{"response": map[string]any{"action": action, "result": result}}
+	}
+	integrity := Alert("o-integrity", "h1", "TW-INT-0001", at(1))
+	integrity.Ruleset = "integrity"
+	integrity.JSON = bytes.Replace(integrity.JSON, []byte(`"ruleset":"rmm"`), []byte(`"ruleset":"integrity"`), 1)
+	health := func(id, host, component, state string, ts time.Time) store.Doc {
+		doc, _ := json.Marshal(map[string]any{
+			"@timestamp": ts.UTC().Format(time.RFC3339Nano),
+			"event":      map[string]any{"id": id, "kind": "state", "dataset": "tillwatch.health", "action": "health-" + state},
+			"host":       map[string]any{"id": host, "name": host},
+			"tillwatch":  map[string]any{"health": map[string]any{"component": component, "state": state}},
+		})
+		return store.Doc{EventID: id, Kind: "state", Dataset: "tillwatch.health", HostID: host, Timestamp: ts, Ingested: time.Now(), JSON: doc}
+	}
+	docs := []store.Doc{
+		withFields(Alert("o-killed", "h1", "r", at(1)), map[string]any{"tillwatch": response("kill", "ok")}),
+		withFields(Alert("o-reported", "h1", "r", at(2)), map[string]any{"tillwatch": response("none", "ok")}),
+		withFields(Alert("o-kill-failed", "h1", "r", at(3)), map[string]any{"tillwatch": response("kill", "failed")}),
+		withFields(Alert("o-guard", "h1", "r", at(4)), map[string]any{"tillwatch": map[string]any{"ransomware": map[string]any{"score": 90, "stopped": []int{4242}}}}),
+		withFields(Alert("o-guard-none", "h1", "r", at(5)), map[string]any{"tillwatch": map[string]any{"ransomware": map[string]any{"score": 90}}}),
+		Alert("o-bare", "h2", "r", at(1)),
+		withFields(Alert("o-isolated", "h2", "r", at(2)), map[string]any{"tillwatch": response("isolate", "ok")}),
+		withFields(Alert("o-old", "h3", "r", since.Add(-time.Second)), map[string]any{"tillwatch": response("none", "ok")}),
+		integrity,
+		health("o-h1", "h1", "fileactivity", "degraded", at(1)),
+		health("o-h2", "h1", "fileactivity", "ok", at(3)),
+		health("o-h3", "h1", "process", "failed", at(2)),
+		health("o-h4", "h2", "process", "degraded", at(2)),
+		Telemetry("o-t1", "h1", at(4)),
+	}
+	for _, a := range store.StoppingActions {
+		docs = append(docs, withFields(Alert("o-h5-"+a, "h5", "r", at(6)), map[string]any{"tillwatch": response(a, "ok")}))
+	}
+	if _, _, err := s.Ingest(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ov.AlertTally(ctx, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]store.AlertTally{
+		// stopped: kill ok, the guard's stop; not: none, kill failed, a
+		// ransomware alert that stopped nothing. The integrity alert is
+		// not an attack.
+		"h1": {Alerts: 5, Unstopped: 3},
+		"h2": {Alerts: 2, Unstopped: 1},
+		"h5": {Alerts: len(store.StoppingActions), Unstopped: 0},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("AlertTally(since) = %v, want %v (h3's alert is older than since)", got, want)
+	}
+	if got, err := ov.AlertTally(ctx, at(3)); err != nil || fmt.Sprint(got) != fmt.Sprint(map[string]store.AlertTally{"h1": {Alerts: 3, Unstopped: 2}, "h5": {Alerts: len(store.StoppingActions)}}) {
+		t.Errorf("AlertTally(since+3m) = %v, %v", got, err)
+	}
+	for _, tc := range []struct {
+		host  string
+		limit int
+		want  string
+	}{
+		{"h1", 10, "[o-h2 o-h3 o-h1]"},
+		{"h1", 2, "[o-h2 o-h3]"},
+		{"h2", 10, "[o-h4]"},
+		{"h3", 10, "[]"},
+	} {
+		docs, err := ov.HealthEvents(ctx, tc.host, tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := fmt.Sprint(eventIDs(t, docs)); g != tc.want {
+			t.Errorf("HealthEvents(%s, %d) = %s, want %s", tc.host, tc.limit, g, tc.want)
+		}
+	}
 }
 
 func testSequences(t *testing.T, s store.Store) {
@@ -666,6 +780,40 @@ func testCommands(t *testing.T, s store.Store) {
 	if h := hosts[0]; h.State != store.HostAcked || h.Result == nil || h.Result.Status != killswitch.StatusOK ||
 		fmt.Sprint(h.Result.Affected) != "[41 42]" || h.AckedAt.IsZero() || h.DeliveredAt.IsZero() {
 		t.Fatalf("acked host %+v", h)
+	}
+	// The same states for several commands in one query (store.Overview).
+	if ov, ok := s.(store.Overview); ok {
+		ids := []string{"cmd-active-1", "cmd-waiting-2", "cmd-nope-0000"}
+		all, err := ov.CommandHosts(ctx, ids, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		brief := func(m map[string][]store.CommandHost) string {
+			var out []string
+			for _, id := range ids {
+				for _, h := range m[id] {
+					st := h.State
+					if h.Result != nil {
+						st += "/" + h.Result.Status
+					}
+					out = append(out, id+":"+h.HostID+"="+st)
+				}
+			}
+			return strings.Join(out, " ")
+		}
+		if got, want := brief(all), "cmd-active-1:till-a=acked/ok cmd-active-1:till-b=pending cmd-waiting-2:till-a=pending"; got != want {
+			t.Errorf("CommandHosts = %s, want %s", got, want)
+		}
+		if !reflect.DeepEqual(all["cmd-active-1"], hosts) {
+			t.Errorf("CommandHosts %+v differs from Command's %+v", all["cmd-active-1"], hosts)
+		}
+		one, err := ov.CommandHosts(ctx, ids, "till-b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := brief(one), "cmd-active-1:till-b=pending"; got != want {
+			t.Errorf("CommandHosts for till-b = %s, want %s", got, want)
+		}
 	}
 
 	// Approval: more signatures, then active.
