@@ -276,7 +276,11 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			s.add(t, o, r.Weights.Canary, "decoy file written: "+o.Path, true)
 			break
 		}
-		if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
+		if orig, ok := s.contentReplaced(o); ok {
+			w, how := s.replaceWeight(o, orig, true)
+			s.add(t, o, w, fmt.Sprintf("file replaced (%s -> %s)%s", name(&orig.f), describe(o.After, r.EntropyHigh), how), true)
+			t.created[o.Path] = o.Time
+		} else if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
 			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> %s)", name(o.Before), describe(o.After, r.EntropyHigh)), true)
 		} else if o.Before == nil && s.encrypted(o.After) {
 			t.created[o.Path] = o.Time
@@ -290,7 +294,8 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			break
 		}
 		if s.replaced(t, o) {
-			w, how := s.replaceWeight(o, o.Path)
+			rec, ok := s.records[o.Path]
+			w, how := s.replaceWeight(o, rec, ok)
 			s.add(t, o, w, "original deleted after an encrypted copy was written beside it"+how, true)
 		}
 	case OpRename:
@@ -299,7 +304,8 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			break
 		}
 		if before, after, ok := s.renamedOver(o); ok {
-			w, how := s.replaceWeight(o, o.Path)
+			rec, known := s.records[o.Path]
+			w, how := s.replaceWeight(o, rec, known)
 			s.add(t, o, w, fmt.Sprintf("file replaced by rename (%s -> %s)%s", name(before), describe(after, r.EntropyHigh), how), true)
 			t.created[o.Path] = o.Time
 		} else if s.suspiciousRename(o.OldPath, o.Path) {
@@ -550,13 +556,32 @@ func (s *Scorer) renamedOver(o Obs) (before, after *Features, ok bool) {
 	return &b.f, &a.f, true
 }
 
+// contentReplaced: o is new content (no writer opened the file with its
+// old content: Before is nil) at a path whose original the scorer knew,
+// and it destroyed that original's type, as renamedOver judges. This is a
+// rename-over seen from the content side: the two fanotify groups
+// (content, names) are read apart, and the close-write of F.t, read after
+// `mv F.t F`, carries F's name, before or after the rename is read. The
+// original is then judged against the content that took its place
+// whichever event comes first. Content the same tree wrote there itself
+// within the window is not an original.
+func (s *Scorer) contentReplaced(o Obs) (record, bool) {
+	if o.Before != nil || o.After == nil {
+		return record{}, false
+	}
+	rec, ok := s.records[o.Path]
+	if !ok || rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window || !s.destroyed(&rec.f, o.After) {
+		return record{}, false
+	}
+	return rec, true
+}
+
 // replaceWeight is the weight of a file replaced by another (rename-over,
 // link-over, write-beside-then-delete): full when the same process family
 // read the original first (an encryptor must read what it encrypts), and
 // replaced_unread otherwise, so that one file replaced by a tool that never
 // read it (a package manager, a sync client) stays below the threshold.
-func (s *Scorer) replaceWeight(o Obs, path string) (int, string) {
-	rec, ok := s.records[path]
+func (s *Scorer) replaceWeight(o Obs, rec record, ok bool) (int, string) {
 	if ok && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o) {
 		return s.r.Weights.Replaced, ""
 	}
@@ -606,10 +631,12 @@ func (s *Scorer) remember(o Obs) {
 			delete(s.records, o.Path)
 			return
 		}
+		// When what was moved is not known, the record of what was here
+		// is kept: the close-write read later under this name
+		// (contentReplaced) judges the replacement; if that write was
+		// read first, the record already holds the new content.
 		if rec, ok := s.records[o.OldPath]; ok {
 			s.records[o.Path] = rec
-		} else {
-			delete(s.records, o.Path)
 		}
 		delete(s.records, o.OldPath)
 	case OpDelete:
