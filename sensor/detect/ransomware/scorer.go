@@ -137,8 +137,9 @@ type tree struct {
 	// other is the last file the tree opened for writing (or created), and
 	// when: a second file, beyond the one it already damaged, is what lets
 	// a tree's score reach the threshold (see verdict).
-	other   string
-	otherAt time.Time
+	other    string
+	otherAt  time.Time
+	otherPID int
 }
 
 // maxTrees and maxFiles bound the scorer's memory under a storm.
@@ -319,7 +320,7 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
 			break
 		}
-		t.other, t.otherAt = o.Path, o.Time
+		t.other, t.otherAt, t.otherPID = o.Path, o.Time, o.PID
 	}
 	return suspicious || len(t.scores) > n
 }
@@ -448,6 +449,12 @@ func (s *Scorer) add(t *tree, o Obs, w int, reason string, affected bool) {
 		p = o.OldPath
 	}
 	if affected && !t.seen[p] {
+		// The file the damaging process itself last opened for writing
+		// was part of this act (the temporary it wrote and renamed over
+		// the original, whatever its name), not a second file.
+		if o.PID != 0 && t.otherPID == o.PID {
+			t.other = ""
+		}
 		t.total++
 		if len(t.files) < maxFiles {
 			t.seen[p] = true
