@@ -134,13 +134,23 @@ type tree struct {
 	rmm     *RMMAgent
 	reasons map[string]int
 	contrib map[int]time.Time // family groups: worker trees that behaved suspiciously, when last
-	// other is the last file the tree opened for writing (or created), and
-	// when: a second file, beyond the one it already damaged, is what lets
-	// a tree's score reach the threshold (see verdict).
-	other    string
-	otherAt  time.Time
-	otherPID int
+	// opened is the last file each process of the tree opened for writing
+	// (or created), and when: a second file, beyond the one it already
+	// damaged, is what lets a tree's score reach the threshold (see
+	// verdict). Kept per process, so that the temporary a worker renames
+	// over its file is not taken for a second file, while a file another
+	// worker of the tree opened still is.
+	opened map[int]openedFile
 }
+
+// openedFile is a file a process opened for writing, and when.
+type openedFile struct {
+	path string
+	at   time.Time
+}
+
+// maxOpened bounds a tree's opened files (one per process).
+const maxOpened = 64
 
 // maxTrees and maxFiles bound the scorer's memory under a storm.
 const (
@@ -320,7 +330,10 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
 			break
 		}
-		t.other, t.otherAt, t.otherPID = o.Path, o.Time, o.PID
+		if _, ok := t.opened[o.PID]; !ok && len(t.opened) >= maxOpened {
+			clear(t.opened)
+		}
+		t.opened[o.PID] = openedFile{path: o.Path, at: o.Time}
 	}
 	return suspicious || len(t.scores) > n
 }
@@ -363,12 +376,17 @@ func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
 	return v, true
 }
 
-// involved is how many distinct files the tree damaged, plus one when it
-// then opened another file for writing within the window.
+// involved is how many distinct files the tree damaged, plus one when one
+// of its processes opened another file for writing within the window.
 func (s *Scorer) involved(t *tree, now time.Time) int {
 	n := t.total
-	if t.other != "" && !t.seen[t.other] && now.Sub(t.otherAt) <= s.r.Window && len(t.seen) < maxFiles {
-		n++
+	if len(t.seen) >= maxFiles {
+		return n
+	}
+	for _, f := range t.opened {
+		if !t.seen[f.path] && now.Sub(f.at) <= s.r.Window {
+			return n + 1
+		}
 	}
 	return n
 }
@@ -431,7 +449,7 @@ func (s *Scorer) treeIn(trees map[int]*tree, key int, now time.Time) *tree {
 			clear(trees)
 		}
 	}
-	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}}
+	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}, opened: map[int]openedFile{}}
 	trees[key] = t
 	return t
 }
@@ -452,9 +470,7 @@ func (s *Scorer) add(t *tree, o Obs, w int, reason string, affected bool) {
 		// The file the damaging process itself last opened for writing
 		// was part of this act (the temporary it wrote and renamed over
 		// the original, whatever its name), not a second file.
-		if o.PID != 0 && t.otherPID == o.PID {
-			t.other = ""
-		}
+		delete(t.opened, o.PID)
 		t.total++
 		if len(t.files) < maxFiles {
 			t.seen[p] = true
