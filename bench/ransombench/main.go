@@ -763,10 +763,10 @@ scoring alone.
 			al = strings.Join(r.alerts, "; ")
 		}
 		if r.skipped != "" {
-			fmt.Fprintf(&w, "| %s | `%s` | 0 | not run: %s | |\n", r.name, r.command, r.skipped)
+			fmt.Fprintf(&w, "| %s | `%s` | 0 | not run: %s | |\n", r.name, cell(r.command), r.skipped)
 			continue
 		}
-		fmt.Fprintf(&w, "| %s | `%s` | %d | %d | %s |\n", r.name, r.command, r.runs, r.fps, al)
+		fmt.Fprintf(&w, "| %s | `%s` | %d | %d | %s |\n", r.name, cell(r.command), r.runs, r.fps, al)
 	}
 	verdict := "met: no benign program was stopped or killed"
 	if fps > 0 {
@@ -838,3 +838,6 @@ func (b *bench) adaptiveReport(w *strings.Builder, configs []config, results map
 	fmt.Fprintf(w, "\nGoal for every adaptive behaviour, at full speed and at ~%.0f files/s, decoys on and off: median <= 1, worst <= 5 per row. Over all runs: median %g, worst %d; %s.\n",
 		b.rate, median(all), worst, verdict)
 }
+
+// cell escapes a table cell's pipes (a shell pipeline would split the row).
+func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

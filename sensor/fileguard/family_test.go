@@ -13,6 +13,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/sensor/canary"
+	"github.com/tillwatch/tillwatch/sensor/response"
 )
 
 // oneFileEncryptor encrypts one file into a new one (python3, so the test
@@ -53,8 +54,59 @@ func TestFamilyOfOneFileWorkersIsStoppedAtItsRoot(t *testing.T) {
 		t.Errorf("%d of %d files lost, want at most 10", n, len(files))
 	}
 	v := waitVerdict(t, out, func(v event.Event) bool { return v.Tillwatch.Ransomware.TreePID == cmd.Process.Pid })
-	if rw := v.Tillwatch.Ransomware; rw.FamilyRoot != "xargs" || rw.FamilyWorkers < 2 {
+	rw := v.Tillwatch.Ransomware
+	if rw.FamilyRoot != "xargs" || rw.FamilyWorkers < 2 {
 		t.Errorf("verdict family root %q with %d workers, want xargs with at least 2 (reasons %q)", rw.FamilyRoot, rw.FamilyWorkers, rw.Reasons)
+	}
+	// The whole tree was stopped, the workers xargs had already forked
+	// included, and nothing of it survives the kill.
+	if len(rw.Stopped) < 2 || rw.Stopped[0] != cmd.Process.Pid {
+		t.Errorf("stopped %v, want xargs (pid %d) first and the workers it had started", rw.Stopped, cmd.Process.Pid)
+	}
+	waitDead(t, rw.Stopped)
+}
+
+// waitDead waits (bounded) until every pid has exited: gone from /proc or
+// a zombie awaiting its reaper.
+func waitDead(t *testing.T, pids []int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		alive := 0
+		for _, pid := range pids {
+			if st, err := response.ReadStat("/proc", pid); err == nil && st.State != 'Z' && st.State != 'X' {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the stopped processes %v still alive after 10s", alive, pids)
+		}
+	}
+}
+
+// TestOneFileRenamedOverIsNotStopped: one process encrypts one file to a
+// temporary and renames it over the file (`openssl enc -in F -out F.t &&
+// mv F.t F` done once): a single act, whatever order the temporary's
+// close-write and the rename are read in, is never a stop on its own.
+func TestOneFileRenamedOverIsNotStopped(t *testing.T) {
+	t.Parallel()
+	py := needPython(t)
+	dir := t.TempDir()
+	files := corpus(t, dir, 10)
+	out := run(t, dir, nil)
+	victim := filepath.Join(dir, "sales-004.csv")
+	script := `"$0" -c "$1" "$2" "$2.t" && mv "$2.t" "$2"`
+	if b, err := exec.Command("/bin/sh", "-c", script, py, oneFileEncryptor, victim).CombinedOutput(); err != nil {
+		t.Fatalf("one-file encryption: %v: %s", err, b)
+	}
+	settle(t, out, dir)
+	if vs := out.verdicts(); len(vs) != 0 {
+		t.Fatalf("one file renamed over was stopped: %+v", vs[0].Tillwatch.Ransomware)
+	}
+	if n := lost(files); n != 1 {
+		t.Errorf("%d files changed, want only the encrypted one", n)
 	}
 }
 

@@ -96,6 +96,33 @@ func TestStopTreeStopsEveryDescendantThenKillKillsThem(t *testing.T) {
 	waitStates(t, pids, func(c byte) bool { return c == 'X' || c == 'Z' }, "dead")
 }
 
+func TestChildrenWalkFindsTheWholeTreeLikeTheScan(t *testing.T) {
+	t.Parallel()
+	_, root := startTree(t)
+	if _, err := os.Stat("/proc/self/task"); err != nil {
+		t.Skip("no /proc/PID/task")
+	}
+	walked := []int{root}
+	for i := 0; i < len(walked); i++ {
+		walked = append(walked, Children("/proc", walked[i])...)
+	}
+	if len(walked) == 1 {
+		t.Skip("the kernel provides no /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)")
+	}
+	scanned, err := Descendants("/proc", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(walked)
+	slices.Sort(scanned)
+	if !slices.Equal(walked, scanned) {
+		t.Fatalf("children walk found %v, the /proc scan %v", walked, scanned)
+	}
+	if got := Children("/proc", 1<<30); got != nil {
+		t.Fatalf("children of a pid that does not exist: %v", got)
+	}
+}
+
 func TestResponderKillsTheWholeTree(t *testing.T) {
 	t.Parallel()
 	_, root := startTree(t)

@@ -1,6 +1,7 @@
 package ransomware
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -90,7 +91,10 @@ type Case struct {
 // CaseObs is an observation in a rule test. Before/After give the magic
 // and entropy of the content ("pdf/4.1", "/7.9" for unknown).
 type CaseObs struct {
-	PID    int    `yaml:"pid"`
+	PID int `yaml:"pid"`
+	// Tree is the tree the process belongs to (workers forked by one
+	// encryptor); 0 means its own pid.
+	Tree   int    `yaml:"tree"`
 	Op     string `yaml:"op"`
 	Path   string `yaml:"path"`
 	Old    string `yaml:"old"`
@@ -201,7 +205,7 @@ func (r *Rules) RunTests() error {
 		s := NewScorer(r)
 		alerted := false
 		for _, o := range c.Obs {
-			ob := Obs{Time: t0.Add(time.Duration(o.AtMS) * time.Millisecond), Tree: o.PID, PID: o.PID, Op: o.Op, Path: o.Path, OldPath: o.Old, Canary: o.Canary}
+			ob := Obs{Time: t0.Add(time.Duration(o.AtMS) * time.Millisecond), Tree: cmp.Or(o.Tree, o.PID), PID: o.PID, Op: o.Op, Path: o.Path, OldPath: o.Old, Canary: o.Canary}
 			if o.Spawner > 0 {
 				ob.Ancestors = append(ob.Ancestors, Spawner{PID: o.Spawner, Name: "sh"})
 			}

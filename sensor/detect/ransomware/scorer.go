@@ -140,12 +140,23 @@ type tree struct {
 	rmm     *RMMAgent
 	reasons map[string]int
 	contrib map[int]time.Time // family groups: worker trees that behaved suspiciously, when last
-	// other is the last file the tree opened for writing (or created), and
-	// when: a second file, beyond the one it already damaged, is what lets
-	// a tree's score reach the threshold (see verdict).
-	other   string
-	otherAt time.Time
+	// opened is the last file each process of the tree opened for writing
+	// (or created), and when: a second file, beyond the one it already
+	// damaged, is what lets a tree's score reach the threshold (see
+	// verdict). Kept per process, so that the temporary a worker renames
+	// over its file is not taken for a second file, while a file another
+	// worker of the tree opened still is.
+	opened map[int]openedFile
 }
+
+// openedFile is a file a process opened for writing, and when.
+type openedFile struct {
+	path string
+	at   time.Time
+}
+
+// maxOpened bounds a tree's opened files (one per process).
+const maxOpened = 64
 
 // maxTrees and maxFiles bound the scorer's memory under a storm.
 const (
@@ -282,7 +293,11 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			s.add(t, o, r.Weights.Canary, "decoy file written: "+o.Path, true)
 			break
 		}
-		if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
+		if orig, ok := s.contentReplaced(o); ok {
+			w, how := s.replaceWeight(o, orig, true)
+			s.add(t, o, w, fmt.Sprintf("file replaced (%s -> %s)%s", name(&orig.f), describe(o.After, r.EntropyHigh), how), true)
+			t.created[o.Path] = o.Time
+		} else if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
 			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> %s)", name(o.Before), describe(o.After, r.EntropyHigh)), true)
 		} else if o.Before == nil && s.encrypted(o.After) {
 			t.created[o.Path] = o.Time
@@ -296,7 +311,8 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			break
 		}
 		if s.replaced(t, o) {
-			w, how := s.replaceWeight(o, o.Path)
+			rec, ok := s.records[o.Path]
+			w, how := s.replaceWeight(o, rec, ok)
 			s.add(t, o, w, "original deleted after an encrypted copy was written beside it"+how, true)
 		}
 	case OpRename:
@@ -305,7 +321,8 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			break
 		}
 		if before, after, ok := s.renamedOver(o); ok {
-			w, how := s.replaceWeight(o, o.Path)
+			rec, known := s.records[o.Path]
+			w, how := s.replaceWeight(o, rec, known)
 			s.add(t, o, w, fmt.Sprintf("file replaced by rename (%s -> %s)%s", name(before), describe(after, r.EntropyHigh), how), true)
 			t.created[o.Path] = o.Time
 		} else if s.suspiciousRename(o.OldPath, o.Path) {
@@ -319,7 +336,10 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			s.add(t, o, r.Weights.Canary, "decoy file opened for writing: "+o.Path, true)
 			break
 		}
-		t.other, t.otherAt = o.Path, o.Time
+		if _, ok := t.opened[o.PID]; !ok && len(t.opened) >= maxOpened {
+			clear(t.opened)
+		}
+		t.opened[o.PID] = openedFile{path: o.Path, at: o.Time}
 	}
 	return suspicious || len(t.scores) > n
 }
@@ -362,12 +382,17 @@ func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
 	return v, true
 }
 
-// involved is how many distinct files the tree damaged, plus one when it
-// then opened another file for writing within the window.
+// involved is how many distinct files the tree damaged, plus one when one
+// of its processes opened another file for writing within the window.
 func (s *Scorer) involved(t *tree, now time.Time) int {
 	n := t.total
-	if t.other != "" && !t.seen[t.other] && now.Sub(t.otherAt) <= s.r.Window && len(t.seen) < maxFiles {
-		n++
+	if len(t.seen) >= maxFiles {
+		return n
+	}
+	for _, f := range t.opened {
+		if !t.seen[f.path] && now.Sub(f.at) <= s.r.Window {
+			return n + 1
+		}
 	}
 	return n
 }
@@ -430,7 +455,7 @@ func (s *Scorer) treeIn(trees map[int]*tree, key int, now time.Time) *tree {
 			clear(trees)
 		}
 	}
-	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}}
+	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}, opened: map[int]openedFile{}}
 	trees[key] = t
 	return t
 }
@@ -448,6 +473,10 @@ func (s *Scorer) add(t *tree, o Obs, w int, reason string, affected bool) {
 		p = o.OldPath
 	}
 	if affected && !t.seen[p] {
+		// The file the damaging process itself last opened for writing
+		// was part of this act (the temporary it wrote and renamed over
+		// the original, whatever its name), not a second file.
+		delete(t.opened, o.PID)
 		t.total++
 		if len(t.files) < maxFiles {
 			t.seen[p] = true
@@ -556,13 +585,32 @@ func (s *Scorer) renamedOver(o Obs) (before, after *Features, ok bool) {
 	return &b.f, &a.f, true
 }
 
+// contentReplaced: o is new content (no writer opened the file with its
+// old content: Before is nil) at a path whose original the scorer knew,
+// and it destroyed that original's type, as renamedOver judges. This is a
+// rename-over seen from the content side: the two fanotify groups
+// (content, names) are read apart, and the close-write of F.t, read after
+// `mv F.t F`, carries F's name, before or after the rename is read. The
+// original is then judged against the content that took its place
+// whichever event comes first. Content the same tree wrote there itself
+// within the window is not an original.
+func (s *Scorer) contentReplaced(o Obs) (record, bool) {
+	if o.Before != nil || o.After == nil {
+		return record{}, false
+	}
+	rec, ok := s.records[o.Path]
+	if !ok || rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window || !s.destroyed(&rec.f, o.After) {
+		return record{}, false
+	}
+	return rec, true
+}
+
 // replaceWeight is the weight of a file replaced by another (rename-over,
 // link-over, write-beside-then-delete): full when the same process family
 // read the original first (an encryptor must read what it encrypts), and
 // replaced_unread otherwise, so that one file replaced by a tool that never
 // read it (a package manager, a sync client) stays below the threshold.
-func (s *Scorer) replaceWeight(o Obs, path string) (int, string) {
-	rec, ok := s.records[path]
+func (s *Scorer) replaceWeight(o Obs, rec record, ok bool) (int, string) {
 	if ok && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o) {
 		return s.r.Weights.Replaced, ""
 	}
@@ -612,10 +660,12 @@ func (s *Scorer) remember(o Obs) {
 			delete(s.records, o.Path)
 			return
 		}
+		// When what was moved is not known, the record of what was here
+		// is kept: the close-write read later under this name
+		// (contentReplaced) judges the replacement; if that write was
+		// read first, the record already holds the new content.
 		if rec, ok := s.records[o.OldPath]; ok {
 			s.records[o.Path] = rec
-		} else {
-			delete(s.records, o.Path)
 		}
 		delete(s.records, o.OldPath)
 	case OpDelete:
