@@ -25,6 +25,10 @@ type SweepOptions struct {
 	// file's scan (0: none).
 	MaxFileSize int64
 	Timeout     time.Duration
+	// FileByFile scans every file with its own call into libyara (the
+	// fallback of the batched path, kept selectable so that the YARA
+	// benchmark can measure both in one run).
+	FileByFile bool
 }
 
 // SweepStats count what a sweep did.
@@ -74,7 +78,10 @@ func SweepRules(ctx context.Context, r *Rules, roots []string, so SweepOptions, 
 	}
 	// The batch path (batch_cgo.go) needs its own copy of the rules; without
 	// it every file is scanned on its own through go-yara.
-	batch, _ := newBatchRules(r)
+	var batch *batchRules
+	if !so.FileByFile {
+		batch, _ = newBatchRules(r)
+	}
 	if batch != nil {
 		defer batch.free()
 	}
