@@ -89,6 +89,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -179,7 +180,7 @@ func (bs *batchScanner) scan(fs []batchFile) {
 	bs.strs = bs.strs[:0]
 	add := func(s string) C.int {
 		off := len(bs.strs)
-		if i := bytes.IndexByte([]byte(s), 0); i >= 0 {
+		if i := strings.IndexByte(s, 0); i >= 0 {
 			s = s[:i] // a C string ends at the first NUL
 		}
 		bs.strs = append(append(bs.strs, s...), 0)
