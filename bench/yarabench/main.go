@@ -292,7 +292,9 @@ func runScan(cli string, sc scanConfig, threads, runs int) (string, error) {
 	}
 	if sc.baseline != "" {
 		scanners = append(scanners, &scanner{name: "before: " + sc.baseline, run: func(int) (timing, []byte, error) {
-			return runProcess(sc.baseline, []string{"scan", "--threads", fmt.Sprint(threads), "--rules", ruleDir, corpus}, nil)
+			// An earlier binary may have no --cache-dir: its cache, if any,
+			// goes to a folder of the benchmark's own.
+			return runProcess(sc.baseline, []string{"scan", "--threads", fmt.Sprint(threads), "--rules", ruleDir, corpus}, []string{"XDG_CACHE_HOME=" + filepath.Join(tmp, "xdg")})
 		}})
 	}
 	for i := 0; i <= runs; i++ {
