@@ -92,9 +92,11 @@ fuzz-short: deps
 	  done; \
 	done
 
-## bench-yara: our scanner against the yara CLI, same rules, corpus and threads; writes docs/benchmarks.md (YARA)
-bench-yara: deps
-	$(GO) run ./bench/yarabench -out docs/benchmarks.md
+## bench-yara: our sweep and `tillwatch scan` against the yara CLI, same rules, corpus and threads; writes docs/benchmarks.md (YARA)
+## YARA_PUBLIC: a folder of public .yar files (e.g. signature-base's yara/) for the scan command's table (default: rules/yara)
+YARA_PUBLIC ?=
+bench-yara: build
+	$(GO) run ./bench/yarabench -out docs/benchmarks.md $(if $(YARA_PUBLIC),-public $(YARA_PUBLIC))
 
 ## bench-rmm: RMM detection latency of the real sensor (as root), decoder exec to alert line; writes docs/benchmarks.md (RMM detection latency)
 .PHONY: bench-rmm

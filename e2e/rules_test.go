@@ -62,9 +62,15 @@ func TestScan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := run(t, "tillwatch", "scan", "--json", dir)
+	// The compiled set is cached in a folder of the test's own: written by
+	// the first scan, loaded by the second.
+	cache := t.TempDir()
+	r := run(t, "tillwatch", "scan", "--cache-dir", cache, "--json", dir)
 	if r.code != 0 {
 		t.Fatalf("scan: exit %d %s", r.code, r.stderr)
+	}
+	if es, _ := filepath.Glob(filepath.Join(cache, "yara-*.rules")); len(es) != 1 {
+		t.Errorf("cache entries after the first scan: %v", es)
 	}
 	lines := jsonLines(t, r.stdout)
 	if len(lines) == 0 {
@@ -75,11 +81,11 @@ func TestScan(t *testing.T) {
 			t.Errorf("match %v: want only positive.txt, ruleset yara, a rule name", l)
 		}
 	}
-	plain := run(t, "tillwatch", "scan", dir)
+	plain := run(t, "tillwatch", "scan", "--cache-dir", cache, dir)
 	if plain.code != 0 || !strings.Contains(plain.stdout, "positive.txt\t") || strings.Contains(plain.stdout, "negative.txt") {
 		t.Errorf("plain scan output %q", plain.stdout)
 	}
-	if missing := run(t, "tillwatch", "scan", filepath.Join(dir, "nope")); missing.code == 0 {
+	if missing := run(t, "tillwatch", "scan", "--no-cache", filepath.Join(dir, "nope")); missing.code == 0 {
 		t.Errorf("scanning a missing path must fail, got exit 0")
 	}
 }

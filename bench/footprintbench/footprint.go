@@ -28,6 +28,8 @@ type Options struct {
 	ProcRoot string        // "/proc"
 	// SensorArgs are extra arguments for the sensor (profiling).
 	SensorArgs []string
+	// Env is added to the sensor's environment (a comparison run).
+	Env []string
 }
 
 // Result is what the sensor used while idle.
@@ -43,6 +45,11 @@ type Result struct {
 	LoadAvg     string        // at the end of the window
 	Alerts      int           // alert lines in the sensor's log during the window (other work on the machine)
 	Args        []string      // the sensor's command line after the binary
+	Env         []string      // added to the sensor's environment
+	// Resident bytes at the end of the window by mapping (/proc/PID/smaps):
+	// the kernel layer's ring buffers mapped into the sensor, and the
+	// sensor's own binary (file pages: code and read-only data).
+	RingRSS, BinaryRSS int64
 }
 
 // Measure starts the sensor on a fresh state directory watching a folder
@@ -70,9 +77,20 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	// footprint is that of the default enforce mode.
 	r.Args = []string{"run", "--no-collector", "--mode", "monitor", "--metrics-listen", "",
 		"--state-dir", filepath.Join(tmp, "state"), "--spool", filepath.Join(tmp, "spool"), "--watch", watch}
+	// The kernel layer on, as by default, but pinned in a folder of the
+	// benchmark's own and released after the run: another sensor on this
+	// machine may hold the default pins.
+	kcfg := filepath.Join(tmp, "kernel.yaml")
+	pinDir := fmt.Sprintf("/sys/fs/bpf/tillwatch-footprint-%d", os.Getpid())
+	if err := os.WriteFile(kcfg, []byte("kernel:\n  pin_dir: "+pinDir+"\n"), 0o600); err != nil {
+		return r, err
+	}
+	defer os.RemoveAll(pinDir)
+	r.Args = append(r.Args, "-c", kcfg)
 	r.Args = append(r.Args, o.SensorArgs...)
 	start := time.Now()
-	p, err := benchproc.Start(o.Sensor, r.Args, filepath.Join(tmp, "sensor.log"))
+	r.Env = o.Env
+	p, err := benchproc.StartEnv(o.Sensor, r.Args, filepath.Join(tmp, "sensor.log"), o.Env)
 	if err != nil {
 		return r, err
 	}
@@ -122,11 +140,43 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	r.LoadAvg = benchproc.LoadAvg(o.ProcRoot)
 	r.Alerts = strings.Count(p.Log()[logAt:], "msg=alert ")
 	r.HWM = hwm(o.ProcRoot, p.Pid())
+	r.RingRSS, r.BinaryRSS = smapsRSS(o.ProcRoot, p.Pid(), o.Sensor)
 	r.Summary = benchproc.Summarize(ss)
 	if r.Samples < 2 {
 		return r, fmt.Errorf("only %d samples of the sensor", r.Samples)
 	}
 	return r, nil
+}
+
+// smapsRSS sums the Rss of pid's mappings of BPF maps (the kernel layer's
+// rings) and of the file bin, in bytes.
+func smapsRSS(root string, pid int, bin string) (ring, binary int64) {
+	b, err := os.ReadFile(filepath.Join(root, fmt.Sprint(pid), "smaps"))
+	if err != nil {
+		return 0, 0
+	}
+	var name string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			name = ""
+			if len(f) >= 6 {
+				name = f[5]
+			}
+			continue
+		}
+		if len(f) == 3 && f[0] == "Rss:" {
+			var n int64
+			fmt.Sscanf(f[1], "%d", &n)
+			switch {
+			case name == "anon_inode:bpf-map":
+				ring += n * 1024
+			case name == bin:
+				binary += n * 1024
+			}
+		}
+	}
+	return ring, binary
 }
 
 // hwm is VmHWM of pid in bytes (0 if unreadable).

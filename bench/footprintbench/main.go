@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,7 +42,7 @@ const heading = "## Sensor footprint (idle)"
 // Goals: RSS in MB of 10^6 bytes as the issue states them (Wazuh publishes
 // 35 MB on average for its agent), CPU in percent of one core.
 const (
-	goalRSS = 30e6
+	goalRSS = 25e6
 	goalCPU = 0.5
 )
 
@@ -56,10 +57,15 @@ func main() {
 	where := flag.String("where", "host,pidns", "placements to measure: host, pidns (alone in a PID namespace) or both")
 	profile := flag.String("profile", "", "diagnose instead: run bench/profsensor (the sensor with pprof), write cpu.pprof and heap.pprof into DIR, leave the docs alone")
 	inner := flag.String("inner-json", "", "internal: measure here and write the result as JSON to FILE")
+	before := flag.String("before-env", "GOGC=100", "space-separated VAR=VALUE: the host placement is measured again with them in the sensor's environment (the settings before; \"\" skips)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := Options{Sensor: filepath.Join(*bin, "tillwatch-sensor"), Window: *window, Warmup: *warmup, Interval: *interval, Files: *files}
+	w := strings.Split(*where, ",")
+	if *before != "" && *inner == "" && *profile == "" && slices.Contains(w, "host") {
+		w = append(w, "host-before:"+*before)
+	}
 	if *profile != "" {
 		var err error
 		if o.Sensor, o.SensorArgs, err = benchproc.ProfSensor(*profile); err != nil {
@@ -72,7 +78,7 @@ func main() {
 	if *inner != "" {
 		err = measureTo(ctx, o, *inner)
 	} else {
-		err = run(ctx, *out, o, strings.Split(*where, ","))
+		err = run(ctx, *out, o, w)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "footprintbench: "+err.Error())
@@ -99,10 +105,14 @@ func run(ctx context.Context, out string, o Options, where []string) error {
 	for _, w := range where {
 		fmt.Fprintf(os.Stderr, "footprintbench: %s: sampling the idle sensor for %s after a %s warm-up\n", w, o.Window, o.Warmup)
 		var r Result
-		switch w {
-		case "host":
+		switch {
+		case w == "host":
 			r, err = Measure(ctx, o)
-		case "pidns":
+		case strings.HasPrefix(w, "host-before:"):
+			ob := o
+			ob.Env = strings.Fields(strings.TrimPrefix(w, "host-before:"))
+			r, err = Measure(ctx, ob)
+		case w == "pidns":
 			r, err = inNamespace(ctx, o)
 		default:
 			return fmt.Errorf("-where: %q is not host or pidns", w)
@@ -240,9 +250,12 @@ in each placement:
 	line("file activity backend", "", func(r Result) string { return r.FileBackend })
 	line("ready after start", "", func(r Result) string { return r.Ready.Round(10 * time.Millisecond).String() })
 	line("window, samples", "", func(r Result) string { return fmt.Sprintf("%s, %d", r.Window.Round(time.Second), r.Samples) })
-	line("**RSS, median** (VmRSS)", "<= 30 MB", func(r Result) string { return "**" + mb(r.MedianRSS) + "**" })
-	line("RSS, max", "<= 30 MB", func(r Result) string { return mb(r.MaxRSS) })
+	line("**RSS, median** (VmRSS)", "<= 25 MB", func(r Result) string { return "**" + mb(r.MedianRSS) + "**" })
+	line("RSS, max", "<= 25 MB", func(r Result) string { return mb(r.MaxRSS) })
 	line("anonymous RSS, median (RssAnon: heap, stacks)", "", func(r Result) string { return mb(r.MedianAnon) })
+	line("of RSS at the end: the kernel layer's rings mapped in (BPF maps)", "", func(r Result) string { return mb(r.RingRSS) })
+	line("of RSS at the end: the sensor binary's pages (code, read-only data)", "", func(r Result) string { return mb(r.BinaryRSS) })
+	line("RSS without the rings, median", "", func(r Result) string { return mb(r.MedianRSS - r.RingRSS) })
 	// The kernel updates VmHWM lazily: it can read a little below a VmRSS sample.
 	line("peak RSS since start (VmHWM, start-up included)", "", func(r Result) string { return mb(max(r.HWM, r.MaxRSS)) })
 	line("**CPU, average over the window**", "<= 0.5% of one core", func(r Result) string {
@@ -264,7 +277,7 @@ in each placement:
 	w.WriteString("\n")
 	for _, p := range ps {
 		r := p.Result
-		fmt.Fprintf(&w, "%s: goal RSS <= 30 MB (Wazuh publishes 35 MB on average for its agent): %s; goal CPU <= 0.5%% of one core: %s.\n",
+		fmt.Fprintf(&w, "%s: goal RSS <= 25 MB (Wazuh publishes 35 MB on average for its agent): %s; goal CPU <= 0.5%% of one core: %s.\n",
 			placeName(p.Where),
 			verdict(float64(r.MaxRSS) <= goalRSS, fmt.Sprintf("median %.1f MB, max %.1f MB: %.1f MB over", float64(r.MedianRSS)/1e6, float64(r.MaxRSS)/1e6, (float64(r.MaxRSS)-goalRSS)/1e6)),
 			verdict(r.CPUPercent <= goalCPU, fmt.Sprintf("%.2f%%, %.1fx the goal", r.CPUPercent, r.CPUPercent/goalCPU)))
@@ -275,6 +288,9 @@ in each placement:
 func placeName(where string) string {
 	if where == "pidns" {
 		return "alone (PID namespace)"
+	}
+	if env, ok := strings.CutPrefix(where, "host-before:"); ok {
+		return "host, before (`" + env + "`)"
 	}
 	return where
 }

@@ -138,6 +138,7 @@ func runCmd(stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return cfgfile.Usage(err)
 			}
+			memoryDefaults(log)
 			s, err := agent.New(cfg, log)
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 
@@ -40,6 +41,8 @@ func scanCmd(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		ruleDirs []string
 		asJSON   bool
+		noCache  bool
+		cacheDir string
 		so       yara.SweepOptions
 	)
 	c := &cobra.Command{
@@ -62,12 +65,27 @@ func scanCmd(stdout, stderr io.Writer) *cobra.Command {
 					return cfgfile.Usagef("scan %s: %v", p, errors.Unwrap(err))
 				}
 			}
-			var r *yara.Rules
+			var srcs []yara.Source
 			var err error
 			if len(ruleDirs) > 0 {
-				r, err = yara.Load(nil, "", ruleDirs)
+				srcs, err = yara.Sources(nil, "", ruleDirs)
 			} else {
-				r, err = yara.Load(rules.Builtin, "yara", nil)
+				srcs, err = yara.Sources(rules.Builtin, "yara", nil)
+			}
+			if err != nil {
+				return cfgfile.Usage(disabledOK(err))
+			}
+			var r *yara.Rules
+			if noCache {
+				r, err = yara.Compile(srcs)
+			} else {
+				if cacheDir == "" {
+					if cacheDir, err = yara.DefaultCacheDir(); err != nil {
+						return cfgfile.Usagef("--cache-dir: no default (%v); give one or --no-cache", err)
+					}
+				}
+				log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+				r, err = yara.CompileCached(srcs, cacheDir, log)
 			}
 			if err != nil {
 				return cfgfile.Usage(disabledOK(err))
@@ -108,5 +126,7 @@ func scanCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.Float64Var(&so.CPU, "cpu", 1, "share of each thread's time spent scanning, (0,1]; lower it on a busy till")
 	f.Int64Var(&so.MaxFileSize, "max-size", 256<<20, "skip files larger than this many bytes (0: no limit)")
 	f.DurationVar(&so.Timeout, "timeout", yara.DefaultTimeout, "per-file scan timeout")
+	f.StringVar(&cacheDir, "cache-dir", "", "folder of compiled rule sets, reused while the rule files are unchanged (default: the user's cache folder, tillwatch/yara)")
+	f.BoolVar(&noCache, "no-cache", false, "compile the rules without reading or writing the cache")
 	return c
 }

@@ -136,6 +136,15 @@ func New(o Options) (*Engine, error) {
 // Load compiles the built-in folder of builtin (nil: none) and dirs into
 // one set, the way the sensor and `tillwatch scan` do.
 func Load(builtin fs.FS, builtinDir string, dirs []string) (*Rules, error) {
+	srcs, err := Sources(builtin, builtinDir, dirs)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(srcs)
+}
+
+// Sources reads the rule files Load compiles.
+func Sources(builtin fs.FS, builtinDir string, dirs []string) ([]Source, error) {
 	var srcs []Source
 	if builtin != nil {
 		b, err := LoadFS(builtin, builtinDir, "rules/"+builtinDir, "tillwatch")
@@ -154,7 +163,7 @@ func Load(builtin fs.FS, builtinDir string, dirs []string) (*Rules, error) {
 	if len(srcs) == 0 {
 		return nil, errors.New("no YARA rules to load")
 	}
-	return Compile(srcs)
+	return srcs, nil
 }
 
 func (e *Engine) compile() (*Rules, error) {
@@ -333,6 +342,11 @@ func (o *owners) name(fi fs.FileInfo) string {
 	if !ok {
 		return ""
 	}
+	return o.byUID(uid)
+}
+
+// byUID is the user name of uid (the number if it has none).
+func (o *owners) byUID(uid uint32) string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if n, hit := o.m[uid]; hit {

@@ -11,6 +11,7 @@ import "C"
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -52,17 +53,25 @@ func (r *Rules) Warnings() []Problem { return r.warnings }
 // naming file:line and libyara's reason for every error of the first
 // failing file (libyara cannot continue after an error).
 func Compile(srcs []Source) (*Rules, error) {
+	r, _, _, err := compile(srcs)
+	return r, err
+}
+
+// compile is Compile, also returning the set's serialisation (nil if the
+// round trip failed) and the files read through includes.
+func compile(srcs []Source) (*Rules, []byte, []includeRead, error) {
 	c, err := goyara.NewCompiler()
 	if err != nil {
-		return nil, fmt.Errorf("yara compiler: %w", err)
+		return nil, nil, nil, fmt.Errorf("yara compiler: %w", err)
 	}
 	defer c.Destroy()
 	for _, name := range []string{ExtFilename, ExtFilepath, ExtExtension, ExtFiletype, ExtOwner} {
 		if err := c.DefineVariable(name, ""); err != nil {
-			return nil, fmt.Errorf("define external %s: %w", name, err)
+			return nil, nil, nil, fmt.Errorf("define external %s: %w", name, err)
 		}
 	}
 	var cur *Source
+	var reads []includeRead
 	c.SetIncludeCallback(func(name, _, _ string) []byte {
 		// Includes resolve inside the including file's own tree only:
 		// never an absolute path or "..", so a rule file cannot read
@@ -78,6 +87,7 @@ func Compile(srcs []Source) (*Rules, error) {
 		if err != nil {
 			return nil
 		}
+		reads = append(reads, includeRead{Source: cur.Name, Path: p, SHA256: sha256.Sum256(b)})
 		return b
 	})
 	var warnings []Problem
@@ -99,7 +109,7 @@ func Compile(srcs []Source) (*Rules, error) {
 			if len(ps) == 0 {
 				ps = append(ps, Problem{File: cur.Name, Reason: err.Error()})
 			}
-			return nil, ps
+			return nil, nil, nil, ps
 		}
 		for _, m := range c.Warnings[seenWarn:] {
 			warnings = append(warnings, Problem{File: cur.Name, Line: m.Line, Reason: "warning: " + m.Text})
@@ -108,10 +118,10 @@ func Compile(srcs []Source) (*Rules, error) {
 	}
 	r, err := c.GetRules()
 	if err != nil {
-		return nil, fmt.Errorf("yara: %w", err)
+		return nil, nil, nil, fmt.Errorf("yara: %w", err)
 	}
-	r = compactRules(r)
-	return &Rules{r: r, n: len(r.GetRules()), warnings: warnings}, nil
+	r, ser := compactRules(r)
+	return &Rules{r: r, n: len(r.GetRules()), warnings: warnings}, ser, reads, nil
 }
 
 // compactRules returns r saved and loaded again. Rules straight from the
@@ -119,18 +129,27 @@ func Compile(srcs []Source) (*Rules, error) {
 // rule set, five rules or five hundred: a quarter of an idle sensor's
 // resident memory. Loaded from their own serialisation they take what
 // they need. If the round trip fails, r is kept as it is.
-func compactRules(r *goyara.Rules) *goyara.Rules {
+func compactRules(r *goyara.Rules) (*goyara.Rules, []byte) {
 	var buf bytes.Buffer
 	if err := r.Write(&buf); err != nil {
-		return r
+		return r, nil
 	}
-	loaded, err := goyara.ReadRules(&buf)
+	loaded, err := goyara.ReadRules(bytes.NewReader(buf.Bytes()))
 	if err != nil {
-		return r
+		return r, nil
 	}
 	r.Destroy()
 	releaseCHeap()
-	return loaded
+	return loaded, buf.Bytes()
+}
+
+// loadRules loads a set from its serialisation (a cache entry).
+func loadRules(ser []byte, warnings []Problem) (*Rules, error) {
+	r, err := goyara.ReadRules(bytes.NewReader(ser))
+	if err != nil {
+		return nil, fmt.Errorf("yara: load compiled rules: %w", err)
+	}
+	return &Rules{r: r, n: len(r.GetRules()), warnings: warnings}, nil
 }
 
 // collector gathers matches in the scan callback.

@@ -36,3 +36,7 @@ func (r *Rules) ScanProc(int, time.Duration) ([]Match, error) { return nil, ErrD
 
 // Infos lists no rules.
 func (r *Rules) Infos() []Match { return nil }
+
+func compile([]Source) (*Rules, []byte, []includeRead, error) { return nil, nil, nil, ErrDisabled }
+
+func loadRules([]byte, []Problem) (*Rules, error) { return nil, ErrDisabled }

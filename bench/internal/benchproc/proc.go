@@ -31,6 +31,11 @@ type Proc struct {
 // group of its own (so a terminal's ^C reaches only the benchmark, which
 // stops it in order).
 func Start(bin string, args []string, logPath string) (*Proc, error) {
+	return StartEnv(bin, args, logPath, nil)
+}
+
+// StartEnv is Start with env added to this process's environment.
+func StartEnv(bin string, args []string, logPath string, env []string) (*Proc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -38,6 +43,9 @@ func Start(bin string, args []string, logPath string) (*Proc, error) {
 	defer logf.Close() // the child holds its own descriptor
 	p := &Proc{Cmd: exec.Command(bin, args...), LogPath: logPath, done: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = logf, logf
+	if len(env) > 0 {
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.Cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
