@@ -285,6 +285,24 @@ func (l *Layer) Hostile(family int) bool {
 	return l.objs.Hostile.Lookup(uint32(family), &v) == nil
 }
 
+// HostileMembers lists the live tasks of families declared hostile. The
+// kernel kills them at their next exec, open, write, rename or unlink; one
+// that makes none of those (stopped by a response the dying sensor did not
+// finish, or asleep) would outlive the attack, so the restarted sensor
+// judges them at start.
+func (l *Layer) HostileMembers() ([]int, error) {
+	var out []int
+	var pid uint32
+	var v tripwireTaint
+	it := l.objs.Taint.Iterate()
+	for it.Next(&pid, &v) {
+		if v.Family != 0 && l.Hostile(int(v.Family)) {
+			out = append(out, int(pid))
+		}
+	}
+	return out, it.Err()
+}
+
 // AddTools adds basenames of tamper tools.
 func (l *Layer) AddTools(names ...string) error { return putKeys(l.objs.Tools, names) }
 

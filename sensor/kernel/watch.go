@@ -17,6 +17,7 @@ const (
 	RuleToolExec = "TW-TAMPER-0002" // ... exec'd a tool against the sensor
 	RulePath     = "TW-TAMPER-0003" // ... wrote, renamed or removed a sensor file
 	RulePidfd    = "TW-TAMPER-0004" // ... opened a pidfd on the sensor
+	RuleSurvivor = "TW-TAMPER-0005" // a member of a family that attacked the sensor, alive when the sensor starts
 	RuleDecoy    = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
 )
 
@@ -31,6 +32,7 @@ const (
 type Tripwires interface {
 	TaintAgent(pid int) error
 	Stopped() ([]Stopped, error)
+	HostileMembers() ([]int, error)
 	RunTamper(ctx context.Context, fn func(Tamper)) error
 }
 
@@ -69,7 +71,8 @@ func NewWatch(o WatchOptions) *Watch {
 func (w *Watch) Name() string { return "kernel" }
 
 // Run emits one event per process still stopped by a tripwire (the sensor
-// was down when it fired), then one per tripwire record, until ctx is done.
+// was down when it fired) and one per survivor of a hostile family, then
+// one per tripwire record, until ctx is done.
 func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	st, err := w.o.Layer.Stopped()
 	if err != nil {
@@ -79,6 +82,19 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	for _, s := range st {
 		seen[s.PID] = true
 		emit(w.event(Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19}))
+	}
+	// A family that attacked the sensor dies at its members' next syscall
+	// of interest; a member that makes none (left stopped by a tree kill
+	// the previous run did not finish when it was killed, or asleep) is
+	// judged here.
+	hm, err := w.o.Layer.HostileMembers()
+	if err != nil {
+		return fmt.Errorf("kernel: listing hostile families: %w", err)
+	}
+	for _, pid := range hm {
+		if !seen[pid] {
+			emit(w.event(Tamper{Reason: ReasonHostile, PID: pid, Signal: 9}))
+		}
 	}
 	return w.o.Layer.RunTamper(ctx, func(t Tamper) {
 		if t.Reason.Decoy() && seen[t.PID] {
@@ -120,6 +136,8 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("process %d under a remote-management agent ran a tool naming the sensor (%q); killed at exec, its process family poisoned", t.PID, t.Name)
 	case ReasonPath:
 		return fmt.Sprintf("process %d under a remote-management agent wrote, renamed or removed a sensor path (%q); killed, its process family poisoned", t.PID, t.Name)
+	case ReasonHostile:
+		return fmt.Sprintf("process %d belongs to a process family that attacked the sensor and was still alive when the sensor started (stopped or idle)", t.PID)
 	}
 	return fmt.Sprintf("process %d touched the decoy %q (%s) and was stopped in the kernel", t.PID, t.Name, t.Reason)
 }
@@ -152,6 +170,13 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
+	case ReasonHostile.String():
+		m.RuleID, m.RuleName = RuleSurvivor, "Survivor of a process family that attacked the sensor"
+		d.Response = event.ActionKill
+		d.Target = &pipeline.Target{PID: int(ev.Process.PID), Tree: true}
+		if ev.Process.Start != nil {
+			d.Target.Start = ev.Process.Start.UnixMilli()
+		}
 	default:
 		m.RuleID, m.RuleName, m.Ruleset, m.Severity = RuleDecoy, "Decoy touched: process stopped in the kernel", event.RulesetRansomware, 80
 		m.Techniques = []alert.Technique{{ID: "T1486", Name: "Data Encrypted for Impact"}}

@@ -12,8 +12,11 @@ import (
 type fakeTripwires struct {
 	tainted []int
 	stopped []Stopped
+	hostile []int
 	records []Tamper
 }
+
+func (f *fakeTripwires) HostileMembers() ([]int, error) { return f.hostile, nil }
 
 func (f *fakeTripwires) TaintAgent(pid int) error    { f.tainted = append(f.tainted, pid); return nil }
 func (f *fakeTripwires) Stopped() ([]Stopped, error) { return f.stopped, nil }
@@ -28,6 +31,7 @@ func TestWatchAlerts(t *testing.T) {
 	t.Parallel()
 	f := &fakeTripwires{
 		stopped: []Stopped{{PID: 50, Reason: ReasonDecoyOpen, Name: "0000 Accounts.pdf"}},
+		hostile: []int{70, 50}, // 50 was stopped by a decoy: judged once
 		records: []Tamper{
 			{Reason: ReasonDecoyOpen, PID: 50, Name: "0000 Accounts.pdf"}, // the same stop: reported once
 			{Reason: ReasonSignal, PID: 60, Target: 7, Signal: 9, Family: 60},
@@ -47,6 +51,7 @@ func TestWatchAlerts(t *testing.T) {
 		response string
 	}{
 		{50, RuleDecoy, event.ActionKill},
+		{70, RuleSurvivor, event.ActionKill},
 		{60, RuleSignal, ""},
 		{61, RuleToolExec, ""},
 		{62, RulePath, ""},
