@@ -194,6 +194,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	camp := campaign.New(campaign.Options{
+		Policy: campaign.Policy{
+			Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
+			Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
+			Product: cfg.Campaign.RMMProduct,
+		},
+		Store: st, Issuer: cmds, Log: log,
+	})
 	srv, err = server.New(server.Options{
 		Console:           con.Handler,
 		Store:             st,
@@ -202,14 +210,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Commands:          cmds,
 		Rules:             rulesSource,
-		Observer: campaign.New(campaign.Options{
-			Policy: campaign.Policy{
-				Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
-				Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
-				Product: cfg.Campaign.RMMProduct,
-			},
-			Store: st, Issuer: cmds, Log: log,
-		}),
+		Observer:          camp,
 	})
 	if err != nil {
 		return err
@@ -227,7 +228,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		"version", buildinfo.Version)
 	// Silenced sensors are found by every collector; derived alert ids make
 	// the alert exist once however many collectors share the store.
-	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log})
+	// A sensor silenced after an RMM alert counts toward that alert's
+	// campaign: the fleet response starts even when a till is lost.
+	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log,
+		OnSilenced: func(ctx context.Context, h api.Host) { camp.HostLost(ctx, h.HostID, h.LastSeen) }})
 	// The server certificate renews while running; handshakes read it
 	// through GetCertificate.
 	go bundle.Run(ctx)
