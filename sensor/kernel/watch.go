@@ -2,8 +2,13 @@ package kernel
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/event"
@@ -11,14 +16,26 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/pipeline"
 )
 
+// unreportedAfter is how long a starting watch lets the ring's backlog be
+// read before it reports the hostile families no alert was made of.
+const unreportedAfter = 3 * time.Second
+
+// reasonUnreported: a family declared hostile without an alert (the watch's
+// own reason; the kernel never writes it).
+const reasonUnreported Reason = 6
+
+// familyLabel carries a record's family from the watch's event to its alert.
+const familyLabel = "kernel_family"
+
 // Rule ids of the kernel layer's alerts.
 const (
-	RuleSignal   = "TW-TAMPER-0001" // a process under an RMM agent signalled the sensor
-	RuleToolExec = "TW-TAMPER-0002" // ... exec'd a tool against the sensor
-	RulePath     = "TW-TAMPER-0003" // ... wrote, renamed or removed a sensor file
-	RulePidfd    = "TW-TAMPER-0004" // ... opened a pidfd on the sensor
-	RuleSurvivor = "TW-TAMPER-0005" // a member of a family that attacked the sensor, alive when the sensor starts
-	RuleDecoy    = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
+	RuleSignal     = "TW-TAMPER-0001" // a process under an RMM agent signalled the sensor
+	RuleToolExec   = "TW-TAMPER-0002" // ... exec'd a tool against the sensor
+	RulePath       = "TW-TAMPER-0003" // ... wrote, renamed or removed a sensor file
+	RulePidfd      = "TW-TAMPER-0004" // ... opened a pidfd on the sensor
+	RuleSurvivor   = "TW-TAMPER-0005" // a member of a family that attacked the sensor, alive when the sensor starts
+	RuleUnreported = "TW-TAMPER-0006" // a family attacked the sensor and no alert of it was journaled
+	RuleDecoy      = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -33,6 +50,8 @@ type Tripwires interface {
 	TaintAgent(pid int) error
 	Stopped() ([]Stopped, error)
 	HostileMembers() ([]int, error)
+	HostileFamilies() ([]Hostile, error)
+	MarkReported(family int) error
 	RunTamper(ctx context.Context, fn func(Tamper)) error
 }
 
@@ -47,7 +66,12 @@ type WatchOptions struct {
 	Process func(pid int) *event.Process
 	// Wall converts the kernel's CLOCK_MONOTONIC ns to wall time.
 	Wall func(ns uint64) time.Time
-	Log  *slog.Logger
+	// BootID names this boot (/proc/sys/kernel/random/boot_id): an
+	// attack's alert id is derived from it and the family, so the same
+	// attack reported twice (live, and again at start when the sensor
+	// was killed before it could journal it) is stored once.
+	BootID string
+	Log    *slog.Logger
 }
 
 // Watch is the kernel layer's pipeline component: as a source it turns
@@ -63,6 +87,10 @@ func NewWatch(o WatchOptions) *Watch {
 	}
 	if o.Wall == nil {
 		o.Wall = func(uint64) time.Time { return time.Now() }
+	}
+	if o.BootID == "" {
+		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		o.BootID = strings.TrimSpace(string(b))
 	}
 	return &Watch{o: o}
 }
@@ -96,6 +124,28 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 			emit(w.event(Tamper{Reason: ReasonHostile, PID: pid, Signal: 9}))
 		}
 	}
+	// An attack whose record the previous run read but did not live to
+	// journal (the signal that killed it came with the record) has no
+	// alert: once the ring's backlog had its moment, the families still
+	// unreported are reported, under the same alert id a live record of
+	// theirs gets (the collector stores the attack once).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(unreportedAfter):
+		}
+		hf, err := w.o.Layer.HostileFamilies()
+		if err != nil {
+			w.o.Log.Warn("could not list hostile families; an attack the previous run did not report stays unreported", "error", err)
+			return
+		}
+		for _, h := range hf {
+			emit(w.event(Tamper{Reason: reasonUnreported, PID: h.Family, Family: h.Family, TimeNS: h.TimeNS}))
+		}
+	}()
 	return w.o.Layer.RunTamper(ctx, func(t Tamper) {
 		if t.Reason.Decoy() && seen[t.PID] {
 			delete(seen, t.PID) // reported from the stopped map already
@@ -117,7 +167,12 @@ func (w *Watch) event(t Tamper) event.Event {
 	if p == nil {
 		p = &event.Process{PID: int64(t.PID)}
 	}
+	var labels map[string]string
+	if t.Family != 0 && !t.Reason.Decoy() && t.Reason != ReasonHostile {
+		labels = map[string]string{familyLabel: strconv.Itoa(t.Family)}
+	}
 	return event.Event{
+		Labels:    labels,
 		Timestamp: w.o.Wall(t.TimeNS).UTC(),
 		Message:   describe(t),
 		Event: event.Meta{Kind: event.KindEvent, ID: event.NewID(), Category: cat, Type: []string{"denied"},
@@ -136,6 +191,8 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("process %d under a remote-management agent ran a tool naming the sensor (%q); killed at exec, its process family poisoned", t.PID, t.Name)
 	case ReasonPath:
 		return fmt.Sprintf("process %d under a remote-management agent wrote, renamed or removed a sensor path (%q); killed, its process family poisoned", t.PID, t.Name)
+	case reasonUnreported:
+		return fmt.Sprintf("the process family %d under a remote-management agent attacked the sensor (signal, tool, file or pidfd); it was killed in the kernel and poisoned, and the sensor was killed before it could report it", t.Family)
 	case ReasonHostile:
 		return fmt.Sprintf("process %d belongs to a process family that attacked the sensor and was still alive when the sensor started (stopped or idle)", t.PID)
 	}
@@ -170,6 +227,8 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
+	case reasonUnreported.String():
+		m.RuleID, m.RuleName = RuleUnreported, "Process family under an RMM agent attacked the sensor (reported at the next start)"
 	case ReasonHostile.String():
 		m.RuleID, m.RuleName = RuleSurvivor, "Survivor of a process family that attacked the sensor"
 		d.Response = event.ActionKill
@@ -191,5 +250,13 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 	m.Description = "A kernel tripwire fired: " + ev.Message
 	d.Alert = alert.FromEvent(m, ev, ev.Message)
 	d.Alert.Event.Reason = ev.Event.Reason
+	if fam, err := strconv.Atoi(ev.Labels[familyLabel]); err == nil && fam != 0 {
+		// One attack, one alert id: live or reported at the next start.
+		sum := sha256.Sum256([]byte("tillwatch-kernel-tamper|" + w.o.BootID + "|" + strconv.Itoa(fam)))
+		d.Alert.Event.ID = hex.EncodeToString(sum[:16])
+		if err := w.o.Layer.MarkReported(fam); err != nil {
+			w.o.Log.Warn("could not mark a hostile family reported; it is reported again at the next start", "family", fam, "error", err)
+		}
+	}
 	return []pipeline.Detection{d}
 }
