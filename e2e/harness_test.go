@@ -28,6 +28,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(runRole(role, os.Args[1:]))
+	}
 	dir, err := os.MkdirTemp("", "tillwatch-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

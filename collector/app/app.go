@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/campaign"
 	"github.com/tillwatch/tillwatch/collector/config"
 	"github.com/tillwatch/tillwatch/collector/console"
@@ -187,6 +188,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	camp := campaign.New(campaign.Options{
+		Policy: campaign.Policy{
+			Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
+			Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
+			Product: cfg.Campaign.RMMProduct,
+		},
+		Store: st, Issuer: cmds, Log: log,
+	})
 	srv, err = server.New(server.Options{
 		Console:           con.Handler,
 		Store:             st,
@@ -195,14 +204,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		Commands:          cmds,
 		Rules:             rulesSource,
-		Observer: server.Observers{con, campaign.New(campaign.Options{
-			Policy: campaign.Policy{
-				Hosts: cfg.Campaign.Hosts, Window: cfg.Campaign.Window, MinSeverity: cfg.Campaign.MinSeverity,
-				Action: cfg.Campaign.Action, Targets: campaignTargets(cfg.Campaign), DryRun: cfg.Campaign.DryRun,
-				Product: cfg.Campaign.RMMProduct,
-			},
-			Store: st, Issuer: cmds, Log: log,
-		})},
+		Observer:          server.Observers{con, camp},
 	})
 	if err != nil {
 		return err
@@ -220,7 +222,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		"version", buildinfo.Version)
 	// Silenced sensors are found by every collector; derived alert ids make
 	// the alert exist once however many collectors share the store.
-	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log})
+	// A sensor silenced after an RMM alert counts toward that alert's
+	// campaign: the fleet response starts even when a till is lost.
+	go watchdog.Run(ctx, st, watchdog.Options{SilenceAfter: cfg.SilenceAfter, Log: log,
+		OnSilenced: func(ctx context.Context, h api.Host) { camp.HostLost(ctx, h.HostID, h.LastSeen) }})
 	// The server certificate renews while running; handshakes read it
 	// through GetCertificate.
 	go bundle.Run(ctx)

@@ -82,11 +82,18 @@ type Issuer interface {
 	Issue(ctx context.Context, issuer string, r command.Request) (store.CommandRecord, error)
 }
 
+// Store is what the detector needs of the store: where the campaign alert
+// goes, and the recent alerts of a host whose sensor was lost.
+type Store interface {
+	watchdog.Store
+	QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.RawMessage, error)
+}
+
 // Options configure a Detector.
 type Options struct {
 	Policy Policy
-	Store  watchdog.Store // where the campaign alert goes
-	Issuer Issuer         // nil: alert only
+	Store  Store  // where the campaign alert goes; nil: log only
+	Issuer Issuer // nil: alert only
 	Now    func() time.Time
 	Log    *slog.Logger
 }
@@ -100,6 +107,7 @@ type Detector struct {
 	mu    sync.Mutex
 	seen  map[string]map[string]sighting // key -> host -> latest sighting
 	fired map[string]time.Time           // key -> when it last fired
+	lost  map[string]time.Time           // host -> the loss already counted
 	wg    sync.WaitGroup
 }
 
@@ -119,12 +127,13 @@ func New(o Options) *Detector {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	o.Log = o.Log.With(logkey.Component, "campaign")
-	return &Detector{o: o, seen: map[string]map[string]sighting{}, fired: map[string]time.Time{}}
+	return &Detector{o: o, seen: map[string]map[string]sighting{}, fired: map[string]time.Time{}, lost: map[string]time.Time{}}
 }
 
 // alertFields is what the detector reads of an alert.
 type alertFields struct {
-	Event struct {
+	Timestamp time.Time `json:"@timestamp"`
+	Event     struct {
 		ID   string `json:"id"`
 		Kind string `json:"kind"`
 	} `json:"event"`
@@ -171,8 +180,20 @@ func (a *alertFields) keys() []string {
 	return k
 }
 
+// Lost tells whether an alert says its host's sensor was switched off or
+// attacked: a kernel tamper tripwire fired (TW-TAMPER-*), or the sensor
+// restarted after being killed (TW-SENS-0001).
+func Lost(ruleID string) bool {
+	return strings.HasPrefix(ruleID, "TW-TAMPER-") || ruleID == RuleUncleanStop
+}
+
+// RuleUncleanStop is the sensor's "restarted after an unclean stop" alert.
+const RuleUncleanStop = "TW-SENS-0001"
+
 // Observe counts the alerts of one stored batch from a sensor; campaigns
-// it completes are acted on in the background (Wait waits for them).
+// it completes are acted on in the background (Wait waits for them). A
+// tamper or unclean-stop alert also counts the host's recent RMM alerts,
+// whatever their severity (see HostLost).
 func (d *Detector) Observe(docs []store.Doc) {
 	now := d.o.Now()
 	var triggered []trigger
@@ -180,6 +201,16 @@ func (d *Detector) Observe(docs []store.Doc) {
 	for _, doc := range docs {
 		if doc.Kind != event.KindAlert || doc.Origin != store.OriginSensor {
 			continue
+		}
+		if Lost(doc.RuleID) && doc.HostID != "" {
+			host, at := doc.HostID, doc.Timestamp
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				d.HostLost(ctx, host, at)
+			}()
 		}
 		// Refused kill-switch commands are attacks on the switch itself;
 		// answering them with more automatic commands would be a loop.
@@ -215,6 +246,67 @@ func (d *Detector) Observe(docs []store.Doc) {
 			defer cancel()
 			d.act(ctx, t)
 		}()
+	}
+}
+
+// HostLost counts a host whose sensor was switched off or attacked at
+// about at (silenced, killed, a tamper tripwire fired): the RMM alerts it
+// raised within the window before count toward their campaigns whatever
+// their severity, so the fleet response starts even when a till is lost
+// before its sensor could say more. The alerts are read from the store,
+// so a loss found by any collector (the silence watchdog runs on each)
+// counts what the host sent to any of them. Each loss is counted once.
+func (d *Detector) HostLost(ctx context.Context, hostID string, at time.Time) {
+	if d.o.Store == nil || hostID == "" {
+		return
+	}
+	if at.IsZero() {
+		at = d.o.Now()
+	}
+	d.mu.Lock()
+	if prev, ok := d.lost[hostID]; ok && !at.After(prev) {
+		d.mu.Unlock()
+		return
+	}
+	d.lost[hostID] = at
+	d.mu.Unlock()
+	// A minute of slack after the loss: the sensor's clock and the order
+	// in which a batch was written are not the collector's.
+	raw, err := d.o.Store.QueryAlerts(ctx, store.AlertFilter{HostID: hostID, Since: at.Add(-d.o.Policy.Window), Until: at.Add(time.Minute), Limit: store.MaxAlertLimit})
+	if err != nil {
+		d.o.Log.Error("campaign: reading the alerts of a lost host failed", "host", hostID, logkey.Error, err)
+		return
+	}
+	now := d.o.Now()
+	var triggered []trigger
+	d.mu.Lock()
+	for _, r := range raw {
+		var a alertFields
+		if json.Unmarshal(r, &a) != nil || a.Host.ID != hostID || a.Event.Kind != event.KindAlert {
+			continue
+		}
+		if a.Rule.Ruleset != event.RulesetRMM && a.Tillwatch.RMM.Product == "" {
+			continue // only what came through the remote-management channel
+		}
+		for _, key := range a.keys() {
+			hosts := d.seen[key]
+			if hosts == nil {
+				hosts = map[string]sighting{}
+				d.seen[key] = hosts
+			}
+			hosts[hostID] = sighting{at: now, alertID: a.Event.ID, product: a.Tillwatch.RMM.Product}
+			if t, ok := d.check(key, a.Rule.Name, now); ok {
+				triggered = append(triggered, t)
+			}
+		}
+	}
+	d.prune(now)
+	d.mu.Unlock()
+	if len(triggered) > 0 {
+		d.o.Log.Warn("campaign: a lost host's RMM alerts completed a campaign", "host", hostID)
+	}
+	for _, t := range triggered {
+		d.act(ctx, t)
 	}
 }
 
@@ -274,6 +366,11 @@ func (d *Detector) prune(now time.Time) {
 	for key, at := range d.fired {
 		if at.Before(cut) {
 			delete(d.fired, key)
+		}
+	}
+	for host, at := range d.lost {
+		if at.Before(cut.Add(-d.o.Policy.Window)) {
+			delete(d.lost, host)
 		}
 	}
 }

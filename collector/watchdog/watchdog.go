@@ -139,6 +139,9 @@ type Options struct {
 	Now        func() time.Time
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// OnSilenced is told about each host found silenced, once per silence
+	// (the campaign detector counts a till lost after an RMM alert).
+	OnSilenced func(ctx context.Context, h api.Host)
 }
 
 // Run checks every Interval for silenced sensors until ctx is done.
@@ -161,14 +164,25 @@ func Run(ctx context.Context, st Store, o Options) {
 	}
 	t := time.NewTicker(o.Interval)
 	defer t.Stop()
+	told := map[string]time.Time{} // host -> the LastSeen of the silence OnSilenced was told of
 	for {
-		n, err := CheckSilenced(ctx, st, o.SilenceAfter, o.Now())
+		silent, n, err := checkSilenced(ctx, st, o.SilenceAfter, o.Now())
 		if err != nil && ctx.Err() == nil {
 			o.Log.Warn("watchdog: cannot check for silenced sensors", logkey.Error, err)
 		}
 		if n > 0 {
 			raised.Add(float64(n))
 			o.Log.Warn("sensors silenced", logkey.Count, n)
+		}
+		if o.OnSilenced != nil {
+			now := map[string]time.Time{}
+			for _, h := range silent {
+				now[h.HostID] = h.LastSeen
+				if last, ok := told[h.HostID]; !ok || !last.Equal(h.LastSeen) {
+					o.OnSilenced(ctx, h)
+				}
+			}
+			told = now // a host heard from again leaves the list
 		}
 		select {
 		case <-ctx.Done():
@@ -181,18 +195,27 @@ func Run(ctx context.Context, st Store, o Options) {
 // CheckSilenced raises a silenced alert for every host unheard for longer
 // than after; it returns how many were new.
 func CheckSilenced(ctx context.Context, st Store, after time.Duration, now time.Time) (int, error) {
+	_, n, err := checkSilenced(ctx, st, after, now)
+	return n, err
+}
+
+// checkSilenced is CheckSilenced that also returns the silenced hosts.
+func checkSilenced(ctx context.Context, st Store, after time.Duration, now time.Time) ([]api.Host, int, error) {
 	hosts, err := st.Hosts(ctx)
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	var alerts []event.Event
+	var silent []api.Host
 	for _, h := range hosts {
-		if silent := now.Sub(h.LastSeen); silent > after {
-			alerts = append(alerts, Silenced(h, silent, now))
+		if d := now.Sub(h.LastSeen); d > after {
+			alerts = append(alerts, Silenced(h, d, now))
+			silent = append(silent, h)
 		}
 	}
 	if len(alerts) == 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
-	return Raise(ctx, st, alerts, now)
+	n, err := Raise(ctx, st, alerts, now)
+	return silent, n, err
 }

@@ -86,6 +86,8 @@ func (r Reason) String() string {
 		return "sensor-path-write"
 	case ReasonPidfd:
 		return "pidfd-on-sensor"
+	case reasonUnreported:
+		return "unreported-hostile-family"
 	case ReasonDecoyOpen:
 		return "decoy-write"
 	case ReasonDecoyRename:
@@ -154,6 +156,12 @@ func cstr(b []byte) string {
 		return string(b[:i])
 	}
 	return string(b)
+}
+
+// Hostile is a process family declared hostile in the kernel.
+type Hostile struct {
+	Family int
+	TimeNS uint64 // CLOCK_MONOTONIC, when it was declared
 }
 
 // Stopped is a process a decoy tripwire stopped, waiting for a judgement.

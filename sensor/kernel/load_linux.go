@@ -344,6 +344,54 @@ func (l *Layer) Hostile(family int) bool {
 	return l.objs.Hostile.Lookup(uint32(family), &v) == nil
 }
 
+// HostileMembers lists the live tasks of families declared hostile. The
+// kernel kills them at their next exec, open, write, rename or unlink; one
+// that makes none of those (stopped by a response the dying sensor did not
+// finish, or asleep) would outlive the attack, so the restarted sensor
+// judges them at start.
+func (l *Layer) HostileMembers() ([]int, error) {
+	var out []int
+	var pid uint32
+	var v tripwireTaint
+	it := l.objs.Taint.Iterate()
+	for it.Next(&pid, &v) {
+		if v.Family != 0 && l.Hostile(int(v.Family)) {
+			out = append(out, int(pid))
+		}
+	}
+	return out, it.Err()
+}
+
+// reportedBit marks a hostile family's value once the sensor reported it.
+// The programs only test a family's presence, never its value, and a new
+// poisoning overwrites the value (so it is reported again).
+const reportedBit = uint64(1) << 63
+
+// HostileFamilies lists the families declared hostile that no sensor has
+// marked reported (MarkReported): the tripwire's own record may have been
+// read by a sensor that was killed before its alert was journaled.
+func (l *Layer) HostileFamilies() ([]Hostile, error) {
+	var out []Hostile
+	var fam uint32
+	var v uint64
+	it := l.objs.Hostile.Iterate()
+	for it.Next(&fam, &v) {
+		if v&reportedBit == 0 {
+			out = append(out, Hostile{Family: int(fam), TimeNS: v})
+		}
+	}
+	return out, it.Err()
+}
+
+// MarkReported records that family's attack was reported.
+func (l *Layer) MarkReported(family int) error {
+	var v uint64
+	if err := l.objs.Hostile.Lookup(uint32(family), &v); err != nil {
+		return err
+	}
+	return l.objs.Hostile.Update(uint32(family), v|reportedBit, ebpf.UpdateExist)
+}
+
 // AddTools adds basenames of tamper tools.
 func (l *Layer) AddTools(names ...string) error { return putKeys(l.objs.Tools, names) }
 

@@ -2,8 +2,13 @@ package kernel
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tillwatch/tillwatch/internal/event"
@@ -11,15 +16,28 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/pipeline"
 )
 
+// unreportedAfter is how long a starting watch lets the ring's backlog be
+// read before it reports the hostile families no alert was made of.
+const unreportedAfter = 3 * time.Second
+
+// reasonUnreported: a family declared hostile without an alert (the watch's
+// own reason; the kernel never writes it).
+const reasonUnreported Reason = 6
+
+// familyLabel carries a record's family from the watch's event to its alert.
+const familyLabel = "kernel_family"
+
 // Rule ids of the kernel layer's alerts.
 const (
-	RuleSignal   = "TW-TAMPER-0001" // a process under an RMM agent signalled the sensor
-	RuleToolExec = "TW-TAMPER-0002" // ... exec'd a tool against the sensor
-	RulePath     = "TW-TAMPER-0003" // ... wrote, renamed or removed a sensor file
-	RulePidfd    = "TW-TAMPER-0004" // ... opened a pidfd on the sensor
-	RuleDecoy    = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
-	RuleFresh    = "TW-TAMPER-0020" // a process under an RMM agent ran a file its tree made; stopped at exec, judged hostile
-	RuleFreshLet = "TW-TAMPER-0021" // ... judged honest (a deployment) and let go
+	RuleSignal     = "TW-TAMPER-0001" // a process under an RMM agent signalled the sensor
+	RuleToolExec   = "TW-TAMPER-0002" // ... exec'd a tool against the sensor
+	RulePath       = "TW-TAMPER-0003" // ... wrote, renamed or removed a sensor file
+	RulePidfd      = "TW-TAMPER-0004" // ... opened a pidfd on the sensor
+	RuleSurvivor   = "TW-TAMPER-0005" // a member of a family that attacked the sensor, alive when the sensor starts
+	RuleUnreported = "TW-TAMPER-0006" // a family attacked the sensor and no alert of it was journaled
+	RuleDecoy      = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
+	RuleFresh      = "TW-TAMPER-0020" // a process under an RMM agent ran a file its tree made; stopped at exec, judged hostile
+	RuleFreshLet   = "TW-TAMPER-0021" // ... judged honest (a deployment) and let go
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -36,6 +54,9 @@ type Tripwires interface {
 	TaintAgent(pid int) error
 	TaintChild(pid, family int) error
 	Stopped() ([]Stopped, error)
+	HostileMembers() ([]int, error)
+	HostileFamilies() ([]Hostile, error)
+	MarkReported(family int) error
 	RunTamper(ctx context.Context, fn func(Tamper)) error
 	// Fresh, Forget and Judged serve the fresh-exec judgement: what the
 	// kernel recorded of a file, forgetting a file let run, clearing a
@@ -57,7 +78,6 @@ type WatchOptions struct {
 	// Wall converts the kernel's CLOCK_MONOTONIC ns to wall time (default:
 	// against the clocks now).
 	Wall func(ns uint64) time.Time
-	Log  *slog.Logger
 
 	// The fresh-exec judgement (JudgeFresh). ProcRoot is where the stopped
 	// process is read (default "/proc"). Approved says whether pid is
@@ -78,6 +98,13 @@ type WatchOptions struct {
 	Drops      func() (RingDrops, error)
 	Health     func(component, state, reason string)
 	DropsEvery time.Duration
+
+	// BootID names this boot (/proc/sys/kernel/random/boot_id): an
+	// attack's alert id is derived from it and the family, so the same
+	// attack reported twice (live, and again at start when the sensor
+	// was killed before it could journal it) is stored once.
+	BootID string
+	Log    *slog.Logger
 }
 
 // Watch is the kernel layer's pipeline component: as a source it turns
@@ -106,6 +133,10 @@ func NewWatch(o WatchOptions) *Watch {
 	if o.DropsEvery <= 0 {
 		o.DropsEvery = 10 * time.Second
 	}
+	if o.BootID == "" {
+		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		o.BootID = strings.TrimSpace(string(b))
+	}
 	return &Watch{o: o, tools: toolIndex{dirs: systemDirs}}
 }
 
@@ -117,7 +148,8 @@ func (w *Watch) SetScanFile(fn func(path string) ([]string, error)) { w.o.ScanFi
 func (w *Watch) Name() string { return "kernel" }
 
 // Run emits one event per process still stopped by a tripwire (the sensor
-// was down when it fired), then one per tripwire record, until ctx is done.
+// was down when it fired) and one per survivor of a hostile family, then
+// one per tripwire record, until ctx is done.
 func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	st, err := w.o.Layer.Stopped()
 	if err != nil {
@@ -139,6 +171,41 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 		}
 		emit(w.event(t))
 	}
+	// A family that attacked the sensor dies at its members' next syscall
+	// of interest; a member that makes none (left stopped by a tree kill
+	// the previous run did not finish when it was killed, or asleep) is
+	// judged here.
+	hm, err := w.o.Layer.HostileMembers()
+	if err != nil {
+		return fmt.Errorf("kernel: listing hostile families: %w", err)
+	}
+	for _, pid := range hm {
+		if !seen[pid] {
+			emit(w.event(Tamper{Reason: ReasonHostile, PID: pid, Signal: 9}))
+		}
+	}
+	// An attack whose record the previous run read but did not live to
+	// journal (the signal that killed it came with the record) has no
+	// alert: once the ring's backlog had its moment, the families still
+	// unreported are reported, under the same alert id a live record of
+	// theirs gets (the collector stores the attack once).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(unreportedAfter):
+		}
+		hf, err := w.o.Layer.HostileFamilies()
+		if err != nil {
+			w.o.Log.Warn("could not list hostile families; an attack the previous run did not report stays unreported", "error", err)
+			return
+		}
+		for _, h := range hf {
+			emit(w.event(Tamper{Reason: reasonUnreported, PID: h.Family, Family: h.Family, TimeNS: h.TimeNS}))
+		}
+	}()
 	return w.o.Layer.RunTamper(ctx, func(t Tamper) {
 		if t.Reason.Stops() && seen[t.PID] {
 			delete(seen, t.PID) // reported from the stopped map already
@@ -192,7 +259,12 @@ func (w *Watch) event(t Tamper) event.Event {
 	if p == nil {
 		p = &event.Process{PID: int64(t.PID)}
 	}
+	var labels map[string]string
+	if t.Family != 0 && !t.Reason.Decoy() && t.Reason != ReasonHostile {
+		labels = map[string]string{familyLabel: strconv.Itoa(t.Family)}
+	}
 	return event.Event{
+		Labels:    labels,
 		Timestamp: w.o.Wall(t.TimeNS).UTC(),
 		Message:   describe(t),
 		Event: event.Meta{Kind: event.KindEvent, ID: event.NewID(), Category: cat, Type: []string{"denied"},
@@ -211,6 +283,10 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("process %d under a remote-management agent ran a tool naming the sensor (%q); killed at exec, its process family poisoned", t.PID, t.Name)
 	case ReasonPath:
 		return fmt.Sprintf("process %d under a remote-management agent wrote, renamed or removed a sensor path (%q); killed, its process family poisoned", t.PID, t.Name)
+	case reasonUnreported:
+		return fmt.Sprintf("the process family %d under a remote-management agent attacked the sensor (signal, tool, file or pidfd); it was killed in the kernel and poisoned, and the sensor was killed before it could report it", t.Family)
+	case ReasonHostile:
+		return fmt.Sprintf("process %d belongs to a process family that attacked the sensor and was still alive when the sensor started (stopped or idle)", t.PID)
 	}
 	return fmt.Sprintf("process %d touched the decoy %q (%s) and was stopped in the kernel", t.PID, t.Name, t.Reason)
 }
@@ -245,6 +321,15 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
+	case reasonUnreported.String():
+		m.RuleID, m.RuleName = RuleUnreported, "Process family under an RMM agent attacked the sensor (reported at the next start)"
+	case ReasonHostile.String():
+		m.RuleID, m.RuleName = RuleSurvivor, "Survivor of a process family that attacked the sensor"
+		d.Response = event.ActionKill
+		d.Target = &pipeline.Target{PID: int(ev.Process.PID), Tree: true}
+		if ev.Process.Start != nil {
+			d.Target.Start = ev.Process.Start.UnixMilli()
+		}
 	case ReasonFreshExec.String():
 		m.Techniques = []alert.Technique{{ID: "T1140", Name: "Deobfuscate/Decode Files or Information"}, {ID: "T1072", Name: "Software Deployment Tools"}}
 		m.Tactic = &alert.Technique{ID: "TA0002", Name: "Execution"}
@@ -273,5 +358,13 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 	m.Description = "A kernel tripwire fired: " + ev.Message
 	d.Alert = alert.FromEvent(m, ev, ev.Message)
 	d.Alert.Event.Reason = ev.Event.Reason
+	if fam, err := strconv.Atoi(ev.Labels[familyLabel]); err == nil && fam != 0 {
+		// One attack, one alert id: live or reported at the next start.
+		sum := sha256.Sum256([]byte("tillwatch-kernel-tamper|" + w.o.BootID + "|" + strconv.Itoa(fam)))
+		d.Alert.Event.ID = hex.EncodeToString(sum[:16])
+		if err := w.o.Layer.MarkReported(fam); err != nil {
+			w.o.Log.Warn("could not mark a hostile family reported; it is reported again at the next start", "family", fam, "error", err)
+		}
+	}
 	return []pipeline.Detection{d}
 }

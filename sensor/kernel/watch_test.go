@@ -12,15 +12,20 @@ import (
 type fakeTripwires struct {
 	tainted []int
 	stopped []Stopped
+	hostile []int
 	records []Tamper
 }
 
-func (f *fakeTripwires) TaintAgent(pid int) error       { f.tainted = append(f.tainted, pid); return nil }
-func (f *fakeTripwires) TaintChild(int, int) error      { return nil }
-func (f *fakeTripwires) Fresh(string) (FreshFile, bool) { return FreshFile{}, false }
-func (f *fakeTripwires) Forget(string) error            { return nil }
-func (f *fakeTripwires) Judged(int) error               { return nil }
-func (f *fakeTripwires) Stopped() ([]Stopped, error)    { return f.stopped, nil }
+func (f *fakeTripwires) TaintAgent(pid int) error            { f.tainted = append(f.tainted, pid); return nil }
+func (f *fakeTripwires) TaintChild(int, int) error           { return nil }
+func (f *fakeTripwires) Fresh(string) (FreshFile, bool)      { return FreshFile{}, false }
+func (f *fakeTripwires) Forget(string) error                 { return nil }
+func (f *fakeTripwires) Judged(int) error                    { return nil }
+func (f *fakeTripwires) Stopped() ([]Stopped, error)         { return f.stopped, nil }
+func (f *fakeTripwires) HostileMembers() ([]int, error)      { return f.hostile, nil }
+func (f *fakeTripwires) HostileFamilies() ([]Hostile, error) { return nil, nil }
+func (f *fakeTripwires) MarkReported(int) error              { return nil }
+
 func (f *fakeTripwires) RunTamper(_ context.Context, fn func(Tamper)) error {
 	for _, r := range f.records {
 		fn(r)
@@ -32,6 +37,7 @@ func TestWatchAlerts(t *testing.T) {
 	t.Parallel()
 	f := &fakeTripwires{
 		stopped: []Stopped{{PID: 50, Reason: ReasonDecoyOpen, Name: "0000 Accounts.pdf"}},
+		hostile: []int{70, 50}, // 50 was stopped by a decoy: judged once
 		records: []Tamper{
 			{Reason: ReasonDecoyOpen, PID: 50, Name: "0000 Accounts.pdf"}, // the same stop: reported once
 			{Reason: ReasonSignal, PID: 60, Target: 7, Signal: 9, Family: 60},
@@ -51,6 +57,7 @@ func TestWatchAlerts(t *testing.T) {
 		response string
 	}{
 		{50, RuleDecoy, event.ActionKill},
+		{70, RuleSurvivor, event.ActionKill},
 		{60, RuleSignal, ""},
 		{61, RuleToolExec, ""},
 		{62, RulePath, ""},
@@ -88,3 +95,36 @@ func TestWatchTaintsAgentsAtExec(t *testing.T) {
 		t.Errorf("tainted %v, want [10]", f.tainted)
 	}
 }
+
+// TestWatchUnreportedAttackSharesTheLiveAlertID: an attack reported live
+// and again at the next start (the killed sensor read its record but did
+// not journal it) has one alert id, so the collector stores it once; the
+// family is marked reported either way.
+func TestWatchUnreportedAttackSharesTheLiveAlertID(t *testing.T) {
+	t.Parallel()
+	f := &markingTripwires{}
+	w := NewWatch(WatchOptions{Layer: f, BootID: "boot-1"})
+	live := w.event(Tamper{Reason: ReasonSignal, PID: 61, Target: 7, Signal: 9, Family: 60})
+	later := w.event(Tamper{Reason: reasonUnreported, PID: 60, Family: 60})
+	other := w.event(Tamper{Reason: ReasonSignal, PID: 71, Target: 7, Signal: 9, Family: 70})
+	a, b, c := w.Detect(&live), w.Detect(&later), w.Detect(&other)
+	if len(a) != 1 || len(b) != 1 || len(c) != 1 {
+		t.Fatalf("detections %d %d %d", len(a), len(b), len(c))
+	}
+	if b[0].Alert.Rule.ID != RuleUnreported || a[0].Alert.Rule.ID != RuleSignal {
+		t.Errorf("rules %s %s", a[0].Alert.Rule.ID, b[0].Alert.Rule.ID)
+	}
+	if a[0].Alert.Event.ID != b[0].Alert.Event.ID || a[0].Alert.Event.ID == c[0].Alert.Event.ID {
+		t.Errorf("alert ids %s %s %s: want the first two equal, the third different", a[0].Alert.Event.ID, b[0].Alert.Event.ID, c[0].Alert.Event.ID)
+	}
+	if len(f.marked) != 3 || f.marked[0] != 60 || f.marked[2] != 70 {
+		t.Errorf("marked %v, want [60 60 70]", f.marked)
+	}
+}
+
+type markingTripwires struct {
+	fakeTripwires
+	marked []int
+}
+
+func (m *markingTripwires) MarkReported(fam int) error { m.marked = append(m.marked, fam); return nil }
