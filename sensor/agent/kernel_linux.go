@@ -148,7 +148,7 @@ func (s *Sensor) armKernelFiles(cfg config.Config, watch []string) (bool, string
 		kcfg.Decoys = true
 	}
 	if s.guard != nil {
-		kcfg.Burst, kcfg.GuardRoots = true, watch
+		kcfg.Burst, kcfg.GuardRoots, kcfg.BurstRelative = true, watch, true
 	}
 	if err := s.kern.SetConfig(kcfg); err != nil {
 		return false, err.Error()

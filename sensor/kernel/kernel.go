@@ -40,10 +40,15 @@ type Config struct {
 	BurstThreshold int
 	BurstWindow    time.Duration
 	// GuardRoots are the guarded trees (absolute, clean): an absolute path
-	// outside them is not counted; a relative one always is. Empty, or a
-	// root the kernel cannot compare (longer than KeyLen-1 bytes, or "/"),
-	// counts every path.
+	// outside them is not counted. Empty, or a root the kernel cannot
+	// compare (longer than KeyLen-1 bytes, or "/"), counts every path.
 	GuardRoots []string
+	// BurstRelative counts relative paths too (openat(dirfd, "name"), as
+	// tar, rm -r and find -execdir do): at the syscall they cannot be
+	// placed in or out of a root, so they count wherever they land. The
+	// sensor sets it; tests that must not stop the host's other processes
+	// leave it off.
+	BurstRelative bool
 }
 
 // Burst defaults: a process (or family) that changes 32 files in the

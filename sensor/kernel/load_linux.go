@@ -260,6 +260,9 @@ func (l *Layer) setBurst(cfg Config) error {
 		}
 	}
 	bc := tripwireBurstCfg{Threshold: uint32(cfg.BurstThreshold), Nroots: uint32(len(roots)), WindowNs: uint64(cfg.BurstWindow)}
+	if cfg.BurstRelative {
+		bc.Relative = 1
+	}
 	if err := l.objs.BurstCfg.Update(uint32(0), bc, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("kernel: writing burst config: %w", err)
 	}

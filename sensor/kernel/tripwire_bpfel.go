@@ -18,6 +18,8 @@ type tripwireBurstCfg struct {
 	Threshold uint32
 	Nroots    uint32
 	WindowNs  uint64
+	Relative  uint32
+	Pad       uint32
 }
 
 type tripwireBurstCount struct {

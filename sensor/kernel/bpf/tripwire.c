@@ -190,6 +190,8 @@ struct burst_cfg {
 	__u32 threshold; // changes within window_ns that stop the caller; 0: off
 	__u32 nroots;    // guarded roots in use (roots[0:nroots])
 	__u64 window_ns;
+	__u32 relative; // count relative paths (they cannot be placed in a root)
+	__u32 _pad;
 };
 
 struct burst_root {
@@ -600,13 +602,16 @@ static long root_step(__u32 i, void *data)
 }
 
 // burst_in_scope reads path and reports whether it counts: an absolute path
-// below a guarded root, or any relative path (at sys_enter it is not yet
-// resolved, and the caller's working directory is not known here).
+// below a guarded root, or (when configured) any relative path: at
+// sys_enter it is not yet resolved, and neither the caller's working
+// directory nor the directory a dfd names is known here.
 static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, const char *path)
 {
 	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
 		return 0;
-	if (sc->path[0] != '/' || bc->nroots == 0)
+	if (sc->path[0] != '/')
+		return bc->relative;
+	if (bc->nroots == 0)
 		return 1;
 	struct root_ctx c = {.sc = sc, .hit = 0};
 	bpf_loop(bc->nroots > 8 ? 8 : bc->nroots, root_step, &c, 0);
@@ -698,7 +703,11 @@ static __always_inline void burst_check(__u32 flags, const char *path)
 		burst_stop(flags, sc, tgid, 0, now);
 		return;
 	}
-	if (fam0 && fam0 != tgid && !burst_allowed_now(fam0, now) && burst_bump(fam0, now, win) >= thr) {
+	// A family judged honest counts no further up: its work is not its
+	// grandparent's burst either.
+	if (fam0 && burst_allowed_now(fam0, now))
+		return;
+	if (fam0 && fam0 != tgid && burst_bump(fam0, now, win) >= thr) {
 		burst_stop(flags, sc, tgid, fam0, now);
 		return;
 	}
