@@ -43,6 +43,8 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 			t.Skip(tool + " not installed")
 		}
 	}
+	// Folders first: their removal at the end must come after the layer's.
+	watch, state, src := t.TempDir(), t.TempDir(), t.TempDir()
 	b := make([]byte, 6)
 	rand.Read(b)
 	pin := "/sys/fs/bpf/tillwatch-test-" + hex.EncodeToString(b)
@@ -62,7 +64,8 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 		l.Unpin()
 	})
 
-	watch, state, src := t.TempDir(), t.TempDir(), t.TempDir()
+	// Not protected like the sensor: its children (the workloads) would
+	// inherit the protection. Its folders are removed after the layer.
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	set, err := canary.Plant(state, []string{watch})
 	if err != nil {
