@@ -34,6 +34,10 @@ type Options struct {
 	// Kernel is the sensor's kernel.mode: off (default) or auto, which
 	// adds the eBPF layer (process feed and tripwires).
 	Kernel string
+	// OpenPermission is the sensor's files.open_permission ("" keeps the
+	// default): unless-kernel drops the permission event per open while
+	// the kernel tripwires are armed.
+	OpenPermission string
 }
 
 // Phase is one workload's wall times without and with the sensor.
@@ -130,7 +134,11 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	if mode == "" {
 		mode = "off"
 	}
-	if err := os.WriteFile(kcfg, []byte("kernel:\n  mode: "+mode+"\n  pin_dir: "+pinDir+"\n"), 0o600); err != nil {
+	yml := "kernel:\n  mode: " + mode + "\n  pin_dir: " + pinDir + "\n"
+	if o.OpenPermission != "" {
+		yml += "files:\n  open_permission: " + o.OpenPermission + "\n"
+	}
+	if err := os.WriteFile(kcfg, []byte(yml), 0o600); err != nil {
 		return r, err
 	}
 	defer os.RemoveAll(pinDir)

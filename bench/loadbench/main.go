@@ -41,10 +41,11 @@ func main() {
 	dir := flag.String("dir", "/dev/shm", "where the tar, the watched folder and the sensor's state go (\"\" = the temp dir); see the report for why tmpfs")
 	profile := flag.String("profile", "", "diagnose instead: run bench/profsensor (the sensor with pprof), write cpu.pprof and heap.pprof (of the last run with it) into DIR, leave the docs alone")
 	kernelMode := flag.String("kernel", "off", "the sensor's kernel.mode: off, or auto to run with the eBPF layer (pinned under /sys/fs/bpf/tillwatch-loadbench, removed after)")
+	openPerm := flag.String("open-permission", "", "the sensor's files.open_permission: always, or unless-kernel (with -kernel auto: no permission event per open while the kernel tripwires are armed); empty keeps the default")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := Options{Sensor: filepath.Join(*bin, "tillwatch-sensor"), Files: *files, Execs: *execs, Runs: *runs, Settle: *settle, Dir: *dir, Kernel: *kernelMode}
+	o := Options{Sensor: filepath.Join(*bin, "tillwatch-sensor"), Files: *files, Execs: *execs, Runs: *runs, Settle: *settle, Dir: *dir, Kernel: *kernelMode, OpenPermission: *openPerm}
 	if *profile != "" {
 		var err error
 		if o.Sensor, o.SensorArgs, err = benchproc.ProfSensor(*profile); err != nil {

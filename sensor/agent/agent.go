@@ -31,10 +31,12 @@ import (
 	"github.com/tillwatch/tillwatch/internal/rulebundle"
 	"github.com/tillwatch/tillwatch/rules"
 	"github.com/tillwatch/tillwatch/sensor/action"
+	"github.com/tillwatch/tillwatch/sensor/canary"
 	"github.com/tillwatch/tillwatch/sensor/config"
 	"github.com/tillwatch/tillwatch/sensor/detect/execpath"
 	yaradetect "github.com/tillwatch/tillwatch/sensor/detect/yara"
 	"github.com/tillwatch/tillwatch/sensor/enrich"
+	"github.com/tillwatch/tillwatch/sensor/fileguard"
 	"github.com/tillwatch/tillwatch/sensor/fleetcmd"
 	"github.com/tillwatch/tillwatch/sensor/identity"
 	"github.com/tillwatch/tillwatch/sensor/kernel"
@@ -78,6 +80,12 @@ type Sensor struct {
 	configVersion string
 	rulesVersion  string
 	bundles       *rulesync.Syncer
+	// The kernel layer (nil when not loaded) and what its judgements of
+	// stopped processes need: the decoys and the file guard's scorer.
+	kern     *kernel.Layer
+	kernCfg  kernel.Config
+	canaries *canary.Set
+	guard    *fileguard.Guard
 	// restart stops Run to start again into a new rule bundle.
 	restartOnce sync.Once
 	restart     chan struct{}

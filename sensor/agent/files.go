@@ -57,12 +57,28 @@ func (s *Sensor) wireFiles(cfg config.Config, cat *rmm.Catalog) error {
 		if cfg.Files.QuarantineEncryptor {
 			quarantine = s.quarantineEncryptor
 		}
-		hook = fileguard.New(fileguard.Options{
+		s.guard = fileguard.New(fileguard.Options{
 			Rules: r, Enforce: cfg.Mode == "enforce", ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid(),
 			Canaries: set, Emit: s.pipe.Emit, Log: s.log, RMM: lineage, Quarantine: quarantine,
 		})
+		hook = s.guard
 	}
-	src, err := fileactivity.New(fileactivity.Config{Backend: cfg.Files.Backend, Paths: watch, ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid()}, hook, s.log, s.reg)
+	s.canaries = set
+	// The kernel layer's decoy and burst tripwires (sensor/agent/kernel_linux.go);
+	// while they are armed, files.open_permission unless-kernel drops the
+	// permission event per open.
+	armed, why := s.armKernelFiles(cfg, watch)
+	fcfg := fileactivity.Config{Backend: cfg.Files.Backend, Paths: watch, ProcRoot: cfg.Process.ProcRoot, Self: os.Getpid()}
+	switch {
+	case armed && cfg.Files.OpenPermission == config.OpenPermissionUnlessKernel:
+		fcfg.NoOpenPerm, fcfg.NoOpenPermWhy = true, "the kernel layer's decoy and burst tripwires hold an encryptor (files.open_permission: unless-kernel)"
+		s.log.Info("file guard: no permission event per open; the kernel tripwires stop encryptors", "kernel", why)
+	case armed:
+		s.log.Info("file guard: permission event on every open (files.open_permission: always), kernel tripwires armed too", "kernel", why)
+	default:
+		s.log.Info("file guard: permission event on every open; kernel tripwires not armed", "why", why)
+	}
+	src, err := fileactivity.New(fcfg, hook, s.log, s.reg)
 	if err != nil {
 		return cfgfile.Usagef("files: %v", err)
 	}

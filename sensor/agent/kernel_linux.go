@@ -1,12 +1,14 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,7 +32,8 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 		return nil
 	}
 	log := s.log.With(logkey.Component, "kernel")
-	l, err := kernel.Load(kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true})
+	kcfg := kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true}
+	l, err := kernel.Load(kcfg)
 	if err == nil {
 		err = s.armKernel(l, cfg)
 	}
@@ -80,8 +83,11 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 			}
 			return process.TableECS(table, p)
 		},
-		Log: log,
+		Judge: s.judgeStop,
+		Log:   log,
 	})
+	s.reg.MustRegister(w.Collectors()...)
+	s.kern, s.kernCfg = l, kcfg
 	s.pipe.AddSource(w)
 	s.pipe.AddDetector(w)
 	s.kernelWatch = w
@@ -165,4 +171,94 @@ func ringDropMetrics(l *kernel.Layer) []prometheus.Collector {
 		counter("process", func(d kernel.RingDrops) uint64 { return d.Process }),
 		counter("tamper", func(d kernel.RingDrops) uint64 { return d.Tamper }),
 	}
+}
+
+// initPIDNamespace is the inode of the host's PID namespace (the kernel's
+// PROC_PID_INIT_INO): the kernel layer names processes by their pids there.
+const initPIDNamespace = "pid:[4026531836]"
+
+// armKernelFiles arms the kernel layer's decoy tripwire (the planted
+// decoys' names) and burst tripwire (the watched folders as guarded roots)
+// once the decoys are planted and the guard is built. It reports whether
+// both that apply are armed, and why not. A sensor in a PID namespace of
+// its own does not arm them: the kernel reports host pids, which the sensor
+// can neither signal nor look up there.
+func (s *Sensor) armKernelFiles(cfg config.Config, watch []string) (bool, string) {
+	if s.kern == nil {
+		return false, "kernel layer not loaded (kernel.mode off or unavailable)"
+	}
+	if ns, err := os.Readlink("/proc/self/ns/pid"); err != nil || ns != initPIDNamespace {
+		return false, "the sensor runs in a PID namespace of its own; the kernel names processes by host pid"
+	}
+	if s.guard == nil && s.canaries == nil {
+		return false, "files.guard and files.canaries are off"
+	}
+	kcfg := s.kernCfg
+	if s.canaries != nil {
+		if err := s.kern.AddDecoys(s.canaries.Names()...); err != nil {
+			return false, "decoy names: " + err.Error()
+		}
+		kcfg.Decoys = true
+	}
+	if s.guard != nil {
+		// Absolute paths under the watched folders only: a relative path
+		// cannot be placed at the syscall, and counting it wherever it lands
+		// would stop the whole host's bulk writers (builds, package installs).
+		kcfg.Burst, kcfg.GuardRoots, kcfg.BurstRelative = true, watch, false
+	}
+	if err := s.kern.SetConfig(kcfg); err != nil {
+		return false, err.Error()
+	}
+	s.kernCfg = kcfg
+	s.log.Info("kernel tripwires on the watched folders armed", logkey.Component, "kernel", "decoys", kcfg.Decoys, "burst", kcfg.Burst,
+		"burst_threshold", kernel.DefaultBurstThreshold, "burst_window", kernel.DefaultBurstWindow.String(), "enforce", kcfg.Enforce)
+	return kcfg.Decoys && kcfg.Burst, fmt.Sprintf("decoys %v, burst %v", kcfg.Decoys, kcfg.Burst)
+}
+
+// burstSettle is how long a burst judgement waits for the file events the
+// stopped process caused before its stop to reach the guard (they are
+// queued in fanotify; the process, stopped, adds none).
+const burstSettle = 150 * time.Millisecond
+
+// judgeStop decides on a process a kernel tripwire stopped. A decoy stop
+// is confirmed only if the process acted on a planted decoy (by file
+// identity, canary.Set.Judge): a same-named file elsewhere is resumed at
+// once. A burst stop is judged by the ransomware scorer: the tree or family
+// is killed when its score is at least half its stop threshold (or the
+// guard already stopped it), else resumed and not counted again for
+// kernel.AllowFor.
+func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgement {
+	procRoot := s.cfg.Process.ProcRoot
+	switch {
+	case st.Reason.Decoy():
+		if s.canaries == nil {
+			return kernel.Judgement{Kill: true, Why: "a decoy of an earlier run (no decoys planted now)"}
+		}
+		hit, why := s.canaries.Judge(procRoot, st.PID, st.Name)
+		if hit {
+			// The tree dies through the alert's response; put the decoy
+			// back once its last writes have landed.
+			time.AfterFunc(500*time.Millisecond, func() {
+				if err := s.canaries.RestoreAll(); err != nil {
+					s.log.Error("restoring decoy files failed", logkey.Error, err)
+				}
+			})
+		}
+		return kernel.Judgement{Kill: hit, Why: why}
+	case st.Reason == kernel.ReasonBurst:
+		if s.guard == nil {
+			return kernel.Judgement{Why: "no file guard to judge it"}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(burstSettle):
+		}
+		score, threshold, acted := s.guard.Judge(st.PID, st.Family)
+		if acted {
+			return kernel.Judgement{Kill: true, Why: "the file guard stopped its tree"}
+		}
+		why := fmt.Sprintf("ransomware score %d, stop threshold %d", score, threshold)
+		return kernel.Judgement{Kill: threshold > 0 && 2*score >= threshold, Why: why}
+	}
+	return kernel.Judgement{Kill: true}
 }

@@ -22,3 +22,8 @@ func (s *Sensor) wireKernel(cfg config.Config, _ *process.Source, _ *proctree.Ta
 	s.pipe.Health().Report("kernel", event.HealthDegraded, "tamper protection missing: no eBPF on this OS")
 	return nil
 }
+
+// armKernelFiles: no kernel tripwires off Linux.
+func (s *Sensor) armKernelFiles(config.Config, []string) (bool, string) {
+	return false, "no eBPF on this OS"
+}

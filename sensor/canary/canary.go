@@ -7,6 +7,13 @@
 //
 // The index (which paths are decoys, and their content) lives in the state
 // directory, so decoys survive restarts and a tampered one is put back.
+//
+// Names carry a number drawn once per install (kept in the state
+// directory), like the reference numbers real archives carry: the names are
+// plausible to an encryptor's directory walk yet unlikely on any other
+// file of the host, which lets the kernel match a decoy by its basename
+// alone (sensor/kernel). Judge tells a planted decoy from a same-named file
+// elsewhere.
 package canary
 
 import (
@@ -39,23 +46,52 @@ type Set struct {
 	dir string // <state>/canaries
 	mu  sync.Mutex
 	m   map[string]Decoy
+	ids map[string]fileID // the planted file at each decoy path, as last planted or restored
 }
 
+// fileID is a file's identity: a decoy replaced (rename over, delete and
+// create) gets another.
+type fileID struct{ dev, ino uint64 }
+
 // First and last names: they sort before digits and after letters in byte
-// order, and read like files a shop keeps.
+// order, and read like files a shop keeps. %s is the install's number.
 var (
-	firstNames = []string{"0000 Accounts 2019.pdf", "0000_Invoices_archive.docx", "0000-Suppliers.csv", "0000 Payroll 2020.pdf"}
-	lastNames  = []string{"zz_Receipts_scan.pdf", "zz Tax return 2021.docx", "zz-Stocktake.csv", "zz_Contracts_signed.pdf"}
+	firstNames = []string{"0000 Accounts 2019 %s.pdf", "0000_Invoices_archive_%s.docx", "0000-Suppliers-%s.csv", "0000 Payroll 2020 %s.pdf"}
+	lastNames  = []string{"zz_Receipts_scan_%s.pdf", "zz Tax return 2021 %s.docx", "zz-Stocktake-%s.csv", "zz_Contracts_signed_%s.pdf"}
 )
+
+// installNumber returns the install's decoy number (five digits, drawn
+// once, kept in dir/number).
+func installNumber(dir string) (string, error) {
+	p := filepath.Join(dir, "number")
+	if b, err := os.ReadFile(p); err == nil {
+		n := strings.TrimSpace(string(b))
+		if len(n) == 5 && strings.Trim(n, "0123456789") == "" {
+			return n, nil
+		}
+		return "", fmt.Errorf("canary number %s: want five digits, found %q", p, n)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("canary number: %w", err)
+	}
+	n := fmt.Sprintf("%05d", 10000+rand.IntN(90000))
+	if err := atomicfile.Write(p, []byte(n+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("canary number: %w", err)
+	}
+	return n, nil
+}
 
 // Plant loads the index from stateDir and makes sure every folder in dirs
 // has its two decoys, restoring any that were changed or removed. A file
 // that exists under a decoy's name but is not in the index is the user's
 // and is left alone (that folder gets no decoy of that name).
 func Plant(stateDir string, dirs []string) (*Set, error) {
-	s := &Set{dir: filepath.Join(stateDir, "canaries"), m: map[string]Decoy{}}
+	s := &Set{dir: filepath.Join(stateDir, "canaries"), m: map[string]Decoy{}, ids: map[string]fileID{}}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("canary state: %w", err)
+	}
+	num, err := installNumber(s.dir)
+	if err != nil {
+		return nil, err
 	}
 	if b, err := os.ReadFile(filepath.Join(s.dir, "index.json")); err == nil {
 		var ds []Decoy
@@ -69,11 +105,19 @@ func Plant(stateDir string, dirs []string) (*Set, error) {
 		return nil, fmt.Errorf("canary index: %w", err)
 	}
 	var errs []error
+	// Decoys of an earlier naming stay decoys (restored and guarded): a
+	// user may have seen them, and removing a file is never ours to do.
+	for p := range s.m {
+		if err := s.Restore(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, dir := range dirs {
 		h := fnv.New32a()
 		h.Write([]byte(dir))
 		i := int(h.Sum32())
-		for _, name := range []string{firstNames[i%len(firstNames)], lastNames[(i/7)%len(lastNames)]} {
+		for _, f := range []string{firstNames[i%len(firstNames)], lastNames[(i/7)%len(lastNames)]} {
+			name := fmt.Sprintf(f, num)
 			if err := s.ensure(filepath.Join(dir, name), uint64(h.Sum32())); err != nil {
 				errs = append(errs, err)
 			}
@@ -154,6 +198,7 @@ func (s *Set) Restore(p string) error {
 	name := filepath.Base(p)
 	if b, err := dir.ReadRegular(name, maxDecoy); err == nil {
 		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) == d.SHA256 {
+			s.record(p)
 			return nil
 		}
 	}
@@ -164,7 +209,35 @@ func (s *Set) Restore(p string) error {
 	if err := dir.Write(name, content, 0o644); err != nil {
 		return fmt.Errorf("restore %s: %w", p, err)
 	}
+	s.record(p)
 	return nil
+}
+
+// record remembers the identity of the file planted at p.
+func (s *Set) record(p string) {
+	id, ok := lstatID(p)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok {
+		s.ids[p] = id
+	} else {
+		delete(s.ids, p)
+	}
+}
+
+// Names lists the decoys' basenames (what the kernel tripwire compares).
+func (s *Set) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	out := make([]string, 0, len(s.m))
+	for p := range s.m {
+		if b := filepath.Base(p); !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // RestoreAll puts every decoy back; it reports every failure.

@@ -3,6 +3,7 @@ package canary
 import (
 	"archive/zip"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,8 +74,18 @@ func TestPlantSortsFirstAndLastAndRestores(t *testing.T) {
 func TestPlantNeverOverwritesUserFiles(t *testing.T) {
 	t.Parallel()
 	state, dir := t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(state, "canaries"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "canaries", "number"), []byte("12345\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// Pre-create every candidate name.
-	for _, n := range append(slices.Clone(firstNames), lastNames...) {
+	var all []string
+	for _, f := range append(slices.Clone(firstNames), lastNames...) {
+		all = append(all, fmt.Sprintf(f, "12345"))
+	}
+	for _, n := range all {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("mine"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +97,7 @@ func TestPlantNeverOverwritesUserFiles(t *testing.T) {
 	if len(s.Paths()) != 0 {
 		t.Errorf("planted over user files: %v", s.Paths())
 	}
-	for _, n := range firstNames {
+	for _, n := range all {
 		if b, _ := os.ReadFile(filepath.Join(dir, n)); string(b) != "mine" {
 			t.Errorf("%s overwritten", n)
 		}
@@ -94,3 +105,42 @@ func TestPlantNeverOverwritesUserFiles(t *testing.T) {
 }
 
 func sorted(x []string) []string { slices.Sort(x); return x }
+
+// TestNamesCarryTheInstallNumber checks that decoy names carry a number
+// drawn once per install and kept across restarts, and that a corrupt
+// number file is an error, not a silent new name.
+func TestNamesCarryTheInstallNumber(t *testing.T) {
+	t.Parallel()
+	state, dir := t.TempDir(), t.TempDir()
+	s, err := Plant(state, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "canaries", "number"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	num := strings.TrimSpace(string(b))
+	names := s.Names()
+	if len(names) != 2 {
+		t.Fatalf("names %v, want 2", names)
+	}
+	for _, n := range names {
+		if !strings.Contains(n, num) {
+			t.Errorf("decoy %q does not carry the install number %s", n, num)
+		}
+	}
+	s2, err := Plant(state, []string{dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sorted(s2.Names()), sorted(names)) {
+		t.Errorf("restart renamed the decoys: %v, then %v", names, s2.Names())
+	}
+	if err := os.WriteFile(filepath.Join(state, "canaries", "number"), []byte("x1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Plant(state, []string{dir}); err == nil || !strings.Contains(err.Error(), "five digits") {
+		t.Errorf("a corrupt number file: %v, want an error naming it", err)
+	}
+}

@@ -151,7 +151,7 @@ func Default() Config {
 		Kernel:  Kernel{Mode: "auto", PinDir: "/sys/fs/bpf/tillwatch"},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
-		Files:   Files{Backend: "auto", Canaries: true, Guard: true},
+		Files:   Files{Backend: "auto", Canaries: true, Guard: true, OpenPermission: OpenPermissionAlways},
 		RMM:     RMM{ScanInterval: 60 * time.Second},
 		YARA:    YARA{Enabled: true, Workers: 1, Queue: 256, MaxFileSize: 32 << 20, Timeout: 10 * time.Second, SweepCPU: 0.25},
 		KillSwitch: KillSwitch{Approvals: 2, MaxHosts: 5, BudgetCommands: 10, BudgetWindow: time.Hour,
@@ -263,6 +263,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("files.backend", "%q is not auto, fanotify or fsnotify", c.Files.Backend)
 	}
+	switch c.Files.OpenPermission {
+	case OpenPermissionAlways, OpenPermissionUnlessKernel:
+	default:
+		bad("files.open_permission", "%q is not %s or %s", c.Files.OpenPermission, OpenPermissionAlways, OpenPermissionUnlessKernel)
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			bad("metrics.listen", "%v", err)
@@ -359,7 +364,19 @@ type Files struct {
 	// default: a false positive would take a program off the till, not
 	// just stop it once.
 	QuarantineEncryptor bool `yaml:"quarantine_encryptor"`
+	// OpenPermission is when the fanotify content group asks for a
+	// permission event on every open in the watched trees: always, or
+	// unless-kernel (not while the kernel layer's decoy and burst
+	// tripwires are armed: they hold an encryptor in the kernel instead,
+	// and every open, reads included, no longer waits for the sensor).
+	OpenPermission string `yaml:"open_permission"`
 }
+
+// Values of files.open_permission.
+const (
+	OpenPermissionAlways       = "always"
+	OpenPermissionUnlessKernel = "unless-kernel"
+)
 
 // RMM configures the RMM-agent watch. Names in Approved are catalog ids or
 // aliases (rules/rmm/catalog.yaml); the sensor refuses to start with a name

@@ -62,11 +62,20 @@ const markFlags = unix.FAN_MARK_ADD | unix.FAN_MARK_ONLYDIR | unix.FAN_MARK_DONT
 
 func newFanotify(s *Source) (backend, error) {
 	b := &fanBackend{s: s, names: -1, dirs: map[string]string{}, outside: map[string]bool{}, mounts: map[[8]byte]int{}}
-	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_MARKS,
-		unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
-	if err == nil {
+	fd, err := -1, error(unix.EINVAL)
+	if !s.cfg.NoOpenPerm {
+		fd, err = unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_MARKS,
+			unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	}
+	switch {
+	case err == nil:
 		b.perm = true
-	} else {
+	case s.cfg.NoOpenPerm:
+		fd, err = unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_MARKS, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("fanotify_init: %w (needs CAP_SYS_ADMIN)", err)
+		}
+	default:
 		fd, err = unix.FanotifyInit(unix.FAN_CLASS_NOTIF|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
 		if err != nil {
 			return nil, fmt.Errorf("fanotify_init: %w (needs CAP_SYS_ADMIN)", err)
@@ -97,7 +106,14 @@ func newFanotify(s *Source) (backend, error) {
 	if b.fsMark {
 		s.nameMarks = nameMarksFilesystem
 	}
-	s.log.Info("file activity on fanotify", "permission_events", b.perm, "name_events", b.names >= 0, "name_marks", s.nameMarks)
+	why := "every open in the watched trees waits for the sensor's answer"
+	if !b.perm {
+		why = "none: " + s.cfg.NoOpenPermWhy
+		if !s.cfg.NoOpenPerm {
+			why = "none: refused by the kernel"
+		}
+	}
+	s.log.Info("file activity on fanotify", "permission_events", b.perm, "permission_events_why", why, "name_events", b.names >= 0, "name_marks", s.nameMarks)
 	return b, nil
 }
 

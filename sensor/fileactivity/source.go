@@ -94,6 +94,12 @@ type Config struct {
 	// Self is the sensor's own pid: its activity is never reported or
 	// blocked (it hashes files and restores canaries).
 	Self int
+	// NoOpenPerm makes the fanotify content group a notification group:
+	// no permission event per open (reads included), only completed
+	// writes. Set when something else holds an encryptor synchronously
+	// (the kernel layer's tripwires); NoOpenPermWhy says what, for the log.
+	NoOpenPerm    bool
+	NoOpenPermWhy string
 }
 
 // Source implements pipeline.Source.

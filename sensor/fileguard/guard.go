@@ -223,6 +223,29 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	return verdict
 }
 
+// Judge is the scorer's view of a process the kernel stopped after a burst
+// of file changes (sensor/kernel): the highest current score of its tree,
+// of the family groups of its ancestors and of family (the root the kernel
+// counted it for, 0 if none), and the threshold that tree is stopped at.
+// acted reports a process this guard has already stopped to kill it.
+func (g *Guard) Judge(pid, family int) (score, threshold int, acted bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.o.Now()
+	if _, ok := g.stopped[pid]; ok {
+		return 0, 0, true
+	}
+	root, ancestors, _ := g.treeOf(pid, now)
+	score = g.scorer.Score(root, now)
+	for _, a := range ancestors {
+		score = max(score, g.scorer.GroupScore(a.PID, now))
+	}
+	if family > 0 {
+		score = max(score, g.scorer.GroupScore(family, now), g.scorer.Score(family, now))
+	}
+	return score, g.scorer.Threshold(g.rmmOf(root, now) != nil), false
+}
+
 // act stops (enforce) and reports a tree that crossed the threshold.
 func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Time) {
 	trigger := event.Event{File: fileactivity.FileOf(a.Path)}

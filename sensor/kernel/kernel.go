@@ -38,11 +38,51 @@ type Config struct {
 
 	// noKernelBTF loads as on a kernel without BTF (tests).
 	noKernelBTF bool
+	// Burst arms the burst tripwire: a process whose write-opens, renames
+	// and unlinks in the guarded trees (or its family's: its parent's and
+	// grandparent's, or its tainted tree's) reach BurstThreshold within
+	// BurstWindow is stopped for the sensor's judgement.
+	Burst bool
+	// BurstThreshold and BurstWindow: defaults DefaultBurstThreshold and
+	// DefaultBurstWindow.
+	BurstThreshold int
+	BurstWindow    time.Duration
+	// GuardRoots are the guarded trees (absolute, clean): an absolute path
+	// outside them is not counted. A root the kernel cannot compare
+	// (longer than KeyLen-1 bytes, or "/") is left to the file guard; with
+	// none left the burst tripwire is off (see BurstRoots).
+	GuardRoots []string
+	// BurstRelative counts relative paths too (openat(dirfd, "name"), as
+	// tar, rm -r and find -execdir do): at the syscall they cannot be
+	// placed in or out of a root, so they count wherever they land. The
+	// sensor sets it; tests that must not stop the host's other processes
+	// leave it off.
+	BurstRelative bool
 }
+
+// Burst defaults: a process (or family) that changes 32 files in the
+// guarded trees within a second is held for judgement. An encryptor at
+// 400 files/s reaches it in 80 ms; an honest bulk writer (tar, gzip -r,
+// cp -r) is stopped once, judged and let go (see AllowFor).
+const (
+	DefaultBurstThreshold = 32
+	DefaultBurstWindow    = time.Second
+	// AllowFor is how long a process judged honest after a burst stop is
+	// not counted again.
+	AllowFor = 5 * time.Minute
+	// MaxGuardRoots is how many guarded trees the kernel compares.
+	MaxGuardRoots = 8
+)
 
 func (c Config) withDefaults() Config {
 	if c.PinDir == "" {
 		c.PinDir = DefaultPinDir
+	}
+	if c.BurstThreshold == 0 {
+		c.BurstThreshold = DefaultBurstThreshold
+	}
+	if c.BurstWindow == 0 {
+		c.BurstWindow = DefaultBurstWindow
 	}
 	return c
 }
@@ -52,6 +92,14 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.PinDir != "" && (!filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) != c.PinDir) {
 		errs = append(errs, fmt.Errorf("kernel.pin_dir %q: want a clean absolute path", c.PinDir))
+	}
+	if c.BurstThreshold < 0 || c.BurstWindow < 0 {
+		errs = append(errs, fmt.Errorf("kernel burst threshold %d and window %s: want positive values", c.BurstThreshold, c.BurstWindow))
+	}
+	for _, r := range c.GuardRoots {
+		if !filepath.IsAbs(r) || filepath.Clean(r) != r {
+			errs = append(errs, fmt.Errorf("kernel guarded root %q: want a clean absolute path", r))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -71,6 +119,7 @@ const (
 	ReasonDecoyUnlink Reason = 18
 	ReasonDecoyLink   Reason = 19
 	ReasonFreshExec   Reason = 32 // a process under an RMM agent exec'd a file its tree just wrote
+	ReasonBurst       Reason = 20 // a process (or its family) crossed the burst threshold
 )
 
 // String returns the reason as a short word for logs and alerts.
@@ -98,16 +147,18 @@ func (r Reason) String() string {
 		return "decoy-link"
 	case ReasonFreshExec:
 		return "fresh-exec"
+	case ReasonBurst:
+		return "file-burst"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
 
-// Decoy reports whether r is a decoy tripwire (the caller was stopped and
-// waits for a judgement) rather than a tamper tripwire (the caller was killed).
-func (r Reason) Decoy() bool { return r >= ReasonDecoyOpen && r < ReasonFreshExec }
+// Decoy reports whether r is a decoy tripwire.
+func (r Reason) Decoy() bool { return r >= ReasonDecoyOpen && r <= ReasonDecoyLink }
 
 // Stops reports whether the tripwire stopped the caller (SIGSTOP) and
-// left it to the sensor's judgement: the decoy and fresh-exec tripwires.
+// left it to the sensor's judgement (the decoy, burst and fresh-exec
+// tripwires) rather than killed it (a tamper tripwire).
 func (r Reason) Stops() bool { return r >= ReasonDecoyOpen }
 
 // Tamper is one tripwire firing, as read from the kernel.
@@ -123,7 +174,8 @@ type Tamper struct {
 	// kernel sent it (SIGSTOP for decoys).
 	Signal int
 	// Family is the tainted tree the caller belongs to (0 if none or the
-	// agent itself).
+	// agent itself); for ReasonBurst, the ancestor whose family crossed
+	// the threshold (0: the caller itself).
 	Family int
 	// Name is the tool's argument or path that named the sensor, or the
 	// decoy's basename (cut to KeyLen-1 bytes).
@@ -164,12 +216,17 @@ type Hostile struct {
 	TimeNS uint64 // CLOCK_MONOTONIC, when it was declared
 }
 
-// Stopped is a process a decoy tripwire stopped, waiting for a judgement.
+// Stopped is a process a decoy, burst or fresh-exec tripwire stopped,
+// waiting for a judgement.
 type Stopped struct {
 	PID    int
 	TimeNS uint64
 	Reason Reason
-	Name   string
+	// Name is the decoy's basename, or the path (cut) of a burst's last
+	// change.
+	Name string
+	// Family is the family root a burst was counted for (0: the process).
+	Family int
 }
 
 // FreshWindow is how long after a tainted process wrote, renamed or
@@ -211,4 +268,21 @@ func ShellExitCode(status uint32) int {
 		return 128 + int(sig)
 	}
 	return int(status>>8) & 0xff
+}
+
+// BurstRoots returns the guarded roots the kernel compares for the burst
+// tripwire: absolute, shorter than KeyLen bytes, not "/", at most
+// MaxGuardRoots. The others are guarded by the file guard alone.
+func BurstRoots(roots []string) []string {
+	var out []string
+	for _, r := range roots {
+		if len(out) == MaxGuardRoots {
+			break
+		}
+		if r == "/" || r == "" || r[0] != '/' || len(r) > KeyLen-1 {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -23,6 +24,7 @@ const (
 	cfgDecoys  = 2
 	cfgOff     = 4
 	cfgFresh   = 8
+	cfgBurst   = 16
 )
 
 // Where tracefs and bpffs are mounted when missing.
@@ -260,8 +262,13 @@ func (l *Layer) NoBTF() bool { return l.noBTF }
 // Skipped reports how many optional tracepoints this kernel lacks.
 func (l *Layer) Skipped() int { return l.skipped }
 
-// SetConfig writes cfg's Enforce, Decoys and FreshExec to the kernel.
+// SetConfig writes cfg's Enforce, Decoys, FreshExec and Burst (with its
+// threshold, window and guarded roots) to the kernel.
 func (l *Layer) SetConfig(cfg Config) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	var f uint32
 	if cfg.Enforce {
 		f |= cfgEnforce
@@ -272,7 +279,50 @@ func (l *Layer) SetConfig(cfg Config) error {
 	if cfg.FreshExec {
 		f |= cfgFresh
 	}
+	if cfg.Burst {
+		f |= cfgBurst
+		if err := l.setBurst(cfg); err != nil {
+			return err
+		}
+	}
+	l.cfg = cfg
 	return l.setFlags(f)
+}
+
+// setBurst writes the burst threshold, window and guarded roots. A root the
+// kernel cannot compare (longer than KeyLen-1 bytes, "/", or past the
+// MaxGuardRoots-th) is left to the file guard alone (BurstRoots says which
+// are compared): counting every path of the host instead would stop its
+// honest bulk writers. With no root left the burst tripwire stays off.
+func (l *Layer) setBurst(cfg Config) error {
+	roots := make([]tripwireBurstRoot, 0, MaxGuardRoots)
+	for _, r := range BurstRoots(cfg.GuardRoots) {
+		br := tripwireBurstRoot{Len: uint32(len(r))}
+		for i, c := range []byte(r) {
+			br.Prefix[i] = int8(c)
+		}
+		roots = append(roots, br)
+	}
+	for i := range MaxGuardRoots {
+		v := tripwireBurstRoot{}
+		if i < len(roots) {
+			v = roots[i]
+		}
+		if err := l.objs.BurstRoots.Update(uint32(i), v, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: writing guarded roots: %w", err)
+		}
+	}
+	bc := tripwireBurstCfg{Threshold: uint32(cfg.BurstThreshold), Nroots: uint32(len(roots)), WindowNs: uint64(cfg.BurstWindow)}
+	if len(roots) == 0 {
+		bc.Threshold = 0 // off: nothing the kernel can compare
+	}
+	if cfg.BurstRelative {
+		bc.Relative = 1
+	}
+	if err := l.objs.BurstCfg.Update(uint32(0), bc, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("kernel: writing burst config: %w", err)
+	}
+	return nil
 }
 
 // Disarm turns every tripwire off until the next SetConfig: the operator's
@@ -439,7 +489,7 @@ func (l *Layer) Stopped() ([]Stopped, error) {
 			}
 			b = append(b, byte(c))
 		}
-		out = append(out, Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b)})
+		out = append(out, Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b), Family: int(v.Family)})
 	}
 	return out, it.Err()
 }
@@ -450,6 +500,58 @@ func (l *Layer) Judged(pid int) error {
 		return err
 	}
 	return nil
+}
+
+// Resume lets a process a tripwire stopped go on: it is judged honest. A
+// burst stop's process and family root are not counted again for allow
+// (AllowFor when 0), the family is no longer held, and the process gets
+// SIGCONT. A decoy stop (a same-named file elsewhere) passes allow 0: only
+// SIGCONT.
+func (l *Layer) Resume(s Stopped, allow time.Duration) error {
+	var errs []error
+	if s.Reason == ReasonBurst {
+		if allow <= 0 {
+			allow = AllowFor
+		}
+		until := monotonicNS() + uint64(allow)
+		for _, p := range []int{s.PID, s.Family} {
+			if p > 0 {
+				if err := l.objs.BurstAllowed.Update(uint32(p), until, ebpf.UpdateAny); err != nil {
+					errs = append(errs, fmt.Errorf("kernel: allowing %d: %w", p, err))
+				}
+			}
+		}
+		if s.Family > 0 {
+			errs = append(errs, l.Unhold(s.Family))
+		}
+	}
+	errs = append(errs, l.Judged(s.PID))
+	if err := unix.Kill(s.PID, unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("kernel: resuming %d: %w", s.PID, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Unhold releases a family root held by a burst stop: its workers are no
+// longer stopped at their next change.
+func (l *Layer) Unhold(family int) error {
+	if err := l.objs.BurstHeld.Delete(uint32(family)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("kernel: releasing family %d: %w", family, err)
+	}
+	return nil
+}
+
+// Held reports whether family is held by a burst stop.
+func (l *Layer) Held(family int) bool {
+	var v uint64
+	return l.objs.BurstHeld.Lookup(uint32(family), &v) == nil
+}
+
+// monotonicNS is CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.
+func monotonicNS() uint64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
 }
 
 // Close releases this process's handles; pinned links keep the programs

@@ -13,6 +13,28 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tripwireBurstCfg struct {
+	_         structs.HostLayout
+	Threshold uint32
+	Nroots    uint32
+	WindowNs  uint64
+	Relative  uint32
+	Pad       uint32
+}
+
+type tripwireBurstCount struct {
+	_     structs.HostLayout
+	Start uint64
+	Count uint64
+}
+
+type tripwireBurstRoot struct {
+	_      structs.HostLayout
+	Len    uint32
+	Pad    uint32
+	Prefix [64]int8
+}
+
 type tripwireConfig struct {
 	_     structs.HostLayout
 	Flags uint32
@@ -45,7 +67,7 @@ type tripwireStopVal struct {
 	_      structs.HostLayout
 	Ktime  uint64
 	Reason uint32
-	Pad    uint32
+	Family uint32
 	Name   [64]int8
 }
 
@@ -59,10 +81,16 @@ type tripwireTaint struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tripwireMapBurstAllowed  = "burst_allowed"
+	tripwireMapBurstCfg      = "burst_cfg"
+	tripwireMapBurstCounts   = "burst_counts"
+	tripwireMapBurstHeld     = "burst_held"
+	tripwireMapBurstRoots    = "burst_roots"
 	tripwireMapConfig        = "config"
 	tripwireMapDecoys        = "decoys"
 	tripwireMapFresh         = "fresh"
 	tripwireMapHostile       = "hostile"
+	tripwireMapParentOf      = "parent_of"
 	tripwireMapProcEvents    = "proc_events"
 	tripwireMapProtectedPids = "protected_pids"
 	tripwireMapRingDrops     = "ring_drops"
@@ -164,10 +192,16 @@ type tripwireProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireMapSpecs struct {
+	BurstAllowed  *ebpf.MapSpec `ebpf:"burst_allowed"`
+	BurstCfg      *ebpf.MapSpec `ebpf:"burst_cfg"`
+	BurstCounts   *ebpf.MapSpec `ebpf:"burst_counts"`
+	BurstHeld     *ebpf.MapSpec `ebpf:"burst_held"`
+	BurstRoots    *ebpf.MapSpec `ebpf:"burst_roots"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
 	Fresh         *ebpf.MapSpec `ebpf:"fresh"`
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
+	ParentOf      *ebpf.MapSpec `ebpf:"parent_of"`
 	ProcEvents    *ebpf.MapSpec `ebpf:"proc_events"`
 	ProtectedPids *ebpf.MapSpec `ebpf:"protected_pids"`
 	RingDrops     *ebpf.MapSpec `ebpf:"ring_drops"`
@@ -205,10 +239,16 @@ func (o *tripwireObjects) Close() error {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwireMaps struct {
+	BurstAllowed  *ebpf.Map `ebpf:"burst_allowed"`
+	BurstCfg      *ebpf.Map `ebpf:"burst_cfg"`
+	BurstCounts   *ebpf.Map `ebpf:"burst_counts"`
+	BurstHeld     *ebpf.Map `ebpf:"burst_held"`
+	BurstRoots    *ebpf.Map `ebpf:"burst_roots"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
 	Fresh         *ebpf.Map `ebpf:"fresh"`
 	Hostile       *ebpf.Map `ebpf:"hostile"`
+	ParentOf      *ebpf.Map `ebpf:"parent_of"`
 	ProcEvents    *ebpf.Map `ebpf:"proc_events"`
 	ProtectedPids *ebpf.Map `ebpf:"protected_pids"`
 	RingDrops     *ebpf.Map `ebpf:"ring_drops"`
@@ -222,10 +262,16 @@ type tripwireMaps struct {
 
 func (m *tripwireMaps) Close() error {
 	return _TripwireClose(
+		m.BurstAllowed,
+		m.BurstCfg,
+		m.BurstCounts,
+		m.BurstHeld,
+		m.BurstRoots,
 		m.Config,
 		m.Decoys,
 		m.Fresh,
 		m.Hostile,
+		m.ParentOf,
 		m.ProcEvents,
 		m.ProtectedPids,
 		m.RingDrops,

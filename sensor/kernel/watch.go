@@ -9,7 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/sensor/alert"
@@ -38,6 +42,7 @@ const (
 	RuleDecoy      = "TW-TAMPER-0010" // a process touched a decoy and was stopped in the kernel
 	RuleFresh      = "TW-TAMPER-0020" // a process under an RMM agent ran a file its tree made; stopped at exec, judged hostile
 	RuleFreshLet   = "TW-TAMPER-0021" // ... judged honest (a deployment) and let go
+	RuleBurst      = "TW-TAMPER-0011" // a burst of file changes was stopped in the kernel and judged malicious
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -64,7 +69,27 @@ type Tripwires interface {
 	Fresh(base string) (FreshFile, bool)
 	Forget(base string) error
 	Judged(pid int) error
+	// Resume lets a stopped process go (SIGCONT); a burst stop's process
+	// and family are not counted again for allow.
+	Resume(s Stopped, allow time.Duration) error
 }
+
+// Judgement is the sensor's decision on a process a tripwire stopped.
+type Judgement struct {
+	// Kill ends the tree (the alert's response); else the process is
+	// resumed.
+	Kill bool
+	// Why says what decided, for the log and the alert.
+	Why string
+	// Target is the pid whose tree is killed (0: the stopped process, or
+	// for a family's burst its family root).
+	Target int
+}
+
+// Judge decides on a stopped process. It may wait (bounded) for the
+// sensor to catch up on the process's file events; it runs in a goroutine
+// of its own per stop.
+type Judge func(ctx context.Context, s Stopped) Judgement
 
 // WatchOptions configures a Watch.
 type WatchOptions struct {
@@ -104,7 +129,11 @@ type WatchOptions struct {
 	// attack reported twice (live, and again at start when the sensor
 	// was killed before it could journal it) is stored once.
 	BootID string
-	Log    *slog.Logger
+
+	// Judge decides on every process a decoy or burst tripwire stopped;
+	// nil kills every one (the tree, through the alert's response).
+	Judge Judge
+	Log   *slog.Logger
 }
 
 // Watch is the kernel layer's pipeline component: as a source it turns
@@ -112,8 +141,11 @@ type WatchOptions struct {
 // into events; as a detector it taints catalogued agents at their exec and
 // turns the records into alerts, asking for a kill of what a decoy stopped.
 type Watch struct {
-	o     WatchOptions
-	tools toolIndex
+	o       WatchOptions
+	tools   toolIndex
+	verdict *prometheus.CounterVec
+	judging chan struct{} // bounds concurrent judgements
+	wg      sync.WaitGroup
 }
 
 // NewWatch returns the watch.
@@ -137,7 +169,23 @@ func NewWatch(o WatchOptions) *Watch {
 		b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 		o.BootID = strings.TrimSpace(string(b))
 	}
-	return &Watch{o: o, tools: toolIndex{dirs: systemDirs}}
+	return &Watch{o: o, tools: toolIndex{dirs: systemDirs}, judging: make(chan struct{}, 16), verdict: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tillwatch_kernel_stops_total",
+		Help: "Processes a kernel tripwire stopped (SIGSTOP), per reason and the sensor's verdict: killed, or resumed (honest work, or a decoy's name on another file).",
+	}, []string{"reason", "verdict"})}
+}
+
+// Collectors returns the watch's metrics for registration.
+func (w *Watch) Collectors() []prometheus.Collector { return []prometheus.Collector{w.verdict} }
+
+// Verdicts returns how many stops of reason ended with verdict ("kill",
+// "resume").
+func (w *Watch) Verdicts(reason Reason, verdict string) float64 {
+	var m dto.Metric
+	if err := w.verdict.WithLabelValues(reason.String(), verdict).Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }
 
 // SetScanFile hands the watch a YARA scan for the fresh-exec judgement
@@ -161,15 +209,15 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	// Fingerprint the system tools now, not at the first judgement, which
 	// must be quick.
 	go w.tools.once.Do(w.tools.build)
+	defer w.wg.Wait()
 	seen := map[int]bool{}
 	for _, s := range st {
 		seen[s.PID] = true
-		t := Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19}
-		if t.Reason == ReasonFreshExec {
-			emit(w.judgeFresh(ctx, t))
+		if s.Reason == ReasonFreshExec {
+			emit(w.judgeFresh(ctx, Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19}))
 			continue
 		}
-		emit(w.event(t))
+		w.stopped(ctx, s, emit)
 	}
 	// A family that attacked the sensor dies at its members' next syscall
 	// of interest; a member that makes none (left stopped by a tree kill
@@ -207,7 +255,11 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 		}
 	}()
 	return w.o.Layer.RunTamper(ctx, func(t Tamper) {
-		if t.Reason.Stops() && seen[t.PID] {
+		if !t.Reason.Stops() {
+			emit(w.event(t))
+			return
+		}
+		if seen[t.PID] {
 			delete(seen, t.PID) // reported from the stopped map already
 			return
 		}
@@ -215,7 +267,7 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 			emit(w.judgeFresh(ctx, t))
 			return
 		}
-		emit(w.event(t))
+		w.stopped(ctx, Stopped{PID: t.PID, TimeNS: t.TimeNS, Reason: t.Reason, Name: t.Name, Family: t.Family}, emit)
 	})
 }
 
@@ -247,20 +299,73 @@ func (w *Watch) watchDrops(ctx context.Context) {
 	}
 }
 
+// stopped judges a stopped process in a goroutine of its own (a judgement
+// may wait for file events), at most cap(judging) at once: beyond that the
+// ring reader judges in line, which only delays the next records.
+func (w *Watch) stopped(ctx context.Context, s Stopped, emit func(event.Event)) {
+	if w.o.Judge == nil {
+		emit(w.event(Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19, Family: s.Family}))
+		return
+	}
+	select {
+	case w.judging <- struct{}{}:
+		w.wg.Add(1)
+		go func() {
+			defer func() { <-w.judging; w.wg.Done() }()
+			w.judge(ctx, s, emit)
+		}()
+	default:
+		w.judge(ctx, s, emit)
+	}
+}
+
+func (w *Watch) judge(ctx context.Context, s Stopped, emit func(event.Event)) {
+	j := w.o.Judge(ctx, s)
+	if !j.Kill {
+		w.verdict.WithLabelValues(s.Reason.String(), "resume").Inc()
+		if err := w.o.Layer.Resume(s, 0); err != nil {
+			w.o.Log.Error("could not resume a process a kernel tripwire stopped; let it go with kill -CONT", "pid", s.PID, "error", err)
+		}
+		w.o.Log.Info("process stopped by a kernel tripwire judged honest and resumed", "pid", s.PID, "reason", s.Reason.String(), "family_root", s.Family, "why", j.Why)
+		return
+	}
+	w.verdict.WithLabelValues(s.Reason.String(), "kill").Inc()
+	t := Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19, Family: s.Family}
+	ev := w.event(t)
+	target := j.Target
+	if target == 0 && s.Reason == ReasonBurst && s.Family > 0 {
+		target = s.Family
+	}
+	if target > 0 && target != s.PID {
+		if p := w.process(target); p != nil {
+			ev.Process = p
+		}
+	}
+	if j.Why != "" {
+		ev.Message += "; judged: " + j.Why
+	}
+	emit(ev)
+}
+
+func (w *Watch) process(pid int) *event.Process {
+	var p *event.Process
+	if w.o.Process != nil {
+		p = w.o.Process(pid)
+	}
+	if p == nil {
+		p = &event.Process{PID: int64(pid)}
+	}
+	return p
+}
+
 func (w *Watch) event(t Tamper) event.Event {
 	action, cat := ActionTamper, []string{"process"}
 	if t.Reason.Stops() {
 		action = ActionStop
 	}
-	var p *event.Process
-	if w.o.Process != nil {
-		p = w.o.Process(t.PID)
-	}
-	if p == nil {
-		p = &event.Process{PID: int64(t.PID)}
-	}
+	p := w.process(t.PID)
 	var labels map[string]string
-	if t.Family != 0 && !t.Reason.Decoy() && t.Reason != ReasonHostile {
+	if t.Family != 0 && !t.Reason.Stops() && t.Reason != ReasonHostile {
 		labels = map[string]string{familyLabel: strconv.Itoa(t.Family)}
 	}
 	return event.Event{
@@ -287,6 +392,11 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("the process family %d under a remote-management agent attacked the sensor (signal, tool, file or pidfd); it was killed in the kernel and poisoned, and the sensor was killed before it could report it", t.Family)
 	case ReasonHostile:
 		return fmt.Sprintf("process %d belongs to a process family that attacked the sensor and was still alive when the sensor started (stopped or idle)", t.PID)
+	case ReasonBurst:
+		if t.Family > 0 {
+			return fmt.Sprintf("process %d was stopped in the kernel: its family (root pid %d) crossed the burst threshold of file changes in the guarded folders (last: %q)", t.PID, t.Family, t.Name)
+		}
+		return fmt.Sprintf("process %d was stopped in the kernel: it crossed the burst threshold of file changes in the guarded folders (last: %q)", t.PID, t.Name)
 	}
 	return fmt.Sprintf("process %d touched the decoy %q (%s) and was stopped in the kernel", t.PID, t.Name, t.Reason)
 }
@@ -346,6 +456,9 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		}
 	default:
 		m.RuleID, m.RuleName, m.Ruleset, m.Severity = RuleDecoy, "Decoy touched: process stopped in the kernel", event.RulesetRansomware, 80
+		if ev.Event.Reason == ReasonBurst.String() {
+			m.RuleID, m.RuleName = RuleBurst, "Burst of file changes stopped in the kernel and judged malicious"
+		}
 		m.Techniques = []alert.Technique{{ID: "T1486", Name: "Data Encrypted for Impact"}}
 		m.Tactic = &alert.Technique{ID: "TA0040", Name: "Impact"}
 		// The kernel stopped it; the sensor's judgement is the tree's end.

@@ -2,7 +2,9 @@ package kernel
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tillwatch/tillwatch/internal/event"
 )
@@ -14,6 +16,15 @@ type fakeTripwires struct {
 	stopped []Stopped
 	hostile []int
 	records []Tamper
+	mu      sync.Mutex
+	resumed []int
+}
+
+func (f *fakeTripwires) Resume(s Stopped, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resumed = append(f.resumed, s.PID)
+	return nil
 }
 
 func (f *fakeTripwires) TaintAgent(pid int) error            { f.tainted = append(f.tainted, pid); return nil }
@@ -128,3 +139,58 @@ type markingTripwires struct {
 }
 
 func (m *markingTripwires) MarkReported(fam int) error { m.marked = append(m.marked, fam); return nil }
+
+// TestWatchJudgesStops checks that every stop is judged once: a decoy's name
+// on another file and honest bursts are resumed and counted, a confirmed
+// decoy hit and a malicious family burst become alerts whose response kills
+// the tree (for a family, the family root's).
+func TestWatchJudgesStops(t *testing.T) {
+	t.Parallel()
+	f := &fakeTripwires{
+		stopped: []Stopped{{PID: 70, Reason: ReasonDecoyOpen, Name: "0000 Accounts.pdf"}},
+		records: []Tamper{
+			{Reason: ReasonDecoyOpen, PID: 70, Name: "0000 Accounts.pdf"}, // the same stop as the map's
+			{Reason: ReasonDecoyRename, PID: 71, Name: "0000 Accounts.pdf"},
+			{Reason: ReasonBurst, PID: 72, Name: "/srv/shop/a.txt"},
+			{Reason: ReasonBurst, PID: 73, Family: 60, Name: "/srv/shop/b.txt"},
+		},
+	}
+	kill := map[int]bool{71: true, 73: true}
+	w := NewWatch(WatchOptions{Layer: f, Judge: func(_ context.Context, s Stopped) Judgement {
+		return Judgement{Kill: kill[s.PID], Why: "test"}
+	}})
+	var mu sync.Mutex
+	var evs []event.Event
+	if err := w.Run(context.Background(), func(e event.Event) { mu.Lock(); evs = append(evs, e); mu.Unlock() }); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	resumed := map[int]bool{}
+	for _, p := range f.resumed {
+		resumed[p] = true
+	}
+	f.mu.Unlock()
+	if len(resumed) != 2 || !resumed[70] || !resumed[72] {
+		t.Errorf("resumed %v, want 70 and 72 once each", f.resumed)
+	}
+	if len(evs) != 2 {
+		t.Fatalf("%d events, want 2: %+v", len(evs), evs)
+	}
+	targets := map[string]int{}
+	for i := range evs {
+		ds := w.Detect(&evs[i])
+		if len(ds) != 1 || ds[0].Response != event.ActionKill || ds[0].Target == nil || !ds[0].Target.Tree {
+			t.Fatalf("event %d: detections %+v", i, ds)
+		}
+		targets[ds[0].Alert.Rule.ID] = ds[0].Target.PID
+	}
+	if targets[RuleDecoy] != 71 || targets[RuleBurst] != 60 {
+		t.Errorf("kill targets %v, want the decoy toucher 71 and the family root 60", targets)
+	}
+	if got := w.Verdicts(ReasonBurst, "resume"); got != 1 {
+		t.Errorf("burst resumes counted %v, want 1", got)
+	}
+	if got := w.Verdicts(ReasonDecoyOpen, "resume"); got != 1 {
+		t.Errorf("decoy resumes counted %v, want 1", got)
+	}
+}

@@ -438,6 +438,16 @@ func (s *Scorer) Score(treeKey int, now time.Time) int {
 	return s.score(t, now)
 }
 
+// GroupScore returns the current score of the family group of the
+// ancestor with pid (the workers it spawned, counted together).
+func (s *Scorer) GroupScore(pid int, now time.Time) int {
+	t, ok := s.groups[pid]
+	if !ok {
+		return 0
+	}
+	return s.score(t, now)
+}
+
 func (s *Scorer) tree(key int, now time.Time) *tree { return s.treeIn(s.trees, key, now) }
 
 func (s *Scorer) treeIn(trees map[int]*tree, key int, now time.Time) *tree {

@@ -27,6 +27,7 @@
 #define REC_EXIT 4      // sched_process_exit of a thread-group leader
 #define REC_TAMPER 5    // a tripwire on the sensor fired
 #define REC_STOP 6      // a tripwire stopped a process (decoy, fresh exec)
+#define REC_STOP 6      // a decoy or burst tripwire stopped a process
 
 // Reasons (struct tamper_rec.reason, struct stop_val.reason).
 #define WHY_SIGNAL 1      // signalled a protected process
@@ -39,6 +40,7 @@
 #define WHY_DECOY_UNLINK 18
 #define WHY_DECOY_LINK 19
 #define WHY_FRESH_EXEC 32 // a tainted process exec'd a file its tree just wrote
+#define WHY_BURST 20 // crossed the burst threshold of file changes (or its family did)
 
 // Taint flags (struct taint.flags).
 #define TAINT_AGENT 1 // the RMM agent itself, marked by the sensor
@@ -60,6 +62,7 @@
 
 // A file is fresh this long after a tainted process wrote it.
 #define FRESH_NS (300ULL * 1000000000ULL)
+#define CFG_BURST 16  // burst tripwire armed (thresholds in burst_cfg)
 
 #define O_WRONLY 01
 #define O_RDWR 02
@@ -85,7 +88,7 @@ struct key {
 struct stop_val {
 	__u64 ktime;
 	__u32 reason;
-	__u32 _pad;
+	__u32 family; // burst: the ancestor whose family crossed (0: the process itself)
 	char name[KEY_LEN];
 };
 
@@ -230,6 +233,70 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } ring_drops SEC(".maps");
+// Burst tripwire state. Families: the kernel keeps each task's parent from
+// fork (parent_of) and counts every write-open, rename and unlink of a
+// process for itself, its parent and its grandparent, so a thousand one-file
+// workers (xargs -> sh -> openssl) add up at the spawner two levels up.
+struct burst_cfg {
+	__u32 threshold; // changes within window_ns that stop the caller; 0: off
+	__u32 nroots;    // guarded roots in use (roots[0:nroots])
+	__u64 window_ns;
+	__u32 relative; // count relative paths (they cannot be placed in a root)
+	__u32 _pad;
+};
+
+struct burst_root {
+	__u32 len; // bytes of prefix, no trailing slash; 0: unused
+	__u32 _pad;
+	char prefix[KEY_LEN];
+};
+
+struct burst_count {
+	__u64 start; // ktime the window started
+	__u64 count;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct burst_cfg);
+} burst_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, struct burst_root);
+} burst_roots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);   // task id
+	__type(value, __u32); // the thread-group id that forked it
+} parent_of SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); // thread-group id (itself, or as parent or grandparent)
+	__type(value, struct burst_count);
+} burst_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   // thread-group id the sensor judged honest
+	__type(value, __u64); // ktime until which it is not counted
+} burst_allowed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);   // family root held by a burst stop until judged
+	__type(value, __u64); // ktime
+} burst_held SEC(".maps");
 
 // Scratch space: a path and two keys per CPU, too big for the 512-byte stack.
 struct scratch {
@@ -570,6 +637,193 @@ static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why
 	bpf_ringbuf_submit(r, 0);
 }
 
+// burst_allowed_now reports whether pid was judged honest and its leave
+// (burst_allowed) has not run out.
+static __always_inline int burst_allowed_now(__u32 pid, __u64 now)
+{
+	__u64 *until = bpf_map_lookup_elem(&burst_allowed, &pid);
+	return until && *until > now;
+}
+
+// burst_bump counts one change for pid in its current window and returns
+// the count. Not atomic: a lost count under a race only delays a stop.
+static __always_inline __u64 burst_bump(__u32 pid, __u64 now, __u64 window)
+{
+	struct burst_count *c = bpf_map_lookup_elem(&burst_counts, &pid);
+	if (!c) {
+		struct burst_count n = {.start = now, .count = 1};
+		bpf_map_update_elem(&burst_counts, &pid, &n, BPF_ANY);
+		return 1;
+	}
+	if (now - c->start > window) {
+		c->start = now;
+		c->count = 0;
+	}
+	c->count++;
+	return c->count;
+}
+
+struct root_ctx {
+	struct scratch *sc;
+	int hit;
+};
+
+static long root_step(__u32 i, void *data)
+{
+	struct root_ctx *c = data;
+	__u32 k = i;
+	struct burst_root *r = bpf_map_lookup_elem(&burst_roots, &k);
+	if (!r)
+		return 1;
+	__u32 len = r->len;
+	if (len == 0 || len >= KEY_LEN)
+		return 0;
+	for (int j = 0; j < KEY_LEN - 1; j++) {
+		if (j >= len)
+			break;
+		if (c->sc->path[j] != r->prefix[j])
+			return 0;
+	}
+	char next = c->sc->path[len & (PATH_LEN - 1)];
+	if (next == '/' || next == 0) {
+		c->hit = 1;
+		return 1;
+	}
+	return 0;
+}
+
+// burst_in_scope reads path and reports whether it counts: an absolute path
+// below a guarded root, or (when configured) any relative path: at
+// sys_enter it is not yet resolved, and neither the caller's working
+// directory nor the directory a dfd names is known here.
+static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, const char *path)
+{
+	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
+		return 0;
+	if (sc->path[0] != '/')
+		return bc->relative;
+	if (bc->nroots == 0)
+		return 0; // no root to compare: the file guard alone
+	struct root_ctx c = {.sc = sc, .hit = 0};
+	bpf_loop(bc->nroots > 8 ? 8 : bc->nroots, root_step, &c, 0);
+	return c.hit;
+}
+
+// burst_stop stops the caller for the sensor's judgement: in the stopped
+// map (with the family root it was counted for), a record on the tamper
+// ring, and the family root held so its other workers stop at their next
+// change.
+static __always_inline void burst_stop(__u32 flags, struct scratch *sc, __u32 tgid, __u32 family, __u64 now)
+{
+	struct stop_val v = {};
+	v.ktime = now;
+	v.reason = WHY_BURST;
+	v.family = family;
+	bpf_probe_read_kernel_str(v.name, KEY_LEN, sc->path);
+	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
+	if (family)
+		bpf_map_update_elem(&burst_held, &family, &now, BPF_NOEXIST);
+	if (flags & CFG_ENFORCE)
+		bpf_send_signal(SIGSTOP);
+	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
+	if (!r)
+		return;
+	fill_hdr(&r->h, REC_STOP);
+	r->reason = WHY_BURST;
+	r->target = 0;
+	r->sig = SIGSTOP;
+	r->family = family;
+	__builtin_memcpy(r->name, v.name, KEY_LEN);
+	bpf_ringbuf_submit(r, 0);
+}
+
+// burst_up returns the process that forked pid (recorded at fork), never
+// pid 1, kthreadd or the sensor: their children are not one family.
+static __always_inline __u32 burst_up(__u32 pid)
+{
+	__u32 *p = bpf_map_lookup_elem(&parent_of, &pid);
+	if (!p || *p <= 2)
+		return 0;
+	__u32 up = *p;
+	if (bpf_map_lookup_elem(&protected_pids, &up))
+		return 0;
+	return up;
+}
+
+// burst_check counts a write-open, rename or unlink in the guarded trees
+// for the caller and its family (a tainted tree's family; else its parent
+// and grandparent, the spawners of one-file workers), and stops the caller
+// when one of them crosses the threshold within the window, or when its
+// family is already held by an earlier stop.
+static __always_inline void burst_check(__u32 flags, const char *path)
+{
+	if (!(flags & CFG_BURST) || (flags & CFG_OFF))
+		return;
+	__u32 zero = 0;
+	struct burst_cfg *bc = bpf_map_lookup_elem(&burst_cfg, &zero);
+	if (!bc || !bc->threshold)
+		return;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&protected_pids, &tgid) || bpf_map_lookup_elem(&stopped, &tgid))
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (burst_allowed_now(tgid, now))
+		return;
+	struct scratch *sc = get_scratch();
+	if (!sc || !burst_in_scope(sc, bc, path))
+		return;
+	__u32 fam0 = 0, fam1 = 0;
+	struct taint *t = taint_of_current();
+	if (t && t->family) {
+		fam0 = t->family;
+	} else {
+		fam0 = burst_up(tgid);
+		if (fam0)
+			fam1 = burst_up(fam0);
+	}
+	if ((fam0 && bpf_map_lookup_elem(&burst_held, &fam0))) {
+		burst_stop(flags, sc, tgid, fam0, now);
+		return;
+	}
+	if (fam1 && bpf_map_lookup_elem(&burst_held, &fam1)) {
+		burst_stop(flags, sc, tgid, fam1, now);
+		return;
+	}
+	__u64 thr = bc->threshold, win = bc->window_ns;
+	if (burst_bump(tgid, now, win) >= thr) {
+		burst_stop(flags, sc, tgid, 0, now);
+		return;
+	}
+	// A family judged honest counts no further up: its work is not its
+	// grandparent's burst either.
+	if (fam0 && burst_allowed_now(fam0, now))
+		return;
+	if (fam0 && fam0 != tgid && burst_bump(fam0, now, win) >= thr) {
+		burst_stop(flags, sc, tgid, fam0, now);
+		return;
+	}
+	if (fam1 && fam1 != tgid && !burst_allowed_now(fam1, now) && burst_bump(fam1, now, win) >= thr)
+		burst_stop(flags, sc, tgid, fam1, now);
+}
+
+// burst_fork remembers who forked child, for family counting.
+static __always_inline void burst_fork(__u32 parent, __u32 child)
+{
+	bpf_map_update_elem(&parent_of, &child, &parent, BPF_ANY);
+}
+
+// burst_exit forgets an exiting task's burst state.
+static __always_inline void burst_exit(__u64 id)
+{
+	__u32 tid = (__u32)id;
+	bpf_map_delete_elem(&parent_of, &tid);
+	if (tid != (__u32)(id >> 32))
+		return;
+	bpf_map_delete_elem(&burst_counts, &tid);
+	bpf_map_delete_elem(&burst_allowed, &tid);
+	bpf_map_delete_elem(&burst_held, &tid);
+}
+
 // path_check kills a tainted caller that writes, renames or unlinks a path
 // that means the sensor (its binary, unit, config, state, pins).
 static __always_inline void path_check(__u32 flags, const char *path)
@@ -829,6 +1083,7 @@ int tw_fork(struct tp_sched_fork *ctx)
 		__u32 one = 1;
 		bpf_map_update_elem(&protected_pids, &child, &one, BPF_ANY);
 	}
+	burst_fork(parent, child);
 	struct fork_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
 	if (!r) {
 		ring_drop(RING_PROC);
@@ -847,6 +1102,7 @@ int tw_exit(struct tp_sched_exit *ctx)
 	__u32 tid = (__u32)id;
 	bpf_map_delete_elem(&taint, &tid);
 	bpf_map_delete_elem(&protected_pids, &tid);
+	burst_exit(id);
 	if (tid != (__u32)(id >> 32))
 		return 0; // a thread, not the process
 	bpf_map_delete_elem(&stopped, &tid);
@@ -927,6 +1183,7 @@ int tw_openat(struct tp_openat *ctx)
 	decoy_check(flags, ctx->filename, WHY_DECOY_OPEN);
 	path_check(flags, ctx->filename);
 	fresh_note(flags, ctx->filename, FRESH_WRITE);
+	burst_check(flags, ctx->filename);
 	return 0;
 }
 
@@ -938,6 +1195,7 @@ int tw_unlinkat(struct tp_dfd_path *ctx)
 		return 0;
 	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
 	path_check(flags, ctx->path);
+	burst_check(flags, ctx->path);
 	return 0;
 }
 
@@ -949,6 +1207,7 @@ int tw_unlink(struct tp_path1 *ctx)
 		return 0;
 	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
 	path_check(flags, ctx->path);
+	burst_check(flags, ctx->path);
 	return 0;
 }
 
@@ -962,6 +1221,7 @@ int tw_renameat2(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
+	burst_check(flags, ctx->oldname);
 	return 0;
 }
 
@@ -975,6 +1235,7 @@ int tw_renameat(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
+	burst_check(flags, ctx->oldname);
 	return 0;
 }
 
@@ -988,6 +1249,7 @@ int tw_rename(struct tp_rename *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
+	burst_check(flags, ctx->oldname);
 	return 0;
 }
 
