@@ -126,7 +126,11 @@ log: {level: warn}
 		return res, fmt.Errorf("collector did not start: %s", collLog.String())
 	}
 	token := func(role string) (string, error) {
-		o, err := exec.Command(collectorBin, "token", "create", "--role", role, "--data", data).Output()
+		args := []string{"token", "create", "--role", role, "--data", data}
+		if role == "sensor" {
+			args = append(args, "--uses", "0") // one token enrols the whole simulated fleet
+		}
+		o, err := exec.Command(collectorBin, args...).Output()
 		return strings.TrimSpace(string(o)), err
 	}
 	enrol, err := token("sensor")

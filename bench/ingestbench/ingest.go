@@ -366,7 +366,11 @@ func startCollector(ctx context.Context, o Options, dir, esURL string) (*collect
 func (c *collector) stop() { _ = c.p.Stop(30 * time.Second) }
 
 func (c *collector) token(role string) (string, error) {
-	out, err := exec.Command(c.bin, "token", "create", "--role", role, "-c", c.cfg, "--data", filepath.Join(c.dir, "data")).Output()
+	args := []string{"token", "create", "--role", role, "-c", c.cfg, "--data", filepath.Join(c.dir, "data")}
+	if role == api.RoleSensor {
+		args = append(args, "--uses", "0") // one token enrols the whole simulated fleet
+	}
+	out, err := exec.Command(c.bin, args...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
