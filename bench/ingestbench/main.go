@@ -55,12 +55,16 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := Options{Collector: *collectorBin, Hosts: *hostsN, Batches: *batches, BatchSize: *size, Concurrency: *conc, ESURL: *esURL, ESRounds: *esRounds, SQLiteRounds: *sqliteRounds, ESNamespace: *esNamespace}
-	if *profile != "" {
+	if *profile != "" && *collectorBin == "" {
 		var err error
 		if o.Collector, err = benchproc.ProfCollector(*profile); err != nil {
 			fmt.Fprintln(os.Stderr, "ingestbench: "+err.Error())
 			os.Exit(1)
 		}
+	}
+	if *profile != "" {
+		// With -collector too, that binary is a bench/profcollector built
+		// by hand (e.g. from another commit, to profile before and after).
 		o.ProfileDir, _ = filepath.Abs(*profile)
 		*out = ""
 	}

@@ -75,6 +75,8 @@ type docVersion struct {
 type docResult[T any] struct {
 	ID    string `json:"_id"`
 	Found bool   `json:"found"`
+	// Version counts the writes of the document (credentials.go reads it).
+	Version int64 `json:"_version"`
 	docVersion
 	Source T `json:"_source"`
 	Error  *struct {

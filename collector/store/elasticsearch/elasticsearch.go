@@ -98,6 +98,15 @@ type Store struct {
 	// from it instead of a GET (updateHost).
 	hostMu       sync.Mutex
 	hostVersions map[string]cachedHost
+
+	// flights are the documents handed to the bulk indexer and not yet
+	// answered to a caller (flights.go).
+	flights flights
+
+	// creds remembers confirmed agent credentials (credentials.go);
+	// stopCreds ends its polling.
+	creds     *store.CredentialCache
+	stopCreds context.CancelFunc
 }
 
 var (
@@ -175,6 +184,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch: %w", err)
 	}
+	s.creds = store.NewCredentialCache(s.CredentialsGeneration, s.now)
+	cctx, cancel := context.WithCancel(context.Background())
+	s.stopCreds = cancel
+	go s.creds.Run(cctx)
 	return s, nil
 }
 
@@ -189,7 +202,7 @@ func (s *Store) stateIndex(kind string) string { return "tillwatch-" + kind + "-
 // StateIndices lists the regular indices the store keeps (for cleanup).
 func (s *Store) StateIndices() []string {
 	return []string{s.stateIndex("hosts"), s.stateIndex("tokens"), s.stateIndex("deadletter"),
-		s.stateIndex("commands"), s.stateIndex("command-hosts")}
+		s.stateIndex("commands"), s.stateIndex("command-hosts"), s.stateIndex(kindGenerations)}
 }
 
 // Client is the underlying client (tests and tools use it).
@@ -276,6 +289,7 @@ func (s *Store) Close() error {
 	default:
 	}
 	close(s.closed)
+	s.stopCreds()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return s.bi.Close(ctx)

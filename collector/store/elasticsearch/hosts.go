@@ -174,6 +174,11 @@ func (s *Store) Enroll(ctx context.Context, req api.EnrollRequest, by store.Enro
 	if err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("elasticsearch: enroll: %w", err)
 	}
+	// The host's credential changed (and an agent token made for it before
+	// it enrolled stopped working): collectors forget what they remember.
+	if err := s.credentialsChanged(ctx); err != nil {
+		return api.EnrollResponse{}, fmt.Errorf("elasticsearch: enroll: %w", err)
+	}
 	if oldHash != "" {
 		// Authenticate already refuses the old credential (it is no longer
 		// the host's); marking it keeps the token index an audit trail.

@@ -64,6 +64,13 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 		return "", "", store.ErrUnknownToken
 	}
 	want := store.HashToken(token)
+	// A remembered agent credential saves the two reads below on every
+	// request of a sensor; a revocation reaches it within
+	// store.CredentialWindow (credentials.go).
+	if role, hostID, ok := s.creds.Get(want); ok {
+		return role, hostID, nil
+	}
+	stamp, cache := s.creds.Stamp()
 	r, err := getDoc[tokenDoc](ctx, s, s.stateIndex("tokens"), want)
 	if err != nil {
 		return "", "", fmt.Errorf("elasticsearch: authenticate: %w", err)
@@ -88,6 +95,13 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 		if h.Found && h.Source.CredentialHash != "" &&
 			subtle.ConstantTimeCompare([]byte(h.Source.CredentialHash), []byte(want)) != 1 {
 			return "", "", store.ErrUnknownToken
+		}
+		if cache {
+			var exp time.Time
+			if t.ExpiresAt != nil {
+				exp = *t.ExpiresAt
+			}
+			s.creds.Put(want, stamp, t.Role, t.HostID, exp)
 		}
 	}
 	return t.Role, t.HostID, nil
@@ -216,6 +230,9 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 	}
 	if !revoked {
 		return store.ErrUnknownToken
+	}
+	if err := s.credentialsChanged(ctx); err != nil {
+		return fmt.Errorf("elasticsearch: revoke token: %w", err)
 	}
 	return s.audit(ctx, "token-revoked", "deletion", "", map[string]any{"tillwatch": map[string]any{"token_id": id}})
 }
