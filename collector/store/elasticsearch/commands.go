@@ -322,45 +322,63 @@ func (s *Store) Commands(ctx context.Context, limit int) ([]store.CommandRecord,
 }
 
 // PendingCommands implements store.CommandStore. An idle host costs one
-// search (its unacknowledged, unexpired deliveries: usually none). The
-// commands found are read in real time and kept when active and unexpired,
-// oldest first; the deliveries still pending are marked delivered under
-// optimistic concurrency, so a mark never overwrites an acknowledgement
-// that came in meanwhile (that item conflicts and is skipped).
+// search (its unacknowledged, unexpired deliveries: usually none); see
+// PendingCommandsFor.
 func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Time) ([]killswitch.Signed, error) {
+	m, err := s.PendingCommandsFor(ctx, []string{hostID}, now)
+	if err != nil {
+		return nil, err
+	}
+	return m[hostID], nil
+}
+
+// PendingCommandsFor implements store.CommandStore: the hosts'
+// unacknowledged, unexpired deliveries are searched (terms, a page of hosts
+// at a time); the commands found are read in real time and kept when
+// active and unexpired, oldest first; the deliveries still pending are
+// marked delivered under optimistic concurrency, so a mark never
+// overwrites an acknowledgement that came in meanwhile (that item
+// conflicts and is skipped).
+func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time) (map[string][]killswitch.Signed, error) {
 	hostIndex := s.stateIndex(kindCommandHosts)
 	type open struct {
-		id      string
-		version docVersion
-		state   string
+		host, command, id string
+		version           docVersion
+		state             string
 	}
-	opens := map[string]open{} // by command id
+	var opens []open
+	seen := map[string]bool{} // command ids
 	var ids []string
-	err := s.searchPages(ctx, hostIndex, map[string]any{
-		"query": map[string]any{"bool": map[string]any{
-			"filter": []any{
-				map[string]any{"term": map[string]any{"host_id": hostID}},
-				map[string]any{"range": map[string]any{"not_after": map[string]any{
-					"gt": now.UTC().Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}},
-			},
-			"must_not": []any{map[string]any{"term": map[string]any{"state": store.HostAcked}}},
-		}},
-		"sort":                []any{map[string]any{"command_id": "asc"}},
-		"seq_no_primary_term": true,
-		"_source":             []string{"command_id", "state"},
-	}, 0, func(h rawHit) error {
-		var d commandHostDoc
-		if err := json.Unmarshal(h.Source, &d); err != nil {
-			return fmt.Errorf("host document %s: %w", h.ID, err)
+	for start := 0; start < len(hostIDs); start += s.page() {
+		chunk := hostIDs[start:min(start+s.page(), len(hostIDs))]
+		err := s.searchPages(ctx, hostIndex, map[string]any{
+			"query": map[string]any{"bool": map[string]any{
+				"filter": []any{
+					map[string]any{"terms": map[string]any{"host_id": chunk}},
+					map[string]any{"range": map[string]any{"not_after": map[string]any{
+						"gt": now.UTC().Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}},
+				},
+				"must_not": []any{map[string]any{"term": map[string]any{"state": store.HostAcked}}},
+			}},
+			"sort":                []any{map[string]any{"host_id": "asc"}, map[string]any{"command_id": "asc"}},
+			"seq_no_primary_term": true,
+			"_source":             []string{"command_id", "host_id", "state"},
+		}, 0, func(h rawHit) error {
+			var d commandHostDoc
+			if err := json.Unmarshal(h.Source, &d); err != nil {
+				return fmt.Errorf("host document %s: %w", h.ID, err)
+			}
+			if !seen[d.CommandID] {
+				seen[d.CommandID] = true
+				ids = append(ids, d.CommandID)
+			}
+			opens = append(opens, open{host: d.HostID, command: d.CommandID, id: h.ID,
+				version: docVersion{h.SeqNo, h.PrimaryTerm}, state: d.State})
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("elasticsearch: pending commands: %w", err)
 		}
-		if _, dup := opens[d.CommandID]; !dup {
-			ids = append(ids, d.CommandID)
-		}
-		opens[d.CommandID] = open{id: h.ID, version: docVersion{h.SeqNo, h.PrimaryTerm}, state: d.State}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("elasticsearch: pending commands: %w", err)
 	}
 	if len(ids) == 0 {
 		return nil, nil
@@ -369,24 +387,30 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch: pending commands: %w", err)
 	}
-	var cmds []commandDoc
+	live := map[string]commandDoc{}
 	for _, d := range docs {
 		// Not found: a create that failed half-way left inert host documents.
 		if d.Found && d.Source.State == store.CommandActive && d.Source.NotAfter.After(now) {
-			cmds = append(cmds, d.Source)
+			live[d.Source.ID] = d.Source
 		}
 	}
-	sort.Slice(cmds, func(i, j int) bool {
-		if cmds[i].Seq != cmds[j].Seq {
-			return cmds[i].Seq < cmds[j].Seq
+	// Oldest first per host: by creation order, then id.
+	sort.SliceStable(opens, func(i, j int) bool {
+		ci, cj := live[opens[i].command], live[opens[j].command]
+		if ci.Seq != cj.Seq {
+			return ci.Seq < cj.Seq
 		}
-		return cmds[i].ID < cmds[j].ID
+		return ci.ID < cj.ID
 	})
-	out := make([]killswitch.Signed, 0, len(cmds))
+	out := map[string][]killswitch.Signed{}
 	var marks []bulkOp
-	for _, c := range cmds {
-		out = append(out, c.Signed)
-		if o := opens[c.ID]; o.state == store.HostPending {
+	for _, o := range opens {
+		c, ok := live[o.command]
+		if !ok {
+			continue
+		}
+		out[o.host] = append(out[o.host], c.Signed)
+		if o.state == store.HostPending {
 			v := o.version
 			marks = append(marks, bulkOp{action: "update", id: o.id, version: &v,
 				doc: map[string]any{"state": store.HostDelivered, "delivered_at": now.UTC()}})
@@ -402,6 +426,9 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 		if err := bulkFailures(items, marks, []int{http.StatusConflict, http.StatusNotFound}); err != nil {
 			return nil, fmt.Errorf("elasticsearch: mark delivered: %w", err)
 		}
+	}
+	if len(out) == 0 {
+		return nil, nil
 	}
 	return out, nil
 }

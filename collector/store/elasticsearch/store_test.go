@@ -84,7 +84,13 @@ func cleanup(t *testing.T, s *Store) {
 func TestSharedSuite(t *testing.T) {
 	t.Parallel()
 	esURL(t)
-	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store { return OpenTest(t, Options{Now: now}) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) store.Store {
+		s := OpenTest(t, Options{Now: now})
+		// Small pages and bulk chunks, so the suite's lookups of many
+		// hosts cross page boundaries.
+		s.pageSize, s.bulkSize = 10, 7
+		return s
+	})
 }
 
 // TestLayout checks the layout in docs/reference.md: each kind of document lands in its
