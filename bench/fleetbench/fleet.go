@@ -137,7 +137,7 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	}); err != nil {
 		return r, err
 	}
-	out, err := exec.Command(o.Collector, "token", "create", "--role", "sensor", "-c", cfg, "--data", data).Output()
+	out, err := exec.Command(o.Collector, "token", "create", "--role", "sensor", "--uses", "0", "-c", cfg, "--data", data).Output()
 	if err != nil {
 		return r, fmt.Errorf("token create: %w", err)
 	}

@@ -64,8 +64,13 @@ func esDo(method, url string, body any, out any) error {
 	return nil
 }
 
+// DefaultESNamespace is the collector's elasticsearch_namespace in the
+// benchmark: its own, so that other users of the node (tests, another
+// collector on "default") neither disturb nor are disturbed.
+const DefaultESNamespace = "ingestbench"
+
 // alertsStream is the data stream the collector stores alerts in.
-const alertsStream = "logs-tillwatch.alerts-default"
+func alertsStream(ns string) string { return "logs-tillwatch.alerts-" + ns }
 
 // rolloverAlerts starts a new backing index for the collector's alerts
 // stream, so that its run writes into an empty index as the bare indexer
@@ -73,8 +78,8 @@ const alertsStream = "logs-tillwatch.alerts-default"
 // kept between runs had put millions of documents there (the collector's
 // run then cost Elasticsearch 7.7 s per 100,000 alerts instead of 5.4 s).
 // A stream not created yet is fresh already.
-func rolloverAlerts(url string) error {
-	err := esDo(http.MethodPost, strings.TrimRight(url, "/")+"/"+alertsStream+"/_rollover", nil, nil)
+func rolloverAlerts(url, ns string) error {
+	err := esDo(http.MethodPost, strings.TrimRight(url, "/")+"/"+alertsStream(ns)+"/_rollover", nil, nil)
 	if err != nil && strings.Contains(err.Error(), "404 Not Found") {
 		return nil
 	}
@@ -131,9 +136,10 @@ func esCPUSeconds(url string) float64 {
 }
 
 // esStateOps is how many writes and reads (get) the node has done so far
-// on the collector's state indices (tillwatch-*: hosts, tokens, commands),
-// as opposed to the event streams (0, 0 if unknown or url is empty).
-func esStateOps(url string) (writes, reads float64) {
+// on the collector's state indices (tillwatch-*-ns: hosts, tokens,
+// commands), as opposed to the event streams (0, 0 if unknown or url is
+// empty).
+func esStateOps(url, ns string) (writes, reads float64) {
 	if url == "" {
 		return 0, 0
 	}
@@ -153,7 +159,7 @@ func esStateOps(url string) (writes, reads float64) {
 		return 0, 0
 	}
 	for name, x := range st.Indices {
-		if strings.HasPrefix(name, "tillwatch-") {
+		if strings.HasPrefix(name, "tillwatch-") && strings.HasSuffix(name, "-"+ns) {
 			writes += x.Total.Indexing.Index
 			reads += x.Total.Get.Total
 		}

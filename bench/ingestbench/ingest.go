@@ -42,8 +42,13 @@ type Options struct {
 	// bare bulk indexer on the same node.
 	ESURL    string
 	ESRounds int // collector and bulk-indexer runs on Elasticsearch, alternating
+	// ESNamespace is the collector's elasticsearch_namespace (its data
+	// streams and state indices), so the benchmark does not share the
+	// node's "default" with anything else; "" means DefaultESNamespace.
+	ESNamespace string
 	// SQLiteRounds is how many runs on SQLite, each on a new database
-	// (0 means 1); the goal is judged on their median.
+	// (0 means 1, negative none: only Elasticsearch); the goal is judged
+	// on their median.
 	SQLiteRounds int
 	ProcRoot     string
 	// ProfileDir, if set, makes Collector a profcollector and writes a CPU
@@ -125,7 +130,14 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	for round := range max(o.SQLiteRounds, 1) {
+	if o.ESNamespace == "" {
+		o.ESNamespace = DefaultESNamespace
+	}
+	sqliteRounds := max(o.SQLiteRounds, 1)
+	if o.SQLiteRounds < 0 {
+		sqliteRounds = 0
+	}
+	for round := range sqliteRounds {
 		dir := filepath.Join(tmp, fmt.Sprintf("sqlite-%d", round))
 		c, err := startCollector(ctx, o, dir, "")
 		if err != nil {
@@ -239,7 +251,7 @@ func esRuns(ctx context.Context, o Options, dir string, res *Result) (*exitError
 		// Each round sends new documents (batch numbers of its own); the
 		// bulk indexer writes exactly the documents the collector got.
 		first := (round + 1) * o.Batches
-		if err := rolloverAlerts(o.ESURL); err != nil {
+		if err := rolloverAlerts(o.ESURL, o.ESNamespace); err != nil {
 			return nil, fmt.Errorf("roll the alerts stream over: %w", err)
 		}
 		r, err := c.send(ctx, o, fl, first)
@@ -304,6 +316,7 @@ type collector struct {
 	bin       string
 	es        string
 	procRoot  string
+	ns        string // Elasticsearch namespace
 }
 
 func startCollector(ctx context.Context, o Options, dir, esURL string) (*collector, error) {
@@ -315,12 +328,12 @@ func startCollector(ctx context.Context, o Options, dir, esURL string) (*collect
 		return nil, err
 	}
 	c := &collector{dir: dir, addr: addr, ca: filepath.Join(dir, "data", "ca.pem"), cfg: filepath.Join(dir, "collector.yaml"),
-		bin: o.Collector, es: esURL, procRoot: o.ProcRoot}
+		bin: o.Collector, es: esURL, procRoot: o.ProcRoot, ns: o.ESNamespace}
 	cfg := "log: {level: warn}\n"
 	if esURL != "" {
 		// In the file rather than --elasticsearch so `token create` uses
 		// the same store.
-		cfg += "elasticsearch: " + esURL + "\n"
+		cfg += "elasticsearch: " + esURL + "\nelasticsearch_namespace: " + o.ESNamespace + "\n"
 	}
 	if err := os.WriteFile(c.cfg, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -353,7 +366,11 @@ func startCollector(ctx context.Context, o Options, dir, esURL string) (*collect
 func (c *collector) stop() { _ = c.p.Stop(30 * time.Second) }
 
 func (c *collector) token(role string) (string, error) {
-	out, err := exec.Command(c.bin, "token", "create", "--role", role, "-c", c.cfg, "--data", filepath.Join(c.dir, "data")).Output()
+	args := []string{"token", "create", "--role", role, "-c", c.cfg, "--data", filepath.Join(c.dir, "data")}
+	if role == api.RoleSensor {
+		args = append(args, "--uses", "0") // one token enrols the whole simulated fleet
+	}
+	out, err := exec.Command(c.bin, args...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -475,7 +492,7 @@ func (c *collector) send(ctx context.Context, o Options, h *hosts, first int) (R
 	var acc, dup, rej, retries atomic.Int64
 	var firstErr atomic.Value
 	esCPU0 := esCPUSeconds(c.es)
-	sw0, sr0 := esStateOps(c.es)
+	sw0, sr0 := esStateOps(c.es, c.ns)
 	var m0 benchproc.Metrics
 	if c.es != "" {
 		m0, _ = c.metrics(h.analyst)
@@ -582,7 +599,7 @@ feed:
 	r.SenderCPU = float64(self1.CPUTicks-self0.CPUTicks) / benchproc.ClockTicks
 	if c.es != "" {
 		r.ElasticsearchCPU = esCPUSeconds(c.es) - esCPU0
-		sw1, sr1 := esStateOps(c.es)
+		sw1, sr1 := esStateOps(c.es, c.ns)
 		r.StateWrites, r.StateReads = sw1-sw0, sr1-sr0
 		if m1, err := c.metrics(h.analyst); err == nil && m0 != nil {
 			r.StoreItems = benchproc.Diff(m0, m1, "tillwatch_collector_es_items_total")

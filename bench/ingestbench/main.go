@@ -46,20 +46,25 @@ func main() {
 	conc := flag.Int("concurrency", 64, "requests in flight at once (64: the collector admits that many batches at once)")
 	esURL := flag.String("es", "", "Elasticsearch URL (make bench-ingest passes http://127.0.0.1:9200); empty skips that part")
 	esRounds := flag.Int("es-rounds", 3, "collector and bulk-indexer runs on Elasticsearch, alternating; the ratio is of their medians")
-	sqliteRounds := flag.Int("sqlite-rounds", 3, "runs on SQLite, each on a new database; the goal is judged on their median")
+	sqliteRounds := flag.Int("sqlite-rounds", 3, "runs on SQLite, each on a new database; the goal is judged on their median (-1: none, Elasticsearch only)")
+	esNamespace := flag.String("es-namespace", DefaultESNamespace, "the collector's elasticsearch_namespace on the node")
 	collectorBin := flag.String("collector", "", "a tillwatch-collector binary (default: go build ./cmd/tillwatch-collector into a temp dir)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this program (the senders) to FILE")
 	profile := flag.String("profile", "", "diagnose instead: run bench/profcollector (the collector with pprof), write its CPU profiles into DIR, leave the docs alone")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := Options{Collector: *collectorBin, Hosts: *hostsN, Batches: *batches, BatchSize: *size, Concurrency: *conc, ESURL: *esURL, ESRounds: *esRounds, SQLiteRounds: *sqliteRounds}
-	if *profile != "" {
+	o := Options{Collector: *collectorBin, Hosts: *hostsN, Batches: *batches, BatchSize: *size, Concurrency: *conc, ESURL: *esURL, ESRounds: *esRounds, SQLiteRounds: *sqliteRounds, ESNamespace: *esNamespace}
+	if *profile != "" && *collectorBin == "" {
 		var err error
 		if o.Collector, err = benchproc.ProfCollector(*profile); err != nil {
 			fmt.Fprintln(os.Stderr, "ingestbench: "+err.Error())
 			os.Exit(1)
 		}
+	}
+	if *profile != "" {
+		// With -collector too, that binary is a bench/profcollector built
+		// by hand (e.g. from another commit, to profile before and after).
 		o.ProfileDir, _ = filepath.Abs(*profile)
 		*out = ""
 	}
@@ -123,6 +128,9 @@ func report(r Result, o Options, load0, load1 string) string {
 	cmd := "go run ./bench/ingestbench"
 	if o.ESURL != "" {
 		cmd += " -es " + o.ESURL
+		if o.ESNamespace != DefaultESNamespace {
+			cmd += " -es-namespace " + o.ESNamespace
+		}
 	}
 	for _, f := range []struct {
 		name    string
@@ -173,6 +181,9 @@ sampled every 250 ms.
 	// The median run by rate: the goal, and the machine's load, are read
 	// from it.
 	runs := slices.SortedFunc(slices.Values(r.SQLite), func(a, b Run) int { return cmp.Compare(a.Rate(), b.Rate()) })
+	if len(runs) == 0 {
+		runs = []Run{{}} // -sqlite-rounds -1: no SQLite figures
+	}
 	sq := runs[len(runs)/2]
 	all := true
 	for _, run := range r.SQLite {
@@ -222,8 +233,8 @@ sampled every 250 ms.
 	}
 	fmt.Fprintf(&w, `
 Elasticsearch %s at %s (the test node of `+"`make es-up`"+`: one JVM with a 512 MiB heap on the same 2 CPUs). The
-collector runs with `+"`elasticsearch: %s`"+` (what `+"`--elasticsearch`"+` sets) and stores into its alerts data stream
-`+"`logs-tillwatch.alerts-default`"+`, rolled over before each run so that it writes into an empty backing index as the
+collector runs with `+"`elasticsearch: %s`"+` and `+"`elasticsearch_namespace: %s`"+` and stores into its alerts data stream
+`+"`%s`"+`, rolled over before each run so that it writes into an empty backing index as the
 baseline does (`+"`create`"+` looks each _id up in the write index); enrolling the hosts took %s. The baseline is a bare
 esutil.BulkIndexer in the benchmark's process, with the collector's indexer settings (%d workers, %d MiB flush, %s
 flush interval, `+"`create`"+` with event.id as _id), writing exactly the same documents (the same lines, the same ids) to the
@@ -234,7 +245,7 @@ started. %d round(s), collector first.
 
 Ratio collector / bare bulk indexer (median alerts/s stored): **%.2fx** (goal >= 0.8x): %s. The collector confirmed and stored every alert exactly once: %s; the bare indexer stored every document: %s (its failures are in the rejected column).
 %s
-`, r.ESVersion, o.ESURL, o.ESURL, r.EnrolES.Round(10*time.Millisecond), bulkWorkers, bulkFlushBytes>>20, bulkFlushEvery,
+`, r.ESVersion, o.ESURL, o.ESURL, o.ESNamespace, alertsStream(o.ESNamespace), r.EnrolES.Round(10*time.Millisecond), bulkWorkers, bulkFlushBytes>>20, bulkFlushEvery,
 		len(r.ESCollector), ratio, v, yesNo(okC), yesNo(okB), crash)
 	for i := range r.ESCollector {
 		c, b := r.ESCollector[i], r.ESBulk[i]

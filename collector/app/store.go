@@ -37,7 +37,8 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, reg pro
 	}
 	ctx, cancel := context.WithTimeout(ctx, esOpenTimeout)
 	defer cancel()
-	st, err := elasticsearch.Open(ctx, elasticsearch.Options{URL: cfg.Elasticsearch, Logger: log, Registry: reg})
+	st, err := elasticsearch.Open(ctx, elasticsearch.Options{URL: cfg.Elasticsearch, Namespace: cfg.ElasticsearchNamespace,
+		Logger: log, Registry: reg})
 	if err != nil {
 		return nil, "", err
 	}
@@ -72,7 +73,11 @@ func storeID(cfg config.Config) string {
 		return "elasticsearch:" + cfg.Elasticsearch
 	}
 	u.User = nil
-	return "elasticsearch:" + strings.TrimSuffix(u.String(), "/")
+	id := "elasticsearch:" + strings.TrimSuffix(u.String(), "/")
+	if cfg.ElasticsearchNamespace != "" {
+		id += " namespace " + cfg.ElasticsearchNamespace // another namespace is another store
+	}
+	return id
 }
 
 // recordStore writes StoreFile for the other subcommands to compare with.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,10 @@ const (
 	SQLiteScheme             = "sqlite:"
 )
 
+// esNamespaceRE is what Elasticsearch accepts in a data stream namespace
+// (no '-', which separates the parts of the name) and in an index name.
+var esNamespaceRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+
 // Config is the collector's configuration file.
 type Config struct {
 	// Listen is the HTTPS listen address (host:port).
@@ -37,7 +42,11 @@ type Config struct {
 	// Elasticsearch is the URL of an Elasticsearch cluster to store into
 	// instead of SQLite (mutually exclusive with store).
 	Elasticsearch string `yaml:"elasticsearch"`
-	TLS           TLS    `yaml:"tls"`
+	// ElasticsearchNamespace is the data stream namespace and the suffix
+	// of the state indices; empty means "default". Collectors sharing one
+	// cluster for different fleets (or tests) use one namespace each.
+	ElasticsearchNamespace string `yaml:"elasticsearch_namespace"`
+	TLS                    TLS    `yaml:"tls"`
 	// HeartbeatInterval is the interval sensors are told to heartbeat at.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// SilenceAfter is how long a sensor may stay unheard before the
@@ -176,6 +185,13 @@ func (c Config) Validate() error {
 		}
 		if c.Store != "" {
 			bad("elasticsearch", "set either store or elasticsearch, not both")
+		}
+	}
+	if c.ElasticsearchNamespace != "" {
+		if c.Elasticsearch == "" {
+			bad("elasticsearch_namespace", "only applies with elasticsearch: URL")
+		} else if !esNamespaceRE.MatchString(c.ElasticsearchNamespace) {
+			bad("elasticsearch_namespace", "%q must be 1-64 of a-z, 0-9 and _", c.ElasticsearchNamespace)
 		}
 	}
 	for i, n := range c.TLS.ExtraSANs {

@@ -40,6 +40,8 @@ func TestValidate(t *testing.T) {
 		{"store path", func(c *Config) { c.Store = "sqlite:" }, []string{"store:"}},
 		{"es url", func(c *Config) { c.Elasticsearch = "127.0.0.1:9200" }, []string{"elasticsearch:"}},
 		{"es and store", func(c *Config) { c.Elasticsearch = "http://es:9200"; c.Store = "sqlite:x.db" }, []string{"elasticsearch: set either"}},
+		{"es namespace without es", func(c *Config) { c.ElasticsearchNamespace = "shop" }, []string{"elasticsearch_namespace: only applies"}},
+		{"es namespace with a dash", func(c *Config) { c.Elasticsearch = "http://es:9200"; c.ElasticsearchNamespace = "a-b" }, []string{"elasticsearch_namespace:"}},
 		{"sans", func(c *Config) { c.TLS.ExtraSANs = []string{"ok.example", "bad name"} }, []string{"tls.extra_sans[1]:"}},
 		{"heartbeat", func(c *Config) { c.HeartbeatInterval = time.Second }, []string{"heartbeat_interval:"}},
 		{"log", func(c *Config) { c.Log = Log{Level: "loud", Format: "xml"} }, []string{"log.level:", "log.format:"}},

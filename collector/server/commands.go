@@ -166,37 +166,39 @@ func (s *Server) handlePending(w http.ResponseWriter, r *http.Request) {
 	host := principalFrom(r.Context()).HostID
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	for {
-		// Take the wake-up channel before looking, so a command stored
-		// between the look and the wait is not slept through.
-		wake := s.hub.subscribe()
-		cmds, err := s.hub.cs.PendingCommands(r.Context(), host, s.now())
-		if err != nil {
-			s.hub.unsubscribe()
-			s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable", err)
-			return
-		}
-		if len(cmds) > 0 {
-			s.hub.unsubscribe()
-			if len(cmds) > api.MaxPendingCommands {
-				cmds = cmds[:api.MaxPendingCommands] // oldest first; the rest with the next poll
-			}
-			s.m.commandsDelivered.Add(float64(len(cmds)))
-			writeJSON(w, http.StatusOK, api.PendingCommandsResponse{Commands: cmds})
-			return
-		}
+	// Wait before looking, so a command stored between the look and the
+	// wait is in the hub's next look for every waiting sensor.
+	wt := s.hub.wait(host)
+	defer s.hub.done(wt)
+	cmds, err := s.hub.cs.PendingCommands(r.Context(), host, s.now())
+	for err == nil && len(cmds) == 0 {
 		select {
-		case <-wake:
-			s.hub.unsubscribe()
+		case a := <-wt.answer:
+			if a.err != nil {
+				// The hub's look failed: look for this host alone.
+				cmds, err = s.hub.cs.PendingCommands(r.Context(), host, s.now())
+				continue
+			}
+			cmds = a.cmds
 			continue
 		case <-ctx.Done():
-			s.hub.unsubscribe()
 		case <-s.stopping:
 			// The collector is shutting down: answer now so the graceful
 			// shutdown does not wait out every sensor's long-poll.
-			s.hub.unsubscribe()
 		}
 		break
+	}
+	if err != nil {
+		s.failErr(w, r, http.StatusServiceUnavailable, "store unavailable", err)
+		return
+	}
+	if len(cmds) > 0 {
+		if len(cmds) > api.MaxPendingCommands {
+			cmds = cmds[:api.MaxPendingCommands] // oldest first; the rest with the next poll
+		}
+		s.m.commandsDelivered.Add(float64(len(cmds)))
+		writeJSON(w, http.StatusOK, api.PendingCommandsResponse{Commands: cmds})
+		return
 	}
 	if r.Context().Err() != nil {
 		return // the sensor hung up
@@ -249,50 +251,120 @@ func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
 // collector on the same store reach this one's sensors within it.
 const hubPoll = 500 * time.Millisecond
 
-// hub wakes long-polling sensors when a command may be waiting for them.
-// One goroutine polls the store's generation while anyone waits, so an
-// idle fleet of long-polls costs one cheap query per hubPoll, not one per
-// sensor.
+// hub answers long-polling sensors when a command may be waiting for
+// them. One goroutine polls the store's generation while anyone waits, so
+// an idle fleet of long-polls costs one cheap query per hubPoll, not one
+// per sensor; and when the generation moves (or a command is issued here),
+// one look (store.CommandStore.PendingCommandsFor) finds the commands of
+// every waiting sensor, instead of each sensor looking for itself: with
+// 10,000 sensors waiting, a wake-up was 10,000 queries at once.
 type hub struct {
 	cs  store.CommandStore
 	log *slog.Logger
+	now func() time.Time
 
-	mu      sync.Mutex
-	waiters int
-	wake    chan struct{} // closed and replaced on every change
-	gen     int64
-	polling bool
+	mu       sync.Mutex
+	waiters  map[*waiter]struct{}
+	gen      int64
+	polling  bool
+	dirty    bool // a look is due
+	sweeping bool // the look's goroutine runs
 }
 
-func newHub(cs store.CommandStore, log *slog.Logger) *hub {
-	return &hub{cs: cs, log: log, wake: make(chan struct{})}
+// waiter is one long-poll waiting for its host's commands.
+type waiter struct {
+	host   string
+	answer chan hubAnswer // buffered: the hub never blocks on a waiter
 }
 
-// subscribe returns the channel closed at the next change; call
-// unsubscribe once done with it.
-func (h *hub) subscribe() <-chan struct{} {
+// hubAnswer is what the hub found for a waiter: commands, or the error
+// of its look (the waiter then looks for itself).
+type hubAnswer struct {
+	cmds []killswitch.Signed
+	err  error
+}
+
+func newHub(cs store.CommandStore, log *slog.Logger, now func() time.Time) *hub {
+	return &hub{cs: cs, log: log, now: now, waiters: map[*waiter]struct{}{}}
+}
+
+// wait registers a long-poll for host; call done once it is answered.
+func (h *hub) wait(host string) *waiter {
+	w := &waiter{host: host, answer: make(chan hubAnswer, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.waiters++
+	h.waiters[w] = struct{}{}
 	if !h.polling {
 		h.polling = true
 		go h.poll()
 	}
-	return h.wake
+	return w
 }
 
-func (h *hub) unsubscribe() {
+func (h *hub) done(w *waiter) {
 	h.mu.Lock()
-	h.waiters--
+	delete(h.waiters, w)
 	h.mu.Unlock()
 }
 
-// Notify wakes every waiter now (a command was issued or approved here).
+// Notify looks for every waiting sensor's commands now (a command was
+// issued or approved here).
 func (h *hub) Notify() {
 	h.mu.Lock()
-	close(h.wake)
-	h.wake = make(chan struct{})
-	h.mu.Unlock()
+	defer h.mu.Unlock()
+	h.dirty = true
+	if !h.sweeping {
+		h.sweeping = true
+		go h.sweep()
+	}
+}
+
+// sweepTimeout bounds one look for every waiting sensor.
+const sweepTimeout = 30 * time.Second
+
+// sweep looks up the commands of every waiting sensor in one call to the
+// store and hands each waiter its own; it runs again while changes came
+// in meanwhile. Waiters with nothing keep waiting.
+func (h *hub) sweep() {
+	for {
+		h.mu.Lock()
+		if !h.dirty {
+			h.sweeping = false
+			h.mu.Unlock()
+			return
+		}
+		h.dirty = false
+		byHost := make(map[string][]*waiter, len(h.waiters))
+		for w := range h.waiters {
+			byHost[w.host] = append(byHost[w.host], w)
+		}
+		h.mu.Unlock()
+		if len(byHost) == 0 {
+			continue
+		}
+		hosts := make([]string, 0, len(byHost))
+		for host := range byHost {
+			hosts = append(hosts, host)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
+		found, err := h.cs.PendingCommandsFor(ctx, hosts, h.now())
+		cancel()
+		if err != nil {
+			h.log.Warn("kill-switch: cannot look up the waiting sensors' commands; each looks for itself", logkey.Error, err)
+		}
+		for host, ws := range byHost {
+			cmds := found[host]
+			if err == nil && len(cmds) == 0 {
+				continue
+			}
+			for _, w := range ws {
+				select {
+				case w.answer <- hubAnswer{cmds: cmds, err: err}:
+				default: // answered already by an earlier look
+				}
+			}
+		}
+	}
 }
 
 func (h *hub) poll() {
@@ -300,7 +372,7 @@ func (h *hub) poll() {
 	defer t.Stop()
 	for range t.C {
 		h.mu.Lock()
-		if h.waiters <= 0 {
+		if len(h.waiters) == 0 {
 			h.polling = false
 			h.mu.Unlock()
 			return

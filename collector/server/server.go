@@ -180,7 +180,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.console = opts.Console
 	if cs, ok := s.st.(store.CommandStore); ok {
-		s.hub = newHub(cs, s.log)
+		s.hub = newHub(cs, s.log, s.now)
 	}
 	m, err := newMetrics(s.reg, s.st)
 	if err != nil {

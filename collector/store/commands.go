@@ -81,6 +81,14 @@ type CommandStore interface {
 	// redelivery with its recorded result).
 	PendingCommands(ctx context.Context, hostID string, now time.Time) ([]killswitch.Signed, error)
 
+	// PendingCommandsFor is PendingCommands for many hosts in one look:
+	// when a command becomes deliverable, the collector asks it once for
+	// every sensor long-polling there, not once per sensor. The answer maps
+	// each host with something pending to its commands, oldest first
+	// (hosts with nothing are absent), marked delivered as PendingCommands
+	// marks them.
+	PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time) (map[string][]killswitch.Signed, error)
+
 	// AckCommand records hostID's result; ErrUnknownCommand if that host
 	// was not addressed. A later ack replaces an earlier one.
 	AckCommand(ctx context.Context, id, hostID string, r killswitch.Result, at time.Time) error

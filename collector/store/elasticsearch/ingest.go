@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esapi"
@@ -153,52 +152,62 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 // item's answer (or ctx). Sharing one indexer lets concurrent batches share
 // bulk requests; its bounded queue makes Add block when Elasticsearch falls
 // behind.
+//
+// A document already in flight is not sent again (flights.go): a batch
+// resent because its first attempt outlived its deadline waits for the
+// answers to the first attempt's items instead of making Elasticsearch
+// write and refuse each of them a second time.
 func (s *Store) bulk(ctx context.Context, docs []store.Doc, todo []int, results []itemResult) error {
-	var (
-		wg sync.WaitGroup
-		mu sync.Mutex
-	)
-	done := make(chan struct{})
-	for _, i := range todo {
+	fs := make([]*flight, len(todo))
+	mine := make(map[*flight]bool, len(todo))
+	for k, i := range todo {
 		d := docs[i]
-		wg.Add(1)
+		f, joined, owner := s.flights.join(d.EventID, mine)
+		fs[k] = f
+		if owner {
+			mine[f] = true
+		}
+		if joined {
+			s.m.items.WithLabelValues("rejoined").Inc()
+			continue
+		}
 		err := s.bi.Add(ctx, esutil.BulkIndexerItem{
 			Index:      s.Stream(StreamFor(d)),
 			Action:     "create",
 			DocumentID: d.EventID,
 			Body:       bytes.NewReader(d.JSON),
 			OnSuccess: func(context.Context, esutil.BulkIndexerItem, esutil.BulkIndexerResponseItem) {
-				mu.Lock()
-				results[i] = itemResult{out: created}
-				mu.Unlock()
-				wg.Done()
+				f.finish(itemResult{out: created})
 			},
 			OnFailure: func(_ context.Context, _ esutil.BulkIndexerItem, res esutil.BulkIndexerResponseItem, err error) {
-				mu.Lock()
-				results[i] = classify(res, err)
-				mu.Unlock()
-				wg.Done()
+				f.finish(classify(res, err))
 			},
 		})
 		if err != nil {
 			// This item was not handed over and never calls back; the
-			// ones after it were never counted. (Counting those down too
-			// drove the WaitGroup negative and crashed the collector when
-			// a sensor gave up on a slow batch: found by the ingest
-			// benchmark with 64 batches in flight.)
-			wg.Done()
+			// ones before it were and are kept for a resend.
+			s.flights.drop(d.EventID, f, err)
+			s.flights.abandon(fs[:k], mine)
 			return fmt.Errorf("elasticsearch: ingest: %w (Elasticsearch is slow; the sensor will resend)", err)
 		}
 	}
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		// The items still in flight may be stored; the sensor resends and
-		// the replay is answered 409, so nothing is stored twice.
-		return fmt.Errorf("elasticsearch: ingest: %w (Elasticsearch is slow; the sensor will resend)", ctx.Err())
+	for _, f := range fs {
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			// The items still in flight may be stored; they stay known, so
+			// the sensor's resend waits for them rather than sending them
+			// again (and a replay elsewhere is answered 409: nothing is
+			// stored twice).
+			s.flights.abandon(fs, mine)
+			return fmt.Errorf("elasticsearch: ingest: %w (Elasticsearch is slow; the sensor will resend)", ctx.Err())
+		}
 	}
+	for k, i := range todo {
+		results[i] = fs[k].resultFor(mine[fs[k]])
+	}
+	s.flights.release(docs, todo, fs)
+	return nil
 }
 
 // deadLetter keeps a document Elasticsearch refused for good, whole.

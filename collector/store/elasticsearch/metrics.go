@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are the store's counters; registered on the injected registry.
 type metrics struct {
-	items     *prometheus.CounterVec // result: created, duplicate, retried, deadletter, failed
+	items     *prometheus.CounterVec // result: created, duplicate, retried, deadletter, failed, rejoined
 	conflicts prometheus.Counter
 	wait      prometheus.Histogram
 }
@@ -13,7 +13,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		items: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tillwatch_collector_es_items_total",
-			Help: "Bulk items by outcome: created, duplicate (409 on replay), retried (429/5xx), deadletter (refused for good, kept in tillwatch-deadletter-*), failed (reported to the sensor, which resends).",
+			Help: "Bulk items by outcome: created, duplicate (409 on replay), retried (429/5xx), deadletter (refused for good, kept in tillwatch-deadletter-*), failed (reported to the sensor, which resends), rejoined (a resent document still in flight or answered after its first sender gave up: answered from that, not sent again).",
 		}, []string{"result"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tillwatch_collector_es_host_conflicts_total",

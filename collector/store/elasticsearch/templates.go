@@ -285,6 +285,11 @@ var stateMappings = map[string]map[string]any{
 		"config_version":  map[string]any{"type": "keyword"},
 		"rules_version":   map[string]any{"type": "keyword"},
 	}},
+	// Counters every collector polls (credentials.go): one document per
+	// counter, its _version the value; changed_at says when it last moved.
+	"generations": {"dynamic": "strict", "properties": map[string]any{
+		"changed_at": map[string]any{"type": "date_nanos"},
+	}},
 	"tokens": {"dynamic": "strict", "properties": map[string]any{
 		"role":       map[string]any{"type": "keyword"},
 		"host_id":    map[string]any{"type": "keyword"},

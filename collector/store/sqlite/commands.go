@@ -247,6 +247,64 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 	return out, nil
 }
 
+// PendingCommandsFor implements store.CommandStore: one read of every
+// host's open deliveries, then one write transaction marking the fresh
+// ones delivered.
+func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time) (map[string][]killswitch.Signed, error) {
+	if len(hostIDs) == 0 {
+		return nil, nil
+	}
+	hosts, err := json.Marshal(hostIDs)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.st.pendingFor.QueryContext(ctx, string(hosts), now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]killswitch.Signed{}
+	envelopes := map[string]killswitch.Signed{} // by command id: decoded once
+	type mark struct{ host, id string }
+	var fresh []mark
+	for rows.Next() {
+		var host, id, signed, state string
+		if err := rows.Scan(&host, &id, &signed, &state); err != nil {
+			return nil, fmt.Errorf("sqlite: pending commands: %w", err)
+		}
+		sg, ok := envelopes[id]
+		if !ok {
+			if err := json.Unmarshal([]byte(signed), &sg); err != nil {
+				return nil, fmt.Errorf("sqlite: command %s: stored envelope: %w", id, err)
+			}
+			envelopes[id] = sg
+		}
+		out[host] = append(out[host], sg)
+		if state == store.HostPending {
+			fresh = append(fresh, mark{host, id})
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
+	}
+	rows.Close()
+	if len(fresh) > 0 {
+		err := s.g.do(ctx, func(tx *sql.Tx) error {
+			stmt := tx.StmtContext(ctx, s.st.delivered)
+			for _, m := range fresh {
+				if _, err := stmt.ExecContext(ctx, now.UnixNano(), m.host, m.id); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: mark delivered: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // AckCommand implements store.CommandStore.
 func (s *Store) AckCommand(ctx context.Context, id, hostID string, r killswitch.Result, at time.Time) error {
 	b, err := json.Marshal(r)

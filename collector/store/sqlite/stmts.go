@@ -18,6 +18,13 @@ const (
 SELECT c.id, c.signed, h.state FROM command_hosts h JOIN commands c ON c.id = h.command_id
 WHERE h.host_id = ? AND h.state != 'acked' AND c.state = 'active' AND c.not_after > ?
 ORDER BY c.seq`
+	// sqlPendingFor is sqlPending for the hosts of a JSON array (one
+	// parameter, however many hosts): each is looked up in the
+	// command_hosts_open index.
+	sqlPendingFor = `
+SELECT h.host_id, c.id, c.signed, h.state FROM command_hosts h JOIN commands c ON c.id = h.command_id
+WHERE h.host_id IN (SELECT value FROM json_each(?)) AND h.state != 'acked' AND c.state = 'active' AND c.not_after > ?
+ORDER BY c.seq`
 	sqlGeneration = `SELECT COALESCE(MAX(activated), 0) FROM commands`
 	sqlHeartbeat  = `
 UPDATE hosts SET
@@ -46,6 +53,7 @@ WHERE host_id = ? AND state = 'pending' AND command_id = ?`
 // Tx.StmtContext, which reuses the writer's compiled statement).
 type stmts struct {
 	authenticate, pending, generation *sql.Stmt // readers
+	pendingFor                        *sql.Stmt // reader
 	heartbeat, ack, delivered         *sql.Stmt // writer
 	lastSeen, seqMax, setSeqMax       *sql.Stmt // writer
 
@@ -61,6 +69,7 @@ func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
 	}{
 		{r, sqlAuthenticate, &st.authenticate},
 		{r, sqlPending, &st.pending},
+		{r, sqlPendingFor, &st.pendingFor},
 		{r, sqlGeneration, &st.generation},
 		{w, sqlHeartbeat, &st.heartbeat},
 		{w, sqlAck, &st.ack},

@@ -75,6 +75,7 @@ func Run(t *testing.T, open Opener) {
 		{name: "OverviewTalliesAlertsAndListsHealth", fn: testOverview},
 		{name: "Sequences", fn: testSequences},
 		{name: "Commands", fn: testCommands},
+		{name: "PendingCommandsForManyHostsAtOnce", fn: testPendingFor},
 		{name: "ConcurrentApprovalsLoseNoSignature", fn: testConcurrentApprovals},
 		{name: "EnrolAsAnotherHostIsRefused", fn: testHostBound},
 		{name: "EnrolmentTokenUsesAreBounded", fn: testTokenUses},
@@ -845,6 +846,89 @@ func testCommands(t *testing.T, s store.Store) {
 	}
 	if len(list) != 3 || list[0].ID != "cmd-expired-3" || list[2].ID != "cmd-active-1" {
 		t.Fatalf("commands newest first: %+v", list)
+	}
+}
+
+// testPendingFor: one look answers many hosts, each with its own commands
+// oldest first, marks them delivered as PendingCommands does, and leaves
+// out hosts with nothing (acknowledged, unaddressed, not yet approved).
+func testPendingFor(t *testing.T, s store.Store) {
+	cs, ok := s.(store.CommandStore)
+	if !ok {
+		t.Fatalf("%T does not implement store.CommandStore", s)
+	}
+	ctx := ctxFor(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	create := func(id, state string, hosts ...string) {
+		t.Helper()
+		err := cs.CreateCommand(ctx, store.CommandRecord{ID: id, Action: killswitch.ActionDisableRMM, Targets: "hosts",
+			Issuer: "responder:alice", IssuedAt: now, NotAfter: now.Add(time.Hour), State: state,
+			Signed: killswitch.Signed{Payload: []byte(`{"id":"` + id + `"}`)}}, hosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A fleet larger than one search page of the Elasticsearch store's
+	// tests, so the hosts are looked up in several chunks.
+	var fleet []string
+	for i := range 25 {
+		fleet = append(fleet, fmt.Sprintf("till-%02d", i))
+	}
+	create("cmd-1-first", store.CommandActive, fleet...)
+	create("cmd-2-second", store.CommandActive, "till-00", "till-01")
+	create("cmd-3-unapproved", store.CommandPendingApproval, "till-00")
+	if err := cs.AckCommand(ctx, "cmd-1-first", "till-02", killswitch.Result{Status: killswitch.StatusOK}, now); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(sgs []killswitch.Signed) string {
+		var out []string
+		for _, sg := range sgs {
+			var p struct{ ID string }
+			json.Unmarshal(sg.Payload, &p)
+			out = append(out, p.ID)
+		}
+		return fmt.Sprint(out)
+	}
+	ask := append([]string{"till-xx"}, fleet...) // till-xx is addressed by nothing
+	got, err := cs.PendingCommandsFor(ctx, ask, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(fleet)-1 {
+		t.Errorf("%d hosts answered, want %d (all but the one that acknowledged)", len(got), len(fleet)-1)
+	}
+	for _, h := range ask {
+		want := "[cmd-1-first]"
+		switch h {
+		case "till-00", "till-01":
+			want = "[cmd-1-first cmd-2-second]"
+		case "till-02", "till-xx":
+			want = "[]"
+		}
+		if g := ids(got[h]); g != want {
+			t.Errorf("%s: %s, want %s", h, g, want)
+		}
+	}
+	_, hosts, err := cs.Command(ctx, "cmd-1-first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		want := store.HostDelivered
+		if h.HostID == "till-02" {
+			want = store.HostAcked
+		}
+		if h.State != want {
+			t.Errorf("%s is %s after the look, want %s", h.HostID, h.State, want)
+		}
+	}
+	// The single-host look agrees, and redelivers until acknowledged.
+	single, err := cs.PendingCommands(ctx, "till-01", now)
+	if err != nil || ids(single) != "[cmd-1-first cmd-2-second]" {
+		t.Errorf("PendingCommands(till-01) = %s %v", ids(single), err)
+	}
+	if got, err := cs.PendingCommandsFor(ctx, nil, now); err != nil || len(got) != 0 {
+		t.Errorf("no hosts: %v %v", got, err)
 	}
 }
 
