@@ -1,3 +1,6 @@
+// The console's page handlers: each page is a read of the store, a view model and a template, kept side
+// by side in one file (about 500 lines) so that the pages read alike and share their helpers.
+
 package console
 
 import (

@@ -1,3 +1,6 @@
+// Loading, pinning and configuring the layer (about 650 lines): the pinned-state rules (reuse a same-version pin,
+// remove other versions, write every config map) must read as one sequence, since a restart depends on all of them.
+
 package kernel
 
 import (

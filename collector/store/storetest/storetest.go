@@ -1,4 +1,4 @@
-// Long (690 lines) on purpose: one suite is the contract every backend passes; split, it would read as several.
+// Long (about 1,150 lines) on purpose: one suite is the contract every backend passes; split, it would read as several.
 
 // Package storetest is the behaviour every store.Store backend must share:
 // one suite that runs against SQLite and Elasticsearch alike, so the queries
