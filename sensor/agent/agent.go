@@ -431,6 +431,9 @@ func (s *Sensor) Run(ctx context.Context) error {
 			s.log.Error("closing the spool", logkey.Error, cerr)
 		}
 	}
+	// A clean stop leaves no process waiting for a judgement nobody will
+	// make: the stopping tripwires stand down until the next start.
+	s.standDownKernel()
 	// Only a run that got here stopped cleanly; any other end leaves the
 	// marker for the next start to report.
 	if terr := s.tamper.End(); terr != nil {

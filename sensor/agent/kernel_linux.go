@@ -190,12 +190,19 @@ func (s *Sensor) armKernelFiles(cfg config.Config, watch []string) (bool, string
 	if ns, err := os.Readlink("/proc/self/ns/pid"); err != nil || ns != initPIDNamespace {
 		return false, "the sensor runs in a PID namespace of its own; the kernel names processes by host pid"
 	}
+	var names []string
+	if s.canaries != nil {
+		names = s.canaries.Names()
+	}
+	if err := s.kern.SetDecoys(names...); err != nil {
+		return false, "decoy names: " + err.Error()
+	}
 	if s.guard == nil && s.canaries == nil {
 		return false, "files.guard and files.canaries are off"
 	}
 	kcfg := s.kernCfg
 	if s.canaries != nil {
-		if err := s.kern.AddDecoys(s.canaries.Names()...); err != nil {
+		if err := s.kern.AddDecoys(names...); err != nil {
 			return false, "decoy names: " + err.Error()
 		}
 		kcfg.Decoys = true
@@ -232,7 +239,10 @@ func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgem
 	switch {
 	case st.Reason.Decoy():
 		if s.canaries == nil {
-			return kernel.Judgement{Kill: true, Why: "a decoy of an earlier run (no decoys planted now)"}
+			// Nothing to confirm it against: an earlier run's decoy name
+			// (another state folder, decoys since turned off). Never kill
+			// on a name alone.
+			return kernel.Judgement{Why: "a decoy name of an earlier run; no decoys are planted now, so it cannot be confirmed"}
 		}
 		hit, why := s.canaries.Judge(procRoot, st.PID, st.Name)
 		if hit {
@@ -261,4 +271,41 @@ func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgem
 		return kernel.Judgement{Kill: threshold > 0 && 2*score >= threshold, Why: why}
 	}
 	return kernel.Judgement{Kill: true}
+}
+
+// standDownKernel runs at a clean stop (the operator's systemctl stop, a
+// restart into new rules): the tripwires that stop a process for the
+// sensor's judgement (decoy, burst, fresh exec) are turned off and the
+// processes they stopped and nobody judged yet are resumed, since no
+// judgement comes until the next start: an operator who stops the sensor
+// and then clears a folder holding decoys must not find rm frozen. The
+// tamper tripwires stay armed (they kill, and need no judgement). A sensor
+// that is killed gets here never, so after an attacker's kill every
+// tripwire keeps acting until the restart.
+func (s *Sensor) standDownKernel() {
+	if s.kern == nil {
+		return
+	}
+	kcfg := s.kernCfg
+	kcfg.Decoys, kcfg.Burst, kcfg.FreshExec = false, false, false
+	if err := s.kern.SetConfig(kcfg); err != nil {
+		s.log.Error("clean stop: could not turn the stopping kernel tripwires off; they act until the next start", logkey.Component, "kernel", logkey.Error, err)
+		return
+	}
+	st, err := s.kern.Stopped()
+	if err != nil {
+		s.log.Error("clean stop: could not list processes stopped by a kernel tripwire; resume them with kill -CONT", logkey.Component, "kernel", logkey.Error, err)
+		return
+	}
+	for _, p := range st {
+		if !p.Reason.Stops() {
+			continue
+		}
+		if err := s.kern.Resume(p, 0); err != nil {
+			s.log.Error("clean stop: could not resume a process stopped by a kernel tripwire; resume it with kill -CONT", logkey.Component, "kernel", "pid", p.PID, logkey.Error, err)
+			continue
+		}
+		s.log.Warn("clean stop: resumed a process a kernel tripwire stopped and the sensor had not judged", logkey.Component, "kernel", "pid", p.PID, "reason", p.Reason.String())
+	}
+	s.log.Info("clean stop: decoy, burst and fresh-exec tripwires off until the next start; tamper tripwires stay armed", logkey.Component, "kernel")
 }

@@ -27,3 +27,6 @@ func (s *Sensor) wireKernel(cfg config.Config, _ *process.Source, _ *proctree.Ta
 func (s *Sensor) armKernelFiles(config.Config, []string) (bool, string) {
 	return false, "no eBPF on this OS"
 }
+
+// standDownKernel: no kernel tripwires off Linux.
+func (s *Sensor) standDownKernel() {}

@@ -123,3 +123,39 @@ func TestDecoyTripwireWhileSensorDown(t *testing.T) {
 		return true
 	})
 }
+
+// TestSetDecoysDropsNamesOfEarlierRuns checks that SetDecoys leaves exactly
+// the names given: a decoy name an earlier run armed (another state folder,
+// decoys since turned off) must not keep stopping namesakes.
+func TestSetDecoysDropsNamesOfEarlierRuns(t *testing.T) {
+	l := newTestLayer(t, Config{})
+	old, kept, added := "0000 Old "+unique(t)+".pdf", "0000 Kept "+unique(t)+".pdf", "zz New "+unique(t)+".pdf"
+	if err := l.AddDecoys(old, kept); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetDecoys(kept, added); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	var (
+		k tripwireKey
+		v uint32
+	)
+	it := l.objs.Decoys.Iterate()
+	for it.Next(&k, &v) {
+		b := make([]byte, 0, len(k.S))
+		for _, c := range k.S {
+			if c == 0 {
+				break
+			}
+			b = append(b, byte(c))
+		}
+		got[string(b)] = true
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !got[kept] || !got[added] || got[old] {
+		t.Errorf("decoys after SetDecoys: %v, want exactly %q and %q", got, kept, added)
+	}
+}

@@ -458,6 +458,44 @@ func (l *Layer) AddTargets(names ...string) error { return putKeys(l.objs.Target
 // AddDecoys adds decoy basenames to the decoy tripwire.
 func (l *Layer) AddDecoys(names ...string) error { return putKeys(l.objs.Decoys, names) }
 
+// SetDecoys makes names the decoy tripwire's whole list: names an earlier
+// run armed and this one does not plant (another state folder, decoys
+// turned off) are removed, so a namesake is not stopped for a decoy
+// nobody guards any more.
+func (l *Layer) SetDecoys(names ...string) error {
+	keep := map[tripwireKey]bool{}
+	for _, n := range names {
+		if n == "" || len(n) > KeyLen-1 {
+			continue
+		}
+		k := tripwireKey{}
+		for i, c := range []byte(n) {
+			k.S[i] = int8(c)
+		}
+		keep[k] = true
+	}
+	var (
+		k     tripwireKey
+		v     uint32
+		stale []tripwireKey
+	)
+	it := l.objs.Decoys.Iterate()
+	for it.Next(&k, &v) {
+		if !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("kernel: listing decoys: %w", err)
+	}
+	for _, k := range stale {
+		if err := l.objs.Decoys.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("kernel: removing a stale decoy: %w", err)
+		}
+	}
+	return putKeys(l.objs.Decoys, names)
+}
+
 func putKeys(m *ebpf.Map, names []string) error {
 	for _, n := range names {
 		if n == "" {
