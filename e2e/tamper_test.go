@@ -554,11 +554,13 @@ func TestTamperThenEncrypt(t *testing.T) {
 			return fmt.Sprintf("cd %[1]s\necho %[2]s > agent.crt\nbase64 -d agent.crt > agent.sh\nchmod +x agent.sh\n./agent.sh", s.work, cert)
 		}, kernel.RuleSignal, true, true},
 		{"payload decoded from base64 through a pipe kills then encrypts", func(s *tamperScene) string {
-			// Decoding into a pipe is past the RMM decode rule (an attacker
-			// who knows it): only the kernel stands in the way.
+			// Decoding into a pipe is meant to get past the RMM decode rule
+			// (an attacker who knows it); with the kernel process feed the
+			// rule may still see "base64 -d FILE" under the agent and kill
+			// first. Either way the kernel stands behind it.
 			cert := base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n" + killThenEncrypt(s) + "\n"))
 			return fmt.Sprintf("cd %[1]s\necho %[2]s > agent.crt\nbase64 -d agent.crt | cat > agent.sh\nchmod +x agent.sh\n./agent.sh", s.work, cert)
-		}, kernel.RuleSignal, true, false},
+		}, kernel.RuleSignal, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -788,6 +790,12 @@ echo installed > %[1]s/installed
 	t.Logf("honest work done: installer, git under the agent and by the operator; tools run: %q", ran)
 	tamper, stops := s.alertsAbout()
 	for _, a := range tamper {
+		if get(a, "rule.id") == kernel.RuleFreshLet {
+			// The record of a deployment the fresh-exec judgement let go
+			// (severity 10, no response): honest work, written down.
+			t.Logf("deployment let go: %v", get(a, "message"))
+			continue
+		}
 		t.Errorf("tamper alert for honest work: %v %v", get(a, "rule.id"), get(a, "message"))
 	}
 	for _, a := range stops {
