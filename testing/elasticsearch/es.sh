@@ -39,16 +39,19 @@ up() {
   command -v mvn >/dev/null || { echo "es-up: missing maven: apt-get install -y maven"; exit 1; }
   build
   rm -rf "$home" && mkdir -p "$home"
-  local run=()
+  local run=() cp="$here/target/classes:$here/target/lib/*"
   if [[ "$(id -u)" == 0 ]]; then
-    # Elasticsearch refuses to run as root; nobody (65534) needs only read
-    # access to the jars and its own home.
-    chown 65534:65534 "$home"
+    # Elasticsearch refuses to run as root; it runs as nobody (65534), which
+    # must read the jars: a checkout under /root (mode 700) is out of its
+    # reach, so the classpath is copied into the node's own home.
+    cp -r "$here/target/classes" "$here/target/lib" "$home/"
+    chown -R 65534:65534 "$home"
+    cp="$home/classes:$home/lib/*"
     run=(setpriv --reuid=65534 --regid=65534 --clear-groups)
   fi
   local start=$SECONDS
   nohup "${run[@]}" java -Xms"$heap" -Xmx"$heap" -XX:+UseSerialGC -Dtests.security.manager=false \
-    -Djava.io.tmpdir="$home" -cp "$here/target/classes:$here/target/lib/*" \
+    -Djava.io.tmpdir="$home" -cp "$cp" \
     io.tillwatch.esnode.Main "$home" "$port" >"$home/node.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   while ((SECONDS - start < wait_s)); do
