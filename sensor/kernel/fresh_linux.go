@@ -7,22 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
-
-// defaultWall converts the kernel's CLOCK_MONOTONIC ns to wall time.
-func defaultWall(ns uint64) time.Time {
-	var ts unix.Timespec
-	now := time.Now()
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return now
-	}
-	if d := ts.Nano() - int64(ns); d > 0 {
-		return now.Add(-time.Duration(d))
-	}
-	return now
-}
 
 // confirmFresh finds the file named base that the stopped process pid runs
 // (its executable, or a script among its arguments) and reports whether it

@@ -13,8 +13,5 @@ func confirmFresh(string, int, string, time.Time) (string, string, bool) { retur
 // resume returns errors.ErrUnsupported off Linux.
 func resume(int) error { return errors.ErrUnsupported }
 
-// defaultWall off Linux: there are no kernel times to convert.
-func defaultWall(uint64) time.Time { return time.Now() }
-
 // childrenIn finds nothing off Linux.
 func childrenIn(string) map[int][]int { return nil }

@@ -18,6 +18,7 @@ import (
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/sensor/alert"
 	"github.com/tillwatch/tillwatch/sensor/pipeline"
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 )
 
 // unreportedAfter is how long a starting watch lets the ring's backlog be
@@ -154,7 +155,7 @@ func NewWatch(o WatchOptions) *Watch {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Wall == nil {
-		o.Wall = defaultWall
+		o.Wall = procclock.MonotonicToWall
 	}
 	if o.ProcRoot == "" {
 		o.ProcRoot = "/proc"

@@ -16,3 +16,18 @@ func preciseBootTime() (time.Time, error) {
 	}
 	return now.Add(-time.Duration(ts.Nano())), nil
 }
+
+// MonotonicToWall converts a CLOCK_MONOTONIC timestamp in ns (the proc
+// connector's timestamp_ns, the eBPF programs' bpf_ktime_get_ns) to wall
+// time, against both clocks read now; a time in the future is now.
+func MonotonicToWall(ns uint64) time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return now
+	}
+	if d := ts.Nano() - int64(ns); d > 0 {
+		return now.Add(-time.Duration(d))
+	}
+	return now
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tillwatch/tillwatch/internal/event"
 	"github.com/tillwatch/tillwatch/internal/logkey"
+	"github.com/tillwatch/tillwatch/sensor/procclock"
 )
 
 const (
@@ -203,7 +204,7 @@ func (s *Source) runNetlink(ctx context.Context, c *nlConn, emit func(event.Even
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
-	k, err := s.newTracker(monoToWall)
+	k, err := s.newTracker(procclock.MonotonicToWall)
 	if err != nil {
 		return fmt.Errorf("process: %w", err)
 	}
