@@ -11,7 +11,7 @@ import (
 )
 
 // ecsFlatPath is the ECS field list shipped beside the project (read-only).
-const ecsFlatPath = "../../../shared/data/ecs/ecs_flat.yml"
+const ecsFlatPath = "../../testing/ecs/ecs_flat.yml"
 
 type ecsField struct {
 	Type      string   `yaml:"type"`
@@ -22,7 +22,7 @@ func loadECS(t *testing.T) map[string]ecsField {
 	t.Helper()
 	raw, err := os.ReadFile(ecsFlatPath)
 	if err != nil {
-		t.Fatalf("read ECS field list: %v (the test expects ../shared beside the project root)", err)
+		t.Fatalf("read ECS field list: %v (testing/ecs/ecs_flat.yml is part of the repository)", err)
 	}
 	fields := map[string]ecsField{}
 	if err := yaml.Unmarshal(raw, &fields); err != nil {

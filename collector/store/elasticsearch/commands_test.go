@@ -205,7 +205,8 @@ func TestCommandsLayout(t *testing.T) {
 func TestCommandsPaging(t *testing.T) {
 	t.Parallel()
 	s := OpenTest(t, Options{})
-	s.pageSize, s.bulkSize = 7, 5
+	s.pageSize.Store(7)
+	s.bulkSize.Store(5)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	now := time.Now().UTC()

@@ -50,15 +50,15 @@ const (
 )
 
 func (s *Store) page() int {
-	if s.pageSize > 0 {
-		return s.pageSize
+	if n := s.pageSize.Load(); n > 0 {
+		return int(n)
 	}
 	return defaultPage
 }
 
 func (s *Store) bulkChunk() int {
-	if s.bulkSize > 0 {
-		return s.bulkSize
+	if n := s.bulkSize.Load(); n > 0 {
+		return int(n)
 	}
 	return defaultBulk
 }

@@ -24,6 +24,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	es "github.com/elastic/go-elasticsearch/v8"
@@ -85,7 +86,9 @@ type Store struct {
 	closed chan struct{}
 	// pageSize and bulkSize override the command store's search page and
 	// bulk chunk (tests make them small to cross page boundaries cheaply).
-	pageSize, bulkSize int
+	// Atomic: the credentials poller reads documents from its own
+	// goroutine while a test sets them.
+	pageSize, bulkSize atomic.Int64
 
 	// touched is when this collector last wrote each host's last_seen
 	// from its batches: a busy sensor's batches update it at most every

@@ -88,7 +88,8 @@ func TestSharedSuite(t *testing.T) {
 		s := OpenTest(t, Options{Now: now})
 		// Small pages and bulk chunks, so the suite's lookups of many
 		// hosts cross page boundaries.
-		s.pageSize, s.bulkSize = 10, 7
+		s.pageSize.Store(10)
+		s.bulkSize.Store(7)
 		return s
 	})
 }

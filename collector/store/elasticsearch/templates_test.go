@@ -17,7 +17,7 @@ import (
 var update = flag.Bool("update", false, "regenerate dashboards/elasticsearch/ecs_fields.json and the rendered templates")
 
 // ecsFlatPath is the ECS field list shipped beside the project (read-only).
-const ecsFlatPath = "../../../../shared/data/ecs/ecs_flat.yml"
+const ecsFlatPath = "../../../testing/ecs/ecs_flat.yml"
 
 const (
 	ecsFieldsPath    = "../../../dashboards/elasticsearch/ecs_fields.json"
@@ -37,7 +37,7 @@ func loadECSFlat(t *testing.T) map[string]ecsFlat {
 	t.Helper()
 	raw, err := os.ReadFile(ecsFlatPath)
 	if err != nil {
-		t.Fatalf("read ECS field list: %v (the test expects ../shared beside the project root)", err)
+		t.Fatalf("read ECS field list: %v (testing/ecs/ecs_flat.yml is part of the repository)", err)
 	}
 	m := map[string]ecsFlat{}
 	if err := yaml.Unmarshal(raw, &m); err != nil {
