@@ -70,6 +70,8 @@ if [[ "$want" == test ]]; then
   need systemd "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
   need passwd "dpkg-deb, systemd-analyze and useradd for the Debian packages' tests"
   need chromium "Chromium for the console's browser tests (collector/console)"
+  need psmisc "killall, which the RMM detector's tests use to kill a stand-in security tool"
+  need procps "ps and pkill, which tests use to find and stop what they started"
 fi
 
 # check_yara: the Go binding (go-yara v4.2) compiles only against libyara 4.2.
