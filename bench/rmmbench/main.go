@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command rmmbench measures how long the real sensor takes from the exec of
 // a decoder below an RMM agent to its TW-RMM-0101 alert line in
 // --alerts-out, and writes p50/p99 to the "## RMM detection latency"

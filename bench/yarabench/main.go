@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command yarabench compares tillwatch's YARA scanner with the yara CLI on
 // the same rules (rules/yara), the same generated corpus and the same
 // thread count, in one run: it checks that both report exactly the same
