@@ -323,8 +323,9 @@ func (h *hub) Notify() {
 const sweepTimeout = 30 * time.Second
 
 // sweep looks up the commands of every waiting sensor in one call to the
-// store and hands each waiter its own; it runs again while changes came
-// in meanwhile. Waiters with nothing keep waiting.
+// store and hands each waiter its own as soon as the store has read them,
+// before it marks them delivered; it runs again while changes came in
+// meanwhile. Waiters with nothing keep waiting.
 func (h *hub) sweep() {
 	for {
 		h.mu.Lock()
@@ -346,23 +347,37 @@ func (h *hub) sweep() {
 		for host := range byHost {
 			hosts = append(hosts, host)
 		}
+		answered := false
 		ctx, cancel := context.WithTimeout(context.Background(), sweepTimeout)
-		found, err := h.cs.PendingCommandsFor(ctx, hosts, h.now())
-		cancel()
-		if err != nil {
-			h.log.Warn("kill-switch: cannot look up the waiting sensors' commands; each looks for itself", logkey.Error, err)
-		}
-		for host, ws := range byHost {
-			cmds := found[host]
-			if err == nil && len(cmds) == 0 {
-				continue
-			}
-			for _, w := range ws {
-				select {
-				case w.answer <- hubAnswer{cmds: cmds, err: err}:
-				default: // answered already by an earlier look
+		_, err := h.cs.PendingCommandsFor(ctx, hosts, h.now(), func(found map[string][]killswitch.Signed) {
+			answered = true
+			for host, ws := range byHost {
+				if cmds := found[host]; len(cmds) > 0 {
+					answerAll(ws, hubAnswer{cmds: cmds})
 				}
 			}
+		})
+		cancel()
+		switch {
+		case err != nil && answered:
+			// The sensors have their commands; only the delivered mark
+			// failed, and the next look hands the commands out again.
+			h.log.Warn("kill-switch: cannot mark commands delivered", logkey.Error, err)
+		case err != nil:
+			h.log.Warn("kill-switch: cannot look up the waiting sensors' commands; each looks for itself", logkey.Error, err)
+			for _, ws := range byHost {
+				answerAll(ws, hubAnswer{err: err})
+			}
+		}
+	}
+}
+
+// answerAll hands a to every waiter not answered yet.
+func answerAll(ws []*waiter, a hubAnswer) {
+	for _, w := range ws {
+		select {
+		case w.answer <- a:
+		default: // answered already by an earlier look
 		}
 	}
 }

@@ -87,7 +87,16 @@ type CommandStore interface {
 	// each host with something pending to its commands, oldest first
 	// (hosts with nothing are absent), marked delivered as PendingCommands
 	// marks them.
-	PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time) (map[string][]killswitch.Signed, error)
+	//
+	// If answer is not nil it is called once with that map (read-only;
+	// empty when nothing is pending) as soon as it is known, before the
+	// deliveries are marked: the caller answers its sensors while the
+	// store writes. With 10,000 sensors woken at once the mark is a large
+	// write, and a sensor's command must not wait for bookkeeping. The
+	// order is safe because the mark only moves deliveries still pending
+	// to delivered: an acknowledgement that comes back before the mark is
+	// never undone. An error of the mark is returned after answer ran.
+	PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time, answer func(map[string][]killswitch.Signed)) (map[string][]killswitch.Signed, error)
 
 	// AckCommand records hostID's result; ErrUnknownCommand if that host
 	// was not addressed. A later ack replaces an earlier one.

@@ -20,7 +20,7 @@ import (
 // search (its unacknowledged, unexpired deliveries: usually none); see
 // PendingCommandsFor.
 func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Time) ([]killswitch.Signed, error) {
-	m, err := s.PendingCommandsFor(ctx, []string{hostID}, now)
+	m, err := s.PendingCommandsFor(ctx, []string{hostID}, now, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -30,11 +30,11 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 // PendingCommandsFor implements store.CommandStore: the hosts'
 // unacknowledged, unexpired deliveries are searched (terms, a page of hosts
 // at a time); the commands found are read in real time and kept when
-// active and unexpired, oldest first; the deliveries still pending are
-// marked delivered under optimistic concurrency, so a mark never
+// active and unexpired, oldest first; answer is called; the deliveries
+// still pending are marked delivered under optimistic concurrency, so a mark never
 // overwrites an acknowledgement that came in meanwhile (that item
 // conflicts and is skipped).
-func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time) (map[string][]killswitch.Signed, error) {
+func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time, answer func(map[string][]killswitch.Signed)) (map[string][]killswitch.Signed, error) {
 	hostIndex := s.stateIndex(kindCommandHosts)
 	type open struct {
 		host, command, id string
@@ -76,6 +76,9 @@ func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now ti
 		}
 	}
 	if len(ids) == 0 {
+		if answer != nil {
+			answer(nil)
+		}
 		return nil, nil
 	}
 	docs, err := mget[commandDoc](ctx, s, s.stateIndex(kindCommands), ids)
@@ -111,6 +114,12 @@ func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now ti
 				doc: map[string]any{"state": store.HostDelivered, "delivered_at": now.UTC()}})
 		}
 	}
+	if len(out) == 0 {
+		out = nil
+	}
+	if answer != nil {
+		answer(out)
+	}
 	if len(marks) > 0 {
 		items, err := s.bulkWrite(ctx, hostIndex, marks, "")
 		if err != nil {
@@ -121,9 +130,6 @@ func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now ti
 		if err := bulkFailures(items, marks, []int{http.StatusConflict, http.StatusNotFound}); err != nil {
 			return nil, fmt.Errorf("elasticsearch: mark delivered: %w", err)
 		}
-	}
-	if len(out) == 0 {
-		return nil, nil
 	}
 	return out, nil
 }

@@ -248,10 +248,13 @@ func (s *Store) PendingCommands(ctx context.Context, hostID string, now time.Tim
 }
 
 // PendingCommandsFor implements store.CommandStore: one read of every
-// host's open deliveries, then one write transaction marking the fresh
-// ones delivered.
-func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time) (map[string][]killswitch.Signed, error) {
+// host's open deliveries, the answer, then one write transaction marking
+// the fresh ones delivered.
+func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now time.Time, answer func(map[string][]killswitch.Signed)) (map[string][]killswitch.Signed, error) {
 	if len(hostIDs) == 0 {
+		if answer != nil {
+			answer(nil)
+		}
 		return nil, nil
 	}
 	hosts, err := json.Marshal(hostIDs)
@@ -288,6 +291,9 @@ func (s *Store) PendingCommandsFor(ctx context.Context, hostIDs []string, now ti
 		return nil, fmt.Errorf("sqlite: pending commands: %w", err)
 	}
 	rows.Close()
+	if answer != nil {
+		answer(out)
+	}
 	if len(fresh) > 0 {
 		err := s.g.do(ctx, func(tx *sql.Tx) error {
 			stmt := tx.StmtContext(ctx, s.st.delivered)

@@ -890,9 +890,27 @@ func testPendingFor(t *testing.T, s store.Store) {
 		return fmt.Sprint(out)
 	}
 	ask := append([]string{"till-xx"}, fleet...) // till-xx is addressed by nothing
-	got, err := cs.PendingCommandsFor(ctx, ask, now)
+	var answered map[string][]killswitch.Signed
+	calls := 0
+	got, err := cs.PendingCommandsFor(ctx, ask, now, func(m map[string][]killswitch.Signed) {
+		calls++
+		answered = m
+		// Called before the mark: every delivery is still pending.
+		_, hosts, err := cs.Command(ctx, "cmd-1-first")
+		if err != nil {
+			t.Error(err)
+		}
+		for _, h := range hosts {
+			if h.HostID != "till-02" && h.State != store.HostPending {
+				t.Errorf("%s is %s when the answer is handed out, want it still pending (answered before the mark)", h.HostID, h.State)
+			}
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if calls != 1 || fmt.Sprint(answered) != fmt.Sprint(got) {
+		t.Errorf("answer called %d times with %v; want once with the returned %v", calls, answered, got)
 	}
 	if len(got) != len(fleet)-1 {
 		t.Errorf("%d hosts answered, want %d (all but the one that acknowledged)", len(got), len(fleet)-1)
@@ -927,7 +945,7 @@ func testPendingFor(t *testing.T, s store.Store) {
 	if err != nil || ids(single) != "[cmd-1-first cmd-2-second]" {
 		t.Errorf("PendingCommands(till-01) = %s %v", ids(single), err)
 	}
-	if got, err := cs.PendingCommandsFor(ctx, nil, now); err != nil || len(got) != 0 {
+	if got, err := cs.PendingCommandsFor(ctx, nil, now, nil); err != nil || len(got) != 0 {
 		t.Errorf("no hosts: %v %v", got, err)
 	}
 }
