@@ -142,7 +142,9 @@ func (b *fsBackend) event(ev fsnotify.Event, emit func(event.Event)) {
 		if fi, err := lstat(ev.Name); err == nil && fi.IsDir() {
 			a.Dir = true
 			if err := b.w.Add(ev.Name); err != nil {
-				b.watchFailed(ev.Name, err)
+				if !gone(err) { // removed or renamed since: its own event follows
+					b.watchFailed(ev.Name, err)
+				}
 			} else {
 				b.addTree(ev.Name, emit)
 			}
