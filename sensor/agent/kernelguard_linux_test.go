@@ -24,27 +24,35 @@ import (
 	"github.com/tillwatch/tillwatch/sensor/kernel"
 )
 
-// TestBenignWorkloadsUnderKernelGuard wires what the sensor wires for a
-// watched folder with the kernel layer armed in enforce mode (decoy and
-// burst tripwires, files.open_permission unless-kernel: no permission event
-// per open) and runs honest bulk work in the folder: a tar extract, a
-// compressor over the tree, cp -r (which copies the decoys' names too) and
-// git init/add/commit. None may be killed; brief kernel stops that the
-// sensor judged honest and resumed are counted and logged. The burst
-// tripwire counts relative paths host-wide, as in the sensor: another
-// process stopped during the test is judged (score 0) and resumed the same
-// way.
-func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
+// guardRig is what the sensor wires for a watched folder with the kernel
+// layer armed in enforce mode (decoy and burst tripwires,
+// files.open_permission unless-kernel: no permission event per open), with
+// a file guard in enforce mode judging the burst stops. The burst tripwire
+// counts absolute paths under the watched folder only (see newGuardRig).
+type guardRig struct {
+	watch string // the watched folder
+	src   string // a scratch folder outside it
+	w     *kernel.Watch
+	mu    sync.Mutex
+	guard []event.Event // the file guard's verdicts
+}
+
+// newGuardRig arms the layer, the decoys, the file guard and the kernel
+// watch on a fresh watched folder, and returns once the file source
+// reports. Cleanup resumes anything still stopped and removes the pins.
+func newGuardRig(t *testing.T, tools ...string) *guardRig {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the kernel layer and fanotify need root")
 	}
-	for _, tool := range []string{"tar", "gzip", "cp", "git"} {
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skip(tool + " not installed")
 		}
 	}
 	// Folders first: their removal at the end must come after the layer's.
-	watch, state, src := t.TempDir(), t.TempDir(), t.TempDir()
+	r := &guardRig{watch: t.TempDir(), src: t.TempDir()}
+	state := t.TempDir()
 	b := make([]byte, 6)
 	rand.Read(b)
 	pin := "/sys/fs/bpf/tillwatch-test-" + hex.EncodeToString(b)
@@ -55,7 +63,13 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 		t.Fatalf("kernel layer: %v", err)
 	}
 	t.Cleanup(func() {
-		// Let go anything still stopped (the test ended before judging it).
+		// Stand the stopping tripwires down, then let go anything still
+		// stopped (the test ended before judging it).
+		off := kcfg
+		off.Decoys, off.Burst = false, false
+		if err := l.SetConfig(off); err != nil {
+			t.Errorf("standing the tripwires down: %v", err)
+		}
 		if st, err := l.Stopped(); err == nil {
 			for _, s := range st {
 				l.Resume(s, 0)
@@ -67,7 +81,7 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 	// Not protected like the sensor: its children (the workloads) would
 	// inherit the protection. Its folders are removed after the layer.
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	set, err := canary.Plant(state, []string{watch})
+	set, err := canary.Plant(state, []string{r.watch})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,33 +89,31 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var verdicts []event.Event
 	guard := fileguard.New(fileguard.Options{Rules: rules, Enforce: true, ProcRoot: "/proc", Self: os.Getpid(), Canaries: set, Log: log,
-		Emit: func(ev event.Event) { mu.Lock(); verdicts = append(verdicts, ev); mu.Unlock() }})
+		Emit: func(ev event.Event) { r.mu.Lock(); r.guard = append(r.guard, ev); r.mu.Unlock() }})
 	cfg := config.Default()
 	cfg.Mode = "enforce"
 	cfg.Process.ProcRoot = "/proc"
 	cfg.Files.OpenPermission = config.OpenPermissionUnlessKernel
 	s := &Sensor{cfg: cfg, log: log, kern: l, kernCfg: kcfg, canaries: set, guard: guard}
-	armed, why := s.armKernelFiles(cfg, []string{watch})
+	armed, why := s.armKernelFiles(cfg, []string{r.watch})
 	if !armed {
 		t.Fatalf("kernel tripwires not armed: %s", why)
 	}
-	// The sensor counts relative paths wherever they land; a test on a
-	// shared machine must not stop other people's processes: absolute
-	// paths under the watched folder only (the workloads below use them).
+	// The sensor counts absolute paths under the watched folders only; a
+	// test on a shared machine must not stop other people's processes:
+	// say so again here, so a change of that default cannot reach them.
 	s.kernCfg.BurstRelative = false
 	if err := l.SetConfig(s.kernCfg); err != nil {
 		t.Fatal(err)
 	}
 
-	files, err := fileactivity.New(fileactivity.Config{Backend: fileactivity.BackendFanotify, Paths: []string{watch}, ProcRoot: "/proc",
+	files, err := fileactivity.New(fileactivity.Config{Backend: fileactivity.BackendFanotify, Paths: []string{r.watch}, ProcRoot: "/proc",
 		Self: os.Getpid(), NoOpenPerm: true, NoOpenPermWhy: "test"}, guard, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := kernel.NewWatch(kernel.WatchOptions{Layer: l, Judge: s.judgeStop, Log: log})
+	r.w = kernel.NewWatch(kernel.WatchOptions{Layer: l, Judge: s.judgeStop, Log: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -121,9 +133,9 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 			t.Errorf("file source: %v", err)
 		}
 	}()
-	go func() { defer wg.Done(); w.Run(ctx, func(event.Event) {}) }()
+	go func() { defer wg.Done(); r.w.Run(ctx, func(event.Event) {}) }()
 	// Ready once a probe's write is reported.
-	probe := filepath.Join(watch, "probe.txt")
+	probe := filepath.Join(r.watch, "probe.txt")
 	deadline := time.Now().Add(20 * time.Second)
 	for ready := false; !ready; {
 		if time.Now().After(deadline) {
@@ -138,10 +150,72 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 		}
 	}
 	os.Remove(probe)
-	for len(seen) > 0 {
-		<-seen
-	}
+	// The source keeps reporting into seen; nobody reads it from here on
+	// (a full channel drops, it never blocks).
+	return r
+}
 
+// run runs argv in the watched folder and fails the test if it does not
+// exit 0 within two minutes (a process stopped and never resumed).
+func (r *guardRig) run(t *testing.T, name string, argv ...string) string {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = r.watch
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("%s: %v (%s)", name, err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s did not finish in 2 minutes (stopped and never resumed?)", name)
+	}
+	return out.String()
+}
+
+// sh runs a shell script (built from the test's own paths) in the watched
+// folder, like run.
+func (r *guardRig) sh(t *testing.T, name, script string) string {
+	t.Helper()
+	return r.run(t, name, "/bin/sh", "-c", script)
+}
+
+// honest fails the test if a kernel stop was judged malicious or the file
+// guard gave a verdict, and returns the burst and decoy-name stops that
+// were judged honest and resumed.
+func (r *guardRig) honest(t *testing.T) (bursts, decoys float64) {
+	t.Helper()
+	for _, why := range []kernel.Reason{kernel.ReasonBurst, kernel.ReasonDecoyOpen, kernel.ReasonDecoyRename, kernel.ReasonDecoyUnlink, kernel.ReasonDecoyLink} {
+		if n := r.w.Verdicts(why, "kill"); n != 0 {
+			t.Errorf("%v %s stops judged malicious during honest work", n, why)
+		}
+	}
+	r.mu.Lock()
+	for _, v := range r.guard {
+		t.Errorf("file guard verdict during honest work: %s", v.Message)
+	}
+	r.mu.Unlock()
+	bursts, decoys = r.w.Verdicts(kernel.ReasonBurst, "resume"), r.w.Verdicts(kernel.ReasonDecoyOpen, "resume")
+	t.Logf("kernel stops judged honest and resumed: %v burst, %v decoy name elsewhere", bursts, decoys)
+	return bursts, decoys
+}
+
+// TestBenignWorkloadsUnderKernelGuard runs honest bulk work in a folder
+// watched with the kernel guard armed (guardRig): a tar extract, a
+// compressor over the tree, cp -r (which copies the decoys' names too) and
+// git init/add/commit. None may be killed; brief kernel stops that the
+// sensor judged honest and resumed are counted and logged.
+func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
+	r := newGuardRig(t, "tar", "gzip", "cp", "git")
+	watch, src := r.watch, r.src
 	// A tree of 2,000 small text files to archive and extract.
 	for d := range 20 {
 		dir := filepath.Join(src, "data", fmt.Sprintf("dept%02d", d))
@@ -171,37 +245,9 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 		{"git init, add, commit", "cd " + y + " && " + git + " init -q && " + git + " add -A && " + git + " commit -q -m import"},
 	}
 	for _, wl := range workloads {
-		cmd := exec.Command("/bin/sh", "-c", wl.script)
-		cmd.Dir = watch
-		done := make(chan error, 1)
-		var out strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s: %v (%s)", wl.name, err, out.String())
-			}
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-			t.Fatalf("%s did not finish in 2 minutes (stopped and never resumed?)", wl.name)
-		}
+		r.sh(t, wl.name, wl.script)
 	}
-	for _, r := range []kernel.Reason{kernel.ReasonBurst, kernel.ReasonDecoyOpen, kernel.ReasonDecoyRename, kernel.ReasonDecoyUnlink, kernel.ReasonDecoyLink} {
-		if n := w.Verdicts(r, "kill"); n != 0 {
-			t.Errorf("%v %s stops judged malicious during honest work", n, r)
-		}
-	}
-	mu.Lock()
-	for _, v := range verdicts {
-		t.Errorf("file guard verdict during honest work: %s", v.Message)
-	}
-	mu.Unlock()
-	bursts, decoys := w.Verdicts(kernel.ReasonBurst, "resume"), w.Verdicts(kernel.ReasonDecoyOpen, "resume")
-	t.Logf("kernel stops judged honest and resumed: %v burst, %v decoy name elsewhere", bursts, decoys)
+	bursts, decoys := r.honest(t)
 	if bursts < 1 {
 		t.Error("no burst stop of the 200-file export: the burst tripwire did not fire")
 	}

@@ -144,6 +144,9 @@ func unsafeFsid(v [2]int32) []byte {
 // filesystem mark has reported them already.
 func (b *fanBackend) addTree(root string, markRoot bool, emit func(event.Event)) {
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if gone(err) {
+			return nil
+		}
 		if err != nil {
 			b.s.lost.WithLabelValues(BackendFanotify, "unreadable").Inc()
 			b.s.log.Warn("cannot watch directory; files below it are not covered", logkey.Path, p, logkey.Error, err)
@@ -154,7 +157,9 @@ func (b *fanBackend) addTree(root string, markRoot bool, emit func(event.Event))
 			if p == root && !markRoot {
 				return nil
 			}
-			if err := b.markDir(p); err != nil {
+			if err := b.markDir(p); gone(err) {
+				return filepath.SkipDir
+			} else if err != nil {
 				b.s.lost.WithLabelValues(BackendFanotify, "mark").Inc()
 				b.s.health(component, event.HealthDegraded, fmt.Sprintf("cannot mark %s: %v", p, err))
 				return filepath.SkipDir

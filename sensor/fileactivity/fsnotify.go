@@ -63,6 +63,9 @@ func (b *fsBackend) explain(err error) error {
 // inside a directory that appeared at run time are reported as created.
 func (b *fsBackend) addTree(root string, emit func(event.Event)) {
 	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if gone(err) {
+			return nil
+		}
 		if err != nil {
 			b.s.lost.WithLabelValues(BackendFsnotify, "unreadable").Inc()
 			b.s.log.Warn("cannot watch directory; files below it are not covered", logkey.Path, p, logkey.Error, err)
@@ -70,7 +73,9 @@ func (b *fsBackend) addTree(root string, emit func(event.Event)) {
 		}
 		if d.IsDir() {
 			if p != root || emit != nil {
-				if err := b.w.Add(p); err != nil {
+				if err := b.w.Add(p); gone(err) {
+					return filepath.SkipDir
+				} else if err != nil {
 					b.watchFailed(p, err)
 					return filepath.SkipDir
 				}
@@ -137,7 +142,9 @@ func (b *fsBackend) event(ev fsnotify.Event, emit func(event.Event)) {
 		if fi, err := lstat(ev.Name); err == nil && fi.IsDir() {
 			a.Dir = true
 			if err := b.w.Add(ev.Name); err != nil {
-				b.watchFailed(ev.Name, err)
+				if !gone(err) { // removed or renamed since: its own event follows
+					b.watchFailed(ev.Name, err)
+				}
 			} else {
 				b.addTree(ev.Name, emit)
 			}

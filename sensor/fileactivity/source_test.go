@@ -348,3 +348,42 @@ func TestFilesystemMarkFollowsFoldersMovedInAndOut(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldersGoneBeforeTheyAreWalkedAreNoDegradation: dpkg unpacks a
+// folder as DIR.dpkg-new and renames it into place, build tools make and
+// remove scratch folders; the source often reaches such a folder after it
+// is gone. That is no loss of coverage (the rename's or removal's own event
+// follows, and a renamed folder is marked under its new name), so it must
+// not be reported as a degradation, and files made in the renamed folder
+// are still seen.
+func TestFoldersGoneBeforeTheyAreWalkedAreNoDegradation(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	for _, backend := range []string{BackendFanotify, BackendFsnotify} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			rec := &recorder{}
+			var mu sync.Mutex
+			var degraded []string
+			start(t, backend, dir, rec, func(s *Source) {
+				s.OnHealth(func(component, status, reason string) {
+					if status == event.HealthDegraded {
+						mu.Lock()
+						degraded = append(degraded, reason)
+						mu.Unlock()
+					}
+				})
+			})
+			sh(t, "cd '"+dir+"' && for i in $(seq 1 200); do mkdir d$i.dpkg-new && mv d$i.dpkg-new d$i && mkdir t$i && rmdir t$i; done")
+			last := filepath.Join(dir, "d200", "x.txt")
+			sh(t, "echo x > '"+last+"'")
+			rec.waitEvent(t, OpCreate, last)
+			mu.Lock()
+			defer mu.Unlock()
+			if len(degraded) > 0 {
+				t.Errorf("%d degradations for folders that were renamed or removed, first: %s", len(degraded), degraded[0])
+			}
+		})
+	}
+}

@@ -691,8 +691,15 @@ func (s *Scorer) bound() {
 
 // suspiciousRename: an extension appended or swapped to one that is not
 // known and is not a rotation or date suffix (app.log.1, app.log-20240101).
+// A temporary name given back the name it was made for is not: the new
+// name is part of the old one (dpkg's messages.po.dpkg-new -> messages.po,
+// rsync's .messages.po.Xy12ab -> messages.po), where ransomware's new name
+// holds the old one (x.pdf -> x.pdf.lockbit).
 func (s *Scorer) suspiciousRename(oldPath, newPath string) bool {
 	if oldPath == "" {
+		return false
+	}
+	if ob, nb := filepath.Base(oldPath), filepath.Base(newPath); len(nb) < len(ob) && strings.Contains(ob, nb) {
 		return false
 	}
 	ext := strings.ToLower(strings.TrimPrefix(filepath.Ext(newPath), "."))

@@ -26,8 +26,7 @@
 #define REC_FORK 3      // sched_process_fork
 #define REC_EXIT 4      // sched_process_exit of a thread-group leader
 #define REC_TAMPER 5    // a tripwire on the sensor fired
-#define REC_STOP 6      // a tripwire stopped a process (decoy, fresh exec)
-#define REC_STOP 6      // a decoy or burst tripwire stopped a process
+#define REC_STOP 6      // a tripwire stopped a process (decoy, burst, fresh exec)
 
 // Reasons (struct tamper_rec.reason, struct stop_val.reason).
 #define WHY_SIGNAL 1      // signalled a protected process
@@ -39,8 +38,8 @@
 #define WHY_DECOY_RENAME 17
 #define WHY_DECOY_UNLINK 18
 #define WHY_DECOY_LINK 19
+#define WHY_BURST 20      // crossed the burst threshold of file changes (or its family did)
 #define WHY_FRESH_EXEC 32 // a tainted process exec'd a file its tree just wrote
-#define WHY_BURST 20 // crossed the burst threshold of file changes (or its family did)
 
 // Taint flags (struct taint.flags).
 #define TAINT_AGENT 1 // the RMM agent itself, marked by the sensor
@@ -602,7 +601,42 @@ static __always_inline int read_key(struct scratch *sc, const char *p)
 	return n;
 }
 
-// decoy_stop stops the caller when path names a decoy.
+// stop_caller stops the calling process (tgid) for the sensor's judgement,
+// the one sequence every stopping tripwire shares: recorded in stopped (what
+// the sensor judges, and finds again after a restart), its burst family
+// root held (root: the ancestor whose family crossed; 0 for the process
+// itself or another tripwire) so the family's other workers stop at their
+// next change, SIGSTOP in enforce mode, and a stop record on the tamper ring.
+// target and family go on the record only (fresh exec: the writer and the
+// caller's taint family); name is a zero-filled key (a basename or a path).
+static __always_inline void stop_caller(__u32 flags, __u32 tgid, __u64 now, __u32 reason, __u32 root,
+					__u32 target, __u32 family, const struct key *name)
+{
+	struct stop_val v = {};
+	v.ktime = now;
+	v.reason = reason;
+	v.family = root;
+	__builtin_memcpy(v.name, name->s, KEY_LEN);
+	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
+	if (root)
+		bpf_map_update_elem(&burst_held, &root, &now, BPF_NOEXIST);
+	if (flags & CFG_ENFORCE)
+		bpf_send_signal(SIGSTOP);
+	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
+	if (!r) {
+		ring_drop(RING_TAMPER);
+		return;
+	}
+	fill_hdr(&r->h, REC_STOP);
+	r->reason = reason;
+	r->target = target;
+	r->sig = SIGSTOP;
+	r->family = family;
+	__builtin_memcpy(r->name, v.name, KEY_LEN);
+	bpf_ringbuf_submit(r, 0);
+}
+
+// decoy_check stops the caller when path names a decoy.
 static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why)
 {
 	if (!(flags & CFG_DECOYS) || (flags & CFG_OFF))
@@ -616,25 +650,7 @@ static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why
 		return;
 	if (!bpf_map_lookup_elem(&decoys, &sc->base))
 		return;
-	struct stop_val v = {};
-	v.ktime = bpf_ktime_get_ns();
-	v.reason = why;
-	__builtin_memcpy(v.name, sc->base.s, KEY_LEN);
-	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
-	if (flags & CFG_ENFORCE)
-		bpf_send_signal(SIGSTOP);
-	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
-	if (!r) {
-		ring_drop(RING_TAMPER);
-		return;
-	}
-	fill_hdr(&r->h, REC_STOP);
-	r->reason = why;
-	r->target = 0;
-	r->sig = SIGSTOP;
-	r->family = 0;
-	__builtin_memcpy(r->name, sc->base.s, KEY_LEN);
-	bpf_ringbuf_submit(r, 0);
+	stop_caller(flags, tgid, bpf_ktime_get_ns(), why, 0, 0, 0, &sc->base);
 }
 
 // burst_allowed_now reports whether pid was judged honest and its leave
@@ -709,32 +725,13 @@ static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *
 	return c.hit;
 }
 
-// burst_stop stops the caller for the sensor's judgement: in the stopped
-// map (with the family root it was counted for), a record on the tamper
-// ring, and the family root held so its other workers stop at their next
-// change.
+// burst_stop stops the caller (stop_caller) with the family root it was
+// counted for, named by the path it changed (sc->path, cut to a key).
 static __always_inline void burst_stop(__u32 flags, struct scratch *sc, __u32 tgid, __u32 family, __u64 now)
 {
-	struct stop_val v = {};
-	v.ktime = now;
-	v.reason = WHY_BURST;
-	v.family = family;
-	bpf_probe_read_kernel_str(v.name, KEY_LEN, sc->path);
-	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
-	if (family)
-		bpf_map_update_elem(&burst_held, &family, &now, BPF_NOEXIST);
-	if (flags & CFG_ENFORCE)
-		bpf_send_signal(SIGSTOP);
-	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
-	if (!r)
-		return;
-	fill_hdr(&r->h, REC_STOP);
-	r->reason = WHY_BURST;
-	r->target = 0;
-	r->sig = SIGSTOP;
-	r->family = family;
-	__builtin_memcpy(r->name, v.name, KEY_LEN);
-	bpf_ringbuf_submit(r, 0);
+	__builtin_memset(sc->k.s, 0, KEY_LEN);
+	bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
+	stop_caller(flags, tgid, now, WHY_BURST, family, 0, family, &sc->k);
 }
 
 // burst_up returns the process that forked pid (recorded at fork), never
@@ -966,27 +963,8 @@ static __always_inline void fresh_exec(__u32 flags, const char *filename)
 	__u64 now = bpf_ktime_get_ns();
 	if (now - f->ktime >= FRESH_NS)
 		return;
-	__u32 writer = f->writer;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct stop_val v = {};
-	v.ktime = now;
-	v.reason = WHY_FRESH_EXEC;
-	__builtin_memcpy(v.name, sc->base.s, KEY_LEN);
-	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
-	if (flags & CFG_ENFORCE)
-		bpf_send_signal(SIGSTOP);
-	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
-	if (!r) {
-		ring_drop(RING_TAMPER);
-		return;
-	}
-	fill_hdr(&r->h, REC_STOP);
-	r->reason = WHY_FRESH_EXEC;
-	r->target = writer;
-	r->sig = SIGSTOP;
-	r->family = t->family;
-	__builtin_memcpy(r->name, sc->base.s, KEY_LEN);
-	bpf_ringbuf_submit(r, 0);
+	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, f->writer, t->family, &sc->base);
 }
 
 // emit_exec_args sends what the caller asked to exec: the filename and
