@@ -87,36 +87,46 @@ func TestEditorSavesUnderKernelGuard(t *testing.T) {
 	textTree(t, filepath.Join(r.src, "notes"), 200)
 	d := filepath.Join(r.watch, "notes")
 	r.crossed(t, "cp -r of 200 notes", "cp", "-r", filepath.Join(r.src, "notes"), d)
-	type save struct{ name, token, script string }
+	// slow: one process per file, fast enough to cross the burst threshold
+	// on a quiet machine (about 7 vims a second) but not always on a
+	// loaded one; run and checked, but not required to cross.
+	type save struct {
+		name, token, script string
+		slow                bool
+	}
 	saves := []save{
 		{"vim's save, simulated", "a1", `for f in "$0"/*.txt; do
 			s="$0/.${f##*/}.swp"; echo swap > "$s"; : > "$0/4913"; rm "$0/4913"
 			mv "$f" "$f~" && sed 's/ a1 / b1 /g' "$f~" > "$f" && rm "$f~" "$s" || exit 1
-		done`},
+		done`, false},
 		{"GIO save (gedit): .goutputstream temporary renamed over", "a2", `for f in "$0"/*.txt; do
 			tmp=$(mktemp "$0/.goutputstream-XXXXXX") && sed 's/ a2 / b2 /g' "$f" > "$tmp" && chmod 644 "$tmp" && mv "$tmp" "$f" || exit 1
-		done`},
+		done`, false},
 		{"LibreOffice save: lock file, temporary renamed over", "a3", `i=0; for f in "$0"/*.txt; do
 			i=$((i+1)); l="$0/.~lock.${f##*/}#"; echo "till,host,$$" > "$l"
 			sed 's/ a3 / b3 /g' "$f" > "$0/lu$$-$i.tmp" && mv "$0/lu$$-$i.tmp" "$f" && rm "$l" || exit 1
-		done`},
-		{"sed -i over 200 files", "a4", `sed -i 's/ a4 / b4 /g' "$0"/*.txt`},
-		{"perl -pi -e over 200 files", "a5", `perl -pi -e 's/ a5 / b5 /g' "$0"/*.txt`},
-		{"perl -pi.bak -e over 200 files (with backups)", "a6", `perl -pi.bak -e 's/ a6 / b6 /g' "$0"/*.txt && rm "$0"/*.txt.bak`},
+		done`, false},
+		{"sed -i over 200 files", "a4", `sed -i 's/ a4 / b4 /g' "$0"/*.txt`, false},
+		{"perl -pi -e over 200 files", "a5", `perl -pi -e 's/ a5 / b5 /g' "$0"/*.txt`, false},
+		{"perl -pi.bak -e over 200 files (with backups)", "a6", `perl -pi.bak -e 's/ a6 / b6 /g' "$0"/*.txt && rm "$0"/*.txt.bak`, false},
 	}
 	if _, err := exec.LookPath("vim"); err == nil {
 		saves = append(saves,
 			save{"vim -Es, one process per file", "a7", `for f in "$0"/*.txt; do
 				vim -Es -u NONE -i NONE -c '%s/ a7 / b7 /ge' -c 'wq' "$f" || exit 1
-			done`},
+			done`, true},
 			// From outside the folder: vim names the files by the
 			// absolute paths it was given.
-			save{"vim -Es, argdo over 200 files", "a8", `cd "$1" && vim -Es -u NONE -i NONE -c 'argdo %s/ a8 / b8 /ge | update' -c 'qa!' "$0"/*.txt`})
+			save{"vim -Es, argdo over 200 files", "a8", `cd "$1" && vim -Es -u NONE -i NONE -c 'argdo %s/ a8 / b8 /ge | update' -c 'qa!' "$0"/*.txt`, false})
 	} else {
 		t.Log("vim not installed: its saves are simulated only")
 	}
 	for _, s := range saves {
-		r.crossed(t, s.name, "/bin/sh", "-c", s.script, d, r.src)
+		if s.slow {
+			r.run(t, s.name, "/bin/sh", "-c", s.script, d, r.src)
+		} else {
+			r.crossed(t, s.name, "/bin/sh", "-c", s.script, d, r.src)
+		}
 		edited(t, s.name, d, s.token)
 	}
 	if _, err := exec.LookPath("vim"); err == nil {
