@@ -246,6 +246,28 @@ func (g *Guard) Judge(pid, family int) (score, threshold int, acted bool) {
 	return score, g.scorer.Threshold(g.rmmOf(root, now) != nil), false
 }
 
+// StopTarget returns the pid whose tree a confirmed decoy hit by pid
+// should end, as the guard would have stopped it had it seen the hit
+// itself: the family root when pid's tree is one of several suspicious
+// workers of an ancestor (ransomware.Scorer.FamilyOf, the hit counting as
+// one), else the tree's root, the highest ancestor running pid's
+// executable (an encryptor and the workers it forked or re-executed). The
+// kernel's decoy tripwire stops only the worker that touched the decoy;
+// ending that worker's own tree alone let its siblings encrypt on.
+func (g *Guard) StopTarget(pid int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.o.Now()
+	root, ancestors, gone := g.treeOf(pid, now)
+	if gone || root <= 0 {
+		return pid
+	}
+	if i := g.scorer.FamilyOf(root, ancestors, now); i >= 0 {
+		return ancestors[i].PID
+	}
+	return root
+}
+
 // act stops (enforce) and reports a tree that crossed the threshold.
 func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Time) {
 	trigger := event.Event{File: fileactivity.FileOf(a.Path)}

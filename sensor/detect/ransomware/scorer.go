@@ -230,6 +230,37 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 	return gv, true
 }
 
+// FamilyOf returns the index in ancestors (tree's ancestors, nearest
+// first, as in Obs) of the family root tree would be stopped with if it
+// now did something suspicious, or -1: the decision Observe makes
+// (FamilyRoot), on the workers each ancestor counts within the window
+// plus tree's own. It changes nothing. A kernel tripwire that confirmed a
+// decoy hit by a process the guard never saw act uses it to end the same
+// family the guard would have.
+func (s *Scorer) FamilyOf(tree int, ancestors []Spawner, now time.Time) int {
+	workers := make([]int, len(ancestors))
+	for i, a := range ancestors {
+		worker := tree
+		if i > 0 {
+			worker = ancestors[i-1].PID
+		}
+		n, counted := 0, false
+		if g, ok := s.groups[a.PID]; ok {
+			for k, at := range g.contrib {
+				if now.Sub(at) <= s.r.Window {
+					n++
+					counted = counted || k == worker
+				}
+			}
+		}
+		if !counted {
+			n++
+		}
+		workers[i] = n
+	}
+	return FamilyRoot(workers)
+}
+
 // otherWorker reports whether g already counts a worker other than w.
 func otherWorker(g *tree, w int) bool {
 	for k := range g.contrib {
