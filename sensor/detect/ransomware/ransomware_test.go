@@ -405,7 +405,9 @@ func TestFamilyOfCountsTheStoppedWorker(t *testing.T) {
 	enc := Extract(random(SampleSize), SampleSize)
 	before := &Features{Magic: "text", Entropy: 4.2, Sampled: SampleSize}
 	// xargs (pid 2) -> per-file sh (pid 10+i) -> worker tree (pid 100+i).
-	anc := func(i int) []Spawner { return []Spawner{{PID: 10 + i, Name: "sh"}, {PID: 2, Name: "xargs"}, {PID: 1000, Name: "bash"}} }
+	anc := func(i int) []Spawner {
+		return []Spawner{{PID: 10 + i, Name: "sh"}, {PID: 2, Name: "xargs"}, {PID: 1000, Name: "bash"}}
+	}
 	s := NewScorer(r)
 	if got := s.FamilyOf(100, anc(0), t0); got != -1 {
 		t.Errorf("no worker counted yet: FamilyOf = %d, want -1", got)
