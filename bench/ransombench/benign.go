@@ -265,6 +265,9 @@ wait:
 		alerts = append(alerts, fmt.Sprintf("%d kernel stops judged honest", n))
 	}
 	for _, a := range s.readAlerts() {
+		if b.placement == placementHost && a.ruleset != "ransomware" && !strings.HasPrefix(a.exe, dir) && !strings.Contains(a.exe, b.tmp) {
+			continue // another process of the machine (host placement), not acted on
+		}
 		alerts = append(alerts, fmt.Sprintf("%s on %s", a.rule, filepath.Base(a.exe)))
 		fp = fp || a.ruleset == "ransomware"
 	}

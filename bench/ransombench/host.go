@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -49,6 +50,7 @@ const (
 	logRMMMarked   = "RMM agent marked in the kernel"
 	logStoodDown   = "clean stop: decoy, burst and fresh-exec tripwires off"
 	logLayerArmed  = "kernel layer armed"
+	logScoped      = "response confined to one process tree"
 	stoppedTimeout = 10 * time.Second
 )
 
@@ -83,11 +85,15 @@ func hostPreflight() error {
 
 // hostConfig is the host-placed sensor's configuration. kernel.mode
 // required with a pin dir of its own (nobody else's pins are touched);
-// YARA off: on the host it would scan every exec of the machine, other
-// people's builds included, and no ransomware stop depends on it.
+// response.only_under this benchmark's pid: the sensor sees every process
+// of the machine and, in enforce mode, would act on any its RMM rules or
+// kernel tripwires judge (the first host run without it raised kill
+// alerts on another session's stand-in RMM agent); YARA off: on the host
+// it would scan every exec of the machine, other people's builds
+// included, and no ransomware stop depends on it.
 func (b *bench) hostConfig(decoys bool, pinDir string) string {
-	return fmt.Sprintf("files:\n  canaries: %v\n  open_permission: %s\nkernel:\n  mode: required\n  pin_dir: %s\nyara:\n  enabled: false\n",
-		decoys, b.openPerm, pinDir)
+	return fmt.Sprintf("files:\n  canaries: %v\n  open_permission: %s\nkernel:\n  mode: required\n  pin_dir: %s\nyara:\n  enabled: false\nresponse:\n  only_under: %d\n",
+		decoys, b.openPerm, pinDir, os.Getpid())
 }
 
 // checkHost reads the host-placed sensor's start-up log: the layer is
@@ -99,6 +105,9 @@ func (b *bench) hostConfig(decoys bool, pinDir string) string {
 // kill), so a run next to one is refused rather than risked.
 func (s *sensor) checkHost(decoys bool, openPerm string) error {
 	log := s.logText()
+	if !strings.Contains(log, logScoped) {
+		return fmt.Errorf("the sensor did not confine its response to this benchmark (%q missing): %s", logScoped, log)
+	}
 	if !strings.Contains(log, logLayerArmed) {
 		return fmt.Errorf("the sensor did not arm its kernel layer: %s", log)
 	}
@@ -253,6 +262,9 @@ func (b *bench) kernelNote(r result) string {
 		perm = "on"
 	}
 	note := fmt.Sprintf(" [permission events %s, kernel stops resumed %d", perm, r.kernelStops)
+	if r.foreign > 0 {
+		note += fmt.Sprintf(", %d alerts on other processes of the machine (not acted on)", r.foreign)
+	}
 	if r.held {
 		note += ", held in the kernel and killed by the benchmark"
 	}
@@ -279,4 +291,47 @@ runs measure the decoy tripwire and the file guard. Corpus: %d real files (%.1f 
 configuration ran %d times; the columns are those of the namespace section above ("Ransomware: files lost").
 `, b.heading(), b.openPerm, strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(),
 		benchproc.LoadAvg("/proc"), kernelRelease, runtime.Version(), pinPrefix, b.openPerm, b.nfiles, float64(b.bytes)/(1<<20), b.ndirs, b.runs)
+}
+
+// onInterrupt makes an interrupted host placement (SIGINT, SIGTERM) clean
+// up like a finished one: the running sensor stopped with SIGTERM (its
+// tripwires stand down) and its pins removed, the benchmark's processes
+// killed, its temporary folder removed.
+func (b *bench) onInterrupt() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		b.mu.Lock()
+		if b.current != nil {
+			b.current.stop()
+		}
+		if b.tmp != "" {
+			for _, p := range procsNaming(b.tmp) {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		b.checkStopped()
+		if b.tmp != "" && !b.keep {
+			_ = os.RemoveAll(b.tmp)
+		}
+		fmt.Fprintln(os.Stderr, "ransombench: interrupted; sensor stopped, pins and temporary folder removed")
+		os.Exit(130)
+	}()
+}
+
+// procsNaming lists the processes whose command line holds s.
+func procsNaming(s string) []int {
+	des, _ := os.ReadDir("/proc")
+	var out []int
+	for _, de := range des {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if cmd, err := os.ReadFile(filepath.Join("/proc", de.Name(), "cmdline")); err == nil && bytes.Contains(cmd, []byte(s)) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

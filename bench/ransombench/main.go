@@ -43,6 +43,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -132,9 +133,10 @@ type bench struct {
 	// placementHost, host.go); openPerm its files.open_permission there.
 	placement, openPerm string
 	sensors             int // sensors started (numbers their pin dirs)
-	// permEvents counts, per configuration, the runs whose sensor asked
-	// for a permission event on every open (read from its start-up log).
-	permEvents map[config]int
+	// current is the running sensor (host placement: stopped on an
+	// interrupt), under mu.
+	mu      sync.Mutex
+	current *sensor
 }
 
 // variant is an adaptive behaviour of the simulator: a mode driven through
@@ -189,6 +191,7 @@ type result struct {
 	// kernelStops counts the kernel stops it judged honest and resumed.
 	permEvents  bool
 	kernelStops int
+	foreign     int // host placement: alerts on processes not the benchmark's
 }
 
 type config struct {
@@ -221,6 +224,7 @@ func (b *bench) run(out string, benignOnly bool) error {
 		// Whatever happens, leave no process of ours stopped and say
 		// which other ones are (never touching them).
 		defer b.checkStopped()
+		b.onInterrupt()
 	}
 	for _, x := range []string{"tillwatch", "tillwatch-sensor"} {
 		if _, err := os.Stat(filepath.Join(b.bin, x)); err != nil {
@@ -375,6 +379,7 @@ type sensor struct {
 	// permission event on every open (the start-up log's line).
 	pinDir     string
 	permEvents bool
+	stopOnce   sync.Once
 }
 
 func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
@@ -413,6 +418,9 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 		return nil, err
 	}
 	go func() { s.done <- s.cmd.Wait() }()
+	b.mu.Lock()
+	b.current = s
+	b.mu.Unlock()
 	// Ready when both fanotify groups carry a mark on every folder.
 	ndirs := 0
 	_ = filepath.WalkDir(watch, func(p string, d fs.DirEntry, err error) error {
@@ -460,7 +468,9 @@ func (s *sensor) logText() string {
 // stop ends the sensor with SIGTERM (a clean stop: a host-placed sensor
 // turns its decoy and burst tripwires off and resumes what they stopped)
 // and removes its pins.
-func (s *sensor) stop() {
+func (s *sensor) stop() { s.stopOnce.Do(s.doStop) }
+
+func (s *sensor) doStop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -636,6 +646,12 @@ wait:
 	r.kernelStops = strings.Count(s.logText(), logJudgedHonest)
 	var rules []string
 	for _, a := range s.readAlerts() {
+		if b.placement == placementHost && a.ruleset != "ransomware" {
+			// The host-placed sensor sees the whole machine's processes;
+			// its response is confined to this benchmark.
+			r.foreign++
+			continue
+		}
 		if !slices.Contains(rules, a.rule) {
 			rules = append(rules, a.rule)
 		}

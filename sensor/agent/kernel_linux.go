@@ -78,6 +78,7 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 		Health:  s.pipe.Health().Report,
 		Layer:   l,
 		IsAgent: func(name, exe string) bool { p, _ := m.Process(name, exe); return p != nil },
+		InScope: s.inScope,
 		Process: func(pid int) *event.Process {
 			p, ok := table.Get(pid)
 			if !ok {
@@ -145,6 +146,9 @@ func (s *Sensor) taintRunningAgents(l *kernel.Layer, m *rmm.Matcher, procRoot st
 			name = name[:len(name)-1]
 		}
 		if p, _ := m.Process(name, exe); p != nil {
+			if !s.inScope(pid) {
+				continue // response.only_under: not ours to guard
+			}
 			if err := l.TaintAgent(pid); err == nil {
 				s.log.Info("RMM agent marked in the kernel", logkey.PID, pid, "product", p.ID)
 			}
@@ -238,6 +242,9 @@ const burstSettle = 150 * time.Millisecond
 // kernel.AllowFor.
 func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgement {
 	procRoot := s.cfg.Process.ProcRoot
+	if !s.inScope(st.PID) {
+		return kernel.Judgement{Why: fmt.Sprintf("outside the response scope (response.only_under %d)", s.cfg.Response.OnlyUnder)}
+	}
 	switch {
 	case st.Reason.Decoy():
 		if s.canaries == nil {
@@ -296,6 +303,15 @@ func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgem
 		return kernel.Judgement{Kill: kill, Why: why, Target: target}
 	}
 	return kernel.Judgement{Kill: true}
+}
+
+// inScope reports whether the sensor may act on pid
+// (response.only_under: that pid and its descendants; unset: any).
+func (s *Sensor) inScope(pid int) bool {
+	if s.cfg.Response.OnlyUnder <= 0 {
+		return true
+	}
+	return response.Descends(s.cfg.Process.ProcRoot, pid, s.cfg.Response.OnlyUnder)
 }
 
 // freezeForKill stops (SIGSTOP, top-down) the tree a kill verdict on a
