@@ -22,6 +22,15 @@
 // row. The benign workloads include git, encrypted backups, rsync, atomic
 // saves and a package install; a workload whose tool is not installed is
 // listed as not run, with the tool's name.
+//
+// Placement (-placement): by default the benchmark re-executes itself in
+// a PID namespace of its own with the sensor, where the kernel layer's
+// decoy and burst tripwires are not armed. -placement host runs the
+// sensor in the host's PID namespace with kernel.mode required (a pin dir
+// of its own per run, released after the sensor's clean stop) and
+// files.open_permission from -open-permission, confined by
+// response.only_under to this benchmark's own processes (host.go); each
+// open-permission setting writes a section of its own.
 package main
 
 import (
@@ -783,7 +792,10 @@ the simulator was killed; **time to stop** = median from the simulator's first e
 after its marking pass) to its death. After every run the corpus is restored with `+"`--undo`"+` and checked against
 the manifest. "decoys off" is `+"`files: {canaries: false}`"+`: the simulator walks in name order and reaches the
 `+"`0000 …`"+` decoy before any real file, so "decoys on" mostly measures the decoy path and "decoys off" the behaviour
-scoring alone.
+scoring alone. In this placement the kernel layer's decoy and burst tripwires are not armed (the kernel names host
+pids), so the file guard always asks for a permission event per open; the sections "Ransomware: files lost, kernel
+guard armed (open_permission: …)" below measure the sensor on the host with them (`+"`-placement host`"+`,
+`+"`make bench-ransomware-kernel`"+`).
 `, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), kernel, runtime.Version(),
 		b.nfiles, float64(b.bytes)/(1<<20), b.ndirs, b.runs)
 }

@@ -79,6 +79,7 @@ func TestBenignWorkloadsUnderKernelGuard(t *testing.T) {
 	var verdicts []event.Event
 	guard := fileguard.New(fileguard.Options{Rules: rules, Enforce: true, ProcRoot: "/proc", Self: os.Getpid(), Canaries: set, Log: log,
 		Emit: func(ev event.Event) { mu.Lock(); verdicts = append(verdicts, ev); mu.Unlock() }})
+	guard.SetNoOpenPerm(true) // as the sensor does with the source below
 	cfg := config.Default()
 	cfg.Mode = "enforce"
 	cfg.Process.ProcRoot = "/proc"

@@ -71,6 +71,10 @@ type Guard struct {
 	tree *response.Tree
 	log  *slog.Logger
 
+	// noOpenPerm: the file source asks for no permission event per open,
+	// so no write is sampled before it (SetNoOpenPerm).
+	noOpenPerm bool
+
 	mu     sync.Mutex
 	scorer *ransomware.Scorer
 	before map[string]ransomware.Features // content before a write, by path
@@ -196,6 +200,7 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 		}
 		if obs.Before == nil {
 			obs.Op = ransomware.OpCreate // a new file (or one never opened by a writer before)
+			obs.Unsampled = g.noOpenPerm
 		}
 	case fileactivity.OpCreate:
 		obs.Op = ransomware.OpCreate
@@ -245,6 +250,13 @@ func (g *Guard) Judge(pid, family int) (score, threshold int, acted bool) {
 	}
 	return score, g.scorer.Threshold(g.rmmOf(root, now) != nil), false
 }
+
+// SetNoOpenPerm tells the guard its file source asks for no permission
+// event per open (files.open_permission unless-kernel with the kernel
+// tripwires armed): a write is then never sampled before it, and a file
+// the tree did not create is judged by what its name says it holds. Call
+// it before the source runs.
+func (g *Guard) SetNoOpenPerm(on bool) { g.noOpenPerm = on }
 
 // StopTarget returns the pid whose tree a confirmed decoy hit by pid
 // should end, as the guard would have stopped it had it seen the hit
