@@ -285,7 +285,8 @@ basename, the per-install decoy names) and burst tripwire (32 write-opens, renam
 process or its parent's or grandparent's family, **absolute paths under the watched corpus only**) are armed.
 With `+"`unless-kernel`"+` the file guard drops its permission event per open only while both are armed, so the
 "decoys off" rows keep the permission events in both settings (the benchmark checks the sensor's start-up log for
-which is in force, and refuses to run next to an RMM agent the sensor would mark). The simulator opens, renames and
+which is in force). `+"`response.only_under`"+` confines the sensor's actions to the benchmark's own processes (it sees
+the whole machine: alerts on other processes are counted, not listed, and never acted on). The simulator opens, renames and
 unlinks relative to a folder descriptor (never an absolute path), which the burst tripwire does not count: its
 runs measure the decoy tripwire and the file guard. Corpus: %d real files (%.1f MiB) in %d folders; each
 configuration ran %d times; the columns are those of the namespace section above ("Ransomware: files lost").
