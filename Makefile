@@ -113,6 +113,12 @@ bench-fanout: deps
 bench-ransomware: build
 	$(GO) run ./bench/ransombench -out docs/benchmarks.md
 
+## bench-ransomware-kernel: the ransomware tables with the sensor on the host and the kernel's decoy and burst tripwires armed, files.open_permission always then unless-kernel (root; acts only on its own processes: response.only_under); writes docs/benchmarks.md
+.PHONY: bench-ransomware-kernel
+bench-ransomware-kernel: build
+	$(GO) run ./bench/ransombench -placement host -open-permission always -out docs/benchmarks.md
+	$(GO) run ./bench/ransombench -placement host -open-permission unless-kernel -out docs/benchmarks.md
+
 ## bench-footprint: idle sensor RSS and CPU over -window (default 5m), on the host and alone in a PID namespace (root); writes docs/benchmarks.md
 .PHONY: bench-footprint
 bench-footprint: build

@@ -129,7 +129,8 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	// The kernel layer (eBPF) is chosen by config: off, or on with a pin
 	// dir of the benchmark's own, released after the run.
 	kcfg := filepath.Join(tmp, "kernel.yaml")
-	pinDir := "/sys/fs/bpf/tillwatch-loadbench"
+	// Unique per run: another benchmark or test may have pins of its own.
+	pinDir := fmt.Sprintf("/sys/fs/bpf/tillwatch-loadbench-%d", os.Getpid())
 	mode := o.Kernel
 	if mode == "" {
 		mode = "off"
@@ -206,6 +207,10 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 			} else {
 				p, err := startSensor(o, r.Args, filepath.Join(tmp, run+".log"), watch)
 				if err != nil {
+					return r, err
+				}
+				if err := checkSensorMode(p.Log(), o); err != nil {
+					p.Stop(20 * time.Second)
 					return r, err
 				}
 				r.Backend = benchproc.LogField(p.Log(), "process source running", "backend")
@@ -288,6 +293,20 @@ func startSensor(o Options, args []string, logPath, watch string) (*benchproc.Pr
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkSensorMode refuses a run whose sensor did not set up what was
+// asked: with -kernel other than off, the kernel layer armed (auto falls
+// back silently otherwise); with -open-permission unless-kernel, no
+// permission event per open (which needs the tripwires armed).
+func checkSensorMode(log string, o Options) error {
+	if o.Kernel != "" && o.Kernel != "off" && !strings.Contains(log, "kernel layer armed") {
+		return fmt.Errorf("-kernel %s: the sensor did not arm its kernel layer: %s", o.Kernel, benchproc.LogField(log, "kernel layer unavailable", "error"))
+	}
+	if o.OpenPermission == "unless-kernel" && !strings.Contains(log, "file guard: no permission event per open") {
+		return fmt.Errorf("-open-permission unless-kernel: the sensor still asks for a permission event per open (the kernel tripwires are not armed: -kernel auto, as root, in the host's PID namespace)")
+	}
+	return nil
 }
 
 // drained waits until the sensor's file events stop growing for a second

@@ -41,11 +41,22 @@ func main() {
 	dir := flag.String("dir", "/dev/shm", "where the tar, the watched folder and the sensor's state go (\"\" = the temp dir); see the report for why tmpfs")
 	profile := flag.String("profile", "", "diagnose instead: run bench/profsensor (the sensor with pprof), write cpu.pprof and heap.pprof (of the last run with it) into DIR, leave the docs alone")
 	kernelMode := flag.String("kernel", "off", "the sensor's kernel.mode: off, or auto to run with the eBPF layer (pinned under /sys/fs/bpf/tillwatch-loadbench, removed after)")
-	openPerm := flag.String("open-permission", "", "the sensor's files.open_permission: always, or unless-kernel (with -kernel auto: no permission event per open while the kernel tripwires are armed); empty keeps the default")
+	openPerm := flag.String("open-permission", "", "the sensor's files.open_permission: always, or unless-kernel (with -kernel auto: no permission event per open while the kernel tripwires are armed); empty keeps the default; a comma-separated list (always,unless-kernel) measures each in turn and prints them side by side (with -out \"\")")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := Options{Sensor: filepath.Join(*bin, "tillwatch-sensor"), Files: *files, Execs: *execs, Runs: *runs, Settle: *settle, Dir: *dir, Kernel: *kernelMode, OpenPermission: *openPerm}
+	if perms := strings.Split(*openPerm, ","); len(perms) > 1 {
+		if *out != "" || *profile != "" {
+			fmt.Fprintln(os.Stderr, "loadbench: several -open-permission values print a side-by-side table: use -out \"\" (and no -profile)")
+			os.Exit(2)
+		}
+		if err := sideBySide(ctx, o, perms); err != nil {
+			fmt.Fprintln(os.Stderr, "loadbench: "+err.Error())
+			os.Exit(1)
+		}
+		return
+	}
 	if *profile != "" {
 		var err error
 		if o.Sensor, o.SensorArgs, err = benchproc.ProfSensor(*profile); err != nil {
@@ -224,4 +235,32 @@ func quoted(ss []string) []string {
 		out[i] = "`" + s + "`"
 	}
 	return out
+}
+
+// sideBySide measures the same workloads once per files.open_permission
+// value, one after the other, and prints one table (for docs/kernel.md's
+// cost section): the load average is read before and after each.
+func sideBySide(ctx context.Context, o Options, perms []string) error {
+	var w strings.Builder
+	fmt.Fprintf(&w, "`go run ./bench/loadbench -out \"\" -files %d -execs %d -runs %d -kernel %s -open-permission %s` on %s: %s\n\n",
+		o.Files, o.Execs, o.Runs, o.Kernel, strings.Join(perms, ","), time.Now().UTC().Format("2006-01-02"), benchproc.Machine())
+	fmt.Fprintf(&w, "| open_permission | without sensor | with sensor | file storm (tar + gzip) | tar | gzip | process storm | load average before, after |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, p := range perms {
+		o := o
+		o.OpenPermission = p
+		load0 := benchproc.LoadAvg("/proc")
+		r, err := Measure(ctx, o)
+		if err != nil {
+			return fmt.Errorf("-open-permission %s: %w", p, err)
+		}
+		ratio := map[string]Phase{}
+		for _, ph := range r.Phases {
+			ratio[ph.Name] = ph
+		}
+		fs := ratio["file storm"]
+		fmt.Fprintf(&w, "| `%s` | %s | %s | %.2fx | %.2fx | %.2fx | %.2fx | %s; %s |\n", p, secs(benchproc.Median(fs.Without)), secs(benchproc.Median(fs.With)),
+			fs.Ratio(), ratio["tar"].Ratio(), ratio["gzip"].Ratio(), ratio["process storm"].Ratio(), load0, benchproc.LoadAvg("/proc"))
+	}
+	fmt.Print(w.String())
+	return nil
 }

@@ -22,6 +22,15 @@
 // row. The benign workloads include git, encrypted backups, rsync, atomic
 // saves and a package install; a workload whose tool is not installed is
 // listed as not run, with the tool's name.
+//
+// Placement (-placement): by default the benchmark re-executes itself in
+// a PID namespace of its own with the sensor, where the kernel layer's
+// decoy and burst tripwires are not armed. -placement host runs the
+// sensor in the host's PID namespace with kernel.mode required (a pin dir
+// of its own per run, released after the sensor's clean stop) and
+// files.open_permission from -open-permission, confined by
+// response.only_under to this benchmark's own processes (host.go); each
+// open-permission setting writes a section of its own.
 package main
 
 import (
@@ -43,6 +52,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -67,6 +77,8 @@ func main() {
 	decoys := flag.String("decoys", "on,off", "decoy settings to run: on, off or both")
 	settle := flag.Duration("settle", 0, "wait after the sensor's marks are in place")
 	keep := flag.Bool("keep", false, "keep the temp dir (debugging)")
+	placement := flag.String("placement", placementNamespace, "where the enforce-mode sensor runs: namespace (a PID namespace of its own with the benchmark; the kernel's decoy and burst tripwires are not armed there) or host (the host's PID namespace, kernel.mode required with a pin dir of its own: the tripwires armed)")
+	openPerm := flag.String("open-permission", "always", "the sensor's files.open_permission with -placement host: always (a fanotify permission event on every open) or unless-kernel (none while the kernel's decoy and burst tripwires are armed)")
 	helper := flag.String("helper", "", "internal: run a benign workload (sqlite)")
 	db := flag.String("db", "", "internal: helper database")
 	n := flag.Int("n", 0, "internal: helper row count")
@@ -79,7 +91,12 @@ func main() {
 		return
 	}
 	b := &bench{bin: *bin, runs: *runs, rate: *rate, modes: splitList(*modes), noBenign: *noBenign,
-		decoys: strings.Split(*decoys, ","), settle: *settle, keep: *keep, wantFiles: *nfiles, onlyWorkloads: splitList(*workloads)}
+		decoys: strings.Split(*decoys, ","), settle: *settle, keep: *keep, wantFiles: *nfiles, onlyWorkloads: splitList(*workloads),
+		placement: *placement, openPerm: *openPerm}
+	if err := b.checkPlacement(); err != nil {
+		fmt.Fprintln(os.Stderr, "ransombench: "+err.Error())
+		os.Exit(2)
+	}
 	switch *adaptive {
 	case "all":
 		b.adaptive = adaptiveVariants
@@ -121,6 +138,14 @@ type bench struct {
 	wantFiles     int
 	adaptive      []variant
 	onlyWorkloads []string // benign workloads to run (nil: all)
+	// placement is where the sensor runs (placementNamespace or
+	// placementHost, host.go); openPerm its files.open_permission there.
+	placement, openPerm string
+	sensors             int // sensors started (numbers their pin dirs)
+	// current is the running sensor (host placement: stopped on an
+	// interrupt), under mu.
+	mu      sync.Mutex
+	current *sensor
 }
 
 // variant is an adaptive behaviour of the simulator: a mode driven through
@@ -168,6 +193,14 @@ type result struct {
 	toStop   time.Duration // from the first encryption (manifest written) to its death
 	rule     string        // ransomware rule ids alerted, joined
 	finished bool          // the simulator ran to the end
+	// held: a kernel tripwire stopped it and no response followed within
+	// stoppedTimeout (the benchmark killed it then).
+	held bool
+	// permEvents: the sensor asked for a permission event on every open;
+	// kernelStops counts the kernel stops it judged honest and resumed.
+	permEvents  bool
+	kernelStops int
+	foreign     int // host placement: alerts on processes not the benchmark's
 }
 
 type config struct {
@@ -190,8 +223,17 @@ func (b *bench) run(out string, benignOnly bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (fanotify permission events and kill): sudo make bench-ransomware")
 	}
-	if os.Getenv(nsEnv) != "1" {
+	if b.placement == placementNamespace && os.Getenv(nsEnv) != "1" {
 		return reexecInNamespace()
+	}
+	if b.placement == placementHost {
+		if err := hostPreflight(); err != nil {
+			return err
+		}
+		// Whatever happens, leave no process of ours stopped and say
+		// which other ones are (never touching them).
+		defer b.checkStopped()
+		b.onInterrupt()
 	}
 	for _, x := range []string{"tillwatch", "tillwatch-sensor"} {
 		if _, err := os.Stat(filepath.Join(b.bin, x)); err != nil {
@@ -263,8 +305,8 @@ func (b *bench) run(out string, benignOnly bool) error {
 			if c.variant != "" {
 				name = c.variant
 			}
-			fmt.Printf("%-14s %-12s workers %d decoys %-5v: lost %3d stopped %-5v after %-8s alerts %s\n",
-				name, c.speed(), c.workers, c.decoys, r.lost, r.stopped, r.toStop.Round(time.Millisecond), r.rule)
+			fmt.Printf("%-14s %-12s workers %d decoys %-5v: lost %3d stopped %-5v after %-8s alerts %s%s\n",
+				name, c.speed(), c.workers, c.decoys, r.lost, r.stopped, r.toStop.Round(time.Millisecond), r.rule, b.kernelNote(r))
 			results[c] = append(results[c], r)
 		}
 	}
@@ -275,7 +317,16 @@ func (b *bench) run(out string, benignOnly bool) error {
 		}
 	}
 	section := b.report(configs, results, benign)
-	return benchdoc.Publish(out, "## Ransomware: files lost", section)
+	return benchdoc.Publish(out, b.heading(), section)
+}
+
+// heading is the section this run writes: each placement and
+// open-permission setting has its own, so the tables stand side by side.
+func (b *bench) heading() string {
+	if b.placement == placementHost {
+		return "## Ransomware: files lost, kernel guard armed (open_permission: " + b.openPerm + ")"
+	}
+	return "## Ransomware: files lost"
 }
 
 // nsEnv marks the copy of this program running in its own PID namespace.
@@ -332,6 +383,12 @@ type sensor struct {
 	logPath  string
 	done     chan error
 	watchDir string
+	// pinDir is the kernel layer's pin dir of a host-placed sensor
+	// (removed at its stop); permEvents whether its file guard asks for a
+	// permission event on every open (the start-up log's line).
+	pinDir     string
+	permEvents bool
+	stopOnce   sync.Once
 }
 
 func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
@@ -340,17 +397,25 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 		return nil, err
 	}
 	// The full sensor (YARA, exec, RMM and Sigma detectors too), in
-	// enforce mode; only the decoys are switched by the configuration.
+	// enforce mode; only the decoys are switched by the configuration
+	// (and, on the host, the kernel layer: host.go).
+	s := &sensor{state: filepath.Join(dir, "state"), alerts: filepath.Join(dir, "alerts.ndjson"), logPath: filepath.Join(dir, "sensor.log"), done: make(chan error, 1), watchDir: watch}
 	cfg := fmt.Sprintf("files:\n  canaries: %v\n", decoys)
+	args := []string{"run", "-c", filepath.Join(dir, "sensor.yaml"),
+		"--no-collector", "--mode", "enforce", "--watch", watch, "--alerts-out", s.alerts,
+		"--state-dir", s.state, "--spool", filepath.Join(dir, "spool"), "--metrics-listen", ""}
+	if b.placement == placementHost {
+		b.sensors++
+		s.pinDir = fmt.Sprintf("%s%d-%d", pinPrefix, os.Getpid(), b.sensors)
+		cfg = b.hostConfig(decoys, s.pinDir)
+	} else {
+		// In the PID namespace the process connector would report host pids.
+		args = append(args, "--process-backend", "poll")
+	}
 	if err := os.WriteFile(filepath.Join(dir, "sensor.yaml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	s := &sensor{state: filepath.Join(dir, "state"), alerts: filepath.Join(dir, "alerts.ndjson"), logPath: filepath.Join(dir, "sensor.log"), done: make(chan error, 1), watchDir: watch}
-	s.cmd = exec.Command(filepath.Join(b.bin, "tillwatch-sensor"), "run", "-c", filepath.Join(dir, "sensor.yaml"),
-		"--no-collector", "--mode", "enforce", "--watch", watch, "--alerts-out", s.alerts,
-		"--state-dir", s.state, "--spool", filepath.Join(dir, "spool"), "--metrics-listen", "",
-		// In the PID namespace the process connector would report host pids.
-		"--process-backend", "poll")
+	s.cmd = exec.Command(filepath.Join(b.bin, "tillwatch-sensor"), args...)
 	logf, err := os.Create(s.logPath)
 	if err != nil {
 		return nil, err
@@ -362,6 +427,9 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 		return nil, err
 	}
 	go func() { s.done <- s.cmd.Wait() }()
+	b.mu.Lock()
+	b.current = s
+	b.mu.Unlock()
 	// Ready when both fanotify groups carry a mark on every folder.
 	ndirs := 0
 	_ = filepath.WalkDir(watch, func(p string, d fs.DirEntry, err error) error {
@@ -378,6 +446,14 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 		default:
 		}
 		if benchproc.FanotifyReady("/proc", s.cmd.Process.Pid, ndirs) {
+			if b.placement == placementHost {
+				// The file guard's and the tripwires' lines are logged
+				// before the marks are placed.
+				if err := s.checkHost(decoys, b.openPerm); err != nil {
+					s.stop()
+					return nil, err
+				}
+			}
 			time.Sleep(b.settle)
 			return s, nil
 		}
@@ -398,13 +474,21 @@ func (s *sensor) logText() string {
 	return string(b)
 }
 
-func (s *sensor) stop() {
+// stop ends the sensor with SIGTERM (a clean stop: a host-placed sensor
+// turns its decoy and burst tripwires off and resumes what they stopped)
+// and removes its pins.
+func (s *sensor) stop() { s.stopOnce.Do(s.doStop) }
+
+func (s *sensor) doStop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
 	case <-time.After(20 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-s.done
+	}
+	if s.pinDir != "" {
+		s.releasePins()
 	}
 }
 
@@ -510,6 +594,8 @@ func (b *bench) attack(c config) (result, error) {
 	var t0 time.Time
 	var werr error
 	timeout := time.After(2 * time.Minute)
+	held := newHoldWatch(simCmd.Process.Pid, b.placement == placementHost)
+	var heldAt time.Time // a kernel stop nobody resumed or killed
 wait:
 	for {
 		select {
@@ -526,9 +612,21 @@ wait:
 					t0 = time.Now()
 				}
 			}
+			if at, long := held.check(); long {
+				// Held in the kernel and neither killed nor resumed:
+				// the encryption is stopped; end it here.
+				heldAt = at
+				_ = syscall.Kill(-simCmd.Process.Pid, syscall.SIGKILL)
+				werr = <-waited
+				simOut.WriteString("\n(ransombench: simulator held stopped, killed)")
+				break wait
+			}
 		}
 	}
 	end := time.Now()
+	if !heldAt.IsZero() {
+		end = heldAt
+	}
 	if t0.IsZero() {
 		t0 = end
 	}
@@ -544,13 +642,25 @@ wait:
 		s.stop()
 		return r, fmt.Errorf("simulator failed: %v: %s", werr, simOut.String())
 	}
+	if !heldAt.IsZero() {
+		r.stopped, r.held = true, true
+		r.toStop = heldAt.Sub(t0)
+	}
 	// Let the guard finish its response (kill and decoy restore) before
 	// stopping the sensor; reap any worker left behind.
 	time.Sleep(300 * time.Millisecond)
 	_ = syscall.Kill(-simCmd.Process.Pid, syscall.SIGKILL)
 	s.stop()
+	r.permEvents = s.pinDir == "" || s.permEvents
+	r.kernelStops = strings.Count(s.logText(), logJudgedHonest)
 	var rules []string
 	for _, a := range s.readAlerts() {
+		if b.placement == placementHost && a.ruleset != "ransomware" {
+			// The host-placed sensor sees the whole machine's processes;
+			// its response is confined to this benchmark.
+			r.foreign++
+			continue
+		}
 		if !slices.Contains(rules, a.rule) {
 			rules = append(rules, a.rule)
 		}
@@ -658,7 +768,17 @@ func medianDur(xs []time.Duration) time.Duration {
 func (b *bench) report(configs []config, results map[config][]result, benign []benignResult) string {
 	var w strings.Builder
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	fmt.Fprintf(&w, `## Ransomware: files lost
+	if b.placement == placementHost {
+		b.hostHeader(&w, strings.TrimSpace(string(kernel)))
+	} else {
+		b.namespaceHeader(&w, strings.TrimSpace(string(kernel)))
+	}
+	b.tables(&w, configs, results, benign)
+	return w.String()
+}
+
+func (b *bench) namespaceHeader(w *strings.Builder, kernel string) {
+	fmt.Fprintf(w, `## Ransomware: files lost
 
 Measured by `+"`make bench-ransomware`"+` (bench/ransombench, `+"`go run ./bench/ransombench -out docs/benchmarks.md`"+`, as root) on
 %s: %d CPU cores (shared with other work while measured), Linux %s, %s. The sensor runs
@@ -672,10 +792,15 @@ the simulator was killed; **time to stop** = median from the simulator's first e
 after its marking pass) to its death. After every run the corpus is restored with `+"`--undo`"+` and checked against
 the manifest. "decoys off" is `+"`files: {canaries: false}`"+`: the simulator walks in name order and reaches the
 `+"`0000 …`"+` decoy before any real file, so "decoys on" mostly measures the decoy path and "decoys off" the behaviour
-scoring alone.
-`, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(),
+scoring alone. In this placement the kernel layer's decoy and burst tripwires are not armed (the kernel names host
+pids), so the file guard always asks for a permission event per open; the sections "Ransomware: files lost, kernel
+guard armed (open_permission: …)" below measure the sensor on the host with them (`+"`-placement host`"+`,
+`+"`make bench-ransomware-kernel`"+`).
+`, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), kernel, runtime.Version(),
 		b.nfiles, float64(b.bytes)/(1<<20), b.ndirs, b.runs)
+}
 
+func (b *bench) tables(w *strings.Builder, configs []config, results map[config][]result, benign []benignResult) {
 	var modes []string
 	for _, c := range configs {
 		if c.variant == "" && !slices.Contains(modes, c.mode) {
@@ -683,7 +808,7 @@ scoring alone.
 		}
 	}
 	for _, m := range modes {
-		fmt.Fprintf(&w, "\n### %s\n\n| decoys | speed | workers | lost (median) | lost per run | stopped | time to stop | alerts |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n", m)
+		fmt.Fprintf(w, "\n### %s\n\n| decoys | speed | workers | lost (median) | lost per run | stopped | time to stop | alerts |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n", m)
 		for _, c := range configs {
 			if c.mode != m || c.variant != "" {
 				continue
@@ -711,17 +836,17 @@ scoring alone.
 			if !c.decoys {
 				on = "off"
 			}
-			fmt.Fprintf(&w, "| %s | %s | %d | %g | %v | %d/%d | %s | %s |\n", on, c.speed(), c.workers, median(lost),
+			fmt.Fprintf(w, "| %s | %s | %d | %g | %v | %d/%d | %s | %s |\n", on, c.speed(), c.workers, median(lost),
 				lost, stopped, len(rs), ts, strings.Join(rules, ", "))
 		}
 	}
 
-	b.adaptiveReport(&w, configs, results)
+	b.adaptiveReport(w, configs, results)
 
 	// Goals, per decoy setting.
 	if len(configs) > 0 {
-		fmt.Fprintf(&w, "\n### Against the goals\n\nGoals: at ~%.0f files/s a median of at most 1 file lost over the modes and at most 5 in the worst run; at full\nspeed at most 10 in every mode (every run). Workers 1 and 4 both count.\n\n", b.rate)
-		fmt.Fprintf(&w, "| decoys | speed | median lost over all runs | worst run | goal | met |\n| --- | --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "\n### Against the goals\n\nGoals: at ~%.0f files/s a median of at most 1 file lost over the modes and at most 5 in the worst run; at full\nspeed at most 10 in every mode (every run). Workers 1 and 4 both count.\n\n", b.rate)
+		fmt.Fprintf(w, "| decoys | speed | median lost over all runs | worst run | goal | met |\n| --- | --- | --- | --- | --- | --- |\n")
 		for _, decoys := range []bool{true, false} {
 			for _, r := range []float64{b.rate, 0} {
 				var lost []int
@@ -749,12 +874,12 @@ scoring alone.
 					verdict = "**no: missed**"
 				}
 				sp := config{rate: r}.speed()
-				fmt.Fprintf(&w, "| %s | %s | %g | %d | %s | %s |\n", on, sp, median(lost), worst, goal, verdict)
+				fmt.Fprintf(w, "| %s | %s | %g | %d | %s | %s |\n", on, sp, median(lost), worst, goal, verdict)
 			}
 		}
 	}
 
-	fmt.Fprintf(&w, "\n### Benign workloads (same sensor, enforce mode, decoys on)\n\nEach ran %d times in a watched folder holding a copy of the corpus. A false positive is a run in which the\nsensor stopped or killed the program (or one of its children) or raised a ransomware alert; the alerts column lists\nevery alert of the run.\n\n| workload | command | runs | false positives | alerts |\n| --- | --- | --- | --- | --- |\n", b.runs)
+	fmt.Fprintf(w, "\n### Benign workloads (same sensor, enforce mode, decoys on)\n\nEach ran %d times in a watched folder holding a copy of the corpus. A false positive is a run in which the\nsensor stopped or killed the program (or one of its children) or raised a ransomware alert; the alerts column lists\nevery alert of the run.\n\n| workload | command | runs | false positives | alerts |\n| --- | --- | --- | --- | --- |\n", b.runs)
 	fps := 0
 	for _, r := range benign {
 		fps += r.fps
@@ -763,17 +888,16 @@ scoring alone.
 			al = strings.Join(r.alerts, "; ")
 		}
 		if r.skipped != "" {
-			fmt.Fprintf(&w, "| %s | `%s` | 0 | not run: %s | |\n", r.name, cell(r.command), r.skipped)
+			fmt.Fprintf(w, "| %s | `%s` | 0 | not run: %s | |\n", r.name, cell(r.command), r.skipped)
 			continue
 		}
-		fmt.Fprintf(&w, "| %s | `%s` | %d | %d | %s |\n", r.name, cell(r.command), r.runs, r.fps, al)
+		fmt.Fprintf(w, "| %s | `%s` | %d | %d | %s |\n", r.name, cell(r.command), r.runs, r.fps, al)
 	}
 	verdict := "met: no benign program was stopped or killed"
 	if fps > 0 {
 		verdict = fmt.Sprintf("**missed: %d benign runs stopped, killed or alerted on**", fps)
 	}
-	fmt.Fprintf(&w, "\nGoal \"no benign process stopped or killed\": %s.\n", verdict)
-	return w.String()
+	fmt.Fprintf(w, "\nGoal \"no benign process stopped or killed\": %s.\n", verdict)
 }
 
 // adaptiveReport writes the adaptive behaviours' table and their goals

@@ -300,7 +300,12 @@ func (s *Sensor) wireTamper(cfg config.Config) {
 // (a memory scan after a response when YARA's memory scanning is on).
 func (s *Sensor) wireResponse(cfg config.Config, table *proctree.Table) {
 	s.pipe.AddEnricher(enrich.New(table, cfg.Process.ProcRoot, s.hashes))
-	var responder pipeline.Responder = response.New(cfg.Mode, nil, s.log)
+	r := response.New(cfg.Mode, nil, s.log)
+	if cfg.Response.OnlyUnder > 0 {
+		r.OnlyUnder(cfg.Response.OnlyUnder)
+		s.log.Warn("response confined to one process tree (response.only_under): processes elsewhere are detected, never acted on", "pid", cfg.Response.OnlyUnder)
+	}
+	var responder pipeline.Responder = r
 	if s.memScan != nil {
 		responder = scanMemoryAfterResponse{next: responder, yd: s.memScan}
 	}

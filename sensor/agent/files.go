@@ -72,6 +72,9 @@ func (s *Sensor) wireFiles(cfg config.Config, cat *rmm.Catalog) error {
 	switch {
 	case armed && cfg.Files.OpenPermission == config.OpenPermissionUnlessKernel:
 		fcfg.NoOpenPerm, fcfg.NoOpenPermWhy = true, "the kernel layer's decoy and burst tripwires hold an encryptor (files.open_permission: unless-kernel)"
+		if s.guard != nil {
+			s.guard.SetNoOpenPerm(true)
+		}
 		s.log.Info("file guard: no permission event per open; the kernel tripwires stop encryptors", "kernel", why)
 	case armed:
 		s.log.Info("file guard: permission event on every open (files.open_permission: always), kernel tripwires armed too", "kernel", why)

@@ -91,6 +91,7 @@ func newGuardRig(t *testing.T, tools ...string) *guardRig {
 	}
 	guard := fileguard.New(fileguard.Options{Rules: rules, Enforce: true, ProcRoot: "/proc", Self: os.Getpid(), Canaries: set, Log: log,
 		Emit: func(ev event.Event) { r.mu.Lock(); r.guard = append(r.guard, ev); r.mu.Unlock() }})
+	guard.SetNoOpenPerm(true) // as the sensor does with the source below
 	cfg := config.Default()
 	cfg.Mode = "enforce"
 	cfg.Process.ProcRoot = "/proc"

@@ -54,6 +54,24 @@ type Config struct {
 	KillSwitch KillSwitch `yaml:"killswitch"`
 	// RuleBundles configures signed rule bundles from the collector.
 	RuleBundles RuleBundles `yaml:"rule_bundles"`
+	// Response confines what an enforce-mode sensor acts on.
+	Response Response `yaml:"response"`
+}
+
+// Response confines the local response. For benchmarks and tests that run
+// an enforce-mode sensor in the host's PID namespace of a shared machine
+// (bench/ransombench -placement host): without it such a sensor acts on
+// every process of the machine (its RMM rules, its kernel layer's marking
+// of RMM agents and the fresh-exec tripwire that follows).
+type Response struct {
+	// OnlyUnder, when not 0, confines every action to that pid and its
+	// descendants: the responder's kills and stops (others are refused and
+	// the refusal written into the alert), the judgements of processes a
+	// kernel tripwire stopped (others are resumed), and the marking of RMM
+	// agents in the kernel (others are not marked, so the kernel's tamper
+	// and fresh-exec tripwires never act on their trees). Detection is not
+	// confined. 0 (the default): every process.
+	OnlyUnder int `yaml:"only_under"`
 }
 
 // Collector is where alerts go.
@@ -305,6 +323,9 @@ func (c *Config) Validate() error {
 		if _, err := os.Stat(k); err != nil {
 			bad("rule_bundles.keys", "%v", err)
 		}
+	}
+	if c.Response.OnlyUnder < 0 {
+		bad("response.only_under", "%d: want a pid, or 0 for every process", c.Response.OnlyUnder)
 	}
 	ks := c.KillSwitch
 	for _, k := range append(slices.Clone(ks.Keys), ks.CollectorKeys...) {

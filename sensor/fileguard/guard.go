@@ -71,6 +71,10 @@ type Guard struct {
 	tree *response.Tree
 	log  *slog.Logger
 
+	// noOpenPerm: the file source asks for no permission event per open,
+	// so no write is sampled before it (SetNoOpenPerm).
+	noOpenPerm bool
+
 	mu     sync.Mutex
 	scorer *ransomware.Scorer
 	before map[string]ransomware.Features // content before a write, by path
@@ -196,6 +200,7 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 		}
 		if obs.Before == nil {
 			obs.Op = ransomware.OpCreate // a new file (or one never opened by a writer before)
+			obs.Unsampled = g.noOpenPerm
 		}
 	case fileactivity.OpCreate:
 		obs.Op = ransomware.OpCreate
@@ -244,6 +249,35 @@ func (g *Guard) Judge(pid, family int) (score, threshold int, acted bool) {
 		score = max(score, g.scorer.GroupScore(family, now), g.scorer.Score(family, now))
 	}
 	return score, g.scorer.Threshold(g.rmmOf(root, now) != nil), false
+}
+
+// SetNoOpenPerm tells the guard its file source asks for no permission
+// event per open (files.open_permission unless-kernel with the kernel
+// tripwires armed): a write is then never sampled before it, and a file
+// the tree did not create is judged by what its name says it holds. Call
+// it before the source runs.
+func (g *Guard) SetNoOpenPerm(on bool) { g.noOpenPerm = on }
+
+// StopTarget returns the pid whose tree a confirmed decoy hit by pid
+// should end, as the guard would have stopped it had it seen the hit
+// itself: the family root when pid's tree is one of several suspicious
+// workers of an ancestor (ransomware.Scorer.FamilyOf, the hit counting as
+// one), else the tree's root, the highest ancestor running pid's
+// executable (an encryptor and the workers it forked or re-executed). The
+// kernel's decoy tripwire stops only the worker that touched the decoy;
+// ending that worker's own tree alone let its siblings encrypt on.
+func (g *Guard) StopTarget(pid int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.o.Now()
+	root, ancestors, gone := g.treeOf(pid, now)
+	if gone || root <= 0 {
+		return pid
+	}
+	if i := g.scorer.FamilyOf(root, ancestors, now); i >= 0 {
+		return ancestors[i].PID
+	}
+	return root
 }
 
 // act stops (enforce) and reports a tree that crossed the threshold.

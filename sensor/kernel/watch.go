@@ -98,6 +98,9 @@ type WatchOptions struct {
 	// IsAgent says whether a process (name, executable) is a catalogued
 	// remote-management agent; its pid is then tainted in the kernel.
 	IsAgent func(name, exe string) bool
+	// InScope, when set, says whether an agent's pid may be marked
+	// (response.only_under); nil: every agent is.
+	InScope func(pid int) bool
 	// Process describes pid for an alert (the process table); nil or a
 	// nil result leaves only the pid.
 	Process func(pid int) *event.Process
@@ -406,7 +409,7 @@ func describe(t Tamper) string {
 func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 	switch {
 	case ev.Event.Dataset == event.DatasetProcess && ev.Event.Action == "exec" && ev.Process != nil:
-		if w.o.IsAgent != nil && w.o.IsAgent(ev.Process.Name, ev.Process.Executable) {
+		if w.o.IsAgent != nil && w.o.IsAgent(ev.Process.Name, ev.Process.Executable) && (w.o.InScope == nil || w.o.InScope(int(ev.Process.PID))) {
 			if err := w.o.Layer.TaintAgent(int(ev.Process.PID)); err != nil {
 				w.o.Log.Warn("could not mark an RMM agent in the kernel; its tree is not guarded", "pid", ev.Process.PID, "error", err)
 			} else {

@@ -107,6 +107,23 @@ func TestWatchTaintsAgentsAtExec(t *testing.T) {
 	}
 }
 
+// TestWatchTaintsOnlyAgentsInScope: with response.only_under (InScope),
+// an agent outside the sensor's scope is not marked in the kernel, so its
+// tree never meets the tamper and fresh-exec tripwires of this sensor.
+func TestWatchTaintsOnlyAgentsInScope(t *testing.T) {
+	t.Parallel()
+	f := &fakeTripwires{}
+	w := NewWatch(WatchOptions{Layer: f, IsAgent: func(name, exe string) bool { return name == "agentmon" },
+		InScope: func(pid int) bool { return pid == 20 }})
+	for _, p := range []event.Process{{PID: 10, Name: "agentmon"}, {PID: 20, Name: "agentmon"}} {
+		ev := event.Event{Event: event.Meta{Dataset: event.DatasetProcess, Action: "exec"}, Process: &p}
+		w.Detect(&ev)
+	}
+	if len(f.tainted) != 1 || f.tainted[0] != 20 {
+		t.Errorf("tainted %v, want [20] (10 is outside the scope)", f.tainted)
+	}
+}
+
 // TestWatchUnreportedAttackSharesTheLiveAlertID: an attack reported live
 // and again at the next start (the killed sensor read its record but did
 // not journal it) has one alert id, so the collector stores it once; the

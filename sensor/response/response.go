@@ -31,6 +31,7 @@ var (
 	ErrGone         = errors.New("target process already exited")
 	ErrNotAllowed   = errors.New("action not in the local response allow-list")
 	ErrNoTarget     = errors.New("no target process")
+	ErrOutOfScope   = errors.New("target is outside the response scope (response.only_under); not touched")
 	errUnsupported  = errors.ErrUnsupported
 	allowedResponse = map[string]bool{event.ActionKill: true, event.ActionSuspend: true}
 )
@@ -50,7 +51,14 @@ type Responder struct {
 	procs Processes
 	log   *slog.Logger
 	self  int
+	// scope, when not 0, is the only pid (with its descendants) acted on
+	// (response.only_under).
+	scope int
 }
+
+// OnlyUnder confines the responder to pid and its descendants (0: every
+// process); targets elsewhere are refused with ErrOutOfScope.
+func (r *Responder) OnlyUnder(pid int) { r.scope = pid }
 
 // New returns a responder. procs may be nil for the real OS.
 func New(mode string, procs Processes, log *slog.Logger) *Responder {
@@ -101,6 +109,9 @@ func (r *Responder) act(action string, t *pipeline.Target) error {
 	}
 	if t.PID == 1 || t.PID == r.self || t.PID == os.Getppid() {
 		return ErrProtected
+	}
+	if r.scope > 0 && !Descends("/proc", t.PID, r.scope) {
+		return ErrOutOfScope
 	}
 	if t.Start != 0 {
 		st, err := r.procs.StartTime(t.PID)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,5 +131,46 @@ func TestNoProposalNoResponse(t *testing.T) {
 	r.Respond(context.Background(), d)
 	if d.Alert.Tillwatch != nil {
 		t.Errorf("no proposed action must leave no response, got %+v", d.Alert.Tillwatch)
+	}
+}
+
+// TestOnlyUnderActsOnlyInItsTree: with response.only_under set to this
+// test's pid, its own child is killed, and a process outside its tree (a
+// sleep whose shell exited, re-parented away) is refused and left alive.
+func TestOnlyUnderActsOnlyInItsTree(t *testing.T) {
+	t.Parallel()
+	r := New(ModeEnforce, nil, slog.New(slog.DiscardHandler))
+	r.OnlyUnder(os.Getpid())
+
+	cmd, done, start := startSleeper(t)
+	d := detection(cmd.Process.Pid, start, event.ActionKill)
+	r.Respond(context.Background(), d)
+	if got := d.Alert.Tillwatch.Response; got.Result != event.ResultOK {
+		t.Fatalf("in scope: response = %+v, want kill ok", got)
+	}
+	waitSignal(t, done, syscall.SIGKILL)
+
+	out, err := exec.Command("/bin/sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("pid %q: %v", out, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(orphan, syscall.SIGKILL) })
+	if Descends("/proc", orphan, os.Getpid()) {
+		t.Skip("the orphan was re-parented below this test (a subreaper); cannot test out of scope")
+	}
+	d = detection(orphan, 0, event.ActionKill)
+	r.Respond(context.Background(), d)
+	if got := d.Alert.Tillwatch.Response.Result; got != ErrOutOfScope.Error() {
+		t.Fatalf("out of scope: result %q, want %q", got, ErrOutOfScope)
+	}
+	if err := syscall.Kill(orphan, 0); err != nil {
+		t.Fatalf("the process outside the scope was touched: %v", err)
+	}
+	if st, err := ReadStat("/proc", orphan); err != nil || st.State == 'T' {
+		t.Fatalf("the process outside the scope is stopped or gone: %+v %v", st, err)
 	}
 }

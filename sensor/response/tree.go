@@ -50,6 +50,26 @@ func ParseStat(pid int, b []byte) (Stat, error) {
 	return Stat{PID: pid, PPID: ppid, State: f[0][0], Start: start}, nil
 }
 
+// Descends reports whether pid is ancestor or one of its descendants, by
+// following parents in procRoot (bounded; a process gone on the way is
+// not).
+func Descends(procRoot string, pid, ancestor int) bool {
+	for range 4096 {
+		if pid == ancestor {
+			return true
+		}
+		if pid <= 1 {
+			return false
+		}
+		st, err := ReadStat(procRoot, pid)
+		if err != nil {
+			return false
+		}
+		pid = st.PPID
+	}
+	return false
+}
+
 // Descendants returns root and every process below it, root first, from
 // one scan of procRoot.
 func Descendants(procRoot string, root int) ([]int, error) {

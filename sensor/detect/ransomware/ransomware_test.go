@@ -392,3 +392,83 @@ func TestZlibIsRecognisedByInflatingIt(t *testing.T) {
 		})
 	}
 }
+
+// TestFamilyOfCountsTheStoppedWorker: FamilyOf makes Observe's family-root
+// decision without changing the scorer. A worker stopped in the kernel
+// (a decoy hit the guard never saw) joins the family of an ancestor that
+// already counts another suspicious worker; with none counted, or only
+// itself, it is ended alone.
+func TestFamilyOfCountsTheStoppedWorker(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	t0 := time.Now()
+	enc := Extract(random(SampleSize), SampleSize)
+	before := &Features{Magic: "text", Entropy: 4.2, Sampled: SampleSize}
+	// xargs (pid 2) -> per-file sh (pid 10+i) -> worker tree (pid 100+i).
+	anc := func(i int) []Spawner {
+		return []Spawner{{PID: 10 + i, Name: "sh"}, {PID: 2, Name: "xargs"}, {PID: 1000, Name: "bash"}}
+	}
+	s := NewScorer(r)
+	if got := s.FamilyOf(100, anc(0), t0); got != -1 {
+		t.Errorf("no worker counted yet: FamilyOf = %d, want -1", got)
+	}
+	if _, ok := s.Observe(Obs{Time: t0, Tree: 100, PID: 100, Op: OpWrite, Path: "/d/a.csv", Before: before, After: &enc, Ancestors: anc(0)}); ok {
+		t.Fatal("one destroyed file stopped a tree")
+	}
+	if got := s.FamilyOf(100, anc(0), t0); got != -1 {
+		t.Errorf("the only suspicious worker again: FamilyOf = %d, want -1", got)
+	}
+	if got := s.FamilyOf(101, anc(1), t0); got != 1 {
+		t.Errorf("a second worker of xargs: FamilyOf = %d, want 1 (xargs)", got)
+	}
+	if got := s.FamilyOf(101, anc(1), t0.Add(r.Window+time.Second)); got != -1 {
+		t.Errorf("after the window: FamilyOf = %d, want -1", got)
+	}
+}
+
+// TestUnsampledWritesAreJudgedByName: without permission events no write
+// is sampled before it. Two existing files whose names say PDF and CSV
+// turned into encrypted-looking bytes stop the tree; the same content in
+// files the tree created (a create event first), under names that claim
+// nothing, or with sampling on (Unsampled false: a new file) does not.
+func TestUnsampledWritesAreJudgedByName(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	t0 := time.Now()
+	enc := Extract(random(SampleSize), SampleSize)
+	write := func(s *Scorer, path string, unsampled bool) bool {
+		_, ok := s.Observe(Obs{Time: t0, Tree: 100, PID: 100, Op: OpCreate, Path: path, After: &enc, Unsampled: unsampled})
+		return ok
+	}
+	for _, tc := range []struct {
+		name      string
+		paths     []string
+		unsampled bool
+		created   bool
+		want      bool
+	}{
+		{"existing pdf and csv, unsampled", []string{"/d/a.pdf", "/d/b.csv"}, true, false, true},
+		{"names that claim nothing", []string{"/d/a.bin", "/d/b.enc"}, true, false, false},
+		{"files the tree created", []string{"/d/a.pdf", "/d/b.csv"}, true, true, false},
+		{"sampling on: new files", []string{"/d/a.pdf", "/d/b.csv"}, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewScorer(r)
+			stopped := false
+			for _, p := range tc.paths {
+				if tc.created {
+					s.Observe(Obs{Time: t0, Tree: 100, PID: 100, Op: OpCreate, Path: p})
+				}
+				stopped = write(s, p, tc.unsampled) || stopped
+			}
+			if stopped != tc.want {
+				t.Errorf("stopped %v, want %v", stopped, tc.want)
+			}
+		})
+	}
+	// One file alone never stops a tree.
+	s := NewScorer(r)
+	if write(s, "/d/only.pdf", true) {
+		t.Error("one unsampled file stopped the tree")
+	}
+}

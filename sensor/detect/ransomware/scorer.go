@@ -51,6 +51,12 @@ type Obs struct {
 	// per file is many one-file trees, and the ancestor that spawned them
 	// (the family root: FamilyRoot) scores them together, whatever its name.
 	Ancestors []Spawner
+	// Unsampled marks a write whose file could not be sampled before it
+	// (the file source asks for no permission event per open:
+	// files.open_permission unless-kernel). Before is then nil for every
+	// write, and a file the tree did not create is judged by what its name
+	// says it holds (claimedByName).
+	Unsampled bool
 }
 
 // Spawner is an ancestor that may start a program per file: a shell,
@@ -131,6 +137,7 @@ type tree struct {
 	seen    map[string]bool
 	total   int
 	created map[string]time.Time // encrypted-looking new files: path -> when
+	made    map[string]time.Time // files the tree created (create events): path -> when
 	notes   map[string]map[string]bool
 	noted   bool
 	dirs    map[string]time.Time
@@ -230,6 +237,72 @@ func (s *Scorer) Observe(o Obs) (Verdict, bool) {
 	return gv, true
 }
 
+// FamilyOf returns the index in ancestors (tree's ancestors, nearest
+// first, as in Obs) of the family root tree would be stopped with if it
+// now did something suspicious, or -1: the decision Observe makes
+// (FamilyRoot), on the workers each ancestor counts within the window
+// plus tree's own. It changes nothing. A kernel tripwire that confirmed a
+// decoy hit by a process the guard never saw act uses it to end the same
+// family the guard would have.
+func (s *Scorer) FamilyOf(tree int, ancestors []Spawner, now time.Time) int {
+	workers := make([]int, len(ancestors))
+	for i, a := range ancestors {
+		worker := tree
+		if i > 0 {
+			worker = ancestors[i-1].PID
+		}
+		n, counted := 0, false
+		if g, ok := s.groups[a.PID]; ok {
+			for k, at := range g.contrib {
+				if now.Sub(at) <= s.r.Window {
+					n++
+					counted = counted || k == worker
+				}
+			}
+		}
+		if !counted {
+			n++
+		}
+		workers[i] = n
+	}
+	return FamilyRoot(workers)
+}
+
+// claimDestroyed judges a write the guard could not sample before it
+// (Obs.Unsampled): a file the tree did not create, whose name says it
+// holds a known format or text, now holds encrypted-looking unknown
+// bytes. Without a permission event per open an in-place encryption of a
+// file nobody read first otherwise looks like "an encrypted-looking new
+// file", which alone stops nothing: an encryptor reaching the decoys last
+// (largest file first) lost 683 of 1,008 files that way. Known tools
+// write their own formats (gzip, zip, SQLite), which are recognised and
+// never count; a file the tree created is new, not destroyed.
+func (s *Scorer) claimDestroyed(t *tree, o Obs) (string, bool) {
+	if !o.Unsampled || o.After == nil || !s.encrypted(o.After) {
+		return "", false
+	}
+	claim, ok := claimedByName[strings.ToLower(filepath.Ext(o.Path))]
+	if !ok {
+		return "", false
+	}
+	if at, ok := t.made[o.Path]; ok && o.Time.Sub(at) <= s.r.Window {
+		return "", false
+	}
+	if rec, ok := s.records[o.Path]; ok && rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window {
+		return "", false // the tree's own earlier content
+	}
+	return claim, true
+}
+
+// claimedByName maps a file name's extension to what such a file holds.
+var claimedByName = map[string]string{
+	".pdf": "pdf", ".docx": "zip", ".xlsx": "zip", ".pptx": "zip", ".odt": "zip", ".ods": "zip", ".zip": "zip",
+	".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff",
+	".doc": "ole2", ".xls": "ole2", ".rtf": "rtf", ".db": "sqlite", ".sqlite": "sqlite",
+	".csv": "text", ".txt": "text", ".log": "text", ".md": "text", ".json": "text", ".xml": "text", ".html": "text",
+	".c": "text", ".h": "text", ".go": "text", ".py": "text", ".sh": "text", ".yaml": "text", ".yml": "text", ".ini": "text",
+}
+
 // otherWorker reports whether g already counts a worker other than w.
 func otherWorker(g *tree, w int) bool {
 	for k := range g.contrib {
@@ -289,6 +362,13 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 	switch o.Op {
 	case OpWrite, OpCreate:
 		dir := filepath.Dir(o.Path)
+		if o.Op == OpCreate && o.After == nil {
+			// A create event (no content yet): the file is new.
+			if len(t.made) >= maxTrees {
+				clear(t.made)
+			}
+			t.made[o.Path] = o.Time
+		}
 		if o.Canary && o.Op == OpWrite {
 			s.add(t, o, r.Weights.Canary, "decoy file written: "+o.Path, true)
 			break
@@ -299,6 +379,8 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			t.created[o.Path] = o.Time
 		} else if o.Op == OpWrite && s.destroyed(o.Before, o.After) {
 			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s -> %s)", name(o.Before), describe(o.After, r.EntropyHigh)), true)
+		} else if claim, ok := s.claimDestroyed(t, o); ok {
+			s.add(t, o, r.Weights.TypeDestroyed, fmt.Sprintf("content type destroyed (%s by its name -> %s; not sampled before the write)", claim, describe(o.After, r.EntropyHigh)), true)
 		} else if o.Before == nil && s.encrypted(o.After) {
 			t.created[o.Path] = o.Time
 			suspicious = true
@@ -465,7 +547,7 @@ func (s *Scorer) treeIn(trees map[int]*tree, key int, now time.Time) *tree {
 			clear(trees)
 		}
 	}
-	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}, opened: map[int]openedFile{}}
+	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, made: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}, opened: map[int]openedFile{}}
 	trees[key] = t
 	return t
 }
