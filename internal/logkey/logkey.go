@@ -20,4 +20,8 @@ const (
 	Action    = "action"
 	Duration  = "duration"
 	Command   = "command_id"
+	// Ring, Bytes and PinnedBytes: a kernel ring and its sizes.
+	Ring        = "ring"
+	Bytes       = "bytes"
+	PinnedBytes = "pinned_bytes"
 )
