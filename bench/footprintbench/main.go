@@ -72,7 +72,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "footprintbench: "+err.Error())
 			os.Exit(1)
 		}
-		*out, *where = "", "host"
+		*out, w = "", []string{"host"}
 	}
 	var err error
 	if *inner != "" {

@@ -92,6 +92,7 @@ const (
 	tripwireMapHostile       = "hostile"
 	tripwireMapParentOf      = "parent_of"
 	tripwireMapProcEvents    = "proc_events"
+	tripwireMapProcWoken     = "proc_woken"
 	tripwireMapProtectedPids = "protected_pids"
 	tripwireMapRingDrops     = "ring_drops"
 	tripwireMapScratch       = "scratch"
@@ -203,6 +204,7 @@ type tripwireMapSpecs struct {
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
 	ParentOf      *ebpf.MapSpec `ebpf:"parent_of"`
 	ProcEvents    *ebpf.MapSpec `ebpf:"proc_events"`
+	ProcWoken     *ebpf.MapSpec `ebpf:"proc_woken"`
 	ProtectedPids *ebpf.MapSpec `ebpf:"protected_pids"`
 	RingDrops     *ebpf.MapSpec `ebpf:"ring_drops"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
@@ -250,6 +252,7 @@ type tripwireMaps struct {
 	Hostile       *ebpf.Map `ebpf:"hostile"`
 	ParentOf      *ebpf.Map `ebpf:"parent_of"`
 	ProcEvents    *ebpf.Map `ebpf:"proc_events"`
+	ProcWoken     *ebpf.Map `ebpf:"proc_woken"`
 	ProtectedPids *ebpf.Map `ebpf:"protected_pids"`
 	RingDrops     *ebpf.Map `ebpf:"ring_drops"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
@@ -273,6 +276,7 @@ func (m *tripwireMaps) Close() error {
 		m.Hostile,
 		m.ParentOf,
 		m.ProcEvents,
+		m.ProcWoken,
 		m.ProtectedPids,
 		m.RingDrops,
 		m.Scratch,

@@ -233,6 +233,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } ring_drops SEC(".maps");
+
+// proc_woken: when the process ring's reader was last woken (ktime ns).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} proc_woken SEC(".maps");
 // Burst tripwire state. Families: the kernel keeps each task's parent from
 // fork (parent_of) and counts every write-open, rename and unlink of a
 // process for itself, its parent and its grandparent, so a thousand one-file
@@ -452,13 +460,29 @@ struct tp_sched_exit {
 	__u8 group_dead;
 };
 
-// proc_wake batches the process ring's wake-ups: the reader is woken only
-// once a batch is waiting (it also polls every few milliseconds), instead of
-// once per record, which cost an exec storm a context switch per exec.
+// proc_wake batches the process ring's wake-ups: the reader is woken by
+// the first record after WAKE_NS without a wake-up, or once a batch of
+// WAKE_BYTES waits, instead of once per record, which cost an exec storm a
+// context switch per exec. The records between two wake-ups are picked up
+// by the reader's short polls that follow a wake-up (feed_linux.go); an
+// idle reader sleeps until the next record, with no timer.
 #define WAKE_BYTES (256 << 10)
+#define WAKE_NS (10 * 1000 * 1000)
 static __always_inline __u64 proc_wake(void)
 {
-	return bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES)
+		return BPF_RB_FORCE_WAKEUP;
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&proc_woken, &zero);
+	if (!last)
+		return BPF_RB_FORCE_WAKEUP;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - *last < WAKE_NS)
+		return BPF_RB_NO_WAKEUP;
+	// Racy across CPUs: two of them may both wake the reader, which is
+	// harmless.
+	*last = now;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 // ring_drop counts one record lost to a full ring.
