@@ -24,4 +24,7 @@ const (
 	Ring        = "ring"
 	Bytes       = "bytes"
 	PinnedBytes = "pinned_bytes"
+	// RSSBefore and RSSAfter: resident memory in bytes around a change.
+	RSSBefore = "rss_before"
+	RSSAfter  = "rss_after"
 )
