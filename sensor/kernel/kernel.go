@@ -91,10 +91,11 @@ const (
 //
 // The process ring is read continuously; its size is what a till produces
 // while no sensor reads it: a restart (about 5 s), or a reader starved
-// during an exec storm. A process start is one fork, one exec request
-// (about 4.6 KiB: the argv area is reserved whole), one exec and one exit
-// record, about 5 KiB, so 1 MiB holds about 200 starts, 40 a second over
-// a restart. More is counted in RingDrops and reported as a health event;
+// during an exec storm. A process start is one fork (40 bytes on the
+// ring), one exec request (304 bytes and its command line), one exec (296)
+// and one exit record (40): about 700 bytes for `/bin/true`, so 1 MiB holds
+// about 1,500 starts, 300 a second over a restart (TestRingDropsCounted
+// fills it). More is counted in RingDrops and reported as a health event;
 // the process source then falls back to what /proc still shows.
 // The reader is woken once 256 KiB wait (WAKE_BYTES in bpf/tripwire.c),
 // so the ring must be larger than that: MinProcRing.

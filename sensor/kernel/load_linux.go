@@ -121,7 +121,7 @@ func Load(cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	for _, m := range spec.Maps {
-		if m.Name == "scratch" || strings.HasPrefix(m.Name, ".") {
+		if m.Name == "scratch" || m.Name == "args_scratch" || strings.HasPrefix(m.Name, ".") {
 			continue // per-CPU scratch space is per program set, not state
 		}
 		m.Pinning = ebpf.PinByName

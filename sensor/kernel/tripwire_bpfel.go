@@ -41,6 +41,24 @@ type tripwireConfig struct {
 	Pad   uint32
 }
 
+type tripwireExecArgsRec struct {
+	_ structs.HostLayout
+	H struct {
+		_     structs.HostLayout
+		Type  uint32
+		Pid   uint32
+		Tid   uint32
+		Uid   uint32
+		Ktime uint64
+	}
+	Argc      uint32
+	ArgsLen   uint32
+	Truncated uint32
+	Pad       uint32
+	Filename  [256]int8
+	Args      [4352]int8
+}
+
 type tripwireFreshVal struct {
 	_      structs.HostLayout
 	Ktime  uint64
@@ -81,6 +99,7 @@ type tripwireTaint struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tripwireMapArgsScratch   = "args_scratch"
 	tripwireMapBurstAllowed  = "burst_allowed"
 	tripwireMapBurstCfg      = "burst_cfg"
 	tripwireMapBurstCounts   = "burst_counts"
@@ -193,6 +212,7 @@ type tripwireProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireMapSpecs struct {
+	ArgsScratch   *ebpf.MapSpec `ebpf:"args_scratch"`
 	BurstAllowed  *ebpf.MapSpec `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.MapSpec `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.MapSpec `ebpf:"burst_counts"`
@@ -241,6 +261,7 @@ func (o *tripwireObjects) Close() error {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwireMaps struct {
+	ArgsScratch   *ebpf.Map `ebpf:"args_scratch"`
 	BurstAllowed  *ebpf.Map `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.Map `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.Map `ebpf:"burst_counts"`
@@ -265,6 +286,7 @@ type tripwireMaps struct {
 
 func (m *tripwireMaps) Close() error {
 	return _TripwireClose(
+		m.ArgsScratch,
 		m.BurstAllowed,
 		m.BurstCfg,
 		m.BurstCounts,

@@ -306,6 +306,15 @@ struct {
 	__type(value, __u64); // ktime
 } burst_held SEC(".maps");
 
+// Per-CPU room to build an exec request in: the ring gets only the part
+// of the argv area in use (see emit_exec_args).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_args_rec);
+} args_scratch SEC(".maps");
+
 // Scratch space: a path and two keys per CPU, too big for the 512-byte stack.
 struct scratch {
 	char path[PATH_LEN + KEY_LEN]; // padded so a basename copy stays inside
@@ -1014,16 +1023,19 @@ static __always_inline void fresh_exec(__u32 flags, const char *filename)
 }
 
 // emit_exec_args sends what the caller asked to exec: the filename and
-// argv, NUL-separated, for the process source.
+// argv, NUL-separated, for the process source. The record is built in
+// per-CPU scratch space and only its used part is copied to the ring: a
+// typical command line is a few hundred bytes of the 4 KiB argv area, and
+// reserving the whole area made each exec cost the ring 4.6 KiB.
 static __always_inline void emit_exec_args(const char *filename, const char *const *argv)
 {
-	struct exec_args_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
-	if (!r) {
-		ring_drop(RING_PROC);
+	__u32 zero = 0;
+	struct exec_args_rec *r = bpf_map_lookup_elem(&args_scratch, &zero);
+	if (!r)
 		return;
-	}
 	fill_hdr(&r->h, REC_EXEC_ARGS);
 	r->truncated = 0;
+	r->_pad = 0;
 	r->filename[0] = 0;
 	bpf_probe_read_user_str(r->filename, PATH_LEN, filename);
 	__u32 off = 0, argc = 0;
@@ -1045,7 +1057,11 @@ static __always_inline void emit_exec_args(const char *filename, const char *con
 	}
 	r->argc = argc;
 	r->args_len = off;
-	bpf_ringbuf_submit(r, proc_wake());
+	__u64 size = __builtin_offsetof(struct exec_args_rec, args) + (__u64)off;
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	if (bpf_ringbuf_output(&proc_events, r, size, proc_wake()))
+		ring_drop(RING_PROC);
 }
 
 static __always_inline int on_exec(const char *filename, const char *const *argv)
