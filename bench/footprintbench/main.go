@@ -262,6 +262,12 @@ and the free heap (sensor/memtrim; "start-up memory given back" in its log), so 
 	line("of RSS at the end: the kernel layer's rings mapped in (BPF maps)", "", func(r Result) string { return mb(r.RingRSS) })
 	line("of RSS at the end: the sensor binary's pages (code, read-only data)", "", func(r Result) string { return mb(r.BinaryRSS) })
 	line("RSS without the rings, median", "", func(r Result) string { return mb(r.MedianRSS - r.RingRSS) })
+	line("start-up memory given back 10 s after start (VmRSS before -> after)", "", func(r Result) string {
+		if r.TrimBefore == 0 {
+			return "not before the window"
+		}
+		return mb(r.TrimBefore) + " -> " + mb(r.TrimAfter)
+	})
 	// The kernel updates VmHWM lazily: it can read a little below a VmRSS sample.
 	line("peak RSS since start (VmHWM, start-up included)", "", func(r Result) string { return mb(max(r.HWM, r.MaxRSS)) })
 	line("**CPU, average over the window**", "<= 0.5% of one core", func(r Result) string {
