@@ -30,7 +30,7 @@ type Config struct {
 	// ProcRing and TamperRing are the sizes in bytes of the process and
 	// the tripwire ring (a power of two multiple of the page size; see
 	// ValidRing). Defaults DefaultProcRing and DefaultTamperRing. A pinned
-	// ring of another size (an earlier version's, or another setting) is
+	// ring of another size (the setting changed since the pins were made) is
 	// replaced at Load.
 	ProcRing, TamperRing int
 	// Log receives what Load changed in the pins (a replaced ring); nil

@@ -206,7 +206,8 @@ func rings(cfg Config) []struct {
 }
 
 // sizeRings sets the rings' sizes in spec and removes a ring pinned in dir
-// with another size (an earlier version's default, or another setting):
+// with another size (the setting changed since the pins were made; pins of
+// another build are removed whole by removeOtherVersions):
 // loading beside it would fail, and keeping it would ignore the setting.
 // Records still in a removed ring are lost, which the log line says. It
 // reports whether any ring was replaced: the pinned links then still run

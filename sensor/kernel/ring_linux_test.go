@@ -35,7 +35,7 @@ func TestRingSizesLoaded(t *testing.T) {
 }
 
 // TestPinnedRingOfOtherSizeReplaced: a ring pinned by an earlier run with
-// another size (an older version's default) is replaced with a log line,
+// another size (the setting changed since) is replaced with a log line,
 // the pinned tripwires are attached again so that they write to the new
 // ring, and the other pinned state (taint) is kept. A later load of the
 // same sizes re-uses everything and logs nothing.
