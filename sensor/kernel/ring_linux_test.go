@@ -6,10 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/tillwatch/tillwatch/sensor/process"
 )
@@ -123,5 +126,44 @@ func TestPinnedRingOfOtherSizeReplaced(t *testing.T) {
 	}
 	if logs.Len() != 0 {
 		t.Errorf("a load of the pinned sizes logged:\n%s", logs.String())
+	}
+}
+
+// TestUpgradeFromEightMiBRings: the pins of an earlier build (its own
+// digest folder, with the 8 MiB process ring earlier builds made) are
+// removed whole at Load, and the new build's rings have the new sizes.
+func TestUpgradeFromEightMiBRings(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the kernel layer needs root")
+	}
+	dir := testPinDir(t)
+	t.Cleanup(func() { Release(dir) })
+	oldDir := filepath.Join(dir, "0123456789ab") // another build's digest
+	if err := os.MkdirAll(oldDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := ebpf.NewMap(&ebpf.MapSpec{Name: "proc_events", Type: ebpf.RingBuf, MaxEntries: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ring.Pin(filepath.Join(oldDir, "proc_events")); err != nil {
+		t.Fatal(err)
+	}
+	ring.Close()
+
+	l, err := Load(Config{PinDir: dir})
+	if err != nil {
+		t.Fatalf("Load over an earlier build's pins: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Unpin(); err != nil {
+			t.Errorf("Unpin: %v", err)
+		}
+	})
+	if _, err := os.Stat(oldDir); !os.IsNotExist(err) {
+		t.Errorf("the earlier build's pins are still there: %v", err)
+	}
+	if p, tm := l.RingSizes(); p != DefaultProcRing || tm != DefaultTamperRing {
+		t.Errorf("rings %d and %d bytes, want the defaults", p, tm)
 	}
 }
