@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +51,10 @@ type Result struct {
 	// the kernel layer's ring buffers mapped into the sensor, and the
 	// sensor's own binary (file pages: code and read-only data).
 	RingRSS, BinaryRSS int64
+	// TrimBefore and TrimAfter are VmRSS around the sensor's start-up trim
+	// (its "start-up memory given back" log line); 0 when it was not
+	// logged before the window (an older sensor, or too short a warm-up).
+	TrimBefore, TrimAfter int64
 }
 
 // Measure starts the sensor on a fresh state directory watching a folder
@@ -123,6 +128,8 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 		return r, err
 	}
 	logAt := len(p.Log())
+	r.TrimBefore, _ = strconv.ParseInt(benchproc.LogField(p.Log(), "start-up memory given back", "rss_before"), 10, 64)
+	r.TrimAfter, _ = strconv.ParseInt(benchproc.LogField(p.Log(), "start-up memory given back", "rss_after"), 10, 64)
 	wctx, cancel := context.WithTimeout(ctx, o.Window)
 	defer cancel()
 	ss := benchproc.Watch(wctx, o.ProcRoot, p.Pid(), o.Interval)

@@ -72,7 +72,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "footprintbench: "+err.Error())
 			os.Exit(1)
 		}
-		*out, *where = "", "host"
+		*out, w = "", []string{"host"}
 	}
 	var err error
 	if *inner != "" {
@@ -229,6 +229,12 @@ in each placement:
   kernel refuses the process connector outside the initial PID namespace, so the default `+"`process.backend: auto`"+` falls
   back to polling /proc every second (the backend a kernel without the connector uses).
 
+What is resident at idle: the kernel layer's rings at their default sizes (`+"`"+`kernel.proc_ring_bytes`+"`"+` 1 MiB,
+`+"`"+`kernel.tamper_ring_bytes`+"`"+` 128 KiB), which count twice because the reader maps their data pages twice; the pages of the
+sensor's binary that it touches (the kernel maps a file's pages 64 KiB at a time around each fault); and its heap,
+stacks and libyara's compiled rules. 10 s after the start the sensor gives back the binary's pages only start-up touched
+and the free heap (sensor/memtrim; "start-up memory given back" in its log), so the warm-up must end after that.
+
 | measure | goal |`, heading, cmd, time.Now().UTC().Format("2006-01-02"), benchproc.Machine(),
 		strings.Join(args, " "), benchproc.Commas(r0.Files), mb(r0.Bytes), r0.Dirs, o.Warmup, benchproc.ClockTicks, o.Interval, o.Window)
 	for _, p := range ps {
@@ -256,6 +262,12 @@ in each placement:
 	line("of RSS at the end: the kernel layer's rings mapped in (BPF maps)", "", func(r Result) string { return mb(r.RingRSS) })
 	line("of RSS at the end: the sensor binary's pages (code, read-only data)", "", func(r Result) string { return mb(r.BinaryRSS) })
 	line("RSS without the rings, median", "", func(r Result) string { return mb(r.MedianRSS - r.RingRSS) })
+	line("start-up memory given back 10 s after start (VmRSS before -> after)", "", func(r Result) string {
+		if r.TrimBefore == 0 {
+			return "not before the window"
+		}
+		return mb(r.TrimBefore) + " -> " + mb(r.TrimAfter)
+	})
 	// The kernel updates VmHWM lazily: it can read a little below a VmRSS sample.
 	line("peak RSS since start (VmHWM, start-up included)", "", func(r Result) string { return mb(max(r.HWM, r.MaxRSS)) })
 	line("**CPU, average over the window**", "<= 0.5% of one core", func(r Result) string {

@@ -20,4 +20,11 @@ const (
 	Action    = "action"
 	Duration  = "duration"
 	Command   = "command_id"
+	// Ring, Bytes and PinnedBytes: a kernel ring and its sizes.
+	Ring        = "ring"
+	Bytes       = "bytes"
+	PinnedBytes = "pinned_bytes"
+	// RSSBefore and RSSAfter: resident memory in bytes around a change.
+	RSSBefore = "rss_before"
+	RSSAfter  = "rss_after"
 )

@@ -34,7 +34,8 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 		return nil
 	}
 	log := s.log.With(logkey.Component, "kernel")
-	kcfg := kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true}
+	kcfg := kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true,
+		ProcRing: cfg.Kernel.ProcRingBytes, TamperRing: cfg.Kernel.TamperRingBytes, Log: log}
 	l, err := kernel.Load(kcfg)
 	if err == nil {
 		err = s.armKernel(l, cfg)

@@ -99,7 +99,23 @@ type Kernel struct {
 	Mode string `yaml:"mode"`
 	// PinDir is the bpffs directory for its pins.
 	PinDir string `yaml:"pin_dir"`
+	// ProcRingBytes and TamperRingBytes size the process and the tripwire
+	// ring (kernel.DefaultProcRing, kernel.DefaultTamperRing): a power of
+	// two multiple of the page size. Each costs twice its size in resident
+	// memory.
+	ProcRingBytes   int `yaml:"proc_ring_bytes"`
+	TamperRingBytes int `yaml:"tamper_ring_bytes"`
 }
+
+// The kernel rings' defaults and bounds, as sensor/kernel has them (a test
+// compares them; config stays free of the eBPF loader).
+const (
+	DefaultProcRing   = 1 << 20
+	DefaultTamperRing = 128 << 10
+	minProcRing       = 512 << 10
+	minTamperRing     = 16 << 10
+	maxRing           = 256 << 20
+)
 
 // Process configures the process source.
 type Process struct {
@@ -166,7 +182,7 @@ func Default() Config {
 			SpoolBytes:        256 << 20,
 		},
 		Process: Process{Backend: "auto", PollInterval: time.Second, ProcRoot: "/proc"},
-		Kernel:  Kernel{Mode: "auto", PinDir: "/sys/fs/bpf/tillwatch"},
+		Kernel:  Kernel{Mode: "auto", PinDir: "/sys/fs/bpf/tillwatch", ProcRingBytes: DefaultProcRing, TamperRingBytes: DefaultTamperRing},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		Files:   Files{Backend: "auto", Canaries: true, Guard: true, OpenPermission: OpenPermissionAlways},
@@ -264,6 +280,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Kernel.Mode != "off" && (!filepath.IsAbs(c.Kernel.PinDir) || filepath.Clean(c.Kernel.PinDir) != c.Kernel.PinDir || !strings.HasPrefix(c.Kernel.PinDir, "/sys/fs/bpf/")) {
 		bad("kernel.pin_dir", "%q: want a clean absolute path below /sys/fs/bpf/", c.Kernel.PinDir)
+	}
+	for _, r := range []struct {
+		key    string
+		n, min int
+	}{{"kernel.proc_ring_bytes", c.Kernel.ProcRingBytes, minProcRing}, {"kernel.tamper_ring_bytes", c.Kernel.TamperRingBytes, minTamperRing}} {
+		if page := os.Getpagesize(); r.n < r.min || r.n < page || r.n > maxRing || r.n&(r.n-1) != 0 || r.n%page != 0 {
+			bad(r.key, "%d: want a power of two multiple of the page size (%d), from %d to %d", r.n, page, r.min, maxRing)
+		}
 	}
 	if c.Process.PollInterval < 50*time.Millisecond {
 		bad("process.poll_interval", "%s is below 50ms", c.Process.PollInterval)

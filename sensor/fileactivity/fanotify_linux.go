@@ -159,14 +159,43 @@ func (b *fanBackend) run(ctx context.Context, emit func(event.Event)) error {
 	}
 }
 
-// loop reads fd until ctx is done. Poll with a timeout bounds how long a
-// cancelled context waits.
+// loop reads fd until ctx is done. It sleeps in poll until fd has events
+// or ctx is cancelled (an eventfd written on cancel), with no timeout: an
+// idle sensor makes no periodic wake-up here.
 func (b *fanBackend) loop(ctx context.Context, fd int, handle func(rawEvent)) error {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("fanotify loop: eventfd: %w", err)
+	}
+	// The cancel callback may run while loop returns: the lock keeps it
+	// from writing to a closed (or reused) descriptor.
+	var mu sync.Mutex
+	closed := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !closed {
+			_, _ = unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		closed = true
+		_ = unix.Close(efd)
+		mu.Unlock()
+	}()
 	buf := make([]byte, 64<<10)
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
 	for ctx.Err() == nil {
-		if _, err := unix.Poll(pfd, 200); err != nil && !errors.Is(err, unix.EINTR) {
+		if _, err := unix.Poll(pfd, -1); err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("poll fanotify: %w", err)
+		}
+		if pfd[1].Revents != 0 {
+			return nil // cancelled
+		}
+		if pfd[0].Revents == 0 {
+			continue
 		}
 		n, err := unix.Read(fd, buf)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {

@@ -23,7 +23,7 @@ func TestRingDropsCounted(t *testing.T) {
 	if before.Process != 0 || before.Tamper != 0 {
 		t.Fatalf("a new pin dir starts with drops %+v", before)
 	}
-	// An exec record is about 4.4 KiB: 3,000 execs overflow the 8 MiB ring.
+	// A process start is about 700 bytes on the ring: 3,000 overflow the 1 MiB default.
 	if out, err := exec.Command("/bin/sh", "-c", "i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done").CombinedOutput(); err != nil {
 		t.Fatalf("exec storm: %v %s", err, out)
 	}

@@ -75,7 +75,7 @@ func (f *ProcessFeed) Malformed() uint64 { return f.lost.Load() }
 
 // Run implements process.KernelFeed.
 func (f *ProcessFeed) Run(ctx context.Context, fn func(process.KernelEvent)) error {
-	return readRing(ctx, f.ring, procPoll, func(b []byte) {
+	return readRing(ctx, f.ring, procPoll, procSettle, func(b []byte) {
 		if ev, ok := f.decode(b); ok {
 			fn(ev)
 		}
@@ -162,13 +162,24 @@ func splitArgs(b []byte, argc int) []string {
 	return out
 }
 
-// procPoll is how often the process feed looks for records the kernel did
-// not wake it for (it wakes the reader only once a batch waits).
-const procPoll = 10 * time.Millisecond
+// procPoll is how soon after a record the process feed looks again for
+// records the kernel did not wake it for: the kernel wakes the reader at
+// most once every 10 ms (WAKE_NS in bpf/tripwire.c), so the records that
+// follow a wake-up within that time wait for this poll. A record reserved
+// after a poll that found nothing is at least 10 ms after the last wake-up,
+// so the kernel wakes the reader for it; one more poll after procSettle is
+// a margin, and then the reader sleeps until woken: an idle sensor has no
+// timer on the ring.
+const (
+	procPoll   = 10 * time.Millisecond
+	procSettle = 100 * time.Millisecond
+)
 
-// readRing calls fn with every record of ring until ctx is done; with a
-// non-zero poll it also looks every poll for records without a wake-up.
-func readRing(ctx context.Context, ring *ebpf.Map, poll time.Duration, fn func([]byte)) error {
+// readRing calls fn with every record of ring until ctx is done. With a
+// non-zero poll, it looks for records without a wake-up poll after each
+// record, then settle after a poll that found nothing, then sleeps until
+// woken (see procPoll).
+func readRing(ctx context.Context, ring *ebpf.Map, poll, settle time.Duration, fn func([]byte)) error {
 	r, err := ringbuf.NewReader(ring)
 	if err != nil {
 		return fmt.Errorf("kernel: ring reader: %w", err)
@@ -177,12 +188,23 @@ func readRing(ctx context.Context, ring *ebpf.Map, poll time.Duration, fn func([
 	defer stop()
 	defer r.Close()
 	var rec ringbuf.Record
+	// next is the wait before the reader gives up on records without a
+	// wake-up: poll after a record, settle after an empty poll, none
+	// (sleep until woken) after an empty settle.
+	next := poll
 	for {
-		if poll > 0 {
-			r.SetDeadline(time.Now().Add(poll))
+		if next > 0 {
+			r.SetDeadline(time.Now().Add(next))
+		} else {
+			r.SetDeadline(time.Time{})
 		}
 		if err := r.ReadInto(&rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if next == poll {
+					next = settle
+				} else {
+					next = 0
+				}
 				continue
 			}
 			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
@@ -190,6 +212,7 @@ func readRing(ctx context.Context, ring *ebpf.Map, poll time.Duration, fn func([
 			}
 			return fmt.Errorf("kernel: reading ring: %w", err)
 		}
+		next = poll
 		fn(rec.RawSample)
 	}
 }
@@ -203,7 +226,7 @@ func (l *Layer) TamperFeed() *TamperFeed { return &TamperFeed{ring: l.objs.Tampe
 
 // Run calls fn with every tripwire record until ctx is done.
 func (f *TamperFeed) Run(ctx context.Context, fn func(Tamper)) error {
-	return readRing(ctx, f.ring, 0, func(b []byte) {
+	return readRing(ctx, f.ring, 0, 0, func(b []byte) {
 		if t, ok := decodeTamper(b); ok {
 			fn(t)
 		}

@@ -13,6 +13,8 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -25,6 +27,15 @@ const DefaultPinDir = "/sys/fs/bpf/tillwatch"
 type Config struct {
 	// PinDir is the bpffs directory for the pins. Default DefaultPinDir.
 	PinDir string
+	// ProcRing and TamperRing are the sizes in bytes of the process and
+	// the tripwire ring (a power of two multiple of the page size; see
+	// ValidRing). Defaults DefaultProcRing and DefaultTamperRing. A pinned
+	// ring of another size (the setting changed since the pins were made) is
+	// replaced at Load.
+	ProcRing, TamperRing int
+	// Log receives what Load changed in the pins (a replaced ring); nil
+	// discards it.
+	Log *slog.Logger
 	// Enforce makes tripwires kill and stop; without it they only report.
 	Enforce bool
 	// Decoys arms the decoy tripwire (SIGSTOP on a write-open, rename,
@@ -74,9 +85,52 @@ const (
 	MaxGuardRoots = 8
 )
 
+// Ring defaults. The reader maps a ring's data pages twice (so that a
+// record wrapping the end reads in one piece) and the kernel maps them all
+// at once, so a ring costs the sensor twice its size in resident memory.
+//
+// The process ring is read continuously; its size is what a till produces
+// while no sensor reads it: a restart (about 5 s), or a reader starved
+// during an exec storm. A process start is one fork (40 bytes on the
+// ring), one exec request (304 bytes and its command line), one exec (296)
+// and one exit record (40): about 700 bytes for `/bin/true`, so 1 MiB holds
+// about 1,500 starts, 300 a second over a restart (TestRingDropsCounted
+// fills it). More is counted in RingDrops and reported as a health event;
+// the process source then falls back to what /proc still shows.
+// The reader is woken once 256 KiB wait (WAKE_BYTES in bpf/tripwire.c),
+// so the ring must be larger than that: MinProcRing.
+//
+// A tripwire record is 112 bytes: 128 KiB holds about 1,100, and every
+// tripwire's lasting state (hostile families, stopped processes) is in
+// pinned maps besides, so a full tamper ring loses the record, not the
+// stop.
+const (
+	DefaultProcRing   = 1 << 20
+	DefaultTamperRing = 128 << 10
+	MinProcRing       = 512 << 10
+	MinTamperRing     = 16 << 10
+	MaxRing           = 256 << 20
+)
+
+// ValidRing reports whether n bytes is a ring size the kernel accepts (a
+// power of two multiple of the page size) within [min, MaxRing].
+func ValidRing(n, min int) bool {
+	page := os.Getpagesize()
+	return n >= min && n >= page && n <= MaxRing && n&(n-1) == 0 && n%page == 0
+}
+
 func (c Config) withDefaults() Config {
 	if c.PinDir == "" {
 		c.PinDir = DefaultPinDir
+	}
+	if c.ProcRing == 0 {
+		c.ProcRing = DefaultProcRing
+	}
+	if c.TamperRing == 0 {
+		c.TamperRing = DefaultTamperRing
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
 	}
 	if c.BurstThreshold == 0 {
 		c.BurstThreshold = DefaultBurstThreshold
@@ -92,6 +146,14 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.PinDir != "" && (!filepath.IsAbs(c.PinDir) || filepath.Clean(c.PinDir) != c.PinDir) {
 		errs = append(errs, fmt.Errorf("kernel.pin_dir %q: want a clean absolute path", c.PinDir))
+	}
+	for _, r := range []struct {
+		name   string
+		n, min int
+	}{{"proc_ring_bytes", c.ProcRing, MinProcRing}, {"tamper_ring_bytes", c.TamperRing, MinTamperRing}} {
+		if r.n != 0 && !ValidRing(r.n, r.min) {
+			errs = append(errs, fmt.Errorf("kernel.%s %d: want a power of two multiple of the page size (%d) from %d to %d", r.name, r.n, os.Getpagesize(), r.min, MaxRing))
+		}
 	}
 	if c.BurstThreshold < 0 || c.BurstWindow < 0 {
 		errs = append(errs, fmt.Errorf("kernel burst threshold %d and window %s: want positive values", c.BurstThreshold, c.BurstWindow))

@@ -19,6 +19,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/tillwatch/tillwatch/internal/logkey"
 )
 
 // Config flags, as the programs read them (CFG_* in bpf/tripwire.c).
@@ -119,10 +121,14 @@ func Load(cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	for _, m := range spec.Maps {
-		if m.Name == "scratch" || strings.HasPrefix(m.Name, ".") {
+		if m.Name == "scratch" || m.Name == "args_scratch" || strings.HasPrefix(m.Name, ".") {
 			continue // per-CPU scratch space is per program set, not state
 		}
 		m.Pinning = ebpf.PinByName
+	}
+	replaced, err := sizeRings(spec, l.dir, cfg)
+	if err != nil {
+		return nil, err
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: l.dir}}
 	// The exit record's code is read with a CO-RE relocation. A kernel
@@ -151,6 +157,15 @@ func Load(cfg Config) (*Layer, error) {
 	}
 	for _, a := range attach {
 		pin := filepath.Join(l.dir, "link_"+a.prog)
+		if replaced {
+			// The pinned programs write to the rings just replaced:
+			// attach this load's programs instead (the old links
+			// detach when their pins go).
+			if err := os.Remove(pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+				l.Close()
+				return nil, fmt.Errorf("kernel: unpinning %s: %w", a.prog, err)
+			}
+		}
 		if old, err := link.LoadPinnedLink(pin, nil); err == nil {
 			l.links = append(l.links, old)
 			l.reused++
@@ -177,6 +192,59 @@ func Load(cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// rings names the ring maps with their configured sizes.
+func rings(cfg Config) []struct {
+	name string
+	size int
+} {
+	return []struct {
+		name string
+		size int
+	}{{"proc_events", cfg.ProcRing}, {"tamper_events", cfg.TamperRing}}
+}
+
+// sizeRings sets the rings' sizes in spec and removes a ring pinned in dir
+// with another size (the setting changed since the pins were made; pins of
+// another build are removed whole by removeOtherVersions):
+// loading beside it would fail, and keeping it would ignore the setting.
+// Records still in a removed ring are lost, which the log line says. It
+// reports whether any ring was replaced: the pinned links then still run
+// programs that write to the old ring, and must be attached again.
+func sizeRings(spec *ebpf.CollectionSpec, dir string, cfg Config) (replaced bool, err error) {
+	for _, r := range rings(cfg) {
+		ms, ok := spec.Maps[r.name]
+		if !ok {
+			return false, fmt.Errorf("kernel: ring %s missing from the object", r.name)
+		}
+		ms.MaxEntries = uint32(r.size)
+		pin := filepath.Join(dir, r.name)
+		old, err := ebpf.LoadPinnedMap(pin, &ebpf.LoadPinOptions{ReadOnly: true})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("kernel: reading pinned ring %s: %w", pin, err)
+		}
+		was := old.MaxEntries()
+		old.Close()
+		if was == ms.MaxEntries {
+			continue
+		}
+		if err := os.Remove(pin); err != nil {
+			return false, fmt.Errorf("kernel: replacing pinned ring %s: %w", pin, err)
+		}
+		cfg.Log.Warn("kernel ring pinned with another size replaced: records it still held while no sensor read it are lost, and the tripwires are attached again",
+			logkey.Ring, r.name, logkey.PinnedBytes, was, logkey.Bytes, r.size, logkey.Path, pin)
+		replaced = true
+	}
+	return replaced, nil
+}
+
+// RingSizes returns the loaded process and tamper rings' sizes in bytes.
+func (l *Layer) RingSizes() (proc, tamper int) {
+	return int(l.objs.ProcEvents.MaxEntries()), int(l.objs.TamperEvents.MaxEntries())
 }
 
 // forEachProgram walks the generated struct's programs by their ELF names.

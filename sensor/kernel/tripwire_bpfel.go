@@ -41,6 +41,24 @@ type tripwireConfig struct {
 	Pad   uint32
 }
 
+type tripwireExecArgsRec struct {
+	_ structs.HostLayout
+	H struct {
+		_     structs.HostLayout
+		Type  uint32
+		Pid   uint32
+		Tid   uint32
+		Uid   uint32
+		Ktime uint64
+	}
+	Argc      uint32
+	ArgsLen   uint32
+	Truncated uint32
+	Pad       uint32
+	Filename  [256]int8
+	Args      [4352]int8
+}
+
 type tripwireFreshVal struct {
 	_      structs.HostLayout
 	Ktime  uint64
@@ -81,6 +99,7 @@ type tripwireTaint struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tripwireMapArgsScratch   = "args_scratch"
 	tripwireMapBurstAllowed  = "burst_allowed"
 	tripwireMapBurstCfg      = "burst_cfg"
 	tripwireMapBurstCounts   = "burst_counts"
@@ -92,6 +111,7 @@ const (
 	tripwireMapHostile       = "hostile"
 	tripwireMapParentOf      = "parent_of"
 	tripwireMapProcEvents    = "proc_events"
+	tripwireMapProcWoken     = "proc_woken"
 	tripwireMapProtectedPids = "protected_pids"
 	tripwireMapRingDrops     = "ring_drops"
 	tripwireMapScratch       = "scratch"
@@ -192,6 +212,7 @@ type tripwireProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireMapSpecs struct {
+	ArgsScratch   *ebpf.MapSpec `ebpf:"args_scratch"`
 	BurstAllowed  *ebpf.MapSpec `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.MapSpec `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.MapSpec `ebpf:"burst_counts"`
@@ -203,6 +224,7 @@ type tripwireMapSpecs struct {
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
 	ParentOf      *ebpf.MapSpec `ebpf:"parent_of"`
 	ProcEvents    *ebpf.MapSpec `ebpf:"proc_events"`
+	ProcWoken     *ebpf.MapSpec `ebpf:"proc_woken"`
 	ProtectedPids *ebpf.MapSpec `ebpf:"protected_pids"`
 	RingDrops     *ebpf.MapSpec `ebpf:"ring_drops"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
@@ -239,6 +261,7 @@ func (o *tripwireObjects) Close() error {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwireMaps struct {
+	ArgsScratch   *ebpf.Map `ebpf:"args_scratch"`
 	BurstAllowed  *ebpf.Map `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.Map `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.Map `ebpf:"burst_counts"`
@@ -250,6 +273,7 @@ type tripwireMaps struct {
 	Hostile       *ebpf.Map `ebpf:"hostile"`
 	ParentOf      *ebpf.Map `ebpf:"parent_of"`
 	ProcEvents    *ebpf.Map `ebpf:"proc_events"`
+	ProcWoken     *ebpf.Map `ebpf:"proc_woken"`
 	ProtectedPids *ebpf.Map `ebpf:"protected_pids"`
 	RingDrops     *ebpf.Map `ebpf:"ring_drops"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
@@ -262,6 +286,7 @@ type tripwireMaps struct {
 
 func (m *tripwireMaps) Close() error {
 	return _TripwireClose(
+		m.ArgsScratch,
 		m.BurstAllowed,
 		m.BurstCfg,
 		m.BurstCounts,
@@ -273,6 +298,7 @@ func (m *tripwireMaps) Close() error {
 		m.Hostile,
 		m.ParentOf,
 		m.ProcEvents,
+		m.ProcWoken,
 		m.ProtectedPids,
 		m.RingDrops,
 		m.Scratch,

@@ -93,7 +93,9 @@ type Spool struct {
 	ready    chan struct{}
 	closed   bool
 	stop     chan struct{}
-	ackF     *os.File // DIR/ack, rewritten in place
+	// dirty tells syncLoop that telemetry waits unsynced.
+	dirty chan struct{}
+	ackF  *os.File // DIR/ack, rewritten in place
 }
 
 type flight struct {
@@ -133,7 +135,7 @@ func Open(o Options) (*Spool, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &Spool{o: o, dropped: map[string]uint64{}, ready: make(chan struct{}, 1), lastSync: time.Now(), stop: make(chan struct{})}
+	s := &Spool{o: o, dropped: map[string]uint64{}, ready: make(chan struct{}, 1), lastSync: time.Now(), stop: make(chan struct{}), dirty: make(chan struct{}, 1)}
 	if err := s.recover(); err != nil {
 		return nil, err
 	}
@@ -141,23 +143,30 @@ func Open(o Options) (*Spool, error) {
 	return s, nil
 }
 
-// syncLoop makes the telemetry fsync bound hold when no further write comes.
+// syncLoop makes the telemetry fsync bound hold when no further write
+// comes: SyncEvery after a write left telemetry unsynced, it syncs. With
+// nothing unsynced it sleeps (no timer on an idle sensor).
 func (s *Spool) syncLoop() {
-	t := time.NewTicker(s.o.SyncEvery)
-	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
-			s.mu.Lock()
-			if s.unsynced && s.w != nil {
-				if err := s.w.Sync(); err == nil {
-					s.unsynced, s.lastSync = false, time.Now()
-				}
-			}
-			s.mu.Unlock()
+		case <-s.dirty:
 		}
+		t := time.NewTimer(s.o.SyncEvery)
+		select {
+		case <-s.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		if s.unsynced && s.w != nil {
+			if err := s.w.Sync(); err == nil {
+				s.unsynced, s.lastSync = false, time.Now()
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -260,6 +269,10 @@ func (s *Spool) write(rec []byte, kind string) error {
 		s.unsynced, s.lastSync = false, time.Now()
 	} else {
 		s.unsynced = true
+		select {
+		case s.dirty <- struct{}{}:
+		default: // syncLoop has been told already
+		}
 	}
 	last.size += int64(len(rec))
 	s.total += int64(len(rec))

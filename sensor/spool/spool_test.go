@@ -362,3 +362,31 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestTelemetrySyncedWithoutFurtherWrites: telemetry left unsynced by a
+// write is synced SyncEvery later although nothing else is written, every
+// time it is left so.
+func TestTelemetrySyncedWithoutFurtherWrites(t *testing.T) {
+	t.Parallel()
+	s := open(t, Options{Dir: t.TempDir(), SyncEvery: 300 * time.Millisecond})
+	synced := func() bool { s.mu.Lock(); defer s.mu.Unlock(); return !s.unsynced }
+	left := 0
+	for round := range 3 {
+		// The first write after a sync is synced at once; the next
+		// ones within SyncEvery are left to the sync loop.
+		add(t, s, event.KindEvent, 3)
+		if !synced() {
+			left++
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !synced() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: telemetry still unsynced after 10s", round)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if left == 0 {
+		t.Fatal("no write was left unsynced for the sync loop (three writes took longer than SyncEvery each round)")
+	}
+}

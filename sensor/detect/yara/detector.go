@@ -63,8 +63,11 @@ type Detector struct {
 	mu      sync.Mutex
 	parked  []pipeline.Detection
 	nparked atomic.Int64
-	dropped prometheus.Counter
-	emit    atomic.Pointer[func(event.Event)]
+	// parkedSig tells Run that detections were parked: it then repeats
+	// the wake-up every second while any wait, and has no timer otherwise.
+	parkedSig chan struct{}
+	dropped   prometheus.Counter
+	emit      atomic.Pointer[func(event.Event)]
 }
 
 // New returns a detector scanning with o.Engine.
@@ -87,7 +90,7 @@ func New(o Options) (*Detector, error) {
 	if o.Health == nil {
 		o.Health = event.NoHealth
 	}
-	d := &Detector{o: o, jobs: make(chan job, o.Queue)}
+	d := &Detector{o: o, jobs: make(chan job, o.Queue), parkedSig: make(chan struct{}, 1)}
 	d.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "tillwatch_yara_jobs_dropped_total", Help: "YARA scan jobs dropped because the scan queue was full."})
 	if err := o.Registerer.Register(d.dropped); err != nil {
 		return nil, fmt.Errorf("yara detector metrics: %w", err)
@@ -199,19 +202,34 @@ func (d *Detector) Run(ctx context.Context, emit func(event.Event)) error {
 			}
 		}()
 	}
-	// A wake-up can be dropped when the bus is full: repeat it while
-	// detections wait.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	// A wake-up can be dropped when the bus is full: repeat it every
+	// second while detections wait (an idle detector has no timer).
+	var (
+		tk   *time.Ticker
+		tick <-chan time.Time
+	)
+	defer func() {
+		if tk != nil {
+			tk.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return nil
-		case <-tick.C:
+		case <-d.parkedSig:
+			if tk == nil {
+				tk = time.NewTicker(time.Second)
+				tick = tk.C
+			}
+		case <-tick:
 			if d.nparked.Load() > 0 {
 				d.wake(nil)
+				continue
 			}
+			tk.Stop()
+			tk, tick = nil, nil
 		}
 	}
 }
@@ -250,6 +268,10 @@ func (d *Detector) park(src *event.Event, ms []yr.Match, sha string) {
 	d.parked = append(d.parked, dets...)
 	d.nparked.Store(int64(len(d.parked)))
 	d.mu.Unlock()
+	select {
+	case d.parkedSig <- struct{}{}:
+	default: // Run has been told already
+	}
 	d.wake(src)
 }
 

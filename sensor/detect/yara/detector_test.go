@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,6 +123,69 @@ func TestDetector(t *testing.T) {
 		case w := <-wakes:
 			if extra := d.Detect(&w); len(extra) != 0 {
 				t.Fatalf("second alert: %+v", extra[0].Alert.Rule)
+			}
+		case <-quiet:
+			return
+		}
+	}
+}
+
+// TestDroppedWakeUpRepeated: a wake-up the bus dropped is repeated while a
+// detection waits, and none comes once nothing waits (no idle timer).
+func TestDroppedWakeUpRepeated(t *testing.T) {
+	t.Parallel()
+	eng, err := yr.New(yr.Options{Builtin: rules.Builtin, BuiltinDir: "yara"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Options{Engine: eng})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := sample(t, t.TempDir(), "vm-locker", "esxi_encryptor/positive/stop-and-lock.sh")
+	wakes := make(chan event.Event, 16)
+	var dropped atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- d.Run(ctx, func(ev event.Event) {
+			if dropped.CompareAndSwap(false, true) {
+				return // the first wake-up is lost, as on a full bus
+			}
+			wakes <- ev
+		})
+	}()
+	defer func() { cancel(); <-done }()
+
+	ev := &event.Event{
+		Event:   event.Meta{Kind: event.KindEvent, Category: []string{"process"}, Type: []string{"start"}, Action: "exec"},
+		Process: &event.Process{PID: 4242, Name: "vm-locker", Executable: enc},
+	}
+	got := d.Detect(ev)
+	timeout := time.After(20 * time.Second)
+	for len(got) == 0 {
+		select {
+		case w := <-wakes:
+			got = append(got, d.Detect(&w)...)
+		case <-timeout:
+			t.Fatal("the dropped wake-up was not repeated within 20s")
+		}
+	}
+	if got[0].Alert.Rule.ID != "TW-YARA-0005" {
+		t.Errorf("detection %s", got[0].Alert.Rule.ID)
+	}
+	// Nothing waits now: at most one late repeat (already in flight), then
+	// silence.
+	quiet := time.After(3 * time.Second)
+	n := 0
+	for {
+		select {
+		case w := <-wakes:
+			if extra := d.Detect(&w); len(extra) != 0 {
+				t.Fatalf("second detection %+v", extra[0].Alert.Rule)
+			}
+			if n++; n > 1 {
+				t.Fatalf("%d wake-ups with nothing parked", n)
 			}
 		case <-quiet:
 			return

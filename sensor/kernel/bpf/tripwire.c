@@ -232,6 +232,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } ring_drops SEC(".maps");
+
+// proc_woken: when the process ring's reader was last woken (ktime ns).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} proc_woken SEC(".maps");
 // Burst tripwire state. Families: the kernel keeps each task's parent from
 // fork (parent_of) and counts every write-open, rename and unlink of a
 // process for itself, its parent and its grandparent, so a thousand one-file
@@ -296,6 +304,15 @@ struct {
 	__type(key, __u32);   // family root held by a burst stop until judged
 	__type(value, __u64); // ktime
 } burst_held SEC(".maps");
+
+// Per-CPU room to build an exec request in: the ring gets only the part
+// of the argv area in use (see emit_exec_args).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_args_rec);
+} args_scratch SEC(".maps");
 
 // Scratch space: a path and two keys per CPU, too big for the 512-byte stack.
 struct scratch {
@@ -451,13 +468,29 @@ struct tp_sched_exit {
 	__u8 group_dead;
 };
 
-// proc_wake batches the process ring's wake-ups: the reader is woken only
-// once a batch is waiting (it also polls every few milliseconds), instead of
-// once per record, which cost an exec storm a context switch per exec.
+// proc_wake batches the process ring's wake-ups: the reader is woken by
+// the first record after WAKE_NS without a wake-up, or once a batch of
+// WAKE_BYTES waits, instead of once per record, which cost an exec storm a
+// context switch per exec. The records between two wake-ups are picked up
+// by the reader's short polls that follow a wake-up (feed_linux.go); an
+// idle reader sleeps until the next record, with no timer.
 #define WAKE_BYTES (256 << 10)
+#define WAKE_NS (10 * 1000 * 1000)
 static __always_inline __u64 proc_wake(void)
 {
-	return bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&proc_events, BPF_RB_AVAIL_DATA) >= WAKE_BYTES)
+		return BPF_RB_FORCE_WAKEUP;
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&proc_woken, &zero);
+	if (!last)
+		return BPF_RB_FORCE_WAKEUP;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - *last < WAKE_NS)
+		return BPF_RB_NO_WAKEUP;
+	// Racy across CPUs: two of them may both wake the reader, which is
+	// harmless.
+	*last = now;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 // ring_drop counts one record lost to a full ring.
@@ -968,16 +1001,19 @@ static __always_inline void fresh_exec(__u32 flags, const char *filename)
 }
 
 // emit_exec_args sends what the caller asked to exec: the filename and
-// argv, NUL-separated, for the process source.
+// argv, NUL-separated, for the process source. The record is built in
+// per-CPU scratch space and only its used part is copied to the ring: a
+// typical command line is a few hundred bytes of the 4 KiB argv area, and
+// reserving the whole area made each exec cost the ring 4.6 KiB.
 static __always_inline void emit_exec_args(const char *filename, const char *const *argv)
 {
-	struct exec_args_rec *r = bpf_ringbuf_reserve(&proc_events, sizeof(*r), 0);
-	if (!r) {
-		ring_drop(RING_PROC);
+	__u32 zero = 0;
+	struct exec_args_rec *r = bpf_map_lookup_elem(&args_scratch, &zero);
+	if (!r)
 		return;
-	}
 	fill_hdr(&r->h, REC_EXEC_ARGS);
 	r->truncated = 0;
+	r->_pad = 0;
 	r->filename[0] = 0;
 	bpf_probe_read_user_str(r->filename, PATH_LEN, filename);
 	__u32 off = 0, argc = 0;
@@ -999,7 +1035,11 @@ static __always_inline void emit_exec_args(const char *filename, const char *con
 	}
 	r->argc = argc;
 	r->args_len = off;
-	bpf_ringbuf_submit(r, proc_wake());
+	__u64 size = __builtin_offsetof(struct exec_args_rec, args) + (__u64)off;
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	if (bpf_ringbuf_output(&proc_events, r, size, proc_wake()))
+		ring_drop(RING_PROC);
 }
 
 static __always_inline int on_exec(const char *filename, const char *const *argv)
