@@ -6,6 +6,7 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -377,18 +378,19 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 		writeError(w, http.StatusBadRequest, "id is required")
 		return
 	}
-	hosts, err := c.st.Hosts(r.Context())
+	// One host by its id, not the fleet's listing: on Elasticsearch that
+	// listing counted every stored alert per host to show one.
+	host, err := c.ov.Host(r.Context(), id)
+	if errors.Is(err, store.ErrUnknownHost) {
+		writeError(w, http.StatusNotFound, "no host "+id)
+		return
+	}
 	if err != nil {
 		c.storeError(w, err)
 		return
 	}
-	i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.HostID == id })
-	if i < 0 {
-		writeError(w, http.StatusNotFound, "no host "+id)
-		return
-	}
 	now := c.now()
-	f := facts{Host: hosts[i]}
+	f := facts{Host: host}
 	raws, err := c.st.QueryAlerts(r.Context(), store.AlertFilter{HostID: id, Limit: hostAlerts})
 	if err != nil {
 		c.storeError(w, err)
@@ -466,7 +468,7 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 	if tl == nil {
 		tl = []timelineEntry{}
 	}
-	writeJSON(w, http.StatusOK, hostView{Host: hosts[i], States: deriveStates(f, now, c.silence), Timeline: tl})
+	writeJSON(w, http.StatusOK, hostView{Host: host, States: deriveStates(f, now, c.silence), Timeline: tl})
 }
 
 // healthDoc is the part of a health document (a sensor component changing
