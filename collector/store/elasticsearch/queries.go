@@ -59,6 +59,9 @@ func (s *Store) QueryAlerts(ctx context.Context, f store.AlertFilter) ([]json.Ra
 // search returns.
 const maxResultWindow = 10000
 
+// tsFormat is how the alert searches write @timestamp: to the nanosecond.
+const tsFormat = "strict_date_optional_time_nanos"
+
 // newestAlerts returns the limit newest alerts matching filter, by
 // @timestamp and then event.id, both descending.
 //
@@ -84,9 +87,11 @@ func (s *Store) newestAlerts(ctx context.Context, index string, filter []any, li
 		} `json:"hits"`
 	}
 	body := map[string]any{
-		"size":             limit + 1,
-		"query":            map[string]any{"bool": map[string]any{"filter": filter}},
-		"sort":             []any{map[string]any{"@timestamp": "desc"}},
+		"size":  limit + 1,
+		"query": map[string]any{"bool": map[string]any{"filter": filter}},
+		// The timestamp as text in the sort values: the same on a date and
+		// a date_nanos mapping, and what the range below reads.
+		"sort":             []any{map[string]any{"@timestamp": map[string]any{"order": "desc", "format": tsFormat}}},
 		"fields":           []string{"event.id"},
 		"track_total_hits": false,
 	}
@@ -95,7 +100,7 @@ func (s *Store) newestAlerts(ctx context.Context, index string, filter []any, li
 		return s.do(ctx, esapi.SearchRequest{Index: []string{index}, Body: jsonBody(body),
 			IgnoreUnavailable: esapi.BoolPtr(true), AllowNoIndices: esapi.BoolPtr(true)}, &r)
 	}
-	fullSort := []any{map[string]any{"@timestamp": "desc"}, map[string]any{"event.id": "desc"}}
+	fullSort := []any{map[string]any{"@timestamp": map[string]any{"order": "desc", "format": tsFormat}}, map[string]any{"event.id": "desc"}}
 	if limit+1 > maxResultWindow {
 		// No room for the one more: the full order in one search.
 		body["size"], body["sort"] = limit, fullSort
@@ -112,7 +117,7 @@ func (s *Store) newestAlerts(ctx context.Context, index string, filter []any, li
 			body["size"] = limit
 			body["sort"] = fullSort
 			body["query"] = map[string]any{"bool": map[string]any{"filter": append(slices.Clip(filter),
-				map[string]any{"range": map[string]any{"@timestamp": map[string]any{"gte": json.RawMessage(last[0]), "format": "epoch_millis"}}})}}
+				map[string]any{"range": map[string]any{"@timestamp": map[string]any{"gte": json.RawMessage(last[0]), "format": tsFormat}}})}}
 			if err := search(); err != nil {
 				return nil, err
 			}
