@@ -151,7 +151,7 @@ func run(out string, nHosts, nAlerts, runs int, esURL, esNS string, keep, withSQ
 	b.WriteString("The stores page reads every host, one aggregate of the alert window's alerts per host (store.Overview: " +
 		"a covering index on SQLite, a composite aggregation on Elasticsearch; reused for 10 s unless an alert arrives) and the newest " +
 		"200 commands (collector/console/views.go); the alerts list is one indexed page of 50 (keyset paging on the timestamp); the " +
-		"host page reads that host (by its id, with a count of its alerts), its newest 200 alerts, its health changes and its commands, "+
+		"host page reads that host (by its id, with a count of its alerts), its newest 200 alerts, its health changes and its commands, " +
 		"all at once; the stores page reads the hosts, the tally and the commands at once.\n")
 	return benchdoc.Publish(out, heading, b.String())
 }
