@@ -54,7 +54,11 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the Elasticsearch state indices at the end, and reuse a namespace already filled (with -es-namespace)")
 	withSQLite := flag.Bool("sqlite", true, "measure SQLite")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the page loads (not the fill) to this file prefix, one per store (<prefix>.<store>)")
+	trace := flag.Bool("trace", false, "print, per page, each Elasticsearch request the loads made: how many per load, p50 and worst time")
 	flag.Parse()
+	if *trace {
+		esTrace = &tracer{calls: map[string][]time.Duration{}}
+	}
 	if err := run(*out, *hosts, *alerts, *runs, *es, *esNS, *keep, *withSQLite, *cpuProfile); err != nil {
 		fmt.Fprintln(os.Stderr, "consolebench:", err)
 		os.Exit(1)
@@ -104,7 +108,11 @@ func run(out string, nHosts, nAlerts, runs int, esURL, esNS string, keep, withSQ
 				ns = fmt.Sprintf("cb%x", b)
 			}
 			var s *elasticsearch.Store
-			s, err = elasticsearch.Open(ctx, elasticsearch.Options{URL: esURL, Namespace: ns})
+			var tr http.RoundTripper
+			if esTrace != nil {
+				tr = esTrace.wrap(http.DefaultTransport, ns)
+			}
+			s, err = elasticsearch.Open(ctx, elasticsearch.Options{URL: esURL, Namespace: ns, Transport: tr})
 			st, close = s, func() {
 				s.Close()
 				if !keep {
@@ -143,7 +151,8 @@ func run(out string, nHosts, nAlerts, runs int, esURL, esNS string, keep, withSQ
 	b.WriteString("The stores page reads every host, one aggregate of the alert window's alerts per host (store.Overview: " +
 		"a covering index on SQLite, a composite aggregation on Elasticsearch; reused for 10 s unless an alert arrives) and the newest " +
 		"200 commands (collector/console/views.go); the alerts list is one indexed page of 50 (keyset paging on the timestamp); the " +
-		"host page reads that host's newest 200 alerts, its health changes and its commands.\n")
+		"host page reads that host (by its id, with a count of its alerts), its newest 200 alerts, its health changes and its commands, " +
+		"all at once; the stores page reads the hosts, the tally and the commands at once.\n")
 	return benchdoc.Publish(out, heading, b.String())
 }
 
@@ -352,6 +361,7 @@ func measure(ctx context.Context, st store.Store, runs int) ([]pageResult, error
 	for _, p := range pages {
 		var times []time.Duration
 		var size int
+		esTrace.reset()
 		for range runs {
 			if p.fresh {
 				con.Observe([]store.Doc{{Kind: event.KindAlert}})
@@ -369,6 +379,7 @@ func measure(ctx context.Context, st store.Store, runs int) ([]pageResult, error
 			times = append(times, time.Since(t0))
 			size = n
 		}
+		esTrace.report(p.name, runs)
 		slices.Sort(times)
 		out = append(out, pageResult{page: p.name, p50: times[len(times)/2], max: times[len(times)-1], dataBytes: size})
 	}

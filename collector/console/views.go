@@ -6,12 +6,14 @@ package console
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tillwatch/tillwatch/collector/api"
@@ -71,14 +73,23 @@ type storesView struct {
 
 // fleetStates derives every till's facts and states: the hosts as stored,
 // the alert window's tally per host (an aggregate query, cached; see
-// tallyCache) and the newest commands' acknowledgements.
+// tallyCache) and the newest commands' acknowledgements. The three reads
+// do not depend on each other and run at once: a load waits for the
+// slowest, not for their sum (on Elasticsearch each is a round trip or
+// two to a node that may be busy).
 func (c *Console) fleetStates(ctx context.Context) ([]api.Host, map[string]facts, error) {
-	hosts, err := c.ov.HostList(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	tally, err := c.tally.get(ctx, c.now())
-	if err != nil {
+	var (
+		wg               sync.WaitGroup
+		hosts            []api.Host
+		tally            map[string]store.AlertTally
+		tgs              map[string]*hostToggle
+		hErr, tErr, gErr error
+	)
+	wg.Go(func() { hosts, hErr = c.ov.HostList(ctx) })
+	wg.Go(func() { tally, tErr = c.tally.get(ctx, c.now()) })
+	wg.Go(func() { tgs, gErr = c.toggles(ctx, "") })
+	wg.Wait()
+	if err := errors.Join(hErr, tErr, gErr); err != nil {
 		return nil, nil, err
 	}
 	fs := make(map[string]facts, len(hosts))
@@ -86,11 +97,7 @@ func (c *Console) fleetStates(ctx context.Context) ([]api.Host, map[string]facts
 		t := tally[h.HostID]
 		fs[h.HostID] = facts{Host: h, Alerts: t.Alerts, Unstopped: t.Unstopped}
 	}
-	toggles, err := c.toggles(ctx, "")
-	if err != nil {
-		return nil, nil, err
-	}
-	for id, tg := range toggles {
+	for id, tg := range tgs {
 		if f, ok := fs[id]; ok {
 			f.Isolated, f.RMMDisabled = tg.isolated, tg.rmmOff
 			fs[id] = f
@@ -377,23 +384,45 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 		writeError(w, http.StatusBadRequest, "id is required")
 		return
 	}
-	hosts, err := c.st.Hosts(r.Context())
-	if err != nil {
-		c.storeError(w, err)
-		return
+	// One host by its id, not the fleet's listing: on Elasticsearch that
+	// listing counted every stored alert per host to show one. The host,
+	// its alerts, its health changes and the commands are independent
+	// reads and run at once.
+	var (
+		wg                     sync.WaitGroup
+		host                   api.Host
+		raws, healths          []json.RawMessage
+		recs                   []store.CommandRecord
+		hostsOf                map[string][]store.CommandHost
+		hErr, aErr, eErr, cErr error
+	)
+	cs, isCS := c.st.(store.CommandStore)
+	wg.Go(func() { host, hErr = c.ov.Host(r.Context(), id) })
+	wg.Go(func() { raws, aErr = c.st.QueryAlerts(r.Context(), store.AlertFilter{HostID: id, Limit: hostAlerts}) })
+	wg.Go(func() { healths, eErr = c.ov.HealthEvents(r.Context(), id, hostHealth) })
+	if isCS {
+		wg.Go(func() {
+			if recs, cErr = cs.Commands(r.Context(), hostCommands); cErr != nil {
+				return
+			}
+			ids := make([]string, 0, len(recs))
+			for _, rec := range recs {
+				ids = append(ids, rec.ID)
+			}
+			hostsOf, cErr = c.ov.CommandHosts(r.Context(), ids, id)
+		})
 	}
-	i := slices.IndexFunc(hosts, func(h api.Host) bool { return h.HostID == id })
-	if i < 0 {
+	wg.Wait()
+	if errors.Is(hErr, store.ErrUnknownHost) {
 		writeError(w, http.StatusNotFound, "no host "+id)
 		return
 	}
-	now := c.now()
-	f := facts{Host: hosts[i]}
-	raws, err := c.st.QueryAlerts(r.Context(), store.AlertFilter{HostID: id, Limit: hostAlerts})
-	if err != nil {
+	if err := errors.Join(hErr, aErr, eErr, cErr); err != nil {
 		c.storeError(w, err)
 		return
 	}
+	now := c.now()
+	f := facts{Host: host}
 	var tl []timelineEntry
 	for _, raw := range raws {
 		a, err := parseAlert(raw)
@@ -418,31 +447,12 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 		}
 		tl = append(tl, timelineEntry{Time: a.Timestamp, Kind: kind, Text: text, Link: "alert:" + rw.ID})
 	}
-	healths, err := c.ov.HealthEvents(r.Context(), id, hostHealth)
-	if err != nil {
-		c.storeError(w, err)
-		return
-	}
 	for _, raw := range healths {
 		if e, ok := healthEntry(raw); ok {
 			tl = append(tl, e)
 		}
 	}
-	if cs, ok := c.st.(store.CommandStore); ok {
-		recs, err := cs.Commands(r.Context(), hostCommands)
-		if err != nil {
-			c.storeError(w, err)
-			return
-		}
-		ids := make([]string, 0, len(recs))
-		for _, rec := range recs {
-			ids = append(ids, rec.ID)
-		}
-		hostsOf, err := c.ov.CommandHosts(r.Context(), ids, id)
-		if err != nil {
-			c.storeError(w, err)
-			return
-		}
+	if isCS {
 		tg := &hostToggle{}
 		for _, rec := range recs {
 			chs := hostsOf[rec.ID]
@@ -466,7 +476,7 @@ func (c *Console) handleHost(w http.ResponseWriter, r *http.Request, _ *session)
 	if tl == nil {
 		tl = []timelineEntry{}
 	}
-	writeJSON(w, http.StatusOK, hostView{Host: hosts[i], States: deriveStates(f, now, c.silence), Timeline: tl})
+	writeJSON(w, http.StatusOK, hostView{Host: host, States: deriveStates(f, now, c.silence), Timeline: tl})
 }
 
 // healthDoc is the part of a health document (a sensor component changing

@@ -270,6 +270,10 @@ type Overview interface {
 	// counting every alert ever stored on each load.
 	HostList(ctx context.Context) ([]api.Host, error)
 
+	// Host is one host as Hosts lists it, with its alert count, read by
+	// its id (the host page): ErrUnknownHost if it was never enrolled.
+	Host(ctx context.Context, hostID string) (api.Host, error)
+
 	// CommandHosts returns the hosts of each kill-switch command in ids,
 	// as CommandStore.Command does for one, by command id and then host
 	// id; with hostID set, only that host's. One query for a page that

@@ -112,21 +112,41 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, hb api.Heartbeat) 
 
 // Hosts implements store.Store.
 func (s *Store) Hosts(ctx context.Context) ([]api.Host, error) {
-	return s.hosts(ctx, "(SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)")
+	return s.hosts(ctx, alertCountSQL, "")
 }
+
+// alertCountSQL counts a host's stored alerts.
+const alertCountSQL = "(SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.host_id)"
 
 // HostList implements store.Overview.
 func (s *Store) HostList(ctx context.Context) ([]api.Host, error) {
-	return s.hosts(ctx, "0")
+	return s.hosts(ctx, "0", "")
 }
 
-// hosts lists the hosts with count (an SQL expression) as AlertCount.
-func (s *Store) hosts(ctx context.Context, count string) ([]api.Host, error) {
+// Host implements store.Overview.
+func (s *Store) Host(ctx context.Context, hostID string) (api.Host, error) {
+	hs, err := s.hosts(ctx, alertCountSQL, hostID)
+	if err != nil {
+		return api.Host{}, err
+	}
+	if len(hs) == 0 {
+		return api.Host{}, store.ErrUnknownHost
+	}
+	return hs[0], nil
+}
+
+// hosts lists the hosts with count (an SQL expression) as AlertCount: all
+// of them, or with only set, that one.
+func (s *Store) hosts(ctx context.Context, count, only string) ([]api.Host, error) {
+	where, args := "", []any{}
+	if only != "" {
+		where, args = "WHERE h.host_id = ?", append(args, only)
+	}
 	rows, err := s.r.QueryContext(ctx, `
 SELECT h.host_id, h.host_name, h.agent_id, h.agent_version, h.os, h.labels, h.mode, h.health,
        h.enrolled_at, h.last_seen, h.seq_max, h.events_lost, h.config_version, h.rules_version,
        `+count+`
-FROM hosts h ORDER BY h.host_id`)
+FROM hosts h `+where+` ORDER BY h.host_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: hosts: %w", err)
 	}

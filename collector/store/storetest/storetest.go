@@ -71,6 +71,7 @@ func Run(t *testing.T, open Opener) {
 		{name: "ConcurrentIngestStoresEachEventOnce", fn: testConcurrentIngest},
 		{name: "Heartbeat", fn: testHeartbeat},
 		{name: "QueryAlerts", fn: testQueryAlerts},
+		{name: "QueryAlertsOrdersTiesByEventID", fn: testQueryAlertTies},
 		{name: "HostsCountAlerts", fn: testHostsAlertCount},
 		{name: "OverviewTalliesAlertsAndListsHealth", fn: testOverview},
 		{name: "Sequences", fn: testSequences},
@@ -484,6 +485,41 @@ func testQueryAlerts(t *testing.T, s store.Store) {
 	}
 }
 
+// testQueryAlertTies: alerts sharing a timestamp come newest event id
+// first, wherever the limit cuts them (Elasticsearch finds the newest by
+// timestamp alone and orders ties itself).
+func testQueryAlertTies(t *testing.T, s store.Store) {
+	ctx := ctxFor(t)
+	t0 := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	docs := []store.Doc{Alert("old", "h1", "r", t0.Add(-time.Minute)), Alert("tie-b", "h1", "r", t0), Alert("tie-d", "h2", "r", t0),
+		Alert("tie-a", "h1", "r", t0), Alert("tie-c", "h2", "r", t0), Alert("new", "h1", "r", t0.Add(time.Minute))}
+	if _, _, err := s.Ingest(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		f    store.AlertFilter
+		want string
+	}{
+		{store.AlertFilter{Limit: 1}, "[new]"},
+		{store.AlertFilter{Limit: 2}, "[new tie-d]"},
+		{store.AlertFilter{Limit: 3}, "[new tie-d tie-c]"},
+		{store.AlertFilter{Limit: 5}, "[new tie-d tie-c tie-b tie-a]"},
+		{store.AlertFilter{Limit: 6}, "[new tie-d tie-c tie-b tie-a old]"},
+		{store.AlertFilter{}, "[new tie-d tie-c tie-b tie-a old]"},
+		{store.AlertFilter{Limit: 2, HostID: "h1"}, "[new tie-b]"},
+		{store.AlertFilter{Limit: 2, Until: t0.Add(time.Minute)}, "[tie-d tie-c]"},
+		{store.AlertFilter{Limit: 2, Until: t0}, "[old]"},
+	} {
+		got, err := s.QueryAlerts(ctx, tc.f)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.f, err)
+		}
+		if g := fmt.Sprint(eventIDs(t, got)); g != tc.want {
+			t.Errorf("QueryAlerts(limit %d, host %q, until %v) = %s, want %s", tc.f.Limit, tc.f.HostID, tc.f.Until, g, tc.want)
+		}
+	}
+}
+
 func testHostsAlertCount(t *testing.T, s store.Store) {
 	ctx := ctxFor(t)
 	for _, h := range []string{"b-till", "a-till", "c-till"} {
@@ -505,6 +541,21 @@ func testHostsAlertCount(t *testing.T, s store.Store) {
 	}
 	if fmt.Sprint(got) != "[a-till=2 b-till=1 c-till=0]" {
 		t.Errorf("hosts %v, want [a-till=2 b-till=1 c-till=0] (sorted by host id)", got)
+	}
+	// Host: one of them by its id, with its count.
+	if ov, ok := s.(store.Overview); ok {
+		for _, want := range hosts {
+			got, err := ov.Host(ctx, want.HostID)
+			if err != nil {
+				t.Fatalf("Host(%s): %v", want.HostID, err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Host(%s) = %+v, want %+v as Hosts lists it", want.HostID, got, want)
+			}
+		}
+		if _, err := ov.Host(ctx, "never-enrolled"); !errors.Is(err, store.ErrUnknownHost) {
+			t.Errorf("Host(never-enrolled) error = %v, want ErrUnknownHost", err)
+		}
 	}
 	// HostList: the same hosts without counting their alerts.
 	if ov, ok := s.(store.Overview); ok {
