@@ -27,7 +27,7 @@ func (s *Store) Ingest(ctx context.Context, docs []store.Doc) (int, int, error) 
 	defer tx.Rollback()
 	alertStmt, err := tx.PrepareContext(ctx, `
 INSERT OR IGNORE INTO alerts (event_id, ts, host_id, rule_id, rule_ruleset, severity, ingested_at, doc, stopped)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, `+stoppedExpr("?8")+`)`)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?9 THEN `+stoppedExpr("?8")+` ELSE 0 END)`)
 	if err != nil {
 		return 0, 0, fmt.Errorf("sqlite: ingest: %w", err)
 	}
@@ -54,7 +54,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		var res sql.Result
 		if d.Kind == event.KindAlert {
 			res, err = alertStmt.ExecContext(rowCtx, d.EventID, d.Timestamp.UnixNano(), d.HostID,
-				d.RuleID, d.Ruleset, d.Severity, d.Ingested.UnixNano(), string(d.JSON))
+				d.RuleID, d.Ruleset, d.Severity, d.Ingested.UnixNano(), string(d.JSON), mayBeStopped(d.JSON))
 		} else {
 			res, err = eventStmt.ExecContext(rowCtx, d.EventID, d.Kind, d.Dataset, d.HostID,
 				d.Timestamp.UnixNano(), d.Ingested.UnixNano(), string(d.JSON))

@@ -88,7 +88,65 @@ func TestOverviewQueriesUseTheirIndexes(t *testing.T) {
 	if p := plan(sqlAlertTally, 0, "integrity"); !strings.Contains(p, "COVERING INDEX alerts_tally") || strings.Contains(p, "TEMP B-TREE") {
 		t.Errorf("tally plan %q does not read the covering index alone, without a sort", p)
 	}
+	// alerts_host_ts is gone (migration 7): a host's newest alerts are a
+	// range of alerts_tally, which begins with the same columns.
+	if p := plan("SELECT doc FROM alerts WHERE host_id = ? ORDER BY ts DESC, event_id DESC LIMIT 50", "h1"); !strings.Contains(p, "INDEX alerts_tally") {
+		t.Errorf("a host's alerts plan %q does not use alerts_tally", p)
+	}
 	if p := plan(sqlHealthEvents, "h1", 10); !strings.Contains(p, "INDEX events_health") {
 		t.Errorf("health plan %q does not use events_health", p)
+	}
+}
+
+// TestIngestClassifiesStoppedLikeTheMigration: Ingest skips the JSON parse
+// for documents that cannot say stopped (mayBeStopped); the byte search
+// must never skip one that does, escaped member names included.
+func TestIngestClassifiesStoppedLikeTheMigration(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	if _, err := s.w.Exec(`INSERT INTO hosts (host_id, host_name, agent_id, enrolled_at, last_seen) VALUES ('h1', 'h1', 'a1', 0, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().Add(-time.Hour)
+	docs := []struct {
+		json    string
+		stopped bool
+	}{
+		{`{"tillwatch":{"response":{"action":"kill","result":"ok"}}}`, true},
+		{`{"tillwatch":{"r\u0065sponse":{"action":"kill","result":"ok"}}}`, true},
+		{`{"tillwatch":{"ransomware":{"st\u006fpped":[1]}}}`, true},
+		{`{"tillwatch":{"ransomware":{"score":90,"stopped":[4242]}}}`, true},
+		{`{"tillwatch":{"ransomware":{"score":90,"stopped":[]}}}`, false},
+		{`{"tillwatch":{"response":{"action":"none","result":"ok"}}}`, false},
+		{`{"message":"response stopped"}`, false},
+		{`{"threat":{"framework":"MITRE ATT\u0026CK"}}`, false},
+		{`{"tillwatch":{"ransomware":{"stopp\u0065d":[7]}}}`, true},
+		{`{}`, false},
+	}
+	var batch []store.Doc
+	want := store.AlertTally{}
+	for i, d := range docs {
+		if d.stopped && !mayBeStopped([]byte(d.json)) {
+			t.Errorf("%s: mayBeStopped skips a stopped alert", d.json)
+		}
+		if strings.Contains(d.json, "ATT") && mayBeStopped([]byte(d.json)) {
+			t.Errorf("%s: the escaped & of ATT&CK makes every alert parse", d.json)
+		}
+		batch = append(batch, store.Doc{EventID: fmt.Sprintf("a%d", i), Kind: "alert", HostID: "h1", Timestamp: ts,
+			Ingested: time.Now(), RuleID: "r", Ruleset: "rmm", JSON: []byte(d.json), Origin: store.OriginSensor})
+		want.Alerts++
+		if !d.stopped {
+			want.Unstopped++
+		}
+	}
+	if _, _, err := s.Ingest(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.AlertTally(context.Background(), ts.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["h1"] != want {
+		t.Errorf("tally %+v, want %+v", got["h1"], want)
 	}
 }
