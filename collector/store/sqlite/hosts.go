@@ -92,6 +92,7 @@ RETURNING agent_id`,
 	if err := tx.Commit(); err != nil {
 		return api.EnrollResponse{}, fmt.Errorf("sqlite: enroll: %w", err)
 	}
+	s.creds.Forget() // the host's previous credential is revoked
 	return api.EnrollResponse{AgentID: agentID, HostID: req.HostID, Credential: tok, CredentialExpires: by.CredentialExpires}, nil
 }
 

@@ -125,6 +125,20 @@ CREATE INDEX events_health ON events(host_id, ts) WHERE ` + healthWhere + `;
 	`
 DROP INDEX IF EXISTS alerts_host_ts;
 `,
+	// The credentials generation (store.CredentialCache): every change of
+	// a token row bumps it in the same transaction, by trigger, so no code
+	// path (nor the CLI writing the file from another process) can change
+	// a credential without collectors seeing it within the window.
+	`
+CREATE TABLE generations (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO generations (name, value) VALUES ('credentials', 0);
+CREATE TRIGGER tokens_updated AFTER UPDATE ON tokens BEGIN
+	UPDATE generations SET value = value + 1 WHERE name = 'credentials';
+END;
+CREATE TRIGGER tokens_deleted AFTER DELETE ON tokens BEGIN
+	UPDATE generations SET value = value + 1 WHERE name = 'credentials';
+END;
+`,
 }
 
 // stoppedExpr is 1 when the alert document in col says the sensor stopped

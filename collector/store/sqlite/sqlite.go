@@ -52,6 +52,14 @@ type Store struct {
 	c   *checkpointer
 	st  *stmts
 	now func() time.Time
+
+	// creds remembers confirmed agent credentials: a sensor's every
+	// request (long-poll, acknowledgement, batch) would otherwise read
+	// the tokens table. A revocation reaches it at once when made through
+	// this store, within store.CredentialWindow when made by another
+	// process on the same file (the generation is polled).
+	creds     *store.CredentialCache
+	stopCreds context.CancelFunc
 }
 
 var _ store.Store = (*Store)(nil)
@@ -108,6 +116,10 @@ func Open(path string, opts Options) (*Store, error) {
 	s.st = st
 	s.c = newCheckpointer(c, log)
 	s.g = newGroupCommit(s.w)
+	s.creds = store.NewCredentialCache(s.CredentialsGeneration, s.now)
+	cctx, cancel := context.WithCancel(context.Background())
+	s.stopCreds = cancel
+	go s.creds.Run(cctx)
 	return s, nil
 }
 
@@ -200,6 +212,7 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // Close implements store.Store.
 func (s *Store) Close() error {
+	s.stopCreds()
 	s.g.close()
 	return errors.Join(s.st.close(), s.c.close(), s.r.Close(), s.w.Close())
 }

@@ -26,6 +26,7 @@ SELECT h.host_id, c.id, c.signed, h.state FROM command_hosts h JOIN commands c O
 WHERE h.host_id IN (SELECT value FROM json_each(?)) AND h.state != 'acked' AND c.state = 'active' AND c.not_after > ?
 ORDER BY c.seq`
 	sqlGeneration = `SELECT COALESCE(MAX(activated), 0) FROM commands`
+	sqlCredGen    = `SELECT value FROM generations WHERE name = 'credentials'`
 	sqlHeartbeat  = `
 UPDATE hosts SET
 	last_seen = ?,
@@ -53,6 +54,7 @@ WHERE host_id = ? AND state = 'pending' AND command_id = ?`
 // Tx.StmtContext, which reuses the writer's compiled statement).
 type stmts struct {
 	authenticate, pending, generation *sql.Stmt // readers
+	credGen                           *sql.Stmt // reader
 	pendingFor                        *sql.Stmt // reader
 	heartbeat, ack, delivered         *sql.Stmt // writer
 	lastSeen, seqMax, setSeqMax       *sql.Stmt // writer
@@ -71,6 +73,7 @@ func prepareStmts(ctx context.Context, r, w *sql.DB) (*stmts, error) {
 		{r, sqlPending, &st.pending},
 		{r, sqlPendingFor, &st.pendingFor},
 		{r, sqlGeneration, &st.generation},
+		{r, sqlCredGen, &st.credGen},
 		{w, sqlHeartbeat, &st.heartbeat},
 		{w, sqlAck, &st.ack},
 		{w, sqlDelivered, &st.delivered},

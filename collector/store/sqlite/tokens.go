@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tillwatch/tillwatch/collector/api"
 	"github.com/tillwatch/tillwatch/collector/store"
 )
 
@@ -84,7 +85,19 @@ func (s *Store) RevokeToken(ctx context.Context, id string) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return store.ErrUnknownToken
 	}
+	s.creds.Forget()
 	return nil
+}
+
+// CredentialsGeneration is the credentials generation: it moves whenever a
+// token row changes (revocation, a use, a re-enrolment's revocation of the
+// host's previous credential), whoever wrote it.
+func (s *Store) CredentialsGeneration(ctx context.Context) (int64, error) {
+	var g int64
+	if err := s.st.credGen.QueryRowContext(ctx).Scan(&g); err != nil {
+		return 0, fmt.Errorf("sqlite: credentials generation: %w", err)
+	}
+	return g, nil
 }
 
 // Authenticate implements store.Store.
@@ -93,6 +106,12 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 		return "", "", store.ErrUnknownToken
 	}
 	want := []byte(store.HashToken(token))
+	// A remembered agent credential saves the read below on every request
+	// of a sensor; a revocation reaches it within store.CredentialWindow.
+	if role, hostID, ok := s.creds.Get(string(want)); ok {
+		return role, hostID, nil
+	}
+	stamp, cache := s.creds.Stamp()
 	var (
 		stored, role, hostID string
 		expires              sql.NullInt64
@@ -117,6 +136,13 @@ func (s *Store) Authenticate(ctx context.Context, token string) (string, string,
 	}
 	if maxUses > 0 && uses >= maxUses {
 		return "", "", store.ErrTokenUsedUp
+	}
+	if cache && role == api.RoleAgent {
+		var exp time.Time
+		if expires.Valid {
+			exp = time.Unix(0, expires.Int64)
+		}
+		s.creds.Put(string(want), stamp, role, hostID, exp)
 	}
 	return role, hostID, nil
 }
