@@ -443,7 +443,10 @@ func (s *Sensor) Run(ctx context.Context) error {
 		}()
 	}
 	bg.Add(1)
-	go func() { defer bg.Done(); s.trimAfterStart(bgCtx) }()
+	// On ctx: a stop must not wait for the trim's timer (the shipper's
+	// last send below waits for bg, and a sensor stopped within 10 s of
+	// its start was held until the trim fired).
+	go func() { defer bg.Done(); s.trimAfterStart(ctx) }()
 	err := s.pipe.Run(ctx) // returns after draining and closing the sinks
 	if s.shipper != nil {
 		// The pipeline closed the shipper: it makes its bounded last send.
