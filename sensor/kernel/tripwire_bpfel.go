@@ -18,7 +18,7 @@ type tripwireBurstCfg struct {
 	Threshold uint32
 	Nroots    uint32
 	WindowNs  uint64
-	Relative  uint32
+	Nids      uint32
 	Pad       uint32
 }
 
@@ -74,6 +74,13 @@ type tripwireKey struct {
 	S [64]int8
 }
 
+type tripwireRootId struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type tripwireScratch struct {
 	_    structs.HostLayout
 	Path [320]int8
@@ -104,6 +111,7 @@ const (
 	tripwireMapBurstCfg      = "burst_cfg"
 	tripwireMapBurstCounts   = "burst_counts"
 	tripwireMapBurstHeld     = "burst_held"
+	tripwireMapBurstRootIds  = "burst_root_ids"
 	tripwireMapBurstRoots    = "burst_roots"
 	tripwireMapConfig        = "config"
 	tripwireMapDecoys        = "decoys"
@@ -217,6 +225,7 @@ type tripwireMapSpecs struct {
 	BurstCfg      *ebpf.MapSpec `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.MapSpec `ebpf:"burst_counts"`
 	BurstHeld     *ebpf.MapSpec `ebpf:"burst_held"`
+	BurstRootIds  *ebpf.MapSpec `ebpf:"burst_root_ids"`
 	BurstRoots    *ebpf.MapSpec `ebpf:"burst_roots"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
@@ -266,6 +275,7 @@ type tripwireMaps struct {
 	BurstCfg      *ebpf.Map `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.Map `ebpf:"burst_counts"`
 	BurstHeld     *ebpf.Map `ebpf:"burst_held"`
+	BurstRootIds  *ebpf.Map `ebpf:"burst_root_ids"`
 	BurstRoots    *ebpf.Map `ebpf:"burst_roots"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
@@ -291,6 +301,7 @@ func (m *tripwireMaps) Close() error {
 		m.BurstCfg,
 		m.BurstCounts,
 		m.BurstHeld,
+		m.BurstRootIds,
 		m.BurstRoots,
 		m.Config,
 		m.Decoys,

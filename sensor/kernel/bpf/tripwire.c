@@ -248,7 +248,16 @@ struct burst_cfg {
 	__u32 threshold; // changes within window_ns that stop the caller; 0: off
 	__u32 nroots;    // guarded roots in use (roots[0:nroots])
 	__u64 window_ns;
-	__u32 relative; // count relative paths (they cannot be placed in a root)
+	__u32 nids; // guarded roots' identities in burst_root_ids (0: relative paths not counted)
+	__u32 _pad;
+};
+
+// A directory's identity: its inode number and its superblock's device
+// (the kernel's dev_t, MAJOR << 20 | MINOR, as /proc/self/mountinfo shows
+// it, not stat's encoding).
+struct root_id {
+	__u64 ino;
+	__u32 dev;
 	__u32 _pad;
 };
 
@@ -276,6 +285,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct burst_root);
 } burst_roots SEC(".maps");
+
+// burst_root_ids: the guarded roots by identity, for relative paths: the
+// directory a relative path starts from is walked up its d_parent chain and
+// each level looked up here.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, struct root_id);
+	__type(value, __u32); // index of the root in burst_roots
+} burst_root_ids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -328,11 +347,58 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
-// The one field of the kernel's task_struct the programs read, relocated
-// against the running kernel's BTF (CO-RE) when the object is loaded.
+// The fields of the kernel's structures the programs read, relocated
+// against the running kernel's BTF (CO-RE) when the object is loaded: the
+// exit code, and what places a relative path (the working directory, the
+// file behind a directory descriptor, a dentry's parent and identity).
+// Declared by hand, as the tracepoint contexts are: a generated vmlinux.h
+// would be 100,000 lines of one build's kernel in the tree for 11 fields.
+struct super_block {
+	__u32 s_dev; // dev_t
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+} __attribute__((preserve_access_index));
+
+struct dentry {
+	struct dentry *d_parent;
+	struct inode *d_inode;
+	struct super_block *d_sb;
+} __attribute__((preserve_access_index));
+
+struct vfsmount;
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct fs_struct {
+	struct path pwd;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int exit_code;
+	struct fs_struct *fs;
+	struct files_struct *files;
 } __attribute__((preserve_access_index));
+
+#define AT_FDCWD -100
+#define WALK_MAX 64 // directory levels walked up from where a relative path starts
 
 // Tracepoint contexts (offsets from the format files; 8 common bytes first).
 struct tp_execve {
@@ -741,16 +807,125 @@ static long root_step(__u32 i, void *data)
 	return 0;
 }
 
-// burst_in_scope reads path and reports whether it counts: an absolute path
-// below a guarded root, or (when configured) any relative path: at
-// sys_enter it is not yet resolved, and neither the caller's working
-// directory nor the directory a dfd names is known here.
-static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, const char *path)
+struct dots_ctx {
+	struct scratch *sc;
+	int start; // where the current component starts
+	int depth; // levels below the starting directory so far
+	int min;   // the fewest seen
+};
+
+static long dots_step(__u32 i, void *data)
+{
+	struct dots_ctx *c = data;
+	char ch = c->sc->path[i & (PATH_LEN - 1)];
+	if (ch != '/' && ch != 0)
+		return 0;
+	int len = (int)i - c->start;
+	char c0 = c->sc->path[c->start & (PATH_LEN - 1)];
+	char c1 = c->sc->path[(c->start + 1) & (PATH_LEN - 1)];
+	if (len == 2 && c0 == '.' && c1 == '.') {
+		c->depth--;
+		if (c->depth < c->min)
+			c->min = c->depth;
+	} else if (len > 1 || (len == 1 && c0 != '.')) {
+		c->depth++;
+	}
+	c->start = i + 1;
+	return ch == 0;
+}
+
+// ups returns how many levels above its starting directory the relative
+// path in sc->path reaches with its ".." components ("a/../../b": 1), taken
+// as written: a symbolic link among the components is not followed.
+static __always_inline int ups(struct scratch *sc)
+{
+	struct dots_ctx c = {.sc = sc};
+	bpf_loop(PATH_LEN, dots_step, &c, 0);
+	return -c.min;
+}
+
+// start_dir returns the directory a relative path given with dfd starts
+// from: the caller's working directory for AT_FDCWD, else the dentry of
+// the file behind dfd (NULL if there is none). Read without the locks the
+// kernel takes: a racing chdir, close or dup2 gives the old or the new
+// directory, or NULL.
+static __always_inline struct dentry *start_dir(int dfd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (dfd == AT_FDCWD)
+		return BPF_CORE_READ(t, fs, pwd.dentry);
+	if (dfd < 0)
+		return 0;
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || (unsigned int)dfd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]) || !f)
+		return 0;
+	return BPF_CORE_READ(f, f_path.dentry);
+}
+
+struct walk_ctx {
+	struct dentry *d;
+	__u32 skip; // levels below this are under the path's lowest point, not in it
+	int hit;
+};
+
+static long walk_step(__u32 i, void *data)
+{
+	struct walk_ctx *c = data;
+	struct dentry *d = c->d;
+	if (!d)
+		return 1;
+	if (i >= c->skip) {
+		struct root_id id = {};
+		id.ino = BPF_CORE_READ(d, d_inode, i_ino);
+		id.dev = BPF_CORE_READ(d, d_sb, s_dev);
+		if (bpf_map_lookup_elem(&burst_root_ids, &id)) {
+			c->hit = 1;
+			return 1;
+		}
+	}
+	struct dentry *up = BPF_CORE_READ(d, d_parent);
+	if (up == d)
+		return 1; // the root of the filesystem (or of the mount)
+	c->d = up;
+	return 0;
+}
+
+// relative_in_root reports whether the relative path in sc->path, given
+// with dfd, lands inside a guarded root: its starting directory is walked
+// up its d_parent chain (at most WALK_MAX levels) and compared with the
+// roots' identities; a path whose ".." components climb k levels counts
+// only if a root is found k or more levels up (it then stays inside it).
+static __always_inline int relative_in_root(struct scratch *sc, int dfd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	// Without the kernel's BTF the fields cannot be placed: relative
+	// paths are then not counted (the reads below are never verified).
+	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files))
+		return 0;
+	int k = ups(sc);
+	if (k >= WALK_MAX)
+		return 0;
+	struct walk_ctx c = {.d = start_dir(dfd), .skip = k, .hit = 0};
+	if (!c.d)
+		return 0;
+	bpf_loop(WALK_MAX, walk_step, &c, 0);
+	return c.hit;
+}
+
+// burst_in_scope reads path (given with dfd) and reports whether it counts:
+// an absolute path below a guarded root by its prefix, a relative one whose
+// place (where it starts, and how far its ".." climb) is inside a guarded
+// root by the roots' identities.
+static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, int dfd, const char *path)
 {
 	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
 		return 0;
 	if (sc->path[0] != '/')
-		return bc->relative;
+		return bc->nids && relative_in_root(sc, dfd);
 	if (bc->nroots == 0)
 		return 0; // no root to compare: the file guard alone
 	struct root_ctx c = {.sc = sc, .hit = 0};
@@ -785,7 +960,7 @@ static __always_inline __u32 burst_up(__u32 pid)
 // and grandparent, the spawners of one-file workers), and stops the caller
 // when one of them crosses the threshold within the window, or when its
 // family is already held by an earlier stop.
-static __always_inline void burst_check(__u32 flags, const char *path)
+static __always_inline void burst_check(__u32 flags, int dfd, const char *path)
 {
 	if (!(flags & CFG_BURST) || (flags & CFG_OFF))
 		return;
@@ -800,7 +975,7 @@ static __always_inline void burst_check(__u32 flags, const char *path)
 	if (burst_allowed_now(tgid, now))
 		return;
 	struct scratch *sc = get_scratch();
-	if (!sc || !burst_in_scope(sc, bc, path))
+	if (!sc || !burst_in_scope(sc, bc, dfd, path))
 		return;
 	__u32 fam0 = 0, fam1 = 0;
 	struct taint *t = taint_of_current();
@@ -1201,7 +1376,7 @@ int tw_openat(struct tp_openat *ctx)
 	decoy_check(flags, ctx->filename, WHY_DECOY_OPEN);
 	path_check(flags, ctx->filename);
 	fresh_note(flags, ctx->filename, FRESH_WRITE);
-	burst_check(flags, ctx->filename);
+	burst_check(flags, (int)ctx->dfd, ctx->filename);
 	return 0;
 }
 
@@ -1213,7 +1388,7 @@ int tw_unlinkat(struct tp_dfd_path *ctx)
 		return 0;
 	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
 	path_check(flags, ctx->path);
-	burst_check(flags, ctx->path);
+	burst_check(flags, (int)ctx->dfd, ctx->path);
 	return 0;
 }
 
@@ -1225,7 +1400,7 @@ int tw_unlink(struct tp_path1 *ctx)
 		return 0;
 	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
 	path_check(flags, ctx->path);
-	burst_check(flags, ctx->path);
+	burst_check(flags, AT_FDCWD, ctx->path);
 	return 0;
 }
 
@@ -1239,7 +1414,7 @@ int tw_renameat2(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, ctx->oldname);
+	burst_check(flags, (int)ctx->olddfd, ctx->oldname);
 	return 0;
 }
 
@@ -1253,7 +1428,7 @@ int tw_renameat(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, ctx->oldname);
+	burst_check(flags, (int)ctx->olddfd, ctx->oldname);
 	return 0;
 }
 
@@ -1267,7 +1442,7 @@ int tw_rename(struct tp_rename *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, ctx->oldname);
+	burst_check(flags, AT_FDCWD, ctx->oldname);
 	return 0;
 }
 
