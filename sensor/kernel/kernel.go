@@ -290,6 +290,11 @@ type Stopped struct {
 	Name string
 	// Family is the family root a burst was counted for (0: the process).
 	Family int
+	// Held are the family roots the stop holds until it is judged: a
+	// burst's family root; with the burst tripwire armed, a decoy stop's
+	// parent and grandparent (or tainted tree). Their other members are
+	// stopped at their next change in a guarded root.
+	Held []int
 }
 
 // FreshWindow is how long after a tainted process wrote, renamed or

@@ -687,7 +687,13 @@ func (l *Layer) Stopped() ([]Stopped, error) {
 			}
 			b = append(b, byte(c))
 		}
-		out = append(out, Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b), Family: int(v.Family)})
+		st := Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b), Family: int(v.Family)}
+		for _, h := range v.Held {
+			if h != 0 {
+				st.Held = append(st.Held, int(h))
+			}
+		}
+		out = append(out, st)
 	}
 	return out, it.Err()
 }
@@ -702,11 +708,22 @@ func (l *Layer) Judged(pid int) error {
 
 // Resume lets a process a tripwire stopped go on: it is judged honest. A
 // burst stop's process and family root are not counted again for allow
-// (AllowFor when 0), the family is no longer held, and the process gets
-// SIGCONT. A decoy stop (a same-named file elsewhere) passes allow 0: only
-// SIGCONT.
+// (AllowFor when 0). The family roots the stop holds (a burst's family
+// root, a decoy stop's parent and grandparent) are released, and the
+// process gets SIGCONT. A decoy stop (a same-named file elsewhere) passes
+// allow 0.
 func (l *Layer) Resume(s Stopped, allow time.Duration) error {
 	var errs []error
+	// The held roots are read from the stopped map: a Stopped built from
+	// the tamper ring's record does not carry them.
+	var v tripwireStopVal
+	if err := l.objs.Stopped.Lookup(uint32(s.PID), &v); err == nil {
+		for _, h := range v.Held {
+			if h != 0 && int(h) != s.Family {
+				errs = append(errs, l.Unhold(int(h)))
+			}
+		}
+	}
 	if s.Reason == ReasonBurst {
 		if allow <= 0 {
 			allow = AllowFor

@@ -94,6 +94,7 @@ type tripwireStopVal struct {
 	Reason uint32
 	Family uint32
 	Name   [64]int8
+	Held   [2]uint32
 }
 
 type tripwireTaint struct {

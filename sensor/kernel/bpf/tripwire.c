@@ -89,6 +89,7 @@ struct stop_val {
 	__u32 reason;
 	__u32 family; // burst: the ancestor whose family crossed (0: the process itself)
 	char name[KEY_LEN];
+	__u32 held[2]; // family roots this stop holds in burst_held (0: none)
 };
 
 struct hdr {
@@ -700,25 +701,62 @@ static __always_inline int read_key(struct scratch *sc, const char *p)
 	return n;
 }
 
+// burst_up returns the process that forked pid (recorded at fork), never
+// pid 1, kthreadd or the sensor: their children are not one family.
+static __always_inline __u32 burst_up(__u32 pid)
+{
+	__u32 *p = bpf_map_lookup_elem(&parent_of, &pid);
+	if (!p || *p <= 2)
+		return 0;
+	__u32 up = *p;
+	if (bpf_map_lookup_elem(&protected_pids, &up))
+		return 0;
+	return up;
+}
+
+// families sets the family roots the caller (tgid) counts for: its tainted
+// tree's root (under an RMM agent), else its parent and grandparent, the
+// spawners of one-file workers (0 where there is none).
+static __always_inline void families(__u32 tgid, __u32 *fam0, __u32 *fam1)
+{
+	*fam0 = 0;
+	*fam1 = 0;
+	struct taint *t = taint_of_current();
+	if (t && t->family) {
+		*fam0 = t->family;
+		return;
+	}
+	*fam0 = burst_up(tgid);
+	if (*fam0)
+		*fam1 = burst_up(*fam0);
+}
+
 // stop_caller stops the calling process (tgid) for the sensor's judgement,
 // the one sequence every stopping tripwire shares: recorded in stopped (what
-// the sensor judges, and finds again after a restart), its burst family
-// root held (root: the ancestor whose family crossed; 0 for the process
-// itself or another tripwire) so the family's other workers stop at their
-// next change, SIGSTOP in enforce mode, and a stop record on the tamper ring.
-// target and family go on the record only (fresh exec: the writer and the
-// caller's taint family); name is a zero-filled key (a basename or a path).
+// the sensor judges, and finds again after a restart), family roots held
+// (hold0, hold1: a burst's crossing family root, a decoy stop's parent and
+// grandparent; 0 for none) so the family's other workers stop at their next
+// change in a guarded root, SIGSTOP in enforce mode, and a stop record on
+// the tamper ring. root is the family root a burst was counted for (0: the
+// process itself, or another tripwire). target and family go on the record
+// only (fresh exec: the writer and the caller's taint family); name is a
+// zero-filled key (a basename or a path).
 static __always_inline void stop_caller(__u32 flags, __u32 tgid, __u64 now, __u32 reason, __u32 root,
-					__u32 target, __u32 family, const struct key *name)
+					__u32 hold0, __u32 hold1, __u32 target, __u32 family,
+					const struct key *name)
 {
 	struct stop_val v = {};
 	v.ktime = now;
 	v.reason = reason;
 	v.family = root;
+	v.held[0] = hold0;
+	v.held[1] = hold1;
 	__builtin_memcpy(v.name, name->s, KEY_LEN);
 	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
-	if (root)
-		bpf_map_update_elem(&burst_held, &root, &now, BPF_NOEXIST);
+	if (hold0)
+		bpf_map_update_elem(&burst_held, &hold0, &now, BPF_NOEXIST);
+	if (hold1)
+		bpf_map_update_elem(&burst_held, &hold1, &now, BPF_NOEXIST);
 	if (flags & CFG_ENFORCE)
 		bpf_send_signal(SIGSTOP);
 	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
@@ -735,7 +773,11 @@ static __always_inline void stop_caller(__u32 flags, __u32 tgid, __u64 now, __u3
 	bpf_ringbuf_submit(r, 0);
 }
 
-// decoy_check stops the caller when path names a decoy.
+// decoy_check stops the caller when path names a decoy. With the burst
+// tripwire armed its family (parent and grandparent, or tainted tree) is
+// held too: a multi-worker encryptor's other workers stop at their next
+// change in a guarded root, without waiting for the sensor (or while it is
+// dead). A decoy stop judged a namesake releases them.
 static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why)
 {
 	if (!(flags & CFG_DECOYS) || (flags & CFG_OFF))
@@ -749,7 +791,10 @@ static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why
 		return;
 	if (!bpf_map_lookup_elem(&decoys, &sc->base))
 		return;
-	stop_caller(flags, tgid, bpf_ktime_get_ns(), why, 0, 0, 0, &sc->base);
+	__u32 fam0 = 0, fam1 = 0;
+	if (flags & CFG_BURST)
+		families(tgid, &fam0, &fam1);
+	stop_caller(flags, tgid, bpf_ktime_get_ns(), why, 0, fam0, fam1, 0, 0, &sc->base);
 }
 
 // burst_allowed_now reports whether pid was judged honest and its leave
@@ -939,21 +984,9 @@ static __always_inline void burst_stop(__u32 flags, struct scratch *sc, __u32 tg
 {
 	__builtin_memset(sc->k.s, 0, KEY_LEN);
 	bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
-	stop_caller(flags, tgid, now, WHY_BURST, family, 0, family, &sc->k);
+	stop_caller(flags, tgid, now, WHY_BURST, family, family, 0, 0, family, &sc->k);
 }
 
-// burst_up returns the process that forked pid (recorded at fork), never
-// pid 1, kthreadd or the sensor: their children are not one family.
-static __always_inline __u32 burst_up(__u32 pid)
-{
-	__u32 *p = bpf_map_lookup_elem(&parent_of, &pid);
-	if (!p || *p <= 2)
-		return 0;
-	__u32 up = *p;
-	if (bpf_map_lookup_elem(&protected_pids, &up))
-		return 0;
-	return up;
-}
 
 // burst_check counts a write-open, rename or unlink in the guarded trees
 // for the caller and its family (a tainted tree's family; else its parent
@@ -977,15 +1010,8 @@ static __always_inline void burst_check(__u32 flags, int dfd, const char *path)
 	struct scratch *sc = get_scratch();
 	if (!sc || !burst_in_scope(sc, bc, dfd, path))
 		return;
-	__u32 fam0 = 0, fam1 = 0;
-	struct taint *t = taint_of_current();
-	if (t && t->family) {
-		fam0 = t->family;
-	} else {
-		fam0 = burst_up(tgid);
-		if (fam0)
-			fam1 = burst_up(fam0);
-	}
+	__u32 fam0, fam1;
+	families(tgid, &fam0, &fam1);
 	if ((fam0 && bpf_map_lookup_elem(&burst_held, &fam0))) {
 		burst_stop(flags, sc, tgid, fam0, now);
 		return;
@@ -1172,7 +1198,7 @@ static __always_inline void fresh_exec(__u32 flags, const char *filename)
 	if (now - f->ktime >= FRESH_NS)
 		return;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, f->writer, t->family, &sc->base);
+	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
 }
 
 // emit_exec_args sends what the caller asked to exec: the filename and
