@@ -355,7 +355,7 @@ func (l *Layer) SetConfig(cfg Config) error {
 		if err := l.setBurst(cfg); err != nil {
 			return err
 		}
-	} else if err := l.setRootIDs(nil); err != nil {
+	} else if err := l.setRootIDs(nil, nil); err != nil {
 		// Standing down: the roots' identities go with the tripwire.
 		return err
 	}
@@ -389,8 +389,12 @@ func (l *Layer) setBurst(cfg Config) error {
 	// Relative paths are placed by the roots' identities: a root that
 	// cannot be looked at now (missing, not a directory) is compared by
 	// its prefix alone until the tripwire is armed again.
+	// The folders above each root are recorded too, with where the
+	// root's prefix goes on below them (a path from /shop naming
+	// data/... into the root /shop/data).
 	var ids []RootID
-	for _, r := range BurstRoots(cfg.GuardRoots) {
+	above := map[RootID]*[MaxGuardRoots]uint8{}
+	for i, r := range BurstRoots(cfg.GuardRoots) {
 		id, err := DirID(r)
 		if err != nil {
 			cfg.Log.Warn("burst tripwire: a watched folder cannot be identified; relative paths in it are not counted in the kernel until the sensor restarts",
@@ -398,8 +402,23 @@ func (l *Layer) setBurst(cfg Config) error {
 			continue
 		}
 		ids = append(ids, id)
+		for a := filepath.Dir(r); ; a = filepath.Dir(a) {
+			if aid, err := DirID(a); err == nil {
+				if above[aid] == nil {
+					above[aid] = new([MaxGuardRoots]uint8)
+				}
+				off := len(a) + 1
+				if a == "/" {
+					off = 1
+				}
+				above[aid][i] = uint8(off)
+			}
+			if a == "/" {
+				break
+			}
+		}
 	}
-	if err := l.setRootIDs(ids); err != nil {
+	if err := l.setRootIDs(ids, above); err != nil {
 		return err
 	}
 	bc := tripwireBurstCfg{Threshold: uint32(cfg.BurstThreshold), Nroots: uint32(len(roots)), WindowNs: uint64(cfg.BurstWindow), Nids: uint32(len(ids))}
@@ -412,8 +431,38 @@ func (l *Layer) setBurst(cfg Config) error {
 	return nil
 }
 
-// setRootIDs makes ids the whole content of burst_root_ids.
-func (l *Layer) setRootIDs(ids []RootID) error {
+// setRootIDs makes ids the whole content of burst_root_ids, and above
+// (a directory above roots -> per root index, where its prefix goes on
+// below it) that of burst_above.
+func (l *Layer) setRootIDs(ids []RootID, above map[RootID]*[MaxGuardRoots]uint8) error {
+	var (
+		ak    tripwireRootId
+		av    tripwireAboveVal
+		stale []tripwireRootId
+	)
+	it := l.objs.BurstAbove.Iterate()
+	for it.Next(&ak, &av) {
+		if above[RootID{Dev: ak.Dev, Ino: ak.Ino}] == nil {
+			stale = append(stale, ak)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("kernel: listing the folders above the guarded roots: %w", err)
+	}
+	for _, k := range stale {
+		if err := l.objs.BurstAbove.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("kernel: removing a folder above the guarded roots: %w", err)
+		}
+	}
+	for id, off := range above {
+		if err := l.objs.BurstAbove.Update(tripwireRootId{Ino: id.Ino, Dev: id.Dev}, tripwireAboveVal{Off: *off}, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: writing a folder above the guarded roots: %w", err)
+		}
+	}
+	return l.setRootIDsOnly(ids)
+}
+
+func (l *Layer) setRootIDsOnly(ids []RootID) error {
 	keep := map[tripwireRootId]bool{}
 	for _, id := range ids {
 		keep[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = true

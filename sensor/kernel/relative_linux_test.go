@@ -281,3 +281,47 @@ func TestGuardedRootIDs(t *testing.T) {
 		t.Errorf("identities after standing down %+v (%v), want none", ids, err)
 	}
 }
+
+// TestBurstRelativeFromAbove: a path that starts above the guarded root
+// and names its way down into it (`cd /shop && encrypt data/*`) is counted;
+// one that names a neighbour ("database/", "other/") is not.
+func TestBurstRelativeFromAbove(t *testing.T) {
+	for _, tc := range []struct {
+		name, start, prefix string
+		counted             bool
+	}{
+		{"cwd data/", "", "data/", true},
+		{"cwd ./data//", "", "./data//", true},
+		{"from a sibling ../data/", "other", "../data/", true},
+		{"neighbour with the root's name as prefix", "", "database/", false},
+		{"sibling folder", "", "other/", false},
+		{"through the root and out again", "", "data/../other/", false},
+	} {
+		for _, how := range []string{"cwd", "dirfd"} {
+			t.Run(tc.name+"/"+how, func(t *testing.T) {
+				parent := t.TempDir()
+				for _, d := range []string{"data", "database", "other"} {
+					if err := os.Mkdir(filepath.Join(parent, d), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				l := newBurstLayer(t, filepath.Join(parent, "data"))
+				c := startRelative(t, "write", how, filepath.Join(parent, tc.start), tc.prefix)
+				if !tc.counted {
+					waitDone(t, c, 30*time.Second, "the helper writing outside the root")
+					if s := stoppedEntry(t, l, c.Process.Pid); s != nil {
+						t.Errorf("stopped entry %+v for names outside the guarded root", s)
+					}
+					return
+				}
+				waitFor(t, 20*time.Second, "the helper to be stopped", func() bool { return stoppedState(c.Process.Pid) })
+				if n := countFiles(t, filepath.Join(parent, "data")); n > 8 {
+					t.Errorf("%d files before the stop, want at most 8", n)
+				}
+				if s := stoppedEntry(t, l, c.Process.Pid); s == nil || s.Reason != ReasonBurst {
+					t.Fatalf("stopped entry %+v, want a burst stop", s)
+				}
+			})
+		}
+	}
+}

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tripwireAboveVal struct {
+	_   structs.HostLayout
+	Off [8]uint8
+}
+
 type tripwireBurstCfg struct {
 	_         structs.HostLayout
 	Threshold uint32
@@ -108,6 +113,7 @@ type tripwireTaint struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tripwireMapArgsScratch   = "args_scratch"
+	tripwireMapBurstAbove    = "burst_above"
 	tripwireMapBurstAllowed  = "burst_allowed"
 	tripwireMapBurstCfg      = "burst_cfg"
 	tripwireMapBurstCounts   = "burst_counts"
@@ -222,6 +228,7 @@ type tripwireProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireMapSpecs struct {
 	ArgsScratch   *ebpf.MapSpec `ebpf:"args_scratch"`
+	BurstAbove    *ebpf.MapSpec `ebpf:"burst_above"`
 	BurstAllowed  *ebpf.MapSpec `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.MapSpec `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.MapSpec `ebpf:"burst_counts"`
@@ -272,6 +279,7 @@ func (o *tripwireObjects) Close() error {
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwireMaps struct {
 	ArgsScratch   *ebpf.Map `ebpf:"args_scratch"`
+	BurstAbove    *ebpf.Map `ebpf:"burst_above"`
 	BurstAllowed  *ebpf.Map `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.Map `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.Map `ebpf:"burst_counts"`
@@ -298,6 +306,7 @@ type tripwireMaps struct {
 func (m *tripwireMaps) Close() error {
 	return _TripwireClose(
 		m.ArgsScratch,
+		m.BurstAbove,
 		m.BurstAllowed,
 		m.BurstCfg,
 		m.BurstCounts,

@@ -297,6 +297,21 @@ struct {
 	__type(value, __u32); // index of the root in burst_roots
 } burst_root_ids SEC(".maps");
 
+// burst_above: the directories above the guarded roots by identity, for a
+// relative path that starts above a root and names its way down into it
+// (`cd /shop && encrypt data/*`): off[i] is where, in burst_roots[i]'s
+// prefix, the part below this directory starts (0: not above root i).
+struct above_val {
+	__u8 off[8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, struct root_id);
+	__type(value, struct above_val);
+} burst_above SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -857,6 +872,7 @@ struct dots_ctx {
 	int start; // where the current component starts
 	int depth; // levels below the starting directory so far
 	int min;   // the fewest seen
+	int dots;  // ".." components
 };
 
 static long dots_step(__u32 i, void *data)
@@ -869,6 +885,7 @@ static long dots_step(__u32 i, void *data)
 	char c0 = c->sc->path[c->start & (PATH_LEN - 1)];
 	char c1 = c->sc->path[(c->start + 1) & (PATH_LEN - 1)];
 	if (len == 2 && c0 == '.' && c1 == '.') {
+		c->dots++;
 		c->depth--;
 		if (c->depth < c->min)
 			c->min = c->depth;
@@ -881,12 +898,90 @@ static long dots_step(__u32 i, void *data)
 
 // ups returns how many levels above its starting directory the relative
 // path in sc->path reaches with its ".." components ("a/../../b": 1), taken
-// as written: a symbolic link among the components is not followed.
-static __always_inline int ups(struct scratch *sc)
+// as written: a symbolic link among the components is not followed. dots
+// is set to the number of ".." components.
+static __always_inline int ups(struct scratch *sc, int *dots)
 {
 	struct dots_ctx c = {.sc = sc};
 	bpf_loop(PATH_LEN, dots_step, &c, 0);
+	*dots = c.dots;
 	return -c.min;
+}
+
+struct lead_ctx {
+	struct scratch *sc;
+	int p; // first byte after the leading "/", "./" and "../"
+	int k; // leading ".." components
+};
+
+static long lead_step(__u32 i, void *data)
+{
+	struct lead_ctx *c = data;
+	int p = c->p;
+	char a = c->sc->path[p & (PATH_LEN - 1)];
+	char b = c->sc->path[(p + 1) & (PATH_LEN - 1)];
+	char d = c->sc->path[(p + 2) & (PATH_LEN - 1)];
+	if (a == '/') {
+		c->p = p + 1;
+	} else if (a == '.' && b == '/') {
+		c->p = p + 2;
+	} else if (a == '.' && b == '.' && d == '/') {
+		c->p = p + 3;
+		c->k++;
+	} else {
+		return 1;
+	}
+	return c->p >= PATH_LEN;
+}
+
+struct below_ctx {
+	struct scratch *sc;
+	struct above_val *above;
+	int p;
+	int hit;
+};
+
+static long below_step(__u32 i, void *data)
+{
+	struct below_ctx *c = data;
+	__u32 k = i;
+	struct burst_root *r = bpf_map_lookup_elem(&burst_roots, &k);
+	if (!r || i >= 8)
+		return 1;
+	__u32 off = c->above->off[i & 7], len = r->len;
+	if (off == 0 || off >= len || len >= KEY_LEN)
+		return 0;
+	for (int j = 0; j < KEY_LEN - 1; j++) {
+		if (off + j >= len)
+			break;
+		if (c->sc->path[(c->p + j) & (PATH_LEN - 1)] != r->prefix[(off + j) & (KEY_LEN - 1)])
+			return 0;
+	}
+	char next = c->sc->path[(c->p + len - off) & (PATH_LEN - 1)];
+	if (next == '/' || next == 0) {
+		c->hit = 1;
+		return 1;
+	}
+	return 0;
+}
+
+// below_root reports whether the relative path in sc->path, starting at
+// directory at (its leading ".." already climbed), names its way down into
+// a guarded root: at is above root i (burst_above) and the path, past its
+// leading "/", "./" and "../", begins with the rest of the root's prefix.
+// Spelled as the prefix is: "data//x" counts, "./data/./x" too, but
+// "da/../data/x" does not.
+static __always_inline int below_root(struct scratch *sc, struct burst_cfg *bc, struct dentry *at, int p)
+{
+	struct root_id id = {};
+	id.ino = BPF_CORE_READ(at, d_inode, i_ino);
+	id.dev = BPF_CORE_READ(at, d_sb, s_dev);
+	struct above_val *above = bpf_map_lookup_elem(&burst_above, &id);
+	if (!above)
+		return 0;
+	struct below_ctx c = {.sc = sc, .above = above, .p = p, .hit = 0};
+	bpf_loop(bc->nroots > 8 ? 8 : bc->nroots, below_step, &c, 0);
+	return c.hit;
 }
 
 // start_dir returns the directory a relative path given with dfd starts
@@ -915,6 +1010,7 @@ struct walk_ctx {
 	struct dentry *d;
 	__u32 skip; // levels below this are under the path's lowest point, not in it
 	int hit;
+	struct dentry *at; // the directory skip levels up
 };
 
 static long walk_step(__u32 i, void *data)
@@ -923,6 +1019,8 @@ static long walk_step(__u32 i, void *data)
 	struct dentry *d = c->d;
 	if (!d)
 		return 1;
+	if (i == c->skip)
+		c->at = d;
 	if (i >= c->skip) {
 		struct root_id id = {};
 		id.ino = BPF_CORE_READ(d, d_inode, i_ino);
@@ -944,21 +1042,32 @@ static long walk_step(__u32 i, void *data)
 // up its d_parent chain (at most WALK_MAX levels) and compared with the
 // roots' identities; a path whose ".." components climb k levels counts
 // only if a root is found k or more levels up (it then stays inside it).
-static __always_inline int relative_in_root(struct scratch *sc, int dfd)
+// Else a path that starts above a root and names its way down into it
+// counts (below_root), if its only ".." components lead it.
+static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg *bc, int dfd)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	// Without the kernel's BTF the fields cannot be placed: relative
 	// paths are then not counted (the reads below are never verified).
 	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files))
 		return 0;
-	int k = ups(sc);
+	int dots = 0;
+	int k = ups(sc, &dots);
 	if (k >= WALK_MAX)
 		return 0;
-	struct walk_ctx c = {.d = start_dir(dfd), .skip = k, .hit = 0};
+	struct lead_ctx lc = {.sc = sc};
+	bpf_loop(PATH_LEN, lead_step, &lc, 0);
+	// With no ".." but leading ones, the lowest point is where the lead
+	// ends (k == lc.k): c.at below is the directory the rest starts in.
+	struct walk_ctx c = {.d = start_dir(dfd), .skip = k, .hit = 0, .at = 0};
 	if (!c.d)
 		return 0;
 	bpf_loop(WALK_MAX, walk_step, &c, 0);
-	return c.hit;
+	if (c.hit)
+		return 1;
+	if (dots != lc.k || !c.at)
+		return 0;
+	return below_root(sc, bc, c.at, lc.p);
 }
 
 // burst_in_scope reads path (given with dfd) and reports whether it counts:
@@ -970,7 +1079,7 @@ static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *
 	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
 		return 0;
 	if (sc->path[0] != '/')
-		return bc->nids && relative_in_root(sc, dfd);
+		return bc->nids && relative_in_root(sc, bc, dfd);
 	if (bc->nroots == 0)
 		return 0; // no root to compare: the file guard alone
 	struct root_ctx c = {.sc = sc, .hit = 0};
