@@ -1078,6 +1078,8 @@ static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *
 {
 	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
 		return 0;
+	if (sc->path[0] == 0)
+		return 0; // "": fails with ENOENT, changes nothing
 	if (sc->path[0] != '/')
 		return bc->nids && relative_in_root(sc, bc, dfd);
 	if (bc->nroots == 0)
