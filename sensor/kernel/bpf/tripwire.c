@@ -873,6 +873,8 @@ struct dots_ctx {
 	int depth; // levels below the starting directory so far
 	int min;   // the fewest seen
 	int dots;  // ".." components
+	int lead;  // ".." components before the first name
+	int name;  // where the first name starts; 0: none yet
 };
 
 static long dots_step(__u32 i, void *data)
@@ -886,52 +888,36 @@ static long dots_step(__u32 i, void *data)
 	char c1 = c->sc->path[(c->start + 1) & (PATH_LEN - 1)];
 	if (len == 2 && c0 == '.' && c1 == '.') {
 		c->dots++;
+		if (!c->name)
+			c->lead++;
 		c->depth--;
 		if (c->depth < c->min)
 			c->min = c->depth;
 	} else if (len > 1 || (len == 1 && c0 != '.')) {
 		c->depth++;
+		// Offsets come from i, never counted up by steps: the verifier
+		// then need not follow each iteration of the loop apart.
+		if (!c->name)
+			c->name = c->start + 1;
 	}
 	c->start = i + 1;
 	return ch == 0;
 }
 
-// ups returns how many levels above its starting directory the relative
-// path in sc->path reaches with its ".." components ("a/../../b": 1), taken
-// as written: a symbolic link among the components is not followed. dots
-// is set to the number of ".." components.
-static __always_inline int ups(struct scratch *sc, int *dots)
+// path_shape reads the relative path in sc->path component by component,
+// taken as written (a symbolic link among them is not followed), and
+// returns how many levels above its starting directory its ".." components
+// reach ("a/../../b": 1); *dots is set to the number of ".." components,
+// *lead to those before the first name, and *name to where the first name
+// starts plus one (0: none), past the leading "/", "." and "..".
+static __always_inline int path_shape(struct scratch *sc, int *dots, int *lead, int *name)
 {
 	struct dots_ctx c = {.sc = sc};
 	bpf_loop(PATH_LEN, dots_step, &c, 0);
 	*dots = c.dots;
+	*lead = c.lead;
+	*name = c.name;
 	return -c.min;
-}
-
-struct lead_ctx {
-	struct scratch *sc;
-	int p; // first byte after the leading "/", "./" and "../"
-	int k; // leading ".." components
-};
-
-static long lead_step(__u32 i, void *data)
-{
-	struct lead_ctx *c = data;
-	int p = c->p;
-	char a = c->sc->path[p & (PATH_LEN - 1)];
-	char b = c->sc->path[(p + 1) & (PATH_LEN - 1)];
-	char d = c->sc->path[(p + 2) & (PATH_LEN - 1)];
-	if (a == '/') {
-		c->p = p + 1;
-	} else if (a == '.' && b == '/') {
-		c->p = p + 2;
-	} else if (a == '.' && b == '.' && d == '/') {
-		c->p = p + 3;
-		c->k++;
-	} else {
-		return 1;
-	}
-	return c->p >= PATH_LEN;
 }
 
 struct below_ctx {
@@ -946,8 +932,10 @@ static long below_step(__u32 i, void *data)
 	struct below_ctx *c = data;
 	__u32 k = i;
 	struct burst_root *r = bpf_map_lookup_elem(&burst_roots, &k);
-	if (!r || i >= 8)
+	if (!r)
 		return 1;
+	// i < 8 (the loop's count): the mask is for the verifier, and a test
+	// of i here would let the compiler drop it.
 	__u32 off = c->above->off[i & 7], len = r->len;
 	if (off == 0 || off >= len || len >= KEY_LEN)
 		return 0;
@@ -1051,23 +1039,21 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 	// paths are then not counted (the reads below are never verified).
 	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files))
 		return 0;
-	int dots = 0;
-	int k = ups(sc, &dots);
+	int dots = 0, lead = 0, name = 0;
+	int k = path_shape(sc, &dots, &lead, &name);
 	if (k >= WALK_MAX)
 		return 0;
-	struct lead_ctx lc = {.sc = sc};
-	bpf_loop(PATH_LEN, lead_step, &lc, 0);
 	// With no ".." but leading ones, the lowest point is where the lead
-	// ends (k == lc.k): c.at below is the directory the rest starts in.
+	// ends (k == lead): c.at below is the directory the rest starts in.
 	struct walk_ctx c = {.d = start_dir(dfd), .skip = k, .hit = 0, .at = 0};
 	if (!c.d)
 		return 0;
 	bpf_loop(WALK_MAX, walk_step, &c, 0);
 	if (c.hit)
 		return 1;
-	if (dots != lc.k || !c.at)
+	if (dots != lead || !name || !c.at)
 		return 0;
-	return below_root(sc, bc, c.at, lc.p);
+	return below_root(sc, bc, c.at, name - 1);
 }
 
 // burst_in_scope reads path (given with dfd) and reports whether it counts:
