@@ -325,3 +325,35 @@ func TestBurstRelativeFromAbove(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstRelativeInAMountInsideRoot: a filesystem mounted inside the
+// guarded root (a share, a data partition) is inside it: the walk up from a
+// folder in it crosses to the folder it is mounted on.
+func TestBurstRelativeInAMountInsideRoot(t *testing.T) {
+	for _, how := range []string{"cwd", "dirfd"} {
+		t.Run(how, func(t *testing.T) {
+			root := t.TempDir()
+			share := filepath.Join(root, "share")
+			if err := os.Mkdir(share, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := unix.Mount("tillwatch-test", share, "tmpfs", 0, "size=4m"); err != nil {
+				t.Skipf("mounting a tmpfs: %v", err)
+			}
+			t.Cleanup(func() {
+				if err := unix.Unmount(share, unix.MNT_DETACH); err != nil {
+					t.Errorf("unmounting %s: %v", share, err)
+				}
+			})
+			l := newBurstLayer(t, root)
+			c := startRelative(t, "write", how, share, "")
+			waitFor(t, 20*time.Second, "the helper to be stopped", func() bool { return stoppedState(c.Process.Pid) })
+			if n := countFiles(t, share); n > 8 {
+				t.Errorf("%d files before the stop, want at most 8", n)
+			}
+			if s := stoppedEntry(t, l, c.Process.Pid); s == nil || s.Reason != ReasonBurst {
+				t.Fatalf("stopped entry %+v, want a burst stop", s)
+			}
+		})
+	}
+}

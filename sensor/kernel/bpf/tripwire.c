@@ -383,7 +383,18 @@ struct dentry {
 	struct super_block *d_sb;
 } __attribute__((preserve_access_index));
 
-struct vfsmount;
+struct vfsmount {
+	struct dentry *mnt_root;
+} __attribute__((preserve_access_index));
+
+// The kernel's own struct mount around a vfsmount (fs/mount.h): how a
+// walk up the tree crosses from a mounted filesystem's root to the folder
+// it is mounted on.
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __attribute__((preserve_access_index));
 
 struct path {
 	struct vfsmount *mnt;
@@ -972,31 +983,38 @@ static __always_inline int below_root(struct scratch *sc, struct burst_cfg *bc, 
 	return c.hit;
 }
 
-// start_dir returns the directory a relative path given with dfd starts
-// from: the caller's working directory for AT_FDCWD, else the dentry of
-// the file behind dfd (NULL if there is none). Read without the locks the
-// kernel takes: a racing chdir, close or dup2 gives the old or the new
-// directory, or NULL.
-static __always_inline struct dentry *start_dir(int dfd)
+// start_dir sets the directory a relative path given with dfd starts
+// from (its dentry and mount): the caller's working directory for
+// AT_FDCWD, else the file behind dfd (NULL if there is none). Read without
+// the locks the kernel takes: a racing chdir, close or dup2 gives the old
+// or the new directory, or NULL.
+static __always_inline void start_dir(int dfd, struct dentry **d, struct vfsmount **mnt)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	if (dfd == AT_FDCWD)
-		return BPF_CORE_READ(t, fs, pwd.dentry);
+	*d = 0;
+	*mnt = 0;
+	if (dfd == AT_FDCWD) {
+		*d = BPF_CORE_READ(t, fs, pwd.dentry);
+		*mnt = BPF_CORE_READ(t, fs, pwd.mnt);
+		return;
+	}
 	if (dfd < 0)
-		return 0;
+		return;
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
 	if (!fdt || (unsigned int)dfd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
+		return;
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = 0;
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]) || !f)
-		return 0;
-	return BPF_CORE_READ(f, f_path.dentry);
+		return;
+	*d = BPF_CORE_READ(f, f_path.dentry);
+	*mnt = BPF_CORE_READ(f, f_path.mnt);
 }
 
 struct walk_ctx {
 	struct dentry *d;
-	__u32 skip; // levels below this are under the path's lowest point, not in it
+	struct vfsmount *vfs; // the mount d is seen through
+	__u32 skip;           // levels below this are under the path's lowest point, not in it
 	int hit;
 	struct dentry *at; // the directory skip levels up
 };
@@ -1018,9 +1036,29 @@ static long walk_step(__u32 i, void *data)
 			return 1;
 		}
 	}
+	// Locals only inside BPF_CORE_READ: it relocates every access in
+	// its argument, and walk_ctx is no kernel type.
+	struct vfsmount *vm = c->vfs;
+	if (vm && d == BPF_CORE_READ(vm, mnt_root)) {
+		// The root of a mount: go on from the folder it is mounted
+		// on, as ".." does (a filesystem mounted inside a root).
+		// container_of(mnt, struct mount, mnt), its offset relocated.
+		__u64 off = bpf_core_field_offset(struct mount, mnt);
+		struct mount *m = (struct mount *)((char *)vm - off);
+		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+		if (!parent || parent == m)
+			return 1; // the root of the mount namespace
+		struct dentry *on = BPF_CORE_READ(m, mnt_mountpoint);
+		c->vfs = (struct vfsmount *)((char *)parent + off);
+		struct dentry *up = BPF_CORE_READ(on, d_parent);
+		if (!on || up == on)
+			return 1; // mounted on another mount's root: not followed
+		c->d = up;
+		return 0;
+	}
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
 	if (up == d)
-		return 1; // the root of the filesystem (or of the mount)
+		return 1; // the root of a filesystem seen without its mount
 	c->d = up;
 	return 0;
 }
@@ -1037,7 +1075,8 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
 	// Without the kernel's BTF the fields cannot be placed: relative
 	// paths are then not counted (the reads below are never verified).
-	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files))
+	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files) ||
+	    !bpf_core_field_exists(struct mount, mnt_parent))
 		return 0;
 	int dots = 0, lead = 0, name = 0;
 	int k = path_shape(sc, &dots, &lead, &name);
@@ -1045,7 +1084,8 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 		return 0;
 	// With no ".." but leading ones, the lowest point is where the lead
 	// ends (k == lead): c.at below is the directory the rest starts in.
-	struct walk_ctx c = {.d = start_dir(dfd), .skip = k, .hit = 0, .at = 0};
+	struct walk_ctx c = {.skip = k, .hit = 0, .at = 0};
+	start_dir(dfd, &c.d, &c.vfs);
 	if (!c.d)
 		return 0;
 	bpf_loop(WALK_MAX, walk_step, &c, 0);
