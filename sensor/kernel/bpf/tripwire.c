@@ -1014,6 +1014,7 @@ static __always_inline void start_dir(int dfd, struct dentry **d, struct vfsmoun
 struct walk_ctx {
 	struct dentry *d;
 	struct vfsmount *vfs; // the mount d is seen through
+	struct dentry *mroot; // its root
 	__u32 skip;           // levels below this are under the path's lowest point, not in it
 	int hit;
 	struct dentry *at; // the directory skip levels up
@@ -1039,7 +1040,7 @@ static long walk_step(__u32 i, void *data)
 	// Locals only inside BPF_CORE_READ: it relocates every access in
 	// its argument, and walk_ctx is no kernel type.
 	struct vfsmount *vm = c->vfs;
-	if (vm && d == BPF_CORE_READ(vm, mnt_root)) {
+	if (vm && d == c->mroot) {
 		// The root of a mount: go on from the folder it is mounted
 		// on, as ".." does (a filesystem mounted inside a root).
 		// container_of(mnt, struct mount, mnt), its offset relocated.
@@ -1049,7 +1050,9 @@ static long walk_step(__u32 i, void *data)
 		if (!parent || parent == m)
 			return 1; // the root of the mount namespace
 		struct dentry *on = BPF_CORE_READ(m, mnt_mountpoint);
-		c->vfs = (struct vfsmount *)((char *)parent + off);
+		vm = (struct vfsmount *)((char *)parent + off);
+		c->vfs = vm;
+		c->mroot = BPF_CORE_READ(vm, mnt_root);
 		struct dentry *up = BPF_CORE_READ(on, d_parent);
 		if (!on || up == on)
 			return 1; // mounted on another mount's root: not followed
@@ -1088,6 +1091,8 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 	start_dir(dfd, &c.d, &c.vfs);
 	if (!c.d)
 		return 0;
+	struct vfsmount *vm = c.vfs;
+	c.mroot = vm ? BPF_CORE_READ(vm, mnt_root) : 0;
 	bpf_loop(WALK_MAX, walk_step, &c, 0);
 	if (c.hit)
 		return 1;
