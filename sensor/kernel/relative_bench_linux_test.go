@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,7 +45,7 @@ func BenchmarkRelativeWriteOpen(b *testing.B) {
 		}
 	}
 	b.Run("no layer", func(b *testing.B) { run(b, dir, "f") })
-	cfg := Config{PinDir: filepath.Join("/sys/fs/bpf", "tillwatch-bench-"+time.Now().Format("150405.000000")), Enforce: true,
+	cfg := Config{PinDir: filepath.Join("/sys/fs/bpf", fmt.Sprintf("tillwatch-test-bench-%d", time.Now().UnixNano())), Enforce: true,
 		Burst: true, BurstThreshold: 1 << 30, BurstWindow: time.Second, GuardRoots: []string{root}}
 	b.Cleanup(func() { Release(cfg.PinDir) })
 	l, err := Load(cfg)
