@@ -282,13 +282,14 @@ The sensor runs `+"`tillwatch-sensor run --no-collector --mode enforce --watch C
 `+"`files.open_permission: %s`"+` and `+"`yara.enabled: false`"+` (on the host YARA would scan every exec of the machine; no
 ransomware stop depends on it); the process source takes the kernel feed. So the kernel layer's decoy tripwire (by
 basename, the per-install decoy names) and burst tripwire (32 write-opens, renames or unlinks within 1 s by one
-process or its parent's or grandparent's family, **absolute paths under the watched corpus only**) are armed.
+process or its parent's or grandparent's family, **under the watched corpus only**: absolute paths by prefix,
+relative ones by the folder they start in) are armed.
 With `+"`unless-kernel`"+` the file guard drops its permission event per open only while both are armed, so the
 "decoys off" rows keep the permission events in both settings (the benchmark checks the sensor's start-up log for
 which is in force). `+"`response.only_under`"+` confines the sensor's actions to the benchmark's own processes (it sees
 the whole machine: alerts on other processes are counted, not listed, and never acted on). The simulator opens, renames and
-unlinks relative to a folder descriptor (never an absolute path), which the burst tripwire does not count: its
-runs measure the decoy tripwire and the file guard. Corpus: %d real files (%.1f MiB) in %d folders; each
+unlinks relative to a folder descriptor (never an absolute path), which the burst tripwire counts by the folder's
+identity. Corpus: %d real files (%.1f MiB) in %d folders; each
 configuration ran %d times; the columns are those of the namespace section above ("Ransomware: files lost").
 `, b.heading(), b.openPerm, strings.Join(os.Args[1:], " "), time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(),
 		benchproc.LoadAvg("/proc"), kernelRelease, runtime.Version(), pinPrefix, b.openPerm, b.nfiles, float64(b.bytes)/(1<<20), b.ndirs, b.runs)

@@ -215,10 +215,11 @@ func (s *Sensor) armKernelFiles(cfg config.Config, watch []string) (bool, string
 		kcfg.Decoys = true
 	}
 	if s.guard != nil {
-		// Absolute paths under the watched folders only: a relative path
-		// cannot be placed at the syscall, and counting it wherever it lands
-		// would stop the whole host's bulk writers (builds, package installs).
-		kcfg.Burst, kcfg.GuardRoots, kcfg.BurstRelative = true, watch, false
+		// Changes under the watched folders only: absolute paths by
+		// prefix, relative ones by where they start (the folders'
+		// identities, taken here); the host's other bulk writers
+		// (builds, package installs) are never counted.
+		kcfg.Burst, kcfg.GuardRoots = true, watch
 	}
 	if err := s.kern.SetConfig(kcfg); err != nil {
 		return false, err.Error()

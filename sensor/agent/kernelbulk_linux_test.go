@@ -131,10 +131,9 @@ func TestEditorSavesUnderKernelGuard(t *testing.T) {
 	}
 	if _, err := exec.LookPath("vim"); err == nil {
 		// From the watched folder, vim shortens the names to relative
-		// ones (notes/note000.txt): the kernel cannot place a relative
-		// path at the syscall and does not count it (the file guard
-		// still sees every change); it must pass all the same.
-		r.run(t, "vim -Es, argdo from the watched folder", "/bin/sh", "-c",
+		// ones (notes/note000.txt): the kernel places them by the
+		// folder they start in, counts them and stops vim once.
+		r.crossed(t, "vim -Es, argdo from the watched folder", "/bin/sh", "-c",
 			`vim -Es -u NONE -i NONE -c 'argdo %s/ a9 / b9 /ge | update' -c 'qa!' notes/*.txt`)
 		edited(t, "vim -Es, argdo from the watched folder", d, "a9")
 	}
@@ -220,8 +219,8 @@ func TestPackageInstallUnderKernelGuard(t *testing.T) {
 		return append([]string{"dpkg", "--instdir=" + inst, "--admindir=" + admin, "--log=/dev/null"}, args...)
 	}
 	// dpkg -x hands the archive to tar in the target folder: relative
-	// paths, which the kernel does not count (the file guard judges them).
-	r.run(t, "dpkg -x", "dpkg", "-x", debs["1.0"], filepath.Join(r.watch, "extracted"))
+	// paths, counted by the folder they start in.
+	r.crossed(t, "dpkg -x", "dpkg", "-x", debs["1.0"], filepath.Join(r.watch, "extracted"))
 	if _, err := os.Stat(filepath.Join(r.watch, "extracted/opt/tillpos/lib/helper003")); err != nil {
 		t.Errorf("dpkg -x: %v", err)
 	}
@@ -263,8 +262,8 @@ func TestPackageInstallUnderKernelGuard(t *testing.T) {
 // each file as a hidden temporary and renames it over the old one (its
 // default, no --inplace), and --delete removes what the source dropped.
 // Its receiver names files relative to a directory it opened, which the
-// kernel cannot place at the syscall and does not count: only the file
-// guard judges it, and must let it pass. Part of the tree has an
+// kernel places by that directory's identity: it crosses the burst
+// threshold and must be judged honest. Part of the tree has an
 // extension the scorer does not know (.po), so that the renames of the
 // temporaries (.messages.po.Xy12ab -> messages.po) are judged too.
 func TestRsyncUnderKernelGuard(t *testing.T) {
@@ -283,7 +282,7 @@ func TestRsyncUnderKernelGuard(t *testing.T) {
 		}
 	}
 	dst := filepath.Join(r.watch, "tree")
-	r.run(t, "rsync -a into the folder", "rsync", "-a", src+"/", dst+"/")
+	r.crossed(t, "rsync -a into the folder", "rsync", "-a", src+"/", dst+"/")
 	// Change every source file (new size, so the quick check sees it) and
 	// drop a few.
 	var files []string
@@ -306,7 +305,7 @@ func TestRsyncUnderKernelGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.run(t, "rsync -a --delete over the tree", "rsync", "-a", "--delete", src+"/", dst+"/")
+	r.crossed(t, "rsync -a --delete over the tree", "rsync", "-a", "--delete", src+"/", dst+"/")
 	if out, err := exec.Command("diff", "-r", src, dst).CombinedOutput(); err != nil {
 		t.Errorf("after rsync the trees differ: %v %s", err, out)
 	}

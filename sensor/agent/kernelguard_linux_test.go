@@ -101,12 +101,19 @@ func newGuardRig(t *testing.T, tools ...string) *guardRig {
 	if !armed {
 		t.Fatalf("kernel tripwires not armed: %s", why)
 	}
-	// The sensor counts absolute paths under the watched folders only; a
-	// test on a shared machine must not stop other people's processes:
-	// say so again here, so a change of that default cannot reach them.
-	s.kernCfg.BurstRelative = false
-	if err := l.SetConfig(s.kernCfg); err != nil {
+	// The sensor counts changes under the watched folders only (a test
+	// on a shared machine must not stop other people's processes): the
+	// kernel places relative paths by the folder's identity.
+	ids, err := l.GuardedRootIDs()
+	if err != nil {
 		t.Fatal(err)
+	}
+	want, err := kernel.DirID(r.watch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 1 || ids[0] != want {
+		t.Fatalf("guarded roots' identities %+v, want the watched folder's alone %+v", ids, want)
 	}
 
 	files, err := fileactivity.New(fileactivity.Config{Backend: fileactivity.BackendFanotify, Paths: []string{r.watch}, ProcRoot: "/proc",

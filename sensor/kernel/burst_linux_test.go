@@ -12,7 +12,19 @@ import (
 // whatever it stopped when the test ends.
 func newBurstLayer(t *testing.T, root string) *Layer {
 	t.Helper()
+	if len(BurstRoots([]string{root})) != 1 {
+		// A test that proves nothing is stopped must know the root is
+		// guarded: keep test names short (t.TempDir names folders by them).
+		t.Fatalf("root %s (%d bytes) is not one the kernel compares", root, len(root))
+	}
 	l := newTestLayer(t, Config{Enforce: true, Burst: true, BurstThreshold: 8, BurstWindow: 10 * time.Second, GuardRoots: []string{root}})
+	want, err := DirID(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := l.GuardedRootIDs(); err != nil || len(ids) != 1 || ids[0] != want {
+		t.Fatalf("guarded roots' identities %+v (%v), want %+v", ids, err, want)
+	}
 	t.Cleanup(func() {
 		st, _ := l.Stopped()
 		for _, s := range st {

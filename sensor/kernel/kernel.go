@@ -11,11 +11,14 @@
 package kernel
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -63,12 +66,10 @@ type Config struct {
 	// (longer than KeyLen-1 bytes, or "/") is left to the file guard; with
 	// none left the burst tripwire is off (see BurstRoots).
 	GuardRoots []string
-	// BurstRelative counts relative paths too (openat(dirfd, "name"), as
-	// tar, rm -r and find -execdir do): at the syscall they cannot be
-	// placed in or out of a root, so they count wherever they land. The
-	// sensor sets it; tests that must not stop the host's other processes
-	// leave it off.
-	BurstRelative bool
+	// Relative paths (openat(dirfd, "name"), a process working in its
+	// current folder) count when they land inside a guarded root: the
+	// kernel walks up from the directory they start in and compares the
+	// roots' identities (DirID, taken when the tripwire is armed).
 }
 
 // Burst defaults: a process (or family) that changes 32 files in the
@@ -289,6 +290,11 @@ type Stopped struct {
 	Name string
 	// Family is the family root a burst was counted for (0: the process).
 	Family int
+	// Held are the family roots the stop holds until it is judged: a
+	// burst's family root; with the burst tripwire armed, a decoy stop's
+	// parent and grandparent (or tainted tree). Their other members are
+	// stopped at their next change in a guarded root.
+	Held []int
 }
 
 // FreshWindow is how long after a tainted process wrote, renamed or
@@ -347,4 +353,39 @@ func BurstRoots(roots []string) []string {
 		out = append(out, r)
 	}
 	return out
+}
+
+// RootID is a directory as the kernel knows it: its superblock's device
+// (the kernel's dev_t: major << 20 | minor) and its inode number.
+type RootID struct {
+	Dev uint32
+	Ino uint64
+}
+
+// kernelDev encodes a device number the way the kernel keeps it in a
+// superblock (MKDEV), not the way stat reports it.
+func kernelDev(major, minor uint32) uint32 { return major<<20 | minor&(1<<20-1) }
+
+// mountDev finds the mount with id mntID in a mountinfo table (proc(5):
+// "ID PARENT MAJOR:MINOR ROOT POINT ...") and returns its device.
+func mountDev(r io.Reader, mntID uint64) (major, minor uint32, ok bool) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 3 {
+			continue
+		}
+		if id, err := strconv.ParseUint(f[0], 10, 64); err != nil || id != mntID {
+			continue
+		}
+		maj, min, found := strings.Cut(f[2], ":")
+		a, err1 := strconv.ParseUint(maj, 10, 32)
+		b, err2 := strconv.ParseUint(min, 10, 32)
+		if !found || err1 != nil || err2 != nil {
+			return 0, 0, false
+		}
+		return uint32(a), uint32(b), true
+	}
+	return 0, 0, false
 }

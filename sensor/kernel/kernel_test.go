@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -28,5 +29,37 @@ func TestConfigValidateRings(t *testing.T) {
 				t.Errorf("Validate(%+v) = %v, want ok %v", tc.cfg, err, tc.ok)
 			}
 		})
+	}
+}
+
+func TestMountDev(t *testing.T) {
+	t.Parallel()
+	const table = `22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+28 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+61 28 0:52 /@home /home rw,relatime shared:30 - btrfs /dev/vdb rw,subvol=/@home
+bad line
+70 28 x:1 / /broken rw - ext4 /dev/x rw
+`
+	for _, tc := range []struct {
+		name         string
+		id           uint64
+		major, minor uint32
+		ok           bool
+	}{
+		{"root", 28, 254, 0, true},
+		{"btrfs subvolume: the superblock's device", 61, 0, 52, true},
+		{"missing", 99, 0, 0, false},
+		{"malformed device", 70, 0, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ma, mi, ok := mountDev(strings.NewReader(table), tc.id)
+			if ma != tc.major || mi != tc.minor || ok != tc.ok {
+				t.Errorf("mountDev(%d) = %d:%d %v, want %d:%d %v", tc.id, ma, mi, ok, tc.major, tc.minor, tc.ok)
+			}
+		})
+	}
+	if got := kernelDev(254, 3); got != 254<<20|3 {
+		t.Errorf("kernelDev(254, 3) = %#x", got)
 	}
 }

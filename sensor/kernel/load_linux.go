@@ -355,6 +355,9 @@ func (l *Layer) SetConfig(cfg Config) error {
 		if err := l.setBurst(cfg); err != nil {
 			return err
 		}
+	} else if err := l.setRootIDs(nil, nil); err != nil {
+		// Standing down: the roots' identities go with the tripwire.
+		return err
 	}
 	l.cfg = cfg
 	return l.setFlags(f)
@@ -383,17 +386,152 @@ func (l *Layer) setBurst(cfg Config) error {
 			return fmt.Errorf("kernel: writing guarded roots: %w", err)
 		}
 	}
-	bc := tripwireBurstCfg{Threshold: uint32(cfg.BurstThreshold), Nroots: uint32(len(roots)), WindowNs: uint64(cfg.BurstWindow)}
+	// Relative paths are placed by the roots' identities: a root that
+	// cannot be looked at now (missing, not a directory) is compared by
+	// its prefix alone until the tripwire is armed again.
+	// The folders above each root are recorded too, with where the
+	// root's prefix goes on below them (a path from /shop naming
+	// data/... into the root /shop/data).
+	var ids []RootID
+	above := map[RootID]*[MaxGuardRoots]uint8{}
+	for i, r := range BurstRoots(cfg.GuardRoots) {
+		id, err := DirID(r)
+		if err != nil {
+			cfg.Log.Warn("burst tripwire: a watched folder cannot be identified; relative paths in it are not counted in the kernel until the sensor restarts",
+				logkey.Path, r, logkey.Error, err)
+			continue
+		}
+		ids = append(ids, id)
+		for a := filepath.Dir(r); ; a = filepath.Dir(a) {
+			if aid, err := DirID(a); err == nil {
+				if above[aid] == nil {
+					above[aid] = new([MaxGuardRoots]uint8)
+				}
+				off := len(a) + 1
+				if a == "/" {
+					off = 1
+				}
+				above[aid][i] = uint8(off)
+			}
+			if a == "/" {
+				break
+			}
+		}
+	}
+	if err := l.setRootIDs(ids, above); err != nil {
+		return err
+	}
+	bc := tripwireBurstCfg{Threshold: uint32(cfg.BurstThreshold), Nroots: uint32(len(roots)), WindowNs: uint64(cfg.BurstWindow), Nids: uint32(len(ids))}
 	if len(roots) == 0 {
 		bc.Threshold = 0 // off: nothing the kernel can compare
-	}
-	if cfg.BurstRelative {
-		bc.Relative = 1
 	}
 	if err := l.objs.BurstCfg.Update(uint32(0), bc, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("kernel: writing burst config: %w", err)
 	}
 	return nil
+}
+
+// setRootIDs makes ids the whole content of burst_root_ids, and above
+// (a directory above roots -> per root index, where its prefix goes on
+// below it) that of burst_above.
+func (l *Layer) setRootIDs(ids []RootID, above map[RootID]*[MaxGuardRoots]uint8) error {
+	var (
+		ak    tripwireRootId
+		av    tripwireAboveVal
+		stale []tripwireRootId
+	)
+	it := l.objs.BurstAbove.Iterate()
+	for it.Next(&ak, &av) {
+		if above[RootID{Dev: ak.Dev, Ino: ak.Ino}] == nil {
+			stale = append(stale, ak)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("kernel: listing the folders above the guarded roots: %w", err)
+	}
+	for _, k := range stale {
+		if err := l.objs.BurstAbove.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("kernel: removing a folder above the guarded roots: %w", err)
+		}
+	}
+	for id, off := range above {
+		if err := l.objs.BurstAbove.Update(tripwireRootId{Ino: id.Ino, Dev: id.Dev}, tripwireAboveVal{Off: *off}, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: writing a folder above the guarded roots: %w", err)
+		}
+	}
+	return l.setRootIDsOnly(ids)
+}
+
+func (l *Layer) setRootIDsOnly(ids []RootID) error {
+	keep := map[tripwireRootId]bool{}
+	for _, id := range ids {
+		keep[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = true
+	}
+	var (
+		k     tripwireRootId
+		v     uint32
+		stale []tripwireRootId
+	)
+	it := l.objs.BurstRootIds.Iterate()
+	for it.Next(&k, &v) {
+		if !keep[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("kernel: listing guarded roots' identities: %w", err)
+	}
+	for _, k := range stale {
+		if err := l.objs.BurstRootIds.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("kernel: removing a guarded root's identity: %w", err)
+		}
+	}
+	for i, id := range ids {
+		if err := l.objs.BurstRootIds.Update(tripwireRootId{Ino: id.Ino, Dev: id.Dev}, uint32(i), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: writing a guarded root's identity: %w", err)
+		}
+	}
+	return nil
+}
+
+// GuardedRootIDs lists the guarded roots' identities the kernel places
+// relative paths with (empty while the burst tripwire is off).
+func (l *Layer) GuardedRootIDs() ([]RootID, error) {
+	var (
+		out []RootID
+		k   tripwireRootId
+		v   uint32
+	)
+	it := l.objs.BurstRootIds.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, RootID{Dev: k.Dev, Ino: k.Ino})
+	}
+	return out, it.Err()
+}
+
+// DirID returns the identity the kernel knows directory dir by: its inode
+// number and its superblock's device in the kernel's encoding. The device
+// is taken from the mount's line in /proc/self/mountinfo (the superblock's
+// own), since stat's device differs from it on btrfs subvolumes; stat's
+// is the fallback where the mount is not found.
+func DirID(dir string) (RootID, error) {
+	var sx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_MNT_ID, &sx); err != nil {
+		return RootID{}, fmt.Errorf("kernel: %s: %w", dir, err)
+	}
+	if sx.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return RootID{}, fmt.Errorf("kernel: %s: not a directory", dir)
+	}
+	major, minor := sx.Dev_major, sx.Dev_minor
+	if sx.Mask&unix.STATX_MNT_ID != 0 {
+		if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+			if ma, mi, ok := mountDev(f, sx.Mnt_id); ok {
+				major, minor = ma, mi
+			}
+			f.Close()
+		}
+	}
+	return RootID{Dev: kernelDev(major, minor), Ino: sx.Ino}, nil
 }
 
 // Disarm turns every tripwire off until the next SetConfig: the operator's
@@ -598,7 +736,13 @@ func (l *Layer) Stopped() ([]Stopped, error) {
 			}
 			b = append(b, byte(c))
 		}
-		out = append(out, Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b), Family: int(v.Family)})
+		st := Stopped{PID: int(pid), TimeNS: v.Ktime, Reason: Reason(v.Reason), Name: string(b), Family: int(v.Family)}
+		for _, h := range v.Held {
+			if h != 0 {
+				st.Held = append(st.Held, int(h))
+			}
+		}
+		out = append(out, st)
 	}
 	return out, it.Err()
 }
@@ -613,11 +757,22 @@ func (l *Layer) Judged(pid int) error {
 
 // Resume lets a process a tripwire stopped go on: it is judged honest. A
 // burst stop's process and family root are not counted again for allow
-// (AllowFor when 0), the family is no longer held, and the process gets
-// SIGCONT. A decoy stop (a same-named file elsewhere) passes allow 0: only
-// SIGCONT.
+// (AllowFor when 0). The family roots the stop holds (a burst's family
+// root, a decoy stop's parent and grandparent) are released, and the
+// process gets SIGCONT. A decoy stop (a same-named file elsewhere) passes
+// allow 0.
 func (l *Layer) Resume(s Stopped, allow time.Duration) error {
 	var errs []error
+	// The held roots are read from the stopped map: a Stopped built from
+	// the tamper ring's record does not carry them.
+	var v tripwireStopVal
+	if err := l.objs.Stopped.Lookup(uint32(s.PID), &v); err == nil {
+		for _, h := range v.Held {
+			if h != 0 && int(h) != s.Family {
+				errs = append(errs, l.Unhold(int(h)))
+			}
+		}
+	}
 	if s.Reason == ReasonBurst {
 		if allow <= 0 {
 			allow = AllowFor

@@ -13,12 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tripwireAboveVal struct {
+	_   structs.HostLayout
+	Off [8]uint8
+}
+
 type tripwireBurstCfg struct {
 	_         structs.HostLayout
 	Threshold uint32
 	Nroots    uint32
 	WindowNs  uint64
-	Relative  uint32
+	Nids      uint32
 	Pad       uint32
 }
 
@@ -74,6 +79,13 @@ type tripwireKey struct {
 	S [64]int8
 }
 
+type tripwireRootId struct {
+	_   structs.HostLayout
+	Ino uint64
+	Dev uint32
+	Pad uint32
+}
+
 type tripwireScratch struct {
 	_    structs.HostLayout
 	Path [320]int8
@@ -87,6 +99,7 @@ type tripwireStopVal struct {
 	Reason uint32
 	Family uint32
 	Name   [64]int8
+	Held   [2]uint32
 }
 
 type tripwireTaint struct {
@@ -100,10 +113,12 @@ type tripwireTaint struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tripwireMapArgsScratch   = "args_scratch"
+	tripwireMapBurstAbove    = "burst_above"
 	tripwireMapBurstAllowed  = "burst_allowed"
 	tripwireMapBurstCfg      = "burst_cfg"
 	tripwireMapBurstCounts   = "burst_counts"
 	tripwireMapBurstHeld     = "burst_held"
+	tripwireMapBurstRootIds  = "burst_root_ids"
 	tripwireMapBurstRoots    = "burst_roots"
 	tripwireMapConfig        = "config"
 	tripwireMapDecoys        = "decoys"
@@ -213,10 +228,12 @@ type tripwireProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireMapSpecs struct {
 	ArgsScratch   *ebpf.MapSpec `ebpf:"args_scratch"`
+	BurstAbove    *ebpf.MapSpec `ebpf:"burst_above"`
 	BurstAllowed  *ebpf.MapSpec `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.MapSpec `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.MapSpec `ebpf:"burst_counts"`
 	BurstHeld     *ebpf.MapSpec `ebpf:"burst_held"`
+	BurstRootIds  *ebpf.MapSpec `ebpf:"burst_root_ids"`
 	BurstRoots    *ebpf.MapSpec `ebpf:"burst_roots"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
@@ -262,10 +279,12 @@ func (o *tripwireObjects) Close() error {
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwireMaps struct {
 	ArgsScratch   *ebpf.Map `ebpf:"args_scratch"`
+	BurstAbove    *ebpf.Map `ebpf:"burst_above"`
 	BurstAllowed  *ebpf.Map `ebpf:"burst_allowed"`
 	BurstCfg      *ebpf.Map `ebpf:"burst_cfg"`
 	BurstCounts   *ebpf.Map `ebpf:"burst_counts"`
 	BurstHeld     *ebpf.Map `ebpf:"burst_held"`
+	BurstRootIds  *ebpf.Map `ebpf:"burst_root_ids"`
 	BurstRoots    *ebpf.Map `ebpf:"burst_roots"`
 	Config        *ebpf.Map `ebpf:"config"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
@@ -287,10 +306,12 @@ type tripwireMaps struct {
 func (m *tripwireMaps) Close() error {
 	return _TripwireClose(
 		m.ArgsScratch,
+		m.BurstAbove,
 		m.BurstAllowed,
 		m.BurstCfg,
 		m.BurstCounts,
 		m.BurstHeld,
+		m.BurstRootIds,
 		m.BurstRoots,
 		m.Config,
 		m.Decoys,

@@ -89,6 +89,7 @@ struct stop_val {
 	__u32 reason;
 	__u32 family; // burst: the ancestor whose family crossed (0: the process itself)
 	char name[KEY_LEN];
+	__u32 held[2]; // family roots this stop holds in burst_held (0: none)
 };
 
 struct hdr {
@@ -248,7 +249,16 @@ struct burst_cfg {
 	__u32 threshold; // changes within window_ns that stop the caller; 0: off
 	__u32 nroots;    // guarded roots in use (roots[0:nroots])
 	__u64 window_ns;
-	__u32 relative; // count relative paths (they cannot be placed in a root)
+	__u32 nids; // guarded roots' identities in burst_root_ids (0: relative paths not counted)
+	__u32 _pad;
+};
+
+// A directory's identity: its inode number and its superblock's device
+// (the kernel's dev_t, MAJOR << 20 | MINOR, as /proc/self/mountinfo shows
+// it, not stat's encoding).
+struct root_id {
+	__u64 ino;
+	__u32 dev;
 	__u32 _pad;
 };
 
@@ -276,6 +286,31 @@ struct {
 	__type(key, __u32);
 	__type(value, struct burst_root);
 } burst_roots SEC(".maps");
+
+// burst_root_ids: the guarded roots by identity, for relative paths: the
+// directory a relative path starts from is walked up its d_parent chain and
+// each level looked up here.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, struct root_id);
+	__type(value, __u32); // index of the root in burst_roots
+} burst_root_ids SEC(".maps");
+
+// burst_above: the directories above the guarded roots by identity, for a
+// relative path that starts above a root and names its way down into it
+// (`cd /shop && encrypt data/*`): off[i] is where, in burst_roots[i]'s
+// prefix, the part below this directory starts (0: not above root i).
+struct above_val {
+	__u8 off[8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, struct root_id);
+	__type(value, struct above_val);
+} burst_above SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -328,11 +363,69 @@ struct {
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
-// The one field of the kernel's task_struct the programs read, relocated
-// against the running kernel's BTF (CO-RE) when the object is loaded.
+// The fields of the kernel's structures the programs read, relocated
+// against the running kernel's BTF (CO-RE) when the object is loaded: the
+// exit code, and what places a relative path (the working directory, the
+// file behind a directory descriptor, a dentry's parent and identity).
+// Declared by hand, as the tracepoint contexts are: a generated vmlinux.h
+// would be 100,000 lines of one build's kernel in the tree for 11 fields.
+struct super_block {
+	__u32 s_dev; // dev_t
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+} __attribute__((preserve_access_index));
+
+struct dentry {
+	struct dentry *d_parent;
+	struct inode *d_inode;
+	struct super_block *d_sb;
+} __attribute__((preserve_access_index));
+
+struct vfsmount {
+	struct dentry *mnt_root;
+} __attribute__((preserve_access_index));
+
+// The kernel's own struct mount around a vfsmount (fs/mount.h): how a
+// walk up the tree crosses from a mounted filesystem's root to the folder
+// it is mounted on.
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct fs_struct {
+	struct path pwd;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int exit_code;
+	struct fs_struct *fs;
+	struct files_struct *files;
 } __attribute__((preserve_access_index));
+
+#define AT_FDCWD -100
+#define WALK_MAX 64 // directory levels walked up from where a relative path starts
 
 // Tracepoint contexts (offsets from the format files; 8 common bytes first).
 struct tp_execve {
@@ -634,25 +727,62 @@ static __always_inline int read_key(struct scratch *sc, const char *p)
 	return n;
 }
 
+// burst_up returns the process that forked pid (recorded at fork), never
+// pid 1, kthreadd or the sensor: their children are not one family.
+static __always_inline __u32 burst_up(__u32 pid)
+{
+	__u32 *p = bpf_map_lookup_elem(&parent_of, &pid);
+	if (!p || *p <= 2)
+		return 0;
+	__u32 up = *p;
+	if (bpf_map_lookup_elem(&protected_pids, &up))
+		return 0;
+	return up;
+}
+
+// families sets the family roots the caller (tgid) counts for: its tainted
+// tree's root (under an RMM agent), else its parent and grandparent, the
+// spawners of one-file workers (0 where there is none).
+static __always_inline void families(__u32 tgid, __u32 *fam0, __u32 *fam1)
+{
+	*fam0 = 0;
+	*fam1 = 0;
+	struct taint *t = taint_of_current();
+	if (t && t->family) {
+		*fam0 = t->family;
+		return;
+	}
+	*fam0 = burst_up(tgid);
+	if (*fam0)
+		*fam1 = burst_up(*fam0);
+}
+
 // stop_caller stops the calling process (tgid) for the sensor's judgement,
 // the one sequence every stopping tripwire shares: recorded in stopped (what
-// the sensor judges, and finds again after a restart), its burst family
-// root held (root: the ancestor whose family crossed; 0 for the process
-// itself or another tripwire) so the family's other workers stop at their
-// next change, SIGSTOP in enforce mode, and a stop record on the tamper ring.
-// target and family go on the record only (fresh exec: the writer and the
-// caller's taint family); name is a zero-filled key (a basename or a path).
+// the sensor judges, and finds again after a restart), family roots held
+// (hold0, hold1: a burst's crossing family root, a decoy stop's parent and
+// grandparent; 0 for none) so the family's other workers stop at their next
+// change in a guarded root, SIGSTOP in enforce mode, and a stop record on
+// the tamper ring. root is the family root a burst was counted for (0: the
+// process itself, or another tripwire). target and family go on the record
+// only (fresh exec: the writer and the caller's taint family); name is a
+// zero-filled key (a basename or a path).
 static __always_inline void stop_caller(__u32 flags, __u32 tgid, __u64 now, __u32 reason, __u32 root,
-					__u32 target, __u32 family, const struct key *name)
+					__u32 hold0, __u32 hold1, __u32 target, __u32 family,
+					const struct key *name)
 {
 	struct stop_val v = {};
 	v.ktime = now;
 	v.reason = reason;
 	v.family = root;
+	v.held[0] = hold0;
+	v.held[1] = hold1;
 	__builtin_memcpy(v.name, name->s, KEY_LEN);
 	bpf_map_update_elem(&stopped, &tgid, &v, BPF_ANY);
-	if (root)
-		bpf_map_update_elem(&burst_held, &root, &now, BPF_NOEXIST);
+	if (hold0)
+		bpf_map_update_elem(&burst_held, &hold0, &now, BPF_NOEXIST);
+	if (hold1)
+		bpf_map_update_elem(&burst_held, &hold1, &now, BPF_NOEXIST);
 	if (flags & CFG_ENFORCE)
 		bpf_send_signal(SIGSTOP);
 	struct tamper_rec *r = bpf_ringbuf_reserve(&tamper_events, sizeof(*r), 0);
@@ -669,7 +799,11 @@ static __always_inline void stop_caller(__u32 flags, __u32 tgid, __u64 now, __u3
 	bpf_ringbuf_submit(r, 0);
 }
 
-// decoy_check stops the caller when path names a decoy.
+// decoy_check stops the caller when path names a decoy. With the burst
+// tripwire armed its family (parent and grandparent, or tainted tree) is
+// held too: a multi-worker encryptor's other workers stop at their next
+// change in a guarded root, without waiting for the sensor (or while it is
+// dead). A decoy stop judged a namesake releases them.
 static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why)
 {
 	if (!(flags & CFG_DECOYS) || (flags & CFG_OFF))
@@ -683,7 +817,10 @@ static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why
 		return;
 	if (!bpf_map_lookup_elem(&decoys, &sc->base))
 		return;
-	stop_caller(flags, tgid, bpf_ktime_get_ns(), why, 0, 0, 0, &sc->base);
+	__u32 fam0 = 0, fam1 = 0;
+	if (flags & CFG_BURST)
+		families(tgid, &fam0, &fam1);
+	stop_caller(flags, tgid, bpf_ktime_get_ns(), why, 0, fam0, fam1, 0, 0, &sc->base);
 }
 
 // burst_allowed_now reports whether pid was judged honest and its leave
@@ -741,16 +878,241 @@ static long root_step(__u32 i, void *data)
 	return 0;
 }
 
-// burst_in_scope reads path and reports whether it counts: an absolute path
-// below a guarded root, or (when configured) any relative path: at
-// sys_enter it is not yet resolved, and neither the caller's working
-// directory nor the directory a dfd names is known here.
-static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, const char *path)
+struct dots_ctx {
+	struct scratch *sc;
+	int start; // where the current component starts
+	int depth; // levels below the starting directory so far
+	int min;   // the fewest seen
+	int dots;  // ".." components
+	int lead;  // ".." components before the first name
+	int name;  // where the first name starts; 0: none yet
+};
+
+static long dots_step(__u32 i, void *data)
+{
+	struct dots_ctx *c = data;
+	char ch = c->sc->path[i & (PATH_LEN - 1)];
+	if (ch != '/' && ch != 0)
+		return 0;
+	int len = (int)i - c->start;
+	char c0 = c->sc->path[c->start & (PATH_LEN - 1)];
+	char c1 = c->sc->path[(c->start + 1) & (PATH_LEN - 1)];
+	if (len == 2 && c0 == '.' && c1 == '.') {
+		c->dots++;
+		if (!c->name)
+			c->lead++;
+		c->depth--;
+		if (c->depth < c->min)
+			c->min = c->depth;
+	} else if (len > 1 || (len == 1 && c0 != '.')) {
+		c->depth++;
+		// Offsets come from i, never counted up by steps: the verifier
+		// then need not follow each iteration of the loop apart.
+		if (!c->name)
+			c->name = c->start + 1;
+	}
+	c->start = i + 1;
+	return ch == 0;
+}
+
+// path_shape reads the relative path in sc->path component by component,
+// taken as written (a symbolic link among them is not followed), and
+// returns how many levels above its starting directory its ".." components
+// reach ("a/../../b": 1); *dots is set to the number of ".." components,
+// *lead to those before the first name, and *name to where the first name
+// starts plus one (0: none), past the leading "/", "." and "..".
+static __always_inline int path_shape(struct scratch *sc, int *dots, int *lead, int *name)
+{
+	struct dots_ctx c = {.sc = sc};
+	bpf_loop(PATH_LEN, dots_step, &c, 0);
+	*dots = c.dots;
+	*lead = c.lead;
+	*name = c.name;
+	return -c.min;
+}
+
+struct below_ctx {
+	struct scratch *sc;
+	struct above_val *above;
+	int p;
+	int hit;
+};
+
+static long below_step(__u32 i, void *data)
+{
+	struct below_ctx *c = data;
+	__u32 k = i;
+	struct burst_root *r = bpf_map_lookup_elem(&burst_roots, &k);
+	if (!r)
+		return 1;
+	// i < 8 (the loop's count): the mask is for the verifier, and a test
+	// of i here would let the compiler drop it.
+	__u32 off = c->above->off[i & 7], len = r->len;
+	if (off == 0 || off >= len || len >= KEY_LEN)
+		return 0;
+	for (int j = 0; j < KEY_LEN - 1; j++) {
+		if (off + j >= len)
+			break;
+		if (c->sc->path[(c->p + j) & (PATH_LEN - 1)] != r->prefix[(off + j) & (KEY_LEN - 1)])
+			return 0;
+	}
+	char next = c->sc->path[(c->p + len - off) & (PATH_LEN - 1)];
+	if (next == '/' || next == 0) {
+		c->hit = 1;
+		return 1;
+	}
+	return 0;
+}
+
+// below_root reports whether the relative path in sc->path, starting at
+// directory at (its leading ".." already climbed), names its way down into
+// a guarded root: at is above root i (burst_above) and the path, past its
+// leading "/", "./" and "../", begins with the rest of the root's prefix.
+// Spelled as the prefix is: "data//x" counts, "./data/./x" too, but
+// "da/../data/x" does not.
+static __always_inline int below_root(struct scratch *sc, struct burst_cfg *bc, struct dentry *at, int p)
+{
+	struct root_id id = {};
+	id.ino = BPF_CORE_READ(at, d_inode, i_ino);
+	id.dev = BPF_CORE_READ(at, d_sb, s_dev);
+	struct above_val *above = bpf_map_lookup_elem(&burst_above, &id);
+	if (!above)
+		return 0;
+	struct below_ctx c = {.sc = sc, .above = above, .p = p, .hit = 0};
+	bpf_loop(bc->nroots > 8 ? 8 : bc->nroots, below_step, &c, 0);
+	return c.hit;
+}
+
+// start_dir sets the directory a relative path given with dfd starts
+// from (its dentry and mount): the caller's working directory for
+// AT_FDCWD, else the file behind dfd (NULL if there is none). Read without
+// the locks the kernel takes: a racing chdir, close or dup2 gives the old
+// or the new directory, or NULL.
+static __always_inline void start_dir(int dfd, struct dentry **d, struct vfsmount **mnt)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	*d = 0;
+	*mnt = 0;
+	if (dfd == AT_FDCWD) {
+		*d = BPF_CORE_READ(t, fs, pwd.dentry);
+		*mnt = BPF_CORE_READ(t, fs, pwd.mnt);
+		return;
+	}
+	if (dfd < 0)
+		return;
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || (unsigned int)dfd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]) || !f)
+		return;
+	*d = BPF_CORE_READ(f, f_path.dentry);
+	*mnt = BPF_CORE_READ(f, f_path.mnt);
+}
+
+struct walk_ctx {
+	struct dentry *d;
+	struct vfsmount *vfs; // the mount d is seen through
+	struct dentry *mroot; // its root
+	__u32 skip;           // levels below this are under the path's lowest point, not in it
+	int hit;
+	struct dentry *at; // the directory skip levels up
+};
+
+static long walk_step(__u32 i, void *data)
+{
+	struct walk_ctx *c = data;
+	struct dentry *d = c->d;
+	if (!d)
+		return 1;
+	if (i == c->skip)
+		c->at = d;
+	if (i >= c->skip) {
+		struct root_id id = {};
+		id.ino = BPF_CORE_READ(d, d_inode, i_ino);
+		id.dev = BPF_CORE_READ(d, d_sb, s_dev);
+		if (bpf_map_lookup_elem(&burst_root_ids, &id)) {
+			c->hit = 1;
+			return 1;
+		}
+	}
+	// Locals only inside BPF_CORE_READ: it relocates every access in
+	// its argument, and walk_ctx is no kernel type.
+	struct vfsmount *vm = c->vfs;
+	if (vm && d == c->mroot) {
+		// The root of a mount: go on from the folder it is mounted
+		// on, as ".." does (a filesystem mounted inside a root).
+		// container_of(mnt, struct mount, mnt), its offset relocated.
+		__u64 off = bpf_core_field_offset(struct mount, mnt);
+		struct mount *m = (struct mount *)((char *)vm - off);
+		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+		if (!parent || parent == m)
+			return 1; // the root of the mount namespace
+		struct dentry *on = BPF_CORE_READ(m, mnt_mountpoint);
+		vm = (struct vfsmount *)((char *)parent + off);
+		c->vfs = vm;
+		c->mroot = BPF_CORE_READ(vm, mnt_root);
+		struct dentry *up = BPF_CORE_READ(on, d_parent);
+		if (!on || up == on)
+			return 1; // mounted on another mount's root: not followed
+		c->d = up;
+		return 0;
+	}
+	struct dentry *up = BPF_CORE_READ(d, d_parent);
+	if (up == d)
+		return 1; // the root of a filesystem seen without its mount
+	c->d = up;
+	return 0;
+}
+
+// relative_in_root reports whether the relative path in sc->path, given
+// with dfd, lands inside a guarded root: its starting directory is walked
+// up its d_parent chain (at most WALK_MAX levels) and compared with the
+// roots' identities; a path whose ".." components climb k levels counts
+// only if a root is found k or more levels up (it then stays inside it).
+// Else a path that starts above a root and names its way down into it
+// counts (below_root), if its only ".." components lead it.
+static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg *bc, int dfd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	// Without the kernel's BTF the fields cannot be placed: relative
+	// paths are then not counted (the reads below are never verified).
+	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files) ||
+	    !bpf_core_field_exists(struct mount, mnt_parent))
+		return 0;
+	int dots = 0, lead = 0, name = 0;
+	int k = path_shape(sc, &dots, &lead, &name);
+	if (k >= WALK_MAX)
+		return 0;
+	// With no ".." but leading ones, the lowest point is where the lead
+	// ends (k == lead): c.at below is the directory the rest starts in.
+	struct walk_ctx c = {.skip = k, .hit = 0, .at = 0};
+	start_dir(dfd, &c.d, &c.vfs);
+	if (!c.d)
+		return 0;
+	struct vfsmount *vm = c.vfs;
+	c.mroot = vm ? BPF_CORE_READ(vm, mnt_root) : 0;
+	bpf_loop(WALK_MAX, walk_step, &c, 0);
+	if (c.hit)
+		return 1;
+	if (dots != lead || !name || !c.at)
+		return 0;
+	return below_root(sc, bc, c.at, name - 1);
+}
+
+// burst_in_scope reads path (given with dfd) and reports whether it counts:
+// an absolute path below a guarded root by its prefix, a relative one whose
+// place (where it starts, and how far its ".." climb) is inside a guarded
+// root by the roots' identities.
+static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, int dfd, const char *path)
 {
 	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
 		return 0;
+	if (sc->path[0] == 0)
+		return 0; // "": fails with ENOENT, changes nothing
 	if (sc->path[0] != '/')
-		return bc->relative;
+		return bc->nids && relative_in_root(sc, bc, dfd);
 	if (bc->nroots == 0)
 		return 0; // no root to compare: the file guard alone
 	struct root_ctx c = {.sc = sc, .hit = 0};
@@ -764,28 +1126,16 @@ static __always_inline void burst_stop(__u32 flags, struct scratch *sc, __u32 tg
 {
 	__builtin_memset(sc->k.s, 0, KEY_LEN);
 	bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
-	stop_caller(flags, tgid, now, WHY_BURST, family, 0, family, &sc->k);
+	stop_caller(flags, tgid, now, WHY_BURST, family, family, 0, 0, family, &sc->k);
 }
 
-// burst_up returns the process that forked pid (recorded at fork), never
-// pid 1, kthreadd or the sensor: their children are not one family.
-static __always_inline __u32 burst_up(__u32 pid)
-{
-	__u32 *p = bpf_map_lookup_elem(&parent_of, &pid);
-	if (!p || *p <= 2)
-		return 0;
-	__u32 up = *p;
-	if (bpf_map_lookup_elem(&protected_pids, &up))
-		return 0;
-	return up;
-}
 
 // burst_check counts a write-open, rename or unlink in the guarded trees
 // for the caller and its family (a tainted tree's family; else its parent
 // and grandparent, the spawners of one-file workers), and stops the caller
 // when one of them crosses the threshold within the window, or when its
 // family is already held by an earlier stop.
-static __always_inline void burst_check(__u32 flags, const char *path)
+static __always_inline void burst_check(__u32 flags, int dfd, const char *path)
 {
 	if (!(flags & CFG_BURST) || (flags & CFG_OFF))
 		return;
@@ -800,17 +1150,10 @@ static __always_inline void burst_check(__u32 flags, const char *path)
 	if (burst_allowed_now(tgid, now))
 		return;
 	struct scratch *sc = get_scratch();
-	if (!sc || !burst_in_scope(sc, bc, path))
+	if (!sc || !burst_in_scope(sc, bc, dfd, path))
 		return;
-	__u32 fam0 = 0, fam1 = 0;
-	struct taint *t = taint_of_current();
-	if (t && t->family) {
-		fam0 = t->family;
-	} else {
-		fam0 = burst_up(tgid);
-		if (fam0)
-			fam1 = burst_up(fam0);
-	}
+	__u32 fam0, fam1;
+	families(tgid, &fam0, &fam1);
 	if ((fam0 && bpf_map_lookup_elem(&burst_held, &fam0))) {
 		burst_stop(flags, sc, tgid, fam0, now);
 		return;
@@ -997,7 +1340,7 @@ static __always_inline void fresh_exec(__u32 flags, const char *filename)
 	if (now - f->ktime >= FRESH_NS)
 		return;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, f->writer, t->family, &sc->base);
+	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
 }
 
 // emit_exec_args sends what the caller asked to exec: the filename and
@@ -1201,7 +1544,7 @@ int tw_openat(struct tp_openat *ctx)
 	decoy_check(flags, ctx->filename, WHY_DECOY_OPEN);
 	path_check(flags, ctx->filename);
 	fresh_note(flags, ctx->filename, FRESH_WRITE);
-	burst_check(flags, ctx->filename);
+	burst_check(flags, (int)ctx->dfd, ctx->filename);
 	return 0;
 }
 
@@ -1213,7 +1556,7 @@ int tw_unlinkat(struct tp_dfd_path *ctx)
 		return 0;
 	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
 	path_check(flags, ctx->path);
-	burst_check(flags, ctx->path);
+	burst_check(flags, (int)ctx->dfd, ctx->path);
 	return 0;
 }
 
@@ -1225,7 +1568,7 @@ int tw_unlink(struct tp_path1 *ctx)
 		return 0;
 	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
 	path_check(flags, ctx->path);
-	burst_check(flags, ctx->path);
+	burst_check(flags, AT_FDCWD, ctx->path);
 	return 0;
 }
 
@@ -1239,7 +1582,7 @@ int tw_renameat2(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, ctx->oldname);
+	burst_check(flags, (int)ctx->olddfd, ctx->oldname);
 	return 0;
 }
 
@@ -1253,7 +1596,7 @@ int tw_renameat(struct tp_renameat *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, ctx->oldname);
+	burst_check(flags, (int)ctx->olddfd, ctx->oldname);
 	return 0;
 }
 
@@ -1267,7 +1610,7 @@ int tw_rename(struct tp_rename *ctx)
 	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
 	path_check(flags, ctx->oldname);
 	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, ctx->oldname);
+	burst_check(flags, AT_FDCWD, ctx->oldname);
 	return 0;
 }
 
