@@ -40,7 +40,7 @@ const (
 
 // attach lists every program with its tracepoint.
 // An optional tracepoint is skipped where the kernel lacks it
-// (sys_enter_fchmodat2 is new in Linux 6.6); a program the attach list does
+// (sys_enter_fchmodat2 is new in Linux 6.6, sys_enter_openat2 in 5.6); a program the attach list does
 // not name is a build error caught by forEachProgram.
 var attach = []struct {
 	prog, group, name string
@@ -56,6 +56,8 @@ var attach = []struct {
 	{"tw_tgkill", "syscalls", "sys_enter_tgkill", false},
 	{"tw_pidfd_open", "syscalls", "sys_enter_pidfd_open", false},
 	{"tw_openat", "syscalls", "sys_enter_openat", false},
+	{"tw_open", "syscalls", "sys_enter_open", false},
+	{"tw_openat2", "syscalls", "sys_enter_openat2", true},
 	{"tw_unlinkat", "syscalls", "sys_enter_unlinkat", false},
 	{"tw_unlink", "syscalls", "sys_enter_unlink", false},
 	{"tw_renameat2", "syscalls", "sys_enter_renameat2", false},
@@ -252,7 +254,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 	for name, prog := range map[string]*ebpf.Program{
 		"tw_execve": p.TwExecve, "tw_execveat": p.TwExecveat, "tw_exec": p.TwExec, "tw_fork": p.TwFork,
 		"tw_exit": p.TwExit, "tw_kill": p.TwKill, "tw_tkill": p.TwTkill, "tw_tgkill": p.TwTgkill,
-		"tw_pidfd_open": p.TwPidfdOpen, "tw_openat": p.TwOpenat, "tw_unlinkat": p.TwUnlinkat,
+		"tw_pidfd_open": p.TwPidfdOpen, "tw_openat": p.TwOpenat, "tw_open": p.TwOpen, "tw_openat2": p.TwOpenat2, "tw_unlinkat": p.TwUnlinkat,
 		"tw_unlink": p.TwUnlink, "tw_renameat2": p.TwRenameat2, "tw_renameat": p.TwRenameat,
 		"tw_rename": p.TwRename, "tw_linkat": p.TwLinkat, "tw_write": p.TwWrite,
 		"tw_creat": p.TwCreat, "tw_chmod": p.TwChmod, "tw_fchmodat": p.TwFchmodat, "tw_fchmodat2": p.TwFchmodat2,

@@ -146,7 +146,9 @@ const (
 	tripwireProgTwFork       = "tw_fork"
 	tripwireProgTwKill       = "tw_kill"
 	tripwireProgTwLinkat     = "tw_linkat"
+	tripwireProgTwOpen       = "tw_open"
 	tripwireProgTwOpenat     = "tw_openat"
+	tripwireProgTwOpenat2    = "tw_openat2"
 	tripwireProgTwPidfdOpen  = "tw_pidfd_open"
 	tripwireProgTwRename     = "tw_rename"
 	tripwireProgTwRenameat   = "tw_renameat"
@@ -211,7 +213,9 @@ type tripwireProgramSpecs struct {
 	TwFork      *ebpf.ProgramSpec `ebpf:"tw_fork"`
 	TwKill      *ebpf.ProgramSpec `ebpf:"tw_kill"`
 	TwLinkat    *ebpf.ProgramSpec `ebpf:"tw_linkat"`
+	TwOpen      *ebpf.ProgramSpec `ebpf:"tw_open"`
 	TwOpenat    *ebpf.ProgramSpec `ebpf:"tw_openat"`
+	TwOpenat2   *ebpf.ProgramSpec `ebpf:"tw_openat2"`
 	TwPidfdOpen *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
 	TwRename    *ebpf.ProgramSpec `ebpf:"tw_rename"`
 	TwRenameat  *ebpf.ProgramSpec `ebpf:"tw_renameat"`
@@ -352,7 +356,9 @@ type tripwirePrograms struct {
 	TwFork      *ebpf.Program `ebpf:"tw_fork"`
 	TwKill      *ebpf.Program `ebpf:"tw_kill"`
 	TwLinkat    *ebpf.Program `ebpf:"tw_linkat"`
+	TwOpen      *ebpf.Program `ebpf:"tw_open"`
 	TwOpenat    *ebpf.Program `ebpf:"tw_openat"`
+	TwOpenat2   *ebpf.Program `ebpf:"tw_openat2"`
 	TwPidfdOpen *ebpf.Program `ebpf:"tw_pidfd_open"`
 	TwRename    *ebpf.Program `ebpf:"tw_rename"`
 	TwRenameat  *ebpf.Program `ebpf:"tw_renameat"`
@@ -377,7 +383,9 @@ func (p *tripwirePrograms) Close() error {
 		p.TwFork,
 		p.TwKill,
 		p.TwLinkat,
+		p.TwOpen,
 		p.TwOpenat,
+		p.TwOpenat2,
 		p.TwPidfdOpen,
 		p.TwRename,
 		p.TwRenameat,

@@ -175,6 +175,13 @@ func exists(path string) bool { _, err := os.Stat(path); return err == nil }
 // waitTamper waits for a tamper record with reason r.
 func (s *scene) waitTamper(r Reason) Tamper {
 	var got Tamper
+	defer func() {
+		if got.Reason != r {
+			s.mu.Lock()
+			s.t.Logf("records seen instead: %+v", s.tampers)
+			s.mu.Unlock()
+		}
+	}()
 	waitFor(s.t, 10*time.Second, "a "+r.String()+" record", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -220,9 +227,26 @@ func TestTamperTripwires(t *testing.T) {
 			inner := fmt.Sprintf("kill -9 %d\n%s\n", s.sensor.Process.Pid, s.encryptLoop())
 			return fmt.Sprintf("echo %s | base64 -d > %[2]s/p.sh\nsh %[2]s/p.sh", base64.StdEncoding.EncodeToString([]byte(inner)), s.dir)
 		}, ReasonSignal, true},
+		// The sensor's binary (named by its basename in targets) reached
+		// by every way of writing it: a file renamed over it, and the raw
+		// open syscalls a payload can make without going through openat.
+		{"file renamed over the binary", func(s *scene) string {
+			return fmt.Sprintf("echo evil > %[1]s/evil\nmv %[1]s/evil %[1]s/bin/%[2]s\n%[3]s", s.dir, s.name, s.encryptLoop())
+		}, ReasonPath, false},
+		{"raw open", func(s *scene) string { return rawOpen(s, "syscall(2, $p, 1, 0)") }, ReasonPath, false},
+		{"raw creat", func(s *scene) string { return rawOpen(s, "syscall(85, $p, 0644)") }, ReasonPath, false},
+		// struct open_how: flags O_WRONLY, mode, resolve.
+		{"raw openat2", func(s *scene) string {
+			return rawOpen(s, `my $how = pack("QQQ", 1, 0, 0); syscall(437, -100, $p, $how, 24)`)
+		}, ReasonPath, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			if strings.HasPrefix(c.name, "raw ") {
+				if _, err := exec.LookPath("perl"); err != nil {
+					t.Skip("perl makes the raw syscalls")
+				}
+			}
 			s := newScene(t, l)
 			s.runAgent(c.payload(s), true)
 			tp := s.waitTamper(c.reason)
@@ -247,6 +271,12 @@ func TestTamperTripwires(t *testing.T) {
 			t.Logf("%s: %+v; %d files changed", tp.Reason, tp, s.changed())
 		})
 	}
+}
+
+// rawOpen is a payload that opens the stand-in sensor's binary ($p) with
+// a raw system call (Perl's syscall, x86-64 numbers), then encrypts.
+func rawOpen(s *scene, call string) string {
+	return fmt.Sprintf("perl -e 'my $p = $ARGV[0]; %s' %s/bin/%s\n%s", call, s.dir, s.name, s.encryptLoop())
 }
 
 // TestTamperTripwiresBenign runs honest work: the same commands outside

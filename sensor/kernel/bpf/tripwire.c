@@ -523,6 +523,23 @@ struct tp_fchmodat { // fchmodat, fchmodat2
 	__u64 mode;
 };
 
+struct tp_open {
+	__u64 common;
+	__u64 nr;
+	const char *filename;
+	__u64 flags;
+	__u64 mode;
+};
+
+struct tp_openat2 {
+	__u64 common;
+	__u64 nr;
+	__u64 dfd;
+	const char *filename;
+	const void *how; // struct open_how *
+	__u64 usize;
+};
+
 struct tp_creat {
 	__u64 common;
 	__u64 nr;
@@ -1533,19 +1550,46 @@ int tw_pidfd_open(struct tp_pidfd_open *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_openat")
-int tw_openat(struct tp_openat *ctx)
+// write_open is every tripwire of an open for writing (or creating, or
+// truncating) of path, resolved against dfd.
+static __always_inline int write_open(int dfd, const char *path, __u64 oflags)
 {
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
 		return 0;
-	if (!(ctx->flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)))
+	if (!(oflags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)))
 		return 0;
-	decoy_check(flags, ctx->filename, WHY_DECOY_OPEN);
-	path_check(flags, ctx->filename);
-	fresh_note(flags, ctx->filename, FRESH_WRITE);
-	burst_check(flags, (int)ctx->dfd, ctx->filename);
+	decoy_check(flags, path, WHY_DECOY_OPEN);
+	path_check(flags, path);
+	fresh_note(flags, path, FRESH_WRITE);
+	burst_check(flags, dfd, path);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int tw_openat(struct tp_openat *ctx)
+{
+	return write_open((int)ctx->dfd, ctx->filename, ctx->flags);
+}
+
+// open(2), openat2(2) and creat(2) open for writing like openat: an
+// attacker who read this file would otherwise reach a decoy, the sensor's
+// files or a burst past every file tripwire with one raw syscall.
+SEC("tracepoint/syscalls/sys_enter_open")
+int tw_open(struct tp_open *ctx)
+{
+	return write_open(AT_FDCWD, ctx->filename, ctx->flags);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int tw_openat2(struct tp_openat2 *ctx)
+{
+	__u64 oflags = 0;
+	// open_how begins with its flags (__u64); an unreadable one fails the
+	// syscall anyway, and is taken for a write-open here to be safe.
+	if (bpf_probe_read_user(&oflags, sizeof(oflags), ctx->how))
+		oflags = O_WRONLY;
+	return write_open((int)ctx->dfd, ctx->filename, oflags);
 }
 
 SEC("tracepoint/syscalls/sys_enter_unlinkat")
@@ -1572,46 +1616,39 @@ int tw_unlink(struct tp_path1 *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_renameat2")
-int tw_renameat2(struct tp_renameat *ctx)
+// on_rename is every tripwire of a rename of oldname (resolved against
+// dfd) to newname. Both names are the sensor's to guard: moving its config
+// away and moving a file over its binary are the same tampering.
+static __always_inline int on_rename(int dfd, const char *oldname, const char *newname)
 {
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
 		return 0;
-	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
-	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
-	path_check(flags, ctx->oldname);
-	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, (int)ctx->olddfd, ctx->oldname);
+	decoy_check(flags, oldname, WHY_DECOY_RENAME);
+	decoy_check(flags, newname, WHY_DECOY_RENAME);
+	path_check(flags, oldname);
+	path_check(flags, newname);
+	fresh_rename(flags, oldname, newname);
+	burst_check(flags, dfd, oldname);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int tw_renameat2(struct tp_renameat *ctx)
+{
+	return on_rename((int)ctx->olddfd, ctx->oldname, ctx->newname);
 }
 
 SEC("tracepoint/syscalls/sys_enter_renameat")
 int tw_renameat(struct tp_renameat *ctx)
 {
-	__u32 flags = cfg_flags();
-	if (hostile_check(flags))
-		return 0;
-	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
-	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
-	path_check(flags, ctx->oldname);
-	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, (int)ctx->olddfd, ctx->oldname);
-	return 0;
+	return on_rename((int)ctx->olddfd, ctx->oldname, ctx->newname);
 }
 
 SEC("tracepoint/syscalls/sys_enter_rename")
 int tw_rename(struct tp_rename *ctx)
 {
-	__u32 flags = cfg_flags();
-	if (hostile_check(flags))
-		return 0;
-	decoy_check(flags, ctx->oldname, WHY_DECOY_RENAME);
-	decoy_check(flags, ctx->newname, WHY_DECOY_RENAME);
-	path_check(flags, ctx->oldname);
-	fresh_rename(flags, ctx->oldname, ctx->newname);
-	burst_check(flags, AT_FDCWD, ctx->oldname);
-	return 0;
+	return on_rename(AT_FDCWD, ctx->oldname, ctx->newname);
 }
 
 SEC("tracepoint/syscalls/sys_enter_linkat")
@@ -1627,11 +1664,7 @@ int tw_linkat(struct tp_renameat *ctx)
 SEC("tracepoint/syscalls/sys_enter_creat")
 int tw_creat(struct tp_creat *ctx)
 {
-	__u32 flags = cfg_flags();
-	if (hostile_check(flags))
-		return 0;
-	fresh_note(flags, ctx->path, FRESH_WRITE);
-	return 0;
+	return write_open(AT_FDCWD, ctx->path, O_CREAT | O_WRONLY | O_TRUNC);
 }
 
 SEC("tracepoint/syscalls/sys_enter_chmod")
