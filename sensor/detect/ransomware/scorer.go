@@ -141,12 +141,15 @@ type tree struct {
 	notes   map[string]map[string]bool
 	noted   bool
 	dirs    map[string]time.Time
-	broad   time.Time
-	canary  bool
-	alerted bool
-	rmm     *RMMAgent
-	reasons map[string]int
-	contrib map[int]time.Time // family groups: worker trees that behaved suspiciously, when last
+	// dirsLive is how many of dirs were within the breadth period when
+	// last counted.
+	dirsLive int
+	broad    time.Time
+	canary   bool
+	alerted  bool
+	rmm      *RMMAgent
+	reasons  map[string]int
+	contrib  map[int]time.Time // family groups: worker trees that behaved suspiciously, when last
 	// opened is the last file each process of the tree opened for writing
 	// (or created), and when: a second file, beyond the one it already
 	// damaged, is what lets a tree's score reach the threshold (see
@@ -819,7 +822,14 @@ func (s *Scorer) note(t *tree, o Obs, dir string) {
 
 // breadth scores writes spread over many folders in a short interval.
 func (s *Scorer) breadth(t *tree, o Obs, dir string) {
+	prev, known := t.dirs[dir]
 	t.dirs[dir] = o.Time
+	// A folder already counted and still within the period cannot raise
+	// the count: the walk over every folder (hundreds in an extraction,
+	// on every write) is only needed when it could cross the threshold.
+	if known && o.Time.Sub(prev) <= s.r.Breadth.Per && (t.dirsLive < s.r.Breadth.Dirs || o.Time.Sub(t.broad) <= s.r.Window) {
+		return
+	}
 	n := 0
 	for d, at := range t.dirs {
 		if o.Time.Sub(at) <= s.r.Breadth.Per {
@@ -828,6 +838,7 @@ func (s *Scorer) breadth(t *tree, o Obs, dir string) {
 			delete(t.dirs, d)
 		}
 	}
+	t.dirsLive = n
 	if n >= s.r.Breadth.Dirs && o.Time.Sub(t.broad) > s.r.Window {
 		t.broad = o.Time
 		s.add(t, o, s.r.Weights.Breadth, fmt.Sprintf("writes in %d folders within %s", n, s.r.Breadth.Per), false)
