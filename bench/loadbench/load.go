@@ -32,7 +32,8 @@ type Options struct {
 	// SensorArgs are extra arguments for the sensor (profiling).
 	SensorArgs []string
 	// Kernel is the sensor's kernel.mode: off (default) or auto, which
-	// adds the eBPF layer (process feed and tripwires).
+	// adds the eBPF layer (process feed and tripwires); none passes no
+	// config file (builds from before the kernel layer).
 	Kernel string
 	// OpenPermission is the sensor's files.open_permission ("" keeps the
 	// default): unless-kernel drops the permission event per open while
@@ -135,15 +136,20 @@ func Measure(ctx context.Context, o Options) (Result, error) {
 	if mode == "" {
 		mode = "off"
 	}
-	yml := "kernel:\n  mode: " + mode + "\n  pin_dir: " + pinDir + "\n"
-	if o.OpenPermission != "" {
-		yml += "files:\n  open_permission: " + o.OpenPermission + "\n"
+	// "none" passes no config file at all: a build from before the kernel
+	// layer refuses the kernel: key, and had no layer to switch off, so it
+	// can still be measured side by side with -bin.
+	if mode != "none" {
+		yml := "kernel:\n  mode: " + mode + "\n  pin_dir: " + pinDir + "\n"
+		if o.OpenPermission != "" {
+			yml += "files:\n  open_permission: " + o.OpenPermission + "\n"
+		}
+		if err := os.WriteFile(kcfg, []byte(yml), 0o600); err != nil {
+			return r, err
+		}
+		defer os.RemoveAll(pinDir)
+		r.Args = append(r.Args, "-c", kcfg)
 	}
-	if err := os.WriteFile(kcfg, []byte(yml), 0o600); err != nil {
-		return r, err
-	}
-	defer os.RemoveAll(pinDir)
-	r.Args = append(r.Args, "-c", kcfg)
 
 	tarP := Phase{Name: "tar", What: fmt.Sprintf("`tar -xf` of %d files into the watched folder", r.TarFiles)}
 	gzP := Phase{Name: "gzip", What: "`gzip -r` over the extracted tree (each file compressed, the original removed)"}
@@ -300,7 +306,7 @@ func startSensor(o Options, args []string, logPath, watch string) (*benchproc.Pr
 // back silently otherwise); with -open-permission unless-kernel, no
 // permission event per open (which needs the tripwires armed).
 func checkSensorMode(log string, o Options) error {
-	if o.Kernel != "" && o.Kernel != "off" && !strings.Contains(log, "kernel layer armed") {
+	if o.Kernel != "" && o.Kernel != "off" && o.Kernel != "none" && !strings.Contains(log, "kernel layer armed") {
 		return fmt.Errorf("-kernel %s: the sensor did not arm its kernel layer: %s", o.Kernel, benchproc.LogField(log, "kernel layer unavailable", "error"))
 	}
 	if o.OpenPermission == "unless-kernel" && !strings.Contains(log, "file guard: no permission event per open") {

@@ -40,7 +40,7 @@ func main() {
 	settle := flag.Duration("settle", 2*time.Second, "pause before each run (and after the sensor is ready)")
 	dir := flag.String("dir", "/dev/shm", "where the tar, the watched folder and the sensor's state go (\"\" = the temp dir); see the report for why tmpfs")
 	profile := flag.String("profile", "", "diagnose instead: run bench/profsensor (the sensor with pprof), write cpu.pprof and heap.pprof (of the last run with it) into DIR, leave the docs alone")
-	kernelMode := flag.String("kernel", "off", "the sensor's kernel.mode: off, or auto to run with the eBPF layer (pinned under /sys/fs/bpf/tillwatch-loadbench, removed after)")
+	kernelMode := flag.String("kernel", "off", "the sensor's kernel.mode: off, or auto to run with the eBPF layer (pinned under /sys/fs/bpf/tillwatch-loadbench, removed after); none passes the sensor no config file, for a -bin build from before the kernel layer")
 	openPerm := flag.String("open-permission", "", "the sensor's files.open_permission: always, or unless-kernel (with -kernel auto: no permission event per open while the kernel tripwires are armed); empty keeps the default; a comma-separated list (always,unless-kernel) measures each in turn and prints them side by side (with -out \"\")")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -46,7 +46,7 @@ func main() {
 	flag.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "log level")
 	cpu := flag.String("cpuprofile", "", "write a CPU profile of the run to FILE")
 	mem := flag.String("memprofile", "", "write a heap profile to FILE when asked to stop")
-	file := flag.String("c", "", "YAML config file: its kernel section is used (the benchmarks pin the layer in a folder of their own)")
+	file := flag.String("c", "", "YAML config file: its kernel section and files.open_permission are used (the benchmarks pin the layer in a folder of their own)")
 	// The benchmarks' command lines start with the run subcommand.
 	args := os.Args[1:]
 	if len(args) > 0 && args[0] == "run" {
@@ -63,6 +63,7 @@ func main() {
 			os.Exit(2)
 		}
 		cfg.Kernel = fc.Kernel
+		cfg.Files.OpenPermission = fc.Files.OpenPermission
 	}
 	if err := run(cfg, *cpu, *mem); err != nil {
 		fmt.Fprintln(os.Stderr, "profsensor: "+err.Error())
