@@ -472,3 +472,51 @@ func TestUnsampledWritesAreJudgedByName(t *testing.T) {
 		t.Error("one unsampled file stopped the tree")
 	}
 }
+
+// TestBreadthCountsFoldersWithinThePeriod: writes in breadth.dirs folders
+// within breadth.per add the breadth weight once per window; writes into
+// folders already counted add nothing until the window has passed, and
+// folders out of the period are no longer counted.
+func TestBreadthCountsFoldersWithinThePeriod(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	s := NewScorer(r)
+	plain := &Features{Magic: "text", Entropy: 4.2, Sampled: 100}
+	t0 := time.Now()
+	write := func(at time.Time, dir int) {
+		s.Observe(Obs{Time: at, Tree: 100, PID: 101, Op: OpCreate, Path: fmt.Sprintf("/d/%d/f.csv", dir), After: plain})
+	}
+	for d := range r.Breadth.Dirs - 1 {
+		write(t0, d)
+	}
+	if got := s.Score(100, t0); got != 0 {
+		t.Fatalf("score %d after %d folders, want 0", got, r.Breadth.Dirs-1)
+	}
+	write(t0, r.Breadth.Dirs-1)
+	if got := s.Score(100, t0); got != r.Weights.Breadth {
+		t.Fatalf("score %d after %d folders, want %d", got, r.Breadth.Dirs, r.Weights.Breadth)
+	}
+	// Again in the same folders, within the window: nothing more.
+	t1 := t0.Add(r.Breadth.Per / 2)
+	for d := range r.Breadth.Dirs {
+		write(t1, d)
+	}
+	if got := s.Score(100, t1); got != r.Weights.Breadth {
+		t.Fatalf("score %d after writing the same folders again, want %d", got, r.Weights.Breadth)
+	}
+	// Past the window, the folders still within the period: counted again.
+	t2 := t0.Add(r.Window + time.Second)
+	for d := range r.Breadth.Dirs {
+		write(t2.Add(-r.Breadth.Per/2), d)
+	}
+	write(t2, 0)
+	if got := s.Score(100, t2); got != r.Weights.Breadth {
+		t.Fatalf("score %d in the next window, want %d (the first has expired)", got, r.Weights.Breadth)
+	}
+	// Far later, one folder alone: the others are out of the period.
+	t3 := t2.Add(r.Window + r.Breadth.Per + time.Second)
+	write(t3, 1)
+	if got := s.Score(100, t3); got != 0 {
+		t.Fatalf("score %d for one folder long after, want 0", got)
+	}
+}
