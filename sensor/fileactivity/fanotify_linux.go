@@ -22,7 +22,7 @@ import (
 // permission events, and refuses permission events on a FID group. The
 // content group alone keeps the ordering that matters for a synchronous
 // stop: a process's close-write of file N is queued before its open of file
-// N+1, so the guard has scored N before it answers N+1.
+// N+1, so the guard has scored N before it answers N+1 (contentBatch).
 //
 // Marks. The content group marks each watched directory: only the watched
 // trees should pay for permission events; a filesystem mark would make every
@@ -140,16 +140,36 @@ func (b *fanBackend) run(ctx context.Context, emit func(event.Event)) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := b.loop(loopCtx, b.names, func(ev rawEvent) { b.nameEvent(ev, emit) }); err != nil {
+			if err := b.loop(loopCtx, b.names, func(evs []rawEvent) {
+				for _, ev := range evs {
+					b.nameEvent(ev, emit)
+				}
+			}); err != nil {
 				errs <- err
 				cancel()
 			}
 		}()
 	}
-	if err := b.loop(loopCtx, b.content, func(ev rawEvent) { b.contentEvent(ev, emit) }); err != nil {
+	// The content group is read by this goroutine and handled by another
+	// (contentBatch): requests the hook's Prejudger allows are answered
+	// as they are read, while the handler may still be scoring earlier
+	// events. A few batches may wait; then reading waits too.
+	work := make(chan []contentReq, 4)
+	handled := make(chan struct{})
+	go func() {
+		defer close(handled)
+		for reqs := range work {
+			for i := range reqs {
+				b.contentEvent(&reqs[i], emit)
+			}
+		}
+	}()
+	if err := b.loop(loopCtx, b.content, func(evs []rawEvent) { work <- b.contentBatch(evs) }); err != nil {
 		errs <- err
 		cancel()
 	}
+	close(work)
+	<-handled
 	wg.Wait()
 	select {
 	case err := <-errs:
@@ -162,7 +182,7 @@ func (b *fanBackend) run(ctx context.Context, emit func(event.Event)) error {
 // loop reads fd until ctx is done. It sleeps in poll until fd has events
 // or ctx is cancelled (an eventfd written on cancel), with no timeout: an
 // idle sensor makes no periodic wake-up here.
-func (b *fanBackend) loop(ctx context.Context, fd int, handle func(rawEvent)) error {
+func (b *fanBackend) loop(ctx context.Context, fd int, handle func([]rawEvent)) error {
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return fmt.Errorf("fanotify loop: eventfd: %w", err)
@@ -205,9 +225,7 @@ func (b *fanBackend) loop(ctx context.Context, fd int, handle func(rawEvent)) er
 			return fmt.Errorf("read fanotify: %w", err)
 		}
 		evs, perr := parseEvents(buf[:n])
-		for _, ev := range evs {
-			handle(ev)
-		}
+		handle(evs)
 		if perr != nil {
 			return perr
 		}
@@ -225,17 +243,79 @@ func (b *fanBackend) overflow(ev rawEvent) bool {
 	return true
 }
 
-// contentEvent handles a permission request or a completed write. A
-// permission request is always answered, whatever happens on the way.
-func (b *fanBackend) contentEvent(ev rawEvent, emit func(event.Event)) {
-	if b.overflow(ev) || ev.FD < 0 {
-		return
+// contentReq is one event of the content group on its way through a batch.
+type contentReq struct {
+	ev       rawEvent
+	a        *Activity // nil: the sensor's own, or outside the watched trees
+	answered bool      // allowed already by the Prejudger
+}
+
+// contentBatch prepares one read of the content group (permission requests
+// and completed writes, in the kernel's order) for the handler, and answers
+// at once each request the hook's Prejudger allows.
+//
+// The order matters for one thing: a process's close-write of file N is
+// queued before its open of file N+1, so the guard has scored N before it
+// answers an open that could destroy N+1; such opens (for writing) wait for
+// the handler, in order. An open that cannot destroy content (of an empty
+// file, or for reading; the Prejudger says) is answered here instead:
+// scoring the events queued ahead of it (sampling each written file) no
+// longer adds to its wait, which in an extraction or a compressor's run was
+// most of it.
+func (b *fanBackend) contentBatch(evs []rawEvent) []contentReq {
+	reqs := make([]contentReq, 0, len(evs))
+	for _, ev := range evs {
+		if b.overflow(ev) || ev.FD < 0 {
+			continue
+		}
+		reqs = append(reqs, b.prepare(ev))
+	}
+	pre, ok := b.s.hook.(Prejudger)
+	if !ok || !b.perm {
+		return reqs
+	}
+	for i := range reqs {
+		r := &reqs[i]
+		if r.a != nil && r.a.Perm && b.s.safePrejudge(pre, r.a) {
+			b.respond(int(r.ev.FD), unix.FAN_ALLOW)
+			r.answered, r.a.Answered = true, true
+		}
+	}
+	return reqs
+}
+
+// prepare reads what an event is about through its descriptor: the path
+// and size of the file.
+func (b *fanBackend) prepare(ev rawEvent) contentReq {
+	r := contentReq{ev: ev}
+	if int(ev.PID) == b.s.cfg.Self {
+		return r
 	}
 	fd := int(ev.FD)
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil || !b.s.under(path) {
+		return r
+	}
+	a := &Activity{Path: path, PID: int(ev.PID), Perm: ev.Mask&unix.FAN_OPEN_PERM != 0, ReadAt: func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) }}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		a.Size = st.Size
+	}
+	if a.Perm {
+		a.Op = OpOpen
+	}
+	r.a = a
+	return r
+}
+
+// contentEvent handles a permission request or a completed write, answers
+// the request unless that was done already, and closes the descriptor.
+func (b *fanBackend) contentEvent(r *contentReq, emit func(event.Event)) {
+	fd := int(r.ev.FD)
 	defer unix.Close(fd)
-	perm := ev.Mask&unix.FAN_OPEN_PERM != 0
+	perm := r.ev.Mask&unix.FAN_OPEN_PERM != 0
 	verdict := Verdict{}
-	if perm {
+	if perm && !r.answered {
 		defer func() {
 			resp := uint32(unix.FAN_ALLOW)
 			if verdict.Deny {
@@ -244,24 +324,16 @@ func (b *fanBackend) contentEvent(ev rawEvent, emit func(event.Event)) {
 			b.respond(fd, resp)
 		}()
 	}
-	if int(ev.PID) == b.s.cfg.Self {
+	a := r.a
+	if a == nil {
 		return
-	}
-	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	if err != nil || !b.s.under(path) {
-		return
-	}
-	a := &Activity{Path: path, PID: int(ev.PID), Perm: perm, ReadAt: func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) }}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil {
-		a.Size = st.Size
 	}
 	if perm {
 		a.Op = OpOpen
 		verdict = b.s.handle(BackendFanotify, a, emit)
 	}
-	if ev.Mask&unix.FAN_CLOSE_WRITE != 0 {
-		a.Op, a.Perm = OpCloseWrite, false
+	if r.ev.Mask&unix.FAN_CLOSE_WRITE != 0 {
+		a.Op, a.Perm, a.Answered = OpCloseWrite, false, false
 		b.s.handle(BackendFanotify, a, emit)
 	}
 }

@@ -64,6 +64,10 @@ type Activity struct {
 	ReadAt func(p []byte, off int64) (int, error)
 	// Size is the file's size when ReadAt is set.
 	Size int64
+	// Answered marks a permission request the Prejudger allowed before
+	// the Hook saw it: the opener has moved on, and the Hook's Deny is
+	// ignored.
+	Answered bool
 }
 
 // Verdict is a Hook's answer.
@@ -83,6 +87,17 @@ type Verdict struct {
 // waits. It is called from more than one goroutine (one per fanotify group).
 type Hook interface {
 	Handle(a *Activity) Verdict
+}
+
+// Prejudger is a Hook that can allow some permission requests at once,
+// before the events the kernel queued ahead of them are handled (fanotify
+// only). Prejudge returns true for a request that may be allowed without
+// waiting: the Hook's Handle still sees it afterwards, with Answered set.
+// It is called as the content group is read, while Handle may be running
+// on earlier events in another goroutine: it must be fast and must not
+// wait for Handle.
+type Prejudger interface {
+	Prejudge(a *Activity) bool
 }
 
 // Config configures the source.
@@ -241,6 +256,19 @@ func (s *Source) safeHook(a *Activity) (v Verdict) {
 		}
 	}()
 	return s.hook.Handle(a)
+}
+
+// safePrejudge asks the Prejudger; a panic keeps the request for the full
+// judgement.
+func (s *Source) safePrejudge(p Prejudger, a *Activity) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("file activity prejudge panicked; the request waits for the full judgement", "panic", fmt.Sprint(r), logkey.Path, a.Path)
+			s.health(component, event.HealthDegraded, fmt.Sprintf("prejudge panicked: %v", r))
+			ok = false
+		}
+	}()
+	return p.Prejudge(a)
 }
 
 // toEvent shapes a as a tillwatch.file telemetry event.

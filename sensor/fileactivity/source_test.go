@@ -69,7 +69,13 @@ func (r *recorder) waitEvent(t *testing.T, action, path string) event.Event {
 
 func start(t *testing.T, backend string, dir string, hook *recorder, mods ...func(*Source)) *Source {
 	t.Helper()
-	s, err := New(Config{Backend: backend, Paths: []string{dir}, Self: os.Getpid()}, hook, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	return startWith(t, backend, dir, hook, hook, mods...)
+}
+
+// startWith runs a source with h as its hook, recording events in hook.
+func startWith(t *testing.T, backend string, dir string, h Hook, hook *recorder, mods ...func(*Source)) *Source {
+	t.Helper()
+	s, err := New(Config{Backend: backend, Paths: []string{dir}, Self: os.Getpid()}, h, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,6 +84,12 @@ type Guard struct {
 	// sensor's own parents (and be refused, leaving the encryptor running).
 	sensorLine map[int]bool
 	stopped    map[int]time.Time // pids stopped by the guard: their opens are denied
+	// smu guards stopped too (writers hold mu and smu), so Prejudge can
+	// read it without waiting for a Handle in progress; pre guards the
+	// intent reader Prejudge uses.
+	smu       sync.Mutex
+	pre       sync.Mutex
+	preIntent *intentReader
 	// owners remember which tree (and lineage) last opened or wrote each
 	// recent path: a one-shot worker (`mv`, `rm`) is often gone, reaped,
 	// by the time its rename or delete is read, and its event is then
@@ -117,7 +123,7 @@ func New(o Options) *Guard {
 	return &Guard{
 		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
 		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
-		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{}, intent: newIntentReader(o.ProcRoot),
+		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{}, intent: newIntentReader(o.ProcRoot), preIntent: newIntentReader(o.ProcRoot),
 		owners: map[string]treeKey{},
 	}
 }
@@ -174,10 +180,13 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 			// Every opened file's content is recorded with the family
 			// that opened it: a file later replaced by rename or link,
 			// or deleted beside an encrypted copy, is judged against it.
+			// (An open Prejudge answered is one for reading: its opener
+			// has moved on, so its intent is no longer readable, and the
+			// event's own descriptor still reads the content it opened.)
 			f := sample(a)
 			read := ransomware.Obs{Time: now, PID: a.PID, Path: a.Path, Tree: root, Ancestors: ancestors, Op: ransomware.OpRead, After: &f}
 			g.scorer.Observe(read)
-			if g.intent.read(a.PID) == intentRead {
+			if a.Answered || g.intent.read(a.PID) == intentRead {
 				return verdict
 			}
 			g.remember(a.Path, f)
@@ -226,6 +235,32 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	g.act(v, a, now)
 	verdict.Deny = g.o.Enforce && a.Perm
 	return verdict
+}
+
+// Prejudge implements fileactivity.Prejudger: an open that cannot destroy
+// content, of an empty file or for reading, is allowed before the events
+// queued ahead of it are scored; Handle scores it afterwards as before.
+// Opens for writing (or of unknown intent), decoys and processes this guard
+// has stopped wait for the full judgement, in order.
+//
+// It runs as fanotify's queue is read, while Handle may be scoring earlier
+// events: it takes neither the guard's lock nor its intent reader.
+func (g *Guard) Prejudge(a *fileactivity.Activity) bool {
+	if a.Op != fileactivity.OpOpen || a.PID <= 0 {
+		return false
+	}
+	g.smu.Lock()
+	_, stopped := g.stopped[a.PID]
+	g.smu.Unlock()
+	if stopped || g.o.Canaries != nil && g.o.Canaries.Is(a.Path) {
+		return false
+	}
+	if a.ReadAt == nil || a.Size == 0 {
+		return true
+	}
+	g.pre.Lock()
+	defer g.pre.Unlock()
+	return g.preIntent.read(a.PID) == intentRead
 }
 
 // Judge is the scorer's view of a process the kernel stopped after a burst
@@ -293,9 +328,11 @@ func (g *Guard) act(v ransomware.Verdict, a *fileactivity.Activity, now time.Tim
 		resp = &event.Response{Action: event.ActionKill, Result: event.ResultOK, Target: "tree:" + strconv.Itoa(v.Tree)}
 		pids, err := g.tree.Stop(v.Tree)
 		stopped = pids
+		g.smu.Lock()
 		for _, p := range pids {
 			g.stopped[p] = now
 		}
+		g.smu.Unlock()
 		if g.o.Quarantine != nil {
 			exes, notes = g.encryptorExes(pids, v) // read while stopped: a dead process has no exe link
 		}
@@ -413,6 +450,8 @@ func (g *Guard) restoreCanaries() {
 }
 
 func (g *Guard) pruneStopped(now time.Time) {
+	g.smu.Lock()
+	defer g.smu.Unlock()
 	for p, at := range g.stopped {
 		if now.Sub(at) > time.Minute {
 			delete(g.stopped, p) // the pid may be reused by now
