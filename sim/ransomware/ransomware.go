@@ -459,7 +459,15 @@ func undoOne(dir string, backup *atomicfile.Dir, e Entry) (bool, error) {
 	}
 	defer d.Close()
 	name := filepath.Base(p)
-	for _, leftover := range []string{name + Ext, name + TmpExt} {
+	leftovers := []string{name + Ext, name + TmpExt}
+	if names, err := d.Names(); err == nil {
+		for _, n := range names {
+			if isWriteTemp(n, name+Ext) {
+				leftovers = append(leftovers, n)
+			}
+		}
+	}
+	for _, leftover := range leftovers {
 		if err := d.Remove(leftover); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return false, err
 		}
@@ -480,6 +488,22 @@ func undoOne(dir string, backup *atomicfile.Dir, e Entry) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// isWriteTemp reports whether n is the temporary file atomicfile's Write
+// makes for name (".NAME.<16 hex digits>.tmp"): a simulator killed between
+// creating it and renaming it into place (the sensor's stop) leaves it.
+func isWriteTemp(n, name string) bool {
+	mid, ok := strings.CutPrefix(n, "."+name+".")
+	if !ok {
+		return false
+	}
+	mid, ok = strings.CutSuffix(mid, ".tmp")
+	if !ok || len(mid) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(mid)
+	return err == nil
 }
 
 func writeJSON(d *atomicfile.Dir, m *Manifest) error {

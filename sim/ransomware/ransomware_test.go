@@ -168,3 +168,37 @@ func TestOrders(t *testing.T) {
 		}
 	}
 }
+
+// TestUndoRemovesTheTemporaryOfAKilledWrite: a simulator killed between
+// creating a copy's temporary file and renaming it into place (as the
+// sensor stops it) leaves ".FILE.tillsim.<hex>.tmp"; undo removes it, and
+// nothing else that merely looks alike.
+func TestUndoRemovesTheTemporaryOfAKilledWrite(t *testing.T) {
+	t.Parallel()
+	dir, files := tree(t)
+	if _, err := Mark(dir); err != nil {
+		t.Fatal(err)
+	}
+	var rel string
+	for r := range files {
+		rel = r
+		break
+	}
+	d, base := filepath.Dir(filepath.Join(dir, rel)), filepath.Base(rel)
+	left := filepath.Join(d, "."+base+Ext+".4058b54958fc140c.tmp")
+	alike := filepath.Join(d, "."+base+Ext+".not-ours.tmp")
+	for _, p := range []string{left, alike} {
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Undo(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); err == nil {
+		t.Errorf("%s left behind", left)
+	}
+	if _, err := os.Stat(alike); err != nil {
+		t.Errorf("%s (not the simulator's) removed: %v", alike, err)
+	}
+}
