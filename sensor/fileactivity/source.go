@@ -9,8 +9,9 @@
 //     group receives FAN_OPEN_PERM and FAN_CLOSE_WRITE with an fd for the
 //     file and the pid of the opener; a FID group (FAN_REPORT_DFID_NAME)
 //     receives creations, deletions and renames. Every permission request is
-//     shown to the Hook before it is answered, which is what lets a guard
-//     stop an encryptor before its next open returns.
+//     shown to the Hook before it is answered (or, for the opens a Prejudger
+//     allows at once, after), which is what lets a guard stop an encryptor
+//     before its next open for writing returns.
 //   - fsnotify (inotify/kqueue/ReadDirectoryChanges): recursive watches with
 //     no pid. Degraded: nothing can be stopped synchronously and no process
 //     is attributed.
@@ -80,9 +81,9 @@ type Verdict struct {
 	Emit bool
 }
 
-// Hook is consulted synchronously for every activity, in the backend's read
-// loop, before a permission request is answered and before the event is
-// emitted. It must be fast and must not block on anything the watched
+// Hook is consulted synchronously for every activity, before a permission
+// request is answered (unless its Prejudger allowed it already) and before
+// the event is emitted. It must be fast and must not block on anything the watched
 // processes can hold: while it runs, every opener in the watched trees
 // waits. It is called from more than one goroutine (one per fanotify group).
 type Hook interface {
