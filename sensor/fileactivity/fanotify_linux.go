@@ -268,17 +268,26 @@ func (b *fanBackend) contentBatch(evs []rawEvent) []contentReq {
 		if b.overflow(ev) || ev.FD < 0 {
 			continue
 		}
-		reqs = append(reqs, b.prepare(ev))
+		reqs = append(reqs, contentReq{ev: ev})
 	}
+	// Permission requests first: each opener waits for its answer, while
+	// the completed writes queued beside them can be prepared after.
 	pre, ok := b.s.hook.(Prejudger)
-	if !ok || !b.perm {
-		return reqs
-	}
+	ok = ok && b.perm
 	for i := range reqs {
 		r := &reqs[i]
-		if r.a != nil && r.a.Perm && b.s.safePrejudge(pre, r.a) {
+		if r.ev.Mask&unix.FAN_OPEN_PERM == 0 {
+			continue
+		}
+		b.prepare(r)
+		if ok && r.a != nil && b.s.safePrejudge(pre, r.a) {
 			b.respond(int(r.ev.FD), unix.FAN_ALLOW)
 			r.answered, r.a.Answered = true, true
+		}
+	}
+	for i := range reqs {
+		if reqs[i].ev.Mask&unix.FAN_OPEN_PERM == 0 {
+			b.prepare(&reqs[i])
 		}
 	}
 	return reqs
@@ -286,15 +295,15 @@ func (b *fanBackend) contentBatch(evs []rawEvent) []contentReq {
 
 // prepare reads what an event is about through its descriptor: the path
 // and size of the file.
-func (b *fanBackend) prepare(ev rawEvent) contentReq {
-	r := contentReq{ev: ev}
+func (b *fanBackend) prepare(r *contentReq) {
+	ev := r.ev
 	if int(ev.PID) == b.s.cfg.Self {
-		return r
+		return
 	}
 	fd := int(ev.FD)
 	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil || !b.s.under(path) {
-		return r
+		return
 	}
 	a := &Activity{Path: path, PID: int(ev.PID), Perm: ev.Mask&unix.FAN_OPEN_PERM != 0, ReadAt: func(p []byte, off int64) (int, error) { return unix.Pread(fd, p, off) }}
 	var st unix.Stat_t
@@ -305,7 +314,6 @@ func (b *fanBackend) prepare(ev rawEvent) contentReq {
 		a.Op = OpOpen
 	}
 	r.a = a
-	return r
 }
 
 // contentEvent handles a permission request or a completed write, answers
