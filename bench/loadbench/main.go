@@ -109,6 +109,12 @@ func report(r Result, o Options, load0, load1 string) string {
 	if o.Dir != "/dev/shm" {
 		cmd += " -dir " + strconv.Quote(o.Dir)
 	}
+	if o.Kernel != "" && o.Kernel != "off" {
+		cmd += " -kernel " + o.Kernel
+	}
+	if o.OpenPermission != "" {
+		cmd += " -open-permission " + o.OpenPermission
+	}
 	args := make([]string, len(r.Args))
 	for i, a := range r.Args {
 		switch {
