@@ -47,6 +47,19 @@ type Set struct {
 	mu  sync.Mutex
 	m   map[string]Decoy
 	ids map[string]fileID // the planted file at each decoy path, as last planted or restored
+	// rewritten is called after Restore wrote a decoy anew (another
+	// file identity); nil: nobody asked.
+	rewritten func()
+}
+
+// OnRewrite sets fn to be called after a decoy was written anew by Restore
+// (it is then another file, by identity): the kernel layer, which knows
+// decoys by identity too, is told. fn must not call back into the Set's
+// Restore.
+func (s *Set) OnRewrite(fn func()) {
+	s.mu.Lock()
+	s.rewritten = fn
+	s.mu.Unlock()
 }
 
 // fileID is a file's identity: a decoy replaced (rename over, delete and
@@ -210,6 +223,12 @@ func (s *Set) Restore(p string) error {
 		return fmt.Errorf("restore %s: %w", p, err)
 	}
 	s.record(p)
+	s.mu.Lock()
+	fn := s.rewritten
+	s.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
 	return nil
 }
 
