@@ -232,6 +232,30 @@ func (s *Set) Restore(p string) error {
 	return nil
 }
 
+// changedInPlace reports whether the regular file at decoy p no longer
+// holds the planted content (a file that cannot be read as a regular
+// file, or another decoy path, is not reported here: identity checks
+// cover those).
+func (s *Set) changedInPlace(p string) bool {
+	s.mu.Lock()
+	d, ok := s.m[p]
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	dir, err := atomicfile.OpenDir(filepath.Dir(p))
+	if err != nil {
+		return false
+	}
+	defer dir.Close()
+	b, err := dir.ReadRegular(filepath.Base(p), maxDecoy)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]) != d.SHA256
+}
+
 // record remembers the identity of the file planted at p.
 func (s *Set) record(p string) {
 	id, ok := lstatID(p)
