@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +31,9 @@ const gapHelperEnv = "TILLWATCH_TEST_GAPS"
 //
 //	truncate: truncate(ARG, 0)
 //	open:     open(ARG, O_WRONLY|O_CREAT|O_TRUNC)
+//	deep:     the first ARG is a number of levels: makes and enters that
+//	          many nested folders "d" (no path is long enough to name them
+//	          at once), then opens the other ARGs there as open does
 //	handle-w, handle-r: name_to_handle_at(ARG), then open_by_handle_at
 //	          for writing or reading, the mount given by ARG's folder.
 func TestGapHelper(t *testing.T) {
@@ -48,6 +52,21 @@ func TestGapHelper(t *testing.T) {
 		if err := os.Chdir(cwd); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if op == "deep" { // ARG 0 levels of "d" made and entered one by one; then open
+		n, err := strconv.Atoi(args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			if err := os.Mkdir("d", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chdir("d"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		op, args = "open", args[1:]
 	}
 	for _, a := range args {
 		var err error
@@ -210,31 +229,54 @@ func numbered(prefix string, n int) []string {
 	return out
 }
 
-// newDecoyLayer arms the decoy tripwire on one decoy name (and, by
-// identity, the file at path), enforcing.
-func newDecoyLayer(t *testing.T, decoy, path string) *Layer {
-	t.Helper()
-	l := newTestLayer(t, Config{Enforce: true, Decoys: true})
-	if err := l.AddDecoys(decoy); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.SetDecoyFiles(path); err != nil {
-		t.Fatal(err)
-	}
-	return l
+// fileLayer is one layer per test for the decoy and sensor-path
+// subtests (a Load costs seconds): enforcing, decoys armed, no burst
+// tripwire (a decoy stop then holds no family, so subtests do not
+// interact). Each subtest adds its own decoy and sensor file.
+type fileLayer struct {
+	*Layer
+	base   string   // the decoys' folders are made here
+	decoys []string // planted decoy paths, all kept armed by identity
 }
 
-// sensorFile makes a file named like the sensor's config (a target) and
-// a layer that guards it against tainted writers.
-func sensorFile(t *testing.T) (*Layer, string) {
+func newFileLayer(t *testing.T) *fileLayer {
+	t.Helper()
+	// Made before the layer, so removed after it is gone: removing a
+	// decoy while it is armed would stop this test process.
+	base := shortDir(t)
+	return &fileLayer{Layer: newTestLayer(t, Config{Enforce: true, Decoys: true}), base: base}
+}
+
+// decoy plants a decoy with a unique name in a folder of its own and arms
+// it by name and identity; it returns its name and path.
+func (l *fileLayer) decoy(t *testing.T) (string, string) {
+	t.Helper()
+	name := "0000 Accounts " + unique(t) + ".pdf"
+	dir, err := os.MkdirTemp(l.base, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := writeFiles(t, dir, name)[0]
+	if err := l.AddDecoys(name); err != nil {
+		t.Fatal(err)
+	}
+	l.decoys = append(l.decoys, p)
+	if err := l.SetDecoyFiles(l.decoys...); err != nil {
+		t.Fatal(err)
+	}
+	return name, p
+}
+
+// sensorFile makes a file named like the sensor's config and registers
+// its name as a target (guarded against tainted writers).
+func (l *fileLayer) sensorFile(t *testing.T) string {
 	t.Helper()
 	name := "tw-cfg-" + unique(t) + ".yaml"
 	p := writeFiles(t, shortDir(t), name)[0]
-	l := newTestLayer(t, Config{Enforce: true})
 	if err := l.AddTargets(name); err != nil {
 		t.Fatal(err)
 	}
-	return l, p
+	return p
 }
 
 func taintWith(t *testing.T, l *Layer) func(int) {
@@ -245,53 +287,48 @@ func taintWith(t *testing.T, l *Layer) func(int) {
 	}
 }
 
-func unchanged(t *testing.T, p string) bool {
+func unchanged(p string) bool {
 	b, err := os.ReadFile(p)
 	return err == nil && string(b) == "plain\n"
 }
 
 // TestTruncateTripwires: truncate(2) by path is a write-open of that path
-// to every file tripwire. Each subtest failed before sys_enter_truncate
-// was attached: the helper truncated and finished.
+// to every file tripwire. "decoy", "sensor" and "burst" failed before
+// sys_enter_truncate was attached: the helper truncated and finished.
 func TestTruncateTripwires(t *testing.T) {
+	l := newFileLayer(t)
 	t.Run("decoy", func(t *testing.T) {
-		decoy := "0000 Accounts " + unique(t) + ".pdf"
-		p := writeFiles(t, shortDir(t), decoy)[0]
-		l := newDecoyLayer(t, decoy, p)
+		name, p := l.decoy(t)
 		h := startGap(t, nil, "truncate", "", p)
-		if s := h.stoppedFor(t, l, ReasonDecoyOpen); s.Name != decoy {
-			t.Errorf("stop named %q, want %q", s.Name, decoy)
+		if s := h.stoppedFor(t, l.Layer, ReasonDecoyOpen); s.Name != name {
+			t.Errorf("stop named %q, want %q", s.Name, name)
 		}
 	})
 	t.Run("sensor", func(t *testing.T) {
-		l, p := sensorFile(t)
-		startGap(t, taintWith(t, l), "truncate", "", p).killed(t)
+		startGap(t, taintWith(t, l.Layer), "truncate", "", l.sensorFile(t)).killed(t)
 	})
 	t.Run("sensor-honest", func(t *testing.T) { // untainted: an admin may
-		_, p := sensorFile(t)
-		startGap(t, nil, "truncate", "", p).finishes(t)
+		startGap(t, nil, "truncate", "", l.sensorFile(t)).finishes(t)
 	})
 	t.Run("burst", func(t *testing.T) {
-		root := shortDir(t)
+		root, out := shortDir(t), shortDir(t)
 		files := writeFiles(t, root, numbered("", 40)...)
-		l := newBurstLayer(t, root)
+		outside := writeFiles(t, out, numbered("", 40)...)
+		bl := newBurstLayer(t, root)
+		// Outside the root first: never counted, so no count is
+		// left for the helper's parent (this test) either.
+		startGap(t, nil, "truncate", "", outside...).finishes(t)
 		h := startGap(t, nil, "truncate", "", files...)
-		h.stoppedFor(t, l, ReasonBurst)
+		h.stoppedFor(t, bl, ReasonBurst)
 		n := 0
 		for _, f := range files {
-			if !unchanged(t, f) {
+			if !unchanged(f) {
 				n++
 			}
 		}
 		if n > 8 {
 			t.Errorf("%d files truncated before the stop, want at most the threshold 8", n)
 		}
-	})
-	t.Run("outside", func(t *testing.T) { // never counted outside the root
-		root, out := shortDir(t), shortDir(t)
-		files := writeFiles(t, out, numbered("", 40)...)
-		newBurstLayer(t, root)
-		startGap(t, nil, "truncate", "", files...).finishes(t)
 	})
 }
 
@@ -303,38 +340,29 @@ func TestTruncateTripwires(t *testing.T) {
 // be. "decoy" and "tainted" failed before sys_enter_open_by_handle_at was
 // attached (the helper finished).
 func TestOpenByHandleTripwires(t *testing.T) {
-	probe := filepath.Join(shortDir(t), "probe")
-	writeFiles(t, filepath.Dir(probe), "probe")
+	probe := writeFiles(t, shortDir(t), "probe")[0]
 	if _, _, err := unix.NameToHandleAt(unix.AT_FDCWD, probe, 0); err != nil {
 		t.Skipf("no file handles on /tmp: %v", err)
 	}
+	l := newFileLayer(t)
 	t.Run("decoy", func(t *testing.T) {
-		decoy := "0000 Accounts " + unique(t) + ".pdf"
-		p := writeFiles(t, shortDir(t), decoy)[0]
-		l := newDecoyLayer(t, decoy, p)
+		name, p := l.decoy(t)
 		h := startGap(t, nil, "handle-w", "", p)
-		if s := h.stoppedFor(t, l, ReasonDecoyOpen); s.Name != decoy {
-			t.Errorf("stop named %q, want %q", s.Name, decoy)
+		if s := h.stoppedFor(t, l.Layer, ReasonDecoyOpen); s.Name != name {
+			t.Errorf("stop named %q, want %q", s.Name, name)
 		}
 	})
 	t.Run("decoy-read", func(t *testing.T) {
-		decoy := "0000 Accounts " + unique(t) + ".pdf"
-		p := writeFiles(t, shortDir(t), decoy)[0]
-		newDecoyLayer(t, decoy, p)
+		_, p := l.decoy(t)
 		startGap(t, nil, "handle-r", "", p).finishes(t)
 	})
 	t.Run("tainted", func(t *testing.T) {
 		p := writeFiles(t, shortDir(t), "plain.txt")[0]
-		l := newTestLayer(t, Config{Enforce: true})
-		h := startGap(t, taintWith(t, l), "handle-w", "", p)
-		h.stoppedFor(t, l, ReasonHandleWrite)
+		startGap(t, taintWith(t, l.Layer), "handle-w", "", p).stoppedFor(t, l.Layer, ReasonHandleWrite)
 	})
 	t.Run("honest", func(t *testing.T) {
-		// An armed decoy elsewhere, and an honest writer by handle
-		// of another file: let be.
-		decoy := "0000 Accounts " + unique(t) + ".pdf"
-		dp := writeFiles(t, shortDir(t), decoy)[0]
-		newDecoyLayer(t, decoy, dp)
+		// Decoys armed elsewhere, and an honest writer by handle of
+		// another file: let be.
 		p := writeFiles(t, shortDir(t), "plain.txt")[0]
 		startGap(t, nil, "handle-w", "", p).finishes(t)
 	})
@@ -348,33 +376,31 @@ func pad(dir string, n int) string { return dir + strings.Repeat("/.", n) }
 // (256 bytes), spelled with "/./" before a guarded root's end, or written
 // from a working directory deeper than the walk (64 levels) went past the
 // decoy, sensor-path and burst checks; a ".." out of a guarded root was
-// counted by its prefix. Each subtest failed before: "decoy", "sensor",
-// "burst" and "deep" finished unstopped, "dotdot" was stopped.
+// counted by its prefix. Each of these failed before: "decoy", "sensor",
+// "burst", "deep" and "deeper-tainted" finished unstopped, "dotdot" was
+// stopped. "deeper" is the limit left: 2,048 levels.
 func TestLongPathTripwires(t *testing.T) {
+	l := newFileLayer(t)
 	t.Run("decoy", func(t *testing.T) {
-		decoy := "0000 Accounts " + unique(t) + ".pdf"
-		dir := shortDir(t)
-		p := writeFiles(t, dir, decoy)[0]
-		l := newDecoyLayer(t, decoy, p)
-		long := pad(dir, 200) + "/" + decoy // 400+ bytes
+		name, p := l.decoy(t)
+		long := pad(filepath.Dir(p), 200) + "/" + name // 400+ bytes
 		h := startGap(t, nil, "open", "", long)
-		if s := h.stoppedFor(t, l, ReasonDecoyOpen); s.Name != decoy {
-			t.Errorf("stop named %q, want %q", s.Name, decoy)
+		if s := h.stoppedFor(t, l.Layer, ReasonDecoyOpen); s.Name != name {
+			t.Errorf("stop named %q, want %q", s.Name, name)
 		}
 	})
 	t.Run("sensor", func(t *testing.T) {
-		l, p := sensorFile(t)
+		p := l.sensorFile(t)
 		long := pad(filepath.Dir(p), 200) + "/" + filepath.Base(p)
-		startGap(t, taintWith(t, l), "open", "", long).killed(t)
+		startGap(t, taintWith(t, l.Layer), "open", "", long).killed(t)
 	})
 	t.Run("burst", func(t *testing.T) {
 		// "/tmp/./././.../kgXXXX/f0": "/./" before the root's end,
 		// and longer than 256 bytes.
 		root := shortDir(t)
-		l := newBurstLayer(t, root)
+		bl := newBurstLayer(t, root)
 		paths := numbered(pad("/tmp", 150)+"/"+filepath.Base(root)+"/", 40)
-		h := startGap(t, nil, "open", "", paths...)
-		h.stoppedFor(t, l, ReasonBurst)
+		startGap(t, nil, "open", "", paths...).stoppedFor(t, bl, ReasonBurst)
 		if n := countFiles(t, root); n > 8 {
 			t.Errorf("%d files written before the stop, want at most the threshold 8", n)
 		}
@@ -386,12 +412,27 @@ func TestLongPathTripwires(t *testing.T) {
 		if err := os.MkdirAll(deep, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		l := newBurstLayer(t, root)
-		h := startGap(t, nil, "open", deep, numbered("", 40)...)
-		h.stoppedFor(t, l, ReasonBurst)
+		bl := newBurstLayer(t, root)
+		startGap(t, nil, "open", deep, numbered("", 40)...).stoppedFor(t, bl, ReasonBurst)
 		if n := countFiles(t, deep); n > 8 {
 			t.Errorf("%d files written before the stop, want at most the threshold 8", n)
 		}
+	})
+	// Deeper than the walk (WALK_MAX, 2,048 levels) the folder is not
+	// found: an untainted writer there is not counted (the limit left, and
+	// what keeps the host's other processes uncounted), a tainted one is.
+	// One layer: the untainted helper adds no count anywhere.
+	t.Run("deeper", func(t *testing.T) {
+		root := shortDir(t)
+		for _, d := range []string{"u", "t"} {
+			if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bl := newBurstLayer(t, root)
+		args := append([]string{"2100"}, numbered("", 40)...)
+		startGap(t, nil, "deep", filepath.Join(root, "u"), args...).finishes(t)
+		startGap(t, taintWith(t, bl), "deep", filepath.Join(root, "t"), args...).stoppedFor(t, bl, ReasonBurst)
 	})
 	t.Run("dotdot", func(t *testing.T) {
 		// "ROOT/../OUT/f0" lands outside the root: host safety.

@@ -450,7 +450,8 @@ struct task_struct {
 // uncounted; a walk costs what the directory's depth is, so honest
 // processes (a few levels deep) pay nothing for the bound. A working
 // directory deeper than this below a guarded root is still not found (a
-// documented limit: chdir one level at a time reaches any depth).
+// documented limit: chdir one level at a time reaches any depth; counted
+// for a tainted caller, see relative_in_root).
 #define WALK_MAX 2048
 
 // Tracepoint contexts (offsets from the format files; 8 common bytes first).
@@ -1075,6 +1076,7 @@ struct walk_ctx {
 	struct dentry *mroot; // its root
 	__u32 skip;           // levels below this are under the path's lowest point, not in it
 	int hit;
+	int top; // the walk ended above everything it could reach (not cut at WALK_MAX)
 	struct dentry *at; // the directory skip levels up
 };
 
@@ -1082,8 +1084,10 @@ static long walk_step(__u32 i, void *data)
 {
 	struct walk_ctx *c = data;
 	struct dentry *d = c->d;
-	if (!d)
+	if (!d) {
+		c->top = 1;
 		return 1;
+	}
 	if (i == c->skip)
 		c->at = d;
 	if (i >= c->skip) {
@@ -1105,21 +1109,27 @@ static long walk_step(__u32 i, void *data)
 		__u64 off = bpf_core_field_offset(struct mount, mnt);
 		struct mount *m = (struct mount *)((char *)vm - off);
 		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
-		if (!parent || parent == m)
-			return 1; // the root of the mount namespace
+		if (!parent || parent == m) {
+			c->top = 1; // the root of the mount namespace
+			return 1;
+		}
 		struct dentry *on = BPF_CORE_READ(m, mnt_mountpoint);
 		vm = (struct vfsmount *)((char *)parent + off);
 		c->vfs = vm;
 		c->mroot = BPF_CORE_READ(vm, mnt_root);
 		struct dentry *up = BPF_CORE_READ(on, d_parent);
-		if (!on || up == on)
-			return 1; // mounted on another mount's root: not followed
+		if (!on || up == on) {
+			c->top = 1; // mounted on another mount's root: not followed
+			return 1;
+		}
 		c->d = up;
 		return 0;
 	}
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
-	if (up == d)
-		return 1; // the root of a filesystem seen without its mount
+	if (up == d) {
+		c->top = 1; // the root of a filesystem seen without its mount
+		return 1;
+	}
 	c->d = up;
 	return 0;
 }
@@ -1145,7 +1155,7 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 		return 0;
 	// With no ".." but leading ones, the lowest point is where the lead
 	// ends (k == lead): c.at below is the directory the rest starts in.
-	struct walk_ctx c = {.skip = k, .hit = 0, .at = 0};
+	struct walk_ctx c = {.skip = k, .hit = 0, .top = 0, .at = 0};
 	start_dir(dfd, &c.d, &c.vfs);
 	if (!c.d)
 		return 0;
@@ -1153,6 +1163,11 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 	c.mroot = vm ? BPF_CORE_READ(vm, mnt_root) : 0;
 	bpf_loop(WALK_MAX, walk_step, &c, 0);
 	if (c.hit)
+		return 1;
+	// Cut at WALK_MAX levels: where it lands is unknown. Counted for a
+	// tainted caller only (under an RMM agent, nothing honest works
+	// 2,048 levels down); never for the host's other processes.
+	if (!c.top && taint_of_current())
 		return 1;
 	if (dots != lead || !name || !c.at)
 		return 0;
