@@ -197,12 +197,25 @@ func (s *Sensor) armKernelFiles(cfg config.Config, watch []string) (bool, string
 	if ns, err := os.Readlink("/proc/self/ns/pid"); err != nil || ns != initPIDNamespace {
 		return false, "the sensor runs in a PID namespace of its own; the kernel names processes by host pid"
 	}
-	var names []string
+	var names, paths []string
 	if s.canaries != nil {
-		names = s.canaries.Names()
+		names, paths = s.canaries.Names(), s.canaries.Paths()
 	}
 	if err := s.kern.SetDecoys(names...); err != nil {
 		return false, "decoy names: " + err.Error()
+	}
+	// By identity too, for open_by_handle_at(2), which names no path;
+	// kept current as decoys are restored (each restore is a new file).
+	if err := s.kern.SetDecoyFiles(paths...); err != nil {
+		return false, "decoy identities: " + err.Error()
+	}
+	if s.canaries != nil {
+		kern, set, log := s.kern, s.canaries, s.log
+		set.OnRewrite(func() {
+			if err := kern.SetDecoyFiles(set.Paths()...); err != nil {
+				log.Warn("could not tell the kernel layer a restored decoy's identity; a write to it by handle is not stopped until the next restore", logkey.Component, "kernel", logkey.Error, err)
+			}
+		})
 	}
 	if s.guard == nil && s.canaries == nil {
 		return false, "files.guard and files.canaries are off"
@@ -303,6 +316,12 @@ func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgem
 			s.freezeForKill(st.PID, target)
 		}
 		return kernel.Judgement{Kill: kill, Why: why, Target: target}
+	case st.Reason == kernel.ReasonHandleWrite:
+		// Only a process under an RMM agent is stopped for it: a file
+		// opened for writing by handle went past every path check, and
+		// no remote-management script has a reason to.
+		s.freezeForKill(st.PID, 0)
+		return kernel.Judgement{Kill: true, Why: "a process under an RMM agent opened a file by handle for writing, past every path check"}
 	}
 	return kernel.Judgement{Kill: true}
 }

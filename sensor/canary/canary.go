@@ -47,6 +47,19 @@ type Set struct {
 	mu  sync.Mutex
 	m   map[string]Decoy
 	ids map[string]fileID // the planted file at each decoy path, as last planted or restored
+	// rewritten is called after Restore wrote a decoy anew (another
+	// file identity); nil: nobody asked.
+	rewritten func()
+}
+
+// OnRewrite sets fn to be called after a decoy was written anew by Restore
+// (it is then another file, by identity): the kernel layer, which knows
+// decoys by identity too, is told. fn must not call back into the Set's
+// Restore.
+func (s *Set) OnRewrite(fn func()) {
+	s.mu.Lock()
+	s.rewritten = fn
+	s.mu.Unlock()
 }
 
 // fileID is a file's identity: a decoy replaced (rename over, delete and
@@ -210,7 +223,37 @@ func (s *Set) Restore(p string) error {
 		return fmt.Errorf("restore %s: %w", p, err)
 	}
 	s.record(p)
+	s.mu.Lock()
+	fn := s.rewritten
+	s.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
 	return nil
+}
+
+// changedInPlace reports whether the regular file at decoy p no longer
+// holds the planted content (a file that cannot be read as a regular
+// file, or another decoy path, is not reported here: identity checks
+// cover those).
+func (s *Set) changedInPlace(p string) bool {
+	s.mu.Lock()
+	d, ok := s.m[p]
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	dir, err := atomicfile.OpenDir(filepath.Dir(p))
+	if err != nil {
+		return false
+	}
+	defer dir.Close()
+	b, err := dir.ReadRegular(filepath.Base(p), maxDecoy)
+	if err != nil {
+		return false
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]) != d.SHA256
 }
 
 // record remembers the identity of the file planted at p.

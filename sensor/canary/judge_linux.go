@@ -22,7 +22,8 @@ func lstatID(p string) (fileID, bool) {
 // by file identity: the process holds a planted decoy open for writing
 // (/proc/PID/fd and fdinfo under procRoot), or a planted decoy named base
 // is gone or is no longer the file planted there (renamed away, replaced,
-// unlinked). The process is stopped, so neither can change under the check;
+// unlinked), or is the planted file with other content (truncated in
+// place). The process is stopped, so neither can change under the check;
 // a decoy replaced by someone else at the same moment is blamed on it.
 func (s *Set) Judge(procRoot string, pid int, base string) (hit bool, why string) {
 	s.mu.Lock()
@@ -60,6 +61,10 @@ func (s *Set) Judge(procRoot string, pid int, base string) (hit bool, why string
 			return true, "the decoy " + p + " is gone"
 		case known && id != want:
 			return true, "the decoy " + p + " was replaced"
+		case s.changedInPlace(p):
+			// The same file with other content: truncate(2) by path,
+			// which needs no descriptor, leaves nothing else behind.
+			return true, "the decoy " + p + " was changed in place (truncated or rewritten)"
 		}
 	}
 	return false, "a file named " + strconv.Quote(base) + " outside the planted decoys; every decoy of that name is intact"

@@ -8,7 +8,8 @@ import (
 
 // TestJudgeTellsDecoysFromNamesakes runs the judgement against this test
 // process (its own /proc entry): a same-named file elsewhere is not a hit,
-// a planted decoy held open for writing, renamed away or replaced is.
+// a planted decoy held open for writing, renamed away, replaced or
+// truncated in place is.
 func TestJudgeTellsDecoysFromNamesakes(t *testing.T) {
 	t.Parallel()
 	state, dir, elsewhere := t.TempDir(), t.TempDir(), t.TempDir()
@@ -76,5 +77,19 @@ func TestJudgeTellsDecoysFromNamesakes(t *testing.T) {
 	}
 	if hit, _ := s.Judge("/proc", pid, base); !hit {
 		t.Error("a decoy replaced by rename was not judged a hit")
+	}
+
+	// Truncated by path (no descriptor, same file): a hit.
+	if err := s.Restore(decoy); err != nil {
+		t.Fatal(err)
+	}
+	if hit, why := s.Judge("/proc", pid, base); hit {
+		t.Fatalf("a restored decoy judged a hit: %s", why)
+	}
+	if err := os.Truncate(decoy, 0); err != nil {
+		t.Fatal(err)
+	}
+	if hit, _ := s.Judge("/proc", pid, base); !hit {
+		t.Error("a decoy truncated in place was not judged a hit")
 	}
 }

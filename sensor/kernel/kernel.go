@@ -183,6 +183,7 @@ const (
 	ReasonDecoyLink   Reason = 19
 	ReasonFreshExec   Reason = 32 // a process under an RMM agent exec'd a file its tree just wrote
 	ReasonBurst       Reason = 20 // a process (or its family) crossed the burst threshold
+	ReasonHandleWrite Reason = 21 // a process under an RMM agent opened a file by handle for writing
 )
 
 // String returns the reason as a short word for logs and alerts.
@@ -212,6 +213,8 @@ func (r Reason) String() string {
 		return "fresh-exec"
 	case ReasonBurst:
 		return "file-burst"
+	case ReasonHandleWrite:
+		return "handle-write"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }

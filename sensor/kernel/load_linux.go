@@ -69,6 +69,8 @@ var attach = []struct {
 	{"tw_fchmodat", "syscalls", "sys_enter_fchmodat", false},
 	{"tw_fchmodat2", "syscalls", "sys_enter_fchmodat2", true},
 	{"tw_write", "syscalls", "sys_enter_write", false},
+	{"tw_truncate", "syscalls", "sys_enter_truncate", false},
+	{"tw_open_by_handle_at", "syscalls", "sys_enter_open_by_handle_at", false},
 }
 
 // Layer is the loaded kernel layer. Its pins outlive it: Close releases
@@ -258,6 +260,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 		"tw_unlink": p.TwUnlink, "tw_renameat2": p.TwRenameat2, "tw_renameat": p.TwRenameat,
 		"tw_rename": p.TwRename, "tw_linkat": p.TwLinkat, "tw_write": p.TwWrite,
 		"tw_creat": p.TwCreat, "tw_chmod": p.TwChmod, "tw_fchmodat": p.TwFchmodat, "tw_fchmodat2": p.TwFchmodat2,
+		"tw_truncate": p.TwTruncate, "tw_open_by_handle_at": p.TwOpenByHandleAt,
 	} {
 		if prog == nil {
 			return fmt.Errorf("kernel: program %s missing from the object", name)
@@ -516,13 +519,22 @@ func (l *Layer) GuardedRootIDs() ([]RootID, error) {
 // is taken from the mount's line in /proc/self/mountinfo (the superblock's
 // own), since stat's device differs from it on btrfs subvolumes; stat's
 // is the fallback where the mount is not found.
-func DirID(dir string) (RootID, error) {
+func DirID(dir string) (RootID, error) { return fileID(dir, unix.S_IFDIR, 0) }
+
+// fileID returns the kernel's identity of p (see DirID), which must be
+// of type typ (unix.S_IFDIR, unix.S_IFREG); statFlags are statx's
+// (unix.AT_SYMLINK_NOFOLLOW).
+func fileID(dir string, typ uint16, statFlags int) (RootID, error) {
 	var sx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, dir, 0, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_MNT_ID, &sx); err != nil {
+	if err := unix.Statx(unix.AT_FDCWD, dir, statFlags, unix.STATX_TYPE|unix.STATX_INO|unix.STATX_MNT_ID, &sx); err != nil {
 		return RootID{}, fmt.Errorf("kernel: %s: %w", dir, err)
 	}
-	if sx.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return RootID{}, fmt.Errorf("kernel: %s: not a directory", dir)
+	if sx.Mode&unix.S_IFMT != typ {
+		what := "a directory"
+		if typ == unix.S_IFREG {
+			what = "a regular file"
+		}
+		return RootID{}, fmt.Errorf("kernel: %s: not %s", dir, what)
 	}
 	major, minor := sx.Dev_major, sx.Dev_minor
 	if sx.Mask&unix.STATX_MNT_ID != 0 {
@@ -702,6 +714,58 @@ func (l *Layer) SetDecoys(names ...string) error {
 		}
 	}
 	return putKeys(l.objs.Decoys, names)
+}
+
+// SetDecoyFiles makes the planted decoys at paths the whole list of decoys
+// known by identity (inode number and device), which is how
+// open_by_handle_at(2), naming no path, is matched. Call it again whenever
+// a decoy is planted or restored (a restore writes a new file). A path
+// that is gone is skipped; every other failure is returned.
+func (l *Layer) SetDecoyFiles(paths ...string) error {
+	want := map[tripwireRootId]tripwireKey{}
+	var errs []error
+	for _, p := range paths {
+		base := filepath.Base(p)
+		if len(base) > KeyLen-1 {
+			continue // never compared by name either
+		}
+		// A decoy is a regular file the sensor planted: a symbolic
+		// link at its path is not followed to another file.
+		id, err := fileID(p, unix.S_IFREG, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		want[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = keyOf(base)
+	}
+	var (
+		k     tripwireRootId
+		v     tripwireKey
+		stale []tripwireRootId
+	)
+	it := l.objs.DecoyIds.Iterate()
+	for it.Next(&k, &v) {
+		if _, ok := want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("kernel: listing decoy identities: %w", err)
+	}
+	for _, k := range stale {
+		if err := l.objs.DecoyIds.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("kernel: removing a stale decoy identity: %w", err))
+		}
+	}
+	for k, v := range want {
+		if err := l.objs.DecoyIds.Update(k, v, ebpf.UpdateAny); err != nil {
+			errs = append(errs, fmt.Errorf("kernel: adding a decoy identity: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func putKeys(m *ebpf.Map, names []string) error {

@@ -15,7 +15,8 @@ import (
 // close in a folder 6 levels deep that is no guarded root, without the
 // layer, and with the burst tripwire armed on a root beside it (the walk
 // up to the filesystem's root, each level looked up), and from the folder
-// above the root (the walk and the comparison of the name with the root's).
+// above the root (the walk and the comparison of the name with the root's);
+// and an absolute path outside the roots, without and with the layer.
 func BenchmarkRelativeWriteOpen(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("the kernel layer needs root")
@@ -28,6 +29,15 @@ func BenchmarkRelativeWriteOpen(b *testing.B) {
 	root := filepath.Join(base, "root")
 	if err := os.Mkdir(root, 0o755); err != nil {
 		b.Fatal(err)
+	}
+	abs := func(b *testing.B, p string) {
+		for range b.N {
+			f, err := unix.Open(p, unix.O_WRONLY|unix.O_CREAT, 0o644)
+			if err != nil {
+				b.Fatal(err)
+			}
+			unix.Close(f)
+		}
 	}
 	run := func(b *testing.B, in, name string) {
 		fd, err := unix.Open(in, unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -45,6 +55,7 @@ func BenchmarkRelativeWriteOpen(b *testing.B) {
 		}
 	}
 	b.Run("no layer", func(b *testing.B) { run(b, dir, "f") })
+	b.Run("no layer, absolute", func(b *testing.B) { abs(b, filepath.Join(dir, "g")) })
 	cfg := Config{PinDir: filepath.Join("/sys/fs/bpf", fmt.Sprintf("tillwatch-test-bench-%d", time.Now().UnixNano())), Enforce: true,
 		Burst: true, BurstThreshold: 1 << 30, BurstWindow: time.Second, GuardRoots: []string{root}}
 	b.Cleanup(func() { Release(cfg.PinDir) })
@@ -55,4 +66,7 @@ func BenchmarkRelativeWriteOpen(b *testing.B) {
 	b.Cleanup(func() { l.Unpin() })
 	b.Run("armed, outside the roots", func(b *testing.B) { run(b, dir, "f") })
 	b.Run("armed, from above a root", func(b *testing.B) { run(b, base, "rootx") })
+	// An absolute path outside the roots: read whole and made lexical
+	// (lexical_path) before the prefix compare.
+	b.Run("armed, absolute outside", func(b *testing.B) { abs(b, filepath.Join(dir, "g")) })
 }

@@ -239,10 +239,16 @@ func TestTamperTripwires(t *testing.T) {
 		{"raw openat2", func(s *scene) string {
 			return rawOpen(s, `my $how = pack("QQQ", 1, 0, 0); syscall(437, -100, $p, $how, 24)`)
 		}, ReasonPath, false},
+		// truncate(2) by path needs no open; a path padded with "/./"
+		// past the 256 bytes the kernel used to read hid the basename.
+		{"raw truncate", func(s *scene) string { return rawOpen(s, "syscall(76, $p, 0)") }, ReasonPath, false},
+		{"padded path", func(s *scene) string {
+			return fmt.Sprintf("perl -e 'my $p = $ARGV[0]; syscall(2, $p, 1, 0)' %s/bin%s/%s\n%s", s.dir, strings.Repeat("/.", 200), s.name, s.encryptLoop())
+		}, ReasonPath, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if strings.HasPrefix(c.name, "raw ") {
+			if strings.HasPrefix(c.name, "raw ") || c.name == "padded path" {
 				if _, err := exec.LookPath("perl"); err != nil {
 					t.Skip("perl makes the raw syscalls")
 				}

@@ -44,6 +44,7 @@ const (
 	RuleFresh      = "TW-TAMPER-0020" // a process under an RMM agent ran a file its tree made; stopped at exec, judged hostile
 	RuleFreshLet   = "TW-TAMPER-0021" // ... judged honest (a deployment) and let go
 	RuleBurst      = "TW-TAMPER-0011" // a burst of file changes was stopped in the kernel and judged malicious
+	RuleHandle     = "TW-TAMPER-0007" // a process under an RMM agent opened a file by handle for writing; stopped, judged hostile
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -396,6 +397,8 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("the process family %d under a remote-management agent attacked the sensor (signal, tool, file or pidfd); it was killed in the kernel and poisoned, and the sensor was killed before it could report it", t.Family)
 	case ReasonHostile:
 		return fmt.Sprintf("process %d belongs to a process family that attacked the sensor and was still alive when the sensor started (stopped or idle)", t.PID)
+	case ReasonHandleWrite:
+		return fmt.Sprintf("process %d under a remote-management agent opened a file by handle for writing (open_by_handle_at, past every path check) and was stopped in the kernel", t.PID)
 	case ReasonBurst:
 		if t.Family > 0 {
 			return fmt.Sprintf("process %d was stopped in the kernel: its family (root pid %d) crossed the burst threshold of file changes in the guarded folders (last: %q)", t.PID, t.Family, t.Name)
@@ -435,6 +438,16 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
+	case ReasonHandleWrite.String():
+		m.RuleID, m.RuleName = RuleHandle, "Process under an RMM agent wrote a file by handle (past every path check)"
+		if ev.Event.Action == ActionStop {
+			// The kernel stopped it; the sensor's judgement is the tree's end.
+			d.Response = event.ActionKill
+			d.Target = &pipeline.Target{PID: int(ev.Process.PID), Tree: true}
+			if ev.Process.Start != nil {
+				d.Target.Start = ev.Process.Start.UnixMilli()
+			}
+		}
 	case reasonUnreported.String():
 		m.RuleID, m.RuleName = RuleUnreported, "Process family under an RMM agent attacked the sensor (reported at the next start)"
 	case ReasonHostile.String():

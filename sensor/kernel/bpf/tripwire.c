@@ -14,7 +14,12 @@
 #define SIGKILL 9
 #define SIGSTOP 19
 
-#define PATH_LEN 256  // bytes of a path read at a syscall (power of two)
+#define PATH_LEN 256  // bytes of a path in an exec record (power of two)
+// Bytes of a path read at a syscall for the file tripwires: the kernel's
+// PATH_MAX, so every path a syscall accepts is read whole (a longer one
+// fails with ENAMETOOLONG). A shorter read let a path padded past it
+// ("dir/././.../decoy") reach a decoy or the sensor's files unseen.
+#define SCRATCH_LEN 4096
 #define KEY_LEN 64    // bytes of a name or argument compared in a map
 #define ARGS_LEN 4096 // bytes of argv packed into one exec record
 #define ARG_MAX 256   // bytes of one argument in that record
@@ -39,6 +44,7 @@
 #define WHY_DECOY_UNLINK 18
 #define WHY_DECOY_LINK 19
 #define WHY_BURST 20      // crossed the burst threshold of file changes (or its family did)
+#define WHY_HANDLE_WRITE 21 // a tainted process opened a file by handle for writing
 #define WHY_FRESH_EXEC 32 // a tainted process exec'd a file its tree just wrote
 
 // Taint flags (struct taint.flags).
@@ -319,6 +325,16 @@ struct {
 	__type(value, __u32); // the thread-group id that forked it
 } parent_of SEC(".maps");
 
+// decoy_ids: the planted decoys by identity (inode number and superblock
+// device), for open_by_handle_at(2), which names no path: the value is the
+// decoy's basename, what a decoy stop is named by.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct root_id);
+	__type(value, struct key);
+} decoy_ids SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -351,9 +367,12 @@ struct {
 
 // Scratch space: a path and two keys per CPU, too big for the 512-byte stack.
 struct scratch {
-	char path[PATH_LEN + KEY_LEN]; // padded so a basename copy stays inside
+	char path[SCRATCH_LEN + KEY_LEN]; // padded so a basename copy stays inside
 	struct key k;
 	struct key base;
+	__u16 up[SCRATCH_LEN / 2]; // lexical_path: where each component starts
+	__s32 lex_o, lex_start, lex_depth; // lex_step's state (see there)
+	__s32 _pad;
 };
 
 struct {
@@ -371,6 +390,7 @@ struct {
 // would be 100,000 lines of one build's kernel in the tree for 11 fields.
 struct super_block {
 	__u32 s_dev; // dev_t
+	unsigned long s_magic;
 } __attribute__((preserve_access_index));
 
 struct inode {
@@ -425,7 +445,14 @@ struct task_struct {
 } __attribute__((preserve_access_index));
 
 #define AT_FDCWD -100
-#define WALK_MAX 64 // directory levels walked up from where a relative path starts
+// Directory levels walked up from where a relative path starts. 64 let a
+// process 65 levels down a guarded root write there with relative names
+// uncounted; a walk costs what the directory's depth is, so honest
+// processes (a few levels deep) pay nothing for the bound. A working
+// directory deeper than this below a guarded root is still not found (a
+// documented limit: chdir one level at a time reaches any depth; counted
+// for a tainted caller, see relative_in_root).
+#define WALK_MAX 2048
 
 // Tracepoint contexts (offsets from the format files; 8 common bytes first).
 struct tp_execve {
@@ -545,6 +572,21 @@ struct tp_creat {
 	__u64 nr;
 	const char *path;
 	__u64 mode;
+};
+
+struct tp_truncate {
+	__u64 common;
+	__u64 nr;
+	const char *path;
+	__u64 length;
+};
+
+struct tp_open_by_handle_at {
+	__u64 common;
+	__u64 nr;
+	__u64 mountdirfd;
+	const void *handle; // struct file_handle *
+	__u64 flags;
 };
 
 struct tp_write {
@@ -700,7 +742,7 @@ static long slash_step(__u32 i, void *data)
 	struct slash_ctx *c = data;
 	if ((int)i >= c->len)
 		return 1;
-	if (c->sc->path[i & (PATH_LEN - 1)] == '/')
+	if (c->sc->path[i & (SCRATCH_LEN - 1)] == '/')
 		c->start = i + 1;
 	return 0;
 }
@@ -711,10 +753,10 @@ static long slash_step(__u32 i, void *data)
 static __always_inline void base_key(struct scratch *sc, int len)
 {
 	struct slash_ctx c = {.sc = sc, .len = len, .start = 0};
-	bpf_loop(PATH_LEN, slash_step, &c, 0);
+	bpf_loop(SCRATCH_LEN, slash_step, &c, 0);
 	__builtin_memset(sc->base.s, 0, KEY_LEN);
 	if (len - c.start < KEY_LEN)
-		bpf_probe_read_kernel_str(sc->base.s, KEY_LEN, &sc->path[c.start & (PATH_LEN - 1)]);
+		bpf_probe_read_kernel_str(sc->base.s, KEY_LEN, &sc->path[c.start & (SCRATCH_LEN - 1)]);
 }
 
 // read_path reads a user path into sc->path and fills sc->k (the whole path,
@@ -722,7 +764,7 @@ static __always_inline void base_key(struct scratch *sc, int len)
 // read including the NUL, or <= 0.
 static __always_inline int read_path(struct scratch *sc, const char *p)
 {
-	int n = bpf_probe_read_user_str(sc->path, PATH_LEN, p);
+	int n = bpf_probe_read_user_str(sc->path, SCRATCH_LEN, p);
 	if (n <= 0)
 		return n;
 	// A path longer than a key is never compared whole: cut, it would
@@ -887,7 +929,7 @@ static long root_step(__u32 i, void *data)
 		if (c->sc->path[j] != r->prefix[j])
 			return 0;
 	}
-	char next = c->sc->path[len & (PATH_LEN - 1)];
+	char next = c->sc->path[len & (SCRATCH_LEN - 1)];
 	if (next == '/' || next == 0) {
 		c->hit = 1;
 		return 1;
@@ -908,12 +950,12 @@ struct dots_ctx {
 static long dots_step(__u32 i, void *data)
 {
 	struct dots_ctx *c = data;
-	char ch = c->sc->path[i & (PATH_LEN - 1)];
+	char ch = c->sc->path[i & (SCRATCH_LEN - 1)];
 	if (ch != '/' && ch != 0)
 		return 0;
 	int len = (int)i - c->start;
-	char c0 = c->sc->path[c->start & (PATH_LEN - 1)];
-	char c1 = c->sc->path[(c->start + 1) & (PATH_LEN - 1)];
+	char c0 = c->sc->path[c->start & (SCRATCH_LEN - 1)];
+	char c1 = c->sc->path[(c->start + 1) & (SCRATCH_LEN - 1)];
 	if (len == 2 && c0 == '.' && c1 == '.') {
 		c->dots++;
 		if (!c->name)
@@ -941,7 +983,7 @@ static long dots_step(__u32 i, void *data)
 static __always_inline int path_shape(struct scratch *sc, int *dots, int *lead, int *name)
 {
 	struct dots_ctx c = {.sc = sc};
-	bpf_loop(PATH_LEN, dots_step, &c, 0);
+	bpf_loop(SCRATCH_LEN, dots_step, &c, 0);
 	*dots = c.dots;
 	*lead = c.lead;
 	*name = c.name;
@@ -970,10 +1012,10 @@ static long below_step(__u32 i, void *data)
 	for (int j = 0; j < KEY_LEN - 1; j++) {
 		if (off + j >= len)
 			break;
-		if (c->sc->path[(c->p + j) & (PATH_LEN - 1)] != r->prefix[(off + j) & (KEY_LEN - 1)])
+		if (c->sc->path[(c->p + j) & (SCRATCH_LEN - 1)] != r->prefix[(off + j) & (KEY_LEN - 1)])
 			return 0;
 	}
-	char next = c->sc->path[(c->p + len - off) & (PATH_LEN - 1)];
+	char next = c->sc->path[(c->p + len - off) & (SCRATCH_LEN - 1)];
 	if (next == '/' || next == 0) {
 		c->hit = 1;
 		return 1;
@@ -1034,6 +1076,7 @@ struct walk_ctx {
 	struct dentry *mroot; // its root
 	__u32 skip;           // levels below this are under the path's lowest point, not in it
 	int hit;
+	int top; // the walk ended above everything it could reach (not cut at WALK_MAX)
 	struct dentry *at; // the directory skip levels up
 };
 
@@ -1041,8 +1084,10 @@ static long walk_step(__u32 i, void *data)
 {
 	struct walk_ctx *c = data;
 	struct dentry *d = c->d;
-	if (!d)
+	if (!d) {
+		c->top = 1;
 		return 1;
+	}
 	if (i == c->skip)
 		c->at = d;
 	if (i >= c->skip) {
@@ -1064,21 +1109,27 @@ static long walk_step(__u32 i, void *data)
 		__u64 off = bpf_core_field_offset(struct mount, mnt);
 		struct mount *m = (struct mount *)((char *)vm - off);
 		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
-		if (!parent || parent == m)
-			return 1; // the root of the mount namespace
+		if (!parent || parent == m) {
+			c->top = 1; // the root of the mount namespace
+			return 1;
+		}
 		struct dentry *on = BPF_CORE_READ(m, mnt_mountpoint);
 		vm = (struct vfsmount *)((char *)parent + off);
 		c->vfs = vm;
 		c->mroot = BPF_CORE_READ(vm, mnt_root);
 		struct dentry *up = BPF_CORE_READ(on, d_parent);
-		if (!on || up == on)
-			return 1; // mounted on another mount's root: not followed
+		if (!on || up == on) {
+			c->top = 1; // mounted on another mount's root: not followed
+			return 1;
+		}
 		c->d = up;
 		return 0;
 	}
 	struct dentry *up = BPF_CORE_READ(d, d_parent);
-	if (up == d)
-		return 1; // the root of a filesystem seen without its mount
+	if (up == d) {
+		c->top = 1; // the root of a filesystem seen without its mount
+		return 1;
+	}
 	c->d = up;
 	return 0;
 }
@@ -1104,7 +1155,7 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 		return 0;
 	// With no ".." but leading ones, the lowest point is where the lead
 	// ends (k == lead): c.at below is the directory the rest starts in.
-	struct walk_ctx c = {.skip = k, .hit = 0, .at = 0};
+	struct walk_ctx c = {.skip = k, .hit = 0, .top = 0, .at = 0};
 	start_dir(dfd, &c.d, &c.vfs);
 	if (!c.d)
 		return 0;
@@ -1113,18 +1164,137 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 	bpf_loop(WALK_MAX, walk_step, &c, 0);
 	if (c.hit)
 		return 1;
+	// Cut at WALK_MAX levels: where it lands is unknown. Counted for a
+	// tainted caller only (under an RMM agent, nothing honest works
+	// 2,048 levels down); never for the host's other processes.
+	if (!c.top && taint_of_current())
+		return 1;
 	if (dots != lead || !name || !c.at)
 		return 0;
 	return below_root(sc, bc, c.at, name - 1);
 }
 
+// lex_step's state lives in the scratch map, not on the stack: the
+// verifier then takes it for any value and checks the step once, where
+// values it tracked on the stack made it follow each iteration apart
+// ("the sequence of jumps is too complex").
+struct lex_ctx {
+	struct scratch *sc;
+};
+
+static long lex_step(__u32 i, void *data)
+{
+	struct scratch *sc = ((struct lex_ctx *)data)->sc;
+	int o = sc->lex_o, start = sc->lex_start;
+	char ch = sc->path[i & (SCRATCH_LEN - 1)];
+	if (ch != '/' && ch != 0) {
+		// Copied down at once, kept only if the component is a name.
+		// The write is never ahead of the read (o < start), so the
+		// path is rewritten in place.
+		sc->path[(o + 1 + (int)i - start) & (SCRATCH_LEN - 1)] = ch;
+		return 0;
+	}
+	int len = (int)i - start;
+	char c0 = sc->path[(o + 1) & (SCRATCH_LEN - 1)];
+	char c1 = sc->path[(o + 2) & (SCRATCH_LEN - 1)];
+	if (len == 2 && c0 == '.' && c1 == '.') {
+		if (sc->lex_depth > 0) { // "/.." stays at "/", as the kernel's does
+			sc->lex_depth--;
+			o = sc->up[sc->lex_depth & (SCRATCH_LEN / 2 - 1)];
+		}
+	} else if (len > 1 || (len == 1 && c0 != '.')) {
+		sc->up[sc->lex_depth & (SCRATCH_LEN / 2 - 1)] = o;
+		sc->lex_depth++;
+		sc->path[o & (SCRATCH_LEN - 1)] = '/';
+		o += 1 + len;
+	}
+	sc->lex_start = i + 1;
+	if (ch == 0) {
+		if (o == 0) {
+			sc->path[0] = '/';
+			o = 1;
+		}
+		sc->path[o & (SCRATCH_LEN - 1)] = 0;
+		sc->lex_o = o;
+		return 1;
+	}
+	sc->lex_o = o;
+	return 0;
+}
+
+// lexical_path rewrites the absolute path in sc->path (n bytes with its
+// NUL) as its components name it: "//" and "/./" dropped, each ".." taking
+// the component before it away ("/shop/./data//x" and
+// "/tmp/../shop/data/x" are "/shop/data/x"; "/shop/data/../../etc/x" is
+// "/etc/x"). Compared by prefix as written, padding put a path under a
+// guarded root out of it, and a ".." took a path out of a root while its
+// prefix still counted it. Lexical, as the prefix compare is: a symbolic
+// link on the way is not followed (see docs/kernel.md).
+static __always_inline void lexical_path(struct scratch *sc, int n)
+{
+	sc->lex_o = 0;
+	sc->lex_start = 0;
+	sc->lex_depth = 0;
+	struct lex_ctx c = {.sc = sc};
+	bpf_loop(n > SCRATCH_LEN ? SCRATCH_LEN : n, lex_step, &c, 0);
+}
+
+// zero_bytes sets the high bit of each byte of x that is 0, and no other
+// bit (exact, unlike the usual has-a-zero test).
+static __always_inline __u64 zero_bytes(__u64 x)
+{
+	const __u64 low7 = 0x7f7f7f7f7f7f7f7fULL;
+	return ~(((x & low7) + low7) | x | low7);
+}
+
+struct odd_ctx {
+	struct scratch *sc;
+	int nul; // where the path's NUL is
+	int odd;
+};
+
+static long odd_step(__u32 i, void *data)
+{
+	struct odd_ctx *c = data;
+	int off = (int)i * 8;
+	if (off >= c->nul)
+		return 1;
+	// The bytes at off and the bytes one further: a '/' followed by '/'
+	// or '.' (both reads stay inside the padded buffer).
+	__u64 w = *(__u64 *)&c->sc->path[off & (SCRATCH_LEN - 1)];
+	__u64 v = *(__u64 *)&c->sc->path[(off + 1) & (SCRATCH_LEN - 1)];
+	__u64 hit = zero_bytes(w ^ 0x2f2f2f2f2f2f2f2fULL) &
+		    (zero_bytes(v ^ 0x2f2f2f2f2f2f2f2fULL) | zero_bytes(v ^ 0x2e2e2e2e2e2e2e2eULL));
+	int valid = c->nul - off; // bytes before the NUL (past it: an earlier path's)
+	if (valid < 8)
+		hit &= (1ULL << ((valid & 7) * 8)) - 1;
+	if (hit) {
+		c->odd = 1;
+		return 1;
+	}
+	return 0;
+}
+
+// path_odd reports whether the path in sc->path (its NUL at nul) has a
+// "//" or a "/." (so "/./", "/../" or a name starting with a dot) that
+// lexical_path would have to look at, eight bytes a step: most paths have
+// none, and the byte-by-byte rewrite cost an absolute write-open about as
+// much as the rest of the checks.
+static __always_inline int path_odd(struct scratch *sc, int nul)
+{
+	struct odd_ctx c = {.sc = sc, .nul = nul, .odd = 0};
+	bpf_loop(SCRATCH_LEN / 8, odd_step, &c, 0);
+	return c.odd;
+}
+
 // burst_in_scope reads path (given with dfd) and reports whether it counts:
-// an absolute path below a guarded root by its prefix, a relative one whose
-// place (where it starts, and how far its ".." climb) is inside a guarded
-// root by the roots' identities.
+// an absolute path below a guarded root by its lexical prefix, a relative
+// one whose place (where it starts, and how far its ".." climb) is inside
+// a guarded root by the roots' identities.
 static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, int dfd, const char *path)
 {
-	if (bpf_probe_read_user_str(sc->path, PATH_LEN, path) <= 0)
+	int n = bpf_probe_read_user_str(sc->path, SCRATCH_LEN, path);
+	if (n <= 0)
 		return 0;
 	if (sc->path[0] == 0)
 		return 0; // "": fails with ENOENT, changes nothing
@@ -1132,6 +1302,8 @@ static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *
 		return bc->nids && relative_in_root(sc, bc, dfd);
 	if (bc->nroots == 0)
 		return 0; // no root to compare: the file guard alone
+	if (path_odd(sc, n - 1))
+		lexical_path(sc, n);
 	struct root_ctx c = {.sc = sc, .hit = 0};
 	bpf_loop(bc->nroots > 8 ? 8 : bc->nroots, root_step, &c, 0);
 	return c.hit;
@@ -1692,5 +1864,115 @@ SEC("tracepoint/syscalls/sys_enter_write")
 int tw_write(struct tp_write *ctx)
 {
 	hostile_check(cfg_flags());
+	return 0;
+}
+
+// truncate(2) changes a file by path without opening it: truncating a
+// decoy to nothing destroys it, truncating the sensor's binary or config
+// is tampering, and truncating files in a guarded root is a burst like
+// rewriting them. It is every tripwire of a write-open of that path.
+// ftruncate(2) needs a descriptor opened for writing, which the open
+// already passed through write_open.
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int tw_truncate(struct tp_truncate *ctx)
+{
+	return write_open(AT_FDCWD, ctx->path, O_WRONLY | O_TRUNC);
+}
+
+#define FILEID_INO32_GEN 1        // include/linux/exportfs.h
+#define FILEID_INO32_GEN_PARENT 2
+#define TMPFS_MAGIC 0x01021994
+
+// The start of struct file_handle and the first words of its f_handle.
+struct fh_head {
+	__u32 handle_bytes;
+	__s32 handle_type;
+	__u32 f[3];
+};
+
+// handle_ino returns the inode number a file handle names on the
+// superblock with magic, for the layouts whose inode number is plain in
+// the handle, else 0: FILEID_INO32_GEN(_PARENT), whose first word is the
+// inode number (ext2/3/4 and the other filesystems using the kernel's
+// generic encoding), and tmpfs's own (type 1 too, but a generation, then
+// the 64-bit inode number). Other layouts (btrfs, xfs's 64-bit ones, FAT)
+// are not read: their handles pass as if they named no decoy.
+static __always_inline __u64 handle_ino(const struct fh_head *h, unsigned long magic)
+{
+	if (h->handle_type != FILEID_INO32_GEN && h->handle_type != FILEID_INO32_GEN_PARENT)
+		return 0;
+	if (magic == TMPFS_MAGIC)
+		return h->handle_bytes >= 12 ? (h->f[1] | (__u64)h->f[2] << 32) : 0;
+	return h->handle_bytes >= 8 ? h->f[0] : 0;
+}
+
+// handle_decoy returns the basename of the decoy the handle names on the
+// mount of mountdirfd, or NULL.
+static __always_inline struct key *handle_decoy(int mountdirfd, const void *handle)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	if (!bpf_core_field_exists(t->files) || !bpf_core_field_exists(struct super_block, s_magic))
+		return 0;
+	struct fh_head h = {};
+	if (bpf_probe_read_user(&h, 8 + 2 * sizeof(__u32), handle))
+		return 0;
+	// The third word only where the handle has it: reading past a
+	// shorter one could fault.
+	if (h.handle_bytes >= 12 && bpf_probe_read_user(&h.f[2], sizeof(__u32), (const char *)handle + 16))
+		return 0;
+	struct dentry *d = 0;
+	struct vfsmount *mnt = 0;
+	start_dir(mountdirfd, &d, &mnt);
+	if (!d)
+		return 0;
+	struct root_id id = {};
+	id.ino = handle_ino(&h, BPF_CORE_READ(d, d_sb, s_magic));
+	id.dev = BPF_CORE_READ(d, d_sb, s_dev);
+	if (!id.ino)
+		return 0;
+	return bpf_map_lookup_elem(&decoy_ids, &id);
+}
+
+// open_by_handle_at(2) opens a file by a handle from name_to_handle_at(2)
+// and names no path, so no path check sees it. Needs CAP_DAC_READ_SEARCH;
+// opened for writing (O_WRONLY, O_RDWR, O_TRUNC; it never creates):
+//  - by any process, a handle naming a planted decoy (by inode number and
+//    device, in the layouts handle_ino reads) is a decoy stop, judged as
+//    any decoy stop (the process holds the decoy open for writing);
+//  - by a tainted process (under an RMM agent), any handle is a stop the
+//    sensor judges: no path is known, and no remote-management script has
+//    a reason to write files by handle.
+// An untainted process writing any other file by handle is let be: the
+// file is unknown, and stopping backup or file-server software host-wide
+// on a guess would be an outage.
+SEC("tracepoint/syscalls/sys_enter_open_by_handle_at")
+int tw_open_by_handle_at(struct tp_open_by_handle_at *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags) || (flags & CFG_OFF))
+		return 0;
+	if (!(ctx->flags & (O_WRONLY | O_RDWR | O_TRUNC)))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&protected_pids, &tgid))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (flags & CFG_DECOYS) {
+		struct key *name = handle_decoy((int)ctx->mountdirfd, ctx->handle);
+		if (name) {
+			__u32 fam0 = 0, fam1 = 0;
+			if (flags & CFG_BURST)
+				families(tgid, &fam0, &fam1);
+			stop_caller(flags, tgid, now, WHY_DECOY_OPEN, 0, fam0, fam1, 0, 0, name);
+			return 0;
+		}
+	}
+	struct taint *t = taint_of_current();
+	struct scratch *sc = get_scratch();
+	if (!t || !sc)
+		return 0;
+	__builtin_memset(sc->k.s, 0, KEY_LEN);
+	__builtin_memcpy(sc->k.s, "open_by_handle_at", sizeof("open_by_handle_at"));
+	stop_caller(flags, tgid, now, WHY_HANDLE_WRITE, 0, 0, 0, 0, t->family, &sc->k);
 	return 0;
 }
