@@ -10,7 +10,7 @@ CROSS_PKGS := ./cmd/tillwatch ./cmd/tillwatch-sensor ./sensor/... ./internal/...
 GO_DIRS := cmd collector internal rules sensor bench sim demo e2e build
 # Tests run as root in CI (process connector, kill); -p 1 keeps the two
 # cores for the suites that start real collectors and sensors.
-TESTFLAGS ?= -race -count=1 -timeout 20m
+TESTFLAGS ?= -race -count=1 -timeout 30m
 
 .PHONY: all build demo test deps test-deps vet fuzz fuzz-short clean rules bench-yara deb
 
