@@ -53,7 +53,7 @@ func TestTillToSOC(t *testing.T) {
 		r := c.cli(t, analystTok, "hosts", "--json")
 		return r.code == 0 && strings.Contains(r.stdout, hostID)
 	})
-	eventually(t, 10*time.Second, "the process source to run", func() bool {
+	eventually(t, sensorStart, "the process source to run", func() bool {
 		return strings.Contains(sensor.output(), "process source running")
 	})
 
@@ -173,7 +173,7 @@ func TestAlertRaisedWhileCollectorDownArrivesLater(t *testing.T) {
 	eventually(t, 15*time.Second, "one clear line about the unreachable collector", func() bool {
 		return strings.Contains(sensor.output(), "collector unreachable; running locally")
 	})
-	eventually(t, 10*time.Second, "the process source to run", func() bool {
+	eventually(t, sensorStart, "the process source to run", func() bool {
 		return strings.Contains(sensor.output(), "process source running")
 	})
 

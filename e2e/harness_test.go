@@ -163,6 +163,12 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// sensorStart bounds a sensor's start until its process source runs. The
+// first start on a machine loads the kernel layer, whose programs the
+// kernel's verifier checks: 13-18 s on a busy 2-CPU VM (a restart that
+// finds this build's pins skips it).
+const sensorStart = 60 * time.Second
+
 // eventually polls f until it returns true or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, f func() bool) {
 	t.Helper()

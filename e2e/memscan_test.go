@@ -29,7 +29,7 @@ func TestYARAScansMemoryOfFlaggedProcess(t *testing.T) {
 	alertsOut := filepath.Join(work, "alerts.ndjson")
 	sensor := start(t, "tillwatch-sensor", "run", "--no-collector", "--mode", "monitor",
 		"--state-dir", filepath.Join(work, "state"), "--rules", extra, "--alerts-out", alertsOut, "--metrics-listen", "")
-	eventually(t, 15*time.Second, "the process source", func() bool { return strings.Contains(sensor.output(), "process source running") })
+	eventually(t, sensorStart, "the process source", func() bool { return strings.Contains(sensor.output(), "process source running") })
 
 	drop := filepath.Join(work, "drop")
 	if err := os.Mkdir(drop, 0o755); err != nil {

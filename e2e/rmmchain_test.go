@@ -47,7 +47,7 @@ func runRmmChain(t *testing.T, mode string) rmmChainRun {
 	sensor := start(t, "tillwatch-sensor", "run", "--config", cfg, "--no-collector", "--mode", mode,
 		"--state-dir", filepath.Join(work, "state"), "--spool", filepath.Join(work, "spool"),
 		"--alerts-out", alertsOut, "--process-backend", "netlink", "--metrics-listen", "")
-	eventually(t, 15*time.Second, "the process source", func() bool { return strings.Contains(sensor.output(), "process source running") })
+	eventually(t, sensorStart, "the process source", func() bool { return strings.Contains(sensor.output(), "process source running") })
 
 	r := rmmChainRun{dir: filepath.Join(work, "sim"), alertsOut: alertsOut}
 	if err := os.Mkdir(r.dir, 0o755); err != nil {

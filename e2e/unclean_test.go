@@ -36,7 +36,7 @@ func TestUncleanStopIsReported(t *testing.T) {
 		t.Helper()
 		// The marker is written once the sensor protects the host; the
 		// process source's log line says the pipeline runs.
-		eventually(t, 30*time.Second, "the sensor running", func() bool {
+		eventually(t, sensorStart, "the sensor running", func() bool {
 			_, err := os.Stat(marker)
 			return err == nil && strings.Contains(p.output(), "process source running")
 		})

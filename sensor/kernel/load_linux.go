@@ -147,6 +147,24 @@ func Load(cfg Config) (*Layer, error) {
 		opts.Programs.KernelTypes = empty
 		l.noBTF = true
 	}
+	// A restart of the same build finds every link pinned: its maps are
+	// taken from their pins and the programs are not loaded again, so the
+	// verifier does not check them a second time (seconds on a small
+	// machine, while the processes a tripwire stopped wait for their
+	// judgement); the pinned links keep the programs attached.
+	if !replaced && linksPinned(l.dir) {
+		if err := spec.LoadAndAssign(&l.objs.tripwireMaps, opts); err == nil {
+			if err := l.reuseLinks(); err == nil {
+				if err := l.SetConfig(cfg); err != nil {
+					l.Close()
+					return nil, err
+				}
+				return l, nil
+			}
+		}
+		l.Close() // and load everything below
+		l.objs, l.reused, l.skipped = tripwireObjects{}, 0, 0
+	}
 	if err := spec.LoadAndAssign(&l.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -196,6 +214,46 @@ func Load(cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// linksPinned reports whether dir holds a pinned link for every program
+// of attach, but optional ones whose tracepoint this kernel lacks.
+func linksPinned(dir string) bool {
+	for _, a := range attach {
+		if _, err := os.Stat(filepath.Join(dir, "link_"+a.prog)); err == nil {
+			continue
+		}
+		if a.optional && !tracepointExists(a.group, a.name) {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// tracepointExists reports whether tracefs lists group:name.
+func tracepointExists(group, name string) bool {
+	_, err := os.Stat(filepath.Join(tracefsDir, "events", group, name))
+	return err == nil
+}
+
+// reuseLinks opens every pinned link of dir (linksPinned said they are
+// there).
+func (l *Layer) reuseLinks() error {
+	for _, a := range attach {
+		pin := filepath.Join(l.dir, "link_"+a.prog)
+		lk, err := link.LoadPinnedLink(pin, nil)
+		if errors.Is(err, os.ErrNotExist) && a.optional {
+			l.skipped++
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("kernel: pinned link %s: %w", a.prog, err)
+		}
+		l.links = append(l.links, lk)
+		l.reused++
+	}
+	return nil
 }
 
 // rings names the ring maps with their configured sizes.
