@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,8 +125,10 @@ func TestTokenTTLExpires(t *testing.T) {
 	}
 	day := create("--role", "sensor", "--ttl", "1d")
 	never := create("--role", "analyst")
-	offset := time.Duration(0)
-	st, err := sqlite.Open(filepath.Join(dir, config.DBFile), sqlite.Options{Now: func() time.Time { return time.Now().Add(offset) }})
+	// The store's credential cache reads the clock from a goroutine of
+	// its own: the offset is shared with it.
+	var offset atomic.Int64
+	st, err := sqlite.Open(filepath.Join(dir, config.DBFile), sqlite.Options{Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +138,7 @@ func TestTokenTTLExpires(t *testing.T) {
 			t.Fatalf("Authenticate now: %v", err)
 		}
 	}
-	offset = 24*time.Hour + time.Minute
+	offset.Store(int64(24*time.Hour + time.Minute))
 	if _, _, err := st.Authenticate(ctx, day); !errors.Is(err, store.ErrTokenExpired) {
 		t.Errorf("Authenticate(--ttl 1d token) a day later = %v, want ErrTokenExpired", err)
 	}
