@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -47,6 +48,13 @@ type fanBackend struct {
 	// watched root on it: the mount open_by_handle_at resolves handles in.
 	// Written before the loops start, read-only after.
 	mounts map[[8]byte]int
+	// unhandled counts the content group's events read and not yet
+	// handled: a request read while it is above zero is Behind.
+	unhandled atomic.Int64
+	// nameMu is held while name events are read and handled: by the name
+	// loop, or by the content handler catching up (catchUpNames).
+	nameMu  sync.Mutex
+	nameBuf []byte // catchUpNames's
 
 	mu      sync.Mutex
 	dirs    map[string]string // FID handle key -> directory path (watched)
@@ -61,7 +69,7 @@ const maxOutside = 16384
 const markFlags = unix.FAN_MARK_ADD | unix.FAN_MARK_ONLYDIR | unix.FAN_MARK_DONT_FOLLOW
 
 func newFanotify(s *Source) (backend, error) {
-	b := &fanBackend{s: s, names: -1, dirs: map[string]string{}, outside: map[string]bool{}, mounts: map[[8]byte]int{}}
+	b := &fanBackend{s: s, names: -1, nameBuf: make([]byte, 64<<10), dirs: map[string]string{}, outside: map[string]bool{}, mounts: map[[8]byte]int{}}
 	fd, err := -1, error(unix.EINVAL)
 	if !s.cfg.NoOpenPerm {
 		fd, err = unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK|unix.FAN_UNLIMITED_MARKS,
@@ -140,7 +148,7 @@ func (b *fanBackend) run(ctx context.Context, emit func(event.Event)) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := b.loop(loopCtx, b.names, func(evs []rawEvent) {
+			if err := b.loop(loopCtx, b.names, &b.nameMu, func(evs []rawEvent) {
 				for _, ev := range evs {
 					b.nameEvent(ev, emit)
 				}
@@ -160,11 +168,20 @@ func (b *fanBackend) run(ctx context.Context, emit func(event.Event)) error {
 		defer close(handled)
 		for reqs := range work {
 			for i := range reqs {
-				b.contentEvent(&reqs[i], emit)
+				r := &reqs[i]
+				if !r.answered && r.a != nil && r.a.Perm {
+					b.catchUpNames(emit)
+				}
+				b.contentEvent(r, emit)
+				b.unhandled.Add(-1)
 			}
 		}
 	}()
-	if err := b.loop(loopCtx, b.content, func(evs []rawEvent) { work <- b.contentBatch(evs) }); err != nil {
+	if err := b.loop(loopCtx, b.content, nil, func(evs []rawEvent) {
+		reqs := b.contentBatch(evs)
+		b.unhandled.Add(int64(len(reqs)))
+		work <- reqs
+	}); err != nil {
 		errs <- err
 		cancel()
 	}
@@ -181,8 +198,9 @@ func (b *fanBackend) run(ctx context.Context, emit func(event.Event)) error {
 
 // loop reads fd until ctx is done. It sleeps in poll until fd has events
 // or ctx is cancelled (an eventfd written on cancel), with no timeout: an
-// idle sensor makes no periodic wake-up here.
-func (b *fanBackend) loop(ctx context.Context, fd int, handle func([]rawEvent)) error {
+// idle sensor makes no periodic wake-up here. lock, when not nil, is held
+// from each read until its events are handled.
+func (b *fanBackend) loop(ctx context.Context, fd int, lock *sync.Mutex, handle func([]rawEvent)) error {
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		return fmt.Errorf("fanotify loop: eventfd: %w", err)
@@ -217,20 +235,74 @@ func (b *fanBackend) loop(ctx context.Context, fd int, handle func([]rawEvent)) 
 		if pfd[0].Revents == 0 {
 			continue
 		}
-		n, err := unix.Read(fd, buf)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("read fanotify: %w", err)
-		}
-		evs, perr := parseEvents(buf[:n])
-		handle(evs)
-		if perr != nil {
-			return perr
+		if err := b.readOnce(fd, buf, lock, handle); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// readOnce reads and handles what fd holds now (nothing: another reader
+// took it).
+func (b *fanBackend) readOnce(fd int, buf []byte, lock *sync.Mutex, handle func([]rawEvent)) error {
+	if lock != nil {
+		lock.Lock()
+		defer lock.Unlock()
+	}
+	n, err := unix.Read(fd, buf)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read fanotify: %w", err)
+	}
+	evs, perr := parseEvents(buf[:n])
+	handle(evs)
+	return perr
+}
+
+// catchUpNames handles the name events queued so far, before the content
+// handler judges an open: a process's delete or rename of file N is queued
+// (in the name group) before its open of file N+1, and the guard must have
+// seen it to judge that open, as it has seen N's completed write (the
+// content group's order). Without it a write-new-then-delete encryptor's
+// deletes were judged late, in another goroutine, while its creates went
+// on.
+func (b *fanBackend) catchUpNames(emit func(event.Event)) {
+	if b.names < 0 {
+		return
+	}
+	b.nameMu.Lock()
+	defer b.nameMu.Unlock()
+	for {
+		n, err := unix.Read(b.names, b.nameBuf)
+		if err != nil || n <= 0 {
+			return // EAGAIN: caught up (another error: the name loop meets it too)
+		}
+		evs, perr := parseEvents(b.nameBuf[:n])
+		for _, ev := range evs {
+			b.nameEvent(ev, emit)
+		}
+		if perr != nil {
+			b.s.log.Warn("fanotify name events: a malformed event ended a read", "err", perr)
+			return
+		}
+	}
+}
+
+// namesPending reports name events queued, or read and not yet handled:
+// an open read after them is behind them.
+func (b *fanBackend) namesPending() bool {
+	if b.names < 0 {
+		return false
+	}
+	if !b.nameMu.TryLock() {
+		return true // being read or handled
+	}
+	defer b.nameMu.Unlock()
+	pfd := []unix.PollFd{{Fd: int32(b.names), Events: unix.POLLIN}}
+	n, err := unix.Poll(pfd, 0)
+	return err != nil || n > 0
 }
 
 func (b *fanBackend) overflow(ev rawEvent) bool {
@@ -257,11 +329,11 @@ type contentReq struct {
 // The order matters for one thing: a process's close-write of file N is
 // queued before its open of file N+1, so the guard has scored N before it
 // answers an open that could destroy N+1; such opens (for writing) wait for
-// the handler, in order. An open that cannot destroy content (of an empty
-// file, or for reading; the Prejudger says) is answered here instead:
-// scoring the events queued ahead of it (sampling each written file) no
-// longer adds to its wait, which in an extraction or a compressor's run was
-// most of it.
+// the handler, in order. An open that cannot destroy content (for
+// reading; the Prejudger says, told whether anything is queued ahead by
+// Activity.Behind) is answered here instead: scoring the events queued
+// ahead of it (sampling each written file) no longer adds to its wait,
+// which in a compressor's or a backup's run was most of it.
 func (b *fanBackend) contentBatch(evs []rawEvent) []contentReq {
 	reqs := make([]contentReq, 0, len(evs))
 	for _, ev := range evs {
@@ -274,16 +346,26 @@ func (b *fanBackend) contentBatch(evs []rawEvent) []contentReq {
 	// the completed writes queued beside them can be prepared after.
 	pre, ok := b.s.hook.(Prejudger)
 	ok = ok && b.perm
+	behind, asked := b.unhandled.Load() > 0, false
 	for i := range reqs {
 		r := &reqs[i]
 		if r.ev.Mask&unix.FAN_OPEN_PERM == 0 {
+			behind = true
 			continue
 		}
 		b.prepare(r)
-		if ok && r.a != nil && b.s.safePrejudge(pre, r.a) {
-			b.respond(int(r.ev.FD), unix.FAN_ALLOW)
-			r.answered, r.a.Answered = true, true
+		if ok && r.a != nil {
+			if !behind && !asked {
+				behind, asked = b.namesPending(), true
+			}
+			r.a.Behind = behind
+			if b.s.safePrejudge(pre, r.a) {
+				b.respond(int(r.ev.FD), unix.FAN_ALLOW)
+				r.answered, r.a.Answered = true, true
+				continue
+			}
 		}
+		behind = true
 	}
 	for i := range reqs {
 		if reqs[i].ev.Mask&unix.FAN_OPEN_PERM == 0 {

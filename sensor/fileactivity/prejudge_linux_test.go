@@ -11,8 +11,8 @@ import (
 
 // slowHook holds its Handle of one file's completed write until released,
 // standing in for a guard busy scoring, and prejudges like the file guard:
-// empty files and the one file the test opens for reading are allowed at
-// once.
+// the one file the test opens for reading is allowed at once, an empty
+// file only when nothing is queued ahead of its open.
 type slowHook struct {
 	*recorder
 	hold, readOnly string
@@ -30,18 +30,18 @@ func (h *slowHook) Handle(a *Activity) Verdict {
 }
 
 func (h *slowHook) Prejudge(a *Activity) bool {
-	return a.Size == 0 || a.Path == h.readOnly
+	return a.Size == 0 && !a.Behind || a.Path == h.readOnly
 }
 
 // TestPrejudgedOpensDoNotWaitForTheHandler: while the hook is still
 // handling a completed write, an open it prejudges (for reading) is
-// answered at once, and an open it does not (for writing) waits until
-// everything queued ahead of it was handled: the order a synchronous stop
-// relies on.
+// answered at once, and an open it does not (for writing, or of a new
+// file: marked Behind) waits until everything queued ahead of it was
+// handled: the order a synchronous stop relies on.
 func TestPrejudgedOpensDoNotWaitForTheHandler(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
-	held, reader, writer := filepath.Join(dir, "held.csv"), filepath.Join(dir, "read.csv"), filepath.Join(dir, "write.csv")
+	held, reader, writer, created := filepath.Join(dir, "held.csv"), filepath.Join(dir, "read.csv"), filepath.Join(dir, "write.csv"), filepath.Join(dir, "new.csv")
 	for _, p := range []string{reader, writer} {
 		if err := os.WriteFile(p, []byte("id,amount\n1,2\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -76,26 +76,35 @@ func TestPrejudgedOpensDoNotWaitForTheHandler(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("an open for reading waited for the handler")
 	}
-	// The writer is not.
-	write := exec.Command("/bin/sh", "-c", "echo 3,4 >> "+writer)
-	wdone := make(chan error, 1)
-	if err := write.Start(); err != nil {
-		t.Fatal(err)
+	// The writer is not, and neither is the creator of a new (empty)
+	// file: its open is behind the held write.
+	wait := map[string]chan error{}
+	for name, cmd := range map[string]string{"an open for writing": "echo 3,4 >> " + writer, "an open of a new file": ": > " + created} {
+		c := exec.Command("/bin/sh", "-c", cmd)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		wait[name] = done
+		go func() { done <- c.Wait() }()
 	}
-	go func() { wdone <- write.Wait() }()
-	select {
-	case err := <-wdone:
-		t.Fatalf("an open for writing was answered while the handler was held (%v)", err)
-	case <-time.After(500 * time.Millisecond):
+	for name, done := range wait {
+		select {
+		case err := <-done:
+			t.Fatalf("%s was answered while the handler was held (%v)", name, err)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	release()
-	select {
-	case err := <-wdone:
-		if err != nil {
-			t.Fatalf("writer: %v", err)
+	for name, done := range wait {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s was never answered", name)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the writer was never answered")
 	}
 	// The hook still saw both opens, the prejudged one marked answered.
 	h.waitEvent(t, OpCloseWrite, writer)

@@ -69,6 +69,11 @@ type Activity struct {
 	// the Hook saw it: the opener has moved on, and the Hook's Deny is
 	// ignored.
 	Answered bool
+	// Behind marks, for the Prejudger, a permission request queued behind
+	// events the Hook has not handled yet (the close-write of the file
+	// the same process wrote just before, say). Answering it at once
+	// would let its opener run ahead of their judgement.
+	Behind bool
 }
 
 // Verdict is a Hook's answer.

@@ -237,11 +237,15 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 	return verdict
 }
 
-// Prejudge implements fileactivity.Prejudger: an open that cannot destroy
-// content, of an empty file or for reading, is allowed before the events
-// queued ahead of it are scored; Handle scores it afterwards as before.
-// Opens for writing (or of unknown intent), decoys and processes this guard
-// has stopped wait for the full judgement, in order.
+// Prejudge implements fileactivity.Prejudger: an open for reading cannot
+// destroy content and is allowed before the events queued ahead of it are
+// scored; Handle scores it afterwards as before. An open of an empty file
+// is allowed at once only when nothing is queued ahead (Behind): a
+// write-new-then-delete encryptor's next create must wait until its last
+// copy and delete were judged, or it runs ahead of its stop (39 of 40
+// files lost once in CI). Opens for writing (or of unknown intent),
+// decoys and processes this guard has stopped wait for the full
+// judgement, in order.
 //
 // It runs as fanotify's queue is read, while Handle may be scoring earlier
 // events: it takes neither the guard's lock nor its intent reader.
@@ -256,7 +260,7 @@ func (g *Guard) Prejudge(a *fileactivity.Activity) bool {
 		return false
 	}
 	if a.ReadAt == nil || a.Size == 0 {
-		return true
+		return !a.Behind
 	}
 	g.pre.Lock()
 	defer g.pre.Unlock()

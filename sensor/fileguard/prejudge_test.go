@@ -40,6 +40,10 @@ func TestPrejudgeAllowsOnlyOpensThatCannotDestroyContent(t *testing.T) {
 	}{
 		{"empty file", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/new.csv", ReadAt: read, Size: 0}, true},
 		{"no descriptor", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/x.csv"}, true},
+		// A write-new-then-delete encryptor's next create, while its
+		// last copy is still being scored.
+		{"empty file behind unhandled events", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/new.csv", ReadAt: read, Size: 0, Behind: true}, false},
+		{"no descriptor behind unhandled events", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/x.csv", Behind: true}, false},
 		{"decoy, even empty", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: decoy, ReadAt: read, Size: 0}, false},
 		{"process the guard stopped", fileactivity.Activity{Op: fileactivity.OpOpen, PID: stopped, Path: dir + "/new.csv", ReadAt: read, Size: 0}, false},
 		{"no process", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 0, Path: dir + "/new.csv", ReadAt: read, Size: 0}, false},
