@@ -138,9 +138,13 @@ type tree struct {
 	total   int
 	created map[string]time.Time // encrypted-looking new files: path -> when
 	made    map[string]time.Time // files the tree created (create events): path -> when
-	notes   map[string]map[string]bool
-	noted   bool
-	dirs    map[string]time.Time
+	// gone holds the originals the tree deleted with no encrypted copy
+	// beside them yet: the copy's close-write (content group) may be read
+	// after the delete (name group), and still pairs with it.
+	gone  map[string]goneFile
+	notes map[string]map[string]bool
+	noted bool
+	dirs  map[string]time.Time
 	// dirsLive is how many of dirs were within the breadth period when
 	// last counted.
 	dirsLive int
@@ -157,6 +161,15 @@ type tree struct {
 	// over its file is not taken for a second file, while a file another
 	// worker of the tree opened still is.
 	opened map[int]openedFile
+}
+
+// goneFile is an original a tree deleted, waiting for its encrypted copy:
+// what the pair would weigh, judged at the delete.
+type goneFile struct {
+	at     time.Time
+	read   bool // the family read it first: any new file beside it is its copy
+	weight int
+	how    string
 }
 
 // openedFile is a file a process opened for writing, and when.
@@ -387,6 +400,7 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 		} else if o.Before == nil && s.encrypted(o.After) {
 			t.created[o.Path] = o.Time
 			suspicious = true
+			s.pairGone(t, o)
 		}
 		s.note(t, o, dir)
 		s.breadth(t, o, dir)
@@ -395,11 +409,20 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 			s.add(t, o, r.Weights.Canary, "decoy file deleted: "+o.Path, true)
 			break
 		}
-		if s.replaced(t, o) {
-			rec, ok := s.records[o.Path]
-			w, how := s.replaceWeight(o, rec, ok)
-			s.add(t, o, w, "original deleted after an encrypted copy was written beside it"+how, true)
+		read, original := s.original(t, o)
+		if !original {
+			break
 		}
+		rec, ok := s.records[o.Path]
+		w, how := s.replaceWeight(o, rec, ok)
+		if s.copyBeside(t, o.Path, read) {
+			s.add(t, o, w, "original deleted after an encrypted copy was written beside it"+how, true)
+			break
+		}
+		if len(t.gone) >= maxTrees {
+			clear(t.gone)
+		}
+		t.gone[o.Path] = goneFile{at: o.Time, read: read, weight: w, how: how}
 	case OpRename:
 		if o.Canary {
 			s.add(t, o, r.Weights.Canary, fmt.Sprintf("decoy file renamed or replaced by rename: %s -> %s", o.OldPath, o.Path), true)
@@ -550,7 +573,7 @@ func (s *Scorer) treeIn(trees map[int]*tree, key int, now time.Time) *tree {
 			clear(trees)
 		}
 	}
-	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, made: map[string]time.Time{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}, opened: map[int]openedFile{}}
+	t := &tree{seen: map[string]bool{}, created: map[string]time.Time{}, made: map[string]time.Time{}, gone: map[string]goneFile{}, notes: map[string]map[string]bool{}, dirs: map[string]time.Time{}, reasons: map[string]int{}, contrib: map[int]time.Time{}, opened: map[int]openedFile{}}
 	trees[key] = t
 	return t
 }
@@ -640,24 +663,62 @@ const scrambledGain = 0.5
 // the family read the original first: a tool that unlinks and re-extracts
 // files beside unrelated compressed ones (tar, dpkg) does neither.
 func (s *Scorer) replaced(t *tree, o Obs) bool {
+	read, ok := s.original(t, o)
+	return ok && s.copyBeside(t, o.Path, read)
+}
+
+// original: the file o deleted could be an original an encryptor replaced
+// (not the tree's own recent output, not already high-entropy content);
+// read reports that o's family read it first.
+func (s *Scorer) original(t *tree, o Obs) (read, ok bool) {
 	if _, own := t.created[o.Path]; own {
-		return false
+		return false, false
 	}
 	rec, known := s.records[o.Path]
 	if known && rec.writer == o.Tree && o.Time.Sub(rec.wrote) <= s.r.Window {
-		return false
+		return false, false
 	}
 	if known && rec.f.Sampled >= s.r.MinSample && rec.f.Magic == "" && rec.f.Entropy >= s.r.EntropyLow {
-		return false
+		return false, false
 	}
-	read := known && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o)
-	dir, base := filepath.Dir(o.Path), filepath.Base(o.Path)
+	return known && rec.reader != 0 && o.Time.Sub(rec.readAt) <= s.r.Window && s.sameFamily(rec, o), true
+}
+
+// copyBeside: t wrote an encrypted-looking new file beside the original
+// at path (any file in its folder when the family read the original
+// first, else one whose name starts with the original's: F.csv.locked).
+func (s *Scorer) copyBeside(t *tree, path string, read bool) bool {
 	for p := range t.created {
-		if p != o.Path && filepath.Dir(p) == dir && (read || strings.HasPrefix(filepath.Base(p), base)) {
+		if isCopyOf(p, path, read) {
 			return true
 		}
 	}
 	return false
+}
+
+func isCopyOf(copyPath, original string, read bool) bool {
+	return copyPath != original && filepath.Dir(copyPath) == filepath.Dir(original) &&
+		(read || strings.HasPrefix(filepath.Base(copyPath), filepath.Base(original)))
+}
+
+// pairGone scores the originals t deleted before the encrypted copy o was
+// read (the delete and the copy's write reach the sensor by two fanotify
+// groups, in either order), as the delete would have been scored had the
+// copy come first.
+func (s *Scorer) pairGone(t *tree, o Obs) {
+	for p, g := range t.gone {
+		if o.Time.Sub(g.at) > s.r.Window {
+			delete(t.gone, p)
+			continue
+		}
+		if !isCopyOf(o.Path, p, g.read) {
+			continue
+		}
+		delete(t.gone, p)
+		orig := o
+		orig.Op, orig.Path, orig.OldPath, orig.Canary = OpDelete, p, "", false
+		s.add(t, orig, g.weight, "original deleted, then an encrypted copy written beside it"+g.how, true)
+	}
 }
 
 // renamedOver: o renamed a file over one whose content the scorer knew, and
