@@ -335,16 +335,18 @@ func TestWriteNewThenDeleteIsStopped(t *testing.T) {
 	run(t, dir, nil)
 	err := exec.Command(py, "-c", replacer, dir).Run()
 	killedBySIGKILL(t, "replacer", err)
-	// The delete is reported by the name group, asynchronously to the
-	// content group's opens, so a few files are in flight by then (the
-	// in-place path stops at one); without the copy scored as new, none
-	// of the 40 is saved. How many are lost depends on the machine's load
-	// (13 once in CI with every package's tests beside it): the goal's
-	// figure is measured by `make bench-ransomware`; this asserts the
-	// stop, with most of the files saved.
-	if n := lost(files); n > len(files)/2 {
-		t.Errorf("%d of %d files lost, want at most half", n, len(files))
+	// Each original is deleted unread, so each pair weighs
+	// replaced_unread (40): the third reaches the stop score. The delete
+	// comes by the name group and the copy by the content group, read
+	// apart; the pair is scored in either order, and an open is judged
+	// only after both groups' earlier events, so the stop comes at the
+	// third file whatever the machine's load (before, 4 to 39 of 40 were
+	// lost as the order fell).
+	n := lost(files)
+	if n > 5 {
+		t.Errorf("%d of %d files lost, want at most 5", n, len(files))
 	}
+	t.Logf("%d of %d files lost", n, len(files))
 }
 
 func TestDecoyWriterIsStoppedBeforeItsOpenReturnsAndReadersAreNot(t *testing.T) {
