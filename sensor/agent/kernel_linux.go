@@ -34,7 +34,7 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 		return nil
 	}
 	log := s.log.With(logkey.Component, "kernel")
-	kcfg := kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true,
+	kcfg := kernel.Config{PinDir: cfg.Kernel.PinDir, Enforce: cfg.Mode == "enforce", FreshExec: true, IOUring: cfg.Kernel.AgentIOUring == config.AgentIOUringStop,
 		ProcRing: cfg.Kernel.ProcRingBytes, TamperRing: cfg.Kernel.TamperRingBytes, Log: log}
 	l, err := kernel.Load(kcfg)
 	if err == nil {
@@ -322,6 +322,12 @@ func (s *Sensor) judgeStop(ctx context.Context, st kernel.Stopped) kernel.Judgem
 		// no remote-management script has a reason to.
 		s.freezeForKill(st.PID, 0)
 		return kernel.Judgement{Kill: true, Why: "a process under an RMM agent opened a file by handle for writing, past every path check"}
+	case st.Reason == kernel.ReasonIOUring:
+		// Only a process under an RMM agent, and only while
+		// kernel.agent_io_uring is stop: a ring's file operations pass
+		// every path tripwire.
+		s.freezeForKill(st.PID, 0)
+		return kernel.Judgement{Kill: true, Why: "a process under an RMM agent used io_uring, whose file operations pass every path check"}
 	}
 	return kernel.Judgement{Kill: true}
 }
@@ -369,7 +375,7 @@ func (s *Sensor) standDownKernel() {
 		return
 	}
 	kcfg := s.kernCfg
-	kcfg.Decoys, kcfg.Burst, kcfg.FreshExec = false, false, false
+	kcfg.Decoys, kcfg.Burst, kcfg.FreshExec, kcfg.IOUring = false, false, false, false
 	if err := s.kern.SetConfig(kcfg); err != nil {
 		s.log.Error("clean stop: could not turn the stopping kernel tripwires off; they act until the next start", logkey.Component, "kernel", logkey.Error, err)
 		return

@@ -105,7 +105,18 @@ type Kernel struct {
 	// memory.
 	ProcRingBytes   int `yaml:"proc_ring_bytes"`
 	TamperRingBytes int `yaml:"tamper_ring_bytes"`
+	// AgentIOUring is what a process under an RMM agent that uses io_uring
+	// meets: stop (it is stopped in the kernel and its tree ended: a
+	// ring's file operations pass every path tripwire) or allow (for a
+	// fleet whose agents run programs built on rings).
+	AgentIOUring string `yaml:"agent_io_uring"`
 }
+
+// Values of kernel.agent_io_uring.
+const (
+	AgentIOUringStop  = "stop"
+	AgentIOUringAllow = "allow"
+)
 
 // The kernel rings' defaults and bounds, as sensor/kernel has them (a test
 // compares them; config stays free of the eBPF loader).
@@ -182,7 +193,7 @@ func Default() Config {
 			SpoolBytes:        256 << 20,
 		},
 		Process: Process{Backend: "auto", PollInterval: time.Second, ProcRoot: "/proc"},
-		Kernel:  Kernel{Mode: "auto", PinDir: "/sys/fs/bpf/tillwatch", ProcRingBytes: DefaultProcRing, TamperRingBytes: DefaultTamperRing},
+		Kernel:  Kernel{Mode: "auto", PinDir: "/sys/fs/bpf/tillwatch", ProcRingBytes: DefaultProcRing, TamperRingBytes: DefaultTamperRing, AgentIOUring: AgentIOUringStop},
 		Log:     Log{Level: "info", Format: "text"},
 		Metrics: Metrics{Listen: "127.0.0.1:9464"},
 		Files:   Files{Backend: "auto", Canaries: true, Guard: true, OpenPermission: OpenPermissionAlways},
@@ -277,6 +288,11 @@ func (c *Config) Validate() error {
 	case "auto", "required", "off":
 	default:
 		bad("kernel.mode", "%q is not auto, required or off", c.Kernel.Mode)
+	}
+	switch c.Kernel.AgentIOUring {
+	case AgentIOUringStop, AgentIOUringAllow:
+	default:
+		bad("kernel.agent_io_uring", "%q is not %s or %s", c.Kernel.AgentIOUring, AgentIOUringStop, AgentIOUringAllow)
 	}
 	if c.Kernel.Mode != "off" && (!filepath.IsAbs(c.Kernel.PinDir) || filepath.Clean(c.Kernel.PinDir) != c.Kernel.PinDir || !strings.HasPrefix(c.Kernel.PinDir, "/sys/fs/bpf/")) {
 		bad("kernel.pin_dir", "%q: want a clean absolute path below /sys/fs/bpf/", c.Kernel.PinDir)

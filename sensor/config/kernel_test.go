@@ -46,3 +46,29 @@ func TestValidateRings(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateAgentIOUring(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value, bad string
+	}{
+		{AgentIOUringStop, ""},
+		{AgentIOUringAllow, ""},
+		{"", `kernel.agent_io_uring: "" is not stop or allow`},
+		{"kill", `kernel.agent_io_uring: "kill" is not stop or allow`},
+	} {
+		c := Default()
+		c.Collector.Disabled = true
+		c.Kernel.AgentIOUring = tc.value
+		err := c.Validate()
+		switch {
+		case tc.bad == "" && err != nil:
+			t.Errorf("%q: Validate: %v", tc.value, err)
+		case tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad)):
+			t.Errorf("%q: Validate = %v, want an error with %q", tc.value, err, tc.bad)
+		}
+	}
+	if Default().Kernel.AgentIOUring != AgentIOUringStop {
+		t.Error("the default is not stop")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,7 @@ const gapHelperEnv = "TILLWATCH_TEST_GAPS"
 //	          at once), then opens the other ARGs there as open does
 //	handle-w, handle-r: name_to_handle_at(ARG), then open_by_handle_at
 //	          for writing or reading, the mount given by ARG's folder.
+//	uring:    io_uring_setup(8) (ARG ignored), then close the ring.
 func TestGapHelper(t *testing.T) {
 	spec := os.Getenv(gapHelperEnv)
 	if spec == "" {
@@ -80,6 +82,14 @@ func TestGapHelper(t *testing.T) {
 			}
 		case "handle-w", "handle-r":
 			err = byHandle(a, op == "handle-w")
+		case "uring":
+			var params [120]byte // struct io_uring_params, zeroed
+			fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 8, uintptr(unsafe.Pointer(&params[0])), 0)
+			if errno != 0 {
+				err = fmt.Errorf("io_uring_setup: %w", errno)
+				break
+			}
+			unix.Close(int(fd))
 		default:
 			t.Fatalf("unknown op %q", op)
 		}
@@ -448,5 +458,43 @@ func TestLongPathTripwires(t *testing.T) {
 		if n := countFiles(t, out); n != 40 {
 			t.Errorf("%d files written outside the root, want 40", n)
 		}
+	})
+}
+
+// TestIOUringTripwire: a ring's opens, writes, renames and unlinks pass
+// no syscall tracepoint, so a process under an RMM agent that sets one up
+// is stopped for the sensor's judgement (it ends the tree). The agent
+// itself and untainted processes are let be, and so is everyone with the
+// tripwire unarmed (kernel.agent_io_uring: allow). "tainted" finished
+// unstopped before sys_enter_io_uring_setup was attached.
+func TestIOUringTripwire(t *testing.T) {
+	if !tracepointExists("syscalls", "sys_enter_io_uring_setup") {
+		t.Skip("this kernel has no io_uring")
+	}
+	if disabled, _ := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); strings.TrimSpace(string(disabled)) == "2" {
+		t.Skip("io_uring is disabled on this machine (kernel.io_uring_disabled=2)")
+	}
+	child := func(l *Layer) func(int) {
+		return func(pid int) {
+			if err := l.TaintChild(pid, pid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	l := newTestLayer(t, Config{Enforce: true, IOUring: true})
+	t.Run("tainted", func(t *testing.T) {
+		startGap(t, child(l), "uring", "", "-").stoppedFor(t, l, ReasonIOUring)
+	})
+	t.Run("agent", func(t *testing.T) {
+		startGap(t, taintWith(t, l), "uring", "", "-").finishes(t)
+	})
+	t.Run("honest", func(t *testing.T) {
+		startGap(t, nil, "uring", "", "-").finishes(t)
+	})
+	t.Run("allowed", func(t *testing.T) {
+		if err := l.SetConfig(Config{Enforce: true, IOUring: false}); err != nil {
+			t.Fatal(err)
+		}
+		startGap(t, child(l), "uring", "", "-").finishes(t)
 	})
 }

@@ -49,6 +49,12 @@ type Config struct {
 	// executable in the last FreshWindow is stopped at exec and judged
 	// (see JudgeFresh).
 	FreshExec bool
+	// IOUring arms the io_uring tripwire: a process under an RMM agent (not
+	// the agent) that sets up, enters or registers with an io_uring is
+	// stopped for the sensor, which ends its tree. A ring's opens, writes,
+	// renames and unlinks pass no syscall tracepoint, so every path
+	// tripwire would be walked past.
+	IOUring bool
 
 	// noKernelBTF loads as on a kernel without BTF (tests).
 	noKernelBTF bool
@@ -184,6 +190,7 @@ const (
 	ReasonFreshExec   Reason = 32 // a process under an RMM agent exec'd a file its tree just wrote
 	ReasonBurst       Reason = 20 // a process (or its family) crossed the burst threshold
 	ReasonHandleWrite Reason = 21 // a process under an RMM agent opened a file by handle for writing
+	ReasonIOUring     Reason = 22 // a process under an RMM agent made an io_uring call
 )
 
 // String returns the reason as a short word for logs and alerts.
@@ -215,6 +222,8 @@ func (r Reason) String() string {
 		return "file-burst"
 	case ReasonHandleWrite:
 		return "handle-write"
+	case ReasonIOUring:
+		return "io-uring"
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }

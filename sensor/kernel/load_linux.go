@@ -30,6 +30,7 @@ const (
 	cfgOff     = 4
 	cfgFresh   = 8
 	cfgBurst   = 16
+	cfgURing   = 32
 )
 
 // Where tracefs and bpffs are mounted when missing.
@@ -40,7 +41,8 @@ const (
 
 // attach lists every program with its tracepoint.
 // An optional tracepoint is skipped where the kernel lacks it
-// (sys_enter_fchmodat2 is new in Linux 6.6, sys_enter_openat2 in 5.6); a program the attach list does
+// (sys_enter_fchmodat2 is new in Linux 6.6, sys_enter_openat2 in 5.6, the io_uring calls are absent
+// without CONFIG_IO_URING); a program the attach list does
 // not name is a build error caught by forEachProgram.
 var attach = []struct {
 	prog, group, name string
@@ -71,6 +73,11 @@ var attach = []struct {
 	{"tw_write", "syscalls", "sys_enter_write", false},
 	{"tw_truncate", "syscalls", "sys_enter_truncate", false},
 	{"tw_open_by_handle_at", "syscalls", "sys_enter_open_by_handle_at", false},
+	// A kernel built without io_uring (CONFIG_IO_URING=n) has no ring to
+	// pass the tripwires with.
+	{"tw_io_uring_setup", "syscalls", "sys_enter_io_uring_setup", true},
+	{"tw_io_uring_enter", "syscalls", "sys_enter_io_uring_enter", true},
+	{"tw_io_uring_register", "syscalls", "sys_enter_io_uring_register", true},
 }
 
 // Layer is the loaded kernel layer. Its pins outlive it: Close releases
@@ -319,6 +326,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 		"tw_rename": p.TwRename, "tw_linkat": p.TwLinkat, "tw_write": p.TwWrite,
 		"tw_creat": p.TwCreat, "tw_chmod": p.TwChmod, "tw_fchmodat": p.TwFchmodat, "tw_fchmodat2": p.TwFchmodat2,
 		"tw_truncate": p.TwTruncate, "tw_open_by_handle_at": p.TwOpenByHandleAt,
+		"tw_io_uring_setup": p.TwIoUringSetup, "tw_io_uring_enter": p.TwIoUringEnter, "tw_io_uring_register": p.TwIoUringRegister,
 	} {
 		if prog == nil {
 			return fmt.Errorf("kernel: program %s missing from the object", name)
@@ -396,9 +404,12 @@ func (l *Layer) NoBTF() bool { return l.noBTF }
 // Skipped reports how many optional tracepoints this kernel lacks.
 func (l *Layer) Skipped() int { return l.skipped }
 
-// SetConfig writes cfg's Enforce, Decoys, FreshExec and Burst (with its
-// threshold, window and guarded roots) to the kernel.
+// SetConfig writes cfg's Enforce, Decoys, FreshExec, IOUring and Burst (with its
+// threshold, window and guarded roots) to the kernel. Where the layer is
+// pinned and its rings stay as loaded: a cfg without PinDir must not point
+// Unpin at the default pin dir (another sensor's).
 func (l *Layer) SetConfig(cfg Config) error {
+	cfg.PinDir, cfg.ProcRing, cfg.TamperRing = l.cfg.PinDir, l.cfg.ProcRing, l.cfg.TamperRing
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -412,6 +423,9 @@ func (l *Layer) SetConfig(cfg Config) error {
 	}
 	if cfg.FreshExec {
 		f |= cfgFresh
+	}
+	if cfg.IOUring {
+		f |= cfgURing
 	}
 	if cfg.Burst {
 		f |= cfgBurst

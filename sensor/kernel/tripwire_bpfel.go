@@ -117,55 +117,58 @@ type tripwireTaint struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tripwireMapArgsScratch       = "args_scratch"
-	tripwireMapBurstAbove        = "burst_above"
-	tripwireMapBurstAllowed      = "burst_allowed"
-	tripwireMapBurstCfg          = "burst_cfg"
-	tripwireMapBurstCounts       = "burst_counts"
-	tripwireMapBurstHeld         = "burst_held"
-	tripwireMapBurstRootIds      = "burst_root_ids"
-	tripwireMapBurstRoots        = "burst_roots"
-	tripwireMapConfig            = "config"
-	tripwireMapDecoyIds          = "decoy_ids"
-	tripwireMapDecoys            = "decoys"
-	tripwireMapFresh             = "fresh"
-	tripwireMapHostile           = "hostile"
-	tripwireMapParentOf          = "parent_of"
-	tripwireMapProcEvents        = "proc_events"
-	tripwireMapProcWoken         = "proc_woken"
-	tripwireMapProtectedPids     = "protected_pids"
-	tripwireMapRingDrops         = "ring_drops"
-	tripwireMapScratch           = "scratch"
-	tripwireMapStopped           = "stopped"
-	tripwireMapTaint             = "taint"
-	tripwireMapTamperEvents      = "tamper_events"
-	tripwireMapTargets           = "targets"
-	tripwireMapTools             = "tools"
-	tripwireProgTwChmod          = "tw_chmod"
-	tripwireProgTwCreat          = "tw_creat"
-	tripwireProgTwExec           = "tw_exec"
-	tripwireProgTwExecve         = "tw_execve"
-	tripwireProgTwExecveat       = "tw_execveat"
-	tripwireProgTwExit           = "tw_exit"
-	tripwireProgTwFchmodat       = "tw_fchmodat"
-	tripwireProgTwFchmodat2      = "tw_fchmodat2"
-	tripwireProgTwFork           = "tw_fork"
-	tripwireProgTwKill           = "tw_kill"
-	tripwireProgTwLinkat         = "tw_linkat"
-	tripwireProgTwOpen           = "tw_open"
-	tripwireProgTwOpenByHandleAt = "tw_open_by_handle_at"
-	tripwireProgTwOpenat         = "tw_openat"
-	tripwireProgTwOpenat2        = "tw_openat2"
-	tripwireProgTwPidfdOpen      = "tw_pidfd_open"
-	tripwireProgTwRename         = "tw_rename"
-	tripwireProgTwRenameat       = "tw_renameat"
-	tripwireProgTwRenameat2      = "tw_renameat2"
-	tripwireProgTwTgkill         = "tw_tgkill"
-	tripwireProgTwTkill          = "tw_tkill"
-	tripwireProgTwTruncate       = "tw_truncate"
-	tripwireProgTwUnlink         = "tw_unlink"
-	tripwireProgTwUnlinkat       = "tw_unlinkat"
-	tripwireProgTwWrite          = "tw_write"
+	tripwireMapArgsScratch        = "args_scratch"
+	tripwireMapBurstAbove         = "burst_above"
+	tripwireMapBurstAllowed       = "burst_allowed"
+	tripwireMapBurstCfg           = "burst_cfg"
+	tripwireMapBurstCounts        = "burst_counts"
+	tripwireMapBurstHeld          = "burst_held"
+	tripwireMapBurstRootIds       = "burst_root_ids"
+	tripwireMapBurstRoots         = "burst_roots"
+	tripwireMapConfig             = "config"
+	tripwireMapDecoyIds           = "decoy_ids"
+	tripwireMapDecoys             = "decoys"
+	tripwireMapFresh              = "fresh"
+	tripwireMapHostile            = "hostile"
+	tripwireMapParentOf           = "parent_of"
+	tripwireMapProcEvents         = "proc_events"
+	tripwireMapProcWoken          = "proc_woken"
+	tripwireMapProtectedPids      = "protected_pids"
+	tripwireMapRingDrops          = "ring_drops"
+	tripwireMapScratch            = "scratch"
+	tripwireMapStopped            = "stopped"
+	tripwireMapTaint              = "taint"
+	tripwireMapTamperEvents       = "tamper_events"
+	tripwireMapTargets            = "targets"
+	tripwireMapTools              = "tools"
+	tripwireProgTwChmod           = "tw_chmod"
+	tripwireProgTwCreat           = "tw_creat"
+	tripwireProgTwExec            = "tw_exec"
+	tripwireProgTwExecve          = "tw_execve"
+	tripwireProgTwExecveat        = "tw_execveat"
+	tripwireProgTwExit            = "tw_exit"
+	tripwireProgTwFchmodat        = "tw_fchmodat"
+	tripwireProgTwFchmodat2       = "tw_fchmodat2"
+	tripwireProgTwFork            = "tw_fork"
+	tripwireProgTwIoUringEnter    = "tw_io_uring_enter"
+	tripwireProgTwIoUringRegister = "tw_io_uring_register"
+	tripwireProgTwIoUringSetup    = "tw_io_uring_setup"
+	tripwireProgTwKill            = "tw_kill"
+	tripwireProgTwLinkat          = "tw_linkat"
+	tripwireProgTwOpen            = "tw_open"
+	tripwireProgTwOpenByHandleAt  = "tw_open_by_handle_at"
+	tripwireProgTwOpenat          = "tw_openat"
+	tripwireProgTwOpenat2         = "tw_openat2"
+	tripwireProgTwPidfdOpen       = "tw_pidfd_open"
+	tripwireProgTwRename          = "tw_rename"
+	tripwireProgTwRenameat        = "tw_renameat"
+	tripwireProgTwRenameat2       = "tw_renameat2"
+	tripwireProgTwTgkill          = "tw_tgkill"
+	tripwireProgTwTkill           = "tw_tkill"
+	tripwireProgTwTruncate        = "tw_truncate"
+	tripwireProgTwUnlink          = "tw_unlink"
+	tripwireProgTwUnlinkat        = "tw_unlinkat"
+	tripwireProgTwWrite           = "tw_write"
 )
 
 // loadTripwire returns the embedded CollectionSpec for tripwire.
@@ -210,31 +213,34 @@ type tripwireSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireProgramSpecs struct {
-	TwChmod          *ebpf.ProgramSpec `ebpf:"tw_chmod"`
-	TwCreat          *ebpf.ProgramSpec `ebpf:"tw_creat"`
-	TwExec           *ebpf.ProgramSpec `ebpf:"tw_exec"`
-	TwExecve         *ebpf.ProgramSpec `ebpf:"tw_execve"`
-	TwExecveat       *ebpf.ProgramSpec `ebpf:"tw_execveat"`
-	TwExit           *ebpf.ProgramSpec `ebpf:"tw_exit"`
-	TwFchmodat       *ebpf.ProgramSpec `ebpf:"tw_fchmodat"`
-	TwFchmodat2      *ebpf.ProgramSpec `ebpf:"tw_fchmodat2"`
-	TwFork           *ebpf.ProgramSpec `ebpf:"tw_fork"`
-	TwKill           *ebpf.ProgramSpec `ebpf:"tw_kill"`
-	TwLinkat         *ebpf.ProgramSpec `ebpf:"tw_linkat"`
-	TwOpen           *ebpf.ProgramSpec `ebpf:"tw_open"`
-	TwOpenByHandleAt *ebpf.ProgramSpec `ebpf:"tw_open_by_handle_at"`
-	TwOpenat         *ebpf.ProgramSpec `ebpf:"tw_openat"`
-	TwOpenat2        *ebpf.ProgramSpec `ebpf:"tw_openat2"`
-	TwPidfdOpen      *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
-	TwRename         *ebpf.ProgramSpec `ebpf:"tw_rename"`
-	TwRenameat       *ebpf.ProgramSpec `ebpf:"tw_renameat"`
-	TwRenameat2      *ebpf.ProgramSpec `ebpf:"tw_renameat2"`
-	TwTgkill         *ebpf.ProgramSpec `ebpf:"tw_tgkill"`
-	TwTkill          *ebpf.ProgramSpec `ebpf:"tw_tkill"`
-	TwTruncate       *ebpf.ProgramSpec `ebpf:"tw_truncate"`
-	TwUnlink         *ebpf.ProgramSpec `ebpf:"tw_unlink"`
-	TwUnlinkat       *ebpf.ProgramSpec `ebpf:"tw_unlinkat"`
-	TwWrite          *ebpf.ProgramSpec `ebpf:"tw_write"`
+	TwChmod           *ebpf.ProgramSpec `ebpf:"tw_chmod"`
+	TwCreat           *ebpf.ProgramSpec `ebpf:"tw_creat"`
+	TwExec            *ebpf.ProgramSpec `ebpf:"tw_exec"`
+	TwExecve          *ebpf.ProgramSpec `ebpf:"tw_execve"`
+	TwExecveat        *ebpf.ProgramSpec `ebpf:"tw_execveat"`
+	TwExit            *ebpf.ProgramSpec `ebpf:"tw_exit"`
+	TwFchmodat        *ebpf.ProgramSpec `ebpf:"tw_fchmodat"`
+	TwFchmodat2       *ebpf.ProgramSpec `ebpf:"tw_fchmodat2"`
+	TwFork            *ebpf.ProgramSpec `ebpf:"tw_fork"`
+	TwIoUringEnter    *ebpf.ProgramSpec `ebpf:"tw_io_uring_enter"`
+	TwIoUringRegister *ebpf.ProgramSpec `ebpf:"tw_io_uring_register"`
+	TwIoUringSetup    *ebpf.ProgramSpec `ebpf:"tw_io_uring_setup"`
+	TwKill            *ebpf.ProgramSpec `ebpf:"tw_kill"`
+	TwLinkat          *ebpf.ProgramSpec `ebpf:"tw_linkat"`
+	TwOpen            *ebpf.ProgramSpec `ebpf:"tw_open"`
+	TwOpenByHandleAt  *ebpf.ProgramSpec `ebpf:"tw_open_by_handle_at"`
+	TwOpenat          *ebpf.ProgramSpec `ebpf:"tw_openat"`
+	TwOpenat2         *ebpf.ProgramSpec `ebpf:"tw_openat2"`
+	TwPidfdOpen       *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
+	TwRename          *ebpf.ProgramSpec `ebpf:"tw_rename"`
+	TwRenameat        *ebpf.ProgramSpec `ebpf:"tw_renameat"`
+	TwRenameat2       *ebpf.ProgramSpec `ebpf:"tw_renameat2"`
+	TwTgkill          *ebpf.ProgramSpec `ebpf:"tw_tgkill"`
+	TwTkill           *ebpf.ProgramSpec `ebpf:"tw_tkill"`
+	TwTruncate        *ebpf.ProgramSpec `ebpf:"tw_truncate"`
+	TwUnlink          *ebpf.ProgramSpec `ebpf:"tw_unlink"`
+	TwUnlinkat        *ebpf.ProgramSpec `ebpf:"tw_unlinkat"`
+	TwWrite           *ebpf.ProgramSpec `ebpf:"tw_write"`
 }
 
 // tripwireMapSpecs contains maps before they are loaded into the kernel.
@@ -358,31 +364,34 @@ type tripwireVariables struct {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwirePrograms struct {
-	TwChmod          *ebpf.Program `ebpf:"tw_chmod"`
-	TwCreat          *ebpf.Program `ebpf:"tw_creat"`
-	TwExec           *ebpf.Program `ebpf:"tw_exec"`
-	TwExecve         *ebpf.Program `ebpf:"tw_execve"`
-	TwExecveat       *ebpf.Program `ebpf:"tw_execveat"`
-	TwExit           *ebpf.Program `ebpf:"tw_exit"`
-	TwFchmodat       *ebpf.Program `ebpf:"tw_fchmodat"`
-	TwFchmodat2      *ebpf.Program `ebpf:"tw_fchmodat2"`
-	TwFork           *ebpf.Program `ebpf:"tw_fork"`
-	TwKill           *ebpf.Program `ebpf:"tw_kill"`
-	TwLinkat         *ebpf.Program `ebpf:"tw_linkat"`
-	TwOpen           *ebpf.Program `ebpf:"tw_open"`
-	TwOpenByHandleAt *ebpf.Program `ebpf:"tw_open_by_handle_at"`
-	TwOpenat         *ebpf.Program `ebpf:"tw_openat"`
-	TwOpenat2        *ebpf.Program `ebpf:"tw_openat2"`
-	TwPidfdOpen      *ebpf.Program `ebpf:"tw_pidfd_open"`
-	TwRename         *ebpf.Program `ebpf:"tw_rename"`
-	TwRenameat       *ebpf.Program `ebpf:"tw_renameat"`
-	TwRenameat2      *ebpf.Program `ebpf:"tw_renameat2"`
-	TwTgkill         *ebpf.Program `ebpf:"tw_tgkill"`
-	TwTkill          *ebpf.Program `ebpf:"tw_tkill"`
-	TwTruncate       *ebpf.Program `ebpf:"tw_truncate"`
-	TwUnlink         *ebpf.Program `ebpf:"tw_unlink"`
-	TwUnlinkat       *ebpf.Program `ebpf:"tw_unlinkat"`
-	TwWrite          *ebpf.Program `ebpf:"tw_write"`
+	TwChmod           *ebpf.Program `ebpf:"tw_chmod"`
+	TwCreat           *ebpf.Program `ebpf:"tw_creat"`
+	TwExec            *ebpf.Program `ebpf:"tw_exec"`
+	TwExecve          *ebpf.Program `ebpf:"tw_execve"`
+	TwExecveat        *ebpf.Program `ebpf:"tw_execveat"`
+	TwExit            *ebpf.Program `ebpf:"tw_exit"`
+	TwFchmodat        *ebpf.Program `ebpf:"tw_fchmodat"`
+	TwFchmodat2       *ebpf.Program `ebpf:"tw_fchmodat2"`
+	TwFork            *ebpf.Program `ebpf:"tw_fork"`
+	TwIoUringEnter    *ebpf.Program `ebpf:"tw_io_uring_enter"`
+	TwIoUringRegister *ebpf.Program `ebpf:"tw_io_uring_register"`
+	TwIoUringSetup    *ebpf.Program `ebpf:"tw_io_uring_setup"`
+	TwKill            *ebpf.Program `ebpf:"tw_kill"`
+	TwLinkat          *ebpf.Program `ebpf:"tw_linkat"`
+	TwOpen            *ebpf.Program `ebpf:"tw_open"`
+	TwOpenByHandleAt  *ebpf.Program `ebpf:"tw_open_by_handle_at"`
+	TwOpenat          *ebpf.Program `ebpf:"tw_openat"`
+	TwOpenat2         *ebpf.Program `ebpf:"tw_openat2"`
+	TwPidfdOpen       *ebpf.Program `ebpf:"tw_pidfd_open"`
+	TwRename          *ebpf.Program `ebpf:"tw_rename"`
+	TwRenameat        *ebpf.Program `ebpf:"tw_renameat"`
+	TwRenameat2       *ebpf.Program `ebpf:"tw_renameat2"`
+	TwTgkill          *ebpf.Program `ebpf:"tw_tgkill"`
+	TwTkill           *ebpf.Program `ebpf:"tw_tkill"`
+	TwTruncate        *ebpf.Program `ebpf:"tw_truncate"`
+	TwUnlink          *ebpf.Program `ebpf:"tw_unlink"`
+	TwUnlinkat        *ebpf.Program `ebpf:"tw_unlinkat"`
+	TwWrite           *ebpf.Program `ebpf:"tw_write"`
 }
 
 func (p *tripwirePrograms) Close() error {
@@ -396,6 +405,9 @@ func (p *tripwirePrograms) Close() error {
 		p.TwFchmodat,
 		p.TwFchmodat2,
 		p.TwFork,
+		p.TwIoUringEnter,
+		p.TwIoUringRegister,
+		p.TwIoUringSetup,
 		p.TwKill,
 		p.TwLinkat,
 		p.TwOpen,

@@ -45,6 +45,7 @@ const (
 	RuleFreshLet   = "TW-TAMPER-0021" // ... judged honest (a deployment) and let go
 	RuleBurst      = "TW-TAMPER-0011" // a burst of file changes was stopped in the kernel and judged malicious
 	RuleHandle     = "TW-TAMPER-0007" // a process under an RMM agent opened a file by handle for writing; stopped, judged hostile
+	RuleIOUring    = "TW-TAMPER-0008" // a process under an RMM agent made an io_uring call; stopped, judged hostile
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -399,6 +400,8 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("process %d belongs to a process family that attacked the sensor and was still alive when the sensor started (stopped or idle)", t.PID)
 	case ReasonHandleWrite:
 		return fmt.Sprintf("process %d under a remote-management agent opened a file by handle for writing (open_by_handle_at, past every path check) and was stopped in the kernel", t.PID)
+	case ReasonIOUring:
+		return fmt.Sprintf("process %d under a remote-management agent made an io_uring call (a ring's opens, writes, renames and unlinks pass every path check) and was stopped in the kernel", t.PID)
 	case ReasonBurst:
 		if t.Family > 0 {
 			return fmt.Sprintf("process %d was stopped in the kernel: its family (root pid %d) crossed the burst threshold of file changes in the guarded folders (last: %q)", t.PID, t.Family, t.Name)
@@ -438,8 +441,11 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
-	case ReasonHandleWrite.String():
+	case ReasonHandleWrite.String(), ReasonIOUring.String():
 		m.RuleID, m.RuleName = RuleHandle, "Process under an RMM agent wrote a file by handle (past every path check)"
+		if ev.Event.Reason == ReasonIOUring.String() {
+			m.RuleID, m.RuleName = RuleIOUring, "Process under an RMM agent used io_uring (past every path check)"
+		}
 		if ev.Event.Action == ActionStop {
 			// The kernel stopped it; the sensor's judgement is the tree's end.
 			d.Response = event.ActionKill

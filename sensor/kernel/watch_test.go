@@ -47,7 +47,7 @@ func (f *fakeTripwires) RunTamper(_ context.Context, fn func(Tamper)) error {
 func TestWatchAlerts(t *testing.T) {
 	t.Parallel()
 	f := &fakeTripwires{
-		stopped: []Stopped{{PID: 50, Reason: ReasonDecoyOpen, Name: "0000 Accounts.pdf"}, {PID: 51, Reason: ReasonHandleWrite, Name: "open_by_handle_at"}},
+		stopped: []Stopped{{PID: 50, Reason: ReasonDecoyOpen, Name: "0000 Accounts.pdf"}, {PID: 51, Reason: ReasonHandleWrite, Name: "open_by_handle_at"}, {PID: 52, Reason: ReasonIOUring, Name: "io_uring"}},
 		hostile: []int{70, 50}, // 50 was stopped by a decoy: judged once
 		records: []Tamper{
 			{Reason: ReasonDecoyOpen, PID: 50, Name: "0000 Accounts.pdf"}, // the same stop: reported once
@@ -69,6 +69,7 @@ func TestWatchAlerts(t *testing.T) {
 	}{
 		{50, RuleDecoy, event.ActionKill},
 		{51, RuleHandle, event.ActionKill},
+		{52, RuleIOUring, event.ActionKill},
 		{70, RuleSurvivor, event.ActionKill},
 		{60, RuleSignal, ""},
 		{61, RuleToolExec, ""},

@@ -45,6 +45,7 @@
 #define WHY_DECOY_LINK 19
 #define WHY_BURST 20      // crossed the burst threshold of file changes (or its family did)
 #define WHY_HANDLE_WRITE 21 // a tainted process opened a file by handle for writing
+#define WHY_IO_URING 22     // a tainted process made an io_uring call
 #define WHY_FRESH_EXEC 32 // a tainted process exec'd a file its tree just wrote
 
 // Taint flags (struct taint.flags).
@@ -68,6 +69,7 @@
 // A file is fresh this long after a tainted process wrote it.
 #define FRESH_NS (300ULL * 1000000000ULL)
 #define CFG_BURST 16  // burst tripwire armed (thresholds in burst_cfg)
+#define CFG_URING 32  // io_uring tripwire armed
 
 #define O_WRONLY 01
 #define O_RDWR 02
@@ -1975,4 +1977,49 @@ int tw_open_by_handle_at(struct tp_open_by_handle_at *ctx)
 	__builtin_memcpy(sc->k.s, "open_by_handle_at", sizeof("open_by_handle_at"));
 	stop_caller(flags, tgid, now, WHY_HANDLE_WRITE, 0, 0, 0, 0, t->family, &sc->k);
 	return 0;
+}
+
+// io_uring carries opens, writes, renames and unlinks past every syscall
+// tracepoint above: a ring would walk past each path tripwire. A process
+// under an RMM agent (not the agent itself: stopping it would end remote
+// management) has no reason to use one, so its io_uring calls (setting a
+// ring up, or entering or registering with one it was handed) stop it for
+// the sensor, which ends its tree. The operator can allow rings under
+// agents (kernel.agent_io_uring: allow clears CFG_URING).
+static __always_inline int on_io_uring(void)
+{
+	__u32 flags = cfg_flags();
+	if (hostile_check(flags) || (flags & CFG_OFF) || !(flags & CFG_URING))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (bpf_map_lookup_elem(&protected_pids, &tgid))
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t || !t->family)
+		return 0;
+	struct scratch *sc = get_scratch();
+	if (!sc)
+		return 0;
+	__builtin_memset(sc->k.s, 0, KEY_LEN);
+	__builtin_memcpy(sc->k.s, "io_uring", sizeof("io_uring"));
+	stop_caller(flags, tgid, bpf_ktime_get_ns(), WHY_IO_URING, 0, 0, 0, 0, t->family, &sc->k);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_setup")
+int tw_io_uring_setup(void *ctx)
+{
+	return on_io_uring();
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_enter")
+int tw_io_uring_enter(void *ctx)
+{
+	return on_io_uring();
+}
+
+SEC("tracepoint/syscalls/sys_enter_io_uring_register")
+int tw_io_uring_register(void *ctx)
+{
+	return on_io_uring();
 }
