@@ -113,7 +113,10 @@ func (s *Sensor) armKernel(l *kernel.Layer, cfg config.Config) error {
 		return err
 	}
 	names := []string{"tillwatch-sensor", "tillwatch-sensor.service", "tillwatch", strconv.Itoa(os.Getpid()),
-		cfg.StateDir, cfg.SpoolDir, cfg.Kernel.PinDir, filepath.Dir(cfg.Kernel.PinDir), "/etc/tillwatch", "/etc/tillwatch/sensor.yaml"}
+		cfg.StateDir, cfg.SpoolDir, cfg.Kernel.PinDir, filepath.Dir(cfg.Kernel.PinDir), "/etc/tillwatch", "/etc/tillwatch/sensor.yaml",
+		// Freezing the sensor's cgroup stops it with no signal (and
+		// nothing restarts a frozen sensor); cgroup.kill kills it.
+		"cgroup.freeze", "freezer.state", "cgroup.kill"}
 	if exe, err := os.Executable(); err == nil {
 		names = append(names, exe)
 	}

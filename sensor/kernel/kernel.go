@@ -183,6 +183,7 @@ const (
 	ReasonHostile     Reason = 3  // a member of a hostile family made a syscall
 	ReasonPath        Reason = 4  // a tainted process wrote, renamed or unlinked a sensor path
 	ReasonPidfd       Reason = 5  // a tainted process opened a pidfd on the sensor
+	ReasonReach       Reason = 7  // a tainted process ptrace-attached, wrote the memory of or set a limit on the sensor
 	ReasonDecoyOpen   Reason = 16 // a process opened a decoy for writing
 	ReasonDecoyRename Reason = 17
 	ReasonDecoyUnlink Reason = 18
@@ -206,6 +207,8 @@ func (r Reason) String() string {
 		return "sensor-path-write"
 	case ReasonPidfd:
 		return "pidfd-on-sensor"
+	case ReasonReach:
+		return "reach-into-sensor"
 	case reasonUnreported:
 		return "unreported-hostile-family"
 	case ReasonDecoyOpen:

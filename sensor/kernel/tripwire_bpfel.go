@@ -117,58 +117,70 @@ type tripwireTaint struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tripwireMapArgsScratch        = "args_scratch"
-	tripwireMapBurstAbove         = "burst_above"
-	tripwireMapBurstAllowed       = "burst_allowed"
-	tripwireMapBurstCfg           = "burst_cfg"
-	tripwireMapBurstCounts        = "burst_counts"
-	tripwireMapBurstHeld          = "burst_held"
-	tripwireMapBurstRootIds       = "burst_root_ids"
-	tripwireMapBurstRoots         = "burst_roots"
-	tripwireMapConfig             = "config"
-	tripwireMapDecoyIds           = "decoy_ids"
-	tripwireMapDecoys             = "decoys"
-	tripwireMapFresh              = "fresh"
-	tripwireMapHostile            = "hostile"
-	tripwireMapParentOf           = "parent_of"
-	tripwireMapProcEvents         = "proc_events"
-	tripwireMapProcWoken          = "proc_woken"
-	tripwireMapProtectedPids      = "protected_pids"
-	tripwireMapRingDrops          = "ring_drops"
-	tripwireMapScratch            = "scratch"
-	tripwireMapStopped            = "stopped"
-	tripwireMapTaint              = "taint"
-	tripwireMapTamperEvents       = "tamper_events"
-	tripwireMapTargets            = "targets"
-	tripwireMapTools              = "tools"
-	tripwireProgTwChmod           = "tw_chmod"
-	tripwireProgTwCreat           = "tw_creat"
-	tripwireProgTwExec            = "tw_exec"
-	tripwireProgTwExecve          = "tw_execve"
-	tripwireProgTwExecveat        = "tw_execveat"
-	tripwireProgTwExit            = "tw_exit"
-	tripwireProgTwFchmodat        = "tw_fchmodat"
-	tripwireProgTwFchmodat2       = "tw_fchmodat2"
-	tripwireProgTwFork            = "tw_fork"
-	tripwireProgTwIoUringEnter    = "tw_io_uring_enter"
-	tripwireProgTwIoUringRegister = "tw_io_uring_register"
-	tripwireProgTwIoUringSetup    = "tw_io_uring_setup"
-	tripwireProgTwKill            = "tw_kill"
-	tripwireProgTwLinkat          = "tw_linkat"
-	tripwireProgTwOpen            = "tw_open"
-	tripwireProgTwOpenByHandleAt  = "tw_open_by_handle_at"
-	tripwireProgTwOpenat          = "tw_openat"
-	tripwireProgTwOpenat2         = "tw_openat2"
-	tripwireProgTwPidfdOpen       = "tw_pidfd_open"
-	tripwireProgTwRename          = "tw_rename"
-	tripwireProgTwRenameat        = "tw_renameat"
-	tripwireProgTwRenameat2       = "tw_renameat2"
-	tripwireProgTwTgkill          = "tw_tgkill"
-	tripwireProgTwTkill           = "tw_tkill"
-	tripwireProgTwTruncate        = "tw_truncate"
-	tripwireProgTwUnlink          = "tw_unlink"
-	tripwireProgTwUnlinkat        = "tw_unlinkat"
-	tripwireProgTwWrite           = "tw_write"
+	tripwireMapArgsScratch             = "args_scratch"
+	tripwireMapBurstAbove              = "burst_above"
+	tripwireMapBurstAllowed            = "burst_allowed"
+	tripwireMapBurstCfg                = "burst_cfg"
+	tripwireMapBurstCounts             = "burst_counts"
+	tripwireMapBurstHeld               = "burst_held"
+	tripwireMapBurstRootIds            = "burst_root_ids"
+	tripwireMapBurstRoots              = "burst_roots"
+	tripwireMapConfig                  = "config"
+	tripwireMapDecoyIds                = "decoy_ids"
+	tripwireMapDecoys                  = "decoys"
+	tripwireMapFresh                   = "fresh"
+	tripwireMapHostile                 = "hostile"
+	tripwireMapInPidfdSignal           = "in_pidfd_signal"
+	tripwireMapParentOf                = "parent_of"
+	tripwireMapProcEvents              = "proc_events"
+	tripwireMapProcWoken               = "proc_woken"
+	tripwireMapProtectedPids           = "protected_pids"
+	tripwireMapRingDrops               = "ring_drops"
+	tripwireMapScratch                 = "scratch"
+	tripwireMapSignalled               = "signalled"
+	tripwireMapStopped                 = "stopped"
+	tripwireMapTaint                   = "taint"
+	tripwireMapTamperEvents            = "tamper_events"
+	tripwireMapTargets                 = "targets"
+	tripwireMapTools                   = "tools"
+	tripwireMapUnstopAt                = "unstop_at"
+	tripwireProgTwChmod                = "tw_chmod"
+	tripwireProgTwCreat                = "tw_creat"
+	tripwireProgTwExec                 = "tw_exec"
+	tripwireProgTwExecve               = "tw_execve"
+	tripwireProgTwExecveat             = "tw_execveat"
+	tripwireProgTwExit                 = "tw_exit"
+	tripwireProgTwFchmodat             = "tw_fchmodat"
+	tripwireProgTwFchmodat2            = "tw_fchmodat2"
+	tripwireProgTwFork                 = "tw_fork"
+	tripwireProgTwIoUringEnter         = "tw_io_uring_enter"
+	tripwireProgTwIoUringRegister      = "tw_io_uring_register"
+	tripwireProgTwIoUringSetup         = "tw_io_uring_setup"
+	tripwireProgTwKill                 = "tw_kill"
+	tripwireProgTwLinkat               = "tw_linkat"
+	tripwireProgTwOpen                 = "tw_open"
+	tripwireProgTwOpenByHandleAt       = "tw_open_by_handle_at"
+	tripwireProgTwOpenat               = "tw_openat"
+	tripwireProgTwOpenat2              = "tw_openat2"
+	tripwireProgTwPidfdOpen            = "tw_pidfd_open"
+	tripwireProgTwPidfdSendSignalEnter = "tw_pidfd_send_signal_enter"
+	tripwireProgTwPidfdSendSignalExit  = "tw_pidfd_send_signal_exit"
+	tripwireProgTwPrlimit64            = "tw_prlimit64"
+	tripwireProgTwProcessVmWritev      = "tw_process_vm_writev"
+	tripwireProgTwPtrace               = "tw_ptrace"
+	tripwireProgTwRename               = "tw_rename"
+	tripwireProgTwRenameat             = "tw_renameat"
+	tripwireProgTwRenameat2            = "tw_renameat2"
+	tripwireProgTwRtSigqueueinfo       = "tw_rt_sigqueueinfo"
+	tripwireProgTwRtTgsigqueueinfo     = "tw_rt_tgsigqueueinfo"
+	tripwireProgTwSignalDeliver        = "tw_signal_deliver"
+	tripwireProgTwSignalGenerate       = "tw_signal_generate"
+	tripwireProgTwTgkill               = "tw_tgkill"
+	tripwireProgTwTkill                = "tw_tkill"
+	tripwireProgTwTruncate             = "tw_truncate"
+	tripwireProgTwUnlink               = "tw_unlink"
+	tripwireProgTwUnlinkat             = "tw_unlinkat"
+	tripwireProgTwWrite                = "tw_write"
 )
 
 // loadTripwire returns the embedded CollectionSpec for tripwire.
@@ -213,34 +225,43 @@ type tripwireSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireProgramSpecs struct {
-	TwChmod           *ebpf.ProgramSpec `ebpf:"tw_chmod"`
-	TwCreat           *ebpf.ProgramSpec `ebpf:"tw_creat"`
-	TwExec            *ebpf.ProgramSpec `ebpf:"tw_exec"`
-	TwExecve          *ebpf.ProgramSpec `ebpf:"tw_execve"`
-	TwExecveat        *ebpf.ProgramSpec `ebpf:"tw_execveat"`
-	TwExit            *ebpf.ProgramSpec `ebpf:"tw_exit"`
-	TwFchmodat        *ebpf.ProgramSpec `ebpf:"tw_fchmodat"`
-	TwFchmodat2       *ebpf.ProgramSpec `ebpf:"tw_fchmodat2"`
-	TwFork            *ebpf.ProgramSpec `ebpf:"tw_fork"`
-	TwIoUringEnter    *ebpf.ProgramSpec `ebpf:"tw_io_uring_enter"`
-	TwIoUringRegister *ebpf.ProgramSpec `ebpf:"tw_io_uring_register"`
-	TwIoUringSetup    *ebpf.ProgramSpec `ebpf:"tw_io_uring_setup"`
-	TwKill            *ebpf.ProgramSpec `ebpf:"tw_kill"`
-	TwLinkat          *ebpf.ProgramSpec `ebpf:"tw_linkat"`
-	TwOpen            *ebpf.ProgramSpec `ebpf:"tw_open"`
-	TwOpenByHandleAt  *ebpf.ProgramSpec `ebpf:"tw_open_by_handle_at"`
-	TwOpenat          *ebpf.ProgramSpec `ebpf:"tw_openat"`
-	TwOpenat2         *ebpf.ProgramSpec `ebpf:"tw_openat2"`
-	TwPidfdOpen       *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
-	TwRename          *ebpf.ProgramSpec `ebpf:"tw_rename"`
-	TwRenameat        *ebpf.ProgramSpec `ebpf:"tw_renameat"`
-	TwRenameat2       *ebpf.ProgramSpec `ebpf:"tw_renameat2"`
-	TwTgkill          *ebpf.ProgramSpec `ebpf:"tw_tgkill"`
-	TwTkill           *ebpf.ProgramSpec `ebpf:"tw_tkill"`
-	TwTruncate        *ebpf.ProgramSpec `ebpf:"tw_truncate"`
-	TwUnlink          *ebpf.ProgramSpec `ebpf:"tw_unlink"`
-	TwUnlinkat        *ebpf.ProgramSpec `ebpf:"tw_unlinkat"`
-	TwWrite           *ebpf.ProgramSpec `ebpf:"tw_write"`
+	TwChmod                *ebpf.ProgramSpec `ebpf:"tw_chmod"`
+	TwCreat                *ebpf.ProgramSpec `ebpf:"tw_creat"`
+	TwExec                 *ebpf.ProgramSpec `ebpf:"tw_exec"`
+	TwExecve               *ebpf.ProgramSpec `ebpf:"tw_execve"`
+	TwExecveat             *ebpf.ProgramSpec `ebpf:"tw_execveat"`
+	TwExit                 *ebpf.ProgramSpec `ebpf:"tw_exit"`
+	TwFchmodat             *ebpf.ProgramSpec `ebpf:"tw_fchmodat"`
+	TwFchmodat2            *ebpf.ProgramSpec `ebpf:"tw_fchmodat2"`
+	TwFork                 *ebpf.ProgramSpec `ebpf:"tw_fork"`
+	TwIoUringEnter         *ebpf.ProgramSpec `ebpf:"tw_io_uring_enter"`
+	TwIoUringRegister      *ebpf.ProgramSpec `ebpf:"tw_io_uring_register"`
+	TwIoUringSetup         *ebpf.ProgramSpec `ebpf:"tw_io_uring_setup"`
+	TwKill                 *ebpf.ProgramSpec `ebpf:"tw_kill"`
+	TwLinkat               *ebpf.ProgramSpec `ebpf:"tw_linkat"`
+	TwOpen                 *ebpf.ProgramSpec `ebpf:"tw_open"`
+	TwOpenByHandleAt       *ebpf.ProgramSpec `ebpf:"tw_open_by_handle_at"`
+	TwOpenat               *ebpf.ProgramSpec `ebpf:"tw_openat"`
+	TwOpenat2              *ebpf.ProgramSpec `ebpf:"tw_openat2"`
+	TwPidfdOpen            *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
+	TwPidfdSendSignalEnter *ebpf.ProgramSpec `ebpf:"tw_pidfd_send_signal_enter"`
+	TwPidfdSendSignalExit  *ebpf.ProgramSpec `ebpf:"tw_pidfd_send_signal_exit"`
+	TwPrlimit64            *ebpf.ProgramSpec `ebpf:"tw_prlimit64"`
+	TwProcessVmWritev      *ebpf.ProgramSpec `ebpf:"tw_process_vm_writev"`
+	TwPtrace               *ebpf.ProgramSpec `ebpf:"tw_ptrace"`
+	TwRename               *ebpf.ProgramSpec `ebpf:"tw_rename"`
+	TwRenameat             *ebpf.ProgramSpec `ebpf:"tw_renameat"`
+	TwRenameat2            *ebpf.ProgramSpec `ebpf:"tw_renameat2"`
+	TwRtSigqueueinfo       *ebpf.ProgramSpec `ebpf:"tw_rt_sigqueueinfo"`
+	TwRtTgsigqueueinfo     *ebpf.ProgramSpec `ebpf:"tw_rt_tgsigqueueinfo"`
+	TwSignalDeliver        *ebpf.ProgramSpec `ebpf:"tw_signal_deliver"`
+	TwSignalGenerate       *ebpf.ProgramSpec `ebpf:"tw_signal_generate"`
+	TwTgkill               *ebpf.ProgramSpec `ebpf:"tw_tgkill"`
+	TwTkill                *ebpf.ProgramSpec `ebpf:"tw_tkill"`
+	TwTruncate             *ebpf.ProgramSpec `ebpf:"tw_truncate"`
+	TwUnlink               *ebpf.ProgramSpec `ebpf:"tw_unlink"`
+	TwUnlinkat             *ebpf.ProgramSpec `ebpf:"tw_unlinkat"`
+	TwWrite                *ebpf.ProgramSpec `ebpf:"tw_write"`
 }
 
 // tripwireMapSpecs contains maps before they are loaded into the kernel.
@@ -260,17 +281,20 @@ type tripwireMapSpecs struct {
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
 	Fresh         *ebpf.MapSpec `ebpf:"fresh"`
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
+	InPidfdSignal *ebpf.MapSpec `ebpf:"in_pidfd_signal"`
 	ParentOf      *ebpf.MapSpec `ebpf:"parent_of"`
 	ProcEvents    *ebpf.MapSpec `ebpf:"proc_events"`
 	ProcWoken     *ebpf.MapSpec `ebpf:"proc_woken"`
 	ProtectedPids *ebpf.MapSpec `ebpf:"protected_pids"`
 	RingDrops     *ebpf.MapSpec `ebpf:"ring_drops"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
+	Signalled     *ebpf.MapSpec `ebpf:"signalled"`
 	Stopped       *ebpf.MapSpec `ebpf:"stopped"`
 	Taint         *ebpf.MapSpec `ebpf:"taint"`
 	TamperEvents  *ebpf.MapSpec `ebpf:"tamper_events"`
 	Targets       *ebpf.MapSpec `ebpf:"targets"`
 	Tools         *ebpf.MapSpec `ebpf:"tools"`
+	UnstopAt      *ebpf.MapSpec `ebpf:"unstop_at"`
 }
 
 // tripwireVariableSpecs contains global variables before they are loaded into the kernel.
@@ -312,17 +336,20 @@ type tripwireMaps struct {
 	Decoys        *ebpf.Map `ebpf:"decoys"`
 	Fresh         *ebpf.Map `ebpf:"fresh"`
 	Hostile       *ebpf.Map `ebpf:"hostile"`
+	InPidfdSignal *ebpf.Map `ebpf:"in_pidfd_signal"`
 	ParentOf      *ebpf.Map `ebpf:"parent_of"`
 	ProcEvents    *ebpf.Map `ebpf:"proc_events"`
 	ProcWoken     *ebpf.Map `ebpf:"proc_woken"`
 	ProtectedPids *ebpf.Map `ebpf:"protected_pids"`
 	RingDrops     *ebpf.Map `ebpf:"ring_drops"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
+	Signalled     *ebpf.Map `ebpf:"signalled"`
 	Stopped       *ebpf.Map `ebpf:"stopped"`
 	Taint         *ebpf.Map `ebpf:"taint"`
 	TamperEvents  *ebpf.Map `ebpf:"tamper_events"`
 	Targets       *ebpf.Map `ebpf:"targets"`
 	Tools         *ebpf.Map `ebpf:"tools"`
+	UnstopAt      *ebpf.Map `ebpf:"unstop_at"`
 }
 
 func (m *tripwireMaps) Close() error {
@@ -340,17 +367,20 @@ func (m *tripwireMaps) Close() error {
 		m.Decoys,
 		m.Fresh,
 		m.Hostile,
+		m.InPidfdSignal,
 		m.ParentOf,
 		m.ProcEvents,
 		m.ProcWoken,
 		m.ProtectedPids,
 		m.RingDrops,
 		m.Scratch,
+		m.Signalled,
 		m.Stopped,
 		m.Taint,
 		m.TamperEvents,
 		m.Targets,
 		m.Tools,
+		m.UnstopAt,
 	)
 }
 
@@ -364,34 +394,43 @@ type tripwireVariables struct {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwirePrograms struct {
-	TwChmod           *ebpf.Program `ebpf:"tw_chmod"`
-	TwCreat           *ebpf.Program `ebpf:"tw_creat"`
-	TwExec            *ebpf.Program `ebpf:"tw_exec"`
-	TwExecve          *ebpf.Program `ebpf:"tw_execve"`
-	TwExecveat        *ebpf.Program `ebpf:"tw_execveat"`
-	TwExit            *ebpf.Program `ebpf:"tw_exit"`
-	TwFchmodat        *ebpf.Program `ebpf:"tw_fchmodat"`
-	TwFchmodat2       *ebpf.Program `ebpf:"tw_fchmodat2"`
-	TwFork            *ebpf.Program `ebpf:"tw_fork"`
-	TwIoUringEnter    *ebpf.Program `ebpf:"tw_io_uring_enter"`
-	TwIoUringRegister *ebpf.Program `ebpf:"tw_io_uring_register"`
-	TwIoUringSetup    *ebpf.Program `ebpf:"tw_io_uring_setup"`
-	TwKill            *ebpf.Program `ebpf:"tw_kill"`
-	TwLinkat          *ebpf.Program `ebpf:"tw_linkat"`
-	TwOpen            *ebpf.Program `ebpf:"tw_open"`
-	TwOpenByHandleAt  *ebpf.Program `ebpf:"tw_open_by_handle_at"`
-	TwOpenat          *ebpf.Program `ebpf:"tw_openat"`
-	TwOpenat2         *ebpf.Program `ebpf:"tw_openat2"`
-	TwPidfdOpen       *ebpf.Program `ebpf:"tw_pidfd_open"`
-	TwRename          *ebpf.Program `ebpf:"tw_rename"`
-	TwRenameat        *ebpf.Program `ebpf:"tw_renameat"`
-	TwRenameat2       *ebpf.Program `ebpf:"tw_renameat2"`
-	TwTgkill          *ebpf.Program `ebpf:"tw_tgkill"`
-	TwTkill           *ebpf.Program `ebpf:"tw_tkill"`
-	TwTruncate        *ebpf.Program `ebpf:"tw_truncate"`
-	TwUnlink          *ebpf.Program `ebpf:"tw_unlink"`
-	TwUnlinkat        *ebpf.Program `ebpf:"tw_unlinkat"`
-	TwWrite           *ebpf.Program `ebpf:"tw_write"`
+	TwChmod                *ebpf.Program `ebpf:"tw_chmod"`
+	TwCreat                *ebpf.Program `ebpf:"tw_creat"`
+	TwExec                 *ebpf.Program `ebpf:"tw_exec"`
+	TwExecve               *ebpf.Program `ebpf:"tw_execve"`
+	TwExecveat             *ebpf.Program `ebpf:"tw_execveat"`
+	TwExit                 *ebpf.Program `ebpf:"tw_exit"`
+	TwFchmodat             *ebpf.Program `ebpf:"tw_fchmodat"`
+	TwFchmodat2            *ebpf.Program `ebpf:"tw_fchmodat2"`
+	TwFork                 *ebpf.Program `ebpf:"tw_fork"`
+	TwIoUringEnter         *ebpf.Program `ebpf:"tw_io_uring_enter"`
+	TwIoUringRegister      *ebpf.Program `ebpf:"tw_io_uring_register"`
+	TwIoUringSetup         *ebpf.Program `ebpf:"tw_io_uring_setup"`
+	TwKill                 *ebpf.Program `ebpf:"tw_kill"`
+	TwLinkat               *ebpf.Program `ebpf:"tw_linkat"`
+	TwOpen                 *ebpf.Program `ebpf:"tw_open"`
+	TwOpenByHandleAt       *ebpf.Program `ebpf:"tw_open_by_handle_at"`
+	TwOpenat               *ebpf.Program `ebpf:"tw_openat"`
+	TwOpenat2              *ebpf.Program `ebpf:"tw_openat2"`
+	TwPidfdOpen            *ebpf.Program `ebpf:"tw_pidfd_open"`
+	TwPidfdSendSignalEnter *ebpf.Program `ebpf:"tw_pidfd_send_signal_enter"`
+	TwPidfdSendSignalExit  *ebpf.Program `ebpf:"tw_pidfd_send_signal_exit"`
+	TwPrlimit64            *ebpf.Program `ebpf:"tw_prlimit64"`
+	TwProcessVmWritev      *ebpf.Program `ebpf:"tw_process_vm_writev"`
+	TwPtrace               *ebpf.Program `ebpf:"tw_ptrace"`
+	TwRename               *ebpf.Program `ebpf:"tw_rename"`
+	TwRenameat             *ebpf.Program `ebpf:"tw_renameat"`
+	TwRenameat2            *ebpf.Program `ebpf:"tw_renameat2"`
+	TwRtSigqueueinfo       *ebpf.Program `ebpf:"tw_rt_sigqueueinfo"`
+	TwRtTgsigqueueinfo     *ebpf.Program `ebpf:"tw_rt_tgsigqueueinfo"`
+	TwSignalDeliver        *ebpf.Program `ebpf:"tw_signal_deliver"`
+	TwSignalGenerate       *ebpf.Program `ebpf:"tw_signal_generate"`
+	TwTgkill               *ebpf.Program `ebpf:"tw_tgkill"`
+	TwTkill                *ebpf.Program `ebpf:"tw_tkill"`
+	TwTruncate             *ebpf.Program `ebpf:"tw_truncate"`
+	TwUnlink               *ebpf.Program `ebpf:"tw_unlink"`
+	TwUnlinkat             *ebpf.Program `ebpf:"tw_unlinkat"`
+	TwWrite                *ebpf.Program `ebpf:"tw_write"`
 }
 
 func (p *tripwirePrograms) Close() error {
@@ -415,9 +454,18 @@ func (p *tripwirePrograms) Close() error {
 		p.TwOpenat,
 		p.TwOpenat2,
 		p.TwPidfdOpen,
+		p.TwPidfdSendSignalEnter,
+		p.TwPidfdSendSignalExit,
+		p.TwPrlimit64,
+		p.TwProcessVmWritev,
+		p.TwPtrace,
 		p.TwRename,
 		p.TwRenameat,
 		p.TwRenameat2,
+		p.TwRtSigqueueinfo,
+		p.TwRtTgsigqueueinfo,
+		p.TwSignalDeliver,
+		p.TwSignalGenerate,
 		p.TwTgkill,
 		p.TwTkill,
 		p.TwTruncate,

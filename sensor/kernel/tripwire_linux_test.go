@@ -245,6 +245,28 @@ func TestTamperTripwires(t *testing.T) {
 		{"padded path", func(s *scene) string {
 			return fmt.Sprintf("perl -e 'my $p = $ARGV[0]; syscall(2, $p, 1, 0)' %s/bin%s/%s\n%s", s.dir, strings.Repeat("/.", 200), s.name, s.encryptLoop())
 		}, ReasonPath, false},
+		// Signals by the calls kill(2)'s tripwire did not see: sigqueue(3)
+		// (rt_sigqueueinfo, a siginfo with SI_QUEUE), and
+		// pidfd_send_signal(2) on a /proc/PID folder opened as a pidfd,
+		// with no siginfo and with one forging a timer's code (SI_TIMER).
+		{"raw sigqueue", func(s *scene) string { return rawSignal(s, "syscall(129, $pid, 9, siginfo(-1))") }, ReasonSignal, true},
+		{"raw pidfd from /proc", func(s *scene) string { return rawSignal(s, "syscall(424, procfd(), 9, 0, 0)") }, ReasonSignal, true},
+		{"raw pidfd, forged code", func(s *scene) string {
+			return rawSignal(s, "syscall(424, procfd(), 9, siginfo(-2), 0)")
+		}, ReasonSignal, true},
+		// Reaching into the sensor without a signal: a ptrace attach
+		// (PTRACE_SEIZE, which stops nothing by itself), a write into its
+		// memory, a limit on its descriptors.
+		{"raw ptrace seize", func(s *scene) string { return rawSignal(s, "syscall(101, 0x4206, $pid, 0, 0)") }, ReasonReach, false},
+		{"raw process_vm_writev", func(s *scene) string {
+			return rawSignal(s, `my $b = "x"; my $l = pack("QQ", unpack("Q", pack("p", $b)), 1); my $r = pack("QQ", 4096, 1); syscall(311, $pid, $l, 1, $r, 1, 0)`)
+		}, ReasonReach, false},
+		// Stopping the sensor instead of killing it (nothing restarts a
+		// stopped sensor): SIGSTOP by kill(2), and a ptrace attach (which
+		// sends one). The sender dies and the sensor continues itself.
+		{"raw kill -STOP", func(s *scene) string { return rawSignal(s, "syscall(62, $pid, 19)") }, ReasonSignal, false},
+		{"raw ptrace attach", func(s *scene) string { return rawSignal(s, "syscall(101, 16, $pid, 0, 0)") }, ReasonReach, false},
+		{"raw prlimit", func(s *scene) string { return rawSignal(s, `my $l = pack("QQ", 0, 0); syscall(302, $pid, 7, $l, 0)`) }, ReasonReach, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -271,12 +293,27 @@ func TestTamperTripwires(t *testing.T) {
 			if !c.sensorDies && !s.sensorAlive() {
 				t.Error("the stand-in sensor died")
 			}
+			if !c.sensorDies {
+				// Not left stopped either (a stop lands before its
+				// sender dies; the sensor continues itself).
+				pid := s.sensor.Process.Pid
+				waitFor(t, 10*time.Second, "the stand-in sensor to run again", func() bool { return !stoppedState(pid) })
+			}
 			if tp.Family == 0 || !l.Hostile(tp.Family) {
 				t.Errorf("family %d not declared hostile: %+v", tp.Family, tp)
 			}
 			t.Logf("%s: %+v; %d files changed", tp.Reason, tp, s.changed())
 		})
 	}
+}
+
+// rawSignal is a payload that reaches the stand-in sensor ($pid) with a
+// raw system call (Perl's syscall, x86-64 numbers; siginfo(CODE) packs a
+// SIGKILL siginfo with that si_code, procfd() opens /proc/$pid), then
+// encrypts.
+func rawSignal(s *scene, call string) string {
+	return fmt.Sprintf(`perl -e 'use Fcntl; my $pid = %d; sub siginfo { pack("iii", 9, 0, $_[0]) . ("\0" x 116) } sub procfd { sysopen(my $f, "/proc/$pid", O_RDONLY) or die; push @main::keep, $f; fileno($f) } %s'
+%s`, s.sensor.Process.Pid, call, s.encryptLoop())
 }
 
 // rawOpen is a payload that opens the stand-in sensor's binary ($p) with

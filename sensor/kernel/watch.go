@@ -46,6 +46,7 @@ const (
 	RuleBurst      = "TW-TAMPER-0011" // a burst of file changes was stopped in the kernel and judged malicious
 	RuleHandle     = "TW-TAMPER-0007" // a process under an RMM agent opened a file by handle for writing; stopped, judged hostile
 	RuleIOUring    = "TW-TAMPER-0008" // a process under an RMM agent made an io_uring call; stopped, judged hostile
+	RuleReach      = "TW-TAMPER-0009" // ... ptrace-attached to, wrote the memory of or set a resource limit on the sensor
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -390,6 +391,8 @@ func describe(t Tamper) string {
 		return fmt.Sprintf("process %d under a remote-management agent sent signal %d to the sensor (pid %d); killed in the kernel, its process family poisoned", t.PID, t.Signal, t.Target)
 	case ReasonPidfd:
 		return fmt.Sprintf("process %d under a remote-management agent opened a pidfd on the sensor (pid %d); killed in the kernel, its process family poisoned", t.PID, t.Target)
+	case ReasonReach:
+		return fmt.Sprintf("process %d under a remote-management agent reached into the sensor (pid %d: ptrace attach, memory write or resource limit); killed in the kernel, its process family poisoned", t.PID, t.Target)
 	case ReasonExecTool:
 		return fmt.Sprintf("process %d under a remote-management agent ran a tool naming the sensor (%q); killed at exec, its process family poisoned", t.PID, t.Name)
 	case ReasonPath:
@@ -441,6 +444,8 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		m.RuleID, m.RuleName = RulePath, "Process under an RMM agent wrote a sensor file"
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
+	case ReasonReach.String():
+		m.RuleID, m.RuleName = RuleReach, "Process under an RMM agent reached into the sensor (ptrace, memory write or resource limit)"
 	case ReasonHandleWrite.String(), ReasonIOUring.String():
 		m.RuleID, m.RuleName = RuleHandle, "Process under an RMM agent wrote a file by handle (past every path check)"
 		if ev.Event.Reason == ReasonIOUring.String() {

@@ -55,6 +55,7 @@ func TestWatchAlerts(t *testing.T) {
 			{Reason: ReasonExecTool, PID: 61, Name: "tillwatch-sensor.service", Family: 60},
 			{Reason: ReasonPath, PID: 62, Name: "/etc/tillwatch/sensor.yaml", Family: 60},
 			{Reason: ReasonPidfd, PID: 63, Target: 7, Family: 60},
+			{Reason: ReasonReach, PID: 64, Target: 7, Family: 60},
 		},
 	}
 	w := NewWatch(WatchOptions{Layer: f})
@@ -75,6 +76,7 @@ func TestWatchAlerts(t *testing.T) {
 		{61, RuleToolExec, ""},
 		{62, RulePath, ""},
 		{63, RulePidfd, ""},
+		{64, RuleReach, ""},
 	}
 	if len(evs) != len(want) {
 		t.Fatalf("%d events, want %d: %+v", len(evs), len(want), evs)

@@ -39,6 +39,8 @@
 #define WHY_HOSTILE 3     // member of a hostile family made a syscall
 #define WHY_PATH 4        // wrote, renamed or unlinked a protected path
 #define WHY_PIDFD 5       // opened a pidfd on a protected process
+// 6 is the sensor's own (a hostile family nobody reported: reasonUnreported)
+#define WHY_REACH 7       // ptrace attach, memory write or resource limit on a protected process
 #define WHY_DECOY_OPEN 16 // opened a decoy for writing
 #define WHY_DECOY_RENAME 17
 #define WHY_DECOY_UNLINK 18
@@ -488,6 +490,42 @@ struct tp_tgkill {
 	__s64 tgid;
 	__s64 pid;
 	__u64 sig;
+};
+
+struct tp_sigqueueinfo { // rt_sigqueueinfo
+	__u64 common;
+	__u64 nr;
+	__u64 pid;
+	__u64 sig;
+	__u64 uinfo;
+};
+
+struct tp_tgsigqueueinfo { // rt_tgsigqueueinfo
+	__u64 common;
+	__u64 nr;
+	__u64 tgid;
+	__u64 pid;
+	__u64 sig;
+	__u64 uinfo;
+};
+
+struct tp_pid_first { // ptrace's second, process_vm_writev's and prlimit64's first argument
+	__u64 common;
+	__u64 nr;
+	__u64 a0;
+	__u64 a1;
+	__u64 a2;
+};
+
+struct tp_signal_generate { // signal:signal_generate
+	__u64 common;
+	int sig;
+	int errno_;
+	int code;
+	char comm[16];
+	int pid; // the task the signal is for
+	int group;
+	int result;
 };
 
 struct tp_pidfd_open {
@@ -1670,6 +1708,62 @@ int tw_exit(struct tp_sched_exit *ctx)
 	return 0;
 }
 
+// signalled: when a tainted process was last reported for a signal to
+// the sensor, so the syscall's tripwire and signal_generate's report the
+// same kill once.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);   // thread-group id of the sender
+	__type(value, __u64); // ktime of the report
+} signalled SEC(".maps");
+
+// in_pidfd_signal: threads inside pidfd_send_signal(2), whose siginfo (and
+// so the code signal_generate sees) the caller may choose.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32); // thread id
+	__type(value, __u32);
+} in_pidfd_signal SEC(".maps");
+
+// unstop_at: when a tainted process last sent the sensor a stop signal
+// (or ptrace-attached, which sends one): a protected task that dequeues a
+// stop signal within UNSTOP_NS of it continues itself (tw_signal_deliver).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} unstop_at SEC(".maps");
+
+#define UNSTOP_NS (10ULL * 1000000000ULL)
+#define SIGCONT 18
+
+static __always_inline int stop_signal(int sig)
+{
+	return sig == SIGSTOP || sig == 20 || sig == 21 || sig == 22; // SIGTSTP, SIGTTIN, SIGTTOU
+}
+
+static __always_inline void mark_unstop(void)
+{
+	__u32 zero = 0;
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&unstop_at, &zero, &now, BPF_ANY);
+}
+
+// first_report reports whether the caller's signal to the sensor is not
+// reported yet (none in the last second), and notes it.
+static __always_inline int first_report(__u32 tgid)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *at = bpf_map_lookup_elem(&signalled, &tgid);
+	if (at && now - *at < 1000000000ULL)
+		return 0;
+	bpf_map_update_elem(&signalled, &tgid, &now, BPF_ANY);
+	return 1;
+}
+
 // signal_check handles a signal sig to pid (a task id) by the caller.
 static __always_inline int signal_check(__s64 pid, __u64 sig)
 {
@@ -1685,10 +1779,166 @@ static __always_inline int signal_check(__s64 pid, __u64 sig)
 		return 0;
 	__u32 target = pid;
 	if (pid == -1 || (pid > 0 && bpf_map_lookup_elem(&protected_pids, &target))) {
-		report(WHY_SIGNAL, target, sig, t->family, 0);
+		if (first_report(bpf_get_current_pid_tgid() >> 32))
+			report(WHY_SIGNAL, target, sig, t->family, 0);
 		poison(t, flags);
 	}
 	return 0;
+}
+
+// rt_sigqueueinfo(2) and rt_tgsigqueueinfo(2) send a signal as kill(2)
+// and tgkill(2) do (sigqueue(3)), with a siginfo of the caller's making.
+SEC("tracepoint/syscalls/sys_enter_rt_sigqueueinfo")
+int tw_rt_sigqueueinfo(struct tp_sigqueueinfo *ctx)
+{
+	return signal_check((int)ctx->pid, (int)ctx->sig);
+}
+
+SEC("tracepoint/syscalls/sys_enter_rt_tgsigqueueinfo")
+int tw_rt_tgsigqueueinfo(struct tp_tgsigqueueinfo *ctx)
+{
+	return signal_check((int)ctx->tgid, (int)ctx->sig);
+}
+
+SEC("tracepoint/syscalls/sys_enter_pidfd_send_signal")
+int tw_pidfd_send_signal_enter(void *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u32 one = 1;
+	if (taint_of_current())
+		bpf_map_update_elem(&in_pidfd_signal, &tid, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_pidfd_send_signal")
+int tw_pidfd_send_signal_exit(void *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&in_pidfd_signal, &tid);
+	return 0;
+}
+
+// Codes a signal sent by a process carries (SI_USER: kill, pidfd_send_signal
+// without siginfo, a write to cgroup.kill; SI_QUEUE: sigqueue; SI_TKILL).
+#define SI_USER 0
+#define SI_QUEUE -1
+#define SI_TKILL -6
+
+// Every way a process sends a signal ends in signal_generate, with the
+// sender as the current task: the syscalls above, but also
+// pidfd_send_signal(2) on a pidfd that came from no pidfd_open (a
+// /proc/PID folder opened, or clone's CLONE_PIDFD), a process-group kill,
+// and a write to the sensor's cgroup.kill. Timers and the kernel also
+// generate signals, from whatever task happens to run (an interrupt):
+// those carry other codes (SI_KERNEL, SI_TIMER, POLL_*) and are not a
+// sender's act, so only the codes a process sends with count, or any code
+// from inside pidfd_send_signal (whose siginfo the caller may fill).
+SEC("tracepoint/signal/signal_generate")
+int tw_signal_generate(struct tp_signal_generate *ctx)
+{
+	__u32 target = ctx->pid;
+	if (ctx->sig <= 0 || !bpf_map_lookup_elem(&protected_pids, &target))
+		return 0;
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return 0;
+	if (ctx->code != SI_USER && ctx->code != SI_QUEUE && ctx->code != SI_TKILL) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		if (!bpf_map_lookup_elem(&in_pidfd_signal, &tid))
+			return 0;
+	}
+	if (stop_signal(ctx->sig) && (flags & CFG_ENFORCE))
+		mark_unstop();
+	if (first_report(bpf_get_current_pid_tgid() >> 32))
+		report(WHY_SIGNAL, target, ctx->sig, t->family, 0);
+	poison(t, flags);
+	return 0;
+}
+
+struct tp_signal_deliver { // signal:signal_deliver
+	__u64 common;
+	int sig;
+	int errno_;
+	int code;
+	int _pad;
+	__u64 sa_handler;
+	__u64 sa_flags;
+};
+
+// A stop signal from a tainted process cannot be refused, and killing its
+// sender leaves the sensor stopped: alive to the service manager, blind to
+// everything (the attacker's way around a restart on kill). The stopped
+// task is the one dequeuing it, here, before it stops: it sends itself
+// SIGCONT, which cancels the stop (deferred until its signal lock is
+// released, so at worst it stops and is woken at once).
+SEC("tracepoint/signal/signal_deliver")
+int tw_signal_deliver(struct tp_signal_deliver *ctx)
+{
+	if (!stop_signal(ctx->sig))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (!bpf_map_lookup_elem(&protected_pids, &tid))
+		return 0;
+	__u32 zero = 0;
+	__u64 *at = bpf_map_lookup_elem(&unstop_at, &zero);
+	if (!at || !*at || bpf_ktime_get_ns() - *at > UNSTOP_NS)
+		return 0;
+	bpf_send_signal(SIGCONT);
+	return 0;
+}
+
+// reach_check handles a tainted caller reaching into pid by another way
+// than a signal: ptrace(2) attaching (a ptrace stop freezes the sensor as
+// surely as SIGSTOP, and lets its memory be rewritten),
+// process_vm_writev(2), and prlimit64(2) setting a limit (no descriptors
+// or no memory left kills it by starvation).
+static __always_inline int reach_check(int pid)
+{
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	if (hostile_check(flags))
+		return 0;
+	struct taint *t = taint_of_current();
+	__u32 target = pid;
+	if (!t || pid <= 0 || !bpf_map_lookup_elem(&protected_pids, &target))
+		return 0;
+	if (flags & CFG_ENFORCE)
+		mark_unstop(); // PTRACE_ATTACH stops the tracee
+	report(WHY_REACH, target, 0, t->family, 0);
+	poison(t, flags);
+	return 0;
+}
+
+#define PTRACE_ATTACH 16
+#define PTRACE_SEIZE 0x4206
+
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int tw_ptrace(struct tp_pid_first *ctx)
+{
+	// Every other request needs an attach first.
+	if (ctx->a0 != PTRACE_ATTACH && ctx->a0 != PTRACE_SEIZE)
+		return 0;
+	return reach_check((int)ctx->a1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_process_vm_writev")
+int tw_process_vm_writev(struct tp_pid_first *ctx)
+{
+	return reach_check((int)ctx->a0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_prlimit64")
+int tw_prlimit64(struct tp_pid_first *ctx)
+{
+	// Reading a limit (new_rlim NULL) is what ps and top do; pid 0 is the
+	// caller itself.
+	if (!ctx->a2 || (int)ctx->a0 <= 0)
+		return 0;
+	return reach_check((int)ctx->a0);
 }
 
 SEC("tracepoint/syscalls/sys_enter_kill")
