@@ -183,7 +183,8 @@ const (
 	ReasonHostile     Reason = 3  // a member of a hostile family made a syscall
 	ReasonPath        Reason = 4  // a tainted process wrote, renamed or unlinked a sensor path
 	ReasonPidfd       Reason = 5  // a tainted process opened a pidfd on the sensor
-	ReasonReach       Reason = 7  // a tainted process ptrace-attached, wrote the memory of or set a limit on the sensor
+	ReasonReach       Reason = 7  // a tainted process ptrace-attached, wrote the memory of or set a limit on the sensor, or took its descriptors
+	ReasonBPF         Reason = 8  // a tainted process asked for a handle on a loaded BPF object
 	ReasonDecoyOpen   Reason = 16 // a process opened a decoy for writing
 	ReasonDecoyRename Reason = 17
 	ReasonDecoyUnlink Reason = 18
@@ -209,6 +210,8 @@ func (r Reason) String() string {
 		return "pidfd-on-sensor"
 	case ReasonReach:
 		return "reach-into-sensor"
+	case ReasonBPF:
+		return "bpf-object-handle"
 	case reasonUnreported:
 		return "unreported-hostile-family"
 	case ReasonDecoyOpen:

@@ -66,6 +66,8 @@ var attach = []struct {
 	{"tw_ptrace", "syscalls", "sys_enter_ptrace", false},
 	{"tw_process_vm_writev", "syscalls", "sys_enter_process_vm_writev", false},
 	{"tw_prlimit64", "syscalls", "sys_enter_prlimit64", false},
+	{"tw_pidfd_getfd", "syscalls", "sys_enter_pidfd_getfd", true}, // 5.6 on
+	{"tw_bpf", "syscalls", "sys_enter_bpf", false},
 	{"tw_openat", "syscalls", "sys_enter_openat", false},
 	{"tw_open", "syscalls", "sys_enter_open", false},
 	{"tw_openat2", "syscalls", "sys_enter_openat2", true},
@@ -338,7 +340,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 		"tw_rt_sigqueueinfo": p.TwRtSigqueueinfo, "tw_rt_tgsigqueueinfo": p.TwRtTgsigqueueinfo,
 		"tw_pidfd_send_signal_enter": p.TwPidfdSendSignalEnter, "tw_pidfd_send_signal_exit": p.TwPidfdSendSignalExit,
 		"tw_signal_generate": p.TwSignalGenerate, "tw_signal_deliver": p.TwSignalDeliver, "tw_ptrace": p.TwPtrace, "tw_process_vm_writev": p.TwProcessVmWritev,
-		"tw_prlimit64":      p.TwPrlimit64,
+		"tw_prlimit64": p.TwPrlimit64, "tw_pidfd_getfd": p.TwPidfdGetfd, "tw_bpf": p.TwBpf,
 		"tw_io_uring_setup": p.TwIoUringSetup, "tw_io_uring_enter": p.TwIoUringEnter, "tw_io_uring_register": p.TwIoUringRegister,
 	} {
 		if prog == nil {

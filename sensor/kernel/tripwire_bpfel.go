@@ -144,6 +144,7 @@ const (
 	tripwireMapTargets                 = "targets"
 	tripwireMapTools                   = "tools"
 	tripwireMapUnstopAt                = "unstop_at"
+	tripwireProgTwBpf                  = "tw_bpf"
 	tripwireProgTwChmod                = "tw_chmod"
 	tripwireProgTwCreat                = "tw_creat"
 	tripwireProgTwExec                 = "tw_exec"
@@ -162,6 +163,7 @@ const (
 	tripwireProgTwOpenByHandleAt       = "tw_open_by_handle_at"
 	tripwireProgTwOpenat               = "tw_openat"
 	tripwireProgTwOpenat2              = "tw_openat2"
+	tripwireProgTwPidfdGetfd           = "tw_pidfd_getfd"
 	tripwireProgTwPidfdOpen            = "tw_pidfd_open"
 	tripwireProgTwPidfdSendSignalEnter = "tw_pidfd_send_signal_enter"
 	tripwireProgTwPidfdSendSignalExit  = "tw_pidfd_send_signal_exit"
@@ -225,6 +227,7 @@ type tripwireSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tripwireProgramSpecs struct {
+	TwBpf                  *ebpf.ProgramSpec `ebpf:"tw_bpf"`
 	TwChmod                *ebpf.ProgramSpec `ebpf:"tw_chmod"`
 	TwCreat                *ebpf.ProgramSpec `ebpf:"tw_creat"`
 	TwExec                 *ebpf.ProgramSpec `ebpf:"tw_exec"`
@@ -243,6 +246,7 @@ type tripwireProgramSpecs struct {
 	TwOpenByHandleAt       *ebpf.ProgramSpec `ebpf:"tw_open_by_handle_at"`
 	TwOpenat               *ebpf.ProgramSpec `ebpf:"tw_openat"`
 	TwOpenat2              *ebpf.ProgramSpec `ebpf:"tw_openat2"`
+	TwPidfdGetfd           *ebpf.ProgramSpec `ebpf:"tw_pidfd_getfd"`
 	TwPidfdOpen            *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
 	TwPidfdSendSignalEnter *ebpf.ProgramSpec `ebpf:"tw_pidfd_send_signal_enter"`
 	TwPidfdSendSignalExit  *ebpf.ProgramSpec `ebpf:"tw_pidfd_send_signal_exit"`
@@ -394,6 +398,7 @@ type tripwireVariables struct {
 //
 // It can be passed to loadTripwireObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tripwirePrograms struct {
+	TwBpf                  *ebpf.Program `ebpf:"tw_bpf"`
 	TwChmod                *ebpf.Program `ebpf:"tw_chmod"`
 	TwCreat                *ebpf.Program `ebpf:"tw_creat"`
 	TwExec                 *ebpf.Program `ebpf:"tw_exec"`
@@ -412,6 +417,7 @@ type tripwirePrograms struct {
 	TwOpenByHandleAt       *ebpf.Program `ebpf:"tw_open_by_handle_at"`
 	TwOpenat               *ebpf.Program `ebpf:"tw_openat"`
 	TwOpenat2              *ebpf.Program `ebpf:"tw_openat2"`
+	TwPidfdGetfd           *ebpf.Program `ebpf:"tw_pidfd_getfd"`
 	TwPidfdOpen            *ebpf.Program `ebpf:"tw_pidfd_open"`
 	TwPidfdSendSignalEnter *ebpf.Program `ebpf:"tw_pidfd_send_signal_enter"`
 	TwPidfdSendSignalExit  *ebpf.Program `ebpf:"tw_pidfd_send_signal_exit"`
@@ -435,6 +441,7 @@ type tripwirePrograms struct {
 
 func (p *tripwirePrograms) Close() error {
 	return _TripwireClose(
+		p.TwBpf,
 		p.TwChmod,
 		p.TwCreat,
 		p.TwExec,
@@ -453,6 +460,7 @@ func (p *tripwirePrograms) Close() error {
 		p.TwOpenByHandleAt,
 		p.TwOpenat,
 		p.TwOpenat2,
+		p.TwPidfdGetfd,
 		p.TwPidfdOpen,
 		p.TwPidfdSendSignalEnter,
 		p.TwPidfdSendSignalExit,

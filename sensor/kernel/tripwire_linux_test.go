@@ -266,6 +266,18 @@ func TestTamperTripwires(t *testing.T) {
 		// sends one). The sender dies and the sensor continues itself.
 		{"raw kill -STOP", func(s *scene) string { return rawSignal(s, "syscall(62, $pid, 19)") }, ReasonSignal, false},
 		{"raw ptrace attach", func(s *scene) string { return rawSignal(s, "syscall(101, 16, $pid, 0, 0)") }, ReasonReach, false},
+		// The tripwires' own objects: a handle on the config map by its
+		// id (BPF_MAP_GET_FD_BY_ID; with it, every tripwire could be
+		// turned off), and the sensor's descriptors copied out of it.
+		{"raw bpf map by id", func(s *scene) string {
+			info, err := s.l.objs.Config.Info()
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			id, _ := info.ID()
+			return rawSignal(s, fmt.Sprintf(`my $a = pack("L", %d) . ("\0" x 124); syscall(321, 14, $a, 128)`, id))
+		}, ReasonBPF, false},
+		{"raw pidfd_getfd", func(s *scene) string { return rawSignal(s, "syscall(438, procfd(), 0, 0)") }, ReasonReach, false},
 		{"raw prlimit", func(s *scene) string { return rawSignal(s, `my $l = pack("QQ", 0, 0); syscall(302, $pid, 7, $l, 0)`) }, ReasonReach, false},
 	}
 	for _, c := range cases {

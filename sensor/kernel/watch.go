@@ -47,6 +47,7 @@ const (
 	RuleHandle     = "TW-TAMPER-0007" // a process under an RMM agent opened a file by handle for writing; stopped, judged hostile
 	RuleIOUring    = "TW-TAMPER-0008" // a process under an RMM agent made an io_uring call; stopped, judged hostile
 	RuleReach      = "TW-TAMPER-0009" // ... ptrace-attached to, wrote the memory of or set a resource limit on the sensor
+	RuleBPF        = "TW-TAMPER-0012" // ... asked for a handle on a loaded BPF object (the tripwires are ones)
 )
 
 // Event fields of the records the watch emits and turns into alerts.
@@ -392,7 +393,12 @@ func describe(t Tamper) string {
 	case ReasonPidfd:
 		return fmt.Sprintf("process %d under a remote-management agent opened a pidfd on the sensor (pid %d); killed in the kernel, its process family poisoned", t.PID, t.Target)
 	case ReasonReach:
+		if t.Target == 0 {
+			return fmt.Sprintf("process %d under a remote-management agent copied another process's descriptors (pidfd_getfd; the sensor's would detach or rewrite the tripwires); killed in the kernel, its process family poisoned", t.PID)
+		}
 		return fmt.Sprintf("process %d under a remote-management agent reached into the sensor (pid %d: ptrace attach, memory write or resource limit); killed in the kernel, its process family poisoned", t.PID, t.Target)
+	case ReasonBPF:
+		return fmt.Sprintf("process %d under a remote-management agent asked for a handle on a loaded BPF object (bpf command %d; the tripwires are such objects); killed in the kernel, its process family poisoned", t.PID, t.Signal)
 	case ReasonExecTool:
 		return fmt.Sprintf("process %d under a remote-management agent ran a tool naming the sensor (%q); killed at exec, its process family poisoned", t.PID, t.Name)
 	case ReasonPath:
@@ -445,7 +451,9 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
 	case ReasonReach.String():
-		m.RuleID, m.RuleName = RuleReach, "Process under an RMM agent reached into the sensor (ptrace, memory write or resource limit)"
+		m.RuleID, m.RuleName = RuleReach, "Process under an RMM agent reached into the sensor (ptrace, memory write, resource limit or descriptors)"
+	case ReasonBPF.String():
+		m.RuleID, m.RuleName = RuleBPF, "Process under an RMM agent took a handle on a loaded BPF object"
 	case ReasonHandleWrite.String(), ReasonIOUring.String():
 		m.RuleID, m.RuleName = RuleHandle, "Process under an RMM agent wrote a file by handle (past every path check)"
 		if ev.Event.Reason == ReasonIOUring.String() {

@@ -56,6 +56,7 @@ func TestWatchAlerts(t *testing.T) {
 			{Reason: ReasonPath, PID: 62, Name: "/etc/tillwatch/sensor.yaml", Family: 60},
 			{Reason: ReasonPidfd, PID: 63, Target: 7, Family: 60},
 			{Reason: ReasonReach, PID: 64, Target: 7, Family: 60},
+			{Reason: ReasonBPF, PID: 65, Signal: 14, Family: 60},
 		},
 	}
 	w := NewWatch(WatchOptions{Layer: f})
@@ -77,6 +78,7 @@ func TestWatchAlerts(t *testing.T) {
 		{62, RulePath, ""},
 		{63, RulePidfd, ""},
 		{64, RuleReach, ""},
+		{65, RuleBPF, ""},
 	}
 	if len(evs) != len(want) {
 		t.Fatalf("%d events, want %d: %+v", len(evs), len(want), evs)

@@ -41,6 +41,7 @@
 #define WHY_PIDFD 5       // opened a pidfd on a protected process
 // 6 is the sensor's own (a hostile family nobody reported: reasonUnreported)
 #define WHY_REACH 7       // ptrace attach, memory write or resource limit on a protected process
+#define WHY_BPF 8         // took a handle on a loaded BPF object (the tripwires are ones)
 #define WHY_DECOY_OPEN 16 // opened a decoy for writing
 #define WHY_DECOY_RENAME 17
 #define WHY_DECOY_UNLINK 18
@@ -1909,6 +1910,67 @@ static __always_inline int reach_check(int pid)
 	if (flags & CFG_ENFORCE)
 		mark_unstop(); // PTRACE_ATTACH stops the tracee
 	report(WHY_REACH, target, 0, t->family, 0);
+	poison(t, flags);
+	return 0;
+}
+
+// pidfd_getfd(2) copies a descriptor out of another process: the
+// sensor's link and map descriptors would let the caller detach the
+// tripwires or rewrite their maps. Its pidfd cannot be told apart here, so
+// any use by a tainted process counts (no remote-management script needs
+// another process's descriptors).
+SEC("tracepoint/syscalls/sys_enter_pidfd_getfd")
+int tw_pidfd_getfd(void *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	if (hostile_check(flags))
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return 0;
+	report(WHY_REACH, 0, 0, t->family, 0);
+	poison(t, flags);
+	return 0;
+}
+
+// bpf(2) commands that give a handle on an object already loaded: by its
+// pin (BPF_OBJ_GET) or by its id (BPF_*_GET_FD_BY_ID). With one, root can
+// detach a link (the tripwire with it), rewrite the config map (every
+// tripwire off) or drop its own taint; the tripwires are such objects, and
+// their ids are listed to anyone. A tainted process asking for one is
+// killed and its family poisoned: the call completes, but the process
+// never returns to use the handle (another of its threads racing the kill
+// within microseconds is the limit).
+#define BPF_OBJ_GET 7
+#define BPF_PROG_GET_FD_BY_ID 13
+#define BPF_MAP_GET_FD_BY_ID 14
+#define BPF_LINK_GET_FD_BY_ID 30
+
+struct tp_bpf {
+	__u64 common;
+	__u64 nr;
+	__u64 cmd;
+	__u64 uattr;
+	__u64 size;
+};
+
+SEC("tracepoint/syscalls/sys_enter_bpf")
+int tw_bpf(struct tp_bpf *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	if (hostile_check(flags))
+		return 0; // a member of a poisoned family dies at any bpf() call
+	int cmd = (int)ctx->cmd;
+	if (cmd != BPF_OBJ_GET && cmd != BPF_PROG_GET_FD_BY_ID && cmd != BPF_MAP_GET_FD_BY_ID && cmd != BPF_LINK_GET_FD_BY_ID)
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return 0;
+	report(WHY_BPF, 0, cmd, t->family, 0);
 	poison(t, flags);
 	return 0;
 }
