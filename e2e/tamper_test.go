@@ -549,6 +549,17 @@ func TestTamperThenEncrypt(t *testing.T) {
 		{"killall -9 tillwatch-sensor then encrypt", func(s *tamperScene) string {
 			return fmt.Sprintf("echo $$ > %s/payload.pid\nkillall -9 tillwatch-sensor\n%s", s.work, s.enc())
 		}, kernel.RuleToolExec, false, false},
+		// Signals by ways kill(2)'s tripwire never saw: a pidfd made by
+		// opening /proc/PID (one line of Python), and a stop instead of
+		// a kill (nothing restarts a stopped sensor; it continues
+		// itself).
+		{"pidfd from /proc kills the sensor then encrypts", func(s *tamperScene) string {
+			return fmt.Sprintf("echo $$ > %s/payload.pid\npython3 -c \"import os, signal; signal.pidfd_send_signal(os.open('/proc/' + open('%s').read().strip(), os.O_RDONLY), 9)\"\n%s",
+				s.work, s.pidFile, s.enc())
+		}, kernel.RuleSignal, true, false},
+		{"SIGSTOP the sensor then encrypt", func(s *tamperScene) string {
+			return fmt.Sprintf("echo $$ > %s/payload.pid\nkill -STOP $(cat %s)\n%s", s.work, s.pidFile, s.enc())
+		}, kernel.RuleSignal, false, false},
 		{"payload decoded from base64 kills then encrypts", func(s *tamperScene) string {
 			cert := base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\n" + killThenEncrypt(s) + "\n"))
 			return fmt.Sprintf("cd %[1]s\necho %[2]s > agent.crt\nbase64 -d agent.crt > agent.sh\nchmod +x agent.sh\n./agent.sh", s.work, cert)
@@ -643,6 +654,14 @@ func TestTamperThenEncrypt(t *testing.T) {
 				eventually(t, 60*time.Second, "the restarted sensor running", s.sup.running)
 			} else if s.sup.died() != 0 {
 				t.Errorf("the sensor died %d times; the tool should have been killed before it ran", s.sup.died())
+			} else {
+				// Alive is not enough: a stopped sensor is blind.
+				pid, _ := os.ReadFile(s.pidFile)
+				eventually(t, 20*time.Second, "the sensor running (not stopped)", func() bool {
+					st, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+					i := strings.LastIndexByte(string(st), ')')
+					return err == nil && i > 0 && i+2 < len(st) && st[i+2] != 'T' && st[i+2] != 't'
+				})
 			}
 			if got := get(tamper[0], "event.kind"); got != "alert" {
 				t.Errorf("event.kind = %v", got)
