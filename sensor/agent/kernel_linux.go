@@ -100,7 +100,8 @@ func (s *Sensor) wireKernel(cfg config.Config, src *process.Source, table *proct
 	if l.NoBTF() {
 		log.Warn("the kernel has no BTF (/sys/kernel/btf/vmlinux): process exits from the kernel carry no exit code")
 	}
-	log.Info("kernel layer armed", "pin_dir", l.PinDir(), "reused_links", l.Reused(), "enforce", cfg.Mode == "enforce")
+	log.Info("kernel layer armed", "pin_dir", l.PinDir(), "reused_links", l.Reused(), "enforce", cfg.Mode == "enforce",
+		"tracepoints_missing", l.Skipped()) // optional ones this kernel lacks (openat2, fchmodat2, io_uring, pidfd_getfd)
 	return nil
 }
 
