@@ -16,7 +16,8 @@ import (
 )
 
 // verifierObject loads another build of bpf/tripwire.c than the committed
-// one, to compare a change before regenerating.
+// one, to compare a change before regenerating (`-args
+// -verifier.object=/tmp/tripwire.o`, built with bpf2go's flags, gen.go).
 var verifierObject = flag.String("verifier.object", "", "BenchmarkVerifier: object file to load instead of the committed one")
 
 // verifierStats matches the verifier's summary line (LogLevelStats):
@@ -67,6 +68,9 @@ func BenchmarkVerifier(b *testing.B) {
 				})
 				d := time.Since(start)
 				if err != nil {
+					// A refused program: the end of the verifier's
+					// log says why (a loop it gave up on, a call
+					// chain's stack past 512 bytes).
 					var ve *ebpf.VerifierError
 					if errors.As(err, &ve) {
 						for _, l := range ve.Log[max(0, len(ve.Log)-40):] {
@@ -91,7 +95,7 @@ func BenchmarkVerifier(b *testing.B) {
 	slices.SortFunc(rows, func(a, b row) int { return a.insns - b.insns })
 	var total time.Duration
 	for _, r := range rows {
-		b.Logf("%-22s %9d insns %7d states %8.0f ms", r.name, r.insns, r.states, float64(r.d.Milliseconds()))
+		b.Logf("%-22s %9d insns %7d states %6d ms", r.name, r.insns, r.states, r.d.Milliseconds())
 		total += r.d
 	}
 	b.Logf("total load time %v", total)

@@ -16,9 +16,10 @@
 // arguments taken for any value, and its callers only against its
 // prototype. Each path tripwire and each path loop is one: inlined, the
 // verifier walked the same loops once per call site and per state the
-// caller reached them in (a rename reads four paths), and a first start
-// spent 13 s in it. Arguments are scalars (a user pointer as a __u64);
-// the per-CPU scratch element is looked up again inside.
+// caller reached them in (a rename reads its two names seven times), and
+// a first start spent 11-13 s in it (docs/kernel.md, "Start-up").
+// Arguments are scalars (a user pointer as a __u64); the per-CPU scratch
+// element is looked up again inside.
 #define __verified_once __attribute__((noinline))
 
 #define SIGKILL 9
