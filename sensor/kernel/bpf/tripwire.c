@@ -17,7 +17,7 @@
 // prototype. Each path tripwire and each path loop is one: inlined, the
 // verifier walked the same loops once per call site and per state the
 // caller reached them in (a rename reads its two names seven times), and
-// a first start spent 11-13 s in it (docs/kernel.md, "Start-up").
+// a first start spent 11-17 s in it (docs/kernel.md, "Start-up").
 // Arguments are scalars (a user pointer as a __u64); the per-CPU scratch
 // element is looked up again inside.
 #define __verified_once __attribute__((noinline))
@@ -1149,33 +1149,28 @@ static long walk_step(__u32 i, void *data)
 	return 0;
 }
 
-// relative_in_root reports whether the relative path in sc->path, given
-// with dfd, lands inside a guarded root: its starting directory is walked
-// up its d_parent chain (at most WALK_MAX levels) and compared with the
-// roots' identities; a path whose ".." components climb k levels counts
-// only if a root is found k or more levels up (it then stays inside it).
-// Else a path that starts above a root and names its way down into it
-// counts (below_root), if its only ".." components lead it.
-__verified_once int relative_in_root(int dfd)
+// walk_to_root is relative_in_root's walk, on its own: the ".." count
+// before it ends in many states, and inlined, the verifier walked the
+// directories once for each. From the directory dfd names, it walks up
+// the d_parent chain (at most WALK_MAX levels) looking for a guarded
+// root's identity, counting only those skip or more levels up; name is
+// where the path's first name starts plus one if the path may name its
+// way down into a root from skip levels up (below_root), else 0.
+__verified_once int walk_to_root(int dfd, int skip, int name)
 {
 	__u32 zero = 0;
 	struct scratch *sc = get_scratch();
 	struct burst_cfg *bc = bpf_map_lookup_elem(&burst_cfg, &zero);
-	if (!sc || !bc)
+	if (!sc || !bc || skip < 0 || skip >= WALK_MAX)
 		return 0;
+	// Verified on its own, so guarded on its own (see relative_in_root).
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	// Without the kernel's BTF the fields cannot be placed: relative
-	// paths are then not counted (the reads below are never verified).
 	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files) ||
 	    !bpf_core_field_exists(struct mount, mnt_parent))
 		return 0;
-	int dots = 0, lead = 0, name = 0;
-	int k = path_shape(sc, &dots, &lead, &name);
-	if (k >= WALK_MAX)
-		return 0;
 	// With no ".." but leading ones, the lowest point is where the lead
-	// ends (k == lead): c.at below is the directory the rest starts in.
-	struct walk_ctx c = {.skip = k, .hit = 0, .top = 0, .at = 0};
+	// ends (skip == lead): c.at below is the directory the rest starts in.
+	struct walk_ctx c = {.skip = skip, .hit = 0, .top = 0, .at = 0};
 	start_dir(dfd, &c.d, &c.vfs);
 	if (!c.d)
 		return 0;
@@ -1189,9 +1184,34 @@ __verified_once int relative_in_root(int dfd)
 	// 2,048 levels down); never for the host's other processes.
 	if (!c.top && taint_of_current())
 		return 1;
-	if (dots != lead || !name || !c.at)
+	if (!name || !c.at)
 		return 0;
 	return below_root(sc, bc, c.at, name - 1);
+}
+
+// relative_in_root reports whether the relative path in sc->path, given
+// with dfd, lands inside a guarded root: its starting directory is walked
+// up its d_parent chain (at most WALK_MAX levels) and compared with the
+// roots' identities; a path whose ".." components climb k levels counts
+// only if a root is found k or more levels up (it then stays inside it).
+// Else a path that starts above a root and names its way down into it
+// counts (below_root), if its only ".." components lead it.
+__verified_once int relative_in_root(int dfd)
+{
+	struct scratch *sc = get_scratch();
+	if (!sc)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	// Without the kernel's BTF the fields cannot be placed: relative
+	// paths are then not counted (the reads below are never verified).
+	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files) ||
+	    !bpf_core_field_exists(struct mount, mnt_parent))
+		return 0;
+	int dots = 0, lead = 0, name = 0;
+	int k = path_shape(sc, &dots, &lead, &name);
+	if (k >= WALK_MAX)
+		return 0;
+	return walk_to_root(dfd, k, dots == lead ? name : 0);
 }
 
 // lex_step's state lives in the scratch map, not on the stack: the
