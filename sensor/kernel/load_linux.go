@@ -527,63 +527,57 @@ func (l *Layer) setBurst(cfg Config) error {
 // (a directory above roots -> per root index, where its prefix goes on
 // below it) that of burst_above.
 func (l *Layer) setRootIDs(ids []RootID, above map[RootID]*[MaxGuardRoots]uint8) error {
-	var (
-		ak    tripwireRootId
-		av    tripwireAboveVal
-		stale []tripwireRootId
-	)
-	it := l.objs.BurstAbove.Iterate()
-	for it.Next(&ak, &av) {
-		if above[RootID{Dev: ak.Dev, Ino: ak.Ino}] == nil {
-			stale = append(stale, ak)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("kernel: listing the folders above the guarded roots: %w", err)
-	}
-	for _, k := range stale {
-		if err := l.objs.BurstAbove.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("kernel: removing a folder above the guarded roots: %w", err)
-		}
-	}
+	want := make(map[tripwireRootId]tripwireAboveVal, len(above))
 	for id, off := range above {
-		if err := l.objs.BurstAbove.Update(tripwireRootId{Ino: id.Ino, Dev: id.Dev}, tripwireAboveVal{Off: *off}, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("kernel: writing a folder above the guarded roots: %w", err)
-		}
+		want[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = tripwireAboveVal{Off: *off}
+	}
+	if err := replaceMap(l.objs.BurstAbove, want, "the folders above the guarded roots"); err != nil {
+		return err
 	}
 	return l.setRootIDsOnly(ids)
 }
 
 func (l *Layer) setRootIDsOnly(ids []RootID) error {
-	keep := map[tripwireRootId]bool{}
-	for _, id := range ids {
-		keep[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = true
+	want := make(map[tripwireRootId]uint32, len(ids))
+	for i, id := range ids {
+		want[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = uint32(i)
 	}
+	return replaceMap(l.objs.BurstRootIds, want, "guarded roots' identities")
+}
+
+// replaceMap makes want the whole content of the hash map m: keys m holds
+// that want lacks are deleted, then every entry of want is written. what
+// names the content in errors. Every failure to delete or write is
+// returned, joined, after the rest was tried: a half-replaced map is worse
+// than one entry missing. Not atomic: a program may see the old content,
+// the new, or the new without the old until it returns.
+func replaceMap[K comparable, V any](m *ebpf.Map, want map[K]V, what string) error {
 	var (
-		k     tripwireRootId
-		v     uint32
-		stale []tripwireRootId
+		k     K
+		v     V
+		stale []K
+		errs  []error
 	)
-	it := l.objs.BurstRootIds.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if !keep[k] {
+		if _, ok := want[k]; !ok {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("kernel: listing guarded roots' identities: %w", err)
+		return fmt.Errorf("kernel: listing %s: %w", what, err)
 	}
 	for _, k := range stale {
-		if err := l.objs.BurstRootIds.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("kernel: removing a guarded root's identity: %w", err)
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("kernel: removing one of %s: %w", what, err))
 		}
 	}
-	for i, id := range ids {
-		if err := l.objs.BurstRootIds.Update(tripwireRootId{Ino: id.Ino, Dev: id.Dev}, uint32(i), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("kernel: writing a guarded root's identity: %w", err)
+	for k, v := range want {
+		if err := m.Update(k, v, ebpf.UpdateAny); err != nil {
+			errs = append(errs, fmt.Errorf("kernel: writing one of %s: %w", what, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // GuardedRootIDs lists the guarded roots' identities the kernel places
@@ -770,36 +764,17 @@ func (l *Layer) AddDecoys(names ...string) error { return putKeys(l.objs.Decoys,
 // turned off) are removed, so a namesake is not stopped for a decoy
 // nobody guards any more.
 func (l *Layer) SetDecoys(names ...string) error {
-	keep := map[tripwireKey]bool{}
+	want := map[tripwireKey]uint32{}
 	for _, n := range names {
 		if n == "" || len(n) > KeyLen-1 {
 			continue
 		}
-		k := tripwireKey{}
-		for i, c := range []byte(n) {
-			k.S[i] = int8(c)
-		}
-		keep[k] = true
+		want[keyOf(n)] = 1
 	}
-	var (
-		k     tripwireKey
-		v     uint32
-		stale []tripwireKey
-	)
-	it := l.objs.Decoys.Iterate()
-	for it.Next(&k, &v) {
-		if !keep[k] {
-			stale = append(stale, k)
-		}
+	if err := replaceMap(l.objs.Decoys, want, "decoys"); err != nil {
+		return err
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("kernel: listing decoys: %w", err)
-	}
-	for _, k := range stale {
-		if err := l.objs.Decoys.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("kernel: removing a stale decoy: %w", err)
-		}
-	}
+	// A name the kernel cannot compare is still an error, as AddDecoys.
 	return putKeys(l.objs.Decoys, names)
 }
 
@@ -828,29 +803,8 @@ func (l *Layer) SetDecoyFiles(paths ...string) error {
 		}
 		want[tripwireRootId{Ino: id.Ino, Dev: id.Dev}] = keyOf(base)
 	}
-	var (
-		k     tripwireRootId
-		v     tripwireKey
-		stale []tripwireRootId
-	)
-	it := l.objs.DecoyIds.Iterate()
-	for it.Next(&k, &v) {
-		if _, ok := want[k]; !ok {
-			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("kernel: listing decoy identities: %w", err)
-	}
-	for _, k := range stale {
-		if err := l.objs.DecoyIds.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("kernel: removing a stale decoy identity: %w", err))
-		}
-	}
-	for k, v := range want {
-		if err := l.objs.DecoyIds.Update(k, v, ebpf.UpdateAny); err != nil {
-			errs = append(errs, fmt.Errorf("kernel: adding a decoy identity: %w", err))
-		}
+	if err := replaceMap(l.objs.DecoyIds, want, "decoy identities"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

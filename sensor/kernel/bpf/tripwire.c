@@ -11,6 +11,17 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
+// __verified_once marks a global (non-static, never inlined) function: the
+// kernel's verifier checks it once per program, on its own, with its
+// arguments taken for any value, and its callers only against its
+// prototype. Each path tripwire and each path loop is one: inlined, the
+// verifier walked the same loops once per call site and per state the
+// caller reached them in (a rename reads its two names seven times), and
+// a first start spent 11-17 s in it (docs/kernel.md, "Start-up").
+// Arguments are scalars (a user pointer as a __u64); the per-CPU scratch
+// element is looked up again inside.
+#define __verified_once __attribute__((noinline))
+
 #define SIGKILL 9
 #define SIGSTOP 19
 
@@ -803,9 +814,12 @@ static __always_inline void base_key(struct scratch *sc, int len)
 // read_path reads a user path into sc->path and fills sc->k (the whole path,
 // cut to KEY_LEN-1 bytes) and sc->base (its basename). Returns the length
 // read including the NUL, or <= 0.
-static __always_inline int read_path(struct scratch *sc, const char *p)
+__verified_once int read_path(__u64 p)
 {
-	int n = bpf_probe_read_user_str(sc->path, SCRATCH_LEN, p);
+	struct scratch *sc = get_scratch();
+	if (!sc)
+		return 0;
+	int n = bpf_probe_read_user_str(sc->path, SCRATCH_LEN, (const void *)p);
 	if (n <= 0)
 		return n;
 	// A path longer than a key is never compared whole: cut, it would
@@ -904,23 +918,24 @@ static __always_inline void stop_caller(__u32 flags, __u32 tgid, __u64 now, __u3
 // held too: a multi-worker encryptor's other workers stop at their next
 // change in a guarded root, without waiting for the sensor (or while it is
 // dead). A decoy stop judged a namesake releases them.
-static __always_inline void decoy_check(__u32 flags, const char *path, __u32 why)
+__verified_once int decoy_check(__u32 flags, __u64 path, __u32 why)
 {
 	if (!(flags & CFG_DECOYS) || (flags & CFG_OFF))
-		return;
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	if (bpf_map_lookup_elem(&protected_pids, &tgid))
-		return; // the sensor writes and restores its own decoys
+		return 0; // the sensor writes and restores its own decoys
 	struct scratch *sc = get_scratch();
-	if (!sc || read_path(sc, path) <= 0)
-		return;
+	if (!sc || read_path(path) <= 0)
+		return 0;
 	if (!bpf_map_lookup_elem(&decoys, &sc->base))
-		return;
+		return 0;
 	__u32 fam0 = 0, fam1 = 0;
 	if (flags & CFG_BURST)
 		families(tgid, &fam0, &fam1);
 	stop_caller(flags, tgid, bpf_ktime_get_ns(), why, 0, fam0, fam1, 0, 0, &sc->base);
+	return 0;
 }
 
 // burst_allowed_now reports whether pid was judged honest and its leave
@@ -1175,28 +1190,28 @@ static long walk_step(__u32 i, void *data)
 	return 0;
 }
 
-// relative_in_root reports whether the relative path in sc->path, given
-// with dfd, lands inside a guarded root: its starting directory is walked
-// up its d_parent chain (at most WALK_MAX levels) and compared with the
-// roots' identities; a path whose ".." components climb k levels counts
-// only if a root is found k or more levels up (it then stays inside it).
-// Else a path that starts above a root and names its way down into it
-// counts (below_root), if its only ".." components lead it.
-static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg *bc, int dfd)
+// walk_to_root is relative_in_root's walk, on its own: the ".." count
+// before it ends in many states, and inlined, the verifier walked the
+// directories once for each. From the directory dfd names, it walks up
+// the d_parent chain (at most WALK_MAX levels) looking for a guarded
+// root's identity, counting only those skip or more levels up; name is
+// where the path's first name starts plus one if the path may name its
+// way down into a root from skip levels up (below_root), else 0.
+__verified_once int walk_to_root(int dfd, int skip, int name)
 {
+	__u32 zero = 0;
+	struct scratch *sc = get_scratch();
+	struct burst_cfg *bc = bpf_map_lookup_elem(&burst_cfg, &zero);
+	if (!sc || !bc || skip < 0 || skip >= WALK_MAX)
+		return 0;
+	// Verified on its own, so guarded on its own (see relative_in_root).
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	// Without the kernel's BTF the fields cannot be placed: relative
-	// paths are then not counted (the reads below are never verified).
 	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files) ||
 	    !bpf_core_field_exists(struct mount, mnt_parent))
 		return 0;
-	int dots = 0, lead = 0, name = 0;
-	int k = path_shape(sc, &dots, &lead, &name);
-	if (k >= WALK_MAX)
-		return 0;
 	// With no ".." but leading ones, the lowest point is where the lead
-	// ends (k == lead): c.at below is the directory the rest starts in.
-	struct walk_ctx c = {.skip = k, .hit = 0, .top = 0, .at = 0};
+	// ends (skip == lead): c.at below is the directory the rest starts in.
+	struct walk_ctx c = {.skip = skip, .hit = 0, .top = 0, .at = 0};
 	start_dir(dfd, &c.d, &c.vfs);
 	if (!c.d)
 		return 0;
@@ -1210,9 +1225,34 @@ static __always_inline int relative_in_root(struct scratch *sc, struct burst_cfg
 	// 2,048 levels down); never for the host's other processes.
 	if (!c.top && taint_of_current())
 		return 1;
-	if (dots != lead || !name || !c.at)
+	if (!name || !c.at)
 		return 0;
 	return below_root(sc, bc, c.at, name - 1);
+}
+
+// relative_in_root reports whether the relative path in sc->path, given
+// with dfd, lands inside a guarded root: its starting directory is walked
+// up its d_parent chain (at most WALK_MAX levels) and compared with the
+// roots' identities; a path whose ".." components climb k levels counts
+// only if a root is found k or more levels up (it then stays inside it).
+// Else a path that starts above a root and names its way down into it
+// counts (below_root), if its only ".." components lead it.
+__verified_once int relative_in_root(int dfd)
+{
+	struct scratch *sc = get_scratch();
+	if (!sc)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	// Without the kernel's BTF the fields cannot be placed: relative
+	// paths are then not counted (the reads below are never verified).
+	if (!bpf_core_field_exists(t->fs) || !bpf_core_field_exists(t->files) ||
+	    !bpf_core_field_exists(struct mount, mnt_parent))
+		return 0;
+	int dots = 0, lead = 0, name = 0;
+	int k = path_shape(sc, &dots, &lead, &name);
+	if (k >= WALK_MAX)
+		return 0;
+	return walk_to_root(dfd, k, dots == lead ? name : 0);
 }
 
 // lex_step's state lives in the scratch map, not on the stack: the
@@ -1332,15 +1372,20 @@ static __always_inline int path_odd(struct scratch *sc, int nul)
 // an absolute path below a guarded root by its lexical prefix, a relative
 // one whose place (where it starts, and how far its ".." climb) is inside
 // a guarded root by the roots' identities.
-static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *bc, int dfd, const char *path)
+__verified_once int burst_in_scope(int dfd, __u64 path)
 {
-	int n = bpf_probe_read_user_str(sc->path, SCRATCH_LEN, path);
+	__u32 zero = 0;
+	struct scratch *sc = get_scratch();
+	struct burst_cfg *bc = bpf_map_lookup_elem(&burst_cfg, &zero);
+	if (!sc || !bc)
+		return 0;
+	int n = bpf_probe_read_user_str(sc->path, SCRATCH_LEN, (const void *)path);
 	if (n <= 0)
 		return 0;
 	if (sc->path[0] == 0)
 		return 0; // "": fails with ENOENT, changes nothing
 	if (sc->path[0] != '/')
-		return bc->nids && relative_in_root(sc, bc, dfd);
+		return bc->nids && relative_in_root(dfd);
 	if (bc->nroots == 0)
 		return 0; // no root to compare: the file guard alone
 	if (path_odd(sc, n - 1))
@@ -1351,12 +1396,19 @@ static __always_inline int burst_in_scope(struct scratch *sc, struct burst_cfg *
 }
 
 // burst_stop stops the caller (stop_caller) with the family root it was
-// counted for, named by the path it changed (sc->path, cut to a key).
-static __always_inline void burst_stop(__u32 flags, struct scratch *sc, __u32 tgid, __u32 family, __u64 now)
+// counted for, named by the path it changed (sc->path, cut to a key). On
+// its own, not in burst_check's frame: the combined stack of burst_check's
+// deepest call chain (down to a bpf_loop step of relative_in_root) must stay
+// within the verifier's 512 bytes, and stop_caller's record is large.
+__verified_once int burst_stop(__u32 flags, __u32 tgid, __u32 family, __u64 now)
 {
+	struct scratch *sc = get_scratch();
+	if (!sc)
+		return 0;
 	__builtin_memset(sc->k.s, 0, KEY_LEN);
 	bpf_probe_read_kernel_str(sc->k.s, KEY_LEN, sc->path);
 	stop_caller(flags, tgid, now, WHY_BURST, family, family, 0, 0, family, &sc->k);
+	return 0;
 }
 
 
@@ -1365,48 +1417,49 @@ static __always_inline void burst_stop(__u32 flags, struct scratch *sc, __u32 tg
 // and grandparent, the spawners of one-file workers), and stops the caller
 // when one of them crosses the threshold within the window, or when its
 // family is already held by an earlier stop.
-static __always_inline void burst_check(__u32 flags, int dfd, const char *path)
+__verified_once int burst_check(__u32 flags, int dfd, __u64 path)
 {
 	if (!(flags & CFG_BURST) || (flags & CFG_OFF))
-		return;
+		return 0;
 	__u32 zero = 0;
 	struct burst_cfg *bc = bpf_map_lookup_elem(&burst_cfg, &zero);
 	if (!bc || !bc->threshold)
-		return;
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (bpf_map_lookup_elem(&protected_pids, &tgid) || bpf_map_lookup_elem(&stopped, &tgid))
-		return;
+		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	if (burst_allowed_now(tgid, now))
-		return;
+		return 0;
 	struct scratch *sc = get_scratch();
-	if (!sc || !burst_in_scope(sc, bc, dfd, path))
-		return;
+	if (!sc || !burst_in_scope(dfd, path))
+		return 0;
 	__u32 fam0, fam1;
 	families(tgid, &fam0, &fam1);
 	if ((fam0 && bpf_map_lookup_elem(&burst_held, &fam0))) {
-		burst_stop(flags, sc, tgid, fam0, now);
-		return;
+		burst_stop(flags, tgid, fam0, now);
+		return 0;
 	}
 	if (fam1 && bpf_map_lookup_elem(&burst_held, &fam1)) {
-		burst_stop(flags, sc, tgid, fam1, now);
-		return;
+		burst_stop(flags, tgid, fam1, now);
+		return 0;
 	}
 	__u64 thr = bc->threshold, win = bc->window_ns;
 	if (burst_bump(tgid, now, win) >= thr) {
-		burst_stop(flags, sc, tgid, 0, now);
-		return;
+		burst_stop(flags, tgid, 0, now);
+		return 0;
 	}
 	// A family judged honest counts no further up: its work is not its
 	// grandparent's burst either.
 	if (fam0 && burst_allowed_now(fam0, now))
-		return;
+		return 0;
 	if (fam0 && fam0 != tgid && burst_bump(fam0, now, win) >= thr) {
-		burst_stop(flags, sc, tgid, fam0, now);
-		return;
+		burst_stop(flags, tgid, fam0, now);
+		return 0;
 	}
 	if (fam1 && fam1 != tgid && !burst_allowed_now(fam1, now) && burst_bump(fam1, now, win) >= thr)
-		burst_stop(flags, sc, tgid, fam1, now);
+		burst_stop(flags, tgid, fam1, now);
+	return 0;
 }
 
 // burst_fork remembers who forked child, for family counting.
@@ -1429,48 +1482,51 @@ static __always_inline void burst_exit(__u64 id)
 
 // path_check kills a tainted caller that writes, renames or unlinks a path
 // that means the sensor (its binary, unit, config, state, pins).
-static __always_inline void path_check(__u32 flags, const char *path)
+__verified_once int path_check(__u32 flags, __u64 path)
 {
 	if (flags & CFG_OFF)
-		return;
+		return 0;
 	struct taint *t = taint_of_current();
 	if (!t)
-		return;
+		return 0;
 	struct scratch *sc = get_scratch();
-	if (!sc || read_path(sc, path) <= 0)
-		return;
+	if (!sc || read_path(path) <= 0)
+		return 0;
 	if (!bpf_map_lookup_elem(&targets, &sc->k) && !bpf_map_lookup_elem(&targets, &sc->base))
-		return;
+		return 0;
 	report(WHY_PATH, 0, SIGKILL, t->family, sc->k.s);
 	poison(t, flags);
+	return 0;
 }
 
 // exec_check looks at an exec by a tainted caller: a tamper tool whose
 // arguments name the sensor is killed before it runs.
-static __always_inline void exec_check(__u32 flags, struct scratch *sc, const char *filename,
-				       const char *const *argv)
+__verified_once int exec_check(__u32 flags, __u64 filename, __u64 argv_addr)
 {
+	const char *const *argv = (const char *const *)argv_addr;
 	struct taint *t = taint_of_current();
 	if (!t || (flags & CFG_OFF))
-		return;
-	if (read_path(sc, filename) <= 0)
-		return;
+		return 0;
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path(filename) <= 0)
+		return 0;
 	if (!bpf_map_lookup_elem(&tools, &sc->base))
-		return;
+		return 0;
 	// Arguments are compared whole (a pid, a unit name, a path): give the
 	// targets map every spelling that matters.
 	for (int i = 1; i < 24; i++) {
 		const char *a = 0;
 		if (bpf_probe_read_user(&a, sizeof(a), &argv[i]) || !a)
-			return;
+			return 0;
 		if (read_key(sc, a) <= 0)
 			continue;
 		if (bpf_map_lookup_elem(&targets, &sc->k)) {
 			report(WHY_EXEC_TOOL, 0, SIGKILL, t->family, sc->k.s);
 			poison(t, flags);
-			return;
+			return 0;
 		}
 	}
+	return 0;
 }
 
 // exit_status is the exiting task's wait status (exit code << 8, or the
@@ -1489,22 +1545,22 @@ static __always_inline __u32 exit_status(void)
 // made executable) the file at path, by basename. A rename or chmod of a
 // file the tree wrote keeps the writer: the judgement is about who made
 // the content, not who moved it.
-static __always_inline void fresh_note(__u32 flags, const char *path, __u32 how)
+__verified_once int fresh_note(__u32 flags, __u64 path, __u32 how)
 {
 	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
-		return;
+		return 0;
 	struct taint *t = taint_of_current();
 	if (!t)
-		return;
+		return 0;
 	struct scratch *sc = get_scratch();
-	if (!sc || read_path(sc, path) <= 0 || !sc->base.s[0])
-		return;
+	if (!sc || read_path(path) <= 0 || !sc->base.s[0])
+		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	struct fresh_val *old = bpf_map_lookup_elem(&fresh, &sc->base);
 	if (old && how != FRESH_WRITE && now - old->ktime < FRESH_NS) {
 		old->ktime = now;
 		old->how |= how;
-		return;
+		return 0;
 	}
 	struct fresh_val v = {};
 	v.ktime = now;
@@ -1513,39 +1569,41 @@ static __always_inline void fresh_note(__u32 flags, const char *path, __u32 how)
 	v.how = how;
 	bpf_get_current_comm(v.comm, sizeof(v.comm));
 	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
+	return 0;
 }
 
 // fresh_rename carries a fresh file's record to the name it is renamed to
 // (a payload written as a temporary file, then moved into place).
-static __always_inline void fresh_rename(__u32 flags, const char *oldname, const char *newname)
+__verified_once int fresh_rename(__u32 flags, __u64 oldname, __u64 newname)
 {
 	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
-		return;
+		return 0;
 	struct taint *t = taint_of_current();
 	if (!t)
-		return;
+		return 0;
 	struct scratch *sc = get_scratch();
-	if (!sc || read_path(sc, oldname) <= 0)
-		return;
+	if (!sc || read_path(oldname) <= 0)
+		return 0;
 	struct fresh_val *old = bpf_map_lookup_elem(&fresh, &sc->base);
 	__u64 now = bpf_ktime_get_ns();
 	if (!old || now - old->ktime >= FRESH_NS) {
 		fresh_note(flags, newname, FRESH_RENAME);
-		return;
+		return 0;
 	}
 	struct fresh_val v = *old;
 	v.ktime = now;
 	v.how |= FRESH_RENAME;
-	if (read_path(sc, newname) <= 0 || !sc->base.s[0])
-		return;
+	if (read_path(newname) <= 0 || !sc->base.s[0])
+		return 0;
 	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
+	return 0;
 }
 
 // fresh_chmod notes a chmod that makes a file executable.
 static __always_inline void fresh_chmod(__u32 flags, const char *path, __u64 mode)
 {
 	if (mode & 0111)
-		fresh_note(flags, path, FRESH_CHMOD);
+		fresh_note(flags, (__u64)path, FRESH_CHMOD);
 }
 
 // fresh_exec stops (SIGSTOP, before the new image runs a single
@@ -1553,24 +1611,25 @@ static __always_inline void fresh_chmod(__u32 flags, const char *path, __u64 mod
 // process wrote, renamed or made executable within FRESH_NS, and records it
 // in stopped for the sensor's judgement. The match is by basename and so
 // coarse: the sensor confirms the file before it judges.
-static __always_inline void fresh_exec(__u32 flags, const char *filename)
+__verified_once int fresh_exec(__u32 flags, __u64 filename)
 {
 	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
-		return;
+		return 0;
 	struct taint *t = taint_of_current();
 	if (!t)
-		return;
+		return 0;
 	struct scratch *sc = get_scratch();
-	if (!sc || read_path(sc, filename) <= 0 || !sc->base.s[0])
-		return;
+	if (!sc || read_path(filename) <= 0 || !sc->base.s[0])
+		return 0;
 	struct fresh_val *f = bpf_map_lookup_elem(&fresh, &sc->base);
 	if (!f)
-		return;
+		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	if (now - f->ktime >= FRESH_NS)
-		return;
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
+	return 0;
 }
 
 // emit_exec_args sends what the caller asked to exec: the filename and
@@ -1621,10 +1680,8 @@ static __always_inline int on_exec(const char *filename, const char *const *argv
 	if (hostile_check(flags))
 		return 0;
 	emit_exec_args(filename, argv);
-	struct scratch *sc = get_scratch();
-	if (sc)
-		exec_check(flags, sc, filename, argv);
-	fresh_exec(flags, filename);
+	exec_check(flags, (__u64)filename, (__u64)argv);
+	fresh_exec(flags, (__u64)filename);
 	return 0;
 }
 
@@ -2045,10 +2102,10 @@ static __always_inline int write_open(int dfd, const char *path, __u64 oflags)
 		return 0;
 	if (!(oflags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)))
 		return 0;
-	decoy_check(flags, path, WHY_DECOY_OPEN);
-	path_check(flags, path);
-	fresh_note(flags, path, FRESH_WRITE);
-	burst_check(flags, dfd, path);
+	decoy_check(flags, (__u64)path, WHY_DECOY_OPEN);
+	path_check(flags, (__u64)path);
+	fresh_note(flags, (__u64)path, FRESH_WRITE);
+	burst_check(flags, dfd, (__u64)path);
 	return 0;
 }
 
@@ -2084,9 +2141,9 @@ int tw_unlinkat(struct tp_dfd_path *ctx)
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
 		return 0;
-	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
-	path_check(flags, ctx->path);
-	burst_check(flags, (int)ctx->dfd, ctx->path);
+	decoy_check(flags, (__u64)ctx->path, WHY_DECOY_UNLINK);
+	path_check(flags, (__u64)ctx->path);
+	burst_check(flags, (int)ctx->dfd, (__u64)ctx->path);
 	return 0;
 }
 
@@ -2096,9 +2153,9 @@ int tw_unlink(struct tp_path1 *ctx)
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
 		return 0;
-	decoy_check(flags, ctx->path, WHY_DECOY_UNLINK);
-	path_check(flags, ctx->path);
-	burst_check(flags, AT_FDCWD, ctx->path);
+	decoy_check(flags, (__u64)ctx->path, WHY_DECOY_UNLINK);
+	path_check(flags, (__u64)ctx->path);
+	burst_check(flags, AT_FDCWD, (__u64)ctx->path);
 	return 0;
 }
 
@@ -2110,12 +2167,12 @@ static __always_inline int on_rename(int dfd, const char *oldname, const char *n
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
 		return 0;
-	decoy_check(flags, oldname, WHY_DECOY_RENAME);
-	decoy_check(flags, newname, WHY_DECOY_RENAME);
-	path_check(flags, oldname);
-	path_check(flags, newname);
-	fresh_rename(flags, oldname, newname);
-	burst_check(flags, dfd, oldname);
+	decoy_check(flags, (__u64)oldname, WHY_DECOY_RENAME);
+	decoy_check(flags, (__u64)newname, WHY_DECOY_RENAME);
+	path_check(flags, (__u64)oldname);
+	path_check(flags, (__u64)newname);
+	fresh_rename(flags, (__u64)oldname, (__u64)newname);
+	burst_check(flags, dfd, (__u64)oldname);
 	return 0;
 }
 
@@ -2143,7 +2200,7 @@ int tw_linkat(struct tp_renameat *ctx)
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
 		return 0;
-	decoy_check(flags, ctx->oldname, WHY_DECOY_LINK);
+	decoy_check(flags, (__u64)ctx->oldname, WHY_DECOY_LINK);
 	return 0;
 }
 
