@@ -90,6 +90,10 @@ type Guard struct {
 	smu       sync.Mutex
 	pre       sync.Mutex
 	preIntent *intentReader
+	// suspects are the processes (and their parents) whose tree the
+	// scorer found suspicious, and when (guarded by smu): Prejudge makes
+	// their opens of new files wait for the events queued ahead.
+	suspects map[int]time.Time
 	// owners remember which tree (and lineage) last opened or wrote each
 	// recent path: a one-shot worker (`mv`, `rm`) is often gone, reaped,
 	// by the time its rename or delete is read, and its event is then
@@ -124,8 +128,32 @@ func New(o Options) *Guard {
 		o: o, tree: response.NewTree(o.ProcRoot, o.Self, os.Getppid()), log: o.Log.With(logkey.Component, "fileguard"),
 		scorer: ransomware.NewScorer(o.Rules), before: map[string]ransomware.Features{}, keys: map[int]treeKey{}, stopped: map[int]time.Time{},
 		sensorLine: ancestorsOf(o.ProcRoot, o.Self), rmm: map[int]rmmEntry{}, intent: newIntentReader(o.ProcRoot), preIntent: newIntentReader(o.ProcRoot),
-		owners: map[string]treeKey{},
+		owners: map[string]treeKey{}, suspects: map[int]time.Time{},
 	}
+}
+
+// maxSuspects bounds the suspect set under a storm of suspicious trees.
+const maxSuspects = 4096
+
+// noteSuspect records pid and its parent as belonging to a suspicious
+// tree: the parent too, since one-file workers are new processes each.
+func (g *Guard) noteSuspect(pid int, ancestors []ransomware.Spawner, now time.Time) {
+	g.smu.Lock()
+	defer g.smu.Unlock()
+	if len(g.suspects) >= maxSuspects {
+		clear(g.suspects)
+	}
+	g.suspects[pid] = now
+	if len(ancestors) > 0 && !g.sensorLine[ancestors[0].PID] {
+		g.suspects[ancestors[0].PID] = now
+	}
+}
+
+// suspectLocked reports a pid noted within the scorer's window (smu
+// held).
+func (g *Guard) suspectLocked(pid int, now time.Time) bool {
+	at, ok := g.suspects[pid]
+	return ok && now.Sub(at) <= g.o.Rules.Window
 }
 
 // ancestorsOf returns pid and its ancestors up to pid 1. Ancestors of a
@@ -229,6 +257,9 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 		obs.RMM = g.rmmOf(obs.Tree, now)
 	}
 	v, ok := g.scorer.Observe(obs)
+	if a.Op != fileactivity.OpOpen && a.PID > 0 && g.scorer.Suspect(root, now) {
+		g.noteSuspect(a.PID, ancestors, now)
+	}
 	if !ok {
 		return verdict
 	}
@@ -240,12 +271,15 @@ func (g *Guard) Handle(a *fileactivity.Activity) fileactivity.Verdict {
 // Prejudge implements fileactivity.Prejudger: an open for reading cannot
 // destroy content and is allowed before the events queued ahead of it are
 // scored; Handle scores it afterwards as before. An open of an empty file
-// is allowed at once only when nothing is queued ahead (Behind): a
-// write-new-then-delete encryptor's next create must wait until its last
-// copy and delete were judged, or it runs ahead of its stop (39 of 40
-// files lost once in CI). Opens for writing (or of unknown intent),
-// decoys and processes this guard has stopped wait for the full
-// judgement, in order.
+// is allowed at once too, unless events are queued ahead of it (Behind)
+// and its opener, or the opener's parent, belongs to a tree the scorer
+// found suspicious: a write-new-then-delete encryptor's next create then
+// waits until its last copy and delete were judged, instead of running
+// ahead of its stop, while an extraction's creates (no score) do not wait
+// for the sampling of the files before them (making every create behind
+// events wait doubled the file storm's cost). Opens for writing (or of
+// unknown intent), decoys and processes this guard has stopped wait for
+// the full judgement, in order.
 //
 // It runs as fanotify's queue is read, while Handle may be scoring earlier
 // events: it takes neither the guard's lock nor its intent reader.
@@ -260,7 +294,22 @@ func (g *Guard) Prejudge(a *fileactivity.Activity) bool {
 		return false
 	}
 	if a.ReadAt == nil || a.Size == 0 {
-		return !a.Behind
+		if !a.Behind {
+			return true
+		}
+		now := g.o.Now()
+		g.smu.Lock()
+		sus := g.suspectLocked(a.PID, now)
+		g.smu.Unlock()
+		if sus {
+			return false
+		}
+		g.pre.Lock()
+		ppid := g.preIntent.parent(a.PID)
+		g.pre.Unlock()
+		g.smu.Lock()
+		defer g.smu.Unlock()
+		return ppid <= 0 || !g.suspectLocked(ppid, now)
 	}
 	g.pre.Lock()
 	defer g.pre.Unlock()

@@ -224,6 +224,47 @@ func (r *intentReader) asleep(line string) bool {
 	return err == nil && r.wait[nr]
 }
 
+// parent returns pid's parent (0 when unreadable), from the kept
+// /proc/PID/stat descriptor.
+func (r *intentReader) parent(pid int) int {
+	if pid <= 0 {
+		return 0
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		f := r.files[pid]
+		if f == nil {
+			var err error
+			if f, err = r.open(pid); err != nil {
+				return 0
+			}
+		}
+		n, err := f.stat.ReadAt(r.buf, 0)
+		if n > 0 && (err == nil || errors.Is(err, io.EOF)) {
+			return parseParent(string(r.buf[:n]))
+		}
+		f.close()
+		delete(r.files, pid)
+	}
+	return 0
+}
+
+// parseParent reads the parent pid from a /proc/PID/stat line (field 4).
+func parseParent(stat string) int {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	n, err := strconv.Atoi(f[1])
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
 // parseThreads reads the thread count from a /proc/PID/stat line (the
 // 20th field; the command name, field 2, is in parentheses and may hold
 // spaces, so fields are counted after its last ')'). 0 when unreadable.

@@ -30,8 +30,10 @@ func TestPrejudgeAllowsOnlyOpensThatCannotDestroyContent(t *testing.T) {
 	}
 	decoy := set.Paths()[0]
 	g := New(Options{Rules: r, Self: os.Getpid(), ProcRoot: "/proc", Canaries: set, Log: slog.New(slog.DiscardHandler)})
-	const stopped = 4242
+	const stopped, suspect = 4242, 4343
 	g.stopped[stopped] = time.Now()
+	g.suspects[suspect] = time.Now()
+	g.suspects[os.Getppid()] = time.Now() // this test's parent: its children are one-file workers of a suspicious tree
 	read := func(p []byte, off int64) (int, error) { return 0, nil }
 	for _, tc := range []struct {
 		name string
@@ -40,10 +42,16 @@ func TestPrejudgeAllowsOnlyOpensThatCannotDestroyContent(t *testing.T) {
 	}{
 		{"empty file", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/new.csv", ReadAt: read, Size: 0}, true},
 		{"no descriptor", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/x.csv"}, true},
-		// A write-new-then-delete encryptor's next create, while its
-		// last copy is still being scored.
-		{"empty file behind unhandled events", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/new.csv", ReadAt: read, Size: 0, Behind: true}, false},
-		{"no descriptor behind unhandled events", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/x.csv", Behind: true}, false},
+		// Behind unhandled events: an extraction's create goes at once;
+		// a suspicious tree's (a write-new-then-delete encryptor's next
+		// copy, while its last is still being scored) waits, and so does
+		// a new process whose parent's tree is suspicious (one-file
+		// workers).
+		{"empty file behind unhandled events", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: dir + "/new.csv", ReadAt: read, Size: 0, Behind: true}, true},
+		{"empty file behind, opener suspect", fileactivity.Activity{Op: fileactivity.OpOpen, PID: suspect, Path: dir + "/new.csv", ReadAt: read, Size: 0, Behind: true}, false},
+		{"no descriptor behind, opener suspect", fileactivity.Activity{Op: fileactivity.OpOpen, PID: suspect, Path: dir + "/x.csv", Behind: true}, false},
+		{"empty file behind, parent suspect", fileactivity.Activity{Op: fileactivity.OpOpen, PID: os.Getpid(), Path: dir + "/new.csv", ReadAt: read, Size: 0, Behind: true}, false},
+		{"empty file, opener suspect, nothing ahead", fileactivity.Activity{Op: fileactivity.OpOpen, PID: suspect, Path: dir + "/new.csv", ReadAt: read, Size: 0}, true},
 		{"decoy, even empty", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 1234, Path: decoy, ReadAt: read, Size: 0}, false},
 		{"process the guard stopped", fileactivity.Activity{Op: fileactivity.OpOpen, PID: stopped, Path: dir + "/new.csv", ReadAt: read, Size: 0}, false},
 		{"no process", fileactivity.Activity{Op: fileactivity.OpOpen, PID: 0, Path: dir + "/new.csv", ReadAt: read, Size: 0}, false},

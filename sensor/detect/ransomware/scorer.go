@@ -452,6 +452,26 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 	return suspicious || len(t.scores) > n
 }
 
+// Suspect reports whether tree changed files suspiciously within the
+// window: it has a score, or wrote an encrypted-looking new file (the
+// first half of a write-new-then-delete). Its next files are then worth
+// judging in order.
+func (s *Scorer) Suspect(tree int, now time.Time) bool {
+	t := s.trees[tree]
+	if t == nil {
+		return false
+	}
+	if s.score(t, now) > 0 {
+		return true
+	}
+	for _, at := range t.created {
+		if now.Sub(at) <= s.r.Window {
+			return true
+		}
+	}
+	return false
+}
+
 // verdict returns t's verdict the first time its score reaches the
 // threshold within the window.
 func (s *Scorer) verdict(t *tree, key int, now time.Time) (Verdict, bool) {
