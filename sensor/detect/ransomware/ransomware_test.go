@@ -520,3 +520,35 @@ func TestBreadthCountsFoldersWithinThePeriod(t *testing.T) {
 		t.Fatalf("score %d for one folder long after, want 0", got)
 	}
 }
+
+// TestSuspectIsAboutContent: a tree is suspect once it writes an
+// encrypted-looking new file or scores a replacement, not for writing in
+// many folders (an extraction), which made every create of a file storm
+// wait for the sampling of the file before it.
+func TestSuspectIsAboutContent(t *testing.T) {
+	t.Parallel()
+	r := builtin(t)
+	t0 := time.Now()
+	enc := Extract(random(SampleSize), SampleSize)
+	text := Extract([]byte("id,amount\n1,2\n3,4\n"), SampleSize)
+	s := NewScorer(r)
+	for i := range 40 { // breadth: 40 folders within the period
+		s.Observe(Obs{Time: t0, Tree: 10, PID: 10, Op: OpCreate, Path: fmt.Sprintf("/x/d%d/f.csv", i), After: &text})
+	}
+	if s.Score(10, t0) == 0 {
+		t.Fatal("the extraction scored nothing for breadth: the case shows nothing")
+	}
+	if s.Suspect(10, t0) {
+		t.Error("an extraction's tree is suspect")
+	}
+	s.Observe(Obs{Time: t0, Tree: 20, PID: 20, Op: OpCreate, Path: "/d/a.csv.locked", After: &enc})
+	if !s.Suspect(20, t0) {
+		t.Error("a tree that wrote an encrypted-looking new file is not suspect")
+	}
+	if s.Suspect(20, t0.Add(r.Window+time.Second)) {
+		t.Error("still suspect after the window")
+	}
+	if s.Suspect(30, t0) {
+		t.Error("an unknown tree is suspect")
+	}
+}

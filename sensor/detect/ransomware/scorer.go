@@ -452,16 +452,17 @@ func (s *Scorer) apply(t *tree, o Obs) bool {
 	return suspicious || len(t.scores) > n
 }
 
-// Suspect reports whether tree changed files suspiciously within the
-// window: it has a score, or wrote an encrypted-looking new file (the
-// first half of a write-new-then-delete). Its next files are then worth
-// judging in order.
+// Suspect reports whether tree changed file content suspiciously within
+// the window: it wrote an encrypted-looking new file (the first half of a
+// write-new-then-delete), or scored at least one replacement's weight. Its
+// next files are then worth judging in order. Breadth alone (an
+// extraction writes in many folders) does not make a tree suspect.
 func (s *Scorer) Suspect(tree int, now time.Time) bool {
 	t := s.trees[tree]
 	if t == nil {
 		return false
 	}
-	if s.score(t, now) > 0 {
+	if s.score(t, now) >= s.r.Weights.ReplacedUnread {
 		return true
 	}
 	for _, at := range t.created {
