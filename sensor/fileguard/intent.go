@@ -249,39 +249,29 @@ func (r *intentReader) parent(pid int) int {
 }
 
 // parseParent reads the parent pid from a /proc/PID/stat line (field 4).
-func parseParent(stat string) int {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, err := strconv.Atoi(f[1])
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
-}
+func parseParent(stat string) int { return statField(stat, 4) }
 
-// parseThreads reads the thread count from a /proc/PID/stat line (the
-// 20th field; the command name, field 2, is in parentheses and may hold
-// spaces, so fields are counted after its last ')'). 0 when unreadable.
-func parseThreads(stat string) int {
+// parseThreads reads the thread count from a /proc/PID/stat line (field
+// 20). 0 when unreadable.
+func parseThreads(stat string) int { return statField(stat, 20) }
+
+// statField reads the n-th (1-based) numeric field of a /proc/PID/stat
+// line, 0 when unreadable. The command name, field 2, is in parentheses
+// and may hold spaces, so fields are counted after its last ')'.
+func statField(stat string, n int) int {
 	i := strings.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0
 	}
 	f := strings.Fields(stat[i+1:])
-	if len(f) < 18 {
+	if len(f) <= n-3 {
 		return 0
 	}
-	n, err := strconv.Atoi(f[17])
-	if err != nil || n < 0 {
+	v, err := strconv.Atoi(f[n-3])
+	if err != nil || v < 0 {
 		return 0
 	}
-	return n
+	return v
 }
 
 // parseIntent reads one /proc/.../syscall line: "nr arg0 arg1 ... sp pc",

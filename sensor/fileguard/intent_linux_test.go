@@ -143,3 +143,35 @@ func equalCounts(a, b map[string]int) bool {
 	}
 	return true
 }
+
+func TestStatFields(t *testing.T) {
+	t.Parallel()
+	line := "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 12345 1000 200\n"
+	for _, tc := range []struct {
+		line            string
+		parent, threads int
+	}{
+		{line, 17, 3},
+		{"4242 (short) S 17", 17, 0},
+		{"no parenthesis", 0, 0},
+		{"", 0, 0},
+	} {
+		if got := parseParent(tc.line); got != tc.parent {
+			t.Errorf("parseParent(%q) = %d, want %d", tc.line, got, tc.parent)
+		}
+		if got := parseThreads(tc.line); got != tc.threads {
+			t.Errorf("parseThreads(%q) = %d, want %d", tc.line, got, tc.threads)
+		}
+	}
+	// This process, read live.
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip(err)
+	}
+	if got := parseParent(string(b)); got != os.Getppid() {
+		t.Errorf("parent of this test = %d, want %d", got, os.Getppid())
+	}
+	if got := parseThreads(string(b)); got < 1 {
+		t.Errorf("threads of this test = %d", got)
+	}
+}
