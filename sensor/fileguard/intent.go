@@ -129,29 +129,48 @@ func (r *intentReader) read(pid int) intent {
 	return r.threads(pid)
 }
 
-// leader reads the thread-group leader's syscall and the thread count (0
+// leader reads the thread-group leader's syscall and, unless it is an open
+// for writing (which settles it), the thread count (0
 // when unreadable).
 func (r *intentReader) leader(pid int) (intent, int) {
+	line, ok := r.pread(pid, syscallFile)
+	if !ok {
+		return intentUnknown, 0
+	}
+	in := parseIntent(line, r.table)
+	if in == intentWrite {
+		return in, 0 // a write counts whatever the other threads do
+	}
+	stat, ok := r.pread(pid, statFile)
+	if !ok {
+		return intentUnknown, 0
+	}
+	return in, parseThreads(stat)
+}
+
+func syscallFile(f *procFiles) *os.File { return f.syscall }
+func statFile(f *procFiles) *os.File    { return f.stat }
+
+// pread reads one of pid's kept /proc files with one pread, opening them
+// on first use, and once more when the read fails (its process is gone:
+// the pid may be someone else's now).
+func (r *intentReader) pread(pid int, file func(*procFiles) *os.File) (string, bool) {
 	for attempt := 0; attempt < 2; attempt++ {
 		f := r.files[pid]
 		if f == nil {
 			var err error
 			if f, err = r.open(pid); err != nil {
-				return intentUnknown, 0
+				return "", false
 			}
 		}
-		n, err := f.syscall.ReadAt(r.buf, 0)
+		n, err := file(f).ReadAt(r.buf, 0)
 		if n > 0 && (err == nil || errors.Is(err, io.EOF)) {
-			in := parseIntent(string(r.buf[:n]), r.table)
-			n, err = f.stat.ReadAt(r.buf, 0)
-			if n > 0 && (err == nil || errors.Is(err, io.EOF)) {
-				return in, parseThreads(string(r.buf[:n]))
-			}
+			return string(r.buf[:n]), true
 		}
-		f.close() // its process is gone (ESRCH): the pid may be someone else's now
+		f.close()
 		delete(r.files, pid)
 	}
-	return intentUnknown, 0
+	return "", false
 }
 
 func (r *intentReader) open(pid int) (*procFiles, error) {
@@ -230,22 +249,11 @@ func (r *intentReader) parent(pid int) int {
 	if pid <= 0 {
 		return 0
 	}
-	for attempt := 0; attempt < 2; attempt++ {
-		f := r.files[pid]
-		if f == nil {
-			var err error
-			if f, err = r.open(pid); err != nil {
-				return 0
-			}
-		}
-		n, err := f.stat.ReadAt(r.buf, 0)
-		if n > 0 && (err == nil || errors.Is(err, io.EOF)) {
-			return parseParent(string(r.buf[:n]))
-		}
-		f.close()
-		delete(r.files, pid)
+	stat, ok := r.pread(pid, statFile)
+	if !ok {
+		return 0
 	}
-	return 0
+	return parseParent(stat)
 }
 
 // parseParent reads the parent pid from a /proc/PID/stat line (field 4).
