@@ -451,3 +451,108 @@ func TestTaintReachesWhatTheAgentForkedFirst(t *testing.T) {
 		}
 	}
 }
+
+// startSpawner starts, outside every agent's tree, what a service manager,
+// cron or at is to a tree that asks it to run something: a process that
+// reads a path from a FIFO and execs it, so that what runs is not the
+// tree's child in the kernel.
+func startSpawner(t *testing.T, dir string) (fifo string, wait func() error) {
+	t.Helper()
+	fifo = filepath.Join(dir, "spawn")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp := exec.Command("/bin/sh", "-c", `read p < "$0"; exec "$p"`, fifo)
+	if err := sp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Process.Kill() })
+	done := make(chan error, 1)
+	go func() { done <- sp.Wait() }()
+	return fifo, func() error {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			sp.Process.Kill()
+			<-done
+			t.Fatal("the spawned program did not end in 30 s")
+			return nil
+		}
+	}
+}
+
+// TestFreshExecHandoff: a tree under an agent makes a file and has a
+// process outside the tree run it (systemd-run, a unit file, a crontab
+// line: the child of pid 1 or cron is not the tree's). The run is stopped
+// at exec like the tree's own and judged by who wrote the file: a decoded
+// payload is killed before it runs; an approved agent's downloaded
+// installer is let go.
+func TestFreshExecHandoff(t *testing.T) {
+	l := newTestLayer(t, Config{Enforce: true, FreshExec: true})
+	t.Run("decoded payload", func(t *testing.T) {
+		dir := t.TempDir()
+		fifo, spawned := startSpawner(t, dir)
+		inner := "#!/bin/sh\necho ran > " + filepath.Join(dir, "marker") + "\n"
+		out := filepath.Join(dir, "svc-payload")
+		payload := fmt.Sprintf("echo %s | base64 -d > %[2]s\nchmod +x %[2]s\necho %[2]s > %[3]s\nsleep 1",
+			base64.StdEncoding.EncodeToString([]byte(inner)), out, fifo)
+		var s *freshSensor
+		_, wait := startAgent(t, dir, payload, func(pid int) {
+			s = startFreshSensor(t, l, pid, true)
+			if err := l.TaintAgent(pid); err != nil {
+				t.Fatal(err)
+			}
+		})
+		wait()
+		err := spawned()
+		if exists(filepath.Join(dir, "marker")) {
+			t.Fatal("the handed-off payload ran")
+		}
+		if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("the spawned payload ended with %v, want killed", err)
+		}
+		waitFor(t, 10*time.Second, "the judgement", func() bool { return len(s.detections()) > 0 })
+		killedFresh(t, s.detections(), "decoded by base64 -d")
+		if d := s.detections()[0]; d.Alert.Event.Reason != ReasonFreshHandoff.String() || !strings.Contains(d.Alert.Message, "hand-off") {
+			t.Errorf("reason %q, message %q: want the hand-off named", d.Alert.Event.Reason, d.Alert.Message)
+		}
+	})
+	t.Run("approved installer", func(t *testing.T) {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Skip("no curl")
+		}
+		dir := t.TempDir()
+		fifo, spawned := startSpawner(t, dir)
+		installed := filepath.Join(dir, "installed")
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, "#!/bin/sh\necho installed >> "+installed+"\n")
+		}))
+		defer srv.Close()
+		inst := filepath.Join(dir, "svc-installer")
+		// The tree waits for the run it asked for, as systemctl start does.
+		payload := fmt.Sprintf("%s -fsS -o %[2]s %[3]s\nchmod +x %[2]s\necho %[2]s > %[4]s\nfor i in $(seq 100); do [ -e %[5]s ] && break; sleep 0.1; done",
+			curl, inst, srv.URL, fifo, installed)
+		var s *freshSensor
+		_, wait := startAgent(t, dir, payload, func(pid int) {
+			s = startFreshSensor(t, l, pid, true)
+			if err := l.TaintAgent(pid); err != nil {
+				t.Fatal(err)
+			}
+		})
+		wait()
+		if err := spawned(); err != nil {
+			t.Errorf("the handed-off installer ended with %v", err)
+		}
+		if b, _ := os.ReadFile(installed); string(b) != "installed\n" {
+			t.Fatalf("installer ran %q, want once", b)
+		}
+		waitFor(t, 10*time.Second, "the judgement", func() bool { return len(s.detections()) > 0 })
+		d := s.detections()[0]
+		if d.Alert.Rule == nil || d.Alert.Rule.ID != RuleFreshLet || d.Response != "" || d.Alert.Event.Reason != ReasonFreshHandoff.String() {
+			t.Fatalf("detection %+v %+v, want %s (hand-off) without a response", d.Alert.Rule, d.Alert.Event, RuleFreshLet)
+		}
+		t.Logf("%s: %s", d.Alert.Rule.ID, d.Alert.Message)
+	})
+}

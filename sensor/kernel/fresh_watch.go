@@ -49,7 +49,17 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 		f.YARA = rules
 	}
 	if f.Confirmed && w.o.Approved != nil {
-		f.Approved = w.o.Approved(t.PID)
+		if t.Reason == ReasonFreshHandoff {
+			// Started outside the tree (by a service manager, say): the
+			// tree that wrote the file is the one to be approved or not.
+			family := t.Family
+			if family == 0 && known {
+				family = ff.Family
+			}
+			f.Approved = writer > 0 && w.o.Approved(writer) || family > 0 && w.o.Approved(family)
+		} else {
+			f.Approved = w.o.Approved(t.PID)
+		}
 	}
 	v := JudgeFresh(f)
 	ev := w.event(t)
@@ -59,6 +69,10 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 	}
 	ev.Message = fmt.Sprintf("process %d under a remote-management agent ran %q, a file its tree made (written by %s); stopped at exec: %s",
 		t.PID, orName(f.Path, t.Name), orUnknown(writerDesc), v.Why)
+	if t.Reason == ReasonFreshHandoff {
+		ev.Message = fmt.Sprintf("process %d, started outside every remote-management agent's tree (a hand-off through a service manager, cron, at or the like), ran %q, a file such a tree made (written by %s); stopped at exec: %s",
+			t.PID, orName(f.Path, t.Name), orUnknown(writerDesc), v.Why)
+	}
 	if !v.Kill {
 		if f.Confirmed {
 			if err := w.o.Layer.Forget(t.Name); err != nil {

@@ -183,13 +183,17 @@ const (
 	ReasonHostile     Reason = 3  // a member of a hostile family made a syscall
 	ReasonPath        Reason = 4  // a tainted process wrote, renamed or unlinked a sensor path
 	ReasonPidfd       Reason = 5  // a tainted process opened a pidfd on the sensor
-	ReasonReach       Reason = 7  // a tainted process ptrace-attached, wrote the memory of or set a limit on the sensor, or took its descriptors
+	ReasonReach       Reason = 7  // a tainted process ptrace-attached, wrote the memory of, set a limit or a scheduling class on the sensor, opened its /proc memory, environment or OOM score, or took its descriptors
 	ReasonBPF         Reason = 8  // a tainted process asked for a handle on a loaded BPF object
 	ReasonDecoyOpen   Reason = 16 // a process opened a decoy for writing
 	ReasonDecoyRename Reason = 17
 	ReasonDecoyUnlink Reason = 18
 	ReasonDecoyLink   Reason = 19
 	ReasonFreshExec   Reason = 32 // a process under an RMM agent exec'd a file its tree just wrote
+	// ReasonFreshHandoff: a process outside every RMM tree (started by a
+	// service manager, cron, at or a container runtime on a tree's behalf)
+	// exec'd a file such a tree just wrote.
+	ReasonFreshHandoff Reason = 33
 	ReasonBurst       Reason = 20 // a process (or its family) crossed the burst threshold
 	ReasonHandleWrite Reason = 21 // a process under an RMM agent opened a file by handle for writing
 	ReasonIOUring     Reason = 22 // a process under an RMM agent made an io_uring call
@@ -224,6 +228,8 @@ func (r Reason) String() string {
 		return "decoy-link"
 	case ReasonFreshExec:
 		return "fresh-exec"
+	case ReasonFreshHandoff:
+		return "fresh-exec-handoff"
 	case ReasonBurst:
 		return "file-burst"
 	case ReasonHandleWrite:
@@ -233,6 +239,10 @@ func (r Reason) String() string {
 	}
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
+
+// Fresh reports whether r is a fresh-exec stop (the tree's own exec or a
+// hand-off), judged by JudgeFresh.
+func (r Reason) Fresh() bool { return r == ReasonFreshExec || r == ReasonFreshHandoff }
 
 // Decoy reports whether r is a decoy tripwire.
 func (r Reason) Decoy() bool { return r >= ReasonDecoyOpen && r <= ReasonDecoyLink }

@@ -157,12 +157,16 @@ const (
 	tripwireProgTwIoUringEnter         = "tw_io_uring_enter"
 	tripwireProgTwIoUringRegister      = "tw_io_uring_register"
 	tripwireProgTwIoUringSetup         = "tw_io_uring_setup"
+	tripwireProgTwIoprioSet            = "tw_ioprio_set"
 	tripwireProgTwKill                 = "tw_kill"
 	tripwireProgTwLinkat               = "tw_linkat"
 	tripwireProgTwOpen                 = "tw_open"
 	tripwireProgTwOpenByHandleAt       = "tw_open_by_handle_at"
+	tripwireProgTwOpenExit             = "tw_open_exit"
 	tripwireProgTwOpenat               = "tw_openat"
 	tripwireProgTwOpenat2              = "tw_openat2"
+	tripwireProgTwOpenat2Exit          = "tw_openat2_exit"
+	tripwireProgTwOpenatExit           = "tw_openat_exit"
 	tripwireProgTwPidfdGetfd           = "tw_pidfd_getfd"
 	tripwireProgTwPidfdOpen            = "tw_pidfd_open"
 	tripwireProgTwPidfdSendSignalEnter = "tw_pidfd_send_signal_enter"
@@ -175,6 +179,11 @@ const (
 	tripwireProgTwRenameat2            = "tw_renameat2"
 	tripwireProgTwRtSigqueueinfo       = "tw_rt_sigqueueinfo"
 	tripwireProgTwRtTgsigqueueinfo     = "tw_rt_tgsigqueueinfo"
+	tripwireProgTwSchedSetaffinity     = "tw_sched_setaffinity"
+	tripwireProgTwSchedSetattr         = "tw_sched_setattr"
+	tripwireProgTwSchedSetparam        = "tw_sched_setparam"
+	tripwireProgTwSchedSetscheduler    = "tw_sched_setscheduler"
+	tripwireProgTwSetpriority          = "tw_setpriority"
 	tripwireProgTwSignalDeliver        = "tw_signal_deliver"
 	tripwireProgTwSignalGenerate       = "tw_signal_generate"
 	tripwireProgTwTgkill               = "tw_tgkill"
@@ -240,12 +249,16 @@ type tripwireProgramSpecs struct {
 	TwIoUringEnter         *ebpf.ProgramSpec `ebpf:"tw_io_uring_enter"`
 	TwIoUringRegister      *ebpf.ProgramSpec `ebpf:"tw_io_uring_register"`
 	TwIoUringSetup         *ebpf.ProgramSpec `ebpf:"tw_io_uring_setup"`
+	TwIoprioSet            *ebpf.ProgramSpec `ebpf:"tw_ioprio_set"`
 	TwKill                 *ebpf.ProgramSpec `ebpf:"tw_kill"`
 	TwLinkat               *ebpf.ProgramSpec `ebpf:"tw_linkat"`
 	TwOpen                 *ebpf.ProgramSpec `ebpf:"tw_open"`
 	TwOpenByHandleAt       *ebpf.ProgramSpec `ebpf:"tw_open_by_handle_at"`
+	TwOpenExit             *ebpf.ProgramSpec `ebpf:"tw_open_exit"`
 	TwOpenat               *ebpf.ProgramSpec `ebpf:"tw_openat"`
 	TwOpenat2              *ebpf.ProgramSpec `ebpf:"tw_openat2"`
+	TwOpenat2Exit          *ebpf.ProgramSpec `ebpf:"tw_openat2_exit"`
+	TwOpenatExit           *ebpf.ProgramSpec `ebpf:"tw_openat_exit"`
 	TwPidfdGetfd           *ebpf.ProgramSpec `ebpf:"tw_pidfd_getfd"`
 	TwPidfdOpen            *ebpf.ProgramSpec `ebpf:"tw_pidfd_open"`
 	TwPidfdSendSignalEnter *ebpf.ProgramSpec `ebpf:"tw_pidfd_send_signal_enter"`
@@ -258,6 +271,11 @@ type tripwireProgramSpecs struct {
 	TwRenameat2            *ebpf.ProgramSpec `ebpf:"tw_renameat2"`
 	TwRtSigqueueinfo       *ebpf.ProgramSpec `ebpf:"tw_rt_sigqueueinfo"`
 	TwRtTgsigqueueinfo     *ebpf.ProgramSpec `ebpf:"tw_rt_tgsigqueueinfo"`
+	TwSchedSetaffinity     *ebpf.ProgramSpec `ebpf:"tw_sched_setaffinity"`
+	TwSchedSetattr         *ebpf.ProgramSpec `ebpf:"tw_sched_setattr"`
+	TwSchedSetparam        *ebpf.ProgramSpec `ebpf:"tw_sched_setparam"`
+	TwSchedSetscheduler    *ebpf.ProgramSpec `ebpf:"tw_sched_setscheduler"`
+	TwSetpriority          *ebpf.ProgramSpec `ebpf:"tw_setpriority"`
 	TwSignalDeliver        *ebpf.ProgramSpec `ebpf:"tw_signal_deliver"`
 	TwSignalGenerate       *ebpf.ProgramSpec `ebpf:"tw_signal_generate"`
 	TwTgkill               *ebpf.ProgramSpec `ebpf:"tw_tgkill"`
@@ -411,12 +429,16 @@ type tripwirePrograms struct {
 	TwIoUringEnter         *ebpf.Program `ebpf:"tw_io_uring_enter"`
 	TwIoUringRegister      *ebpf.Program `ebpf:"tw_io_uring_register"`
 	TwIoUringSetup         *ebpf.Program `ebpf:"tw_io_uring_setup"`
+	TwIoprioSet            *ebpf.Program `ebpf:"tw_ioprio_set"`
 	TwKill                 *ebpf.Program `ebpf:"tw_kill"`
 	TwLinkat               *ebpf.Program `ebpf:"tw_linkat"`
 	TwOpen                 *ebpf.Program `ebpf:"tw_open"`
 	TwOpenByHandleAt       *ebpf.Program `ebpf:"tw_open_by_handle_at"`
+	TwOpenExit             *ebpf.Program `ebpf:"tw_open_exit"`
 	TwOpenat               *ebpf.Program `ebpf:"tw_openat"`
 	TwOpenat2              *ebpf.Program `ebpf:"tw_openat2"`
+	TwOpenat2Exit          *ebpf.Program `ebpf:"tw_openat2_exit"`
+	TwOpenatExit           *ebpf.Program `ebpf:"tw_openat_exit"`
 	TwPidfdGetfd           *ebpf.Program `ebpf:"tw_pidfd_getfd"`
 	TwPidfdOpen            *ebpf.Program `ebpf:"tw_pidfd_open"`
 	TwPidfdSendSignalEnter *ebpf.Program `ebpf:"tw_pidfd_send_signal_enter"`
@@ -429,6 +451,11 @@ type tripwirePrograms struct {
 	TwRenameat2            *ebpf.Program `ebpf:"tw_renameat2"`
 	TwRtSigqueueinfo       *ebpf.Program `ebpf:"tw_rt_sigqueueinfo"`
 	TwRtTgsigqueueinfo     *ebpf.Program `ebpf:"tw_rt_tgsigqueueinfo"`
+	TwSchedSetaffinity     *ebpf.Program `ebpf:"tw_sched_setaffinity"`
+	TwSchedSetattr         *ebpf.Program `ebpf:"tw_sched_setattr"`
+	TwSchedSetparam        *ebpf.Program `ebpf:"tw_sched_setparam"`
+	TwSchedSetscheduler    *ebpf.Program `ebpf:"tw_sched_setscheduler"`
+	TwSetpriority          *ebpf.Program `ebpf:"tw_setpriority"`
 	TwSignalDeliver        *ebpf.Program `ebpf:"tw_signal_deliver"`
 	TwSignalGenerate       *ebpf.Program `ebpf:"tw_signal_generate"`
 	TwTgkill               *ebpf.Program `ebpf:"tw_tgkill"`
@@ -454,12 +481,16 @@ func (p *tripwirePrograms) Close() error {
 		p.TwIoUringEnter,
 		p.TwIoUringRegister,
 		p.TwIoUringSetup,
+		p.TwIoprioSet,
 		p.TwKill,
 		p.TwLinkat,
 		p.TwOpen,
 		p.TwOpenByHandleAt,
+		p.TwOpenExit,
 		p.TwOpenat,
 		p.TwOpenat2,
+		p.TwOpenat2Exit,
+		p.TwOpenatExit,
 		p.TwPidfdGetfd,
 		p.TwPidfdOpen,
 		p.TwPidfdSendSignalEnter,
@@ -472,6 +503,11 @@ func (p *tripwirePrograms) Close() error {
 		p.TwRenameat2,
 		p.TwRtSigqueueinfo,
 		p.TwRtTgsigqueueinfo,
+		p.TwSchedSetaffinity,
+		p.TwSchedSetattr,
+		p.TwSchedSetparam,
+		p.TwSchedSetscheduler,
+		p.TwSetpriority,
 		p.TwSignalDeliver,
 		p.TwSignalGenerate,
 		p.TwTgkill,

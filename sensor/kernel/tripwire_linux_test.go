@@ -279,6 +279,28 @@ func TestTamperTripwires(t *testing.T) {
 		}, ReasonBPF, false},
 		{"raw pidfd_getfd", func(s *scene) string { return rawSignal(s, "syscall(438, procfd(), 0, 0)") }, ReasonReach, false},
 		{"raw prlimit", func(s *scene) string { return rawSignal(s, `my $l = pack("QQ", 0, 0); syscall(302, $pid, 7, $l, 0)`) }, ReasonReach, false},
+		// Starving the sensor with no signal: the idle scheduling class,
+		// a nice of 19 (by its process group too), an idle I/O class, an
+		// affinity to one CPU the caller keeps busy.
+		{"raw sched_setscheduler idle", func(s *scene) string { return rawSignal(s, `my $p = pack("i", 0); syscall(144, $pid, 5, $p)`) }, ReasonReach, false},
+		{"raw setpriority", func(s *scene) string { return rawSignal(s, "syscall(141, 0, $pid, 19)") }, ReasonReach, false},
+		{"raw setpriority of its group", func(s *scene) string { return rawSignal(s, "syscall(141, 1, $pid, 19)") }, ReasonReach, false},
+		{"raw ioprio_set idle", func(s *scene) string { return rawSignal(s, "syscall(251, 1, $pid, 3 << 13)") }, ReasonReach, false},
+		{"raw sched_setaffinity", func(s *scene) string { return rawSignal(s, `my $m = pack("Q", 1); syscall(203, $pid, 8, $m)`) }, ReasonReach, false},
+		// Its files in /proc, however spelled: memory (rewritable past
+		// page protections), environment, OOM score.
+		{"raw /proc mem", func(s *scene) string {
+			return rawSignal(s, `sysopen(my $f, "/proc/$pid/mem", O_RDWR) or die "mem: $!"`)
+		}, ReasonReach, false},
+		{"raw /proc mem through task, relative", func(s *scene) string {
+			return rawSignal(s, `chdir("/proc/self/../$pid/task/$pid") or die; sysopen(my $f, "mem", O_RDONLY) or die "mem: $!"`)
+		}, ReasonReach, false},
+		{"cat /proc environ", func(s *scene) string {
+			return fmt.Sprintf("cat /proc/%d/environ > /dev/null\n%s", s.sensor.Process.Pid, s.encryptLoop())
+		}, ReasonReach, false},
+		{"echo > /proc oom_score_adj", func(s *scene) string {
+			return fmt.Sprintf("echo 1000 > /proc/%d/oom_score_adj\n%s", s.sensor.Process.Pid, s.encryptLoop())
+		}, ReasonReach, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -354,7 +376,10 @@ func TestTamperTripwiresBenign(t *testing.T) {
 		if _, err := exec.LookPath("git"); err == nil {
 			git = fmt.Sprintf("cd %s && git init -q repo && cd repo && echo x > f && git add f && git -c user.email=a@b -c user.name=a commit -qm m && git log --oneline > %s/git-ran\ncd /\n", s.dir, s.dir)
 		}
-		s.runAgent(fmt.Sprintf("kill -0 %d\napt-get install -y curl\nsystemctl restart cron.service\npgrep -x cron >/dev/null\nrm -f %s/none\n%s%s",
+		// Reading the sensor's status in /proc (ps, top and taskset -p
+		// do) and renicing the agent's own work are routine too.
+		s.runAgent(fmt.Sprintf("kill -0 %[1]d\napt-get install -y curl\nsystemctl restart cron.service\npgrep -x cron >/dev/null\nrm -f %[2]s/none\n"+
+			"cat /proc/%[1]d/stat /proc/%[1]d/status /proc/%[1]d/cmdline > /dev/null\nperl -e 'syscall(141, 0, 0, 5); my $m = pack(\"Q\", 0); syscall(204, %[1]d, 8, $m)' 2>/dev/null || true\n%[3]s%[4]s",
 			s.sensor.Process.Pid, s.dir, git, s.encryptLoop()), true)
 		if git != "" && !exists(filepath.Join(s.dir, "git-ran")) {
 			t.Error("git under an agent was stopped")

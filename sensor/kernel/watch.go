@@ -221,7 +221,7 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 	seen := map[int]bool{}
 	for _, s := range st {
 		seen[s.PID] = true
-		if s.Reason == ReasonFreshExec {
+		if s.Reason.Fresh() {
 			emit(w.judgeFresh(ctx, Tamper{Reason: s.Reason, PID: s.PID, TimeNS: s.TimeNS, Name: s.Name, Signal: 19}))
 			continue
 		}
@@ -271,7 +271,7 @@ func (w *Watch) Run(ctx context.Context, emit func(event.Event)) error {
 			delete(seen, t.PID) // reported from the stopped map already
 			return
 		}
-		if t.Reason == ReasonFreshExec {
+		if t.Reason.Fresh() {
 			emit(w.judgeFresh(ctx, t))
 			return
 		}
@@ -396,7 +396,10 @@ func describe(t Tamper) string {
 		if t.Target == 0 {
 			return fmt.Sprintf("process %d under a remote-management agent copied another process's descriptors (pidfd_getfd; the sensor's would detach or rewrite the tripwires); killed in the kernel, its process family poisoned", t.PID)
 		}
-		return fmt.Sprintf("process %d under a remote-management agent reached into the sensor (pid %d: ptrace attach, memory write or resource limit); killed in the kernel, its process family poisoned", t.PID, t.Target)
+		if t.Name != "" {
+			return fmt.Sprintf("process %d under a remote-management agent opened the sensor's /proc/%d/%s; killed in the kernel, its process family poisoned", t.PID, t.Target, t.Name)
+		}
+		return fmt.Sprintf("process %d under a remote-management agent reached into the sensor (pid %d: ptrace attach, memory write, resource limit or scheduling); killed in the kernel, its process family poisoned", t.PID, t.Target)
 	case ReasonBPF:
 		return fmt.Sprintf("process %d under a remote-management agent asked for a handle on a loaded BPF object (bpf command %d; the tripwires are such objects); killed in the kernel, its process family poisoned", t.PID, t.Signal)
 	case ReasonExecTool:
@@ -451,7 +454,7 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 	case ReasonPidfd.String():
 		m.RuleID, m.RuleName = RulePidfd, "Process under an RMM agent opened a pidfd on the sensor"
 	case ReasonReach.String():
-		m.RuleID, m.RuleName = RuleReach, "Process under an RMM agent reached into the sensor (ptrace, memory write, resource limit or descriptors)"
+		m.RuleID, m.RuleName = RuleReach, "Process under an RMM agent reached into the sensor (ptrace, memory, resource limit, scheduling or descriptors)"
 	case ReasonBPF.String():
 		m.RuleID, m.RuleName = RuleBPF, "Process under an RMM agent took a handle on a loaded BPF object"
 	case ReasonHandleWrite.String(), ReasonIOUring.String():
@@ -476,7 +479,7 @@ func (w *Watch) Detect(ev *event.Event) []pipeline.Detection {
 		if ev.Process.Start != nil {
 			d.Target.Start = ev.Process.Start.UnixMilli()
 		}
-	case ReasonFreshExec.String():
+	case ReasonFreshExec.String(), ReasonFreshHandoff.String():
 		m.Techniques = []alert.Technique{{ID: "T1140", Name: "Deobfuscate/Decode Files or Information"}, {ID: "T1072", Name: "Software Deployment Tools"}}
 		m.Tactic = &alert.Technique{ID: "TA0002", Name: "Execution"}
 		if ev.Event.Action == ActionRelease {

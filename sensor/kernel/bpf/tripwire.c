@@ -61,6 +61,7 @@
 #define WHY_HANDLE_WRITE 21 // a tainted process opened a file by handle for writing
 #define WHY_IO_URING 22     // a tainted process made an io_uring call
 #define WHY_FRESH_EXEC 32 // a tainted process exec'd a file its tree just wrote
+#define WHY_FRESH_HANDOFF 33 // a process outside the tainted trees exec'd a file one of them just wrote
 
 // Taint flags (struct taint.flags).
 #define TAINT_AGENT 1 // the RMM agent itself, marked by the sensor
@@ -413,8 +414,13 @@ struct inode {
 	unsigned long i_ino;
 } __attribute__((preserve_access_index));
 
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+
 struct dentry {
 	struct dentry *d_parent;
+	struct qstr d_name;
 	struct inode *d_inode;
 	struct super_block *d_sb;
 } __attribute__((preserve_access_index));
@@ -443,6 +449,7 @@ struct fs_struct {
 
 struct file {
 	struct path f_path;
+	unsigned int f_mode;
 } __attribute__((preserve_access_index));
 
 struct fdtable {
@@ -1098,6 +1105,24 @@ static __always_inline int below_root(struct scratch *sc, struct burst_cfg *bc, 
 	return c.hit;
 }
 
+// file_of is the caller's open file behind descriptor fd, or NULL. Read
+// without the locks the kernel takes: a racing close or dup2 gives the old
+// file, the new one, or NULL.
+static __always_inline struct file *file_of(int fd)
+{
+	if (fd < 0)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return 0;
+	return f;
+}
+
 // start_dir sets the directory a relative path given with dfd starts
 // from (its dentry and mount): the caller's working directory for
 // AT_FDCWD, else the file behind dfd (NULL if there is none). Read without
@@ -1113,14 +1138,8 @@ static __always_inline void start_dir(int dfd, struct dentry **d, struct vfsmoun
 		*mnt = BPF_CORE_READ(t, fs, pwd.mnt);
 		return;
 	}
-	if (dfd < 0)
-		return;
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	if (!fdt || (unsigned int)dfd >= BPF_CORE_READ(fdt, max_fds))
-		return;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = 0;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]) || !f)
+	struct file *f = file_of(dfd);
+	if (!f)
 		return;
 	*d = BPF_CORE_READ(f, f_path.dentry);
 	*mnt = BPF_CORE_READ(f, f_path.mnt);
@@ -1615,9 +1634,6 @@ __verified_once int fresh_exec(__u32 flags, __u64 filename)
 {
 	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
 		return 0;
-	struct taint *t = taint_of_current();
-	if (!t)
-		return 0;
 	struct scratch *sc = get_scratch();
 	if (!sc || read_path(filename) <= 0 || !sc->base.s[0])
 		return 0;
@@ -1628,7 +1644,19 @@ __verified_once int fresh_exec(__u32 flags, __u64 filename)
 	if (now - f->ktime >= FRESH_NS)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
+	if (bpf_map_lookup_elem(&protected_pids, &tgid))
+		return 0;
+	struct taint *t = taint_of_current();
+	if (t) {
+		stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
+		return 0;
+	}
+	// A process outside every tainted tree runs what one of them made:
+	// the hand-off of a tree that asked a service manager, cron, at or a
+	// container runtime to start its payload (systemd-run, a unit file, a
+	// crontab line), whose children are not the tree's in the kernel.
+	// Judged like the tree's own exec, by who wrote the file.
+	stop_caller(flags, tgid, now, WHY_FRESH_HANDOFF, 0, 0, 0, f->writer, f->family, &sc->base);
 	return 0;
 }
 
@@ -1969,6 +1997,151 @@ static __always_inline int reach_check(int pid)
 	report(WHY_REACH, target, 0, t->family, 0);
 	poison(t, flags);
 	return 0;
+}
+
+// The scheduler's and the I/O scheduler's setters on another process:
+// SCHED_IDLE, a nice of 19 or an idle I/O class starve the sensor while a
+// busy encryptor runs, and an affinity pinned to a CPU the caller keeps
+// busy does the same, with no signal. ps, top and taskset -p only read.
+#define PRIO_PROCESS 0
+#define PRIO_PGRP 1
+#define IOPRIO_WHO_PROCESS 1
+#define IOPRIO_WHO_PGRP 2
+
+SEC("tracepoint/syscalls/sys_enter_sched_setaffinity")
+int tw_sched_setaffinity(struct tp_pid_first *ctx)
+{
+	return reach_check((int)ctx->a0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sched_setscheduler")
+int tw_sched_setscheduler(struct tp_pid_first *ctx)
+{
+	return reach_check((int)ctx->a0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sched_setparam")
+int tw_sched_setparam(struct tp_pid_first *ctx)
+{
+	return reach_check((int)ctx->a0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sched_setattr")
+int tw_sched_setattr(struct tp_pid_first *ctx)
+{
+	return reach_check((int)ctx->a0);
+}
+
+// setpriority(2) and ioprio_set(2) name a process or a process group; the
+// sensor leads its own group (its pid is its group's id), so both count.
+SEC("tracepoint/syscalls/sys_enter_setpriority")
+int tw_setpriority(struct tp_pid_first *ctx)
+{
+	if (ctx->a0 != PRIO_PROCESS && ctx->a0 != PRIO_PGRP)
+		return 0;
+	return reach_check((int)ctx->a1);
+}
+
+SEC("tracepoint/syscalls/sys_enter_ioprio_set")
+int tw_ioprio_set(struct tp_pid_first *ctx)
+{
+	if (ctx->a0 != IOPRIO_WHO_PROCESS && ctx->a0 != IOPRIO_WHO_PGRP)
+		return 0;
+	return reach_check((int)ctx->a1);
+}
+
+// The sensor's files in /proc: /proc/PID/mem is its memory, writable by
+// root past page protections (its code rewritten, as a ptrace poke would)
+// and readable (its secrets); environ holds what its unit passed it;
+// oom_score_adj and oom_adj, written, make it the out-of-memory killer's
+// first choice. Looked at once the open succeeded, on the descriptor, so
+// no spelling of the path (relative, through /proc/self/../PID, by a
+// thread's /proc/PID/task/TID) passes: the file is on procfs and its
+// folder's name is a protected pid or thread id.
+#define PROC_SUPER_MAGIC 0x9fa0
+#define FMODE_WRITE 0x2
+
+struct tp_sys_exit {
+	__u64 common;
+	__u64 nr;
+	__s64 ret;
+};
+
+// name_is compares a dentry name read into s with a literal (both
+// NUL-terminated, s at most 16 bytes).
+static __always_inline int name_is(const char *s, const char *lit, int n)
+{
+	for (int i = 0; i < n && i < 16; i++)
+		if (s[i] != lit[i])
+			return 0;
+	return 1;
+}
+
+// dentry_pid parses a dentry's name as a pid: 0 if it is not all digits.
+static __always_inline __u32 dentry_pid(struct dentry *d)
+{
+	char s[12] = {};
+	if (!d || bpf_probe_read_kernel_str(s, sizeof(s), BPF_CORE_READ(d, d_name.name)) <= 1)
+		return 0;
+	__u32 pid = 0;
+	for (int i = 0; i < 11; i++) {
+		char c = s[i];
+		if (c == 0)
+			return pid;
+		if (c < '0' || c > '9')
+			return 0;
+		pid = pid * 10 + (c - '0');
+	}
+	return 0;
+}
+
+static __always_inline int proc_open_check(long fd)
+{
+	if (fd < 0)
+		return 0;
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t)
+		return 0;
+	struct file *f = file_of((int)fd);
+	if (!f)
+		return 0;
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	if (!d || BPF_CORE_READ(d, d_sb, s_magic) != PROC_SUPER_MAGIC)
+		return 0;
+	char name[16] = {};
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
+	int hit = name_is(name, "mem", 4) || name_is(name, "environ", 8);
+	if (!hit && (BPF_CORE_READ(f, f_mode) & FMODE_WRITE))
+		hit = name_is(name, "oom_score_adj", 14) || name_is(name, "oom_adj", 8);
+	if (!hit)
+		return 0;
+	__u32 target = dentry_pid(BPF_CORE_READ(d, d_parent));
+	if (!target || !bpf_map_lookup_elem(&protected_pids, &target))
+		return 0;
+	report(WHY_REACH, target, 0, t->family, name);
+	poison(t, flags);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int tw_openat_exit(struct tp_sys_exit *ctx)
+{
+	return proc_open_check(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int tw_open_exit(struct tp_sys_exit *ctx)
+{
+	return proc_open_check(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int tw_openat2_exit(struct tp_sys_exit *ctx)
+{
+	return proc_open_check(ctx->ret);
 }
 
 // pidfd_getfd(2) copies a descriptor out of another process: the
