@@ -194,9 +194,9 @@ const (
 	// service manager, cron, at or a container runtime on a tree's behalf)
 	// exec'd a file such a tree just wrote.
 	ReasonFreshHandoff Reason = 33
-	ReasonBurst       Reason = 20 // a process (or its family) crossed the burst threshold
-	ReasonHandleWrite Reason = 21 // a process under an RMM agent opened a file by handle for writing
-	ReasonIOUring     Reason = 22 // a process under an RMM agent made an io_uring call
+	ReasonBurst        Reason = 20 // a process (or its family) crossed the burst threshold
+	ReasonHandleWrite  Reason = 21 // a process under an RMM agent opened a file by handle for writing
+	ReasonIOUring      Reason = 22 // a process under an RMM agent made an io_uring call
 )
 
 // String returns the reason as a short word for logs and alerts.
