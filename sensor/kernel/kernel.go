@@ -285,6 +285,10 @@ var DefaultTools = []string{
 	"apt", "apt-get", "aptitude", "dpkg", "rpm", "yum", "dnf", "snap",
 	"rm", "mv", "chmod", "chattr", "truncate", "shred", "unlink", "ln", "cp", "dd", "tee",
 	"umount", "bpftool",
+	// Programs that have another process start a command (a child of
+	// pid 1, sshd or a container runtime, outside the caller's tree):
+	// their arguments are the command.
+	"systemd-run", "run0", "machinectl", "busctl", "gdbus", "ssh", "docker", "podman", "nerdctl", "ctr",
 }
 
 // key packs s into a kernel key: cut, zero-filled.

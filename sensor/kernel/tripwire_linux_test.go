@@ -71,6 +71,9 @@ func newScene(t *testing.T, l *Layer) *scene {
 	}
 	// A fake systemctl: if it ever ran, it would leave a marker behind.
 	script(t, filepath.Join(bin, "systemctl"), `echo "$@" > "`+filepath.Join(s.dir, "systemctl-ran")+`"`)
+	// A stand-in systemd-run runs its command (the real one has pid 1
+	// start it, outside the caller's tree).
+	script(t, filepath.Join(bin, "systemd-run"), `while [ "${1#--}" != "$1" ]; do shift; done; exec "$@"`)
 	script(t, filepath.Join(bin, "apt-get"), `echo installing "$@" > "`+filepath.Join(s.dir, "apt-get-ran")+`"`)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -216,6 +219,9 @@ func TestTamperTripwires(t *testing.T) {
 		}, ReasonExecTool, false},
 		{"systemctl stop unit", func(s *scene) string {
 			return fmt.Sprintf("systemctl stop %s.service\n%s", s.name, s.encryptLoop())
+		}, ReasonExecTool, false},
+		{"systemd-run kill", func(s *scene) string {
+			return fmt.Sprintf("systemd-run --wait kill -9 %d\n%s", s.sensor.Process.Pid, s.encryptLoop())
 		}, ReasonExecTool, false},
 		{"encryptor forked before the kill", func(s *scene) string {
 			// The encryptor waits on a pipe so it is surely forked first
