@@ -2105,6 +2105,12 @@ static __always_inline int proc_open_check(long fd)
 	struct taint *t = taint_of_current();
 	if (!t)
 		return 0;
+	// Without the kernel's BTF the fields cannot be placed: the check is
+	// off (the loader then leaves the reads below unverified and unrun).
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (!bpf_core_field_exists(task->files) || !bpf_core_field_exists(struct super_block, s_magic) ||
+	    !bpf_core_field_exists(struct dentry, d_name) || !bpf_core_field_exists(struct file, f_mode))
+		return 0;
 	struct file *f = file_of((int)fd);
 	if (!f)
 		return 0;
