@@ -1586,6 +1586,9 @@ __verified_once int fresh_note(__u32 flags, __u64 path, __u32 how)
 	v.writer = bpf_get_current_pid_tgid() >> 32;
 	v.family = t->family;
 	v.how = how;
+	// Rewritten after it was made executable: still executable.
+	if (old && now - old->ktime < FRESH_NS)
+		v.how |= old->how & FRESH_CHMOD;
 	bpf_get_current_comm(v.comm, sizeof(v.comm));
 	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
 	return 0;
@@ -1651,6 +1654,11 @@ __verified_once int fresh_exec(__u32 flags, __u64 filename)
 		stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
 		return 0;
 	}
+	// Outside the trees only a file the tree made executable counts: a
+	// program it wrote for something else to start. Its data files'
+	// names (git's HEAD, a config) do not stop the machine's namesakes.
+	if (!(f->how & FRESH_CHMOD))
+		return 0;
 	// A process outside every tainted tree runs what one of them made:
 	// the hand-off of a tree that asked a service manager, cron, at or a
 	// container runtime to start its payload (systemd-run, a unit file, a
@@ -2008,29 +2016,19 @@ static __always_inline int reach_check(int pid)
 #define IOPRIO_WHO_PROCESS 1
 #define IOPRIO_WHO_PGRP 2
 
-SEC("tracepoint/syscalls/sys_enter_sched_setaffinity")
-int tw_sched_setaffinity(struct tp_pid_first *ctx)
-{
-	return reach_check((int)ctx->a0);
-}
+// REACH_PID_FIRST is the program of a call whose first argument is the
+// process it acts on.
+#define REACH_PID_FIRST(prog, call)                         \
+	SEC("tracepoint/syscalls/sys_enter_" call)           \
+	int prog(struct tp_pid_first *ctx)                    \
+	{                                                     \
+		return reach_check((int)ctx->a0);             \
+	}
 
-SEC("tracepoint/syscalls/sys_enter_sched_setscheduler")
-int tw_sched_setscheduler(struct tp_pid_first *ctx)
-{
-	return reach_check((int)ctx->a0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sched_setparam")
-int tw_sched_setparam(struct tp_pid_first *ctx)
-{
-	return reach_check((int)ctx->a0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sched_setattr")
-int tw_sched_setattr(struct tp_pid_first *ctx)
-{
-	return reach_check((int)ctx->a0);
-}
+REACH_PID_FIRST(tw_sched_setaffinity, "sched_setaffinity")
+REACH_PID_FIRST(tw_sched_setscheduler, "sched_setscheduler")
+REACH_PID_FIRST(tw_sched_setparam, "sched_setparam")
+REACH_PID_FIRST(tw_sched_setattr, "sched_setattr")
 
 // setpriority(2) and ioprio_set(2) name a process or a process group; the
 // sensor leads its own group (its pid is its group's id), so both count.
@@ -2132,23 +2130,16 @@ static __always_inline int proc_open_check(long fd)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_openat")
-int tw_openat_exit(struct tp_sys_exit *ctx)
-{
-	return proc_open_check(ctx->ret);
-}
+#define PROC_OPEN_EXIT(prog, call)                  \
+	SEC("tracepoint/syscalls/sys_exit_" call)    \
+	int prog(struct tp_sys_exit *ctx)             \
+	{                                             \
+		return proc_open_check(ctx->ret);     \
+	}
 
-SEC("tracepoint/syscalls/sys_exit_open")
-int tw_open_exit(struct tp_sys_exit *ctx)
-{
-	return proc_open_check(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int tw_openat2_exit(struct tp_sys_exit *ctx)
-{
-	return proc_open_check(ctx->ret);
-}
+PROC_OPEN_EXIT(tw_openat_exit, "openat")
+PROC_OPEN_EXIT(tw_open_exit, "open")
+PROC_OPEN_EXIT(tw_openat2_exit, "openat2")
 
 // pidfd_getfd(2) copies a descriptor out of another process: the
 // sensor's link and map descriptors would let the caller detach the
@@ -2274,7 +2265,7 @@ int tw_pidfd_open(struct tp_pidfd_open *ctx)
 
 // write_open is every tripwire of an open for writing (or creating, or
 // truncating) of path, resolved against dfd.
-static __always_inline int write_open(int dfd, const char *path, __u64 oflags)
+static __always_inline int write_open(int dfd, const char *path, __u64 oflags, __u64 mode)
 {
 	__u32 flags = cfg_flags();
 	if (hostile_check(flags))
@@ -2283,7 +2274,12 @@ static __always_inline int write_open(int dfd, const char *path, __u64 oflags)
 		return 0;
 	decoy_check(flags, (__u64)path, WHY_DECOY_OPEN);
 	path_check(flags, (__u64)path);
-	fresh_note(flags, (__u64)path, FRESH_WRITE);
+	// Created with an execute bit (cp of a program, install): made
+	// executable as surely as by a chmod after the write.
+	__u32 how = FRESH_WRITE;
+	if ((oflags & O_CREAT) && (mode & 0111))
+		how |= FRESH_CHMOD;
+	fresh_note(flags, (__u64)path, how);
 	burst_check(flags, dfd, (__u64)path);
 	return 0;
 }
@@ -2291,7 +2287,7 @@ static __always_inline int write_open(int dfd, const char *path, __u64 oflags)
 SEC("tracepoint/syscalls/sys_enter_openat")
 int tw_openat(struct tp_openat *ctx)
 {
-	return write_open((int)ctx->dfd, ctx->filename, ctx->flags);
+	return write_open((int)ctx->dfd, ctx->filename, ctx->flags, ctx->mode);
 }
 
 // open(2), openat2(2) and creat(2) open for writing like openat: an
@@ -2300,18 +2296,19 @@ int tw_openat(struct tp_openat *ctx)
 SEC("tracepoint/syscalls/sys_enter_open")
 int tw_open(struct tp_open *ctx)
 {
-	return write_open(AT_FDCWD, ctx->filename, ctx->flags);
+	return write_open(AT_FDCWD, ctx->filename, ctx->flags, ctx->mode);
 }
 
 SEC("tracepoint/syscalls/sys_enter_openat2")
 int tw_openat2(struct tp_openat2 *ctx)
 {
-	__u64 oflags = 0;
-	// open_how begins with its flags (__u64); an unreadable one fails the
-	// syscall anyway, and is taken for a write-open here to be safe.
-	if (bpf_probe_read_user(&oflags, sizeof(oflags), ctx->how))
-		oflags = O_WRONLY;
-	return write_open((int)ctx->dfd, ctx->filename, oflags);
+	__u64 how[2] = {};
+	// open_how begins with its flags and mode (__u64 each); an unreadable
+	// one fails the syscall anyway, and is taken for a write-open here to
+	// be safe.
+	if (bpf_probe_read_user(how, sizeof(how), ctx->how))
+		how[0] = O_WRONLY;
+	return write_open((int)ctx->dfd, ctx->filename, how[0], how[1]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_unlinkat")
@@ -2386,7 +2383,7 @@ int tw_linkat(struct tp_renameat *ctx)
 SEC("tracepoint/syscalls/sys_enter_creat")
 int tw_creat(struct tp_creat *ctx)
 {
-	return write_open(AT_FDCWD, ctx->path, O_CREAT | O_WRONLY | O_TRUNC);
+	return write_open(AT_FDCWD, ctx->path, O_CREAT | O_WRONLY | O_TRUNC, ctx->mode);
 }
 
 SEC("tracepoint/syscalls/sys_enter_chmod")
@@ -2426,7 +2423,7 @@ int tw_write(struct tp_write *ctx)
 SEC("tracepoint/syscalls/sys_enter_truncate")
 int tw_truncate(struct tp_truncate *ctx)
 {
-	return write_open(AT_FDCWD, ctx->path, O_WRONLY | O_TRUNC);
+	return write_open(AT_FDCWD, ctx->path, O_WRONLY | O_TRUNC, 0);
 }
 
 #define FILEID_INO32_GEN 1        // include/linux/exportfs.h
