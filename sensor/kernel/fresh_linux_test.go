@@ -320,13 +320,9 @@ func TestFreshExecInstallerRuns(t *testing.T) {
 	}
 	l := newTestLayer(t, Config{Enforce: true, FreshExec: true})
 	dir := t.TempDir()
-	installed := filepath.Join(dir, "installed")
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "#!/bin/sh\necho installed >> "+installed+"\n")
-	}))
-	defer srv.Close()
+	installed, url := installerServer(t, dir)
 	inst := filepath.Join(dir, "installer.sh")
-	payload := fmt.Sprintf("%s -fsS -o %s %s\nchmod +x %s\n%s\n%s", curl, inst, srv.URL, inst, inst, inst)
+	payload := fmt.Sprintf("%s -fsS -o %s %s\nchmod +x %s\n%s\n%s", curl, inst, url, inst, inst, inst)
 	var s *freshSensor
 	_, wait := startAgent(t, dir, payload, func(pid int) {
 		s = startFreshSensor(t, l, pid, true)
@@ -525,15 +521,11 @@ func TestFreshExecHandoff(t *testing.T) {
 		}
 		dir := t.TempDir()
 		fifo, spawned := startSpawner(t, dir)
-		installed := filepath.Join(dir, "installed")
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			io.WriteString(w, "#!/bin/sh\necho installed >> "+installed+"\n")
-		}))
-		defer srv.Close()
+		installed, url := installerServer(t, dir)
 		inst := filepath.Join(dir, "svc-installer")
 		// The tree waits for the run it asked for, as systemctl start does.
 		payload := fmt.Sprintf("%s -fsS -o %[2]s %[3]s\nchmod +x %[2]s\necho %[2]s > %[4]s\nfor i in $(seq 100); do [ -e %[5]s ] && break; sleep 0.1; done",
-			curl, inst, srv.URL, fifo, installed)
+			curl, inst, url, fifo, installed)
 		var s *freshSensor
 		_, wait := startAgent(t, dir, payload, func(pid int) {
 			s = startFreshSensor(t, l, pid, true)
@@ -555,4 +547,16 @@ func TestFreshExecHandoff(t *testing.T) {
 		}
 		t.Logf("%s: %s", d.Alert.Rule.ID, d.Alert.Message)
 	})
+}
+
+// installerServer serves, on loopback, an installer script that appends a
+// line to the returned file each time it runs.
+func installerServer(t *testing.T, dir string) (installed, url string) {
+	t.Helper()
+	installed = filepath.Join(dir, "installed")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "#!/bin/sh\necho installed >> "+installed+"\n")
+	}))
+	t.Cleanup(srv.Close)
+	return installed, srv.URL
 }
