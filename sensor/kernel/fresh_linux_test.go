@@ -215,7 +215,7 @@ func TestFreshExecDecodedPayloadKilled(t *testing.T) {
 	}{
 		{"base64 -d", "base64 -d", "decoded by base64 -d", true},
 		{"openssl base64 -d", "openssl base64 -d", "decoded by openssl -d", true},
-		{"renamed base64", "cp /usr/bin/base64 ./cert && ./cert -d", "copy of /usr/bin/base64 under another name", true},
+		{"renamed base64", "cp /usr/bin/base64 ./kcert && ./kcert -d", "copy of /usr/bin/base64 under another name", true},
 		{"unapproved agent", "base64 -d | cat", "under an RMM agent that is not approved", false},
 	}
 	for _, c := range cases {
