@@ -11,9 +11,11 @@ import (
 
 // confirmFresh finds the file named base that the stopped process pid runs
 // (its executable, or a script among its arguments) and reports whether it
-// changed (ctime) at or after since. It returns the file's path as the
-// process names it and a path that reads that very file through procfs.
-func confirmFresh(procRoot string, pid int, base string, since time.Time) (shown, read string, ok bool) {
+// is the file the tree wrote: the inode ino when the kernel saw the
+// write-open, else a file that changed (ctime) at or after since. It
+// returns the file's path as the process names it and a path that reads
+// that very file through procfs.
+func confirmFresh(procRoot string, pid int, base string, ino uint64, since time.Time) (shown, read string, ok bool) {
 	dir := filepath.Join(procRoot, strconv.Itoa(pid))
 	type cand struct{ shown, read string }
 	var cands []cand
@@ -48,7 +50,7 @@ func confirmFresh(procRoot string, pid int, base string, since time.Time) (shown
 		if !isStat {
 			continue
 		}
-		if !time.Unix(st.Ctim.Sec, st.Ctim.Nsec).Before(since) {
+		if ino != 0 && st.Ino == ino || ino == 0 && !time.Unix(st.Ctim.Sec, st.Ctim.Nsec).Before(since) {
 			return c.shown, c.read, true
 		}
 	}

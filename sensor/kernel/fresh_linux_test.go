@@ -514,6 +514,48 @@ func TestFreshExecHandoff(t *testing.T) {
 			t.Errorf("reason %q, message %q: want the hand-off named", d.Alert.Event.Reason, d.Alert.Message)
 		}
 	})
+	t.Run("namesake made later", func(t *testing.T) {
+		// The tree (under an agent that is not approved) makes a program;
+		// someone else then makes another of the same name, changed after
+		// it, and has it run. Not the tree's file (another inode): let go.
+		dir := t.TempDir()
+		fifo, spawned := startSpawner(t, dir)
+		mine := filepath.Join(dir, "tree", "svc-tool")
+		other := filepath.Join(dir, "other", "svc-tool")
+		for _, d := range []string{filepath.Dir(mine), filepath.Dir(other)} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		payload := fmt.Sprintf("printf '#!/bin/sh\\nexit 0\\n' > %[1]s\nchmod +x %[1]s", mine)
+		var s *freshSensor
+		_, wait := startAgent(t, dir, payload, func(pid int) {
+			s = startFreshSensor(t, l, pid, false)
+			if err := l.TaintAgent(pid); err != nil {
+				t.Fatal(err)
+			}
+		})
+		wait()
+		if ff, ok := l.Fresh("svc-tool"); !ok || ff.Ino == 0 {
+			t.Fatalf("fresh record %+v, %v: want the file's inode", ff, ok)
+		}
+		time.Sleep(20 * time.Millisecond) // a later change time than the tree's write
+		script(t, other, "echo ran > "+filepath.Join(dir, "marker"))
+		if err := os.WriteFile(fifo, []byte(other+"\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := spawned(); err != nil {
+			t.Errorf("the namesake ended with %v", err)
+		}
+		if !exists(filepath.Join(dir, "marker")) {
+			t.Fatal("the namesake did not run")
+		}
+		waitFor(t, 10*time.Second, "the judgement", func() bool { return len(s.detections()) > 0 })
+		d := s.detections()[0]
+		if d.Alert.Rule == nil || d.Alert.Rule.ID != RuleFreshLet || !strings.Contains(d.Alert.Message, "namesake") {
+			t.Fatalf("detection %+v: %q, want a namesake let go", d.Alert.Rule, d.Alert.Message)
+		}
+	})
 	t.Run("approved installer", func(t *testing.T) {
 		curl, err := exec.LookPath("curl")
 		if err != nil {

@@ -27,7 +27,7 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 		since = w.o.Wall(ff.TimeNS).Add(-2 * time.Second)
 	}
 	var read string
-	f.Path, read, f.Confirmed = confirmFresh(w.o.ProcRoot, t.PID, t.Name, since)
+	f.Path, read, f.Confirmed = confirmFresh(w.o.ProcRoot, t.PID, t.Name, ff.Ino, since)
 	// The file first, while the process is surely there (in monitor mode
 	// it was not stopped and may be gone soon).
 	if f.Confirmed {

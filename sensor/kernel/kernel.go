@@ -353,6 +353,10 @@ type FreshFile struct {
 	Family int
 	How    FreshHow
 	Comm   string
+	// Ino is the file's inode number, read from the tree's write-open
+	// (0 when no write-open by the tree was seen: made executable or
+	// renamed only).
+	Ino uint64
 }
 
 // RingDrops counts records the kernel could not put in its rings.

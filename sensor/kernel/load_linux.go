@@ -992,7 +992,7 @@ func (l *Layer) Fresh(base string) (FreshFile, bool) {
 		}
 		b = append(b, byte(c))
 	}
-	return FreshFile{Name: base, TimeNS: v.Ktime, Writer: int(v.Writer), Family: int(v.Family), How: FreshHow(v.How), Comm: string(b)}, true
+	return FreshFile{Name: base, TimeNS: v.Ktime, Writer: int(v.Writer), Family: int(v.Family), How: FreshHow(v.How), Comm: string(b), Ino: v.Ino}, true
 }
 
 // Forget removes base from the fresh map: a file the sensor let run is

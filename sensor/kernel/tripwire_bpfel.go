@@ -72,6 +72,7 @@ type tripwireFreshVal struct {
 	How    uint32
 	Pad    uint32
 	Comm   [16]int8
+	Ino    uint64
 }
 
 type tripwireKey struct {

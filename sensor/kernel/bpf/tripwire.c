@@ -239,6 +239,7 @@ struct fresh_val {
 	__u32 how;       // FRESH_* bits
 	__u32 _pad;
 	char comm[16];   // the writer's comm at the write
+	__u64 ino;       // the file's inode number, from the write-open's descriptor (0: not seen)
 };
 
 struct {
@@ -2093,7 +2094,29 @@ static __always_inline __u32 dentry_pid(struct dentry *d)
 	return 0;
 }
 
-static __always_inline int proc_open_check(long fd)
+// fresh_identity completes the fresh record of a file the caller has just
+// opened for writing (recorded by name at the open's entry) with the
+// file's inode number: the sensor then confirms a stopped exec by the very
+// file, not by a namesake changed since.
+static __always_inline void fresh_identity(__u32 flags, struct file *f, struct dentry *d)
+{
+	if (!(flags & CFG_FRESH) || !(BPF_CORE_READ(f, f_mode) & FMODE_WRITE))
+		return;
+	struct scratch *sc = get_scratch();
+	if (!sc)
+		return;
+	__builtin_memset(sc->base.s, 0, KEY_LEN);
+	if (bpf_probe_read_kernel_str(sc->base.s, KEY_LEN, BPF_CORE_READ(d, d_name.name)) >= KEY_LEN)
+		return; // cut: never a key
+	struct fresh_val *v = bpf_map_lookup_elem(&fresh, &sc->base);
+	if (!v || v->writer != bpf_get_current_pid_tgid() >> 32 || bpf_ktime_get_ns() - v->ktime > 1000000000ULL)
+		return;
+	v->ino = BPF_CORE_READ(d, d_inode, i_ino);
+}
+
+// open_exit is every check of an open that succeeded by a tainted caller:
+// the sensor's /proc files, and the identity of a file it wrote.
+static __always_inline int open_exit(long fd)
 {
 	if (fd < 0)
 		return 0;
@@ -2113,8 +2136,12 @@ static __always_inline int proc_open_check(long fd)
 	if (!f)
 		return 0;
 	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
-	if (!d || BPF_CORE_READ(d, d_sb, s_magic) != PROC_SUPER_MAGIC)
+	if (!d)
 		return 0;
+	if (BPF_CORE_READ(d, d_sb, s_magic) != PROC_SUPER_MAGIC) {
+		fresh_identity(flags, f, d);
+		return 0;
+	}
 	char name[16] = {};
 	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(d, d_name.name));
 	int hit = name_is(name, "mem", 4) || name_is(name, "environ", 8);
@@ -2130,16 +2157,16 @@ static __always_inline int proc_open_check(long fd)
 	return 0;
 }
 
-#define PROC_OPEN_EXIT(prog, call)                  \
+#define OPEN_EXIT(prog, call)                       \
 	SEC("tracepoint/syscalls/sys_exit_" call)    \
 	int prog(struct tp_sys_exit *ctx)             \
 	{                                             \
-		return proc_open_check(ctx->ret);     \
+		return open_exit(ctx->ret);           \
 	}
 
-PROC_OPEN_EXIT(tw_openat_exit, "openat")
-PROC_OPEN_EXIT(tw_open_exit, "open")
-PROC_OPEN_EXIT(tw_openat2_exit, "openat2")
+OPEN_EXIT(tw_openat_exit, "openat")
+OPEN_EXIT(tw_open_exit, "open")
+OPEN_EXIT(tw_openat2_exit, "openat2")
 
 // pidfd_getfd(2) copies a descriptor out of another process: the
 // sensor's link and map descriptors would let the caller detach the
