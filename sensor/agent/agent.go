@@ -471,11 +471,14 @@ func (s *Sensor) Run(ctx context.Context) error {
 	}
 	// A clean stop leaves no process waiting for a judgement nobody will
 	// make: the stopping tripwires stand down until the next start.
-	s.standDownKernel()
-	// Only a run that got here stopped cleanly; any other end leaves the
-	// marker for the next start to report.
-	if terr := s.tamper.End(); terr != nil {
-		s.log.Error("removing the unclean-stop marker; the next start will report an unclean stop", logkey.Error, terr)
+	suspect := s.standDownKernel()
+	// Only a run that got here stopped cleanly, and not at the asking of
+	// a process under an agent, removes the marker; any other end leaves
+	// it for the next start to report.
+	if !suspect {
+		if terr := s.tamper.End(); terr != nil {
+			s.log.Error("removing the unclean-stop marker; the next start will report an unclean stop", logkey.Error, terr)
+		}
 	}
 	s.log.Info("sensor stopped")
 	if restarting.Load() && err == nil {

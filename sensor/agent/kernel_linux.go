@@ -113,6 +113,9 @@ func (s *Sensor) armKernel(l *kernel.Layer, cfg config.Config) error {
 	if err := l.AddTools(kernel.DefaultTools...); err != nil {
 		return err
 	}
+	if err := l.AddBusSockets(kernel.DefaultBusSockets...); err != nil {
+		return err
+	}
 	names := []string{"tillwatch-sensor", "tillwatch-sensor.service", "tillwatch", strconv.Itoa(os.Getpid()),
 		cfg.StateDir, cfg.SpoolDir, cfg.Kernel.PinDir, filepath.Dir(cfg.Kernel.PinDir), "/etc/tillwatch", "/etc/tillwatch/sensor.yaml",
 		// Freezing the sensor's cgroup stops it with no signal (and
@@ -374,9 +377,21 @@ func (s *Sensor) freezeForKill(pid, target int) {
 // tamper tripwires stay armed (they kill, and need no judgement). A sensor
 // that is killed gets here never, so after an attacker's kill every
 // tripwire keeps acting until the restart.
-func (s *Sensor) standDownKernel() {
+//
+// A stop asked for right after a process under an RMM agent talked to the
+// service manager (systemctl with a glob, a D-Bus call) is not taken for
+// the operator's: nothing stands down, and it reports suspect so that the
+// next start reports an unclean stop. The operator's way out is
+// tillwatch-sensor kernel release.
+func (s *Sensor) standDownKernel() (suspect bool) {
 	if s.kern == nil {
-		return
+		return false
+	}
+	if bt, ago, ok := s.kern.LastBusTouch(); ok && ago < busStopWindow {
+		s.log.Error("stop asked for right after a process under an RMM agent talked to the service manager: taken for an attack, not a clean stop; the kernel tripwires stay armed for processes under RMM agents and the next start reports an unclean stop (an operator's stop: tillwatch-sensor kernel release)",
+			logkey.Component, "kernel", logkey.PID, bt.PID, "family_root", bt.Family, "ago", ago.Round(time.Millisecond))
+		s.holdTaintedOnly()
+		return true
 	}
 	kcfg := s.kernCfg
 	kcfg.Decoys, kcfg.Burst, kcfg.FreshExec, kcfg.IOUring = false, false, false, false
@@ -400,4 +415,37 @@ func (s *Sensor) standDownKernel() {
 		s.log.Warn("clean stop: resumed a process a kernel tripwire stopped and the sensor had not judged", logkey.Component, "kernel", "pid", p.PID, "reason", p.Reason.String())
 	}
 	s.log.Info("clean stop: decoy, burst and fresh-exec tripwires off until the next start; tamper tripwires stay armed", logkey.Component, "kernel")
+	return false
 }
+
+// holdTaintedOnly narrows the decoy and burst tripwires to processes under
+// RMM agents and resumes the other processes they stopped: the attacker's
+// tree stays held until the next start judges it, and nothing of the
+// operator's waits for a judgement nobody makes.
+func (s *Sensor) holdTaintedOnly() {
+	kcfg := s.kernCfg
+	kcfg.TaintedOnly = true
+	if err := s.kern.SetConfig(kcfg); err != nil {
+		s.log.Error("stop: could not narrow the kernel tripwires to processes under agents; they act on every process until the next start", logkey.Component, "kernel", logkey.Error, err)
+	}
+	st, err := s.kern.Stopped()
+	if err != nil {
+		s.log.Error("stop: could not list processes stopped by a kernel tripwire; resume them with kill -CONT", logkey.Component, "kernel", logkey.Error, err)
+		return
+	}
+	for _, p := range st {
+		if _, tainted := s.kern.Tainted(p.PID); tainted || !p.Reason.Stops() {
+			continue
+		}
+		if err := s.kern.Resume(p, 0); err != nil {
+			s.log.Error("stop: could not resume a process stopped by a kernel tripwire; resume it with kill -CONT", logkey.Component, "kernel", "pid", p.PID, logkey.Error, err)
+			continue
+		}
+		s.log.Warn("stop: resumed a process a kernel tripwire stopped that is not under an agent", logkey.Component, "kernel", "pid", p.PID, "reason", p.Reason.String())
+	}
+}
+
+// busStopWindow is how long after a process under an RMM agent connected
+// to the service manager's or the system bus's socket a stop is taken for
+// its doing.
+const busStopWindow = 30 * time.Second

@@ -39,6 +39,11 @@ type Config struct {
 	// Log receives what Load changed in the pins (a replaced ring); nil
 	// discards it.
 	Log *slog.Logger
+	// TaintedOnly makes the decoy and burst tripwires act on processes
+	// under an RMM agent only: the sensor's stop was asked for by one
+	// (see sensor/agent), so the attacker's tree stays held while nothing
+	// judges, and the operator's own work is not stopped.
+	TaintedOnly bool
 	// Enforce makes tripwires kill and stop; without it they only report.
 	Enforce bool
 	// Decoys arms the decoy tripwire (SIGSTOP on a write-open, rename,
@@ -357,6 +362,19 @@ type FreshFile struct {
 	// (0 when no write-open by the tree was seen: made executable or
 	// renamed only).
 	Ino uint64
+}
+
+// DefaultBusSockets are the sockets through which a process asks the
+// service manager to stop a unit: systemd's own (systemctl as root) and
+// the system bus (busctl, gdbus, dbus-send, a script's D-Bus library).
+var DefaultBusSockets = []string{"/run/systemd/private", "/run/dbus/system_bus_socket", "/var/run/dbus/system_bus_socket"}
+
+// BusTouch is the last connect of a process under an RMM agent (not the
+// agent itself) to a bus socket.
+type BusTouch struct {
+	TimeNS uint64 // CLOCK_MONOTONIC
+	PID    int
+	Family int
 }
 
 // RingDrops counts records the kernel could not put in its rings.

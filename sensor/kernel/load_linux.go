@@ -31,6 +31,7 @@ const (
 	cfgFresh   = 8
 	cfgBurst   = 16
 	cfgURing   = 32
+	cfgTainted = 64 // CFG_TAINTED_ONLY
 )
 
 // Where tracefs and bpffs are mounted when missing.
@@ -74,6 +75,7 @@ var attach = []struct {
 	{"tw_ioprio_set", "syscalls", "sys_enter_ioprio_set", false},
 	{"tw_pidfd_getfd", "syscalls", "sys_enter_pidfd_getfd", true}, // 5.6 on
 	{"tw_bpf", "syscalls", "sys_enter_bpf", false},
+	{"tw_connect", "syscalls", "sys_enter_connect", false},
 	{"tw_openat", "syscalls", "sys_enter_openat", false},
 	{"tw_open", "syscalls", "sys_enter_open", false},
 	{"tw_openat2", "syscalls", "sys_enter_openat2", true},
@@ -351,7 +353,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 		"tw_signal_generate": p.TwSignalGenerate, "tw_signal_deliver": p.TwSignalDeliver, "tw_ptrace": p.TwPtrace, "tw_process_vm_writev": p.TwProcessVmWritev,
 		"tw_prlimit64": p.TwPrlimit64, "tw_sched_setaffinity": p.TwSchedSetaffinity, "tw_sched_setscheduler": p.TwSchedSetscheduler,
 		"tw_sched_setparam": p.TwSchedSetparam, "tw_sched_setattr": p.TwSchedSetattr, "tw_setpriority": p.TwSetpriority, "tw_ioprio_set": p.TwIoprioSet,
-		"tw_openat_exit": p.TwOpenatExit, "tw_open_exit": p.TwOpenExit, "tw_openat2_exit": p.TwOpenat2Exit, "tw_pidfd_getfd": p.TwPidfdGetfd, "tw_bpf": p.TwBpf,
+		"tw_openat_exit": p.TwOpenatExit, "tw_open_exit": p.TwOpenExit, "tw_openat2_exit": p.TwOpenat2Exit, "tw_pidfd_getfd": p.TwPidfdGetfd, "tw_bpf": p.TwBpf, "tw_connect": p.TwConnect,
 		"tw_io_uring_setup": p.TwIoUringSetup, "tw_io_uring_enter": p.TwIoUringEnter, "tw_io_uring_register": p.TwIoUringRegister,
 	} {
 		if prog == nil {
@@ -452,6 +454,9 @@ func (l *Layer) SetConfig(cfg Config) error {
 	}
 	if cfg.IOUring {
 		f |= cfgURing
+	}
+	if cfg.TaintedOnly {
+		f |= cfgTainted
 	}
 	if cfg.Burst {
 		f |= cfgBurst
@@ -927,6 +932,25 @@ func (l *Layer) Unhold(family int) error {
 func (l *Layer) Held(family int) bool {
 	var v uint64
 	return l.objs.BurstHeld.Lookup(uint32(family), &v) == nil
+}
+
+// AddBusSockets names the service manager's and the system bus's sockets:
+// a process under an agent connecting to one is recorded (LastBusTouch).
+func (l *Layer) AddBusSockets(paths ...string) error { return putKeys(l.objs.BusSockets, paths) }
+
+// LastBusTouch returns the last connect of a process under an agent to a
+// bus socket, and how long ago it was; false if none was recorded.
+func (l *Layer) LastBusTouch() (BusTouch, time.Duration, bool) {
+	var v tripwireBusTouchVal
+	if err := l.objs.BusTouch.Lookup(uint32(0), &v); err != nil || v.Ktime == 0 {
+		return BusTouch{}, 0, false
+	}
+	now := monotonicNS()
+	var ago time.Duration
+	if now > v.Ktime {
+		ago = time.Duration(now - v.Ktime)
+	}
+	return BusTouch{TimeNS: v.Ktime, PID: int(v.Pid), Family: int(v.Family)}, ago, true
 }
 
 // monotonicNS is CLOCK_MONOTONIC in ns, the clock of bpf_ktime_get_ns.

@@ -40,6 +40,13 @@ type tripwireBurstRoot struct {
 	Prefix [64]int8
 }
 
+type tripwireBusTouchVal struct {
+	_      structs.HostLayout
+	Ktime  uint64
+	Pid    uint32
+	Family uint32
+}
+
 type tripwireConfig struct {
 	_     structs.HostLayout
 	Flags uint32
@@ -126,6 +133,8 @@ const (
 	tripwireMapBurstHeld               = "burst_held"
 	tripwireMapBurstRootIds            = "burst_root_ids"
 	tripwireMapBurstRoots              = "burst_roots"
+	tripwireMapBusSockets              = "bus_sockets"
+	tripwireMapBusTouch                = "bus_touch"
 	tripwireMapConfig                  = "config"
 	tripwireMapDecoyIds                = "decoy_ids"
 	tripwireMapDecoys                  = "decoys"
@@ -147,6 +156,7 @@ const (
 	tripwireMapUnstopAt                = "unstop_at"
 	tripwireProgTwBpf                  = "tw_bpf"
 	tripwireProgTwChmod                = "tw_chmod"
+	tripwireProgTwConnect              = "tw_connect"
 	tripwireProgTwCreat                = "tw_creat"
 	tripwireProgTwExec                 = "tw_exec"
 	tripwireProgTwExecve               = "tw_execve"
@@ -239,6 +249,7 @@ type tripwireSpecs struct {
 type tripwireProgramSpecs struct {
 	TwBpf                  *ebpf.ProgramSpec `ebpf:"tw_bpf"`
 	TwChmod                *ebpf.ProgramSpec `ebpf:"tw_chmod"`
+	TwConnect              *ebpf.ProgramSpec `ebpf:"tw_connect"`
 	TwCreat                *ebpf.ProgramSpec `ebpf:"tw_creat"`
 	TwExec                 *ebpf.ProgramSpec `ebpf:"tw_exec"`
 	TwExecve               *ebpf.ProgramSpec `ebpf:"tw_execve"`
@@ -299,6 +310,8 @@ type tripwireMapSpecs struct {
 	BurstHeld     *ebpf.MapSpec `ebpf:"burst_held"`
 	BurstRootIds  *ebpf.MapSpec `ebpf:"burst_root_ids"`
 	BurstRoots    *ebpf.MapSpec `ebpf:"burst_roots"`
+	BusSockets    *ebpf.MapSpec `ebpf:"bus_sockets"`
+	BusTouch      *ebpf.MapSpec `ebpf:"bus_touch"`
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	DecoyIds      *ebpf.MapSpec `ebpf:"decoy_ids"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
@@ -354,6 +367,8 @@ type tripwireMaps struct {
 	BurstHeld     *ebpf.Map `ebpf:"burst_held"`
 	BurstRootIds  *ebpf.Map `ebpf:"burst_root_ids"`
 	BurstRoots    *ebpf.Map `ebpf:"burst_roots"`
+	BusSockets    *ebpf.Map `ebpf:"bus_sockets"`
+	BusTouch      *ebpf.Map `ebpf:"bus_touch"`
 	Config        *ebpf.Map `ebpf:"config"`
 	DecoyIds      *ebpf.Map `ebpf:"decoy_ids"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
@@ -385,6 +400,8 @@ func (m *tripwireMaps) Close() error {
 		m.BurstHeld,
 		m.BurstRootIds,
 		m.BurstRoots,
+		m.BusSockets,
+		m.BusTouch,
 		m.Config,
 		m.DecoyIds,
 		m.Decoys,
@@ -419,6 +436,7 @@ type tripwireVariables struct {
 type tripwirePrograms struct {
 	TwBpf                  *ebpf.Program `ebpf:"tw_bpf"`
 	TwChmod                *ebpf.Program `ebpf:"tw_chmod"`
+	TwConnect              *ebpf.Program `ebpf:"tw_connect"`
 	TwCreat                *ebpf.Program `ebpf:"tw_creat"`
 	TwExec                 *ebpf.Program `ebpf:"tw_exec"`
 	TwExecve               *ebpf.Program `ebpf:"tw_execve"`
@@ -471,6 +489,7 @@ func (p *tripwirePrograms) Close() error {
 	return _TripwireClose(
 		p.TwBpf,
 		p.TwChmod,
+		p.TwConnect,
 		p.TwCreat,
 		p.TwExec,
 		p.TwExecve,

@@ -85,6 +85,11 @@
 #define FRESH_NS (300ULL * 1000000000ULL)
 #define CFG_BURST 16  // burst tripwire armed (thresholds in burst_cfg)
 #define CFG_URING 32  // io_uring tripwire armed
+// The sensor stopped at the asking of a process under an agent: the decoy
+// and burst tripwires act on tainted processes only, so the attacker's
+// tree stays held and the operator's own work is not stopped with no
+// sensor to judge it.
+#define CFG_TAINTED_ONLY 64
 
 #define O_WRONLY 01
 #define O_RDWR 02
@@ -930,6 +935,8 @@ __verified_once int decoy_check(__u32 flags, __u64 path, __u32 why)
 {
 	if (!(flags & CFG_DECOYS) || (flags & CFG_OFF))
 		return 0;
+	if ((flags & CFG_TAINTED_ONLY) && !taint_of_current())
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	if (bpf_map_lookup_elem(&protected_pids, &tgid))
@@ -1440,6 +1447,8 @@ __verified_once int burst_stop(__u32 flags, __u32 tgid, __u32 family, __u64 now)
 __verified_once int burst_check(__u32 flags, int dfd, __u64 path)
 {
 	if (!(flags & CFG_BURST) || (flags & CFG_OFF))
+		return 0;
+	if ((flags & CFG_TAINTED_ONLY) && !taint_of_current())
 		return 0;
 	__u32 zero = 0;
 	struct burst_cfg *bc = bpf_map_lookup_elem(&burst_cfg, &zero);
@@ -2168,6 +2177,69 @@ OPEN_EXIT(tw_openat_exit, "openat")
 OPEN_EXIT(tw_open_exit, "open")
 OPEN_EXIT(tw_openat2_exit, "openat2")
 
+// A service manager stops the sensor as its operator would (SIGTERM from
+// pid 1), and a clean stop stands the stopping tripwires down: asked by a
+// process under an agent (systemctl with a glob, busctl, a D-Bus call
+// from a script), that is switching tillwatch off with no signal and no
+// tool the tripwires know. A process of a tainted tree (not the agent
+// itself) connecting to a socket in bus_sockets (systemd's and the system
+// bus's) is recorded in bus_touch; a clean stop soon after is taken for
+// the attacker's and leaves every tripwire armed (sensor/agent).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, struct key); // socket path
+	__type(value, __u32);
+} bus_sockets SEC(".maps");
+
+struct bus_touch_val {
+	__u64 ktime;  // the last connect
+	__u32 pid;    // its caller
+	__u32 family; // the caller's taint family
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bus_touch_val);
+} bus_touch SEC(".maps");
+
+struct tp_connect {
+	__u64 common;
+	__u64 nr;
+	__u64 fd;
+	const void *addr;
+	__u64 addrlen;
+};
+
+#define AF_UNIX 1
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int tw_connect(struct tp_connect *ctx)
+{
+	__u32 flags = cfg_flags();
+	if (flags & CFG_OFF)
+		return 0;
+	if (hostile_check(flags))
+		return 0;
+	struct taint *t = taint_of_current();
+	if (!t || !t->family)
+		return 0;
+	__u16 fam = 0;
+	if (ctx->addrlen <= 2 || bpf_probe_read_user(&fam, sizeof(fam), ctx->addr) || fam != AF_UNIX)
+		return 0;
+	struct scratch *sc = get_scratch();
+	if (!sc || read_path((__u64)ctx->addr + 2) <= 1)
+		return 0;
+	if (!bpf_map_lookup_elem(&bus_sockets, &sc->k))
+		return 0;
+	__u32 zero = 0;
+	struct bus_touch_val v = {.ktime = bpf_ktime_get_ns(), .pid = bpf_get_current_pid_tgid() >> 32, .family = t->family};
+	bpf_map_update_elem(&bus_touch, &zero, &v, BPF_ANY);
+	return 0;
+}
+
 // pidfd_getfd(2) copies a descriptor out of another process: the
 // sensor's link and map descriptors would let the caller detach the
 // tripwires or rewrite their maps. Its pidfd cannot be told apart here, so
@@ -2531,7 +2603,7 @@ int tw_open_by_handle_at(struct tp_open_by_handle_at *ctx)
 	if (bpf_map_lookup_elem(&protected_pids, &tgid))
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	if (flags & CFG_DECOYS) {
+	if ((flags & CFG_DECOYS) && (!(flags & CFG_TAINTED_ONLY) || taint_of_current())) {
 		struct key *name = handle_decoy((int)ctx->mountdirfd, ctx->handle);
 		if (name) {
 			__u32 fam0 = 0, fam1 = 0;
