@@ -8,7 +8,9 @@ import (
 )
 
 // confirmFresh confirms nothing off Linux: there is no kernel layer.
-func confirmFresh(string, int, string, uint64, time.Time) (string, string, bool) { return "", "", false }
+func confirmFresh(string, int, string, uint64, time.Time) (string, string, bool) {
+	return "", "", false
+}
 
 // resume returns errors.ErrUnsupported off Linux.
 func resume(int) error { return errors.ErrUnsupported }
