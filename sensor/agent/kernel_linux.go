@@ -116,6 +116,12 @@ func (s *Sensor) armKernel(l *kernel.Layer, cfg config.Config) error {
 	if err := l.AddBusSockets(kernel.DefaultBusSockets...); err != nil {
 		return err
 	}
+	if err := l.AddSpawners(kernel.DefaultSpawners...); err != nil {
+		return err
+	}
+	if err := l.AddManagers(1); err != nil {
+		return err
+	}
 	names := []string{"tillwatch-sensor", "tillwatch-sensor.service", "tillwatch", strconv.Itoa(os.Getpid()),
 		cfg.StateDir, cfg.SpoolDir, cfg.Kernel.PinDir, filepath.Dir(cfg.Kernel.PinDir), "/etc/tillwatch", "/etc/tillwatch/sensor.yaml",
 		// Freezing the sensor's cgroup stops it with no signal (and

@@ -290,11 +290,21 @@ var DefaultTools = []string{
 	"apt", "apt-get", "aptitude", "dpkg", "rpm", "yum", "dnf", "snap",
 	"rm", "mv", "chmod", "chattr", "truncate", "shred", "unlink", "ln", "cp", "dd", "tee",
 	"umount", "bpftool",
-	// Programs that have another process start a command (a child of
-	// pid 1, sshd or a container runtime, outside the caller's tree):
-	// their arguments are the command.
-	"systemd-run", "run0", "machinectl", "busctl", "gdbus", "ssh", "docker", "podman", "nerdctl", "ctr",
+	// Programs that have another process start a command (sshd or a
+	// container runtime, outside the caller's tree): their arguments are
+	// the command.
+	"machinectl", "busctl", "gdbus", "ssh", "docker", "podman", "nerdctl", "ctr",
 }
+
+// DefaultSpawners are the programs that have the service manager (pid 1)
+// start a command: tools whose arguments are looked at, and whose exec by a
+// tainted process marks what pid 1 forks within HandoffWindow as the
+// caller's (Layer.AddSpawners).
+var DefaultSpawners = []string{"systemd-run", "run0"}
+
+// HandoffWindow is how long after a spawner's exec by a tainted process a
+// service manager's new child joins its family (HANDOFF_NS).
+const HandoffWindow = 2 * time.Second
 
 // key packs s into a kernel key: cut, zero-filled.
 func key(s string) (k [KeyLen]byte) {

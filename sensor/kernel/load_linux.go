@@ -32,6 +32,8 @@ const (
 	cfgBurst   = 16
 	cfgURing   = 32
 	cfgTainted = 64 // CFG_TAINTED_ONLY
+
+	toolSpawner = 2 // TOOL_SPAWNER
 )
 
 // Where tracefs and bpffs are mounted when missing.
@@ -825,7 +827,10 @@ func (l *Layer) SetDecoyFiles(paths ...string) error {
 	return errors.Join(errs...)
 }
 
-func putKeys(m *ebpf.Map, names []string) error {
+func putKeys(m *ebpf.Map, names []string) error { return putKeysAs(m, names, 1) }
+
+// putKeysAs adds names to m with the value v.
+func putKeysAs(m *ebpf.Map, names []string, v uint32) error {
 	for _, n := range names {
 		if n == "" {
 			continue
@@ -837,7 +842,7 @@ func putKeys(m *ebpf.Map, names []string) error {
 		for i, c := range []byte(n) {
 			k.S[i] = int8(c)
 		}
-		if err := m.Update(k, uint32(1), ebpf.UpdateAny); err != nil {
+		if err := m.Update(k, v, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("kernel: adding %q: %w", n, err)
 		}
 	}
@@ -932,6 +937,23 @@ func (l *Layer) Unhold(family int) error {
 func (l *Layer) Held(family int) bool {
 	var v uint64
 	return l.objs.BurstHeld.Lookup(uint32(family), &v) == nil
+}
+
+// AddSpawners adds programs that have a service manager start a command
+// (systemd-run, run0): tamper tools whose arguments are looked at like the
+// others', and whose exec by a tainted process makes what a manager forks
+// in the next moments (HandoffWindow) join the caller's family.
+func (l *Layer) AddSpawners(names ...string) error { return putKeysAs(l.objs.Tools, names, toolSpawner) }
+
+// AddManagers names the service managers whose children a spawner's
+// hand-off reaches: pid 1 on a host (a test's stand-in elsewhere).
+func (l *Layer) AddManagers(pids ...int) error {
+	for _, p := range pids {
+		if err := l.objs.Managers.Update(uint32(p), uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("kernel: naming manager %d: %w", p, err)
+		}
+	}
+	return nil
 }
 
 // AddBusSockets names the service manager's and the system bus's sockets:

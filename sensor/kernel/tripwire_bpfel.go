@@ -82,6 +82,13 @@ type tripwireFreshVal struct {
 	Ino    uint64
 }
 
+type tripwireHandoffVal struct {
+	_      structs.HostLayout
+	Ktime  uint64
+	Family uint32
+	Pid    uint32
+}
+
 type tripwireKey struct {
 	_ structs.HostLayout
 	S [64]int8
@@ -139,8 +146,10 @@ const (
 	tripwireMapDecoyIds                = "decoy_ids"
 	tripwireMapDecoys                  = "decoys"
 	tripwireMapFresh                   = "fresh"
+	tripwireMapHandoff                 = "handoff"
 	tripwireMapHostile                 = "hostile"
 	tripwireMapInPidfdSignal           = "in_pidfd_signal"
+	tripwireMapManagers                = "managers"
 	tripwireMapParentOf                = "parent_of"
 	tripwireMapProcEvents              = "proc_events"
 	tripwireMapProcWoken               = "proc_woken"
@@ -316,8 +325,10 @@ type tripwireMapSpecs struct {
 	DecoyIds      *ebpf.MapSpec `ebpf:"decoy_ids"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
 	Fresh         *ebpf.MapSpec `ebpf:"fresh"`
+	Handoff       *ebpf.MapSpec `ebpf:"handoff"`
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
 	InPidfdSignal *ebpf.MapSpec `ebpf:"in_pidfd_signal"`
+	Managers      *ebpf.MapSpec `ebpf:"managers"`
 	ParentOf      *ebpf.MapSpec `ebpf:"parent_of"`
 	ProcEvents    *ebpf.MapSpec `ebpf:"proc_events"`
 	ProcWoken     *ebpf.MapSpec `ebpf:"proc_woken"`
@@ -373,8 +384,10 @@ type tripwireMaps struct {
 	DecoyIds      *ebpf.Map `ebpf:"decoy_ids"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
 	Fresh         *ebpf.Map `ebpf:"fresh"`
+	Handoff       *ebpf.Map `ebpf:"handoff"`
 	Hostile       *ebpf.Map `ebpf:"hostile"`
 	InPidfdSignal *ebpf.Map `ebpf:"in_pidfd_signal"`
+	Managers      *ebpf.Map `ebpf:"managers"`
 	ParentOf      *ebpf.Map `ebpf:"parent_of"`
 	ProcEvents    *ebpf.Map `ebpf:"proc_events"`
 	ProcWoken     *ebpf.Map `ebpf:"proc_woken"`
@@ -406,8 +419,10 @@ func (m *tripwireMaps) Close() error {
 		m.DecoyIds,
 		m.Decoys,
 		m.Fresh,
+		m.Handoff,
 		m.Hostile,
 		m.InPidfdSignal,
+		m.Managers,
 		m.ParentOf,
 		m.ProcEvents,
 		m.ProcWoken,

@@ -69,6 +69,9 @@ func newScene(t *testing.T, l *Layer) *scene {
 	if err := l.AddTools(DefaultTools...); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.AddSpawners(DefaultSpawners...); err != nil {
+		t.Fatal(err)
+	}
 	// A fake systemctl: if it ever ran, it would leave a marker behind.
 	script(t, filepath.Join(bin, "systemctl"), `echo "$@" > "`+filepath.Join(s.dir, "systemctl-ran")+`"`)
 	// A stand-in systemd-run runs its command (the real one has pid 1
@@ -402,4 +405,73 @@ func TestTamperTripwiresBenign(t *testing.T) {
 			t.Errorf("tamper records for routine work: %+v", s.tampers)
 		}
 	})
+}
+
+// startManager starts a stand-in service manager, registered as one: it
+// forks a shell for each command line written to its FIFO, as pid 1 does
+// for systemd-run (the child is the manager's, not the caller's). A delay
+// holds each command that long before the fork.
+func startManager(t *testing.T, l *Layer, dir string, delay time.Duration) (fifo string) {
+	t.Helper()
+	fifo = filepath.Join(dir, "manager")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := exec.Command("/bin/sh", "-c", fmt.Sprintf(`exec 3<> "$0"; while read cmd <&3; do sleep %.1f; sh -c "$cmd" & done`, delay.Seconds()), fifo)
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Process.Kill(); m.Wait() })
+	if err := l.AddManagers(m.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	return fifo
+}
+
+// TestHandoffThroughManager: a tree under an agent has the service manager
+// run a command line (systemd-run sh -c '...': no file the fresh-exec
+// tripwire could follow). What the manager forks at once joins the tree's
+// family, so its attack on the sensor is stopped like the tree's own; what
+// it forks later is not marked.
+func TestHandoffThroughManager(t *testing.T) {
+	l := newTestLayer(t, Config{Enforce: true})
+	for _, c := range []struct {
+		name  string
+		delay time.Duration
+		held  bool
+	}{{"at once", 0, true}, {"after the window", HandoffWindow + time.Second, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newScene(t, l)
+			fifo := startManager(t, l, s.dir, c.delay)
+			// The stand-in systemd-run passes its command line to the
+			// manager and returns, as systemd-run without --wait does.
+			script(t, filepath.Join(s.dir, "bin", "systemd-run"), `while [ "${1#--}" != "$1" ]; do shift; done; echo "$*" > "`+fifo+`"`)
+			cmd := filepath.Join(s.dir, "handed.sh")
+			script(t, cmd, fmt.Sprintf("echo $$ > %s/handed.pid\nPATH=%s/bin:$PATH\npidof %s > /dev/null\n%s", s.dir, s.dir, s.name, s.encryptLoop()))
+			s.runAgent("systemd-run "+cmd, true)
+			waitFor(t, 10*time.Second, "the handed-off command to start", func() bool { return exists(filepath.Join(s.dir, "handed.pid")) })
+			b, _ := os.ReadFile(filepath.Join(s.dir, "handed.pid"))
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			if !c.held {
+				waitFor(t, 20*time.Second, "the late command to finish", func() bool { return exists(filepath.Join(s.dir, "payload-finished")) })
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if len(s.tampers) > 0 {
+					t.Errorf("tamper records for a fork outside the window: %+v", s.tampers)
+				}
+				return
+			}
+			tp := s.waitTamper(ReasonExecTool)
+			if tp.Family == 0 || !l.Hostile(tp.Family) {
+				t.Errorf("the tree's family %d not declared hostile: %+v", tp.Family, tp)
+			}
+			waitFor(t, 10*time.Second, "the handed-off command to die", func() bool { return zombie(pid) })
+			if n := s.changed(); n > 1 {
+				t.Errorf("%d of %d files changed, want at most 1", n, nFiles)
+			}
+			if !s.sensorAlive() {
+				t.Error("the stand-in sensor died")
+			}
+		})
+	}
 }

@@ -105,8 +105,15 @@ struct config {
 
 struct taint {
 	__u32 family; // pid of the agent's child that started this tree; 0 for the agent
-	__u32 flags;
+	__u32 flags;  // TAINT_*
 };
+
+#define TAINT_AGENT 1   // the agent itself (set by the sensor)
+#define TAINT_HANDOFF 2 // started by a service manager on a tree's behalf (see handoff)
+
+// How long after a tainted process ran a spawner (systemd-run, run0, ...)
+// what a service manager forks is taken for its doing.
+#define HANDOFF_NS (2ULL * 1000000000ULL)
 
 struct key {
 	char s[KEY_LEN];
@@ -253,6 +260,34 @@ struct {
 	__type(key, struct key); // basename
 	__type(value, struct fresh_val);
 } fresh SEC(".maps");
+
+// managers: the service managers (pid 1; a test's stand-in) whose
+// children a spawner's hand-off reaches.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u32);
+} managers SEC(".maps");
+
+// handoff: the last exec of a spawner (a tamper tool whose tools value is
+// TOOL_SPAWNER) by a tainted process: what a manager forks within
+// HANDOFF_NS joins that family, so `systemd-run sh -c '...'` (a command
+// line, no file the fresh-exec tripwire could see) stays tainted.
+struct handoff_val {
+	__u64 ktime;
+	__u32 family;
+	__u32 pid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct handoff_val);
+} handoff SEC(".maps");
+
+#define TOOL_SPAWNER 2 // tools value of a program that has a manager start a command
 
 // ring_drops counts records the kernel could not put in a ring (reserve
 // failed: the ring was full), per CPU, indexed by RING_*.
@@ -1539,8 +1574,14 @@ __verified_once int exec_check(__u32 flags, __u64 filename, __u64 argv_addr)
 	struct scratch *sc = get_scratch();
 	if (!sc || read_path(filename) <= 0)
 		return 0;
-	if (!bpf_map_lookup_elem(&tools, &sc->base))
+	__u32 *kind = bpf_map_lookup_elem(&tools, &sc->base);
+	if (!kind)
 		return 0;
+	if (*kind == TOOL_SPAWNER) {
+		__u32 zero = 0;
+		struct handoff_val h = {.ktime = bpf_ktime_get_ns(), .family = t->family, .pid = bpf_get_current_pid_tgid() >> 32};
+		bpf_map_update_elem(&handoff, &zero, &h, BPF_ANY);
+	}
 	// Arguments are compared whole (a pid, a unit name, a path): give the
 	// targets map every spelling that matters.
 	for (int i = 1; i < 24; i++) {
@@ -1769,8 +1810,17 @@ int tw_fork(struct tp_sched_fork *ctx)
 	// family of its own, a child of a family member joins it.
 	struct taint *t = bpf_map_lookup_elem(&taint, &parent);
 	if (t) {
-		struct taint c = {.family = t->family ? t->family : child, .flags = 0};
+		// A hand-off's mark is inherited as it is; an agent's child
+		// starts a family.
+		struct taint c = {.family = t->family ? t->family : child, .flags = t->flags & TAINT_HANDOFF};
 		bpf_map_update_elem(&taint, &child, &c, BPF_ANY);
+	} else if (bpf_map_lookup_elem(&managers, &parent)) {
+		__u32 zero = 0;
+		struct handoff_val *h = bpf_map_lookup_elem(&handoff, &zero);
+		if (h && h->ktime && bpf_ktime_get_ns() - h->ktime < HANDOFF_NS) {
+			struct taint c = {.family = h->family ? h->family : child, .flags = TAINT_HANDOFF};
+			bpf_map_update_elem(&taint, &child, &c, BPF_ANY);
+		}
 	}
 	// The sensor's threads (and children) are protected like the sensor.
 	if (bpf_map_lookup_elem(&protected_pids, &parent)) {
@@ -2639,7 +2689,9 @@ static __always_inline int on_io_uring(void)
 	if (bpf_map_lookup_elem(&protected_pids, &tgid))
 		return 0;
 	struct taint *t = taint_of_current();
-	if (!t || !t->family)
+	// A hand-off's mark may have reached an honest service the manager
+	// started in the same moment: rings are not held against it.
+	if (!t || !t->family || (t->flags & TAINT_HANDOFF))
 		return 0;
 	struct scratch *sc = get_scratch();
 	if (!sc)
