@@ -943,7 +943,9 @@ func (l *Layer) Held(family int) bool {
 // (systemd-run, run0): tamper tools whose arguments are looked at like the
 // others', and whose exec by a tainted process makes what a manager forks
 // in the next moments (HandoffWindow) join the caller's family.
-func (l *Layer) AddSpawners(names ...string) error { return putKeysAs(l.objs.Tools, names, toolSpawner) }
+func (l *Layer) AddSpawners(names ...string) error {
+	return putKeysAs(l.objs.Tools, names, toolSpawner)
+}
 
 // AddManagers names the service managers whose children a spawner's
 // hand-off reaches: pid 1 on a host (a test's stand-in elsewhere).
