@@ -74,6 +74,7 @@ var attach = []struct {
 	{"tw_sched_setparam", "syscalls", "sys_enter_sched_setparam", false},
 	{"tw_sched_setattr", "syscalls", "sys_enter_sched_setattr", false},
 	{"tw_setpriority", "syscalls", "sys_enter_setpriority", false},
+	{"tw_fcntl", "syscalls", "sys_enter_fcntl", false},
 	{"tw_ioprio_set", "syscalls", "sys_enter_ioprio_set", false},
 	{"tw_pidfd_getfd", "syscalls", "sys_enter_pidfd_getfd", true}, // 5.6 on
 	{"tw_bpf", "syscalls", "sys_enter_bpf", false},
@@ -354,7 +355,7 @@ func forEachProgram(p *tripwirePrograms, fn func(string, *ebpf.Program)) error {
 		"tw_pidfd_send_signal_enter": p.TwPidfdSendSignalEnter, "tw_pidfd_send_signal_exit": p.TwPidfdSendSignalExit,
 		"tw_signal_generate": p.TwSignalGenerate, "tw_signal_deliver": p.TwSignalDeliver, "tw_ptrace": p.TwPtrace, "tw_process_vm_writev": p.TwProcessVmWritev,
 		"tw_prlimit64": p.TwPrlimit64, "tw_sched_setaffinity": p.TwSchedSetaffinity, "tw_sched_setscheduler": p.TwSchedSetscheduler,
-		"tw_sched_setparam": p.TwSchedSetparam, "tw_sched_setattr": p.TwSchedSetattr, "tw_setpriority": p.TwSetpriority, "tw_ioprio_set": p.TwIoprioSet,
+		"tw_sched_setparam": p.TwSchedSetparam, "tw_sched_setattr": p.TwSchedSetattr, "tw_setpriority": p.TwSetpriority, "tw_fcntl": p.TwFcntl, "tw_ioprio_set": p.TwIoprioSet,
 		"tw_openat_exit": p.TwOpenatExit, "tw_open_exit": p.TwOpenExit, "tw_openat2_exit": p.TwOpenat2Exit, "tw_pidfd_getfd": p.TwPidfdGetfd, "tw_bpf": p.TwBpf, "tw_connect": p.TwConnect,
 		"tw_io_uring_setup": p.TwIoUringSetup, "tw_io_uring_enter": p.TwIoUringEnter, "tw_io_uring_register": p.TwIoUringRegister,
 	} {

@@ -173,6 +173,7 @@ const (
 	tripwireProgTwExit                 = "tw_exit"
 	tripwireProgTwFchmodat             = "tw_fchmodat"
 	tripwireProgTwFchmodat2            = "tw_fchmodat2"
+	tripwireProgTwFcntl                = "tw_fcntl"
 	tripwireProgTwFork                 = "tw_fork"
 	tripwireProgTwIoUringEnter         = "tw_io_uring_enter"
 	tripwireProgTwIoUringRegister      = "tw_io_uring_register"
@@ -266,6 +267,7 @@ type tripwireProgramSpecs struct {
 	TwExit                 *ebpf.ProgramSpec `ebpf:"tw_exit"`
 	TwFchmodat             *ebpf.ProgramSpec `ebpf:"tw_fchmodat"`
 	TwFchmodat2            *ebpf.ProgramSpec `ebpf:"tw_fchmodat2"`
+	TwFcntl                *ebpf.ProgramSpec `ebpf:"tw_fcntl"`
 	TwFork                 *ebpf.ProgramSpec `ebpf:"tw_fork"`
 	TwIoUringEnter         *ebpf.ProgramSpec `ebpf:"tw_io_uring_enter"`
 	TwIoUringRegister      *ebpf.ProgramSpec `ebpf:"tw_io_uring_register"`
@@ -459,6 +461,7 @@ type tripwirePrograms struct {
 	TwExit                 *ebpf.Program `ebpf:"tw_exit"`
 	TwFchmodat             *ebpf.Program `ebpf:"tw_fchmodat"`
 	TwFchmodat2            *ebpf.Program `ebpf:"tw_fchmodat2"`
+	TwFcntl                *ebpf.Program `ebpf:"tw_fcntl"`
 	TwFork                 *ebpf.Program `ebpf:"tw_fork"`
 	TwIoUringEnter         *ebpf.Program `ebpf:"tw_io_uring_enter"`
 	TwIoUringRegister      *ebpf.Program `ebpf:"tw_io_uring_register"`
@@ -512,6 +515,7 @@ func (p *tripwirePrograms) Close() error {
 		p.TwExit,
 		p.TwFchmodat,
 		p.TwFchmodat2,
+		p.TwFcntl,
 		p.TwFork,
 		p.TwIoUringEnter,
 		p.TwIoUringRegister,

@@ -295,6 +295,15 @@ func TestTamperTripwires(t *testing.T) {
 		{"raw setpriority", func(s *scene) string { return rawSignal(s, "syscall(141, 0, $pid, 19)") }, ReasonReach, false},
 		{"raw setpriority of its group", func(s *scene) string { return rawSignal(s, "syscall(141, 1, $pid, 19)") }, ReasonReach, false},
 		{"raw ioprio_set idle", func(s *scene) string { return rawSignal(s, "syscall(251, 1, $pid, 3 << 13)") }, ReasonReach, false},
+		// A signal raised for I/O readiness: the sensor named as the
+		// descriptor's owner (with F_SETSIG, the kernel would send it
+		// SIGKILL when the pipe becomes readable).
+		{"raw fcntl F_SETOWN", func(s *scene) string {
+			return rawSignal(s, `pipe(my $r, my $w) or die; syscall(72, fileno($r), 8, $pid)`)
+		}, ReasonReach, false},
+		{"raw fcntl F_SETOWN_EX", func(s *scene) string {
+			return rawSignal(s, `pipe(my $r, my $w) or die; my $o = pack("ii", 1, $pid); syscall(72, fileno($r), 15, $o)`)
+		}, ReasonReach, false},
 		{"raw sched_setaffinity", func(s *scene) string { return rawSignal(s, `my $m = pack("Q", 1); syscall(203, $pid, 8, $m)`) }, ReasonReach, false},
 		// Its files in /proc, however spelled: memory (rewritable past
 		// page protections), environment, OOM score.
@@ -388,7 +397,7 @@ func TestTamperTripwiresBenign(t *testing.T) {
 		// Reading the sensor's status in /proc (ps, top and taskset -p
 		// do) and renicing the agent's own work are routine too.
 		s.runAgent(fmt.Sprintf("kill -0 %[1]d\napt-get install -y curl\nsystemctl restart cron.service\npgrep -x cron >/dev/null\nrm -f %[2]s/none\n"+
-			"cat /proc/%[1]d/stat /proc/%[1]d/status /proc/%[1]d/cmdline > /dev/null\nperl -e 'syscall(141, 0, 0, 5); my $m = pack(\"Q\", 0); syscall(204, %[1]d, 8, $m)' 2>/dev/null || true\n%[3]s%[4]s",
+			"cat /proc/%[1]d/stat /proc/%[1]d/status /proc/%[1]d/cmdline > /dev/null\nperl -e 'syscall(141, 0, 0, 5); my $m = pack(\"Q\", 0); syscall(204, %[1]d, 8, $m); pipe(my $r, my $w); syscall(72, fileno($r), 8, $$)' 2>/dev/null || true\n%[3]s%[4]s",
 			s.sensor.Process.Pid, s.dir, git, s.encryptLoop()), true)
 		if git != "" && !exists(filepath.Join(s.dir, "git-ran")) {
 			t.Error("git under an agent was stopped")

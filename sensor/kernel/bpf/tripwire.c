@@ -2090,6 +2090,31 @@ REACH_PID_FIRST(tw_sched_setscheduler, "sched_setscheduler")
 REACH_PID_FIRST(tw_sched_setparam, "sched_setparam")
 REACH_PID_FIRST(tw_sched_setattr, "sched_setattr")
 
+// fcntl(2) F_SETOWN / F_SETOWN_EX names the process (or, negative, the
+// group) the kernel signals when the descriptor is ready for I/O; with
+// F_SETSIG that signal can be SIGKILL, sent by the kernel with a code the
+// signal tripwire cannot tie to the caller. Naming the sensor is the
+// attack (honest code names itself or its own group).
+#define F_SETOWN 8
+#define F_SETOWN_EX 15
+
+SEC("tracepoint/syscalls/sys_enter_fcntl")
+int tw_fcntl(struct tp_pid_first *ctx)
+{
+	int pid = 0;
+	if (ctx->a1 == F_SETOWN) {
+		pid = (int)ctx->a2;
+	} else if (ctx->a1 == F_SETOWN_EX) {
+		int owner[2] = {}; // struct f_owner_ex: type, pid
+		if (bpf_probe_read_user(owner, sizeof(owner), (const void *)ctx->a2))
+			return 0;
+		pid = owner[1];
+	} else {
+		return 0;
+	}
+	return reach_check(pid < 0 ? -pid : pid);
+}
+
 // setpriority(2) and ioprio_set(2) name a process or a process group; the
 // sensor leads its own group (its pid is its group's id), so both count.
 SEC("tracepoint/syscalls/sys_enter_setpriority")
