@@ -130,6 +130,7 @@ func (s *Sensor) armKernel(l *kernel.Layer, cfg config.Config) error {
 	if exe, err := os.Executable(); err == nil {
 		names = append(names, exe)
 	}
+	names = append(names, kernel.LinkPinNames()...)
 	for _, n := range names {
 		if len(n) < kernel.KeyLen && n != "" && n != "/" {
 			if err := l.AddTargets(n); err != nil {

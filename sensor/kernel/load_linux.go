@@ -105,6 +105,18 @@ var attach = []struct {
 	{"tw_io_uring_register", "syscalls", "sys_enter_io_uring_register", true},
 }
 
+// LinkPinNames are the basenames of the links' pins: while the sensor
+// runs its own descriptors keep the programs attached, but a pin removed
+// and the sensor then killed (a kill -9 lands) would detach them for the
+// restart's second. They are sensor paths to a tainted process.
+func LinkPinNames() []string {
+	out := make([]string, 0, len(attach))
+	for _, a := range attach {
+		out = append(out, "link_"+a.prog)
+	}
+	return out
+}
+
 // Layer is the loaded kernel layer. Its pins outlive it: Close releases
 // this process's handles and leaves the tripwires armed; Unpin removes
 // them (the operator's way out, and tests' cleanup).

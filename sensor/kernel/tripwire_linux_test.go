@@ -72,6 +72,9 @@ func newScene(t *testing.T, l *Layer) *scene {
 	if err := l.AddSpawners(DefaultSpawners...); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.AddTargets(LinkPinNames()...); err != nil {
+		t.Fatal(err)
+	}
 	// A fake systemctl: if it ever ran, it would leave a marker behind.
 	script(t, filepath.Join(bin, "systemctl"), `echo "$@" > "`+filepath.Join(s.dir, "systemctl-ran")+`"`)
 	// A stand-in systemd-run runs its command (the real one has pid 1
@@ -298,6 +301,13 @@ func TestTamperTripwires(t *testing.T) {
 		// A signal raised for I/O readiness: the sensor named as the
 		// descriptor's owner (with F_SETSIG, the kernel would send it
 		// SIGKILL when the pipe becomes readable).
+		// A link's pin removed (then a kill -9 that lands would detach
+		// the tripwire): the pin is a sensor path. The unlink itself
+		// completes (the kill lands as it returns); the remover dies and
+		// its family is poisoned before a second one.
+		{"rm a link pin", func(s *scene) string {
+			return fmt.Sprintf("rm -f %s\n%s", filepath.Join(s.l.PinDir(), "link_tw_kill"), s.encryptLoop())
+		}, ReasonPath, false},
 		{"raw fcntl F_SETOWN", func(s *scene) string {
 			return rawSignal(s, `pipe(my $r, my $w) or die; syscall(72, fileno($r), 8, $pid)`)
 		}, ReasonReach, false},

@@ -1558,7 +1558,7 @@ __verified_once int path_check(__u32 flags, __u64 path)
 		return 0;
 	if (!bpf_map_lookup_elem(&targets, &sc->k) && !bpf_map_lookup_elem(&targets, &sc->base))
 		return 0;
-	report(WHY_PATH, 0, SIGKILL, t->family, sc->k.s);
+	report(WHY_PATH, 0, SIGKILL, t->family, sc->k.s[0] ? sc->k.s : sc->base.s);
 	poison(t, flags);
 	return 0;
 }
