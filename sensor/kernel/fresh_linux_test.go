@@ -221,13 +221,7 @@ func TestFreshExecDecodedPayloadKilled(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			var s *freshSensor
-			_, wait := startAgent(t, dir, "cd "+dir+"\n"+decodedWith(dir, c.decoder), func(pid int) {
-				s = startFreshSensor(t, l, pid, c.approved)
-				if err := l.TaintAgent(pid); err != nil {
-					t.Fatal(err)
-				}
-			})
+			s, wait := startJudgedAgent(t, l, dir, "cd "+dir+"\n"+decodedWith(dir, c.decoder), c.approved)
 			wait()
 			if exists(filepath.Join(dir, "marker")) {
 				t.Fatal("the decoded payload ran")
@@ -323,13 +317,7 @@ func TestFreshExecInstallerRuns(t *testing.T) {
 	installed, url := installerServer(t, dir)
 	inst := filepath.Join(dir, "installer.sh")
 	payload := fmt.Sprintf("%s -fsS -o %s %s\nchmod +x %s\n%s\n%s", curl, inst, url, inst, inst, inst)
-	var s *freshSensor
-	_, wait := startAgent(t, dir, payload, func(pid int) {
-		s = startFreshSensor(t, l, pid, true)
-		if err := l.TaintAgent(pid); err != nil {
-			t.Fatal(err)
-		}
-	})
+	s, wait := startJudgedAgent(t, l, dir, payload, true)
 	wait()
 	if b, _ := os.ReadFile(installed); string(b) != "installed\ninstalled\n" {
 		t.Fatalf("installer ran %q, want twice", b)
@@ -493,13 +481,7 @@ func TestFreshExecHandoff(t *testing.T) {
 		out := filepath.Join(dir, "svc-payload")
 		payload := fmt.Sprintf("echo %s | base64 -d > %[2]s\nchmod +x %[2]s\necho %[2]s > %[3]s\nsleep 1",
 			base64.StdEncoding.EncodeToString([]byte(inner)), out, fifo)
-		var s *freshSensor
-		_, wait := startAgent(t, dir, payload, func(pid int) {
-			s = startFreshSensor(t, l, pid, true)
-			if err := l.TaintAgent(pid); err != nil {
-				t.Fatal(err)
-			}
-		})
+		s, wait := startJudgedAgent(t, l, dir, payload, true)
 		wait()
 		err := spawned()
 		if exists(filepath.Join(dir, "marker")) {
@@ -528,13 +510,7 @@ func TestFreshExecHandoff(t *testing.T) {
 			}
 		}
 		payload := fmt.Sprintf("printf '#!/bin/sh\\nexit 0\\n' > %[1]s\nchmod +x %[1]s", mine)
-		var s *freshSensor
-		_, wait := startAgent(t, dir, payload, func(pid int) {
-			s = startFreshSensor(t, l, pid, false)
-			if err := l.TaintAgent(pid); err != nil {
-				t.Fatal(err)
-			}
-		})
+		s, wait := startJudgedAgent(t, l, dir, payload, false)
 		wait()
 		if ff, ok := l.Fresh("svc-tool"); !ok || ff.Ino == 0 {
 			t.Fatalf("fresh record %+v, %v: want the file's inode", ff, ok)
@@ -568,13 +544,7 @@ func TestFreshExecHandoff(t *testing.T) {
 		// The tree waits for the run it asked for, as systemctl start does.
 		payload := fmt.Sprintf("%s -fsS -o %[2]s %[3]s\nchmod +x %[2]s\necho %[2]s > %[4]s\nfor i in $(seq 100); do [ -e %[5]s ] && break; sleep 0.1; done",
 			curl, inst, url, fifo, installed)
-		var s *freshSensor
-		_, wait := startAgent(t, dir, payload, func(pid int) {
-			s = startFreshSensor(t, l, pid, true)
-			if err := l.TaintAgent(pid); err != nil {
-				t.Fatal(err)
-			}
-		})
+		s, wait := startJudgedAgent(t, l, dir, payload, true)
 		wait()
 		if err := spawned(); err != nil {
 			t.Errorf("the handed-off installer ended with %v", err)
@@ -601,4 +571,19 @@ func installerServer(t *testing.T, dir string) (installed, url string) {
 	}))
 	t.Cleanup(srv.Close)
 	return installed, srv.URL
+}
+
+// startJudgedAgent starts a stand-in agent running payload, marked in the
+// kernel, with the sensor's Go side judging what the tripwires stop
+// (approve: the agent is an approved one).
+func startJudgedAgent(t *testing.T, l *Layer, dir, payload string, approve bool) (*freshSensor, func()) {
+	t.Helper()
+	var s *freshSensor
+	_, wait := startAgent(t, dir, payload, func(pid int) {
+		s = startFreshSensor(t, l, pid, approve)
+		if err := l.TaintAgent(pid); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return s, wait
 }

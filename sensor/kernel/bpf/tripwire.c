@@ -2117,21 +2117,20 @@ int tw_fcntl(struct tp_pid_first *ctx)
 
 // setpriority(2) and ioprio_set(2) name a process or a process group; the
 // sensor leads its own group (its pid is its group's id), so both count.
-SEC("tracepoint/syscalls/sys_enter_setpriority")
-int tw_setpriority(struct tp_pid_first *ctx)
-{
-	if (ctx->a0 != PRIO_PROCESS && ctx->a0 != PRIO_PGRP)
-		return 0;
-	return reach_check((int)ctx->a1);
-}
+// REACH_PID_SECOND is the program of a call whose first argument says
+// what its second names; only the kinds w1 and w2 name a process (or the
+// group the sensor leads).
+#define REACH_PID_SECOND(prog, call, w1, w2)                \
+	SEC("tracepoint/syscalls/sys_enter_" call)           \
+	int prog(struct tp_pid_first *ctx)                    \
+	{                                                     \
+		if (ctx->a0 != (w1) && ctx->a0 != (w2))       \
+			return 0;                             \
+		return reach_check((int)ctx->a1);             \
+	}
 
-SEC("tracepoint/syscalls/sys_enter_ioprio_set")
-int tw_ioprio_set(struct tp_pid_first *ctx)
-{
-	if (ctx->a0 != IOPRIO_WHO_PROCESS && ctx->a0 != IOPRIO_WHO_PGRP)
-		return 0;
-	return reach_check((int)ctx->a1);
-}
+REACH_PID_SECOND(tw_setpriority, "setpriority", PRIO_PROCESS, PRIO_PGRP)
+REACH_PID_SECOND(tw_ioprio_set, "ioprio_set", IOPRIO_WHO_PROCESS, IOPRIO_WHO_PGRP)
 
 // The sensor's files in /proc: /proc/PID/mem is its memory, writable by
 // root past page protections (its code rewritten, as a ptrace poke would)
@@ -2379,20 +2378,10 @@ int tw_bpf(struct tp_bpf *ctx)
 #define PTRACE_ATTACH 16
 #define PTRACE_SEIZE 0x4206
 
-SEC("tracepoint/syscalls/sys_enter_ptrace")
-int tw_ptrace(struct tp_pid_first *ctx)
-{
-	// Every other request needs an attach first.
-	if (ctx->a0 != PTRACE_ATTACH && ctx->a0 != PTRACE_SEIZE)
-		return 0;
-	return reach_check((int)ctx->a1);
-}
+// Every other ptrace request needs an attach first.
+REACH_PID_SECOND(tw_ptrace, "ptrace", PTRACE_ATTACH, PTRACE_SEIZE)
 
-SEC("tracepoint/syscalls/sys_enter_process_vm_writev")
-int tw_process_vm_writev(struct tp_pid_first *ctx)
-{
-	return reach_check((int)ctx->a0);
-}
+REACH_PID_FIRST(tw_process_vm_writev, "process_vm_writev")
 
 SEC("tracepoint/syscalls/sys_enter_prlimit64")
 int tw_prlimit64(struct tp_pid_first *ctx)
