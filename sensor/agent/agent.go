@@ -471,7 +471,9 @@ func (s *Sensor) Run(ctx context.Context) error {
 	}
 	// A clean stop leaves no process waiting for a judgement nobody will
 	// make: the stopping tripwires stand down until the next start.
-	suspect := s.standDownKernel()
+	// A restart into a new rule bundle is the sensor's own doing, never
+	// a stop someone asked systemd for.
+	suspect := s.standDownKernel(restarting.Load())
 	// Only a run that got here stopped cleanly, and not at the asking of
 	// a process under an agent, removes the marker; any other end leaves
 	// it for the next start to report.

@@ -390,11 +390,11 @@ func (s *Sensor) freezeForKill(pid, target int) {
 // the operator's: nothing stands down, and it reports suspect so that the
 // next start reports an unclean stop. The operator's way out is
 // tillwatch-sensor kernel release.
-func (s *Sensor) standDownKernel() (suspect bool) {
+func (s *Sensor) standDownKernel(ownRestart bool) (suspect bool) {
 	if s.kern == nil {
 		return false
 	}
-	if bt, ago, ok := s.kern.LastBusTouch(); ok && ago < busStopWindow {
+	if bt, ago, ok := s.kern.LastBusTouch(); ok && ago < busStopWindow && !ownRestart {
 		s.log.Error("stop asked for right after a process under an RMM agent talked to the service manager: taken for an attack, not a clean stop; the kernel tripwires stay armed for processes under RMM agents and the next start reports an unclean stop (an operator's stop: tillwatch-sensor kernel release)",
 			logkey.Component, "kernel", logkey.PID, bt.PID, "family_root", bt.Family, "ago", ago.Round(time.Millisecond))
 		s.holdTaintedOnly()

@@ -29,4 +29,4 @@ func (s *Sensor) armKernelFiles(config.Config, []string) (bool, string) {
 }
 
 // standDownKernel: no kernel tripwires off Linux.
-func (s *Sensor) standDownKernel() bool { return false }
+func (s *Sensor) standDownKernel(bool) bool { return false }

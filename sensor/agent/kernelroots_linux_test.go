@@ -37,7 +37,7 @@ func TestKernelGuardedRootsArmedAndStoodDown(t *testing.T) {
 	if len(ids) != len(want) || !want[ids[0]] || !want[ids[1]] {
 		t.Fatalf("guarded roots' identities %+v, want the watched folders' %+v", ids, want)
 	}
-	if s.standDownKernel() {
+	if s.standDownKernel(false) {
 		t.Error("a stop with no process under an agent near the service manager taken for an attack")
 	}
 	if ids, err := l.GuardedRootIDs(); err != nil || len(ids) != 0 {
@@ -81,7 +81,14 @@ func TestStopAfterAgentTalkedToServiceManager(t *testing.T) {
 	if err := agent.Wait(); err != nil {
 		t.Fatalf("the connect failed: %v", err)
 	}
-	if !s.standDownKernel() {
+	// The sensor's own restart into new rules is never taken for one.
+	if s.standDownKernel(true) {
+		t.Fatal("the sensor's own restart taken for a stop asked for by a process under an agent")
+	}
+	if err := s.kern.SetConfig(s.kernCfg); err != nil { // armed again, as the restart's next run does
+		t.Fatal(err)
+	}
+	if !s.standDownKernel(false) {
 		t.Fatal("a stop right after a process under an agent talked to the service manager taken for a clean one")
 	}
 	if ids, err := l.GuardedRootIDs(); err != nil || len(ids) != 2 {
