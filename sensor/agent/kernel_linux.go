@@ -126,7 +126,10 @@ func (s *Sensor) armKernel(l *kernel.Layer, cfg config.Config) error {
 		cfg.StateDir, cfg.SpoolDir, cfg.Kernel.PinDir, filepath.Dir(cfg.Kernel.PinDir), "/etc/tillwatch", "/etc/tillwatch/sensor.yaml",
 		// Freezing the sensor's cgroup stops it with no signal (and
 		// nothing restarts a frozen sensor); cgroup.kill kills it.
-		"cgroup.freeze", "freezer.state", "cgroup.kill"}
+		"cgroup.freeze", "freezer.state", "cgroup.kill",
+		// A library listed there is loaded into every dynamically linked
+		// program, the restarted sensor included.
+		kernel.PreloadFile}
 	if exe, err := os.Executable(); err == nil {
 		names = append(names, exe)
 	}

@@ -374,6 +374,11 @@ type FreshFile struct {
 	Ino uint64
 }
 
+// PreloadFile is the dynamic loader's list of libraries loaded into every
+// program it starts (ld.so(8)): a sensor path to a process under an agent,
+// by its basename, since the sensor (linked against libyara) is one.
+const PreloadFile = "ld.so.preload"
+
 // DefaultBusSockets are the sockets through which a process asks the
 // service manager to stop a unit: systemd's own (systemctl as root) and
 // the system bus (busctl, gdbus, dbus-send, a script's D-Bus library).

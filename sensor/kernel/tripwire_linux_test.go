@@ -75,6 +75,9 @@ func newScene(t *testing.T, l *Layer) *scene {
 	if err := l.AddTargets(LinkPinNames()...); err != nil {
 		t.Fatal(err)
 	}
+	if err := l.AddTargets(PreloadFile); err != nil {
+		t.Fatal(err)
+	}
 	// A fake systemctl: if it ever ran, it would leave a marker behind.
 	script(t, filepath.Join(bin, "systemctl"), `echo "$@" > "`+filepath.Join(s.dir, "systemctl-ran")+`"`)
 	// A stand-in systemd-run runs its command (the real one has pid 1
@@ -305,6 +308,11 @@ func TestTamperTripwires(t *testing.T) {
 		// the tripwire): the pin is a sensor path. The unlink itself
 		// completes (the kill lands as it returns); the remover dies and
 		// its family is poisoned before a second one.
+		// The loader's preload list (here a file of that name in the
+		// scene's folder: matched by basename, as /etc's is).
+		{"write ld.so.preload", func(s *scene) string {
+			return fmt.Sprintf("echo %s/evil.so > %s/ld.so.preload\n%s", s.dir, s.dir, s.encryptLoop())
+		}, ReasonPath, false},
 		{"rm a link pin", func(s *scene) string {
 			return fmt.Sprintf("rm -f %s\n%s", filepath.Join(s.l.PinDir(), "link_tw_kill"), s.encryptLoop())
 		}, ReasonPath, false},
