@@ -33,7 +33,7 @@ const (
 	placementHost = "host"
 )
 
-// pinPrefix starts the pin dir of every host-placed sensor: the
+// pinPrefix starts the pin dir of every sensor the benchmark starts: the
 // benchmark's pid and the sensor's number follow, so no two runs (or
 // another helper's sensor) share pins.
 const pinPrefix = "/sys/fs/bpf/tillwatch-ransombench-"

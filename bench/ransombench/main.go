@@ -404,11 +404,16 @@ func (b *bench) startSensor(watch string, decoys bool) (*sensor, error) {
 	args := []string{"run", "-c", filepath.Join(dir, "sensor.yaml"),
 		"--no-collector", "--mode", "enforce", "--watch", watch, "--alerts-out", s.alerts,
 		"--state-dir", s.state, "--spool", filepath.Join(dir, "spool"), "--metrics-listen", ""}
+	// A pin dir of its own, removed at its stop, in both placements: a
+	// sensor on the default pins would share them with any other sensor
+	// of the machine (a test package running beside this one), and the
+	// last to stop would leave them behind.
+	b.sensors++
+	s.pinDir = fmt.Sprintf("%s%d-%d", pinPrefix, os.Getpid(), b.sensors)
 	if b.placement == placementHost {
-		b.sensors++
-		s.pinDir = fmt.Sprintf("%s%d-%d", pinPrefix, os.Getpid(), b.sensors)
 		cfg = b.hostConfig(decoys, s.pinDir)
 	} else {
+		cfg += "kernel:\n  pin_dir: " + s.pinDir + "\n"
 		// In the PID namespace the process connector would report host pids.
 		args = append(args, "--process-backend", "poll")
 	}
