@@ -409,21 +409,7 @@ func (s *Sensor) standDownKernel(ownRestart bool) (suspect bool) {
 		s.log.Error("clean stop: could not turn the stopping kernel tripwires off; they act until the next start", logkey.Component, "kernel", logkey.Error, err)
 		return
 	}
-	st, err := s.kern.Stopped()
-	if err != nil {
-		s.log.Error("clean stop: could not list processes stopped by a kernel tripwire; resume them with kill -CONT", logkey.Component, "kernel", logkey.Error, err)
-		return
-	}
-	for _, p := range st {
-		if !p.Reason.Stops() {
-			continue
-		}
-		if err := s.kern.Resume(p, 0); err != nil {
-			s.log.Error("clean stop: could not resume a process stopped by a kernel tripwire; resume it with kill -CONT", logkey.Component, "kernel", "pid", p.PID, logkey.Error, err)
-			continue
-		}
-		s.log.Warn("clean stop: resumed a process a kernel tripwire stopped and the sensor had not judged", logkey.Component, "kernel", "pid", p.PID, "reason", p.Reason.String())
-	}
+	s.resumeStopped(func(kernel.Stopped) bool { return false })
 	s.log.Info("clean stop: decoy, burst and fresh-exec tripwires off until the next start; tamper tripwires stay armed", logkey.Component, "kernel")
 	return false
 }
@@ -438,20 +424,27 @@ func (s *Sensor) holdTaintedOnly() {
 	if err := s.kern.SetConfig(kcfg); err != nil {
 		s.log.Error("stop: could not narrow the kernel tripwires to processes under agents; they act on every process until the next start", logkey.Component, "kernel", logkey.Error, err)
 	}
+	s.resumeStopped(func(p kernel.Stopped) bool { _, tainted := s.kern.Tainted(p.PID); return tainted })
+}
+
+// resumeStopped resumes, at a stop, every process a stopping tripwire holds
+// for a judgement nobody will make until the next start, but those keep
+// says stay held.
+func (s *Sensor) resumeStopped(keep func(kernel.Stopped) bool) {
 	st, err := s.kern.Stopped()
 	if err != nil {
 		s.log.Error("stop: could not list processes stopped by a kernel tripwire; resume them with kill -CONT", logkey.Component, "kernel", logkey.Error, err)
 		return
 	}
 	for _, p := range st {
-		if _, tainted := s.kern.Tainted(p.PID); tainted || !p.Reason.Stops() {
+		if !p.Reason.Stops() || keep(p) {
 			continue
 		}
 		if err := s.kern.Resume(p, 0); err != nil {
 			s.log.Error("stop: could not resume a process stopped by a kernel tripwire; resume it with kill -CONT", logkey.Component, "kernel", "pid", p.PID, logkey.Error, err)
 			continue
 		}
-		s.log.Warn("stop: resumed a process a kernel tripwire stopped that is not under an agent", logkey.Component, "kernel", "pid", p.PID, "reason", p.Reason.String())
+		s.log.Warn("stop: resumed a process a kernel tripwire stopped and the sensor had not judged", logkey.Component, "kernel", "pid", p.PID, "reason", p.Reason.String())
 	}
 }
 

@@ -67,12 +67,12 @@ func (w *Watch) judgeFresh(ctx context.Context, t Tamper) event.Event {
 	if f.WriterExe != "" {
 		writerDesc = fmt.Sprintf("%s (pid %d)", f.WriterExe, writer)
 	}
-	ev.Message = fmt.Sprintf("process %d under a remote-management agent ran %q, a file its tree made (written by %s); stopped at exec: %s",
-		t.PID, orName(f.Path, t.Name), orUnknown(writerDesc), v.Why)
+	who, whose := " under a remote-management agent", "its tree"
 	if t.Reason == ReasonFreshHandoff {
-		ev.Message = fmt.Sprintf("process %d, started outside every remote-management agent's tree (a hand-off through a service manager, cron, at or the like), ran %q, a file such a tree made (written by %s); stopped at exec: %s",
-			t.PID, orName(f.Path, t.Name), orUnknown(writerDesc), v.Why)
+		who, whose = ", started outside every remote-management agent's tree (a hand-off through a service manager, cron, at or the like),", "such a tree"
 	}
+	ev.Message = fmt.Sprintf("process %d%s ran %q, a file %s made (written by %s); stopped at exec: %s",
+		t.PID, who, orName(f.Path, t.Name), whose, orUnknown(writerDesc), v.Why)
 	if !v.Kill {
 		if f.Confirmed {
 			if err := w.o.Layer.Forget(t.Name); err != nil {

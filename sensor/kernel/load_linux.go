@@ -112,10 +112,13 @@ var attach = []struct {
 func LinkPinNames() []string {
 	out := make([]string, 0, len(attach))
 	for _, a := range attach {
-		out = append(out, "link_"+a.prog)
+		out = append(out, linkPin(a.prog))
 	}
 	return out
 }
+
+// linkPin is the basename of the pin of prog's link.
+func linkPin(prog string) string { return "link_" + prog }
 
 // Layer is the loaded kernel layer. Its pins outlive it: Close releases
 // this process's handles and leaves the tripwires armed; Unpin removes
@@ -222,7 +225,7 @@ func Load(cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	for _, a := range attach {
-		pin := filepath.Join(l.dir, "link_"+a.prog)
+		pin := filepath.Join(l.dir, linkPin(a.prog))
 		if replaced {
 			// The pinned programs write to the rings just replaced:
 			// attach this load's programs instead (the old links
@@ -264,7 +267,7 @@ func Load(cfg Config) (*Layer, error) {
 // of attach, but optional ones whose tracepoint this kernel lacks.
 func linksPinned(dir string) bool {
 	for _, a := range attach {
-		if _, err := os.Stat(filepath.Join(dir, "link_"+a.prog)); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, linkPin(a.prog))); err == nil {
 			continue
 		}
 		if a.optional && !tracepointExists(a.group, a.name) {
@@ -285,7 +288,7 @@ func tracepointExists(group, name string) bool {
 // there).
 func (l *Layer) reuseLinks() error {
 	for _, a := range attach {
-		pin := filepath.Join(l.dir, "link_"+a.prog)
+		pin := filepath.Join(l.dir, linkPin(a.prog))
 		lk, err := link.LoadPinnedLink(pin, nil)
 		if errors.Is(err, os.ErrNotExist) && a.optional {
 			l.skipped++
