@@ -146,6 +146,7 @@ const (
 	tripwireMapDecoyIds                = "decoy_ids"
 	tripwireMapDecoys                  = "decoys"
 	tripwireMapFresh                   = "fresh"
+	tripwireMapFreshExeAt              = "fresh_exe_at"
 	tripwireMapHandoff                 = "handoff"
 	tripwireMapHostile                 = "hostile"
 	tripwireMapInPidfdSignal           = "in_pidfd_signal"
@@ -327,6 +328,7 @@ type tripwireMapSpecs struct {
 	DecoyIds      *ebpf.MapSpec `ebpf:"decoy_ids"`
 	Decoys        *ebpf.MapSpec `ebpf:"decoys"`
 	Fresh         *ebpf.MapSpec `ebpf:"fresh"`
+	FreshExeAt    *ebpf.MapSpec `ebpf:"fresh_exe_at"`
 	Handoff       *ebpf.MapSpec `ebpf:"handoff"`
 	Hostile       *ebpf.MapSpec `ebpf:"hostile"`
 	InPidfdSignal *ebpf.MapSpec `ebpf:"in_pidfd_signal"`
@@ -386,6 +388,7 @@ type tripwireMaps struct {
 	DecoyIds      *ebpf.Map `ebpf:"decoy_ids"`
 	Decoys        *ebpf.Map `ebpf:"decoys"`
 	Fresh         *ebpf.Map `ebpf:"fresh"`
+	FreshExeAt    *ebpf.Map `ebpf:"fresh_exe_at"`
 	Handoff       *ebpf.Map `ebpf:"handoff"`
 	Hostile       *ebpf.Map `ebpf:"hostile"`
 	InPidfdSignal *ebpf.Map `ebpf:"in_pidfd_signal"`
@@ -421,6 +424,7 @@ func (m *tripwireMaps) Close() error {
 		m.DecoyIds,
 		m.Decoys,
 		m.Fresh,
+		m.FreshExeAt,
 		m.Handoff,
 		m.Hostile,
 		m.InPidfdSignal,

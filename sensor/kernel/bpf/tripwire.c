@@ -1615,6 +1615,25 @@ static __always_inline __u32 exit_status(void)
 // made executable) the file at path, by basename. A rename or chmod of a
 // file the tree wrote keeps the writer: the judgement is about who made
 // the content, not who moved it.
+// fresh_exe_at: when a tainted tree last made a file executable (the only
+// files a hand-off stop is about). An exec outside the trees is matched
+// against fresh only within FRESH_NS of it, so on a till where no agent
+// made a program lately no exec pays for reading its path here.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fresh_exe_at SEC(".maps");
+
+static __always_inline void fresh_executable(__u32 how, __u64 now)
+{
+	if (!(how & FRESH_CHMOD))
+		return;
+	__u32 zero = 0;
+	bpf_map_update_elem(&fresh_exe_at, &zero, &now, BPF_ANY);
+}
+
 __verified_once int fresh_note(__u32 flags, __u64 path, __u32 how)
 {
 	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
@@ -1630,6 +1649,7 @@ __verified_once int fresh_note(__u32 flags, __u64 path, __u32 how)
 	if (old && how != FRESH_WRITE && now - old->ktime < FRESH_NS) {
 		old->ktime = now;
 		old->how |= how;
+		fresh_executable(old->how, now);
 		return 0;
 	}
 	struct fresh_val v = {};
@@ -1642,6 +1662,7 @@ __verified_once int fresh_note(__u32 flags, __u64 path, __u32 how)
 		v.how |= old->how & FRESH_CHMOD;
 	bpf_get_current_comm(v.comm, sizeof(v.comm));
 	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
+	fresh_executable(v.how, now);
 	return 0;
 }
 
@@ -1669,6 +1690,7 @@ __verified_once int fresh_rename(__u32 flags, __u64 oldname, __u64 newname)
 	if (read_path(newname) <= 0 || !sc->base.s[0])
 		return 0;
 	bpf_map_update_elem(&fresh, &sc->base, &v, BPF_ANY);
+	fresh_executable(v.how, now);
 	return 0;
 }
 
@@ -1688,19 +1710,25 @@ __verified_once int fresh_exec(__u32 flags, __u64 filename)
 {
 	if (!(flags & CFG_FRESH) || (flags & CFG_OFF))
 		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct taint *t = taint_of_current();
+	if (!t) {
+		__u32 zero = 0;
+		__u64 *at = bpf_map_lookup_elem(&fresh_exe_at, &zero);
+		if (!at || !*at || now - *at >= FRESH_NS)
+			return 0;
+	}
 	struct scratch *sc = get_scratch();
 	if (!sc || read_path(filename) <= 0 || !sc->base.s[0])
 		return 0;
 	struct fresh_val *f = bpf_map_lookup_elem(&fresh, &sc->base);
 	if (!f)
 		return 0;
-	__u64 now = bpf_ktime_get_ns();
 	if (now - f->ktime >= FRESH_NS)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (bpf_map_lookup_elem(&protected_pids, &tgid))
 		return 0;
-	struct taint *t = taint_of_current();
 	if (t) {
 		stop_caller(flags, tgid, now, WHY_FRESH_EXEC, 0, 0, 0, f->writer, t->family, &sc->base);
 		return 0;
