@@ -53,6 +53,11 @@ func OpenLedger(path string, now func() time.Time) (*Ledger, error) {
 	if err := json.Unmarshal(b, &l.entries); err != nil {
 		return nil, fmt.Errorf("kill-switch budget ledger %s is corrupt (%v); move it aside only if you accept that every responder key's budget starts afresh", path, err)
 	}
+	if l.entries == nil {
+		// "null" decodes to no map at all: an empty ledger, not a panic
+		// at the first charge.
+		l.entries = map[string][]ledgerEntry{}
+	}
 	return l, nil
 }
 

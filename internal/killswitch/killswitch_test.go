@@ -248,6 +248,19 @@ func TestReplayCache(t *testing.T) {
 	if _, err := OpenReplayCache(path, nil); err == nil {
 		t.Fatal("corrupt replay cache opened as empty")
 	}
+
+	// "null" is valid JSON for no map at all: an empty cache that can
+	// record (it panicked at the first Record).
+	if err := os.WriteFile(path, []byte("null"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc, err = OpenReplayCache(path, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Record(&c, p, Result{Status: StatusOK}); err != nil || rc.Len() != 1 {
+		t.Fatalf("record into a null cache: %v, %d entries", err, rc.Len())
+	}
 }
 
 func TestKeyFiles(t *testing.T) {
@@ -460,6 +473,7 @@ func FuzzOpenLedger(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"k":null}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`null`)) // found by the fuzzer: no map at all, and the first charge panicked
 	f.Fuzz(func(t *testing.T, b []byte) {
 		path := filepath.Join(t.TempDir(), "budget.json")
 		if err := os.WriteFile(path, b, 0o600); err != nil {

@@ -68,6 +68,11 @@ func OpenReplayCache(path string, now func() time.Time) (*ReplayCache, error) {
 	if err := json.Unmarshal(b, &rc.entries); err != nil {
 		return nil, fmt.Errorf("kill-switch replay cache %s is corrupt (%v); move it aside only if you accept that commands seen before may run again", path, err)
 	}
+	if rc.entries == nil {
+		// "null" decodes to no map at all: an empty cache, not a panic at
+		// the first record (the budget ledger's fuzzer found its twin).
+		rc.entries = map[string]replayEntry{}
+	}
 	return rc, nil
 }
 
