@@ -67,6 +67,9 @@ func OpenBaseline(stateDir string, now func() time.Time) (*Baseline, error) {
 	if err := json.Unmarshal(raw, &b.entries); err != nil {
 		return nil, fmt.Errorf("rmm baseline %s is corrupt (%v): inspect it, then remove it to re-baseline the approved agents", b.file, err)
 	}
+	if b.entries == nil {
+		b.entries = map[string]BaselineEntry{} // "null": no map at all, and the first Check panicked
+	}
 	return b, nil
 }
 

@@ -153,6 +153,17 @@ func TestBaseline(t *testing.T) {
 	if _, err := OpenBaseline(dir, nil); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Errorf("a corrupt baseline must be an error, got %v", err)
 	}
+	// JSON null is no map at all: an empty baseline that records.
+	if err := os.WriteFile(filepath.Join(dir, BaselineFile), []byte("null"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b4, err := OpenBaseline(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := b4.Check("p", "/opt/p/agent", "ccc", 3); v != VerdictNew || err != nil {
+		t.Errorf("first sight in a null baseline: %s %v", v, err)
+	}
 }
 
 func TestHashFile(t *testing.T) {
